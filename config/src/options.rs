@@ -1,0 +1,225 @@
+//! The table of options the daemon knows, by their uWSGI names.
+//!
+//! One table serves `--help`, the command-line parser and the "did you mean" suggestions,
+//! so an option cannot be documented without being parsed or parsed without being listed.
+
+/// Whether an option takes a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arity {
+    /// `--master`: a switch, no value.
+    Flag,
+    /// `--socket ADDR`: a value is required.
+    Value,
+    /// `--chmod-socket[=MODE]`: a value may follow.
+    OptionalValue,
+}
+
+/// What ngx-wsgi does with an option a uWSGI user may bring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Implemented with uWSGI's meaning.
+    Yes,
+    /// Accepted and ignored: it means nothing for ngx-wsgi; the text says why.
+    Ignored(&'static str),
+    /// A uWSGI option ngx-wsgi does not implement yet: refused, named as such.
+    NotYet,
+}
+
+/// One option: its uWSGI name, its other spellings, and its help line.
+#[derive(Debug)]
+pub struct OptionSpec {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub short: Option<char>,
+    pub arity: Arity,
+    pub metavar: &'static str,
+    pub help: &'static str,
+    pub support: Support,
+}
+
+const fn opt(
+    name: &'static str,
+    aliases: &'static [&'static str],
+    short: Option<char>,
+    arity: Arity,
+    metavar: &'static str,
+    help: &'static str,
+) -> OptionSpec {
+    OptionSpec {
+        name,
+        aliases,
+        short,
+        arity,
+        metavar,
+        help,
+        support: Support::Yes,
+    }
+}
+
+const fn ignored(name: &'static str, arity: Arity, why: &'static str) -> OptionSpec {
+    OptionSpec {
+        name,
+        aliases: &[],
+        short: None,
+        arity,
+        metavar: "",
+        help: why,
+        support: Support::Ignored(why),
+    }
+}
+
+const fn not_yet(name: &'static str, arity: Arity) -> OptionSpec {
+    OptionSpec {
+        name,
+        aliases: &[],
+        short: None,
+        arity,
+        metavar: "",
+        help: "uWSGI option, not supported yet",
+        support: Support::NotYet,
+    }
+}
+
+use Arity::{Flag, OptionalValue, Value};
+
+/// Every option, in the order `--help` lists them.
+pub static OPTIONS: &[OptionSpec] = &[
+    // Listeners
+    opt("socket", &["uwsgi-socket"], Some('s'), Value, "ADDR",
+        "uwsgi protocol listener: /path (unix), @name (abstract unix), host:port or :port (TCP); repeatable"),
+    opt("http-socket", &[], None, Value, "ADDR",
+        "HTTP/1.1 listener served by the workers themselves (keep-alive, chunked); repeatable"),
+    opt("http", &[], None, Value, "ADDR",
+        "HTTP/1.1 listener; uWSGI starts a router process for it, ngx-wsgi serves it like --http-socket"),
+    opt("listen", &[], Some('l'), Value, "N",
+        "listen backlog of every socket (default 4096, clamped by net.core.somaxconn; uWSGI's 100 causes 502s under bursts)"),
+    opt("chmod-socket", &[], None, OptionalValue, "MODE",
+        "permissions of unix sockets, 3 octal digits (no value: 666)"),
+    opt("chown-socket", &[], None, Value, "USER[:GROUP]", "owner of unix sockets"),
+    // The application
+    opt("wsgi-file", &["file"], None, Value, "FILE", "load the WSGI app from this Python file"),
+    opt("module", &["wsgi"], Some('w'), Value, "MOD[:CALLABLE]", "load the WSGI app from this module"),
+    opt("callable", &[], None, Value, "NAME", "name of the WSGI callable (default: application)"),
+    opt("chdir", &[], None, Value, "DIR", "change to this directory before loading the app"),
+    opt("pythonpath", &["python-path", "pp"], None, Value, "DIR", "add DIR to sys.path; repeatable"),
+    opt("env", &[], None, Value, "KEY=VALUE", "set an environment variable; repeatable"),
+    opt("home", &["virtualenv", "venv", "pyhome"], Some('H'), Value, "DIR",
+        "the app's virtualenv (made from the same Python ngx-wsgi embeds)"),
+    // Processes
+    opt("master", &[], Some('M'), Flag, "",
+        "supervise the workers (always on in ngx-wsgi: a dead worker is respawned)"),
+    opt("processes", &["workers"], Some('p'), Value, "N", "worker processes (default 1)"),
+    opt("threads", &[], None, Value, "N", "request threads per worker (default 1)"),
+    opt("lazy-apps", &["lazy"], None, Flag, "",
+        "load the app in each worker after fork instead of once in the master"),
+    opt("reload-mercy", &["worker-reload-mercy"], None, Value, "SECONDS",
+        "how long a graceful stop or reload waits for in-flight requests (default 60)"),
+    opt("pidfile", &[], None, Value, "FILE", "write the master's pid to FILE"),
+    opt("vacuum", &[], None, Flag, "", "remove unix sockets and the pidfile at exit"),
+    // Requests
+    opt("buffer-size", &[], Some('b'), Value, "BYTES",
+        "largest uwsgi vars block accepted (default 65535, uWSGI's 4096 causes 502s with big cookies)"),
+    // Logging
+    opt("logto", &[], None, Value, "FILE", "append the log to FILE instead of stderr"),
+    opt("disable-logging", &[], Some('L'), Flag, "", "do not log each request"),
+    // Accepted for compatibility
+    ignored("die-on-term", Flag, "SIGTERM always stops ngx-wsgi gracefully"),
+    ignored("enable-threads", Flag, "Python threads are always enabled"),
+    ignored("single-interpreter", Flag, "ngx-wsgi always runs one interpreter per worker"),
+    ignored("thunder-lock", Flag, "the kernel already wakes one worker per connection"),
+    ignored("need-app", Flag, "ngx-wsgi never starts without its app"),
+    ignored("strict", Flag, "ngx-wsgi always refuses unknown options"),
+    ignored("no-orphans", Flag, "workers always exit when the master dies"),
+    ignored("auto-procname", Flag, "process titles are not changed"),
+    ignored("procname-prefix", Value, "process titles are not changed"),
+    ignored("plugin", Value, "Python support is built in"),
+    ignored("plugins", Value, "Python support is built in"),
+    ignored("py-tracebacker", Value, "tracebacks of failing requests are always logged"),
+    ignored("memory-report", Flag, "not reported yet"),
+    // uWSGI options users bring that ngx-wsgi does not implement yet
+    not_yet("harakiri", Value),
+    not_yet("harakiri-verbose", Flag),
+    not_yet("max-requests", Value),
+    not_yet("max-requests-delta", Value),
+    not_yet("reload-on-rss", Value),
+    not_yet("reload-on-as", Value),
+    not_yet("limit-as", Value),
+    not_yet("post-buffering", Value),
+    not_yet("uid", Value),
+    not_yet("gid", Value),
+    not_yet("daemonize", Value),
+    not_yet("stats", Value),
+    not_yet("cache2", Value),
+    not_yet("log-slow", Value),
+    not_yet("log-4xx", Flag),
+    not_yet("log-5xx", Flag),
+    not_yet("log-maxsize", Value),
+    not_yet("ini", Value),
+    not_yet("xml", Value),
+    not_yet("static-map", Value),
+    not_yet("touch-reload", Value),
+    not_yet("py-autoreload", Value),
+    not_yet("cheaper", Value),
+    not_yet("offload-threads", Value),
+    not_yet("mount", Value),
+    not_yet("manage-script-name", Flag),
+];
+
+/// Finds an option by its name or one of its aliases.
+pub fn lookup(name: &str) -> Option<&'static OptionSpec> {
+    OPTIONS
+        .iter()
+        .find(|spec| spec.name == name || spec.aliases.contains(&name))
+}
+
+/// Finds an option by its one-letter form.
+pub fn lookup_short(letter: char) -> Option<&'static OptionSpec> {
+    OPTIONS.iter().find(|spec| spec.short == Some(letter))
+}
+
+/// The known option closest to a misspelled `name`, if one is close enough to suggest.
+pub fn suggest(name: &str) -> Option<&'static str> {
+    OPTIONS
+        .iter()
+        .flat_map(|spec| std::iter::once(spec.name).chain(spec.aliases.iter().copied()))
+        .map(|known| (strsim::damerau_levenshtein(name, known), known))
+        .filter(|(distance, known)| *distance <= 2.max(known.len() / 4))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, known)| known)
+}
+
+/// The `--help` text.
+pub fn help_text() -> String {
+    let mut text = String::from(
+        "ngx-wsgi: serve a Python WSGI app over the uwsgi protocol and HTTP\n\n\
+         usage: ngx-wsgi [OPTIONS]   (options take uWSGI's names: --opt VALUE or --opt=VALUE)\n\n",
+    );
+    for spec in OPTIONS {
+        let mut left = format!("--{}", spec.name);
+        for alias in spec.aliases {
+            left.push_str(&format!(", --{alias}"));
+        }
+        if let Some(letter) = spec.short {
+            left = format!("-{letter}, {left}");
+        }
+        match spec.arity {
+            Arity::Flag => {}
+            Arity::Value if !spec.metavar.is_empty() => {
+                left.push_str(&format!(" {}", spec.metavar))
+            }
+            Arity::Value => left.push_str(" VALUE"),
+            Arity::OptionalValue => left.push_str(&format!("[={}]", spec.metavar)),
+        }
+        let help = match spec.support {
+            Support::Yes => spec.help.to_string(),
+            Support::Ignored(why) => format!("accepted and ignored: {why}"),
+            Support::NotYet => spec.help.to_string(),
+        };
+        text.push_str(&format!("  {left:<44} {help}\n"));
+    }
+    text.push_str(
+        "\nsignals: SIGTERM stops gracefully (in-flight requests finish), SIGINT/SIGQUIT stop at once,\n\
+         SIGHUP reloads gracefully (new workers on the same sockets, no request dropped)\n",
+    );
+    text
+}

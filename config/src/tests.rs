@@ -1,0 +1,225 @@
+use super::*;
+
+fn parse(args: &str) -> Result<Parsed, ConfigErrors> {
+    parse_args(args.split_whitespace())
+}
+
+fn errors(args: &str) -> Vec<String> {
+    parse(args)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn a_copied_uwsgi_command_line_runs() {
+    let parsed = parse(
+        "--master --die-on-term --enable-threads --socket /tmp/app.sock --wsgi-file app.py \
+         --processes 2 --threads 4 --logto /tmp/app.log --disable-logging --chmod-socket=660",
+    )
+    .unwrap();
+    let c = &parsed.config;
+    assert_eq!(
+        c.listeners,
+        vec![Listener {
+            addr: ListenAddr::Unix("/tmp/app.sock".into()),
+            protocol: Protocol::Uwsgi
+        }]
+    );
+    assert_eq!((c.processes, c.threads), (2, 4));
+    assert!(c.master && c.disable_logging);
+    assert_eq!(c.chmod_socket, Some(0o660));
+    assert_eq!(
+        c.logto.as_deref(),
+        Some(std::path::Path::new("/tmp/app.log"))
+    );
+    assert_eq!(
+        parsed.notes,
+        vec![
+            "option \"die-on-term\" ignored: SIGTERM always stops ngx-wsgi gracefully",
+            "option \"enable-threads\" ignored: Python threads are always enabled",
+        ]
+    );
+}
+
+#[test]
+fn short_flags_and_aliases() {
+    let c = parse("-M -s :3031 -w mysite.wsgi:app -p 3 -H /srv/venv --pp /srv/lib")
+        .unwrap()
+        .config;
+    assert!(c.master);
+    assert_eq!(
+        c.listeners[0].addr,
+        ListenAddr::Tcp {
+            host: "0.0.0.0".into(),
+            port: 3031
+        }
+    );
+    assert_eq!(c.module_and_callable(), Some(("mysite.wsgi", "app")));
+    assert_eq!(c.processes, 3);
+    assert_eq!(c.home.as_deref(), Some(std::path::Path::new("/srv/venv")));
+    assert_eq!(c.pythonpath, vec![PathBuf::from("/srv/lib")]);
+}
+
+#[test]
+fn defaults_avoid_uwsgi_502_traps() {
+    let c = parse("--socket /s --module m").unwrap().config;
+    assert_eq!(c.buffer_size, 65535);
+    assert!(c.listen >= 1024);
+    assert_eq!(c.callable, "application");
+    assert_eq!(c.module_and_callable(), Some(("m", "application")));
+}
+
+#[test]
+fn repeatable_options_accumulate() {
+    let c = parse("--socket /a --socket @b --http-socket 127.0.0.1:8000 --http [::1]:9000 --module m --env A=1 --env B=x=y")
+        .unwrap()
+        .config;
+    let addrs: Vec<String> = c.listeners.iter().map(|l| l.addr.to_string()).collect();
+    assert_eq!(addrs, ["/a", "@b", "127.0.0.1:8000", "[::1]:9000"]);
+    assert_eq!(c.listeners[2].protocol, Protocol::Http);
+    assert_eq!(
+        c.env,
+        vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+    );
+}
+
+#[test]
+fn chmod_socket_without_value_means_666() {
+    let c = parse("--socket /s --module m --chmod-socket")
+        .unwrap()
+        .config;
+    assert_eq!(c.chmod_socket, Some(0o666));
+    let c = parse("--chmod-socket 600 --socket /s --module m")
+        .unwrap()
+        .config;
+    assert_eq!(c.chmod_socket, Some(0o600));
+}
+
+#[test]
+fn unknown_option_suggests_the_close_one() {
+    assert_eq!(
+        errors("--sokcet /s --http :80 --module m"),
+        ["unknown option \"sokcet\", did you mean \"socket\"?"]
+    );
+    assert_eq!(
+        errors("--frobnicate --socket /s --module m"),
+        ["unknown option \"frobnicate\""]
+    );
+}
+
+#[test]
+fn unsupported_uwsgi_option_is_named_as_such() {
+    assert_eq!(
+        errors("--socket /s --module m --harakiri 30"),
+        ["option \"harakiri\" is a uWSGI option ngx-wsgi does not support yet"]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    assert_eq!(
+        errors("--processes -2 --chmod-socket=999 --buffer-size 10x --listen 0 stray"),
+        [
+            "invalid value \"-2\" for option \"processes\": expected a whole number of at least 1",
+            "invalid value \"999\" for option \"chmod-socket\": expected 3 octal digits such as 660",
+            "invalid value \"10x\" for option \"buffer-size\": expected a size from 1 to 65535 bytes (e.g. 32768 or 32k)",
+            "invalid value \"0\" for option \"listen\": expected a whole number of at least 1",
+            "unexpected argument \"stray\" (options start with --)",
+            "no app to serve: give --wsgi-file FILE or --module MODULE",
+            "nowhere to listen: give --socket, --http-socket or --http",
+        ]
+    );
+}
+
+#[test]
+fn missing_and_unexpected_values() {
+    assert_eq!(
+        errors("--module m --socket"),
+        [
+            "option \"socket\" needs a value",
+            "nowhere to listen: give --socket, --http-socket or --http"
+        ]
+    );
+    assert_eq!(
+        errors("--socket /s --module m --master=no"),
+        ["option \"master\" takes no value"]
+    );
+    assert!(
+        parse("--socket /s --module m --master=true")
+            .unwrap()
+            .config
+            .master
+    );
+}
+
+#[test]
+fn bad_addresses_say_what_is_expected() {
+    assert_eq!(
+        errors("--http :80 --module m --socket nowhere"),
+        ["invalid value \"nowhere\" for option \"socket\": expected /path (unix), @name (abstract unix), host:port or :port (TCP)"]
+    );
+    assert_eq!(
+        errors("--http :80 --module m --socket localhost:99999"),
+        ["invalid value \"localhost:99999\" for option \"socket\": expected a TCP port from 0 to 65535 after ':'"]
+    );
+}
+
+#[test]
+fn sizes_take_suffixes() {
+    assert_eq!(parse_size("32k"), Some(32768));
+    assert_eq!(parse_size("1M"), Some(1 << 20));
+    assert_eq!(parse_size("100"), Some(100));
+    assert_eq!(parse_size("k"), None);
+    assert_eq!(parse_size(""), None);
+    assert_eq!(
+        parse("--socket /s --module m -b 8k")
+            .unwrap()
+            .config
+            .buffer_size,
+        8192
+    );
+}
+
+#[test]
+fn two_apps_are_refused() {
+    assert_eq!(
+        errors("--socket /s --module m --wsgi-file f.py"),
+        ["both --wsgi-file and --module are set: give one"]
+    );
+}
+
+/// Every option the table calls supported must be handled by `Config::apply`.
+#[test]
+fn every_supported_option_is_applied() {
+    for spec in OPTIONS.iter().filter(|s| s.support == Support::Yes) {
+        let value = match spec.name {
+            "socket" | "http-socket" | "http" => Some("/tmp/x.sock"),
+            "chmod-socket" => Some("660"),
+            "env" => Some("A=B"),
+            _ if spec.arity == Arity::Flag => None,
+            _ => Some("1"),
+        };
+        let result = Config::default().apply(spec.name, value);
+        assert!(
+            result.is_ok(),
+            "option {} is listed but not applied: {result:?}",
+            spec.name
+        );
+    }
+}
+
+#[test]
+fn help_lists_every_option() {
+    let help = help_text();
+    for spec in OPTIONS {
+        assert!(
+            help.contains(&format!("--{}", spec.name)),
+            "--help misses {}",
+            spec.name
+        );
+    }
+    assert!(help.contains("SIGTERM stops gracefully"));
+}
