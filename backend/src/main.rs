@@ -1,1 +1,52 @@
-fn main() {}
+//! `ngx-wsgi`: hosts a Python WSGI app behind the uwsgi protocol (for nginx) and HTTP.
+
+mod conn;
+mod http;
+mod listeners;
+mod logging;
+mod master;
+mod python;
+mod uwsgi;
+mod worker;
+mod wsgi;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{}", ngx_wsgi_config::help_text());
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "--version") {
+        println!("ngx-wsgi {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let parsed = match ngx_wsgi_config::parse_args(&args) {
+        Ok(parsed) => parsed,
+        Err(errors) => {
+            for error in &errors.0 {
+                eprintln!("ngx-wsgi: {error}");
+            }
+            eprintln!("ngx-wsgi: see \"ngx-wsgi --help\"");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(err) = logging::init(&parsed.config) {
+        eprintln!("ngx-wsgi: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    for note in &parsed.notes {
+        tracing::info!("{note}");
+    }
+    if std::env::var_os(master::CHECK_APP_ENV).is_some() {
+        return ExitCode::from(master::check_app(&parsed.config) as u8);
+    }
+    match master::run(parsed.config, args) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! A client connection in blocking mode, shared by the request body reader and the
+//! response writer while a request runs.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+pub enum Conn {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Conn {
+    pub fn write_all(&self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => (&*s).write_all(data),
+            Conn::Tcp(s) => (&*s).write_all(data),
+        }
+    }
+
+    /// Writes two buffers with one system call when they fit (the head and the first chunk).
+    pub fn write_all_vectored(&self, first: &[u8], second: &[u8]) -> io::Result<()> {
+        let slices = [io::IoSlice::new(first), io::IoSlice::new(second)];
+        let total = first.len() + second.len();
+        let written = match self {
+            Conn::Unix(s) => (&*s).write_vectored(&slices)?,
+            Conn::Tcp(s) => (&*s).write_vectored(&slices)?,
+        };
+        if written == total {
+            return Ok(());
+        }
+        if written < first.len() {
+            self.write_all(&first[written..])?;
+            self.write_all(second)
+        } else {
+            self.write_all(&second[written - first.len()..])
+        }
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => (&*s).read(buf),
+            Conn::Tcp(s) => (&*s).read(buf),
+        }
+    }
+
+    /// Sends `file` from `offset` to its end with sendfile(2); returns the bytes sent.
+    pub fn sendfile(&self, file: BorrowedFd<'_>, mut offset: i64) -> io::Result<u64> {
+        let mut sent = 0u64;
+        loop {
+            match nix::sys::sendfile::sendfile(self.as_fd(), file, Some(&mut offset), 1 << 20) {
+                Ok(0) => return Ok(sent),
+                Ok(n) => sent += n as u64,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+    }
+
+    pub fn shutdown(&self) {
+        let _ = match self {
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+}
+
+impl AsFd for Conn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Conn::Unix(s) => s.as_fd(),
+            Conn::Tcp(s) => s.as_fd(),
+        }
+    }
+}
+
+/// Reads the request body from a shared connection.
+pub struct ConnReader(pub Arc<Conn>);
+
+impl Read for ConnReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}

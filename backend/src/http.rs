@@ -1,0 +1,445 @@
+//! The HTTP/1.1 listener (`--http-socket`, `--http`), on hyper: keep-alive, chunked
+//! requests and responses, HEAD, pipelining.
+//!
+//! The request body is read before the app runs (in memory up to 1 MiB, in an unlinked
+//! temporary file beyond), because the app runs on the thread that drives this
+//! connection and could not wait for body bytes that only this thread would read.
+
+use std::convert::Infallible;
+use std::io::{Seek, Write};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use pyo3::prelude::*;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+
+use crate::uwsgi::AsyncConn;
+use crate::worker::WorkerContext;
+use crate::wsgi::input::{Body, WsgiInput};
+use crate::wsgi::response::{lock, ResponseHead, ResponseState, Sink};
+use crate::wsgi::{close_iterable, EnvironSource, Outcome};
+
+const MEMORY_BODY_LIMIT: usize = 1 << 20;
+
+/// Serves one HTTP connection until the client closes it or the worker stops.
+pub async fn serve(
+    conn: AsyncConn,
+    peer: String,
+    ctx: Arc<WorkerContext>,
+    mut stop_rx: watch::Receiver<bool>,
+) {
+    let (remote, local_port) = match &conn {
+        AsyncConn::Tcp(s) => (
+            s.peer_addr()
+                .map(|a| (a.ip().to_string(), a.port()))
+                .unwrap_or_default(),
+            s.local_addr().map(|a| a.port()).unwrap_or(0),
+        ),
+        AsyncConn::Unix(_) => (("127.0.0.1".to_string(), 0), 0),
+    };
+    let service = hyper::service::service_fn(move |request| {
+        handle(
+            request,
+            ctx.clone(),
+            peer.clone(),
+            remote.clone(),
+            local_port,
+        )
+    });
+    let builder = hyper::server::conn::http1::Builder::new();
+    macro_rules! drive {
+        ($stream:expr) => {{
+            let connection = builder.serve_connection(TokioIo::new($stream), service);
+            tokio::pin!(connection);
+            let stopping = async {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            };
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = stopping => {
+                    // Finish the request in progress, then close instead of keeping alive.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
+        }};
+    }
+    let result = match conn {
+        AsyncConn::Tcp(stream) => drive!(stream),
+        AsyncConn::Unix(stream) => drive!(stream),
+    };
+    if let Err(err) = result {
+        if !err.is_incomplete_message() {
+            tracing::warn!("HTTP connection error: {err}");
+        }
+    }
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    ctx: Arc<WorkerContext>,
+    peer: String,
+    remote: (String, u16),
+    local_port: u16,
+) -> Result<Response<WsgiBody>, Infallible> {
+    let started = Instant::now();
+    let (head, incoming) = request.into_parts();
+    let (first, spooled, length) = match read_body(incoming).await {
+        Ok(body) => body,
+        Err(err) => {
+            tracing::warn!(
+                "{peer} {} {}: request body not received: {err}; connection closed",
+                head.method,
+                head.uri
+            );
+            return Ok(plain_response(StatusCode::BAD_REQUEST, "Bad Request"));
+        }
+    };
+    let has_body = length > 0 || head.headers.contains_key(http::header::CONTENT_LENGTH);
+    let permit = ctx.app_slot().await;
+    let response = Python::attach(|py| {
+        let source: Box<dyn std::io::Read + Send + Sync> = match spooled {
+            Some(file) => Box::new(file),
+            None => Box::new(std::io::empty()),
+        };
+        let input = WsgiInput::new(Body::new(first, source, length));
+        let info = crate::wsgi::environ::HttpRequestInfo {
+            head: &head,
+            content_length: has_body.then_some(length),
+            remote,
+            local_port,
+        };
+        let method = head.method.as_str();
+        let uri = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let (response, outcome) = run_app(
+            py,
+            &ctx,
+            &EnvironSource::Http(info),
+            input,
+            method == "HEAD",
+            permit,
+        );
+        if let Some(outcome) = outcome {
+            ctx.log_request(&peer, method, uri, &outcome, started);
+        }
+        response
+    });
+    Ok(response)
+}
+
+/// Reads the whole request body: the bytes, and a temporary file when it outgrew memory.
+async fn read_body(
+    mut incoming: Incoming,
+) -> anyhow::Result<(Vec<u8>, Option<std::fs::File>, u64)> {
+    let mut memory = Vec::new();
+    let mut file: Option<std::fs::File> = None;
+    let mut length = 0u64;
+    while let Some(frame) = incoming.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        length += data.len() as u64;
+        match &mut file {
+            Some(file) => file.write_all(&data)?,
+            None if memory.len() + data.len() > MEMORY_BODY_LIMIT => {
+                let mut spool = tempfile()?;
+                spool.write_all(&memory)?;
+                spool.write_all(&data)?;
+                memory.clear();
+                file = Some(spool);
+            }
+            None => memory.extend_from_slice(&data),
+        }
+    }
+    if let Some(file) = &mut file {
+        file.rewind()?;
+    }
+    Ok((memory, file, length))
+}
+
+/// An unlinked file in the temporary directory: it disappears when closed.
+fn tempfile() -> std::io::Result<std::fs::File> {
+    let dir = std::env::temp_dir();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags_tmpfile()
+        .open(dir)
+}
+
+trait TmpFileFlag {
+    fn custom_flags_tmpfile(&mut self) -> &mut Self;
+}
+
+impl TmpFileFlag for std::fs::OpenOptions {
+    fn custom_flags_tmpfile(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_TMPFILE).mode(0o600)
+    }
+}
+
+/// Calls the app and pulls its body until the head is committed (PEP 3333: the head goes
+/// out with the first non-empty chunk); the rest streams from [`WsgiBody`].
+fn run_app(
+    py: Python<'_>,
+    ctx: &WorkerContext,
+    source: &EnvironSource<'_>,
+    input: WsgiInput,
+    head_only: bool,
+    permit: OwnedSemaphorePermit,
+) -> (Response<WsgiBody>, Option<Outcome>) {
+    let state = ResponseState::new(
+        Sink::Collect {
+            head: None,
+            early_body: Vec::new(),
+        },
+        head_only,
+    );
+    let started = (|| -> PyResult<Option<Pending>> {
+        let environ = ctx.app.environ(py, source, input)?;
+        let start_response =
+            Bound::new(py, crate::wsgi::response::StartResponse::new(state.clone()))?;
+        let iterable = ctx
+            .app
+            .callable()
+            .bind(py)
+            .call1((environ, start_response))?;
+        let send = |data: &[u8]| {
+            lock(&state)
+                .send_body(data)
+                .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))
+        };
+        // Pull until the head is committed; `Some(iterator)` when more body may follow.
+        let pulled = iterable.try_iter().and_then(|iterator| {
+            for chunk in iterator.clone() {
+                let chunk = chunk?;
+                let data = chunk.cast::<pyo3::types::PyBytes>()?.as_bytes();
+                send(data)?;
+                if lock(&state).head_sent && (!data.is_empty() || head_only) {
+                    return Ok(Some(iterator));
+                }
+            }
+            send(b"")?;
+            Ok(None)
+        });
+        match pulled {
+            Ok(Some(iterator)) => Ok(Some(Pending {
+                iterable: iterable.unbind(),
+                iterator: iterator.into_any().unbind(),
+            })),
+            finished => {
+                let closed = close_iterable(&iterable);
+                finished?;
+                closed?;
+                Ok(None)
+            }
+        }
+    })();
+    let mut state = lock(&state);
+    match started {
+        Ok(rest) => {
+            let (head, early_body) = match std::mem::replace(
+                &mut state.sink,
+                Sink::Collect {
+                    head: None,
+                    early_body: Vec::new(),
+                },
+            ) {
+                Sink::Collect { head, early_body } => (head, early_body),
+                Sink::Socket(_) => unreachable!("HTTP responses are collected"),
+            };
+            let Some(head) = head else {
+                return (
+                    plain_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+                    None,
+                );
+            };
+            let status = head.code;
+            let streaming = rest.is_some();
+            let body = WsgiBody {
+                early: Some(Bytes::from(early_body)),
+                rest,
+                head_only,
+                permit: Some(permit),
+            };
+            let outcome = (!streaming).then_some(Outcome::Sent {
+                status,
+                bytes: state.body_bytes,
+            });
+            (build_response(&head, body), outcome)
+        }
+        Err(err) => {
+            let traceback = crate::python::format_exception(py, &err);
+            let outcome = Outcome::AppFailed { traceback };
+            (
+                plain_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+                Some(outcome),
+            )
+        }
+    }
+}
+
+fn build_response(head: &ResponseHead, body: WsgiBody) -> Response<WsgiBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() =
+        StatusCode::from_u16(head.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(reason) = head.status.get(4..).filter(|r| !r.is_empty()) {
+        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()) {
+            response.extensions_mut().insert(reason);
+        }
+    }
+    let headers = response.headers_mut();
+    for (name, value) in &head.headers {
+        let value: Vec<u8> = value.chars().map(|c| c as u8).collect();
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_bytes(&value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    response
+}
+
+fn plain_response(status: StatusCode, text: &'static str) -> Response<WsgiBody> {
+    let body = WsgiBody {
+        early: Some(Bytes::from_static(text.as_bytes())),
+        rest: None,
+        head_only: false,
+        permit: None,
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    response
+}
+
+/// The part of the app's response still to send: the iterable (for `close()`) and the
+/// iterator already started on it.
+struct Pending {
+    iterable: Py<PyAny>,
+    iterator: Py<PyAny>,
+}
+
+/// A response body that pulls the rest of the app's iterable as hyper asks for it, and
+/// holds the thread's app slot until the app's `close()` has run.
+pub struct WsgiBody {
+    early: Option<Bytes>,
+    rest: Option<Pending>,
+    head_only: bool,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl WsgiBody {
+    fn finish(&mut self, py: Python<'_>) {
+        if let Some(pending) = self.rest.take() {
+            if let Err(err) = close_iterable(pending.iterable.bind(py)) {
+                tracing::error!(
+                    "the app's close() raised\n{}",
+                    crate::python::format_exception(py, &err)
+                );
+            }
+        }
+        self.permit = None;
+    }
+}
+
+impl HttpBody for WsgiBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(early) = self
+            .early
+            .take()
+            .filter(|b| !b.is_empty() && !self.head_only)
+        {
+            return Poll::Ready(Some(Ok(Frame::data(early))));
+        }
+        let this = &mut *self;
+        if this.rest.is_none() {
+            return Poll::Ready(None);
+        }
+        let next = Python::attach(|py| -> PyResult<Option<Bytes>> {
+            let Some(iterator) = this.rest.as_ref().map(|p| p.iterator.clone_ref(py)) else {
+                return Ok(None);
+            };
+            if this.head_only {
+                this.finish(py);
+                return Ok(None);
+            }
+            let mut iterator = iterator
+                .into_bound(py)
+                .cast_into::<pyo3::types::PyIterator>()?;
+            loop {
+                match iterator.next() {
+                    Some(chunk) => {
+                        let chunk = chunk?;
+                        let data = chunk.cast::<pyo3::types::PyBytes>()?.as_bytes();
+                        if !data.is_empty() {
+                            return Ok(Some(Bytes::copy_from_slice(data)));
+                        }
+                    }
+                    None => {
+                        this.finish(py);
+                        return Ok(None);
+                    }
+                }
+            }
+        });
+        match next {
+            Ok(Some(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Ok(None) => Poll::Ready(None),
+            Err(err) => {
+                let traceback = Python::attach(|py| {
+                    this.finish(py);
+                    crate::python::format_exception(py, &err)
+                });
+                tracing::error!(
+                    "response aborted: the app raised after the headers were sent\n{traceback}"
+                );
+                Poll::Ready(Some(Err(std::io::Error::other(
+                    "the app raised while streaming",
+                ))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_none()
+            && self
+                .early
+                .as_ref()
+                .is_none_or(|b| b.is_empty() || self.head_only)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.rest, &self.early) {
+            (None, Some(early)) if !self.head_only => SizeHint::with_exact(early.len() as u64),
+            (None, _) => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for WsgiBody {
+    fn drop(&mut self) {
+        // The client went away mid-response: close() must still run (PEP 3333).
+        if self.rest.is_some() {
+            Python::attach(|py| self.finish(py));
+        }
+    }
+}

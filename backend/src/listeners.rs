@@ -1,0 +1,204 @@
+//! Binding the listening sockets, and handing them to a re-executed master on reload.
+
+use std::net::{TcpListener, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use ngx_wsgi_config::{Config, ListenAddr, Listener};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+/// The environment variable a reloading master passes its listening sockets in.
+pub const INHERITED_FDS_ENV: &str = "NGX_WSGI_LISTEN_FDS";
+
+pub enum Socketish {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+impl Socketish {
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            Socketish::Unix(l) => l.as_raw_fd(),
+            Socketish::Tcp(l) => l.as_raw_fd(),
+        }
+    }
+}
+
+/// A listening socket and the config entry it was made from.
+pub struct BoundListener {
+    pub spec: Listener,
+    pub socket: Socketish,
+}
+
+/// Binds every listener of the config, or takes them over from a reloading master.
+pub fn open_all(config: &Config) -> anyhow::Result<Vec<BoundListener>> {
+    if let Ok(fds) = std::env::var(INHERITED_FDS_ENV) {
+        // SAFETY: only this process reads the variable, once, before any thread starts.
+        unsafe { std::env::remove_var(INHERITED_FDS_ENV) };
+        return inherit(config, &fds);
+    }
+    config
+        .listeners
+        .iter()
+        .map(|spec| bind(spec, config))
+        .collect()
+}
+
+fn bind(spec: &Listener, config: &Config) -> anyhow::Result<BoundListener> {
+    let backlog = i32::try_from(config.listen).unwrap_or(i32::MAX);
+    let socket = match &spec.addr {
+        ListenAddr::Unix(path) => {
+            remove_stale_socket(path)?;
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+            socket
+                .bind(&SockAddr::unix(path)?)
+                .with_context(|| format!("cannot bind unix socket \"{}\"", path.display()))?;
+            socket.listen(backlog)?;
+            if let Some(mode) = config.chmod_socket {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .with_context(|| format!("cannot chmod \"{}\"", path.display()))?;
+            }
+            if let Some(owner) = &config.chown_socket {
+                chown_socket(path, owner)?;
+            }
+            Socketish::Unix(UnixListener::from(OwnedFd::from(socket)))
+        }
+        ListenAddr::Abstract(name) => {
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+            // A leading NUL byte names an address in Linux's abstract namespace.
+            let addr = SockAddr::unix(format!("\0{name}"))?;
+            socket
+                .bind(&addr)
+                .with_context(|| format!("cannot bind abstract socket \"@{name}\""))?;
+            socket.listen(backlog)?;
+            Socketish::Unix(UnixListener::from(OwnedFd::from(socket)))
+        }
+        ListenAddr::Tcp { host, port } => {
+            let addr = (host.as_str(), *port)
+                .to_socket_addrs()
+                .with_context(|| format!("cannot resolve \"{}\"", spec.addr))?
+                .next()
+                .with_context(|| format!("\"{}\" resolves to no address", spec.addr))?;
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            socket
+                .bind(&addr.into())
+                .with_context(|| format!("cannot bind \"{}\"", spec.addr))?;
+            socket.listen(backlog)?;
+            Socketish::Tcp(TcpListener::from(OwnedFd::from(socket)))
+        }
+    };
+    Ok(BoundListener {
+        spec: spec.clone(),
+        socket,
+    })
+}
+
+/// A socket file left by a process that died is removed; a live one is an error.
+fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        bail!(
+            "cannot bind unix socket \"{}\": a file that is not a socket is in the way",
+            path.display()
+        );
+    }
+    if UnixStream::connect(path).is_ok() {
+        bail!(
+            "cannot bind unix socket \"{}\": another server is listening on it",
+            path.display()
+        );
+    }
+    std::fs::remove_file(path)
+        .with_context(|| format!("cannot remove stale socket \"{}\"", path.display()))
+}
+
+fn chown_socket(path: &Path, owner: &str) -> anyhow::Result<()> {
+    use nix::unistd::{chown, Group, User};
+    let (user, group) = match owner.split_once(':') {
+        Some((user, group)) => (user, Some(group)),
+        None => (owner, None),
+    };
+    let uid = User::from_name(user)?
+        .with_context(|| format!("--chown-socket: no user \"{user}\""))?
+        .uid;
+    let gid = match group {
+        Some(group) => Some(
+            Group::from_name(group)?
+                .with_context(|| format!("--chown-socket: no group \"{group}\""))?
+                .gid,
+        ),
+        None => None,
+    };
+    chown(path, Some(uid), gid)
+        .with_context(|| format!("cannot chown \"{}\" to \"{owner}\"", path.display()))
+}
+
+/// Takes over the listeners a reloading master left open, in config order.
+fn inherit(config: &Config, fds: &str) -> anyhow::Result<Vec<BoundListener>> {
+    let fds: Vec<RawFd> = fds.split(',').filter_map(|fd| fd.parse().ok()).collect();
+    if fds.len() != config.listeners.len() {
+        bail!(
+            "reload: {} sockets inherited but the config has {} listeners",
+            fds.len(),
+            config.listeners.len()
+        );
+    }
+    config
+        .listeners
+        .iter()
+        .zip(fds)
+        .map(|(spec, fd)| {
+            // SAFETY: the previous master image listed these fds as its listening sockets
+            // and exec'd us with them open; nothing else in this process owns them.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            set_cloexec(fd, true)?;
+            let socket = match spec.addr {
+                ListenAddr::Tcp { .. } => Socketish::Tcp(TcpListener::from(owned)),
+                _ => Socketish::Unix(UnixListener::from(owned)),
+            };
+            Ok(BoundListener {
+                spec: spec.clone(),
+                socket,
+            })
+        })
+        .collect()
+}
+
+/// Leaves the listeners open across exec and names them for the next master image.
+pub fn export_for_exec(listeners: &[BoundListener]) -> anyhow::Result<String> {
+    let mut fds = Vec::new();
+    for listener in listeners {
+        let fd = listener.socket.raw_fd();
+        set_cloexec(fd, false)?;
+        fds.push(fd.to_string());
+    }
+    Ok(fds.join(","))
+}
+
+fn set_cloexec(fd: RawFd, on: bool) -> anyhow::Result<()> {
+    // SAFETY: `fd` is one of our listening sockets, open for the life of the process.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let flags = if on {
+        FdFlag::FD_CLOEXEC
+    } else {
+        FdFlag::empty()
+    };
+    fcntl(borrowed, FcntlArg::F_SETFD(flags)).context("fcntl(F_SETFD) on a listening socket")?;
+    Ok(())
+}
+
+/// `--vacuum`: removes the unix socket files at exit.
+pub fn vacuum(config: &Config) {
+    for listener in &config.listeners {
+        if let ListenAddr::Unix(path) = &listener.addr {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

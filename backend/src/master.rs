@@ -1,0 +1,308 @@
+//! The master process: binds the sockets, loads the app (unless `--lazy-apps`), forks
+//! and supervises the workers, and turns signals into stops and reloads.
+//!
+//! The master never starts a thread: it forks after Python is initialized, and a process
+//! that forks must be single-threaded for the child to be sound.
+//!
+//! Signals, a contract with systemd and with users:
+//! - SIGTERM: graceful stop. Workers stop accepting, finish in-flight requests (up to
+//!   `--reload-mercy` seconds), then everything exits 0. Unlike uWSGI, it does not reload.
+//! - SIGINT, SIGQUIT: fast stop. Workers exit at once.
+//! - SIGHUP: graceful reload. A new master image (same pid) takes over the listening
+//!   sockets, loads the app afresh and starts new workers; only then are the old workers
+//!   told to finish their requests and exit. Connections wait in the listen backlog in
+//!   between, so none is refused. If the app no longer loads, the reload is refused and
+//!   the running workers keep serving.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ngx_wsgi_config::Config;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use pyo3::prelude::*;
+
+use crate::listeners::{self, BoundListener};
+use crate::{logging, python, worker};
+
+/// Exit code of a worker whose app failed to load (`--lazy-apps`): respawning would loop.
+pub const EXIT_APP_LOAD_FAILED: i32 = 3;
+/// Set in the environment of a probe process that only loads the app and exits.
+pub const CHECK_APP_ENV: &str = "NGX_WSGI_CHECK_APP";
+const OLD_WORKERS_ENV: &str = "NGX_WSGI_OLD_WORKERS";
+const TICK: Duration = Duration::from_millis(50);
+const FAST_STOP_GRACE: Duration = Duration::from_secs(5);
+
+struct Signals {
+    term: Arc<AtomicBool>,
+    int: Arc<AtomicBool>,
+    hup: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn register() -> anyhow::Result<Signals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+        let signals = Signals {
+            term: Arc::default(),
+            int: Arc::default(),
+            hup: Arc::default(),
+        };
+        signal_hook::flag::register(SIGTERM, signals.term.clone())?;
+        signal_hook::flag::register(SIGINT, signals.int.clone())?;
+        signal_hook::flag::register(SIGQUIT, signals.int.clone())?;
+        signal_hook::flag::register(SIGHUP, signals.hup.clone())?;
+        Ok(signals)
+    }
+}
+
+enum State {
+    Running,
+    Stopping { deadline: Instant },
+}
+
+/// Loads the app in a fresh process image, for `--check`-style probes before a reload.
+pub fn check_app(config: &Config) -> i32 {
+    match python::initialize(config)
+        .and_then(|()| Python::attach(|py| python::load_app(py, config)).map(drop))
+    {
+        Ok(()) => 0,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            EXIT_APP_LOAD_FAILED
+        }
+    }
+}
+
+pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
+    let listeners = listeners::open_all(&config)?;
+    for listener in &listeners {
+        tracing::info!(
+            "listening on \"{}\" ({:?})",
+            listener.spec.addr,
+            listener.spec.protocol
+        );
+    }
+    python::initialize(&config)?;
+    let app = if config.lazy_apps {
+        None
+    } else {
+        let app = Python::attach(|py| python::load_app(py, &config))?;
+        tracing::info!(
+            "app loaded; forking {} worker(s) with {} thread(s) each",
+            config.processes,
+            config.threads
+        );
+        Some(app)
+    };
+    if let Some(pidfile) = &config.pidfile {
+        std::fs::write(pidfile, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write pidfile \"{}\"", pidfile.display()))?;
+    }
+    let signals = Signals::register()?;
+    let mut workers: HashMap<Pid, u32> = HashMap::new();
+    for id in 1..=config.processes {
+        let pid = spawn_worker(id, &config, app.as_ref(), &listeners)?;
+        workers.insert(pid, id);
+    }
+    let mut old_workers = retire_old_workers();
+    let mut state = State::Running;
+    loop {
+        reap(
+            &mut workers,
+            &mut old_workers,
+            &state,
+            &config,
+            app.as_ref(),
+            &listeners,
+        )?;
+        if signals.int.swap(false, Ordering::SeqCst) {
+            tracing::info!("SIGINT/SIGQUIT: stopping now");
+            signal_all(workers.keys().chain(&old_workers), Signal::SIGINT);
+            state = State::Stopping {
+                deadline: Instant::now() + FAST_STOP_GRACE,
+            };
+        } else if signals.term.swap(false, Ordering::SeqCst) && matches!(state, State::Running) {
+            tracing::info!(
+                "SIGTERM: stopping gracefully, in-flight requests finish (up to {} s)",
+                config.reload_mercy
+            );
+            signal_all(workers.keys().chain(&old_workers), Signal::SIGTERM);
+            state = State::Stopping {
+                deadline: Instant::now() + Duration::from_secs(config.reload_mercy),
+            };
+        } else if signals.hup.swap(false, Ordering::SeqCst) && matches!(state, State::Running) {
+            reload(&args, &listeners, workers.keys().chain(&old_workers))?;
+        }
+        if let State::Stopping { deadline } = state {
+            if workers.is_empty() && old_workers.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "{} worker(s) still busy after the grace period: killing them",
+                    workers.len() + old_workers.len()
+                );
+                signal_all(workers.keys().chain(&old_workers), Signal::SIGKILL);
+            }
+        }
+        std::thread::sleep(TICK);
+    }
+    if config.vacuum {
+        listeners::vacuum(&config);
+        if let Some(pidfile) = &config.pidfile {
+            let _ = std::fs::remove_file(pidfile);
+        }
+    }
+    tracing::info!("stopped");
+    Ok(0)
+}
+
+fn spawn_worker(
+    id: u32,
+    config: &Config,
+    app: Option<&Py<PyAny>>,
+    listeners: &[BoundListener],
+) -> anyhow::Result<Pid> {
+    let pid = Python::attach(python::fork).context("fork() failed")?;
+    if pid != 0 {
+        tracing::info!("worker {id} started (pid {pid})");
+        return Ok(Pid::from_raw(pid));
+    }
+    // In the child: never return into the master's loop.
+    logging::set_worker_id(id);
+    // A worker outliving its master finishes its requests and exits.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    let app = match app {
+        Some(app) => Python::attach(|py| app.clone_ref(py)),
+        None => match Python::attach(|py| python::load_app(py, config)) {
+            Ok(app) => app,
+            Err(err) => {
+                tracing::error!("{err:#}");
+                std::process::exit(EXIT_APP_LOAD_FAILED);
+            }
+        },
+    };
+    let code = match worker::run(config, app, listeners) {
+        Ok(code) => code,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Collects exited workers; respawns them unless the master is stopping.
+fn reap(
+    workers: &mut HashMap<Pid, u32>,
+    old_workers: &mut Vec<Pid>,
+    state: &State,
+    config: &Config,
+    app: Option<&Py<PyAny>>,
+    listeners: &[BoundListener],
+) -> anyhow::Result<()> {
+    loop {
+        let (pid, how) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, (Some(code), None)),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, (None, Some(signal))),
+            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return Ok(()),
+            Ok(_) => continue,
+            Err(err) => return Err(err).context("waitpid()"),
+        };
+        old_workers.retain(|old| *old != pid);
+        let Some(id) = workers.remove(&pid) else {
+            continue;
+        };
+        if matches!(state, State::Stopping { .. }) {
+            continue;
+        }
+        if how.0 == Some(EXIT_APP_LOAD_FAILED) {
+            anyhow::bail!("worker {id} could not load the app (see above); not respawning it");
+        }
+        match how {
+            (Some(code), _) => {
+                tracing::error!("worker {id} (pid {pid}) exited with code {code}; respawning it")
+            }
+            (_, Some(signal)) => {
+                tracing::error!("worker {id} (pid {pid}) was killed by {signal}; respawning it")
+            }
+            _ => {}
+        }
+        let new_pid = spawn_worker(id, config, app, listeners)?;
+        workers.insert(new_pid, id);
+    }
+}
+
+fn signal_all<'a>(pids: impl Iterator<Item = &'a Pid>, signal: Signal) {
+    for pid in pids {
+        let _ = kill(*pid, signal);
+    }
+}
+
+/// After a reload, the previous image's workers are told to finish and exit.
+fn retire_old_workers() -> Vec<Pid> {
+    let Ok(list) = std::env::var(OLD_WORKERS_ENV) else {
+        return Vec::new();
+    };
+    // SAFETY: single-threaded here; nothing else reads the environment.
+    unsafe { std::env::remove_var(OLD_WORKERS_ENV) };
+    let old: Vec<Pid> = list
+        .split(',')
+        .filter_map(|p| p.parse().ok())
+        .map(Pid::from_raw)
+        .collect();
+    tracing::info!(
+        "reload: new workers are up; {} old worker(s) finish their requests and exit",
+        old.len()
+    );
+    signal_all(old.iter(), Signal::SIGTERM);
+    old
+}
+
+/// Re-executes the master with the listening sockets open, after checking that the app
+/// still loads in a fresh process.
+fn reload<'a>(
+    args: &[String],
+    listeners: &[BoundListener],
+    workers: impl Iterator<Item = &'a Pid>,
+) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find our own executable to reload")?;
+    tracing::info!("SIGHUP: reloading; checking that the app loads");
+    let probe = std::process::Command::new(&exe)
+        .args(args)
+        .env(CHECK_APP_ENV, "1")
+        .status();
+    match probe {
+        Ok(status) if status.success() => {}
+        Ok(_) => {
+            tracing::error!("reload refused: the app does not load (see above); the running workers keep serving");
+            return Ok(());
+        }
+        Err(err) => {
+            tracing::error!(
+                "reload refused: cannot run \"{}\": {err}; the running workers keep serving",
+                exe.display()
+            );
+            return Ok(());
+        }
+    }
+    let fds = listeners::export_for_exec(listeners)?;
+    let pids: Vec<String> = workers.map(|p| p.to_string()).collect();
+    // SAFETY: single-threaded master; the environment is read by the image we exec.
+    unsafe {
+        std::env::set_var(listeners::INHERITED_FDS_ENV, fds);
+        std::env::set_var(OLD_WORKERS_ENV, pids.join(","));
+    }
+    let program = CString::new(exe.as_os_str().as_encoded_bytes())?;
+    let mut argv = vec![program.clone()];
+    for arg in args {
+        argv.push(CString::new(arg.as_bytes())?);
+    }
+    let err = nix::unistd::execv(&program, &argv).unwrap_err();
+    anyhow::bail!("reload failed: execv(\"{}\"): {err}", exe.display())
+}

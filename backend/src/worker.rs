@@ -1,0 +1,274 @@
+//! A worker process: `--threads` request threads, each with its own single-threaded
+//! tokio runtime accepting on every listener, running the app on that same thread.
+//!
+//! No request crosses threads, so serving one costs no hand-off. Signals: SIGTERM stops
+//! accepting and lets in-flight requests finish; SIGINT and SIGQUIT exit at once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use pyo3::prelude::*;
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::listeners::{BoundListener, Socketish};
+use crate::wsgi::{Outcome, WsgiApp};
+use ngx_wsgi_config::{Config, Protocol};
+
+/// What every request thread of a worker shares.
+pub struct WorkerContext {
+    pub app: WsgiApp,
+    pub buffer_size: usize,
+    pub log_requests: bool,
+}
+
+thread_local! {
+    /// One app call at a time per request thread, as with uWSGI's threads.
+    static APP_SLOT: Arc<Semaphore> = Arc::new(Semaphore::new(1));
+}
+
+impl WorkerContext {
+    /// Waits until this thread is free to run the app.
+    pub async fn app_slot(&self) -> OwnedSemaphorePermit {
+        let slot = APP_SLOT.with(Arc::clone);
+        // The semaphore is never closed, so acquiring only waits.
+        slot.acquire_owned()
+            .await
+            .unwrap_or_else(|_| unreachable!("app slot semaphore closed"))
+    }
+
+    /// One log line per request, as uWSGI writes them; failures always, with the traceback.
+    pub fn log_request(
+        &self,
+        peer: &str,
+        method: &str,
+        uri: &str,
+        outcome: &Outcome,
+        started: Instant,
+    ) {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        match outcome {
+            Outcome::Sent { status, bytes } if self.log_requests => {
+                tracing::info!("{peer} {method} {uri} => {status}, {bytes} bytes in {ms:.1} ms")
+            }
+            Outcome::Sent { .. } => {}
+            Outcome::AppFailed { traceback } => {
+                tracing::error!("{peer} {method} {uri} => 500: the app raised an exception\n{traceback}")
+            }
+            Outcome::Aborted { status, traceback } => tracing::error!(
+                "{peer} {method} {uri} => {status}, response aborted: the app raised after the headers were sent\n{traceback}"
+            ),
+            Outcome::PeerGone { reason } => {
+                tracing::warn!("{peer} {method} {uri}: {reason}; connection closed")
+            }
+        }
+    }
+}
+
+/// Counts the connections a thread is serving, so a graceful stop can wait for them.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+struct InFlightGuard(Arc<InFlight>);
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Runs a worker until it is told to stop; returns the process exit code.
+pub fn run(config: &Config, app: Py<PyAny>, listeners: &[BoundListener]) -> anyhow::Result<i32> {
+    let wsgi_app = Python::attach(|py| WsgiApp::new(py, app, config.threads, config.processes))?;
+    let ctx = Arc::new(WorkerContext {
+        app: wsgi_app,
+        buffer_size: config.buffer_size,
+        log_requests: !config.disable_logging,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut threads = Vec::new();
+    for index in 1..config.threads {
+        let sockets = dup_listeners(listeners)?;
+        let (ctx, stop_rx) = (ctx.clone(), stop_rx.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("request-{index}"))
+            .spawn(move || serve_thread(ctx, sockets, stop_rx, None))
+            .context("cannot start a request thread")?;
+        threads.push(thread);
+    }
+    // The main thread serves too, and is the one that watches for signals.
+    let result = serve_thread(ctx, dup_listeners(listeners)?, stop_rx, Some(stop_tx));
+    for thread in threads {
+        let _ = thread.join();
+    }
+    result.map(|()| 0)
+}
+
+fn dup_listeners(
+    listeners: &[BoundListener],
+) -> anyhow::Result<Vec<(Protocol, Socketish, String)>> {
+    listeners
+        .iter()
+        .map(|l| {
+            let socket = match &l.socket {
+                Socketish::Unix(s) => Socketish::Unix(s.try_clone()?),
+                Socketish::Tcp(s) => Socketish::Tcp(s.try_clone()?),
+            };
+            Ok((l.spec.protocol, socket, l.spec.addr.to_string()))
+        })
+        .collect()
+}
+
+fn serve_thread(
+    ctx: Arc<WorkerContext>,
+    sockets: Vec<(Protocol, Socketish, String)>,
+    stop_rx: watch::Receiver<bool>,
+    signal_watcher: Option<watch::Sender<bool>>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the I/O runtime")?;
+    runtime.block_on(async move {
+        if let Some(stop_tx) = signal_watcher {
+            tokio::spawn(watch_signals(stop_tx));
+        }
+        let in_flight = Arc::new(InFlight::default());
+        let mut loops = Vec::new();
+        for (protocol, socket, name) in sockets {
+            loops.push(tokio::spawn(accept_loop(
+                protocol,
+                socket,
+                name,
+                ctx.clone(),
+                stop_rx.clone(),
+                in_flight.clone(),
+            )));
+        }
+        for accept in loops {
+            accept.await??;
+        }
+        in_flight.wait_idle().await;
+        Ok(())
+    })
+}
+
+async fn watch_signals(stop_tx: watch::Sender<bool>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
+    tokio::select! {
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: finishing in-flight requests, then exiting");
+            let _ = stop_tx.send(true);
+        }
+        _ = int.recv() => fast_exit("SIGINT"),
+        _ = quit.recv() => fast_exit("SIGQUIT"),
+    }
+    Ok(())
+}
+
+async fn stopped(stop_rx: &mut watch::Receiver<bool>) {
+    let _ = stop_rx.wait_for(|stop| *stop).await;
+}
+
+fn fast_exit(signal: &str) {
+    tracing::info!("{signal}: exiting now");
+    std::process::exit(0);
+}
+
+async fn accept_loop(
+    protocol: Protocol,
+    socket: Socketish,
+    name: String,
+    ctx: Arc<WorkerContext>,
+    mut stop_rx: watch::Receiver<bool>,
+    in_flight: Arc<InFlight>,
+) -> anyhow::Result<()> {
+    enum Listener {
+        Unix(tokio::net::UnixListener),
+        Tcp(tokio::net::TcpListener),
+    }
+    let listener = match socket {
+        Socketish::Unix(s) => {
+            s.set_nonblocking(true)?;
+            Listener::Unix(tokio::net::UnixListener::from_std(s)?)
+        }
+        Socketish::Tcp(s) => {
+            s.set_nonblocking(true)?;
+            Listener::Tcp(tokio::net::TcpListener::from_std(s)?)
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stopped(&mut stop_rx) => return Ok(()),
+            accepted = accept(&listener) => accepted,
+        };
+        let (conn, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // EMFILE and friends: say so and keep serving the connections we have.
+                tracing::error!("accept() on \"{name}\" failed: {err}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let guard = in_flight.enter();
+        let ctx = ctx.clone();
+        match protocol {
+            Protocol::Uwsgi => {
+                tokio::spawn(async move {
+                    crate::uwsgi::serve(conn, peer, ctx).await;
+                    drop(guard);
+                });
+            }
+            Protocol::Http => {
+                let stop_rx = stop_rx.clone();
+                tokio::spawn(async move {
+                    crate::http::serve(conn, peer, ctx, stop_rx).await;
+                    drop(guard);
+                });
+            }
+        }
+    }
+
+    async fn accept(listener: &Listener) -> std::io::Result<(crate::uwsgi::AsyncConn, String)> {
+        use crate::uwsgi::AsyncConn;
+        Ok(match listener {
+            Listener::Unix(l) => {
+                let (stream, _) = l.accept().await?;
+                (AsyncConn::Unix(stream), "unix".to_string())
+            }
+            Listener::Tcp(l) => {
+                let (stream, addr) = l.accept().await?;
+                stream.set_nodelay(true)?;
+                (AsyncConn::Tcp(stream), addr.to_string())
+            }
+        })
+    }
+}

@@ -1,0 +1,276 @@
+//! The CGI part of the environ, from a uwsgi vars block or an HTTP request head.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+/// Where the CGI variables of a request come from.
+pub enum EnvironSource<'a> {
+    /// A uwsgi vars block, already validated by the connection reader.
+    Uwsgi { vars: &'a [u8] },
+    /// An HTTP/1.1 request served by the workers themselves.
+    Http(HttpRequestInfo<'a>),
+}
+
+/// What the HTTP listener knows of a request.
+pub struct HttpRequestInfo<'a> {
+    pub head: &'a http::request::Parts,
+    pub content_length: Option<u64>,
+    pub remote: (String, u16),
+    pub local_port: u16,
+}
+
+/// Decodes bytes as latin-1, WSGI's "native string" encoding.
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    if bytes.is_ascii() {
+        // ASCII is valid UTF-8 and decodes the same in latin-1: the common fast path.
+        let text = std::str::from_utf8(bytes).unwrap_or_default();
+        return PyString::new(py, text);
+    }
+    let text: String = bytes.iter().map(|&b| char::from(b)).collect();
+    PyString::new(py, &text)
+}
+
+impl EnvironSource<'_> {
+    pub fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let environ = PyDict::new(py);
+        match self {
+            EnvironSource::Uwsgi { vars } => {
+                for pair in uwsgi_proto::parse_vars(vars) {
+                    let (key, value) =
+                        pair.map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+                    environ.set_item(latin1(py, key), latin1(py, value))?;
+                }
+            }
+            EnvironSource::Http(info) => http_environ(py, &environ, info)?,
+        }
+        // PEP 3333 requires these; nginx may omit SCRIPT_NAME, a bare client QUERY_STRING.
+        for key in ["SCRIPT_NAME", "PATH_INFO", "QUERY_STRING"] {
+            if !environ.contains(key)? {
+                environ.set_item(key, pyo3::intern!(py, ""))?;
+            }
+        }
+        Ok(environ)
+    }
+
+    /// `wsgi.url_scheme`: what nginx says the client used, else plain http.
+    pub fn url_scheme<'py>(
+        &self,
+        py: Python<'py>,
+        environ: &Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyString>> {
+        let get = |key: &str| -> PyResult<String> {
+            Ok(environ
+                .get_item(key)?
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+                .to_ascii_lowercase())
+        };
+        let https = matches!(get("HTTPS")?.as_str(), "on" | "1")
+            || get("REQUEST_SCHEME")? == "https"
+            || get("UWSGI_SCHEME")? == "https";
+        Ok(if https {
+            pyo3::intern!(py, "https").clone()
+        } else {
+            pyo3::intern!(py, "http").clone()
+        })
+    }
+}
+
+fn http_environ(
+    py: Python<'_>,
+    environ: &Bound<'_, PyDict>,
+    info: &HttpRequestInfo<'_>,
+) -> PyResult<()> {
+    let head = info.head;
+    let uri = &head.uri;
+    let raw_path = uri.path().as_bytes();
+    environ.set_item("REQUEST_METHOD", head.method.as_str())?;
+    environ.set_item("SCRIPT_NAME", "")?;
+    environ.set_item("PATH_INFO", latin1(py, &percent_decode(raw_path)))?;
+    environ.set_item("QUERY_STRING", uri.query().unwrap_or(""))?;
+    environ.set_item(
+        "REQUEST_URI",
+        uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/"),
+    )?;
+    environ.set_item("SERVER_PROTOCOL", format!("{:?}", head.version))?;
+    let host = head
+        .headers
+        .get(http::header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let (server_name, server_port) = split_host(&host);
+    let server_name = if server_name.is_empty() {
+        "localhost"
+    } else {
+        server_name
+    };
+    let server_port = server_port.map_or_else(|| info.local_port.to_string(), str::to_string);
+    environ.set_item("SERVER_NAME", server_name)?;
+    environ.set_item("SERVER_PORT", server_port)?;
+    environ.set_item("REMOTE_ADDR", &info.remote.0)?;
+    environ.set_item("REMOTE_PORT", info.remote.1.to_string())?;
+    if let Some(length) = info.content_length {
+        environ.set_item("CONTENT_LENGTH", length.to_string())?;
+    }
+    for name in head.headers.keys() {
+        let mut values = head.headers.get_all(name).iter().map(|v| v.as_bytes());
+        let separator: &[u8] = if name == http::header::COOKIE {
+            b"; "
+        } else {
+            b", "
+        };
+        let mut joined = values.next().unwrap_or_default().to_vec();
+        for value in values {
+            joined.extend_from_slice(separator);
+            joined.extend_from_slice(value);
+        }
+        let key = match name.as_str() {
+            "content-type" => "CONTENT_TYPE".to_string(),
+            // Taken from the body actually read (a chunked body has none).
+            "content-length" => continue,
+            other => format!("HTTP_{}", other.to_ascii_uppercase().replace('-', "_")),
+        };
+        environ.set_item(key, latin1(py, &joined))?;
+    }
+    Ok(())
+}
+
+/// Splits a Host header into name and port: `example.org:80`, `[::1]:80`, `example.org`.
+fn split_host(host: &str) -> (&str, Option<&str>) {
+    let port_start = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => i,
+        _ => return (host, None),
+    };
+    match host[port_start + 1..].parse::<u16>() {
+        Ok(_) => (&host[..port_start], Some(&host[port_start + 1..])),
+        Err(_) => (host, None),
+    }
+}
+
+/// Decodes `%XX` escapes of a URL path, as nginx does for PATH_INFO.
+pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            raw[i],
+            raw.get(i + 1).copied().and_then(hex),
+            raw.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode(b"/caf%C3%A9/a%20b"), b"/caf\xc3\xa9/a b");
+        assert_eq!(percent_decode(b"/100%"), b"/100%");
+        assert_eq!(percent_decode(b"/%zz"), b"/%zz");
+    }
+
+    fn with_python<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
+        Python::initialize();
+        Python::attach(f)
+    }
+
+    #[test]
+    fn uwsgi_vars_become_latin1_native_strings() {
+        with_python(|py| {
+            let packet = uwsgi_proto::encode_request(
+                0,
+                vec![
+                    (&b"REQUEST_METHOD"[..], &b"GET"[..]),
+                    (b"PATH_INFO", b"/caf\xe9"),
+                    (b"HTTPS", b"on"),
+                ],
+            )
+            .unwrap();
+            let source = EnvironSource::Uwsgi { vars: &packet[4..] };
+            let environ = source.to_dict(py).unwrap();
+            let path: String = environ
+                .get_item("PATH_INFO")
+                .unwrap()
+                .unwrap()
+                .extract()
+                .unwrap();
+            assert_eq!(path, "/caf\u{e9}");
+            // Required keys nginx may leave out are present and empty.
+            let script: String = environ
+                .get_item("SCRIPT_NAME")
+                .unwrap()
+                .unwrap()
+                .extract()
+                .unwrap();
+            let query: String = environ
+                .get_item("QUERY_STRING")
+                .unwrap()
+                .unwrap()
+                .extract()
+                .unwrap();
+            assert_eq!((script.as_str(), query.as_str()), ("", ""));
+            assert_eq!(
+                source.url_scheme(py, &environ).unwrap().to_str().unwrap(),
+                "https"
+            );
+        });
+    }
+
+    #[test]
+    fn http_headers_are_joined_as_nginx_joins_them() {
+        with_python(|py| {
+            let request = http::Request::builder()
+                .method("POST")
+                .uri("/a%20b?x=1")
+                .header("Host", "example.org:8080")
+                .header("Cookie", "a=1")
+                .header("Cookie", "b=2")
+                .header("Accept", "text/html")
+                .header("Accept", "text/plain")
+                .header("Content-Type", "text/plain")
+                .header("Content-Length", "999")
+                .body(())
+                .unwrap();
+            let (head, ()) = request.into_parts();
+            let info = HttpRequestInfo {
+                head: &head,
+                content_length: Some(5),
+                remote: ("127.0.0.1".into(), 5555),
+                local_port: 8080,
+            };
+            let environ = EnvironSource::Http(info).to_dict(py).unwrap();
+            let get =
+                |k: &str| -> String { environ.get_item(k).unwrap().unwrap().extract().unwrap() };
+            assert_eq!(get("HTTP_COOKIE"), "a=1; b=2");
+            assert_eq!(get("HTTP_ACCEPT"), "text/html, text/plain");
+            assert_eq!(get("PATH_INFO"), "/a b");
+            assert_eq!(get("QUERY_STRING"), "x=1");
+            assert_eq!(get("REQUEST_URI"), "/a%20b?x=1");
+            assert_eq!(
+                (get("SERVER_NAME"), get("SERVER_PORT")),
+                ("example.org".into(), "8080".into())
+            );
+            assert_eq!(get("CONTENT_TYPE"), "text/plain");
+            assert_eq!(
+                get("CONTENT_LENGTH"),
+                "5",
+                "the length read, not the header"
+            );
+            assert!(!environ.contains("HTTP_CONTENT_LENGTH").unwrap());
+            assert_eq!(get("SERVER_PROTOCOL"), "HTTP/1.1");
+        });
+    }
+}

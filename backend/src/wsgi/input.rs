@@ -1,0 +1,276 @@
+//! `wsgi.input`: the request body, read on demand from its source.
+//!
+//! Over the uwsgi protocol the body is streamed from the socket as the app reads it, so a
+//! large upload is never held in memory; the GIL is released during every blocking read.
+
+use std::io::{self, Read};
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+create_exception!(
+    ngx_wsgi,
+    ClientDisconnected,
+    PyOSError,
+    "The client closed its connection before sending the whole request body."
+);
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Where the body bytes come from, after what was already read with the request head.
+pub type BodySource = Box<dyn Read + Send + Sync>;
+
+/// The request body of one request: `CONTENT_LENGTH` bytes, no more.
+pub struct Body {
+    buffer: Vec<u8>,
+    pos: usize,
+    source: BodySource,
+    /// Bytes still to come from `source`.
+    remaining: u64,
+    /// Body size the client announced.
+    announced: u64,
+}
+
+impl Body {
+    /// A body whose first bytes are `already_read`, with the rest still in `source`.
+    pub fn new(already_read: Vec<u8>, source: BodySource, announced: u64) -> Body {
+        let remaining = announced.saturating_sub(already_read.len() as u64);
+        Body {
+            buffer: already_read,
+            pos: 0,
+            source,
+            remaining,
+            announced,
+        }
+    }
+
+    pub fn empty() -> Body {
+        Body::new(Vec::new(), Box::new(io::empty()), 0)
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.buffer[self.pos..]
+    }
+
+    /// Reads one more chunk from the source into the buffer; false at the end of the body.
+    fn fill(&mut self) -> io::Result<bool> {
+        if self.remaining == 0 {
+            return Ok(false);
+        }
+        if self.pos > 0 {
+            self.buffer.drain(..self.pos);
+            self.pos = 0;
+        }
+        let want = READ_CHUNK.min(self.remaining as usize);
+        let start = self.buffer.len();
+        self.buffer.resize(start + want, 0);
+        let got = loop {
+            match self.source.read(&mut self.buffer[start..]) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        let got = match got {
+            Ok(n) => n,
+            Err(err) => {
+                self.buffer.truncate(start);
+                return Err(err);
+            }
+        };
+        self.buffer.truncate(start + got);
+        if got == 0 {
+            let received = self.announced - self.remaining;
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "client closed the connection after {received} of {} body bytes (CONTENT_LENGTH)",
+                    self.announced
+                ),
+            ));
+        }
+        self.remaining -= got as u64;
+        Ok(true)
+    }
+
+    /// Takes up to `limit` bytes (all with `None`), reading from the source as needed.
+    pub fn read(&mut self, limit: Option<usize>) -> io::Result<Vec<u8>> {
+        loop {
+            let have = self.buffered().len();
+            if limit.is_some_and(|n| have >= n) || !self.fill()? {
+                break;
+            }
+        }
+        let take = limit.map_or(self.buffered().len(), |n| n.min(self.buffered().len()));
+        let out = self.buffered()[..take].to_vec();
+        self.pos += take;
+        Ok(out)
+    }
+
+    /// Takes one line (up to and including `\n`), at most `limit` bytes.
+    pub fn readline(&mut self, limit: Option<usize>) -> io::Result<Vec<u8>> {
+        let mut scanned = 0;
+        loop {
+            let buffered = self.buffered();
+            if let Some(i) = buffered[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + i + 1;
+                return self.read(Some(limit.map_or(end, |n| n.min(end))));
+            }
+            scanned = buffered.len();
+            if limit.is_some_and(|n| scanned >= n) || !self.fill()? {
+                return self.read(limit.map(|n| n.min(scanned)).or(Some(scanned)));
+            }
+        }
+    }
+}
+
+fn size_arg(size: Option<isize>) -> Option<usize> {
+    size.and_then(|n| usize::try_from(n).ok())
+}
+
+fn to_py_err(err: io::Error) -> PyErr {
+    if err.kind() == io::ErrorKind::UnexpectedEof {
+        ClientDisconnected::new_err(err.to_string())
+    } else {
+        PyOSError::new_err(format!("reading the request body failed: {err}"))
+    }
+}
+
+/// The `wsgi.input` object.
+#[pyclass(module = "ngx_wsgi", name = "Input")]
+pub struct WsgiInput {
+    body: Body,
+}
+
+impl WsgiInput {
+    pub fn new(body: Body) -> Self {
+        WsgiInput { body }
+    }
+}
+
+#[pymethods]
+impl WsgiInput {
+    #[pyo3(signature = (size=None))]
+    fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let body = &mut self.body;
+        let data = py.detach(|| body.read(size_arg(size))).map_err(to_py_err)?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[pyo3(signature = (size=None))]
+    fn readline<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<isize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let body = &mut self.body;
+        let data = py
+            .detach(|| body.readline(size_arg(size)))
+            .map_err(to_py_err)?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[pyo3(signature = (hint=None))]
+    fn readlines<'py>(
+        &mut self,
+        py: Python<'py>,
+        hint: Option<isize>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let lines = PyList::empty(py);
+        let mut total = 0;
+        loop {
+            let line = self.readline(py, None)?;
+            if line.as_bytes().is_empty() {
+                break;
+            }
+            total += line.as_bytes().len();
+            lines.append(line)?;
+            if size_arg(hint).is_some_and(|h| h > 0 && total >= h) {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.readline(py, None)?;
+        Ok((!line.as_bytes().is_empty()).then_some(line))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source that hands out its bytes a few at a time, like a socket.
+    struct Trickle(Vec<u8>, usize);
+    impl Read for Trickle {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = out.len().min(self.1).min(self.0.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0.drain(..n);
+            Ok(n)
+        }
+    }
+
+    fn body(first: &[u8], rest: &[u8], announced: u64) -> Body {
+        Body::new(
+            first.to_vec(),
+            Box::new(Trickle(rest.to_vec(), 3)),
+            announced,
+        )
+    }
+
+    #[test]
+    fn read_all_joins_prefix_and_stream() {
+        let mut b = body(b"ab", b"cdefgh", 8);
+        assert_eq!(b.read(None).unwrap(), b"abcdefgh");
+        assert_eq!(b.read(None).unwrap(), b"");
+    }
+
+    #[test]
+    fn read_sized_returns_exactly_that_many() {
+        let mut b = body(b"", b"0123456789", 10);
+        assert_eq!(b.read(Some(7)).unwrap(), b"0123456");
+        assert_eq!(b.read(Some(7)).unwrap(), b"789");
+    }
+
+    #[test]
+    fn never_reads_past_content_length() {
+        // A keep-alive peer may send the next request right after the body.
+        let mut b = body(b"", b"bodyNEXT REQUEST", 4);
+        assert_eq!(b.read(None).unwrap(), b"body");
+    }
+
+    #[test]
+    fn readline_splits_on_newlines_across_chunks() {
+        let mut b = body(b"line one\nli", b"ne two\nlast", 24);
+        assert_eq!(b.readline(None).unwrap(), b"line one\n");
+        assert_eq!(b.readline(None).unwrap(), b"line two\n");
+        assert_eq!(b.readline(None).unwrap(), b"last");
+        assert_eq!(b.readline(None).unwrap(), b"");
+    }
+
+    #[test]
+    fn readline_honours_its_limit() {
+        let mut b = body(b"abcdef\n", b"", 7);
+        assert_eq!(b.readline(Some(4)).unwrap(), b"abcd");
+        assert_eq!(b.readline(None).unwrap(), b"ef\n");
+    }
+
+    #[test]
+    fn short_body_is_an_error_naming_the_sizes() {
+        let mut b = body(b"ab", b"cd", 10);
+        let err = b.read(None).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            err.to_string(),
+            "client closed the connection after 4 of 10 body bytes (CONTENT_LENGTH)"
+        );
+    }
+}

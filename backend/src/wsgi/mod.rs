@@ -1,0 +1,248 @@
+//! Running a WSGI app (PEP 3333) for one request.
+
+pub mod environ;
+pub mod input;
+mod objects;
+pub mod response;
+
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
+
+pub use environ::EnvironSource;
+use input::{ClientDisconnected, WsgiInput};
+use objects::{ErrorsStream, FileWrapper};
+use response::{lock, ResponseHead, SharedResponse, StartResponse, INTERNAL_ERROR_BODY};
+
+use crate::conn::Conn;
+use crate::python::format_exception;
+
+/// The app and the per-worker objects every environ shares.
+pub struct WsgiApp {
+    app: Py<PyAny>,
+    version: Py<PyTuple>,
+    errors: Py<ErrorsStream>,
+    file_wrapper: Py<PyType>,
+    multithread: bool,
+    multiprocess: bool,
+}
+
+/// How a request ended, for the request log line.
+pub enum Outcome {
+    /// The response was sent: status code and body bytes.
+    Sent { status: u16, bytes: u64 },
+    /// The app raised before committing a response; a 500 was sent (or attempted).
+    AppFailed { traceback: String },
+    /// The app raised after the head was sent: the response is cut short.
+    Aborted { status: u16, traceback: String },
+    /// The peer went away (short body, closed socket); nothing more can be sent.
+    PeerGone { reason: String },
+}
+
+impl WsgiApp {
+    pub fn new(py: Python<'_>, app: Py<PyAny>, threads: u32, processes: u32) -> PyResult<Self> {
+        Ok(WsgiApp {
+            app,
+            version: PyTuple::new(py, [1, 0])?.unbind(),
+            errors: Py::new(py, ErrorsStream::new())?,
+            file_wrapper: py.get_type::<FileWrapper>().unbind(),
+            multithread: threads > 1,
+            multiprocess: processes > 1,
+        })
+    }
+
+    /// The app's WSGI callable.
+    pub fn callable(&self) -> &Py<PyAny> {
+        &self.app
+    }
+
+    /// Builds the environ of one request.
+    pub fn environ<'py>(
+        &self,
+        py: Python<'py>,
+        source: &EnvironSource<'_>,
+        input: WsgiInput,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let environ = source.to_dict(py)?;
+        let flag = |value: bool| pyo3::types::PyBool::new(py, value).to_owned().into_any();
+        let wsgi_keys = [
+            (
+                pyo3::intern!(py, "wsgi.version"),
+                self.version.bind(py).clone().into_any(),
+            ),
+            (
+                pyo3::intern!(py, "wsgi.url_scheme"),
+                source.url_scheme(py, &environ)?.into_any(),
+            ),
+            (
+                pyo3::intern!(py, "wsgi.input"),
+                Bound::new(py, input)?.into_any(),
+            ),
+            (
+                pyo3::intern!(py, "wsgi.errors"),
+                self.errors.bind(py).clone().into_any(),
+            ),
+            (
+                pyo3::intern!(py, "wsgi.multithread"),
+                flag(self.multithread),
+            ),
+            (
+                pyo3::intern!(py, "wsgi.multiprocess"),
+                flag(self.multiprocess),
+            ),
+            (pyo3::intern!(py, "wsgi.run_once"), flag(false)),
+            (pyo3::intern!(py, "wsgi.input_terminated"), flag(true)),
+            (
+                pyo3::intern!(py, "wsgi.file_wrapper"),
+                self.file_wrapper.bind(py).clone().into_any(),
+            ),
+        ];
+        for (key, value) in wsgi_keys {
+            environ.set_item(key, value)?;
+        }
+        Ok(environ)
+    }
+
+    /// Calls the app; the returned iterable is the response body.
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        environ: Bound<'py, PyDict>,
+        response: &SharedResponse,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let start_response = Bound::new(py, StartResponse::new(response.clone()))?;
+        self.app.bind(py).call1((environ, start_response))
+    }
+
+    /// Runs one request whose response is written straight to `conn` (uwsgi protocol).
+    pub fn respond_on_socket(
+        &self,
+        py: Python<'_>,
+        environ: Bound<'_, PyDict>,
+        response: &SharedResponse,
+        conn: &Arc<Conn>,
+    ) -> Outcome {
+        let result = self.call(py, environ, response).and_then(|iterable| {
+            let sent = self.send_iterable(py, &iterable, response, conn);
+            // PEP 3333: close() is called whatever happened while iterating.
+            let closed = close_iterable(&iterable);
+            sent.and(closed)
+        });
+        let state = lock(response);
+        let status = state.head.as_ref().map_or(0, |h| h.code);
+        match result {
+            Ok(()) => Outcome::Sent {
+                status,
+                bytes: state.body_bytes,
+            },
+            Err(err) => {
+                let head_sent = state.head_sent;
+                drop(state);
+                self.failure(py, err, head_sent, status, Some(conn))
+            }
+        }
+    }
+
+    fn send_iterable(
+        &self,
+        py: Python<'_>,
+        iterable: &Bound<'_, PyAny>,
+        response: &SharedResponse,
+        conn: &Arc<Conn>,
+    ) -> PyResult<()> {
+        let head_only = lock(response).head_only;
+        if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
+            if let Some((fd, offset)) = wrapper.borrow().file_position(py) {
+                let response = response.clone();
+                let conn = conn.clone();
+                return py
+                    .detach(move || -> std::io::Result<()> {
+                        let mut state = lock(&response);
+                        state.send_body(b"")?;
+                        if !head_only {
+                            // SAFETY: `fd` belongs to the file object the wrapper holds, which
+                            // stays open while this request runs (close() is called after).
+                            let file = unsafe { BorrowedFd::borrow_raw(fd) };
+                            state.body_bytes += conn.sendfile(file, offset)?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(io_to_py);
+            }
+        }
+        for chunk in iterable.try_iter()? {
+            let chunk = chunk?;
+            let bytes = chunk.cast::<PyBytes>().map_err(|_| {
+                pyo3::exceptions::PyTypeError::new_err(format!(
+                    "the app yielded {} where bytes are required",
+                    chunk
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ))
+            })?;
+            let data = bytes.as_bytes();
+            if data.is_empty() && lock(response).head_sent {
+                continue;
+            }
+            py.detach(|| lock(response).send_body(data))
+                .map_err(io_to_py)?;
+            if head_only {
+                break;
+            }
+        }
+        // An empty body still commits the head.
+        py.detach(|| lock(response).send_body(b""))
+            .map_err(io_to_py)
+    }
+
+    /// Turns an exception into the right outcome, sending a 500 when nothing was sent yet.
+    fn failure(
+        &self,
+        py: Python<'_>,
+        err: PyErr,
+        head_sent: bool,
+        status: u16,
+        conn: Option<&Arc<Conn>>,
+    ) -> Outcome {
+        if err.is_instance_of::<ClientDisconnected>(py) || err.is_instance_of::<PeerWriteError>(py)
+        {
+            return Outcome::PeerGone {
+                reason: err.value(py).to_string(),
+            };
+        }
+        let traceback = format_exception(py, &err);
+        if head_sent {
+            return Outcome::Aborted { status, traceback };
+        }
+        if let Some(conn) = conn {
+            let head = ResponseHead::internal_error().to_http1();
+            // Best effort: the peer may be gone too, and the app error is what gets logged.
+            let _ = py.detach(|| conn.write_all_vectored(&head, INTERNAL_ERROR_BODY));
+        }
+        Outcome::AppFailed { traceback }
+    }
+}
+
+pyo3::create_exception!(
+    ngx_wsgi,
+    PeerWriteError,
+    pyo3::exceptions::PyOSError,
+    "Writing the response to the peer failed."
+);
+
+fn io_to_py(err: std::io::Error) -> PyErr {
+    PeerWriteError::new_err(format!("connection lost while sending the response: {err}"))
+}
+
+/// Calls `close()` on the app's iterable when it has one.
+pub fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = iterable.py();
+    if iterable.hasattr(pyo3::intern!(py, "close"))? {
+        iterable.call_method0(pyo3::intern!(py, "close"))?;
+    }
+    Ok(())
+}
