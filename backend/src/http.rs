@@ -116,18 +116,31 @@ async fn handle(
             remote,
             local_port,
         };
-        let method = head.method.as_str();
-        let uri = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let (response, outcome) = run_app(
+        let log = RequestLog {
+            ctx: ctx.clone(),
+            peer: peer.clone(),
+            method: head.method.to_string(),
+            uri: head
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_string(),
+            started,
+            status: 0,
+            bytes: 0,
+        };
+        let head_only = head.method == http::Method::HEAD;
+        let (response, finished) = run_app(
             py,
             &ctx,
             &EnvironSource::Http(info),
             input,
-            method == "HEAD",
+            head_only,
             permit,
+            log,
         );
-        if let Some(outcome) = outcome {
-            ctx.log_request(&peer, method, uri, &outcome, started);
+        if let Some((log, outcome)) = finished {
+            log.write(&outcome);
         }
         response
     });
@@ -194,7 +207,8 @@ fn run_app(
     input: WsgiInput,
     head_only: bool,
     permit: OwnedSemaphorePermit,
-) -> (Response<WsgiBody>, Option<Outcome>) {
+    mut log: RequestLog,
+) -> (Response<WsgiBody>, Option<(RequestLog, Outcome)>) {
     let state = ResponseState::new(
         Sink::Collect {
             head: None,
@@ -217,12 +231,16 @@ fn run_app(
                 .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))
         };
         // Pull until the head is committed; `Some(iterator)` when more body may follow.
+        // A list or tuple is already in memory: take it whole, so the response gets a
+        // Content-Length instead of chunked encoding.
+        let in_memory = iterable.is_instance_of::<pyo3::types::PyList>()
+            || iterable.is_instance_of::<pyo3::types::PyTuple>();
         let pulled = iterable.try_iter().and_then(|iterator| {
             for chunk in iterator.clone() {
                 let chunk = chunk?;
                 let data = chunk.cast::<pyo3::types::PyBytes>()?.as_bytes();
                 send(data)?;
-                if lock(&state).head_sent && (!data.is_empty() || head_only) {
+                if !in_memory && lock(&state).head_sent && (!data.is_empty() || head_only) {
                     return Ok(Some(iterator));
                 }
             }
@@ -245,44 +263,72 @@ fn run_app(
     let mut state = lock(&state);
     match started {
         Ok(rest) => {
-            let (head, early_body) = match std::mem::replace(
-                &mut state.sink,
-                Sink::Collect {
-                    head: None,
-                    early_body: Vec::new(),
-                },
-            ) {
-                Sink::Collect { head, early_body } => (head, early_body),
-                Sink::Socket(_) => unreachable!("HTTP responses are collected"),
+            let empty = Sink::Collect {
+                head: None,
+                early_body: Vec::new(),
             };
-            let Some(head) = head else {
+            let Sink::Collect {
+                head: Some(head),
+                early_body,
+            } = std::mem::replace(&mut state.sink, empty)
+            else {
+                let outcome = Outcome::AppFailed {
+                    traceback: "the app returned without calling start_response".into(),
+                };
                 return (
                     plain_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
-                    None,
+                    Some((log, outcome)),
                 );
             };
-            let status = head.code;
-            let streaming = rest.is_some();
+            log.status = head.code;
+            log.bytes = state.body_bytes;
+            let finished = match rest {
+                Some(_) => None,
+                None => Some(Outcome::Sent {
+                    status: head.code,
+                    bytes: state.body_bytes,
+                }),
+            };
+            let (body_log, finished) = match finished {
+                Some(outcome) => (None, Some((log, outcome))),
+                None => (Some(log), None),
+            };
             let body = WsgiBody {
                 early: Some(Bytes::from(early_body)),
                 rest,
                 head_only,
                 permit: Some(permit),
+                log: body_log,
             };
-            let outcome = (!streaming).then_some(Outcome::Sent {
-                status,
-                bytes: state.body_bytes,
-            });
-            (build_response(&head, body), outcome)
+            (build_response(&head, body), finished)
         }
         Err(err) => {
-            let traceback = crate::python::format_exception(py, &err);
-            let outcome = Outcome::AppFailed { traceback };
+            let outcome = Outcome::AppFailed {
+                traceback: crate::python::format_exception(py, &err),
+            };
             (
                 plain_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
-                Some(outcome),
+                Some((log, outcome)),
             )
         }
+    }
+}
+
+/// What the request log line needs, carried by a streaming body until it ends.
+pub struct RequestLog {
+    ctx: Arc<WorkerContext>,
+    peer: String,
+    method: String,
+    uri: String,
+    started: Instant,
+    status: u16,
+    bytes: u64,
+}
+
+impl RequestLog {
+    fn write(&self, outcome: &Outcome) {
+        self.ctx
+            .log_request(&self.peer, &self.method, &self.uri, outcome, self.started);
     }
 }
 
@@ -314,6 +360,7 @@ fn plain_response(status: StatusCode, text: &'static str) -> Response<WsgiBody> 
         rest: None,
         head_only: false,
         permit: None,
+        log: None,
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -338,10 +385,12 @@ pub struct WsgiBody {
     rest: Option<Pending>,
     head_only: bool,
     permit: Option<OwnedSemaphorePermit>,
+    log: Option<RequestLog>,
 }
 
 impl WsgiBody {
-    fn finish(&mut self, py: Python<'_>) {
+    /// Runs the app's `close()`, frees the thread's app slot and writes the log line.
+    fn finish(&mut self, py: Python<'_>, outcome: impl FnOnce(&RequestLog) -> Outcome) {
         if let Some(pending) = self.rest.take() {
             if let Err(err) = close_iterable(pending.iterable.bind(py)) {
                 tracing::error!(
@@ -351,6 +400,16 @@ impl WsgiBody {
             }
         }
         self.permit = None;
+        if let Some(log) = self.log.take() {
+            log.write(&outcome(&log));
+        }
+    }
+}
+
+fn sent(log: &RequestLog) -> Outcome {
+    Outcome::Sent {
+        status: log.status,
+        bytes: log.bytes,
     }
 }
 
@@ -378,7 +437,7 @@ impl HttpBody for WsgiBody {
                 return Ok(None);
             };
             if this.head_only {
-                this.finish(py);
+                this.finish(py, sent);
                 return Ok(None);
             }
             let mut iterator = iterator
@@ -390,11 +449,14 @@ impl HttpBody for WsgiBody {
                         let chunk = chunk?;
                         let data = chunk.cast::<pyo3::types::PyBytes>()?.as_bytes();
                         if !data.is_empty() {
+                            if let Some(log) = &mut this.log {
+                                log.bytes += data.len() as u64;
+                            }
                             return Ok(Some(Bytes::copy_from_slice(data)));
                         }
                     }
                     None => {
-                        this.finish(py);
+                        this.finish(py, sent);
                         return Ok(None);
                     }
                 }
@@ -404,13 +466,13 @@ impl HttpBody for WsgiBody {
             Ok(Some(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
             Ok(None) => Poll::Ready(None),
             Err(err) => {
-                let traceback = Python::attach(|py| {
-                    this.finish(py);
-                    crate::python::format_exception(py, &err)
+                Python::attach(|py| {
+                    let traceback = crate::python::format_exception(py, &err);
+                    this.finish(py, |log| Outcome::Aborted {
+                        status: log.status,
+                        traceback,
+                    });
                 });
-                tracing::error!(
-                    "response aborted: the app raised after the headers were sent\n{traceback}"
-                );
                 Poll::Ready(Some(Err(std::io::Error::other(
                     "the app raised while streaming",
                 ))))
@@ -439,7 +501,9 @@ impl Drop for WsgiBody {
     fn drop(&mut self) {
         // The client went away mid-response: close() must still run (PEP 3333).
         if self.rest.is_some() {
-            Python::attach(|py| self.finish(py));
+            let reason =
+                "client closed the connection before the response was complete".to_string();
+            Python::attach(|py| self.finish(py, |_| Outcome::PeerGone { reason }));
         }
     }
 }

@@ -112,14 +112,9 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
     let mut old_workers = retire_old_workers();
     let mut state = State::Running;
     loop {
-        reap(
-            &mut workers,
-            &mut old_workers,
-            &state,
-            &config,
-            app.as_ref(),
-            &listeners,
-        )?;
+        // Signals before reaping: systemd (KillMode=control-group) and a terminal's Ctrl-C
+        // signal the workers together with the master, and a worker that stopped because
+        // of that signal must not be respawned.
         if signals.int.swap(false, Ordering::SeqCst) {
             tracing::info!("SIGINT/SIGQUIT: stopping now");
             signal_all(workers.keys().chain(&old_workers), Signal::SIGINT);
@@ -138,6 +133,14 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
         } else if signals.hup.swap(false, Ordering::SeqCst) && matches!(state, State::Running) {
             reload(&args, &listeners, workers.keys().chain(&old_workers))?;
         }
+        reap(
+            &mut workers,
+            &mut old_workers,
+            &state,
+            &config,
+            app.as_ref(),
+            &listeners,
+        )?;
         if let State::Stopping { deadline } = state {
             if workers.is_empty() && old_workers.is_empty() {
                 break;
@@ -168,7 +171,20 @@ fn spawn_worker(
     app: Option<&Py<PyAny>>,
     listeners: &[BoundListener],
 ) -> anyhow::Result<Pid> {
-    let pid = Python::attach(python::fork).context("fork() failed")?;
+    // A stop signal sent to a worker before it has its own handlers would hit the
+    // master's inherited ones and be lost: keep the signals blocked across fork(); the
+    // worker unblocks them once its handlers are in place, and gets any pending one then.
+    let stop_signals = worker::stop_signals();
+    stop_signals
+        .thread_block()
+        .context("blocking signals for fork()")?;
+    let pid = Python::attach(python::fork).context("fork() failed");
+    if !matches!(pid, Ok(0)) {
+        stop_signals
+            .thread_unblock()
+            .context("unblocking signals after fork()")?;
+    }
+    let pid = pid?;
     if pid != 0 {
         tracing::info!("worker {id} started (pid {pid})");
         return Ok(Pid::from_raw(pid));

@@ -159,9 +159,14 @@ pub async fn serve(mut conn: AsyncConn, peer: String, ctx: Arc<WorkerContext>) {
             .or_else(|| environ.get_item("PATH_INFO").ok().flatten())
             .map(|u| u.to_string())
             .unwrap_or_default();
+        // nginx passes the client's address; the log names it with the socket it came through.
+        let client = match environ.get_item("REMOTE_ADDR").ok().flatten() {
+            Some(addr) => format!("{addr} via {peer}"),
+            None => peer.clone(),
+        };
         let response = ResponseState::new(Sink::Socket(conn.clone()), method == "HEAD");
         let outcome = ctx.app.respond_on_socket(py, environ, &response, &conn);
-        ctx.log_request(&peer, &method, &uri, &outcome, started);
+        ctx.log_request(&client, &method, &uri, &outcome, started);
         outcome
     });
     if matches!(outcome, Outcome::Aborted { .. } | Outcome::PeerGone { .. }) {

@@ -176,11 +176,31 @@ fn serve_thread(
     })
 }
 
+/// The signals the master blocks around fork() and the worker handles.
+pub fn stop_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for signal in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+    ] {
+        set.add(signal);
+    }
+    set
+}
+
 async fn watch_signals(stop_tx: watch::Sender<bool>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut quit = signal(SignalKind::quit())?;
+    // SIGHUP is the master's business: a worker ignores it.
+    let _hup = signal(SignalKind::hangup())?;
+    // The handlers exist: take the signals the master blocked across fork(). This runs on
+    // the thread that watches them; the request threads keep them blocked.
+    stop_signals().thread_unblock()?;
     tokio::select! {
         _ = term.recv() => {
             tracing::info!("SIGTERM: finishing in-flight requests, then exiting");
@@ -227,7 +247,7 @@ async fn accept_loop(
         let accepted = tokio::select! {
             biased;
             _ = stopped(&mut stop_rx) => return Ok(()),
-            accepted = accept(&listener) => accepted,
+            accepted = accept(&listener, &name) => accepted,
         };
         let (conn, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -257,12 +277,17 @@ async fn accept_loop(
         }
     }
 
-    async fn accept(listener: &Listener) -> std::io::Result<(crate::uwsgi::AsyncConn, String)> {
+    /// Accepts a connection and names its peer for log lines: the client address over
+    /// TCP, the socket it came in on for unix sockets (which have no peer address).
+    async fn accept(
+        listener: &Listener,
+        name: &str,
+    ) -> std::io::Result<(crate::uwsgi::AsyncConn, String)> {
         use crate::uwsgi::AsyncConn;
         Ok(match listener {
             Listener::Unix(l) => {
                 let (stream, _) = l.accept().await?;
-                (AsyncConn::Unix(stream), "unix".to_string())
+                (AsyncConn::Unix(stream), format!("unix:{name}"))
             }
             Listener::Tcp(l) => {
                 let (stream, addr) = l.accept().await?;
