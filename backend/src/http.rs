@@ -128,6 +128,7 @@ async fn handle(
             started,
             status: 0,
             bytes: 0,
+            content_length: None,
         };
         let head_only = head.method == http::Method::HEAD;
         let (response, finished) = run_app(
@@ -282,6 +283,11 @@ fn run_app(
             };
             log.status = head.code;
             log.bytes = state.body_bytes;
+            log.content_length = head
+                .headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, value)| value.trim().parse().ok());
             let finished = match rest {
                 Some(_) => None,
                 None => Some(Outcome::Sent {
@@ -323,6 +329,8 @@ pub struct RequestLog {
     started: Instant,
     status: u16,
     bytes: u64,
+    /// The Content-Length the app declared, if any.
+    content_length: Option<u64>,
 }
 
 impl RequestLog {
@@ -501,9 +509,21 @@ impl Drop for WsgiBody {
     fn drop(&mut self) {
         // The client went away mid-response: close() must still run (PEP 3333).
         if self.rest.is_some() {
-            let reason =
-                "client closed the connection before the response was complete".to_string();
-            Python::attach(|py| self.finish(py, |_| Outcome::PeerGone { reason }));
+            // hyper stops pulling once a declared Content-Length is sent: that is a
+            // complete response, not a client that left.
+            let complete = self
+                .log
+                .as_ref()
+                .is_some_and(|log| log.content_length.is_some_and(|n| log.bytes >= n));
+            Python::attach(|py| {
+                self.finish(py, |log| match complete {
+                    true => sent(log),
+                    false => Outcome::PeerGone {
+                        reason: "client closed the connection before the response was complete"
+                            .into(),
+                    },
+                })
+            });
         }
     }
 }

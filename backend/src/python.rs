@@ -170,9 +170,12 @@ fn load_file<'py>(py: Python<'py>, file: &Path) -> anyhow::Result<Bound<'py, PyA
 /// A Python exception with its traceback, as Python prints it.
 pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     let formatted = (|| -> PyResult<String> {
-        let lines = py
-            .import("traceback")?
-            .call_method1("format_exception", (err.value(py),))?;
+        // Type, value and traceback apart: on Python 3.11 the value does not carry its
+        // traceback until it is raised again.
+        let lines = py.import("traceback")?.call_method1(
+            "format_exception",
+            (err.get_type(py), err.value(py), err.traceback(py)),
+        )?;
         let text: String = PyModule::import(py, "builtins")?
             .getattr("str")?
             .call_method1("join", ("", lines))?

@@ -1,0 +1,232 @@
+"""Integration test harness: the real ngx-wsgi binary, real Python apps, Debian's nginx.
+
+Every process runs from a per-test temporary directory and is stopped after the test;
+nothing touches the system nginx service.
+"""
+
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BIN = os.environ.get("NGX_WSGI_BIN", str(ROOT / "target" / "release" / "ngx-wsgi"))
+APPS = ROOT / "tests" / "apps"
+VENV = ROOT / ".venv"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def can_connect(addr):
+    family = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
+    with socket.socket(family) as s:
+        try:
+            s.connect(addr)
+            return True
+        except OSError:
+            return False
+
+
+class Daemon:
+    """One ngx-wsgi master and its workers."""
+
+    def __init__(self, tmp_path, args, env=None, cwd=None):
+        self.log_path = tmp_path / f"ngx-wsgi-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "wb")
+        self.args = [BIN, *map(str, args)]
+        self.proc = subprocess.Popen(
+            self.args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd or tmp_path,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, addr, timeout=15):
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"ngx-wsgi exited with {self.proc.returncode}:\n{self.log()}")
+            return can_connect(addr)
+
+        wait_for(ready, timeout, f"ngx-wsgi to listen on {addr}")
+        return self
+
+    def wait_log(self, pattern, timeout=15):
+        return wait_for(lambda: re.search(pattern, self.log()), timeout, f"log line /{pattern}/ in:\n{self.log()}")
+
+    def worker_pids(self):
+        """Live worker pids, from the master's log lines."""
+        pids = [int(p) for p in re.findall(r"worker \d+ started \(pid (\d+)\)", self.log())]
+        return [p for p in pids if pid_alive(p)]
+
+    def signal(self, sig):
+        os.kill(self.proc.pid, sig)
+
+    def wait_exit(self, timeout=15):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"ngx-wsgi did not exit within {timeout}s:\n{self.log()}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        # Workers whose master was killed: none may outlive a test.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._log.close()
+
+
+def pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+NGINX_CONF = """
+user root;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    client_max_body_size 64m;
+    {http_extra}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            include /etc/nginx/uwsgi_params;
+            uwsgi_pass {upstream};
+            {location_extra}
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """Debian's nginx with stock uwsgi_pass, from its own prefix."""
+
+    def __init__(self, tmp_path, upstream, http_extra="", location_extra=""):
+        self.prefix = tmp_path / f"nginx-{time.monotonic_ns()}"
+        self.prefix.mkdir()
+        self.port = free_port()
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(
+                prefix=self.prefix,
+                port=self.port,
+                upstream=upstream,
+                http_extra=http_extra,
+                location_extra=location_extra,
+            )
+        )
+        self.proc = subprocess.Popen(
+            ["nginx", "-p", str(self.prefix), "-c", str(conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(lambda: can_connect(("127.0.0.1", self.port)), 10, "nginx to listen")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def error_log(self):
+        path = self.prefix / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """Starts ngx-wsgi with the given arguments: daemon(*args, ready=addr)."""
+    started = []
+
+    def start(*args, ready=None, env=None, cwd=None):
+        d = Daemon(tmp_path, args, env=env, cwd=cwd)
+        started.append(d)
+        if ready is not None:
+            d.wait_ready(ready)
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    """Starts nginx passing every request to `upstream` with uwsgi_pass."""
+    started = []
+
+    def start(upstream, **kwargs):
+        n = Nginx(tmp_path, upstream, **kwargs)
+        started.append(n)
+        return n
+
+    yield start
+    for n in started:
+        n.stop()
+
+
+@pytest.fixture
+def app_sock(tmp_path):
+    return str(tmp_path / "app.sock")
+
+
+@pytest.fixture
+def served(daemon, nginx, app_sock):
+    """An app behind nginx: served(app_file, *extra_args) -> (nginx, daemon)."""
+
+    def start(app, *extra):
+        d = daemon("--socket", app_sock, "--wsgi-file", APPS / app, *extra, ready=app_sock)
+        n = nginx(f"unix:{app_sock}")
+        return n, d
+
+    return start
