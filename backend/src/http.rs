@@ -239,7 +239,7 @@ fn run_app(
         let pulled = iterable.try_iter().and_then(|iterator| {
             for chunk in iterator.clone() {
                 let chunk = chunk?;
-                let data = chunk.cast::<pyo3::types::PyBytes>()?.as_bytes();
+                let data = crate::wsgi::chunk_bytes(&chunk)?;
                 send(data)?;
                 if !in_memory && lock(&state).head_sent && (!data.is_empty() || head_only) {
                     return Ok(Some(iterator));
@@ -455,7 +455,7 @@ impl HttpBody for WsgiBody {
                 match iterator.next() {
                     Some(chunk) => {
                         let chunk = chunk?;
-                        let data = chunk.cast::<pyo3::types::PyBytes>()?.as_bytes();
+                        let data = crate::wsgi::chunk_bytes(&chunk)?;
                         if !data.is_empty() {
                             if let Some(log) = &mut this.log {
                                 log.bytes += data.len() as u64;

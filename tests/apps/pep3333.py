@@ -52,7 +52,7 @@ def query(environ):
 def validated(environ, start_response):
     path = environ["PATH_INFO"]
     q = query(environ)
-    if path == "/environ":
+    if path.startswith("/environ"):
         info = {k: v for k, v in environ.items() if isinstance(v, str)}
         info["wsgi.version"] = list(environ["wsgi.version"])
         for key in ("wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once", "wsgi.input_terminated"):
@@ -96,7 +96,7 @@ def validated(environ, start_response):
     if path == "/error":
         raise RuntimeError("boom in the view")
     if path == "/error-after-headers":
-        start_response("200 OK", [("Content-Type", "text/plain")])
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "32000")])
         return ClosingBody([b"partial " * 1000] * 4, q.get("tag", "aborted"), fail_after=2)
     if path == "/excinfo":
         try:

@@ -35,10 +35,26 @@ impl EnvironSource<'_> {
         let environ = PyDict::new(py);
         match self {
             EnvironSource::Uwsgi { vars } => {
+                // nginx forwards every request header as HTTP_*, Content-Length and
+                // Content-Type included; CGI and PEP 3333 have those only as CONTENT_*
+                // (which nginx's params set). They fill in CONTENT_* when that is empty.
+                let mut header_fallbacks = Vec::new();
                 for pair in uwsgi_proto::parse_vars(vars) {
                     let (key, value) =
                         pair.map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-                    environ.set_item(latin1(py, key), latin1(py, value))?;
+                    match key.strip_prefix(b"HTTP_") {
+                        Some(cgi_key @ (b"CONTENT_LENGTH" | b"CONTENT_TYPE")) => {
+                            header_fallbacks.push((cgi_key, value))
+                        }
+                        _ => environ.set_item(latin1(py, key), latin1(py, value))?,
+                    }
+                }
+                for (key, value) in header_fallbacks {
+                    let key = latin1(py, key);
+                    let current = environ.get_item(&key)?;
+                    if current.is_none_or(|v| !v.is_truthy().unwrap_or(true)) {
+                        environ.set_item(key, latin1(py, value))?;
+                    }
                 }
             }
             EnvironSource::Http(info) => http_environ(py, &environ, info)?,
@@ -200,6 +216,29 @@ mod tests {
             )
             .unwrap();
             let source = EnvironSource::Uwsgi { vars: &packet[4..] };
+            let header_copies = uwsgi_proto::encode_request(
+                0,
+                vec![
+                    (&b"CONTENT_TYPE"[..], &b""[..]),
+                    (b"CONTENT_LENGTH", b"5"),
+                    (b"HTTP_CONTENT_TYPE", b"text/plain"),
+                    (b"HTTP_CONTENT_LENGTH", b"5"),
+                ],
+            )
+            .unwrap();
+            let copies = EnvironSource::Uwsgi {
+                vars: &header_copies[4..],
+            }
+            .to_dict(py)
+            .unwrap();
+            let get =
+                |k: &str| -> String { copies.get_item(k).unwrap().unwrap().extract().unwrap() };
+            assert_eq!(
+                (get("CONTENT_TYPE"), get("CONTENT_LENGTH")),
+                ("text/plain".into(), "5".into())
+            );
+            assert!(!copies.contains("HTTP_CONTENT_TYPE").unwrap());
+            assert!(!copies.contains("HTTP_CONTENT_LENGTH").unwrap());
             let environ = source.to_dict(py).unwrap();
             let path: String = environ
                 .get_item("PATH_INFO")

@@ -174,17 +174,7 @@ impl WsgiApp {
         }
         for chunk in iterable.try_iter()? {
             let chunk = chunk?;
-            let bytes = chunk.cast::<PyBytes>().map_err(|_| {
-                pyo3::exceptions::PyTypeError::new_err(format!(
-                    "the app yielded {} where bytes are required",
-                    chunk
-                        .get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_default()
-                ))
-            })?;
-            let data = bytes.as_bytes();
+            let data = chunk_bytes(&chunk)?;
             if data.is_empty() && lock(response).head_sent {
                 continue;
             }
@@ -236,6 +226,21 @@ pyo3::create_exception!(
 
 fn io_to_py(err: std::io::Error) -> PyErr {
     PeerWriteError::new_err(format!("connection lost while sending the response: {err}"))
+}
+
+/// The bytes of one body chunk; PEP 3333 allows nothing else.
+pub fn chunk_bytes<'a>(chunk: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+    match chunk.cast::<PyBytes>() {
+        Ok(bytes) => Ok(bytes.as_bytes()),
+        Err(_) => Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "the app yielded {} where bytes are required",
+            chunk
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))),
+    }
 }
 
 /// Calls `close()` on the app's iterable when it has one.
