@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use pyo3::prelude::*;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use uwsgi_proto::{PacketHeader, HEADER_LEN};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use uwsgi_proto::{HeaderError, PacketHeader, HEADER_LEN};
 
 use crate::conn::{Conn, ConnReader};
 use crate::worker::WorkerContext;
@@ -54,6 +54,40 @@ async fn read_full(
     Ok(got)
 }
 
+/// Answers a request we will not serve with an HTTP error saying why: nginx passes it to
+/// the client (a 431 instead of uWSGI's 502), and a browser pointed at the socket reads
+/// the reason. Then the rest of the input is drained briefly, so closing does not reset
+/// the connection and destroy the answer.
+async fn reject(conn: &mut AsyncConn, status: &str, reason: &str) {
+    let body = format!("{reason}\n");
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    match conn {
+        AsyncConn::Unix(s) => answer_and_drain(s, response.as_bytes()).await,
+        AsyncConn::Tcp(s) => answer_and_drain(s, response.as_bytes()).await,
+    }
+}
+
+async fn answer_and_drain(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), response: &[u8]) {
+    const DRAIN_LIMIT: usize = 1 << 20;
+    if stream.write_all(response).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 16 * 1024];
+        let mut drained = 0;
+        while drained < DRAIN_LIMIT {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+}
+
 /// The request head: vars block and whatever body bytes arrived with it.
 struct RequestHead {
     vars: Vec<u8>,
@@ -76,7 +110,14 @@ async fn read_head(
         n => anyhow::bail!("connection closed after {n} of the 4 bytes of the uwsgi header"),
     }
     let header = PacketHeader::parse(header);
-    header.validate(buffer_size)?;
+    if let Err(err) = header.validate(buffer_size) {
+        let status = match err {
+            HeaderError::TooLarge { .. } => "431 Request Header Fields Too Large",
+            _ => "400 Bad Request",
+        };
+        reject(conn, status, &err.to_string()).await;
+        return Err(err.into());
+    }
     let mut vars = vec![0u8; usize::from(header.datasize)];
     let got = match conn {
         AsyncConn::Unix(s) => read_full(s, &mut vars).await,
