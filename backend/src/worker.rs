@@ -115,12 +115,13 @@ pub fn run(config: &Config, app: Py<PyAny>, listeners: &[BoundListener]) -> anyh
         let (ctx, stop_rx) = (ctx.clone(), stop_rx.clone());
         let thread = std::thread::Builder::new()
             .name(format!("request-{index}"))
-            .spawn(move || serve_thread(ctx, sockets, stop_rx, None))
+            .spawn(move || serve_thread(ctx, sockets, stop_rx))
             .context("cannot start a request thread")?;
         threads.push(thread);
     }
-    // The main thread serves too, and is the one that watches for signals.
-    let result = serve_thread(ctx, dup_listeners(listeners)?, stop_rx, Some(stop_tx));
+    spawn_signal_thread(stop_tx)?;
+    // The main thread serves too.
+    let result = serve_thread(ctx, dup_listeners(listeners)?, stop_rx);
     for thread in threads {
         let _ = thread.join();
     }
@@ -146,16 +147,12 @@ fn serve_thread(
     ctx: Arc<WorkerContext>,
     sockets: Vec<(Protocol, Socketish, String)>,
     stop_rx: watch::Receiver<bool>,
-    signal_watcher: Option<watch::Sender<bool>>,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the I/O runtime")?;
     runtime.block_on(async move {
-        if let Some(stop_tx) = signal_watcher {
-            tokio::spawn(watch_signals(stop_tx));
-        }
         let in_flight = Arc::new(InFlight::default());
         let mut loops = Vec::new();
         for (protocol, socket, name) in sockets {
@@ -191,24 +188,33 @@ pub fn stop_signals() -> nix::sys::signal::SigSet {
     set
 }
 
-async fn watch_signals(stop_tx: watch::Sender<bool>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut quit = signal(SignalKind::quit())?;
-    // SIGHUP is the master's business: a worker ignores it.
-    let _hup = signal(SignalKind::hangup())?;
-    // The handlers exist: take the signals the master blocked across fork(). This runs on
-    // the thread that watches them; the request threads keep them blocked.
-    stop_signals().thread_unblock()?;
-    tokio::select! {
-        _ = term.recv() => {
-            tracing::info!("SIGTERM: finishing in-flight requests, then exiting");
-            let _ = stop_tx.send(true);
-        }
-        _ = int.recv() => fast_exit("SIGINT"),
-        _ = quit.recv() => fast_exit("SIGQUIT"),
-    }
+/// Watches the stop signals on a thread of its own, so they act even while every
+/// request thread is busy in the app.
+fn spawn_signal_thread(stop_tx: watch::Sender<bool>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            // The handlers exist: take the signals the master blocked across fork(),
+            // here only; the request threads keep them blocked.
+            if let Err(err) = stop_signals().thread_unblock() {
+                tracing::error!("cannot unblock signals: {err}");
+            }
+            for signal in signals.forever() {
+                match signal {
+                    SIGTERM => {
+                        tracing::info!("SIGTERM: finishing in-flight requests, then exiting");
+                        let _ = stop_tx.send(true);
+                    }
+                    SIGINT => fast_exit("SIGINT"),
+                    SIGQUIT => fast_exit("SIGQUIT"),
+                    // SIGHUP is the master's business: a worker ignores it.
+                    _ => {}
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
     Ok(())
 }
 
