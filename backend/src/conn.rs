@@ -7,6 +7,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
+use tokio::io::AsyncReadExt;
+
 pub enum Conn {
     Unix(UnixStream),
     Tcp(TcpStream),
@@ -82,5 +84,46 @@ pub struct ConnReader(pub Arc<Conn>);
 impl Read for ConnReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.0.read(buf)
+    }
+}
+
+/// A connection registered with the runtime: HTTP connections, and uwsgi ones while
+/// their request head arrives.
+pub enum AsyncConn {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+impl AsyncConn {
+    pub fn from_blocking(conn: Conn) -> io::Result<AsyncConn> {
+        Ok(match conn {
+            Conn::Unix(s) => {
+                s.set_nonblocking(true)?;
+                AsyncConn::Unix(tokio::net::UnixStream::from_std(s)?)
+            }
+            Conn::Tcp(s) => {
+                s.set_nonblocking(true)?;
+                AsyncConn::Tcp(tokio::net::TcpStream::from_std(s)?)
+            }
+        })
+    }
+
+    pub fn into_blocking(self) -> io::Result<Conn> {
+        let conn = match self {
+            AsyncConn::Unix(s) => Conn::Unix(s.into_std()?),
+            AsyncConn::Tcp(s) => Conn::Tcp(s.into_std()?),
+        };
+        match &conn {
+            Conn::Unix(s) => s.set_nonblocking(false)?,
+            Conn::Tcp(s) => s.set_nonblocking(false)?,
+        }
+        Ok(conn)
+    }
+
+    pub async fn read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            AsyncConn::Unix(s) => s.read_buf(buf).await,
+            AsyncConn::Tcp(s) => s.read_buf(buf).await,
+        }
     }
 }

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use pyo3::prelude::*;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
-use crate::uwsgi::AsyncConn;
+use crate::conn::AsyncConn;
 use crate::worker::WorkerContext;
 use crate::wsgi::input::{Body, WsgiInput};
 use crate::wsgi::response::{lock, ResponseHead, ResponseState, Sink};

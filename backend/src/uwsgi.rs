@@ -1,63 +1,257 @@
-//! Serving one uwsgi-protocol connection: nginx's `uwsgi_pass` (and our module) speak it.
+//! Serving uwsgi-protocol connections: nginx's `uwsgi_pass` (and our module) speak it.
 //!
-//! The request head is read asynchronously, so slow or idle peers cost no thread. Once
-//! the vars are in, the request runs to completion on this thread with the socket in
-//! blocking mode, as a uWSGI worker does: the app reads its body and writes its response
-//! with plain system calls, and the GIL is released around each of them.
+//! The fast path is uWSGI's: accept, one `recv`, run the app, write, close, with no
+//! event-loop bookkeeping in between. Accepted sockets are not registered with the
+//! runtime; if the whole request head is already there (nginx sends it right after
+//! connecting), the request runs at once on this thread with the socket in blocking mode,
+//! the GIL released around each read, write and sendfile. Only a peer whose head is not
+//! all there yet is handed to the runtime, so slow peers cost no thread.
 
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use nix::sys::socket::{recv, MsgFlags};
 use pyo3::prelude::*;
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use uwsgi_proto::{HeaderError, PacketHeader, HEADER_LEN};
+use tokio::sync::watch;
+use uwsgi_proto::{parse_request_head, HeadError, HeaderError, RequestHead, HEADER_LEN};
 
-use crate::conn::{Conn, ConnReader};
-use crate::worker::WorkerContext;
+use crate::conn::{AsyncConn, Conn, ConnReader};
+use crate::worker::{InFlight, WorkerContext};
 use crate::wsgi::input::{Body, WsgiInput};
 use crate::wsgi::response::{ResponseState, Sink};
 use crate::wsgi::{EnvironSource, Outcome};
 
-/// A connection accepted on a uwsgi listener, still owned by tokio.
-pub enum AsyncConn {
-    Unix(tokio::net::UnixStream),
-    Tcp(tokio::net::TcpStream),
+/// A listening uwsgi socket in non-blocking mode.
+pub enum UwsgiListener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
 }
 
-impl AsyncConn {
-    fn into_blocking(self) -> std::io::Result<Conn> {
-        let conn = match self {
-            AsyncConn::Unix(s) => Conn::Unix(s.into_std()?),
-            AsyncConn::Tcp(s) => Conn::Tcp(s.into_std()?),
+impl AsRawFd for UwsgiListener {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            UwsgiListener::Unix(l) => l.as_raw_fd(),
+            UwsgiListener::Tcp(l) => l.as_raw_fd(),
+        }
+    }
+}
+
+impl UwsgiListener {
+    /// Accepts one connection: a blocking socket (Linux does not pass O_NONBLOCK on) and
+    /// a name for its peer in log lines.
+    fn accept(&self, name: &str) -> io::Result<(Conn, String)> {
+        match self {
+            UwsgiListener::Unix(l) => l
+                .accept()
+                .map(|(s, _)| (Conn::Unix(s), format!("unix:{name}"))),
+            UwsgiListener::Tcp(l) => {
+                let (s, addr) = l.accept()?;
+                s.set_nodelay(true)?;
+                Ok((Conn::Tcp(s), addr.to_string()))
+            }
+        }
+    }
+}
+
+/// Accepts and serves uwsgi connections until the worker stops.
+pub async fn accept_loop(
+    listener: UwsgiListener,
+    name: String,
+    ctx: Arc<WorkerContext>,
+    mut stop_rx: watch::Receiver<bool>,
+    in_flight: Arc<InFlight>,
+) -> anyhow::Result<()> {
+    // Shared by every worker and thread: accept() must not block when another won the race.
+    match &listener {
+        UwsgiListener::Unix(l) => l.set_nonblocking(true)?,
+        UwsgiListener::Tcp(l) => l.set_nonblocking(true)?,
+    }
+    // SAFETY: the AsyncFd owns the listener, so the descriptor stays open and the same for
+    // as long as it is registered.
+    let listener =
+        unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }
+            .map_err(|err| err.into_parts().1)?;
+    loop {
+        let mut ready = tokio::select! {
+            biased;
+            _ = crate::worker::stopped(&mut stop_rx) => return Ok(()),
+            ready = listener.readable() => ready?,
         };
-        match &conn {
-            Conn::Unix(s) => s.set_nonblocking(false)?,
-            Conn::Tcp(s) => s.set_nonblocking(false)?,
+        match ready.try_io(|l| l.get_ref().accept(&name)) {
+            Ok(Ok((conn, peer))) => {
+                let guard = in_flight.enter();
+                // Taken before reading: the request then runs without yielding.
+                let slot = ctx.app_slot().await;
+                if let Some((conn, received)) = serve_if_complete(&ctx, conn, &peer) {
+                    drop(slot);
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move {
+                        serve_when_complete(conn, received, peer, ctx).await;
+                        drop(guard);
+                    });
+                }
+            }
+            Ok(Err(err)) => {
+                // EMFILE and friends: say so and keep serving the connections we have.
+                tracing::error!("accept() on \"{name}\" failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_would_block) => {}
         }
-        Ok(conn)
     }
 }
 
-/// Reads exactly `buf.len()` bytes; returns how many arrived before the peer closed.
-async fn read_full(
-    stream: &mut (impl AsyncRead + Unpin),
-    buf: &mut [u8],
-) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match stream.read(&mut buf[got..]).await? {
-            0 => break,
-            n => got += n,
-        }
-    }
-    Ok(got)
+thread_local! {
+    /// Receive buffer of the fast path: one per request thread, reused by every request.
+    static RECV_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Answers a request we will not serve with an HTTP error saying why: nginx passes it to
-/// the client (a 431 instead of uWSGI's 502), and a browser pointed at the socket reads
-/// the reason. Then the rest of the input is drained briefly, so closing does not reset
-/// the connection and destroy the answer.
+/// The fast path: serves the request now if its whole head has arrived. Otherwise returns
+/// the connection and what was received, for [`serve_when_complete`].
+fn serve_if_complete(ctx: &WorkerContext, conn: Conn, peer: &str) -> Option<(Conn, Vec<u8>)> {
+    RECV_BUFFER.with_borrow_mut(|buf| {
+        buf.resize(HEADER_LEN + ctx.buffer_size + 16 * 1024, 0);
+        let received = match recv(conn.as_fd().as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return None, // connected and closed: a health check, not an error
+            Ok(n) => n,
+            Err(nix::errno::Errno::EAGAIN) => 0,
+            Err(errno) => {
+                tracing::error!("{peer}: reading the request failed: {errno}; connection closed");
+                return None;
+            }
+        };
+        match parse_request_head(&buf[..received], ctx.buffer_size) {
+            Ok(Some(head)) => {
+                run_request(ctx, conn, peer, &buf[..received], &head);
+                None
+            }
+            // Not all there yet, or refused: the async path waits, or answers and drains.
+            Ok(None) | Err(_) => Some((conn, buf[..received].to_vec())),
+        }
+    })
+}
+
+/// The slow path: waits for the rest of the head without holding the thread.
+async fn serve_when_complete(
+    conn: Conn,
+    mut received: Vec<u8>,
+    peer: String,
+    ctx: Arc<WorkerContext>,
+) {
+    let mut stream = match AsyncConn::from_blocking(conn) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::error!("{peer}: cannot register the connection: {err}; connection closed");
+            return;
+        }
+    };
+    let head = loop {
+        match parse_request_head(&received, ctx.buffer_size) {
+            Ok(Some(head)) => break head,
+            Ok(None) => {}
+            Err(err) => {
+                if let HeadError::Header(header) = &err {
+                    let status = match header {
+                        HeaderError::TooLarge { .. } => "431 Request Header Fields Too Large",
+                        _ => "400 Bad Request",
+                    };
+                    reject(&mut stream, status, &err.to_string()).await;
+                }
+                tracing::error!("{peer}: {err}; connection closed");
+                return;
+            }
+        }
+        match stream.read_buf(&mut received).await {
+            Ok(0) => {
+                tracing::error!("{peer}: {}; connection closed", truncation(&received));
+                return;
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::error!(
+                    "{peer}: reading the uwsgi request failed: {err}; connection closed"
+                );
+                return;
+            }
+        }
+    };
+    let _slot = ctx.app_slot().await;
+    match stream.into_blocking() {
+        Ok(conn) => run_request(&ctx, conn, &peer, &received, &head),
+        Err(err) => tracing::error!("{peer}: cannot switch the connection to blocking mode: {err}"),
+    }
+}
+
+/// What a peer that closed before its head was complete had sent.
+fn truncation(received: &[u8]) -> String {
+    match received.first_chunk::<HEADER_LEN>() {
+        None => format!(
+            "connection closed after {} of the 4 bytes of the uwsgi header",
+            received.len()
+        ),
+        Some(raw) => format!(
+            "connection closed after {} of the {} bytes of the uwsgi vars block",
+            received.len() - HEADER_LEN,
+            uwsgi_proto::PacketHeader::parse(*raw).datasize
+        ),
+    }
+}
+
+/// Runs one request whose head is at the start of `received`, then closes the connection
+/// (one request per connection, as uWSGI and stock nginx expect).
+fn run_request(ctx: &WorkerContext, conn: Conn, peer: &str, received: &[u8], head: &RequestHead) {
+    let started = Instant::now();
+    let conn = Arc::new(conn);
+    let vars = &received[head.vars.clone()];
+    let body_start = head.vars.end;
+    let body_end = received
+        .len()
+        .min(body_start.saturating_add(head.content_length as usize));
+    let outcome = Python::attach(|py| {
+        let body = Body::new(
+            received[body_start..body_end].to_vec(),
+            Box::new(ConnReader(conn.clone())),
+            head.content_length,
+        );
+        let source = EnvironSource::Uwsgi { vars };
+        let environ = match ctx.app.environ(py, &source, WsgiInput::new(body)) {
+            Ok(environ) => environ,
+            Err(err) => {
+                return Outcome::AppFailed {
+                    traceback: crate::python::format_exception(py, &err),
+                }
+            }
+        };
+        let var = |key: &str| environ.get_item(key).ok().flatten().map(|v| v.to_string());
+        let method = var("REQUEST_METHOD").unwrap_or_default();
+        let uri = var("REQUEST_URI")
+            .or_else(|| var("PATH_INFO"))
+            .unwrap_or_default();
+        // nginx passes the client's address; the log names it with the socket it came through.
+        let client = match var("REMOTE_ADDR") {
+            Some(addr) => format!("{addr} via {peer}"),
+            None => peer.to_string(),
+        };
+        let response = ResponseState::new(Sink::Socket(conn.clone()), method == "HEAD");
+        let outcome = ctx.app.respond_on_socket(py, environ, &response, &conn);
+        ctx.log_request(&client, &method, &uri, &outcome, started);
+        outcome
+    });
+    if matches!(outcome, Outcome::Aborted { .. } | Outcome::PeerGone { .. }) {
+        conn.shutdown();
+    }
+}
+
+/// Answers a request we will not serve with an HTTP error saying why: nginx passes it
+/// to the client (a 431 instead of uWSGI's 502), and a browser pointed at the socket
+/// reads the reason. The rest of the input is then drained briefly, so closing does
+/// not reset the connection and destroy the answer.
 async fn reject(conn: &mut AsyncConn, status: &str, reason: &str) {
     let body = format!("{reason}\n");
     let response = format!(
@@ -85,132 +279,5 @@ async fn answer_and_drain(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), re
             }
         }
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
-}
-
-/// The request head: vars block and whatever body bytes arrived with it.
-struct RequestHead {
-    vars: Vec<u8>,
-    content_length: u64,
-}
-
-async fn read_head(
-    conn: &mut AsyncConn,
-    buffer_size: usize,
-) -> anyhow::Result<Option<RequestHead>> {
-    let mut header = [0u8; HEADER_LEN];
-    let got = match conn {
-        AsyncConn::Unix(s) => read_full(s, &mut header).await,
-        AsyncConn::Tcp(s) => read_full(s, &mut header).await,
-    }
-    .context("reading the uwsgi header")?;
-    match got {
-        0 => return Ok(None), // connected and closed: a health check, not an error
-        HEADER_LEN => {}
-        n => anyhow::bail!("connection closed after {n} of the 4 bytes of the uwsgi header"),
-    }
-    let header = PacketHeader::parse(header);
-    if let Err(err) = header.validate(buffer_size) {
-        let status = match err {
-            HeaderError::TooLarge { .. } => "431 Request Header Fields Too Large",
-            _ => "400 Bad Request",
-        };
-        reject(conn, status, &err.to_string()).await;
-        return Err(err.into());
-    }
-    let mut vars = vec![0u8; usize::from(header.datasize)];
-    let got = match conn {
-        AsyncConn::Unix(s) => read_full(s, &mut vars).await,
-        AsyncConn::Tcp(s) => read_full(s, &mut vars).await,
-    }
-    .context("reading the uwsgi vars")?;
-    if got < vars.len() {
-        anyhow::bail!(
-            "connection closed after {got} of the {} bytes of the uwsgi vars block",
-            vars.len()
-        );
-    }
-    let mut content_length = 0;
-    for pair in uwsgi_proto::parse_vars(&vars) {
-        let (key, value) = pair?;
-        if key == b"CONTENT_LENGTH" && !value.is_empty() {
-            content_length = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .with_context(|| {
-                    format!(
-                        "CONTENT_LENGTH \"{}\" is not a number",
-                        String::from_utf8_lossy(value)
-                    )
-                })?;
-        }
-    }
-    Ok(Some(RequestHead {
-        vars,
-        content_length,
-    }))
-}
-
-/// Serves one uwsgi connection: one request, then close (as uWSGI and stock nginx expect).
-pub async fn serve(mut conn: AsyncConn, peer: String, ctx: Arc<WorkerContext>) {
-    let head = match read_head(&mut conn, ctx.buffer_size).await {
-        Ok(Some(head)) => head,
-        Ok(None) => return,
-        Err(err) => {
-            tracing::error!("{peer}: {err:#}; connection closed");
-            return;
-        }
-    };
-    // One request at a time per thread: a response still streaming on this thread (HTTP)
-    // finishes before another app call starts here.
-    let _slot = ctx.app_slot().await;
-    let conn = match conn.into_blocking() {
-        Ok(conn) => Arc::new(conn),
-        Err(err) => {
-            tracing::error!("{peer}: cannot switch the connection to blocking mode: {err}");
-            return;
-        }
-    };
-    let started = Instant::now();
-    let outcome = Python::attach(|py| {
-        let body = Body::new(
-            Vec::new(),
-            Box::new(ConnReader(conn.clone())),
-            head.content_length,
-        );
-        let source = EnvironSource::Uwsgi { vars: &head.vars };
-        let environ = match ctx.app.environ(py, &source, WsgiInput::new(body)) {
-            Ok(environ) => environ,
-            Err(err) => {
-                return Outcome::AppFailed {
-                    traceback: crate::python::format_exception(py, &err),
-                }
-            }
-        };
-        let method = environ
-            .get_item("REQUEST_METHOD")
-            .ok()
-            .flatten()
-            .map(|m| m.to_string())
-            .unwrap_or_default();
-        let uri = environ
-            .get_item("REQUEST_URI")
-            .ok()
-            .flatten()
-            .or_else(|| environ.get_item("PATH_INFO").ok().flatten())
-            .map(|u| u.to_string())
-            .unwrap_or_default();
-        // nginx passes the client's address; the log names it with the socket it came through.
-        let client = match environ.get_item("REMOTE_ADDR").ok().flatten() {
-            Some(addr) => format!("{addr} via {peer}"),
-            None => peer.clone(),
-        };
-        let response = ResponseState::new(Sink::Socket(conn.clone()), method == "HEAD");
-        let outcome = ctx.app.respond_on_socket(py, environ, &response, &conn);
-        ctx.log_request(&client, &method, &uri, &outcome, started);
-        outcome
-    });
-    if matches!(outcome, Outcome::Aborted { .. } | Outcome::PeerGone { .. }) {
-        conn.shutdown();
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }

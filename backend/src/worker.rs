@@ -12,6 +12,7 @@ use anyhow::Context;
 use pyo3::prelude::*;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::conn::AsyncConn;
 use crate::listeners::{BoundListener, Socketish};
 use crate::wsgi::{Outcome, WsgiApp};
 use ngx_wsgi_config::{Config, Protocol};
@@ -68,15 +69,15 @@ impl WorkerContext {
 
 /// Counts the connections a thread is serving, so a graceful stop can wait for them.
 #[derive(Default)]
-struct InFlight {
+pub struct InFlight {
     count: AtomicUsize,
     idle: Notify,
 }
 
-struct InFlightGuard(Arc<InFlight>);
+pub struct InFlightGuard(Arc<InFlight>);
 
 impl InFlight {
-    fn enter(self: &Arc<Self>) -> InFlightGuard {
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
         self.count.fetch_add(1, Ordering::SeqCst);
         InFlightGuard(self.clone())
     }
@@ -156,8 +157,21 @@ fn serve_thread(
         let in_flight = Arc::new(InFlight::default());
         let mut loops = Vec::new();
         for (protocol, socket, name) in sockets {
-            loops.push(tokio::spawn(accept_loop(
-                protocol,
+            if protocol == Protocol::Uwsgi {
+                let listener = match socket {
+                    Socketish::Unix(s) => crate::uwsgi::UwsgiListener::Unix(s),
+                    Socketish::Tcp(s) => crate::uwsgi::UwsgiListener::Tcp(s),
+                };
+                loops.push(tokio::spawn(crate::uwsgi::accept_loop(
+                    listener,
+                    name,
+                    ctx.clone(),
+                    stop_rx.clone(),
+                    in_flight.clone(),
+                )));
+                continue;
+            }
+            loops.push(tokio::spawn(http_accept_loop(
                 socket,
                 name,
                 ctx.clone(),
@@ -218,7 +232,7 @@ fn spawn_signal_thread(stop_tx: watch::Sender<bool>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn stopped(stop_rx: &mut watch::Receiver<bool>) {
+pub async fn stopped(stop_rx: &mut watch::Receiver<bool>) {
     let _ = stop_rx.wait_for(|stop| *stop).await;
 }
 
@@ -227,8 +241,8 @@ fn fast_exit(signal: &str) {
     std::process::exit(0);
 }
 
-async fn accept_loop(
-    protocol: Protocol,
+/// Accepts HTTP connections and serves each in a task of its own until the worker stops.
+async fn http_accept_loop(
     socket: Socketish,
     name: String,
     ctx: Arc<WorkerContext>,
@@ -265,31 +279,16 @@ async fn accept_loop(
             }
         };
         let guard = in_flight.enter();
-        let ctx = ctx.clone();
-        match protocol {
-            Protocol::Uwsgi => {
-                tokio::spawn(async move {
-                    crate::uwsgi::serve(conn, peer, ctx).await;
-                    drop(guard);
-                });
-            }
-            Protocol::Http => {
-                let stop_rx = stop_rx.clone();
-                tokio::spawn(async move {
-                    crate::http::serve(conn, peer, ctx, stop_rx).await;
-                    drop(guard);
-                });
-            }
-        }
+        let (ctx, stop_rx) = (ctx.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            crate::http::serve(conn, peer, ctx, stop_rx).await;
+            drop(guard);
+        });
     }
 
     /// Accepts a connection and names its peer for log lines: the client address over
     /// TCP, the socket it came in on for unix sockets (which have no peer address).
-    async fn accept(
-        listener: &Listener,
-        name: &str,
-    ) -> std::io::Result<(crate::uwsgi::AsyncConn, String)> {
-        use crate::uwsgi::AsyncConn;
+    async fn accept(listener: &Listener, name: &str) -> std::io::Result<(AsyncConn, String)> {
         Ok(match listener {
             Listener::Unix(l) => {
                 let (stream, _) = l.accept().await?;

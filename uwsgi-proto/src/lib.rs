@@ -92,6 +92,63 @@ fn plain_http_method(raw: &[u8; HEADER_LEN]) -> Option<String> {
         .then(|| String::from_utf8_lossy(raw).into_owned())
 }
 
+/// Where the parts of a complete request head lie in a buffer that starts with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub header: PacketHeader,
+    /// `buf[vars]` is the vars block.
+    pub vars: std::ops::Range<usize>,
+    /// `CONTENT_LENGTH`, 0 when absent or empty.
+    pub content_length: u64,
+}
+
+/// Why a request head cannot be served.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum HeadError {
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    #[error(transparent)]
+    Vars(#[from] VarsError),
+    #[error("CONTENT_LENGTH \"{0}\" is not a number")]
+    BadContentLength(String),
+}
+
+/// Parses the request head at the start of `buf`: `Ok(None)` while more bytes are needed.
+///
+/// The header is checked as soon as its 4 bytes are in, so an oversized or non-uwsgi
+/// request is refused without waiting for the rest.
+pub fn parse_request_head(
+    buf: &[u8],
+    buffer_size: usize,
+) -> Result<Option<RequestHead>, HeadError> {
+    let Some(raw) = buf.first_chunk::<HEADER_LEN>() else {
+        return Ok(None);
+    };
+    let header = PacketHeader::parse(*raw);
+    header.validate(buffer_size)?;
+    let vars = HEADER_LEN..HEADER_LEN + usize::from(header.datasize);
+    let Some(block) = buf.get(vars.clone()) else {
+        return Ok(None);
+    };
+    let mut content_length = 0;
+    for pair in parse_vars(block) {
+        let (key, value) = pair?;
+        if key == b"CONTENT_LENGTH" && !value.is_empty() {
+            content_length = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    HeadError::BadContentLength(String::from_utf8_lossy(value).into_owned())
+                })?;
+        }
+    }
+    Ok(Some(RequestHead {
+        header,
+        vars,
+        content_length,
+    }))
+}
+
 /// A vars block that does not decode.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum VarsError {
@@ -317,6 +374,65 @@ mod tests {
                 left: 2
             })]
         );
+    }
+
+    #[test]
+    fn request_head_needs_every_byte_of_the_vars() {
+        let mut packet = encode_request(0, sample()).unwrap();
+        for len in 0..packet.len() {
+            assert_eq!(
+                parse_request_head(&packet[..len], 65535),
+                Ok(None),
+                "at {len} bytes"
+            );
+        }
+        packet.extend_from_slice(b"body bytes");
+        let head = parse_request_head(&packet, 65535).unwrap().unwrap();
+        assert_eq!(head.vars, 4..packet.len() - 10);
+        assert_eq!(head.content_length, 0);
+    }
+
+    #[test]
+    fn request_head_reads_content_length() {
+        let packet = encode_request(0, vec![(&b"CONTENT_LENGTH"[..], &b"42"[..])]).unwrap();
+        assert_eq!(
+            parse_request_head(&packet, 65535)
+                .unwrap()
+                .unwrap()
+                .content_length,
+            42
+        );
+        let packet = encode_request(0, vec![(&b"CONTENT_LENGTH"[..], &b""[..])]).unwrap();
+        assert_eq!(
+            parse_request_head(&packet, 65535)
+                .unwrap()
+                .unwrap()
+                .content_length,
+            0
+        );
+        let packet = encode_request(0, vec![(&b"CONTENT_LENGTH"[..], &b"-1"[..])]).unwrap();
+        assert_eq!(
+            parse_request_head(&packet, 65535),
+            Err(HeadError::BadContentLength("-1".into()))
+        );
+    }
+
+    #[test]
+    fn request_head_refuses_a_bad_header_before_the_vars_arrive() {
+        assert!(matches!(
+            parse_request_head(b"GET ", 65535),
+            Err(HeadError::Header(HeaderError::PlainHttp(_)))
+        ));
+        let header = PacketHeader {
+            modifier1: 0,
+            datasize: 9000,
+            modifier2: 0,
+        }
+        .encode();
+        assert!(matches!(
+            parse_request_head(&header, 4096),
+            Err(HeadError::Header(HeaderError::TooLarge { .. }))
+        ));
     }
 
     #[test]
