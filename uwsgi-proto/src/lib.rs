@@ -87,8 +87,7 @@ fn plain_http_method(raw: &[u8; HEADER_LEN]) -> Option<String> {
         b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"PATC", b"OPTI", b"CONN", b"TRAC", b"PRI ",
     ];
     STARTS
-        .iter()
-        .any(|start| *start == raw)
+        .contains(&raw)
         .then(|| String::from_utf8_lossy(raw).into_owned())
 }
 

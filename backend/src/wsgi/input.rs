@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn readline_splits_on_newlines_across_chunks() {
-        let mut b = body(b"line one\nli", b"ne two\nlast", 24);
+        let mut b = body(b"line one\nli", b"ne two\nlast", 22);
         assert_eq!(b.readline(None).unwrap(), b"line one\n");
         assert_eq!(b.readline(None).unwrap(), b"line two\n");
         assert_eq!(b.readline(None).unwrap(), b"last");
