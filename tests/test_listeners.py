@@ -82,10 +82,12 @@ def test_stale_socket_file_is_replaced(daemon, app_sock):
 
 def test_socket_in_use_is_a_clear_error(daemon, app_sock):
     daemon("--socket", app_sock, "--wsgi-file", APPS / "pep3333.py", ready=app_sock)
-    out = subprocess.run([BIN, "--socket", app_sock, "--wsgi-file", APPS / "pep3333.py"],
+    out = subprocess.run([BIN, "--socket", app_sock, "--wsgi-file", APPS / "pep3333.py", "--vacuum"],
                          capture_output=True, text=True, timeout=10)
     assert out.returncode == 1
     assert f'cannot bind unix socket "{app_sock}": another server is listening on it' in out.stderr
+    # --vacuum cleans up what this process made, never the other server's socket.
+    assert uwsgi_get(app_sock).startswith(b"HTTP/1.1 200 OK")
 
 
 def test_port_in_use_is_a_clear_error(daemon):

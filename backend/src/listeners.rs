@@ -14,16 +14,25 @@ use socket2::{Domain, SockAddr, Socket, Type};
 /// The environment variable a reloading master passes its listening sockets in.
 pub const INHERITED_FDS_ENV: &str = "NGX_WSGI_LISTEN_FDS";
 
-pub enum Socketish {
+pub enum ListeningSocket {
     Unix(UnixListener),
     Tcp(TcpListener),
 }
 
-impl Socketish {
+impl ListeningSocket {
+    /// Sets O_NONBLOCK; it belongs to the open file, shared by every worker and thread,
+    /// so accept() never blocks in one of them after another won the race.
+    pub fn set_nonblocking(&self) -> std::io::Result<()> {
+        match self {
+            ListeningSocket::Unix(l) => l.set_nonblocking(true),
+            ListeningSocket::Tcp(l) => l.set_nonblocking(true),
+        }
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         match self {
-            Socketish::Unix(l) => l.as_raw_fd(),
-            Socketish::Tcp(l) => l.as_raw_fd(),
+            ListeningSocket::Unix(l) => l.as_raw_fd(),
+            ListeningSocket::Tcp(l) => l.as_raw_fd(),
         }
     }
 }
@@ -31,7 +40,7 @@ impl Socketish {
 /// A listening socket and the config entry it was made from.
 pub struct BoundListener {
     pub spec: Listener,
-    pub socket: Socketish,
+    pub socket: ListeningSocket,
 }
 
 /// Binds every listener of the config, or takes them over from a reloading master.
@@ -65,7 +74,7 @@ fn bind(spec: &Listener, config: &Config) -> anyhow::Result<BoundListener> {
             if let Some(owner) = &config.chown_socket {
                 chown_socket(path, owner)?;
             }
-            Socketish::Unix(UnixListener::from(OwnedFd::from(socket)))
+            ListeningSocket::Unix(UnixListener::from(OwnedFd::from(socket)))
         }
         ListenAddr::Abstract(name) => {
             let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
@@ -75,7 +84,7 @@ fn bind(spec: &Listener, config: &Config) -> anyhow::Result<BoundListener> {
                 .bind(&addr)
                 .with_context(|| format!("cannot bind abstract socket \"@{name}\""))?;
             socket.listen(backlog)?;
-            Socketish::Unix(UnixListener::from(OwnedFd::from(socket)))
+            ListeningSocket::Unix(UnixListener::from(OwnedFd::from(socket)))
         }
         ListenAddr::Tcp { host, port } => {
             let addr = (host.as_str(), *port)
@@ -89,7 +98,7 @@ fn bind(spec: &Listener, config: &Config) -> anyhow::Result<BoundListener> {
                 .bind(&addr.into())
                 .with_context(|| format!("cannot bind \"{}\"", spec.addr))?;
             socket.listen(backlog)?;
-            Socketish::Tcp(TcpListener::from(OwnedFd::from(socket)))
+            ListeningSocket::Tcp(TcpListener::from(OwnedFd::from(socket)))
         }
     };
     Ok(BoundListener {
@@ -160,8 +169,8 @@ fn inherit(config: &Config, fds: &str) -> anyhow::Result<Vec<BoundListener>> {
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
             set_cloexec(fd, true)?;
             let socket = match spec.addr {
-                ListenAddr::Tcp { .. } => Socketish::Tcp(TcpListener::from(owned)),
-                _ => Socketish::Unix(UnixListener::from(owned)),
+                ListenAddr::Tcp { .. } => ListeningSocket::Tcp(TcpListener::from(owned)),
+                _ => ListeningSocket::Unix(UnixListener::from(owned)),
             };
             Ok(BoundListener {
                 spec: spec.clone(),

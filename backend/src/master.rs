@@ -79,7 +79,19 @@ pub fn check_app(config: &Config) -> i32 {
 }
 
 pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
-    let listeners = listeners::open_all(&config)?;
+    // Written first, as uWSGI does: a supervisor may look for it as soon as we start.
+    if let Some(pidfile) = &config.pidfile {
+        std::fs::write(pidfile, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write pidfile \"{}\"", pidfile.display()))?;
+    }
+    let listeners = match listeners::open_all(&config) {
+        Ok(listeners) => listeners,
+        Err(err) => {
+            // The sockets in the way are another server's: leave them, take our pidfile.
+            vacuum(&config, false);
+            return Err(err);
+        }
+    };
     for listener in &listeners {
         tracing::info!(
             "listening on \"{}\" ({:?})",
@@ -87,11 +99,31 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
             listener.spec.protocol
         );
     }
-    python::initialize(&config)?;
+    let result = serve(&config, &args, &listeners);
+    vacuum(&config, true);
+    result
+}
+
+/// `--vacuum`: removes the pidfile and, when we bound them, the unix socket files.
+fn vacuum(config: &Config, sockets: bool) {
+    if !config.vacuum {
+        return;
+    }
+    if sockets {
+        listeners::vacuum(config);
+    }
+    if let Some(pidfile) = &config.pidfile {
+        let _ = std::fs::remove_file(pidfile);
+    }
+}
+
+/// Loads the app, starts the workers and supervises them until a stop signal.
+fn serve(config: &Config, args: &[String], listeners: &[BoundListener]) -> anyhow::Result<i32> {
+    python::initialize(config)?;
     let app = if config.lazy_apps {
         None
     } else {
-        let app = Python::attach(|py| python::load_app(py, &config))?;
+        let app = Python::attach(|py| python::load_app(py, config))?;
         tracing::info!(
             "app loaded; forking {} worker(s) with {} thread(s) each",
             config.processes,
@@ -99,14 +131,10 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
         );
         Some(app)
     };
-    if let Some(pidfile) = &config.pidfile {
-        std::fs::write(pidfile, format!("{}\n", std::process::id()))
-            .with_context(|| format!("cannot write pidfile \"{}\"", pidfile.display()))?;
-    }
     let signals = Signals::register()?;
     let mut workers: HashMap<Pid, u32> = HashMap::new();
     for id in 1..=config.processes {
-        let pid = spawn_worker(id, &config, app.as_ref(), &listeners)?;
+        let pid = spawn_worker(id, config, app.as_ref(), listeners)?;
         workers.insert(pid, id);
     }
     let mut old_workers = retire_old_workers();
@@ -131,15 +159,15 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
                 deadline: Instant::now() + Duration::from_secs(config.reload_mercy),
             };
         } else if signals.hup.swap(false, Ordering::SeqCst) && matches!(state, State::Running) {
-            reload(&args, &listeners, workers.keys().chain(&old_workers))?;
+            reload(args, listeners, workers.keys().chain(&old_workers))?;
         }
         reap(
             &mut workers,
             &mut old_workers,
             &state,
-            &config,
+            config,
             app.as_ref(),
-            &listeners,
+            listeners,
         )?;
         if let State::Stopping { deadline } = state {
             if workers.is_empty() && old_workers.is_empty() {
@@ -154,12 +182,6 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
             }
         }
         std::thread::sleep(TICK);
-    }
-    if config.vacuum {
-        listeners::vacuum(&config);
-        if let Some(pidfile) = &config.pidfile {
-            let _ = std::fs::remove_file(pidfile);
-        }
     }
     tracing::info!("stopped");
     Ok(0)

@@ -27,7 +27,7 @@ use crate::wsgi::input::{Body, WsgiInput};
 use crate::wsgi::response::{ResponseState, Sink};
 use crate::wsgi::{EnvironSource, Outcome};
 
-/// A listening uwsgi socket in non-blocking mode.
+/// A listening uwsgi socket, already in non-blocking mode.
 pub enum UwsgiListener {
     Unix(UnixListener),
     Tcp(TcpListener),
@@ -67,11 +67,6 @@ pub async fn accept_loop(
     mut stop_rx: watch::Receiver<bool>,
     in_flight: Arc<InFlight>,
 ) -> anyhow::Result<()> {
-    // Shared by every worker and thread: accept() must not block when another won the race.
-    match &listener {
-        UwsgiListener::Unix(l) => l.set_nonblocking(true)?,
-        UwsgiListener::Tcp(l) => l.set_nonblocking(true)?,
-    }
     // SAFETY: the AsyncFd owns the listener, so the descriptor stays open and the same for
     // as long as it is registered.
     let listener =

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::conn::AsyncConn;
-use crate::listeners::{BoundListener, Socketish};
+use crate::listeners::{BoundListener, ListeningSocket};
 use crate::wsgi::{Outcome, WsgiApp};
 use ngx_wsgi_config::{Config, Protocol};
 
@@ -131,13 +131,13 @@ pub fn run(config: &Config, app: Py<PyAny>, listeners: &[BoundListener]) -> anyh
 
 fn dup_listeners(
     listeners: &[BoundListener],
-) -> anyhow::Result<Vec<(Protocol, Socketish, String)>> {
+) -> anyhow::Result<Vec<(Protocol, ListeningSocket, String)>> {
     listeners
         .iter()
         .map(|l| {
             let socket = match &l.socket {
-                Socketish::Unix(s) => Socketish::Unix(s.try_clone()?),
-                Socketish::Tcp(s) => Socketish::Tcp(s.try_clone()?),
+                ListeningSocket::Unix(s) => ListeningSocket::Unix(s.try_clone()?),
+                ListeningSocket::Tcp(s) => ListeningSocket::Tcp(s.try_clone()?),
             };
             Ok((l.spec.protocol, socket, l.spec.addr.to_string()))
         })
@@ -146,7 +146,7 @@ fn dup_listeners(
 
 fn serve_thread(
     ctx: Arc<WorkerContext>,
-    sockets: Vec<(Protocol, Socketish, String)>,
+    sockets: Vec<(Protocol, ListeningSocket, String)>,
     stop_rx: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -158,9 +158,10 @@ fn serve_thread(
         let mut loops = Vec::new();
         for (protocol, socket, name) in sockets {
             if protocol == Protocol::Uwsgi {
+                socket.set_nonblocking()?;
                 let listener = match socket {
-                    Socketish::Unix(s) => crate::uwsgi::UwsgiListener::Unix(s),
-                    Socketish::Tcp(s) => crate::uwsgi::UwsgiListener::Tcp(s),
+                    ListeningSocket::Unix(s) => crate::uwsgi::UwsgiListener::Unix(s),
+                    ListeningSocket::Tcp(s) => crate::uwsgi::UwsgiListener::Tcp(s),
                 };
                 loops.push(tokio::spawn(crate::uwsgi::accept_loop(
                     listener,
@@ -243,7 +244,7 @@ fn fast_exit(signal: &str) {
 
 /// Accepts HTTP connections and serves each in a task of its own until the worker stops.
 async fn http_accept_loop(
-    socket: Socketish,
+    socket: ListeningSocket,
     name: String,
     ctx: Arc<WorkerContext>,
     mut stop_rx: watch::Receiver<bool>,
@@ -253,15 +254,10 @@ async fn http_accept_loop(
         Unix(tokio::net::UnixListener),
         Tcp(tokio::net::TcpListener),
     }
+    socket.set_nonblocking()?;
     let listener = match socket {
-        Socketish::Unix(s) => {
-            s.set_nonblocking(true)?;
-            Listener::Unix(tokio::net::UnixListener::from_std(s)?)
-        }
-        Socketish::Tcp(s) => {
-            s.set_nonblocking(true)?;
-            Listener::Tcp(tokio::net::TcpListener::from_std(s)?)
-        }
+        ListeningSocket::Unix(s) => Listener::Unix(tokio::net::UnixListener::from_std(s)?),
+        ListeningSocket::Tcp(s) => Listener::Tcp(tokio::net::TcpListener::from_std(s)?),
     };
     loop {
         let accepted = tokio::select! {
