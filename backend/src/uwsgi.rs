@@ -162,7 +162,16 @@ async fn serve_when_complete(
                 return;
             }
         }
-        match stream.read_buf(&mut received).await {
+        let read = tokio::time::timeout(head_timeout(), stream.read_buf(&mut received));
+        let Ok(read) = read.await else {
+            tracing::error!(
+                "{peer}: no complete uwsgi request head after {} s ({}); connection closed",
+                head_timeout().as_secs_f32(),
+                truncation(&received).replace("connection closed after", "received")
+            );
+            return;
+        };
+        match read {
             Ok(0) => {
                 tracing::error!("{peer}: {}; connection closed", truncation(&received));
                 return;
@@ -181,6 +190,19 @@ async fn serve_when_complete(
         Ok(conn) => run_request(&ctx, conn, &peer, &received, &head),
         Err(err) => tracing::error!("{peer}: cannot switch the connection to blocking mode: {err}"),
     }
+}
+
+/// How long a peer may take to send its request head once connected. nginx sends it at
+/// once; a peer that does not is stuck or hostile, and would hold up a graceful stop.
+/// `NGX_WSGI_HEAD_TIMEOUT` (seconds) overrides the default of 30 s.
+fn head_timeout() -> Duration {
+    static TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *TIMEOUT.get_or_init(|| {
+        std::env::var("NGX_WSGI_HEAD_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse::<f32>().ok())
+            .map_or(Duration::from_secs(30), Duration::from_secs_f32)
+    })
 }
 
 /// What a peer that closed before its head was complete had sent.
