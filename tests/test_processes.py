@@ -163,3 +163,12 @@ def test_pidfile_and_vacuum(daemon, tmp_path):
     d.signal(signal.SIGTERM)
     assert d.wait_exit(10) == 0
     assert not pidfile.exists() and not os.path.exists(sock)
+
+
+def test_sigterm_during_a_slow_import_stops_cleanly(daemon, app_sock, tmp_path):
+    pidfile = tmp_path / "slow.pid"
+    d = daemon("--socket", app_sock, "--wsgi-file", APPS / "slow_import.py", "--pidfile", pidfile, "--vacuum",
+               ready=app_sock)
+    d.signal(signal.SIGTERM)  # the master is still importing the app
+    assert d.wait_exit(10) == 0
+    assert not pidfile.exists() and not os.path.exists(app_sock)

@@ -79,6 +79,9 @@ pub fn check_app(config: &Config) -> i32 {
 }
 
 pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
+    // First of all, so a stop signal during start-up (an import can take seconds) is
+    // not fatal: it is acted on as soon as the workers are up.
+    let signals = Signals::register()?;
     // Written first, as uWSGI does: a supervisor may look for it as soon as we start.
     if let Some(pidfile) = &config.pidfile {
         std::fs::write(pidfile, format!("{}\n", std::process::id()))
@@ -99,7 +102,7 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
             listener.spec.protocol
         );
     }
-    let result = serve(&config, &args, &listeners);
+    let result = serve(&config, &args, &listeners, &signals);
     vacuum(&config, true);
     result
 }
@@ -118,7 +121,12 @@ fn vacuum(config: &Config, sockets: bool) {
 }
 
 /// Loads the app, starts the workers and supervises them until a stop signal.
-fn serve(config: &Config, args: &[String], listeners: &[BoundListener]) -> anyhow::Result<i32> {
+fn serve(
+    config: &Config,
+    args: &[String],
+    listeners: &[BoundListener],
+    signals: &Signals,
+) -> anyhow::Result<i32> {
     python::initialize(config)?;
     let app = if config.lazy_apps {
         None
@@ -131,7 +139,6 @@ fn serve(config: &Config, args: &[String], listeners: &[BoundListener]) -> anyho
         );
         Some(app)
     };
-    let signals = Signals::register()?;
     let mut workers: HashMap<Pid, u32> = HashMap::new();
     for id in 1..=config.processes {
         let pid = spawn_worker(id, config, app.as_ref(), listeners)?;

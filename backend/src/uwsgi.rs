@@ -220,6 +220,14 @@ fn truncation(received: &[u8]) -> String {
     }
 }
 
+/// The value of one var of a (validated) vars block.
+fn var<'a>(vars: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    uwsgi_proto::parse_vars(vars)
+        .flatten()
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
 /// Runs one request whose head is at the start of `received`, then closes the connection
 /// (one request per connection, as uWSGI and stock nginx expect).
 fn run_request(ctx: &WorkerContext, conn: Conn, peer: &str, received: &[u8], head: &RequestHead) {
@@ -230,9 +238,11 @@ fn run_request(ctx: &WorkerContext, conn: Conn, peer: &str, received: &[u8], hea
     let body_end = received
         .len()
         .min(body_start.saturating_add(head.content_length as usize));
+    let method = var(vars, b"REQUEST_METHOD").unwrap_or_default();
     let outcome = Python::attach(|py| {
+        let prefix = received[body_start..body_end].to_vec();
         let body = Body::new(
-            received[body_start..body_end].to_vec(),
+            prefix,
             Box::new(ConnReader(conn.clone())),
             head.content_length,
         );
@@ -245,21 +255,23 @@ fn run_request(ctx: &WorkerContext, conn: Conn, peer: &str, received: &[u8], hea
                 }
             }
         };
-        let var = |key: &str| environ.get_item(key).ok().flatten().map(|v| v.to_string());
-        let method = var("REQUEST_METHOD").unwrap_or_default();
-        let uri = var("REQUEST_URI")
-            .or_else(|| var("PATH_INFO"))
+        let response = ResponseState::new(Sink::Socket(conn.clone()), method == b"HEAD");
+        ctx.app.respond_on_socket(py, environ, &response, &conn)
+    });
+    // The log line's strings are made only when it is written (not per request with
+    // --disable-logging). nginx passes the client's address: the line names it with the
+    // socket it came through.
+    if ctx.should_log(&outcome) {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        let uri = var(vars, b"REQUEST_URI")
+            .or_else(|| var(vars, b"PATH_INFO"))
             .unwrap_or_default();
-        // nginx passes the client's address; the log names it with the socket it came through.
-        let client = match var("REMOTE_ADDR") {
-            Some(addr) => format!("{addr} via {peer}"),
+        let client = match var(vars, b"REMOTE_ADDR") {
+            Some(addr) => format!("{} via {peer}", text(addr)),
             None => peer.to_string(),
         };
-        let response = ResponseState::new(Sink::Socket(conn.clone()), method == "HEAD");
-        let outcome = ctx.app.respond_on_socket(py, environ, &response, &conn);
-        ctx.log_request(&client, &method, &uri, &outcome, started);
-        outcome
-    });
+        ctx.log_request(&client, &text(method), &text(uri), &outcome, started);
+    }
     if matches!(outcome, Outcome::Aborted { .. } | Outcome::PeerGone { .. }) {
         conn.shutdown();
     }

@@ -39,6 +39,11 @@ impl WorkerContext {
             .unwrap_or_else(|_| unreachable!("app slot semaphore closed"))
     }
 
+    /// Whether [`WorkerContext::log_request`] writes a line for this outcome.
+    pub fn should_log(&self, outcome: &Outcome) -> bool {
+        self.log_requests || !matches!(outcome, Outcome::Sent { .. })
+    }
+
     /// One log line per request, as uWSGI writes them; failures always, with the traceback.
     pub fn log_request(
         &self,

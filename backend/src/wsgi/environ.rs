@@ -31,8 +31,11 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
 }
 
 impl EnvironSource<'_> {
-    pub fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    /// The CGI variables as a dict, and whether the client used https (for
+    /// `wsgi.url_scheme`: what nginx says in HTTPS, REQUEST_SCHEME or UWSGI_SCHEME).
+    pub fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyDict>, bool)> {
         let environ = PyDict::new(py);
+        let mut https = false;
         match self {
             EnvironSource::Uwsgi { vars } => {
                 // nginx forwards every request header as HTTP_*, Content-Length and
@@ -42,6 +45,11 @@ impl EnvironSource<'_> {
                 for pair in uwsgi_proto::parse_vars(vars) {
                     let (key, value) =
                         pair.map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+                    https |= match key {
+                        b"HTTPS" => value.eq_ignore_ascii_case(b"on") || value == b"1",
+                        b"REQUEST_SCHEME" | b"UWSGI_SCHEME" => value.eq_ignore_ascii_case(b"https"),
+                        _ => false,
+                    };
                     match key.strip_prefix(b"HTTP_") {
                         Some(cgi_key @ (b"CONTENT_LENGTH" | b"CONTENT_TYPE")) => {
                             header_fallbacks.push((cgi_key, value))
@@ -60,35 +68,17 @@ impl EnvironSource<'_> {
             EnvironSource::Http(info) => http_environ(py, &environ, info)?,
         }
         // PEP 3333 requires these; nginx may omit SCRIPT_NAME, a bare client QUERY_STRING.
-        for key in ["SCRIPT_NAME", "PATH_INFO", "QUERY_STRING"] {
+        let empty = pyo3::intern!(py, "");
+        for key in [
+            pyo3::intern!(py, "SCRIPT_NAME"),
+            pyo3::intern!(py, "PATH_INFO"),
+            pyo3::intern!(py, "QUERY_STRING"),
+        ] {
             if !environ.contains(key)? {
-                environ.set_item(key, pyo3::intern!(py, ""))?;
+                environ.set_item(key, empty)?;
             }
         }
-        Ok(environ)
-    }
-
-    /// `wsgi.url_scheme`: what nginx says the client used, else plain http.
-    pub fn url_scheme<'py>(
-        &self,
-        py: Python<'py>,
-        environ: &Bound<'py, PyDict>,
-    ) -> PyResult<Bound<'py, PyString>> {
-        let get = |key: &str| -> PyResult<String> {
-            Ok(environ
-                .get_item(key)?
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-                .to_ascii_lowercase())
-        };
-        let https = matches!(get("HTTPS")?.as_str(), "on" | "1")
-            || get("REQUEST_SCHEME")? == "https"
-            || get("UWSGI_SCHEME")? == "https";
-        Ok(if https {
-            pyo3::intern!(py, "https").clone()
-        } else {
-            pyo3::intern!(py, "http").clone()
-        })
+        Ok((environ, https))
     }
 }
 
@@ -226,7 +216,7 @@ mod tests {
                 ],
             )
             .unwrap();
-            let copies = EnvironSource::Uwsgi {
+            let (copies, _) = EnvironSource::Uwsgi {
                 vars: &header_copies[4..],
             }
             .to_dict(py)
@@ -239,7 +229,7 @@ mod tests {
             );
             assert!(!copies.contains("HTTP_CONTENT_TYPE").unwrap());
             assert!(!copies.contains("HTTP_CONTENT_LENGTH").unwrap());
-            let environ = source.to_dict(py).unwrap();
+            let (environ, https) = source.to_dict(py).unwrap();
             let path: String = environ
                 .get_item("PATH_INFO")
                 .unwrap()
@@ -261,10 +251,7 @@ mod tests {
                 .extract()
                 .unwrap();
             assert_eq!((script.as_str(), query.as_str()), ("", ""));
-            assert_eq!(
-                source.url_scheme(py, &environ).unwrap().to_str().unwrap(),
-                "https"
-            );
+            assert!(https);
         });
     }
 
@@ -290,7 +277,8 @@ mod tests {
                 remote: ("127.0.0.1".into(), 5555),
                 local_port: 8080,
             };
-            let environ = EnvironSource::Http(info).to_dict(py).unwrap();
+            let (environ, https) = EnvironSource::Http(info).to_dict(py).unwrap();
+            assert!(!https);
             let get =
                 |k: &str| -> String { environ.get_item(k).unwrap().unwrap().extract().unwrap() };
             assert_eq!(get("HTTP_COOKIE"), "a=1; b=2");

@@ -94,34 +94,51 @@ impl Body {
         Ok(true)
     }
 
-    /// Takes up to `limit` bytes (all with `None`), reading from the source as needed.
-    pub fn read(&mut self, limit: Option<usize>) -> io::Result<Vec<u8>> {
+    /// Reads from the source until `limit` bytes (all with `None`) are buffered or the
+    /// body ends; returns how many [`Body::take`] will hand out.
+    pub fn fill_for_read(&mut self, limit: Option<usize>) -> io::Result<usize> {
         loop {
             let have = self.buffered().len();
             if limit.is_some_and(|n| have >= n) || !self.fill()? {
-                break;
+                return Ok(limit.map_or(have, |n| n.min(have)));
             }
         }
-        let take = limit.map_or(self.buffered().len(), |n| n.min(self.buffered().len()));
-        let out = self.buffered()[..take].to_vec();
-        self.pos += take;
-        Ok(out)
     }
 
-    /// Takes one line (up to and including `\n`), at most `limit` bytes.
-    pub fn readline(&mut self, limit: Option<usize>) -> io::Result<Vec<u8>> {
+    /// Reads from the source until a whole line (up to and including `\n`), `limit` bytes
+    /// or the end of the body is buffered; returns the length of that line.
+    pub fn fill_for_line(&mut self, limit: Option<usize>) -> io::Result<usize> {
         let mut scanned = 0;
         loop {
             let buffered = self.buffered();
             if let Some(i) = buffered[scanned..].iter().position(|&b| b == b'\n') {
                 let end = scanned + i + 1;
-                return self.read(Some(limit.map_or(end, |n| n.min(end))));
+                return Ok(limit.map_or(end, |n| n.min(end)));
             }
             scanned = buffered.len();
             if limit.is_some_and(|n| scanned >= n) || !self.fill()? {
-                return self.read(limit.map(|n| n.min(scanned)).or(Some(scanned)));
+                return Ok(limit.map_or(scanned, |n| n.min(scanned)));
             }
         }
+    }
+
+    /// Hands out `len` buffered bytes (as counted by a `fill_for_*` call).
+    pub fn take(&mut self, len: usize) -> &[u8] {
+        let start = self.pos;
+        self.pos += len;
+        &self.buffer[start..start + len]
+    }
+
+    /// Takes up to `limit` bytes (all with `None`), reading from the source as needed.
+    pub fn read(&mut self, limit: Option<usize>) -> io::Result<Vec<u8>> {
+        let len = self.fill_for_read(limit)?;
+        Ok(self.take(len).to_vec())
+    }
+
+    /// Takes one line (up to and including `\n`), at most `limit` bytes.
+    pub fn readline(&mut self, limit: Option<usize>) -> io::Result<Vec<u8>> {
+        let len = self.fill_for_line(limit)?;
+        Ok(self.take(len).to_vec())
     }
 }
 
@@ -154,8 +171,11 @@ impl WsgiInput {
     #[pyo3(signature = (size=None))]
     fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         let body = &mut self.body;
-        let data = py.detach(|| body.read(size_arg(size))).map_err(to_py_err)?;
-        Ok(PyBytes::new(py, &data))
+        let len = py
+            .detach(|| body.fill_for_read(size_arg(size)))
+            .map_err(to_py_err)?;
+        // Straight from our buffer into the bytes object: one copy.
+        Ok(PyBytes::new(py, self.body.take(len)))
     }
 
     #[pyo3(signature = (size=None))]
@@ -165,10 +185,10 @@ impl WsgiInput {
         size: Option<isize>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let body = &mut self.body;
-        let data = py
-            .detach(|| body.readline(size_arg(size)))
+        let len = py
+            .detach(|| body.fill_for_line(size_arg(size)))
             .map_err(to_py_err)?;
-        Ok(PyBytes::new(py, &data))
+        Ok(PyBytes::new(py, self.body.take(len)))
     }
 
     #[pyo3(signature = (hint=None))]

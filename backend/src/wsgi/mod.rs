@@ -65,7 +65,12 @@ impl WsgiApp {
         source: &EnvironSource<'_>,
         input: WsgiInput,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let environ = source.to_dict(py)?;
+        let (environ, https) = source.to_dict(py)?;
+        let scheme = if https {
+            pyo3::intern!(py, "https")
+        } else {
+            pyo3::intern!(py, "http")
+        };
         let flag = |value: bool| pyo3::types::PyBool::new(py, value).to_owned().into_any();
         let wsgi_keys = [
             (
@@ -74,7 +79,7 @@ impl WsgiApp {
             ),
             (
                 pyo3::intern!(py, "wsgi.url_scheme"),
-                source.url_scheme(py, &environ)?.into_any(),
+                scheme.clone().into_any(),
             ),
             (
                 pyo3::intern!(py, "wsgi.input"),
