@@ -6,14 +6,21 @@ export PYO3_PYTHON := /usr/bin/python3
 CARGO ?= cargo
 BIN := target/release/ngx-wsgi
 
-.PHONY: all setup build demo test unit-test integration-test lint bench clean
+MODULE := target/release/libngx_http_wsgi_module.so
+PREFIX ?= /usr/local
+
+.PHONY: all setup nginx-objs build demo test unit-test integration-test lint bench install clean
 
 all: build
 
 setup:
 	@bash scripts/setup.sh
 
-build: setup
+# The nginx build directory the module compiles against (see scripts/nginx-objs.sh).
+nginx-objs: setup
+	@bash scripts/nginx-objs.sh >/dev/null
+
+build: nginx-objs
 	$(CARGO) build --release --workspace
 
 demo: build
@@ -29,10 +36,19 @@ lint:
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 integration-test:
-	NGX_WSGI_BIN=$(CURDIR)/$(BIN) .venv/bin/python -m pytest tests -q -ra
+	NGX_WSGI_BIN=$(CURDIR)/$(BIN) NGX_WSGI_MODULE=$(CURDIR)/$(MODULE) .venv/bin/python -m pytest tests -q -ra
 
 bench: build
 	@bash bench/run.sh
+
+# The daemon in $(PREFIX)/bin; the module in nginx's modules directory with Debian's
+# modules-available/modules-enabled snippets, so loading it is one line nginx already has.
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ngx-wsgi
+	install -D -m 0644 $(MODULE) $(DESTDIR)/usr/lib/nginx/modules/ngx_http_wsgi_module.so
+	install -D -m 0644 nginx-conf/mod-http-wsgi.conf $(DESTDIR)/usr/share/nginx/modules-available/mod-http-wsgi.conf
+	install -d $(DESTDIR)/etc/nginx/modules-enabled
+	ln -sf /usr/share/nginx/modules-available/mod-http-wsgi.conf $(DESTDIR)/etc/nginx/modules-enabled/50-mod-http-wsgi.conf
 
 clean:
 	$(CARGO) clean

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nginx nginx-dev python3 python3-dev python3-venv libclang-dev pkg-config iproute2 wrk curl)
+packages=(nginx nginx-dev libpcre2-dev libssl-dev zlib1g-dev python3 python3-dev python3-venv libclang-dev pkg-config iproute2 wrk curl)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
