@@ -22,23 +22,28 @@ impl Conn {
         }
     }
 
-    /// Writes two buffers with one system call when they fit (the head and the first chunk).
-    pub fn write_all_vectored(&self, first: &[u8], second: &[u8]) -> io::Result<()> {
-        let slices = [io::IoSlice::new(first), io::IoSlice::new(second)];
-        let total = first.len() + second.len();
-        let written = match self {
-            Conn::Unix(s) => (&*s).write_vectored(&slices)?,
-            Conn::Tcp(s) => (&*s).write_vectored(&slices)?,
-        };
-        if written == total {
-            return Ok(());
+    /// Writes several buffers (head, chunk size line, data, ...) with as few system calls
+    /// as the socket allows: one, when they fit in its send buffer.
+    pub fn write_parts(&self, parts: &[&[u8]]) -> io::Result<()> {
+        let mut slices: Vec<io::IoSlice<'_>> = parts
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| io::IoSlice::new(p))
+            .collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            let written = match self {
+                Conn::Unix(s) => (&*s).write_vectored(slices),
+                Conn::Tcp(s) => (&*s).write_vectored(slices),
+            };
+            match written {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
         }
-        if written < first.len() {
-            self.write_all(&first[written..])?;
-            self.write_all(second)
-        } else {
-            self.write_all(&second[written - first.len()..])
-        }
+        Ok(())
     }
 
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -48,11 +53,21 @@ impl Conn {
         }
     }
 
-    /// Sends `file` from `offset` to its end with sendfile(2); returns the bytes sent.
-    pub fn sendfile(&self, file: BorrowedFd<'_>, mut offset: i64) -> io::Result<u64> {
+    /// Sends `file` from `offset` with sendfile(2), to its end or `limit` bytes at most;
+    /// returns the bytes sent.
+    pub fn sendfile(
+        &self,
+        file: BorrowedFd<'_>,
+        mut offset: i64,
+        limit: Option<u64>,
+    ) -> io::Result<u64> {
         let mut sent = 0u64;
         loop {
-            match nix::sys::sendfile::sendfile(self.as_fd(), file, Some(&mut offset), 1 << 20) {
+            let want = limit.map_or(1 << 20, |limit| (limit - sent).min(1 << 20)) as usize;
+            if want == 0 {
+                return Ok(sent);
+            }
+            match nix::sys::sendfile::sendfile(self.as_fd(), file, Some(&mut offset), want) {
                 Ok(0) => return Ok(sent),
                 Ok(n) => sent += n as u64,
                 Err(nix::errno::Errno::EINTR) => continue,

@@ -218,7 +218,7 @@ fn run_app(
         head_only,
     );
     let started = (|| -> PyResult<Option<Pending>> {
-        let environ = ctx.app.environ(py, source, input)?;
+        let environ = ctx.app.environ(py, source, Bound::new(py, input)?)?;
         let start_response =
             Bound::new(py, crate::wsgi::response::StartResponse::new(state.clone()))?;
         let iterable = ctx

@@ -24,7 +24,7 @@ use uwsgi_proto::{parse_request_head, HeadError, HeaderError, RequestHead, HEADE
 use crate::conn::{AsyncConn, Conn, ConnReader};
 use crate::worker::{InFlight, WorkerContext};
 use crate::wsgi::input::{Body, WsgiInput};
-use crate::wsgi::response::{ResponseState, Sink};
+use crate::wsgi::response::{lock, ResponseState, Sink};
 use crate::wsgi::{EnvironSource, Outcome};
 
 /// A listening uwsgi socket, already in non-blocking mode.
@@ -83,11 +83,12 @@ pub async fn accept_loop(
                 let guard = in_flight.enter();
                 // Taken before reading: the request then runs without yielding.
                 let slot = ctx.app_slot().await;
-                if let Some((conn, received)) = serve_if_complete(&ctx, conn, &peer) {
+                let allow_keep_alive = !*stop_rx.borrow();
+                if let Some(pending) = serve_if_complete(&ctx, conn, &peer, allow_keep_alive) {
                     drop(slot);
-                    let ctx = ctx.clone();
+                    let (ctx, stop_rx) = (ctx.clone(), stop_rx.clone());
                     tokio::spawn(async move {
-                        serve_when_complete(conn, received, peer, ctx).await;
+                        serve_connection(pending, peer, ctx, stop_rx).await;
                         drop(guard);
                     });
                 }
@@ -107,9 +108,24 @@ thread_local! {
     static RECV_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The fast path: serves the request now if its whole head has arrived. Otherwise returns
-/// the connection and what was received, for [`serve_when_complete`].
-fn serve_if_complete(ctx: &WorkerContext, conn: Conn, peer: &str) -> Option<(Conn, Vec<u8>)> {
+/// A connection with more to do than the fast path could: the rest of a request head to
+/// wait for, or, kept alive, the next request.
+struct PendingConn {
+    conn: Conn,
+    /// What has been received of the next request head.
+    received: Vec<u8>,
+    /// Between two requests: may be closed on stop or after the idle timeout.
+    idle: bool,
+}
+
+/// The fast path: serves the request now if its whole head has arrived. Returns the
+/// connection when there is more to do on it, for [`serve_connection`].
+fn serve_if_complete(
+    ctx: &WorkerContext,
+    conn: Conn,
+    peer: &str,
+    allow_keep_alive: bool,
+) -> Option<PendingConn> {
     RECV_BUFFER.with_borrow_mut(|buf| {
         buf.resize(HEADER_LEN + ctx.buffer_size + 16 * 1024, 0);
         let received = match recv(conn.as_fd().as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
@@ -123,22 +139,37 @@ fn serve_if_complete(ctx: &WorkerContext, conn: Conn, peer: &str) -> Option<(Con
         };
         match parse_request_head(&buf[..received], ctx.buffer_size) {
             Ok(Some(head)) => {
-                run_request(ctx, conn, peer, &buf[..received], &head);
-                None
+                run_request(ctx, conn, peer, &buf[..received], &head, allow_keep_alive).map(
+                    |(conn, received)| PendingConn {
+                        conn,
+                        received,
+                        idle: true,
+                    },
+                )
             }
             // Not all there yet, or refused: the async path waits, or answers and drains.
-            Ok(None) | Err(_) => Some((conn, buf[..received].to_vec())),
+            Ok(None) | Err(_) => Some(PendingConn {
+                conn,
+                received: buf[..received].to_vec(),
+                idle: false,
+            }),
         }
     })
 }
 
-/// The slow path: waits for the rest of the head without holding the thread.
-async fn serve_when_complete(
-    conn: Conn,
-    mut received: Vec<u8>,
+/// The slow path: waits for request heads without holding the thread, and serves them,
+/// for as long as the connection is kept alive.
+async fn serve_connection(
+    pending: PendingConn,
     peer: String,
     ctx: Arc<WorkerContext>,
+    mut stop_rx: watch::Receiver<bool>,
 ) {
+    let PendingConn {
+        conn,
+        mut received,
+        mut idle,
+    } = pending;
     let mut stream = match AsyncConn::from_blocking(conn) {
         Ok(stream) => stream,
         Err(err) => {
@@ -146,50 +177,102 @@ async fn serve_when_complete(
             return;
         }
     };
-    let head = loop {
-        match parse_request_head(&received, ctx.buffer_size) {
-            Ok(Some(head)) => break head,
-            Ok(None) => {}
-            Err(err) => {
-                if let HeadError::Header(header) = &err {
-                    let status = match header {
-                        HeaderError::TooLarge { .. } => "431 Request Header Fields Too Large",
-                        _ => "400 Bad Request",
-                    };
-                    reject(&mut stream, status, &err.to_string()).await;
+    loop {
+        let head = loop {
+            match parse_request_head(&received, ctx.buffer_size) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(err) => {
+                    if let HeadError::Header(header) = &err {
+                        let status = match header {
+                            HeaderError::TooLarge { .. } => "431 Request Header Fields Too Large",
+                            _ => "400 Bad Request",
+                        };
+                        reject(&mut stream, status, &err.to_string()).await;
+                    }
+                    tracing::error!("{peer}: {err}; connection closed");
+                    return;
                 }
-                tracing::error!("{peer}: {err}; connection closed");
+            }
+            let waiting_idle = idle && received.is_empty();
+            let limit = if waiting_idle {
+                idle_timeout()
+            } else {
+                head_timeout()
+            };
+            let read = tokio::select! {
+                // An idle connection is closed when the worker stops; a request that
+                // has begun to arrive is served.
+                _ = crate::worker::stopped(&mut stop_rx), if waiting_idle => return,
+                read = tokio::time::timeout(limit, stream.read_buf(&mut received)) => read,
+            };
+            let Ok(read) = read else {
+                if !waiting_idle {
+                    tracing::error!(
+                        "{peer}: no complete uwsgi request head after {} s ({}); connection closed",
+                        limit.as_secs_f32(),
+                        truncation(&received).replace("connection closed after", "received")
+                    );
+                }
+                return;
+            };
+            match read {
+                // The peer closed a kept-alive connection between requests: its right.
+                Ok(0) if waiting_idle => return,
+                Ok(0) => {
+                    tracing::error!("{peer}: {}; connection closed", truncation(&received));
+                    return;
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::error!(
+                        "{peer}: reading the uwsgi request failed: {err}; connection closed"
+                    );
+                    return;
+                }
+            }
+        };
+        let slot = ctx.app_slot().await;
+        let conn = match stream.into_blocking() {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::error!("{peer}: cannot switch the connection to blocking mode: {err}");
                 return;
             }
-        }
-        let read = tokio::time::timeout(head_timeout(), stream.read_buf(&mut received));
-        let Ok(read) = read.await else {
-            tracing::error!(
-                "{peer}: no complete uwsgi request head after {} s ({}); connection closed",
-                head_timeout().as_secs_f32(),
-                truncation(&received).replace("connection closed after", "received")
-            );
+        };
+        let allow_keep_alive = !*stop_rx.borrow();
+        let Some((conn, leftover)) =
+            run_request(&ctx, conn, &peer, &received, &head, allow_keep_alive)
+        else {
             return;
         };
-        match read {
-            Ok(0) => {
-                tracing::error!("{peer}: {}; connection closed", truncation(&received));
-                return;
-            }
-            Ok(_) => {}
+        drop(slot);
+        stream = match AsyncConn::from_blocking(conn) {
+            Ok(stream) => stream,
             Err(err) => {
-                tracing::error!(
-                    "{peer}: reading the uwsgi request failed: {err}; connection closed"
-                );
+                tracing::error!("{peer}: cannot register the connection: {err}; connection closed");
                 return;
             }
-        }
-    };
-    let _slot = ctx.app_slot().await;
-    match stream.into_blocking() {
-        Ok(conn) => run_request(&ctx, conn, &peer, &received, &head),
-        Err(err) => tracing::error!("{peer}: cannot switch the connection to blocking mode: {err}"),
+        };
+        received = leftover;
+        idle = true;
     }
+}
+
+/// Reads a duration in seconds from the environment, for the timeouts tests shorten.
+fn seconds_from_env(name: &str, default: u64) -> Duration {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse::<f32>().ok())
+        .map_or(Duration::from_secs(default), Duration::from_secs_f32)
+}
+
+/// How long a kept-alive connection may stay idle between requests: longer than nginx's
+/// default upstream `keepalive_timeout` (60 s), so nginx normally closes first.
+/// `NGX_WSGI_IDLE_TIMEOUT` (seconds) overrides the default of 90 s.
+fn idle_timeout() -> Duration {
+    static TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *TIMEOUT.get_or_init(|| seconds_from_env("NGX_WSGI_IDLE_TIMEOUT", 90))
 }
 
 /// How long a peer may take to send its request head once connected. nginx sends it at
@@ -197,12 +280,7 @@ async fn serve_when_complete(
 /// `NGX_WSGI_HEAD_TIMEOUT` (seconds) overrides the default of 30 s.
 fn head_timeout() -> Duration {
     static TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *TIMEOUT.get_or_init(|| {
-        std::env::var("NGX_WSGI_HEAD_TIMEOUT")
-            .ok()
-            .and_then(|s| s.parse::<f32>().ok())
-            .map_or(Duration::from_secs(30), Duration::from_secs_f32)
-    })
+    *TIMEOUT.get_or_init(|| seconds_from_env("NGX_WSGI_HEAD_TIMEOUT", 30))
 }
 
 /// What a peer that closed before its head was complete had sent.
@@ -228,9 +306,21 @@ fn var<'a>(vars: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
         .map(|(_, value)| value)
 }
 
-/// Runs one request whose head is at the start of `received`, then closes the connection
-/// (one request per connection, as uWSGI and stock nginx expect).
-fn run_request(ctx: &WorkerContext, conn: Conn, peer: &str, received: &[u8], head: &RequestHead) {
+/// Unread request body a kept-alive connection is drained of; beyond it, closing is cheaper.
+const DRAIN_LIMIT: u64 = 64 * 1024;
+
+/// Runs one request whose head is at the start of `received`. Returns the connection, with
+/// the bytes of the next request already received, when it is kept alive (the client
+/// asked with NGX_WSGI_KEEPALIVE and the response could be delimited: docs/protocol.md);
+/// otherwise the connection is closed, as uWSGI and stock nginx expect.
+fn run_request(
+    ctx: &WorkerContext,
+    conn: Conn,
+    peer: &str,
+    received: &[u8],
+    head: &RequestHead,
+    allow_keep_alive: bool,
+) -> Option<(Conn, Vec<u8>)> {
     let started = Instant::now();
     let conn = Arc::new(conn);
     let vars = &received[head.vars.clone()];
@@ -239,24 +329,55 @@ fn run_request(ctx: &WorkerContext, conn: Conn, peer: &str, received: &[u8], hea
         .len()
         .min(body_start.saturating_add(head.content_length as usize));
     let method = var(vars, b"REQUEST_METHOD").unwrap_or_default();
-    let outcome = Python::attach(|py| {
+    let keep_alive = allow_keep_alive && var(vars, b"NGX_WSGI_KEEPALIVE") == Some(b"1");
+    let (outcome, reusable) = Python::attach(|py| {
         let prefix = received[body_start..body_end].to_vec();
         let body = Body::new(
             prefix,
             Box::new(ConnReader(conn.clone())),
             head.content_length,
         );
-        let source = EnvironSource::Uwsgi { vars };
-        let environ = match ctx.app.environ(py, &source, WsgiInput::new(body)) {
-            Ok(environ) => environ,
+        let input = match Bound::new(py, WsgiInput::new(body)) {
+            Ok(input) => input,
             Err(err) => {
-                return Outcome::AppFailed {
-                    traceback: crate::python::format_exception(py, &err),
-                }
+                return (
+                    Outcome::AppFailed {
+                        traceback: crate::python::format_exception(py, &err),
+                    },
+                    false,
+                )
             }
         };
-        let response = ResponseState::new(Sink::Socket(conn.clone()), method == b"HEAD");
-        ctx.app.respond_on_socket(py, environ, &response, &conn)
+        let source = EnvironSource::Uwsgi { vars };
+        let environ = match ctx.app.environ(py, &source, input.clone()) {
+            Ok(environ) => environ,
+            Err(err) => {
+                return (
+                    Outcome::AppFailed {
+                        traceback: crate::python::format_exception(py, &err),
+                    },
+                    false,
+                )
+            }
+        };
+        let response = ResponseState::with_keep_alive(
+            Sink::Socket(conn.clone()),
+            method == b"HEAD",
+            keep_alive,
+        );
+        let outcome = ctx.app.respond_on_socket(py, environ, &response, &conn);
+        let mut reusable = matches!(outcome, Outcome::Sent { .. }) && lock(&response).reusable();
+        let mut input = input.borrow_mut();
+        if reusable {
+            let body = input.body_mut();
+            reusable = py
+                .detach(|| body.discard_unread(DRAIN_LIMIT))
+                .unwrap_or(false);
+        }
+        // The app may keep its environ or start_response alive: they let go of the socket.
+        input.body_mut().release_source();
+        lock(&response).release_connection();
+        (outcome, reusable)
     });
     // The log line's strings are made only when it is written (not per request with
     // --disable-logging). nginx passes the client's address: the line names it with the
@@ -275,6 +396,12 @@ fn run_request(ctx: &WorkerContext, conn: Conn, peer: &str, received: &[u8], hea
     if matches!(outcome, Outcome::Aborted { .. } | Outcome::PeerGone { .. }) {
         conn.shutdown();
     }
+    if !reusable {
+        return None;
+    }
+    // Bytes past this request's body are the start of the next one.
+    let conn = Arc::into_inner(conn)?;
+    Some((conn, received[body_end..].to_vec()))
 }
 
 /// Answers a request we will not serve with an HTTP error saying why: nginx passes it

@@ -147,6 +147,9 @@ def application(environ, start_response):
     if path == "/raw/str-body":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return ["a str, not bytes"]
+    if path == "/raw/short-body":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+        return [b"abc"]
     if path == "/raw/no-start-response":
         return [b"body without a head"]
     return validated_app(environ, start_response)

@@ -50,6 +50,9 @@ impl EnvironSource<'_> {
                         b"REQUEST_SCHEME" | b"UWSGI_SCHEME" => value.eq_ignore_ascii_case(b"https"),
                         _ => false,
                     };
+                    if key == b"NGX_WSGI_KEEPALIVE" {
+                        continue; // a protocol var (docs/protocol.md), not the app's
+                    }
                     match key.strip_prefix(b"HTTP_") {
                         Some(cgi_key @ (b"CONTENT_LENGTH" | b"CONTENT_TYPE")) => {
                             header_fallbacks.push((cgi_key, value))

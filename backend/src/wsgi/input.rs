@@ -142,6 +142,27 @@ impl Body {
     }
 }
 
+impl Body {
+    /// Reads and drops what the app left unread, so the next request on the connection
+    /// starts where it should. False when more than `limit` bytes are left: closing the
+    /// connection is cheaper than reading them.
+    pub fn discard_unread(&mut self, limit: u64) -> io::Result<bool> {
+        if self.remaining > limit {
+            return Ok(false);
+        }
+        while self.fill()? {
+            self.pos = self.buffer.len();
+        }
+        Ok(true)
+    }
+
+    /// Lets go of the connection the body came from.
+    pub fn release_source(&mut self) {
+        self.source = Box::new(io::empty());
+        self.remaining = 0;
+    }
+}
+
 fn size_arg(size: Option<isize>) -> Option<usize> {
     size.and_then(|n| usize::try_from(n).ok())
 }
@@ -163,6 +184,10 @@ pub struct WsgiInput {
 impl WsgiInput {
     pub fn new(body: Body) -> Self {
         WsgiInput { body }
+    }
+
+    pub fn body_mut(&mut self) -> &mut Body {
+        &mut self.body
     }
 }
 

@@ -14,7 +14,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
 pub use environ::EnvironSource;
 use input::{ClientDisconnected, WsgiInput};
 use objects::{ErrorsStream, FileWrapper};
-use response::{lock, ResponseHead, SharedResponse, StartResponse, INTERNAL_ERROR_BODY};
+use response::{lock, Framing, ResponseHead, SharedResponse, StartResponse, INTERNAL_ERROR_BODY};
 
 use crate::conn::Conn;
 use crate::python::format_exception;
@@ -63,7 +63,7 @@ impl WsgiApp {
         &self,
         py: Python<'py>,
         source: &EnvironSource<'_>,
-        input: WsgiInput,
+        input: Bound<'py, WsgiInput>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let (environ, https) = source.to_dict(py)?;
         let scheme = if https {
@@ -81,10 +81,7 @@ impl WsgiApp {
                 pyo3::intern!(py, "wsgi.url_scheme"),
                 scheme.clone().into_any(),
             ),
-            (
-                pyo3::intern!(py, "wsgi.input"),
-                Bound::new(py, input)?.into_any(),
-            ),
+            (pyo3::intern!(py, "wsgi.input"), input.into_any()),
             (
                 pyo3::intern!(py, "wsgi.errors"),
                 self.errors.bind(py).clone().into_any(),
@@ -160,21 +157,34 @@ impl WsgiApp {
         let head_only = lock(response).head_only;
         if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
             if let Some((fd, offset)) = wrapper.borrow().file_position(py) {
-                let response = response.clone();
-                let conn = conn.clone();
-                return py
-                    .detach(move || -> std::io::Result<()> {
-                        let mut state = lock(&response);
-                        state.send_body(b"")?;
-                        if !head_only {
-                            // SAFETY: `fd` belongs to the file object the wrapper holds, which
-                            // stays open while this request runs (close() is called after).
-                            let file = unsafe { BorrowedFd::borrow_raw(fd) };
-                            state.body_bytes += conn.sendfile(file, offset)?;
-                        }
-                        Ok(())
-                    })
-                    .map_err(io_to_py);
+                let (shared, conn) = (response.clone(), conn.clone());
+                let sent = py.detach(move || -> std::io::Result<bool> {
+                    let mut state = lock(&shared);
+                    state.send_head()?;
+                    // sendfile(2) when the bytes go out as they are in the file; a chunked
+                    // body is iterated below instead.
+                    let limit = match state.framing {
+                        Framing::UntilClose => None,
+                        Framing::Length(remaining) => Some(remaining),
+                        Framing::Empty => return Ok(true),
+                        Framing::Chunked => return Ok(false),
+                    };
+                    // SAFETY: `fd` belongs to the file object the wrapper holds, which stays
+                    // open while this request runs (close() is called after).
+                    let file = unsafe { BorrowedFd::borrow_raw(fd) };
+                    let sent = conn.sendfile(file, offset, limit)?;
+                    state.body_bytes += sent;
+                    if let Framing::Length(remaining) = &mut state.framing {
+                        *remaining -= sent;
+                    }
+                    Ok(true)
+                });
+                if sent.map_err(io_to_py)? {
+                    return py
+                        .detach(|| lock(response).finish())
+                        .map(drop)
+                        .map_err(io_to_py);
+                }
             }
         }
         for chunk in iterable.try_iter()? {
@@ -189,8 +199,9 @@ impl WsgiApp {
                 break;
             }
         }
-        // An empty body still commits the head.
-        py.detach(|| lock(response).send_body(b""))
+        // An empty body still commits the head; a chunked one gets its last chunk.
+        py.detach(|| lock(response).finish())
+            .map(drop)
             .map_err(io_to_py)
     }
 
@@ -216,7 +227,7 @@ impl WsgiApp {
         if let Some(conn) = conn {
             let head = ResponseHead::internal_error().to_http1();
             // Best effort: the peer may be gone too, and the app error is what gets logged.
-            let _ = py.detach(|| conn.write_all_vectored(&head, INTERNAL_ERROR_BODY));
+            let _ = py.detach(|| conn.write_parts(&[&head, INTERNAL_ERROR_BODY]));
         }
         Outcome::AppFailed { traceback }
     }

@@ -21,11 +21,22 @@ pub struct ResponseHead {
 impl ResponseHead {
     /// The head as an HTTP/1.1 response, as uWSGI writes it to nginx.
     pub fn to_http1(&self) -> Vec<u8> {
+        self.to_http1_with(&[])
+    }
+
+    /// The head with headers of the server's own after the app's.
+    pub fn to_http1_with(&self, server_headers: &[(&str, &str)]) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.headers.len() * 40);
         out.extend_from_slice(b"HTTP/1.1 ");
         push_latin1(&mut out, &self.status);
         out.extend_from_slice(b"\r\n");
-        for (name, value) in &self.headers {
+        let server = server_headers.iter().map(|(n, v)| (*n, *v));
+        for (name, value) in self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .chain(server)
+        {
             push_latin1(&mut out, name);
             out.extend_from_slice(b": ");
             push_latin1(&mut out, value);
@@ -33,6 +44,19 @@ impl ResponseHead {
         }
         out.extend_from_slice(b"\r\n");
         out
+    }
+
+    /// The Content-Length the app declared, if it is a number.
+    pub fn content_length(&self) -> Option<u64> {
+        self.headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, value)| value.trim().parse().ok())
+    }
+
+    /// Responses that never have a body, whatever the app yields.
+    fn has_no_body(&self) -> bool {
+        self.code < 200 || self.code == 204 || self.code == 304
     }
 
     pub fn internal_error() -> ResponseHead {
@@ -65,6 +89,19 @@ pub enum Sink {
     },
 }
 
+/// How the body of a response on a uwsgi connection ends (docs/protocol.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Stock uwsgi: the body ends when the connection closes.
+    UntilClose,
+    /// No body at all: HEAD, 1xx, 204, 304.
+    Empty,
+    /// `Content-Length`: this many bytes still to send.
+    Length(u64),
+    /// Chunked transfer encoding.
+    Chunked,
+}
+
 /// The state `start_response` and `write()` share with the server for one request.
 pub struct ResponseState {
     pub head: Option<ResponseHead>,
@@ -73,57 +110,150 @@ pub struct ResponseState {
     pub head_only: bool,
     pub body_bytes: u64,
     pub sink: Sink,
+    /// The client asked to reuse the connection (NGX_WSGI_KEEPALIVE).
+    keep_alive_requested: bool,
+    /// Decided when the head is committed.
+    pub framing: Framing,
+    /// The app's body did not match its Content-Length: the connection cannot be reused.
+    framing_broken: bool,
+    /// Set by [`ResponseState::finish`]: the response is complete and delimited.
+    reusable: bool,
 }
 
 pub type SharedResponse = Arc<Mutex<ResponseState>>;
 
 impl ResponseState {
     pub fn new(sink: Sink, head_only: bool) -> SharedResponse {
+        Self::with_keep_alive(sink, head_only, false)
+    }
+
+    pub fn with_keep_alive(
+        sink: Sink,
+        head_only: bool,
+        keep_alive_requested: bool,
+    ) -> SharedResponse {
         Arc::new(Mutex::new(ResponseState {
             head: None,
             head_sent: false,
             head_only,
             body_bytes: 0,
             sink,
+            keep_alive_requested,
+            framing: Framing::UntilClose,
+            framing_broken: false,
+            reusable: false,
         }))
+    }
+
+    /// The head's bytes for a uwsgi connection; decides the framing of the body.
+    fn head_bytes(&mut self) -> io::Result<Vec<u8>> {
+        let head = self.head.as_ref().ok_or_else(|| {
+            io::Error::other("the app returned a body without calling start_response")
+        })?;
+        if !self.keep_alive_requested {
+            self.framing = Framing::UntilClose;
+            return Ok(head.to_http1());
+        }
+        self.framing = match head.content_length() {
+            _ if self.head_only || head.has_no_body() => Framing::Empty,
+            Some(length) => Framing::Length(length),
+            None => Framing::Chunked,
+        };
+        Ok(match self.framing {
+            Framing::Chunked => head.to_http1_with(&[
+                ("Connection", "keep-alive"),
+                ("Transfer-Encoding", "chunked"),
+            ]),
+            _ => head.to_http1_with(&[("Connection", "keep-alive")]),
+        })
     }
 
     /// Commits the head: after this, status and headers cannot change.
     pub fn send_head(&mut self) -> io::Result<()> {
-        if self.head_sent {
-            return Ok(());
-        }
-        let head = self.head.as_ref().ok_or_else(|| {
-            io::Error::other("the app returned a body without calling start_response")
-        })?;
-        match &mut self.sink {
-            Sink::Socket(conn) => conn.write_all(&head.to_http1())?,
-            Sink::Collect { head: slot, .. } => *slot = Some(head.clone()),
-        }
-        self.head_sent = true;
-        Ok(())
+        self.send_body(b"")
     }
 
-    /// Sends body bytes, committing the head first.
+    /// Sends body bytes, committing the head first (in the same system call).
     pub fn send_body(&mut self, data: &[u8]) -> io::Result<()> {
         let data = if self.head_only { &[][..] } else { data };
-        // The head and the first chunk leave in one system call.
-        if let (false, Some(head), Sink::Socket(conn)) = (self.head_sent, &self.head, &self.sink) {
-            conn.write_all_vectored(&head.to_http1(), data)?;
-            self.head_sent = true;
+        if let Sink::Collect {
+            head: slot,
+            early_body,
+        } = &mut self.sink
+        {
+            if !self.head_sent {
+                let head = self.head.as_ref().ok_or_else(|| {
+                    io::Error::other("the app returned a body without calling start_response")
+                })?;
+                *slot = Some(head.clone());
+                self.head_sent = true;
+            }
+            early_body.extend_from_slice(data);
             self.body_bytes += data.len() as u64;
             return Ok(());
         }
-        self.send_head()?;
-        if data.is_empty() {
-            return Ok(());
+        let head = if self.head_sent {
+            Vec::new()
+        } else {
+            self.head_bytes()?
+        };
+        let mut size_line = String::new();
+        let mut payload = data;
+        let mut trailer: &[u8] = b"";
+        match &mut self.framing {
+            Framing::UntilClose => {}
+            Framing::Empty => payload = &[],
+            Framing::Length(remaining) => {
+                if payload.len() as u64 > *remaining {
+                    self.framing_broken = true;
+                    payload = &payload[..*remaining as usize];
+                }
+                *remaining -= payload.len() as u64;
+            }
+            Framing::Chunked if payload.is_empty() => {}
+            Framing::Chunked => {
+                size_line = format!("{:x}\r\n", payload.len());
+                trailer = b"\r\n";
+            }
         }
-        match &mut self.sink {
-            Sink::Socket(conn) => conn.write_all(data)?,
-            Sink::Collect { early_body, .. } => early_body.extend_from_slice(data),
+        if let Sink::Socket(conn) = &self.sink {
+            conn.write_parts(&[&head, size_line.as_bytes(), payload, trailer])?;
         }
-        self.body_bytes += data.len() as u64;
+        self.head_sent = true;
+        self.body_bytes += payload.len() as u64;
         Ok(())
+    }
+
+    /// Ends the body (the last chunk) and tells whether the connection can be reused.
+    pub fn finish(&mut self) -> io::Result<bool> {
+        self.send_head()?;
+        match self.framing {
+            Framing::Chunked => {
+                if let Sink::Socket(conn) = &self.sink {
+                    conn.write_all(b"0\r\n\r\n")?;
+                }
+            }
+            Framing::Length(remaining) if remaining > 0 => self.framing_broken = true,
+            _ => {}
+        }
+        self.reusable = self.keep_alive_requested
+            && self.framing != Framing::UntilClose
+            && !self.framing_broken;
+        Ok(self.reusable)
+    }
+
+    /// Whether the connection can carry another request after this response.
+    pub fn reusable(&self) -> bool {
+        self.reusable
+    }
+
+    /// Lets go of the connection, so the server can take it back for the next request
+    /// even if the app keeps `start_response` alive.
+    pub fn release_connection(&mut self) {
+        self.sink = Sink::Collect {
+            head: None,
+            early_body: Vec::new(),
+        };
     }
 }
 
@@ -287,6 +417,96 @@ mod tests {
             head.to_http1(),
             b"HTTP/1.1 200 OK\r\nX-Name: caf\xe9\r\n\r\n"
         );
+    }
+
+    /// A response state writing to one end of a socket pair, and the other end.
+    fn socket_response(
+        head_only: bool,
+        keep_alive: bool,
+    ) -> (SharedResponse, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let sink = Sink::Socket(Arc::new(Conn::Unix(ours)));
+        (
+            ResponseState::with_keep_alive(sink, head_only, keep_alive),
+            theirs,
+        )
+    }
+
+    fn head(status: &str, headers: &[(&str, &str)]) -> ResponseHead {
+        ResponseHead {
+            code: status[..3].parse().unwrap(),
+            status: status.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn written(response: SharedResponse, mut theirs: std::os::unix::net::UnixStream) -> String {
+        drop(response); // closes our end
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut theirs, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn kept_alive_body_without_length_is_chunked() {
+        let (response, theirs) = socket_response(false, true);
+        let mut state = lock(&response);
+        state.head = Some(head("200 OK", &[("Content-Type", "text/plain")]));
+        state.send_body(b"abc").unwrap();
+        state.send_body(b"").unwrap();
+        state.send_body(b"de").unwrap();
+        assert!(state.finish().unwrap());
+        drop(state);
+        assert_eq!(
+            written(response, theirs),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\n\
+             Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn kept_alive_body_that_breaks_its_length_ends_the_connection() {
+        for (body, sent) in [(&b"abc"[..], "abc"), (&b"abcdefghijkl"[..], "abcdefghij")] {
+            let (response, theirs) = socket_response(false, true);
+            let mut state = lock(&response);
+            state.head = Some(head("200 OK", &[("Content-Length", "10")]));
+            state.send_body(body).unwrap();
+            assert!(!state.finish().unwrap(), "{body:?} is not 10 bytes");
+            drop(state);
+            assert!(written(response, theirs).ends_with(&format!("\r\n\r\n{sent}")));
+        }
+    }
+
+    #[test]
+    fn kept_alive_head_and_204_have_no_body() {
+        for (status, head_only) in [
+            ("200 OK", true),
+            ("204 No Content", false),
+            ("304 Not Modified", false),
+        ] {
+            let (response, theirs) = socket_response(head_only, true);
+            let mut state = lock(&response);
+            state.head = Some(head(status, &[("Content-Length", "5")]));
+            state.send_body(b"hello").unwrap();
+            assert!(state.finish().unwrap());
+            assert_eq!(state.framing, Framing::Empty);
+            drop(state);
+            assert!(written(response, theirs).ends_with("Connection: keep-alive\r\n\r\n"));
+        }
+    }
+
+    #[test]
+    fn without_keep_alive_the_response_is_uwsgis() {
+        let (response, theirs) = socket_response(false, false);
+        let mut state = lock(&response);
+        state.head = Some(head("200 OK", &[]));
+        state.send_body(b"body").unwrap();
+        assert!(!state.finish().unwrap());
+        drop(state);
+        assert_eq!(written(response, theirs), "HTTP/1.1 200 OK\r\n\r\nbody");
     }
 
     #[test]

@@ -1,0 +1,152 @@
+"""Connection reuse over the uwsgi protocol (docs/protocol.md), from the daemon's side:
+a client that sends NGX_WSGI_KEEPALIVE=1 gets delimited responses on one connection;
+one that does not (stock uwsgi_pass) gets uWSGI's close-after-response."""
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import APPS, VENV, can_connect, wait_for
+from test_bad_input import packet, request_vars
+
+KEEPALIVE = [("NGX_WSGI_KEEPALIVE", "1")]
+
+
+class UwsgiConnection:
+    """A client that keeps one uwsgi connection, as nginx's keepalive pool will."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(10)
+        self.sock.connect(path)
+
+    def request(self, path, method="GET", body=b"", keepalive=True, extra=()):
+        pairs = request_vars(path, method, body_length=len(body) if body else None,
+                             extra=[*(KEEPALIVE if keepalive else []), *extra])
+        self.sock.sendall(packet(pairs) + body)
+        response = http.client.HTTPResponse(self.sock, method=method)
+        response.begin()
+        return response, response.read()
+
+    def closed_by_peer(self):
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def ka_daemon(daemon, app_sock, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(200_000))
+    d = daemon("--socket", app_sock, "--wsgi-file", APPS / "pep3333.py",
+               env={"BIG_FILE": str(big), "NGX_WSGI_IDLE_TIMEOUT": "1"}, ready=app_sock)
+    return d, big
+
+
+def test_many_requests_share_one_connection(ka_daemon, app_sock):
+    d, big = ka_daemon
+    conn = UwsgiConnection(app_sock)
+    # Content-Length from the app
+    r, body = conn.request("/pid")
+    assert r.status == 200 and r.getheader("Connection") == "keep-alive" and body.isdigit()
+    # no length: chunked
+    r, body = conn.request("/generator")
+    assert r.getheader("Transfer-Encoding") == "chunked"
+    assert body == b"".join(f"chunk {i}\n".encode() for i in range(5))
+    # HEAD and 204: no body at all
+    r, body = conn.request("/big", method="HEAD")
+    assert (r.status, r.getheader("Content-Length"), body) == (200, "65536", b"")
+    r, body = conn.request("/no-content")
+    assert (r.status, body) == (204, b"")
+    # a request body, and a file sent with sendfile up to its Content-Length-less end
+    r, body = conn.request("/echo", method="POST", body=b"x" * 30000)
+    assert body == b"x" * 30000
+    r, body = conn.request("/raw/filewrapper")
+    assert r.getheader("Transfer-Encoding") == "chunked" and body == big.read_bytes()
+    r, body = conn.request("/pid")
+    assert r.status == 200
+    conn.close()
+    assert d.log().count("GET /pid => 200") == 2
+
+
+def test_protocol_var_stays_out_of_the_environ(ka_daemon, app_sock):
+    import json
+    conn = UwsgiConnection(app_sock)
+    _, body = conn.request("/environ")
+    assert "NGX_WSGI_KEEPALIVE" not in json.loads(body)
+
+
+def test_without_the_var_the_daemon_closes_as_uwsgi_does(ka_daemon, app_sock):
+    conn = UwsgiConnection(app_sock)
+    r, body = conn.request("/pid", keepalive=False)
+    assert r.status == 200 and r.getheader("Connection") is None
+    assert conn.closed_by_peer()
+
+
+def test_unread_request_body_is_drained_before_the_next_request(ka_daemon, app_sock):
+    conn = UwsgiConnection(app_sock)
+    r, _ = conn.request("/pid", method="POST", body=b"y" * 20000)  # /pid never reads it
+    assert r.status == 200
+    r, body = conn.request("/echo", method="POST", body=b"next")
+    assert body == b"next"
+
+
+def test_a_large_unread_body_closes_the_connection(ka_daemon, app_sock):
+    conn = UwsgiConnection(app_sock)
+    r, _ = conn.request("/pid", method="POST", body=b"y" * 200_000)
+    assert r.status == 200
+    assert conn.closed_by_peer()
+
+
+def test_a_body_shorter_than_its_content_length_closes_the_connection(ka_daemon, app_sock):
+    conn = UwsgiConnection(app_sock)
+    conn.sock.sendall(packet(request_vars("/raw/short-body", extra=KEEPALIVE)))
+    assert b"Content-Length: 10" in conn.sock.recv(4096)
+    assert conn.closed_by_peer(), "a response that broke its framing ends the connection"
+
+
+def test_idle_connections_are_closed_after_the_idle_timeout(ka_daemon, app_sock):
+    conn = UwsgiConnection(app_sock)
+    conn.request("/pid")
+    started = time.monotonic()
+    assert conn.closed_by_peer()
+    assert 0.5 < time.monotonic() - started < 5
+    assert "[error]" not in ka_daemon[0].log(), "closing an idle connection is not an error"
+
+
+def test_graceful_stop_closes_idle_connections_at_once(ka_daemon, app_sock):
+    d, _ = ka_daemon
+    conn = UwsgiConnection(app_sock)
+    conn.request("/pid")
+    started = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit(10) == 0
+    assert time.monotonic() - started < 3, "did not wait for the idle connection"
+
+
+def test_real_uwsgi_ignores_the_var_and_closes(tmp_path):
+    """The compatibility claim of docs/protocol.md, against uWSGI itself."""
+    sock = str(tmp_path / "uwsgi.sock")
+    proc = subprocess.Popen([str(VENV / "bin" / "uwsgi"), "--socket", sock, "--wsgi-file", str(APPS / "pep3333.py"),
+                             "--disable-logging"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: can_connect(sock), 15, "uWSGI")
+        conn = UwsgiConnection(sock)
+        # uWSGI leaves a missing SCRIPT_NAME out of the environ, which the validator refuses.
+        r, body = conn.request("/pid", extra=[("SCRIPT_NAME", "")])
+        assert r.status == 200 and body.isdigit()
+        assert r.getheader("Connection") != "keep-alive"
+        assert conn.closed_by_peer()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
