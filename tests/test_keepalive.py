@@ -75,7 +75,8 @@ def test_many_requests_share_one_connection(ka_daemon, app_sock):
     r, body = conn.request("/pid")
     assert r.status == 200
     conn.close()
-    assert d.log().count("GET /pid => 200") == 2
+    # The log line follows the response: wait for it.
+    wait_for(lambda: d.log().count("GET /pid => 200") == 2, 5, "both /pid requests in the log")
 
 
 def test_protocol_var_stays_out_of_the_environ(ka_daemon, app_sock):
