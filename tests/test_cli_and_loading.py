@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from conftest import APPS, BIN, VENV, free_port
+from conftest import APPS, BIN, VENV, free_port, wait_for
 
 
 def run(*args, timeout=20, **kwargs):
@@ -51,11 +51,10 @@ def test_logto_collects_daemon_and_python_output(daemon, tmp_path):
     daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py", "--logto", logfile,
            ready=("127.0.0.1", port))
     assert requests.get(f"http://127.0.0.1:{port}/errors").text == "logged"
-    time.sleep(0.2)
-    text = logfile.read_text()
+    # The request's log line follows its response: wait for it.
+    text = wait_for(lambda: "GET /errors => 200" in logfile.read_text() and logfile.read_text(), 5, "the log")
     assert "listening on" in text
     assert "wsgi.errors: a line for the server log" in text
-    assert "GET /errors => 200" in text
 
 
 def test_module_callable_chdir_pythonpath_env(daemon, tmp_path):
