@@ -1,7 +1,9 @@
-"""Interleaved benchmark: stock nginx uwsgi_pass to ngx-wsgi and to uWSGI (pyuwsgi).
+"""Interleaved benchmark of nginx-fronted WSGI stacks on one machine.
 
-Both backends serve bench/app.py with the same process count on unix sockets, behind
-one nginx (one worker, one server block each). For each workload the targets run in
+Every backend serves bench/app.py with the same process count behind one nginx (one
+worker, a server block each): stock `uwsgi_pass` on unix sockets to ngx-wsgi and to
+uWSGI (pyuwsgi), and `proxy_pass` with upstream keepalive to ngx-wsgi's own HTTP
+listener and to Granian. Ratios are to the nginx + uwsgi_pass + uWSGI stack. For each workload the targets run in
 turn, several rounds, so drift on the machine hits both alike. CPU per request is read
 from /proc: user+system time of the backend's processes (and of nginx's worker) over the
 run, divided by the requests wrk completed.
@@ -66,18 +68,20 @@ def peak_rss_kib(pids):
     return peak
 
 
-def wait_socket(path, proc, timeout=20):
+def wait_ready(addr, proc, timeout=20):
+    """Waits until a backend accepts connections on a unix path or a (host, port)."""
+    family = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             sys.exit(f"backend exited early: {proc.args}")
-        with socket.socket(socket.AF_UNIX) as s:
+        with socket.socket(family) as s:
             try:
-                s.connect(path)
+                s.connect(addr)
                 return
             except OSError:
                 time.sleep(0.05)
-    sys.exit(f"no socket at {path}")
+    sys.exit(f"no backend listening on {addr}: {proc.args}")
 
 
 def parse_wrk(text):
@@ -96,32 +100,55 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--only", nargs="*", help="run only the targets whose name contains one of these")
     args = parser.parse_args()
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="ngx-wsgi-bench-"))
     os.chmod(work, 0o755)
     app = ROOT / "bench" / "app.py"
-    common = ["--processes", str(args.processes), "--master", "--disable-logging", "--listen", "1024",
-              "--wsgi-file", str(app)]
+    procs_n = str(args.processes)
+    common = ["--processes", procs_n, "--master", "--disable-logging", "--listen", "1024", "--wsgi-file", str(app)]
+    ngx_wsgi = str(ROOT / "target" / "release" / "ngx-wsgi")
+    http_port, granian_port = 18090, 18091
+    uwsgi_pass = "include /etc/nginx/uwsgi_params; uwsgi_pass unix:{sock};"
+    proxy_pass = "proxy_pass http://{name}; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+    # name: (backend command, where it listens, nginx location directives, upstream block)
     targets = {
-        "ngx-wsgi": [str(ROOT / "target" / "release" / "ngx-wsgi"), "--socket", str(work / "ngx-wsgi.sock"), *common],
-        "uWSGI": [str(ROOT / ".venv" / "bin" / "uwsgi"), "--socket", str(work / "uWSGI.sock"), *common,
-                  "--buffer-size", "65535", "--die-on-term"],
+        "uwsgi_pass + ngx-wsgi": (
+            [ngx_wsgi, "--socket", str(work / "ngx-wsgi.sock"), *common],
+            str(work / "ngx-wsgi.sock"), uwsgi_pass.format(sock=work / "ngx-wsgi.sock"), None),
+        "uwsgi_pass + uWSGI": (
+            [str(ROOT / ".venv" / "bin" / "uwsgi"), "--socket", str(work / "uWSGI.sock"), *common,
+             "--buffer-size", "65535", "--die-on-term"],
+            str(work / "uWSGI.sock"), uwsgi_pass.format(sock=work / "uWSGI.sock"), None),
+        "proxy_pass keepalive + ngx-wsgi http": (
+            [ngx_wsgi, "--http-socket", f"127.0.0.1:{http_port}", *common],
+            ("127.0.0.1", http_port), proxy_pass.format(name="ngx_wsgi_http"),
+            f"upstream ngx_wsgi_http {{ server 127.0.0.1:{http_port}; keepalive 32; }}"),
+        "proxy_pass keepalive + Granian": (
+            [str(ROOT / ".venv" / "bin" / "granian"), "--interface", "wsgi", "--workers", procs_n, "--host",
+             "127.0.0.1", "--port", str(granian_port), "--http", "1", "--no-ws", "--no-log", "app:application"],
+            ("127.0.0.1", granian_port), proxy_pass.format(name="granian"),
+            f"upstream granian {{ server 127.0.0.1:{granian_port}; keepalive 32; }}"),
     }
+    targets = {name: t for name, t in targets.items() if not args.only or any(o in name for o in args.only)}
+    baseline = "uwsgi_pass + uWSGI"
     procs, ports = {}, {}
-    for name, cmd in targets.items():
-        procs[name] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "wb"),
-                                       start_new_session=True)
-        wait_socket(str(work / f"{name}.sock"), procs[name])
-    servers = []
-    for i, name in enumerate(targets):
+    for i, (name, (cmd, ready, _, _)) in enumerate(targets.items()):
+        procs[name] = subprocess.Popen(cmd, cwd=ROOT / "bench", stdout=subprocess.DEVNULL,
+                                       stderr=open(work / f"backend-{i}.log", "wb"), start_new_session=True)
+        wait_ready(ready, procs[name])
+    servers, upstreams = [], []
+    for i, (name, (_, _, location, upstream)) in enumerate(targets.items()):
         ports[name] = 18080 + i
-        servers.append(f"""server {{ listen 127.0.0.1:{ports[name]} backlog=1024;
-            location / {{ include /etc/nginx/uwsgi_params; uwsgi_pass unix:{work / (name + '.sock')}; }} }}""")
+        servers.append(f"server {{ listen 127.0.0.1:{ports[name]} backlog=1024; location / {{ {location} }} }}")
+        if upstream:
+            upstreams.append(upstream)
     (work / "nginx.conf").write_text(f"""
         user root; worker_processes 1; pid {work}/nginx.pid; error_log {work}/nginx-error.log;
         events {{ worker_connections 4096; }}
-        http {{ access_log off; client_body_temp_path {work}/body; client_body_buffer_size 64k; {' '.join(servers)} }}""")
+        http {{ access_log off; client_body_temp_path {work}/body; client_body_buffer_size 64k;
+               {' '.join(upstreams)} {' '.join(servers)} }}""")
     nginx = subprocess.Popen(["nginx", "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
                              start_new_session=True)
     time.sleep(1)
@@ -151,17 +178,17 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{args.rounds} interleaved rounds of {args.duration} s, wrk -t1 -c{args.connections}, "
-          f"{args.processes} processes per backend, nginx 1 worker, unix sockets; medians\n")
-    print(f"| workload | backend | requests/s | p99 ms | backend CPU µs/req | nginx CPU µs/req | errors | req/s vs uWSGI |")
+          f"{args.processes} processes per backend, nginx 1 worker; medians\n")
+    print("| workload | stack | requests/s | p99 ms | backend CPU µs/req | nginx CPU µs/req | errors | req/s vs uWSGI stack |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for workload in WORKLOADS:
-        base = statistics.median(r[0] for r in results[(workload, "uWSGI")])
+        base = statistics.median(r[0] for r in results[(workload, baseline)]) if baseline in targets else None
         for name in targets:
             rows = results[(workload, name)]
             med = [statistics.median(r[i] for r in rows) for i in range(4)]
             errs = sum(r[4] for r in rows)
-            print(f"| {workload} | {name} | {med[0]:.0f} | {med[1]:.2f} | {med[2]:.1f} | {med[3]:.1f} | {errs} | "
-                  f"{med[0] / base:.2f} |")
+            ratio = f"{med[0] / base:.2f}" if base else "-"
+            print(f"| {workload} | {name} | {med[0]:.0f} | {med[1]:.2f} | {med[2]:.1f} | {med[3]:.1f} | {errs} | {ratio} |")
     print("\npeak RSS per worker (VmHWM): " + ", ".join(f"{n} {kib / 1024:.1f} MiB" for n, kib in rss.items()))
 
 

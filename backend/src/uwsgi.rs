@@ -331,6 +331,10 @@ fn run_request(
     let method = var(vars, b"REQUEST_METHOD").unwrap_or_default();
     let keep_alive = allow_keep_alive && var(vars, b"NGX_WSGI_KEEPALIVE") == Some(b"1");
     let (outcome, reusable) = Python::attach(|py| {
+        let failed = |err: PyErr| {
+            let traceback = crate::python::format_exception(py, &err);
+            (Outcome::AppFailed { traceback }, false)
+        };
         let prefix = received[body_start..body_end].to_vec();
         let body = Body::new(
             prefix,
@@ -339,26 +343,12 @@ fn run_request(
         );
         let input = match Bound::new(py, WsgiInput::new(body)) {
             Ok(input) => input,
-            Err(err) => {
-                return (
-                    Outcome::AppFailed {
-                        traceback: crate::python::format_exception(py, &err),
-                    },
-                    false,
-                )
-            }
+            Err(err) => return failed(err),
         };
         let source = EnvironSource::Uwsgi { vars };
         let environ = match ctx.app.environ(py, &source, input.clone()) {
             Ok(environ) => environ,
-            Err(err) => {
-                return (
-                    Outcome::AppFailed {
-                        traceback: crate::python::format_exception(py, &err),
-                    },
-                    false,
-                )
-            }
+            Err(err) => return failed(err),
         };
         let response = ResponseState::with_keep_alive(
             Sink::Socket(conn.clone()),
