@@ -9,7 +9,9 @@ demo=$root/.build/demo
 run=/run/ngx-wsgi-demo
 socket=$run/app.sock
 mkdir -p "$demo/logs" "$run"
-sed -e "s|@DEMO@|$demo|g" -e "s|@SOCKET@|$socket|g" nginx-conf/demo-nginx.conf > "$demo/nginx.conf"
+module=$root/target/release/libngx_http_wsgi_module.so
+sed -e "s|@DEMO@|$demo|g" -e "s|@SOCKET@|$socket|g" -e "s|@MODULE@|$module|g" \
+  nginx-conf/demo-nginx.conf > "$demo/nginx.conf"
 
 # nginx's workers run as www-data: the socket is handed to that user, as in production.
 "$root/target/release/ngx-wsgi" --master --processes 2 --socket "$socket" \
@@ -26,5 +28,5 @@ stop() {
   wait 2>/dev/null || true
 }
 trap stop INT TERM EXIT
-echo "ngx-wsgi demo: http://127.0.0.1:8080/ (nginx -> uwsgi_pass -> ngx-wsgi); Ctrl-C stops"
+echo "ngx-wsgi demo: http://127.0.0.1:8080/ (nginx -> wsgi_pass -> ngx-wsgi); Ctrl-C stops"
 wait -n "$daemon" "$nginx"

@@ -120,7 +120,10 @@ def pid_alive(pid):
         return False
 
 
+MODULE = os.environ.get("NGX_WSGI_MODULE", str(ROOT / "target" / "release" / "libngx_http_wsgi_module.so"))
+
 NGINX_CONF = """
+{load_module}
 user root;
 worker_processes 1;
 pid {prefix}/nginx.pid;
@@ -134,8 +137,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         location / {{
-            include /etc/nginx/uwsgi_params;
-            uwsgi_pass {upstream};
+            {pass_directives}
             {location_extra}
         }}
     }}
@@ -144,18 +146,21 @@ http {{
 
 
 class Nginx:
-    """Debian's nginx with stock uwsgi_pass, from its own prefix."""
+    """Debian's nginx from its own prefix, passing requests to `upstream` with stock
+    uwsgi_pass, or with our module's wsgi_pass when `module` is true."""
 
-    def __init__(self, tmp_path, upstream, http_extra="", location_extra=""):
+    def __init__(self, tmp_path, upstream, http_extra="", location_extra="", module=False):
         self.prefix = tmp_path / f"nginx-{time.monotonic_ns()}"
         self.prefix.mkdir()
         self.port = free_port()
         conf = self.prefix / "nginx.conf"
         conf.write_text(
             NGINX_CONF.format(
+                load_module=f"load_module {MODULE};" if module else "",
+                pass_directives=f"wsgi_pass {upstream};" if module
+                else f"include /etc/nginx/uwsgi_params; uwsgi_pass {upstream};",
                 prefix=self.prefix,
                 port=self.port,
-                upstream=upstream,
                 http_extra=http_extra,
                 location_extra=location_extra,
             )

@@ -1,18 +1,20 @@
-"""The nginx module as it stands: built against Debian's nginx, loaded by it.
+"""The nginx module: built against Debian's nginx, loaded by it, and wsgi_pass as a
+uwsgi upstream handler, against our daemon and against real uWSGI.
 
-`wsgi_pass` is not implemented yet; until it is, the directive must fail `nginx -t`
-loudly (file and line), never load as a silent no-op.
-"""
+(The PEP 3333 suite in test_wsgi.py also runs through wsgi_pass.)"""
 
+import json
 import os
+import socket
 import subprocess
+import threading
 
-from conftest import ROOT
+import requests
 
-MODULE = os.environ.get("NGX_WSGI_MODULE", str(ROOT / "target" / "release" / "libngx_http_wsgi_module.so"))
+from conftest import APPS, MODULE, ROOT, VENV, can_connect, free_port, wait_for
 
 
-def nginx_t(tmp_path, location):
+def nginx_t(tmp_path, location, http_extra=""):
     conf = tmp_path / "nginx.conf"
     conf.write_text(f"""
 load_module {MODULE};
@@ -20,6 +22,7 @@ pid {tmp_path}/nginx.pid;
 error_log stderr;
 events {{}}
 http {{
+    {http_extra}
     server {{
         listen 127.0.0.1:1;
         location / {{
@@ -32,16 +35,132 @@ http {{
 
 
 def test_debians_nginx_loads_the_module(tmp_path):
-    out = nginx_t(tmp_path, "return 200;")
+    out = nginx_t(tmp_path, "wsgi_pass unix:/run/app.sock;")
     assert out.returncode == 0, out.stderr
     assert "test is successful" in out.stderr
 
 
-def test_wsgi_pass_is_refused_until_implemented(tmp_path):
-    out = nginx_t(tmp_path, "wsgi_pass unix:/run/app.sock;")
-    assert out.returncode == 1
-    assert '"wsgi_pass" is not implemented yet in this build of ngx_http_wsgi_module' in out.stderr
-    assert f"in {tmp_path}/nginx.conf:10" in out.stderr
+def test_wrong_arguments_are_nginx_style_errors_with_file_and_line(tmp_path):
+    cases = [
+        ("wsgi_pass unix:/a.sock;\n            wsgi_pass unix:/b.sock;", '"wsgi_pass" directive is duplicate', 12),
+        ("wsgi_pass unix:/a.sock; wsgi_param X y bogus;",
+         'invalid parameter "bogus" of "wsgi_param": expected "if_not_empty"', 11),
+        ("wsgi_pass unix:/$host.sock;", 'variables in "wsgi_pass" are not supported yet', 11),
+        ("wsgi_pass;", 'invalid number of arguments in "wsgi_pass" directive', 11),
+    ]
+    for location, message, line in cases:
+        out = nginx_t(tmp_path, location)
+        assert out.returncode == 1
+        assert message in out.stderr, out.stderr
+        assert f"in {tmp_path}/nginx.conf:{line}" in out.stderr, out.stderr
+
+
+def start(daemon, nginx, tmp_path, http_extra="", location_extra="", app="pep3333.py"):
+    sock = str(tmp_path / "app.sock")
+    d = daemon("--socket", sock, "--wsgi-file", APPS / app, ready=sock)
+    n = nginx(f"unix:{sock}", module=True, http_extra=http_extra, location_extra=location_extra)
+    return d, n
+
+
+def test_debians_uwsgi_params_are_sent_without_include(daemon, nginx, tmp_path):
+    _, n = start(daemon, nginx, tmp_path)
+    env = requests.get(f"{n.url}/environ?q=1").json()
+    for key in ("QUERY_STRING", "REQUEST_METHOD", "CONTENT_TYPE", "CONTENT_LENGTH", "REQUEST_URI", "PATH_INFO",
+                "DOCUMENT_ROOT", "SERVER_PROTOCOL", "REQUEST_SCHEME", "REMOTE_ADDR", "REMOTE_PORT", "SERVER_PORT",
+                "SERVER_NAME"):
+        assert key in env, key
+    assert (env["QUERY_STRING"], env["REQUEST_URI"], env["REQUEST_SCHEME"]) == ("q=1", "/environ?q=1", "http")
+    assert "HTTPS" not in env, "HTTPS is if_not_empty, as in uwsgi_params"
+
+
+def test_wsgi_param_overrides_adds_and_skips_empty(daemon, nginx, tmp_path):
+    _, n = start(daemon, nginx, tmp_path, location_extra=(
+        'wsgi_param SERVER_NAME override.example; wsgi_param X_APP_ENV "$request_method-$uri"; '
+        'wsgi_param X_EMPTY "$http_x_absent" if_not_empty; wsgi_param HTTP_X_REAL "from-param";'))
+    env = requests.get(f"{n.url}/environ", headers={"X-Real": "from-client"}).json()
+    assert env["SERVER_NAME"] == "override.example"
+    assert env["X_APP_ENV"] == "GET-/environ"
+    assert "X_EMPTY" not in env
+    assert env["HTTP_X_REAL"] == "from-param", "a param named HTTP_* replaces the client's header"
+
+
+def test_repeated_headers_are_joined_as_nginx_joins_them(daemon, nginx, tmp_path):
+    _, n = start(daemon, nginx, tmp_path)
+    raw = (b"GET /environ HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\nCookie: b=2\r\nX-Many: one\r\n"
+           b"X-Many: two\r\nConnection: close\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", n.port)) as s:
+        s.sendall(raw)
+        data = b"".join(iter(lambda: s.recv(65536), b""))
+    env = json.loads(data.split(b"\r\n\r\n", 1)[1])
+    assert env["HTTP_COOKIE"] == "a=1; b=2"
+    assert env["HTTP_X_MANY"] == "one, two"
+
+
+def test_vars_over_64k_are_refused_with_a_log_line(daemon, nginx, tmp_path):
+    d, n = start(daemon, nginx, tmp_path, http_extra="large_client_header_buffers 8 64k;")
+    headers = {f"X-Big-{i}": "v" * 9000 for i in range(8)}
+    assert requests.get(f"{n.url}/environ", headers=headers).status_code == 500
+    wait_for(lambda: "wsgi request not sent: uwsgi request vars are" in n.error_log(), 5, "the error log line")
+    assert "over the protocol's 65535-byte limit" in n.error_log()
+    assert requests.get(f"{n.url}/pid").ok
+
+
+def test_dead_backend_is_a_quick_502_naming_the_address(nginx, tmp_path):
+    n = nginx(f"unix:{tmp_path}/nobody.sock", module=True)
+    r = requests.get(f"{n.url}/", timeout=5)
+    assert r.status_code == 502
+    assert f"connect() to unix:{tmp_path}/nobody.sock failed" in n.error_log()
+
+
+def test_one_dead_server_in_an_upstream_block_loses_no_request(daemon, nginx, tmp_path):
+    sock = str(tmp_path / "app.sock")
+    daemon("--socket", sock, "--wsgi-file", APPS / "pep3333.py", ready=sock)
+    upstream = f"upstream app {{ server unix:{tmp_path}/dead.sock; server unix:{sock}; }}"
+    n = nginx("app", module=True, http_extra=upstream)
+    assert all(requests.get(f"{n.url}/pid").ok for _ in range(20))
+
+
+def test_truncated_response_is_a_502_with_a_log_line(nginx, tmp_path):
+    """A backend that closes in the middle of its response head."""
+    sock_path = str(tmp_path / "broken.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(sock_path)
+    server.listen()
+
+    def serve_broken():
+        for _ in range(2):
+            conn, _ = server.accept()
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Ty")
+            conn.close()
+
+    threading.Thread(target=serve_broken, daemon=True).start()
+    n = nginx(f"unix:{sock_path}", module=True)
+    assert requests.get(f"{n.url}/").status_code == 502
+    assert "upstream prematurely closed connection while reading response header" in n.error_log()
+    server.close()
+
+
+def test_real_uwsgi_behind_wsgi_pass(nginx, tmp_path):
+    """Code nobody here wrote on the other side: uWSGI (pyuwsgi) with a Flask app."""
+    sock = str(tmp_path / "uwsgi.sock")
+    proc = subprocess.Popen([str(VENV / "bin" / "uwsgi"), "--socket", sock, "--wsgi-file",
+                             str(APPS / "flaskapp" / "app.py"), "--callable", "app", "--home", str(VENV),
+                             "--disable-logging"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: can_connect(sock), 15, "uWSGI")
+        n = nginx(f"unix:{sock}", module=True)
+        s = requests.Session()
+        assert [s.get(f"{n.url}/").json()["visits"] for _ in range(2)] == [1, 2]
+        assert s.post(f"{n.url}/form", data={"name": "Zoë", "tag": ["a"]}).json() == {"name": "Zoë", "tags": ["a"]}
+        payload = os.urandom(3 * 1024 * 1024)
+        r = s.post(f"{n.url}/upload", files={"file": ("f.bin", payload)})
+        assert r.json()["size"] == len(payload)
+        assert s.get(f"{n.url}/missing").status_code == 404
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
 
 
 def test_install_lays_out_debian_style_files(tmp_path):

@@ -1,5 +1,6 @@
-"""Point 3 (PEP 3333) and point 6 (responses), over three transports: stock nginx
-uwsgi_pass on a unix socket and on TCP, and the daemon's own HTTP listener."""
+"""Point 3 (PEP 3333) and point 6 (responses), over five transports: stock nginx
+uwsgi_pass on a unix socket and on TCP, the daemon's own HTTP listener, and our nginx
+module's wsgi_pass (to an address and through an upstream block)."""
 
 import hashlib
 import json
@@ -12,7 +13,7 @@ import requests
 from conftest import APPS, free_port, wait_for
 
 
-@pytest.fixture(params=["nginx-unix", "nginx-tcp", "http"])
+@pytest.fixture(params=["nginx-unix", "nginx-tcp", "http", "wsgi_pass-unix", "wsgi_pass-upstream"])
 def site(request, daemon, nginx, tmp_path):
     """Base URL of the pep3333 app, the daemon, and the close() log."""
     close_log = tmp_path / "closed.log"
@@ -28,10 +29,18 @@ def site(request, daemon, nginx, tmp_path):
         port = free_port()
         d = daemon("--socket", f"127.0.0.1:{port}", *app, env=env, ready=("127.0.0.1", port))
         url = nginx(f"127.0.0.1:{port}").url
-    else:
+    elif request.param == "http":
         port = free_port()
         d = daemon("--http-socket", f"127.0.0.1:{port}", *app, env=env, ready=("127.0.0.1", port))
         url = f"http://127.0.0.1:{port}"
+    else:
+        # Our nginx module: to the address itself, or through an upstream block.
+        sock = str(tmp_path / "app.sock")
+        d = daemon("--socket", sock, *app, env=env, ready=sock)
+        if request.param == "wsgi_pass-unix":
+            url = nginx(f"unix:{sock}", module=True).url
+        else:
+            url = nginx("app", module=True, http_extra=f"upstream app {{ server unix:{sock}; }}").url
     return url, d, close_log, big
 
 

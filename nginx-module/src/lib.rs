@@ -1,32 +1,101 @@
-//! `ngx_http_wsgi_module`: the nginx side of ngx-wsgi.
+//! `ngx_http_wsgi_module`: `wsgi_pass`, a uwsgi-protocol upstream handler for nginx.
 //!
-//! Work in progress. The module builds against the nginx that loads it and registers its
-//! directives, but the `wsgi_pass` upstream handler is not written yet: the directive is
-//! refused with a clear configuration error, so nobody mistakes this build for a working
-//! one. Until it lands, use nginx's stock `uwsgi_pass` with the ngx-wsgi daemon.
+//! Read in the order of nginx's own `ngx_http_uwsgi_module.c`: types, directives, module
+//! context, then the configuration callbacks. The request side (content handler and
+//! upstream callbacks) is in `upstream.rs`. Raw FFI stays in these two files, each
+//! `unsafe` block with the nginx guarantee it relies on.
+//!
+//! Work in progress: `wsgi_pass` (an address or an upstream name, no variables yet) and
+//! `wsgi_param`; the other `wsgi_*` directives of the module issue, connection reuse
+//! (docs/protocol.md) and `make demo` through the module are still to come.
+
+mod upstream;
 
 use core::ffi::{c_char, c_void};
-use core::ptr;
+use core::{mem, ptr};
 
-use ngx::core::NGX_CONF_ERROR;
+use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_http_module_t, ngx_module_t, ngx_uint_t, NGX_CONF_TAKE1,
-    NGX_HTTP_LIF_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MODULE, NGX_LOG_EMERG,
+    ngx_array_create, ngx_array_push, ngx_array_t, ngx_command_t, ngx_conf_merge_path_value,
+    ngx_conf_t, ngx_flag_t, ngx_hash_init_t, ngx_http_compile_complex_value,
+    ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_http_conf_ctx_t,
+    ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_module_t, ngx_http_upstream_add,
+    ngx_http_upstream_conf_t, ngx_http_upstream_hide_headers_hash, ngx_module_t, ngx_msec_t,
+    ngx_path_init_t, ngx_pcalloc, ngx_str_t, ngx_uint_t, ngx_url_t, NGX_CONF_BITMASK_SET,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE23, NGX_HTTP_LIF_CONF, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
+    NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::{ngx_conf_log_error, ngx_string};
 
-static NGX_HTTP_WSGI_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
-    preconfiguration: None,
-    postconfiguration: None,
-    create_main_conf: None,
-    init_main_conf: None,
-    create_srv_conf: None,
-    merge_srv_conf: None,
-    create_loc_conf: None,
-    merge_loc_conf: None,
+// nginx's NGX_CONF_UNSET_* markers: casts of -1 that bindgen does not carry over.
+const UNSET_FLAG: ngx_flag_t = -1;
+const UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
+const UNSET_SIZE: usize = usize::MAX;
+const UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
+const UNSET_PTR: *mut c_void = usize::MAX as *mut c_void;
+
+/// One uwsgi var sent with every request: `wsgi_param NAME VALUE [if_not_empty]`, or one
+/// of the defaults.
+#[repr(C)]
+pub struct WsgiParam {
+    key: ngx_str_t,
+    value: ngx_http_complex_value_t,
+    skip_empty: bool,
+}
+
+/// The location configuration.
+#[repr(C)]
+pub struct WsgiLocConf {
+    upstream: ngx_http_upstream_conf_t,
+    /// `wsgi_param`s of this level (WsgiParam), null when there are none.
+    user_params: *mut ngx_array_t,
+    /// What requests send: the defaults not overridden, then the user's (after merge).
+    params: *mut ngx_array_t,
+}
+
+/// The params Debian's `uwsgi_params` file sets, which `wsgi_pass` sends without an
+/// `include`: `wsgi_param` adds to them or overrides one.
+const DEFAULT_PARAMS: &[(&str, &str, bool)] = &[
+    ("QUERY_STRING", "$query_string", false),
+    ("REQUEST_METHOD", "$request_method", false),
+    ("CONTENT_TYPE", "$content_type", false),
+    ("CONTENT_LENGTH", "$content_length", false),
+    ("REQUEST_URI", "$request_uri", false),
+    ("PATH_INFO", "$document_uri", false),
+    ("DOCUMENT_ROOT", "$document_root", false),
+    ("SERVER_PROTOCOL", "$server_protocol", false),
+    ("REQUEST_SCHEME", "$scheme", false),
+    ("HTTPS", "$https", true),
+    ("REMOTE_ADDR", "$remote_addr", false),
+    ("REMOTE_PORT", "$remote_port", false),
+    ("SERVER_PORT", "$server_port", false),
+    ("SERVER_NAME", "$server_name", false),
+];
+
+/// Headers of the backend's response nginx does not pass on, as for uwsgi_pass.
+static mut HIDE_HEADERS: [ngx_str_t; 6] = [
+    ngx_string!("X-Accel-Expires"),
+    ngx_string!("X-Accel-Redirect"),
+    ngx_string!("X-Accel-Limit-Rate"),
+    ngx_string!("X-Accel-Buffering"),
+    ngx_string!("X-Accel-Charset"),
+    ngx_str_t {
+        len: 0,
+        data: ptr::null_mut(),
+    },
+];
+
+/// Buffered responses spill into nginx's uwsgi temporary directory.
+static mut TEMP_PATH: ngx_path_init_t = ngx_path_init_t {
+    name: ngx_str_t {
+        len: ngx::ffi::NGX_HTTP_UWSGI_TEMP_PATH.count_bytes(),
+        data: ngx::ffi::NGX_HTTP_UWSGI_TEMP_PATH.as_ptr() as *mut u8,
+    },
+    level: [1, 2, 0],
 };
 
-static mut NGX_HTTP_WSGI_COMMANDS: [ngx_command_t; 2] = [
+static mut NGX_HTTP_WSGI_COMMANDS: [ngx_command_t; 3] = [
     ngx_command_t {
         name: ngx_string!("wsgi_pass"),
         type_: (NGX_HTTP_LOC_CONF | NGX_HTTP_LIF_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
@@ -35,8 +104,28 @@ static mut NGX_HTTP_WSGI_COMMANDS: [ngx_command_t; 2] = [
         offset: 0,
         post: ptr::null_mut(),
     },
+    ngx_command_t {
+        name: ngx_string!("wsgi_param"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE23)
+            as ngx_uint_t,
+        set: Some(ngx_http_wsgi_param),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
     ngx_command_t::empty(),
 ];
+
+static NGX_HTTP_WSGI_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: None,
+    postconfiguration: None,
+    create_main_conf: None,
+    init_main_conf: None,
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(ngx_http_wsgi_create_loc_conf),
+    merge_loc_conf: Some(ngx_http_wsgi_merge_loc_conf),
+};
 
 ngx::ngx_modules!(ngx_http_wsgi_module);
 
@@ -51,17 +140,420 @@ pub static mut ngx_http_wsgi_module: ngx_module_t = ngx_module_t {
     ..ngx_module_t::default()
 };
 
-/// `wsgi_pass ADDRESS;` — refused until the upstream handler exists.
+/// The directive's arguments as byte slices (the name first).
+///
+/// # Safety
+/// `cf` is the configuration nginx passes to a directive handler.
+unsafe fn directive_args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
+    // SAFETY: during a directive handler, cf->args is an array of ngx_str_t holding the
+    // directive's words, alive for the whole configuration parse.
+    unsafe {
+        let args = &*(*cf).args;
+        core::slice::from_raw_parts(args.elts as *const ngx_str_t, args.nelts)
+    }
+}
+
+fn bytes(s: &ngx_str_t) -> &[u8] {
+    if s.len == 0 {
+        return &[];
+    }
+    // SAFETY: an ngx_str_t from nginx points at `len` readable bytes.
+    unsafe { core::slice::from_raw_parts(s.data, s.len) }
+}
+
+/// The core module's location configuration of the block being parsed.
+///
+/// # Safety
+/// `cf` is the configuration nginx passes to a directive handler or a merge callback of
+/// an HTTP module, so its ctx is an ngx_http_conf_ctx_t.
+unsafe fn core_loc_conf<'a>(cf: *mut ngx_conf_t) -> &'a mut ngx_http_core_loc_conf_t {
+    // SAFETY: as above; the core module's loc_conf slot is always filled.
+    unsafe {
+        let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
+        let index = ngx_http_core_module.ctx_index;
+        &mut *(*(*ctx).loc_conf.add(index) as *mut ngx_http_core_loc_conf_t)
+    }
+}
+
+/// `wsgi_pass ADDRESS;`: `unix:/path`, `host:port` or an upstream block's name.
 extern "C" fn ngx_http_wsgi_pass(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
-    _conf: *mut c_void,
+    conf: *mut c_void,
 ) -> *mut c_char {
-    ngx_conf_log_error!(
-        NGX_LOG_EMERG,
-        cf,
-        "\"wsgi_pass\" is not implemented yet in this build of ngx_http_wsgi_module; \
-         use \"uwsgi_pass\" with the ngx-wsgi daemon meanwhile"
+    // SAFETY: nginx calls this with its configuration and our location configuration.
+    let (conf, args) = unsafe { (&mut *(conf as *mut WsgiLocConf), directive_args(cf)) };
+    if !conf.upstream.upstream.is_null() {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"wsgi_pass\" directive is duplicate");
+        return NGX_CONF_ERROR;
+    }
+    let mut address = args[1];
+    if bytes(&address).contains(&b'$') {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "variables in \"wsgi_pass\" are not supported yet"
+        );
+        return NGX_CONF_ERROR;
+    }
+    if let Some(rest) = bytes(&address).strip_prefix(b"uwsgi://") {
+        address = ngx_str_t {
+            len: rest.len(),
+            data: rest.as_ptr() as *mut u8,
+        };
+    }
+    // SAFETY: ngx_url_t is a plain C struct; all-zero is its "nothing set" state.
+    let mut url: ngx_url_t = unsafe { mem::zeroed() };
+    url.url = address;
+    url.set_no_resolve(1);
+    // SAFETY: cf is valid; ngx_http_upstream_add copies what it keeps from `url`.
+    conf.upstream.upstream = unsafe { ngx_http_upstream_add(cf, &mut url, 0) };
+    if conf.upstream.upstream.is_null() {
+        return NGX_CONF_ERROR;
+    }
+    // SAFETY: cf is the configuration of the location this directive is in.
+    let clcf = unsafe { core_loc_conf(cf) };
+    clcf.handler = Some(upstream::ngx_http_wsgi_handler);
+    if bytes(&address).ends_with(b"/") {
+        clcf.set_auto_redirect(1);
+    }
+    NGX_CONF_OK
+}
+
+/// `wsgi_param NAME VALUE [if_not_empty];`
+extern "C" fn ngx_http_wsgi_param(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx calls this with its configuration and our location configuration.
+    let (conf, args) = unsafe { (&mut *(conf as *mut WsgiLocConf), directive_args(cf)) };
+    let skip_empty = match args.get(3).map(bytes) {
+        None => false,
+        Some(b"if_not_empty") => true,
+        Some(other) => {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "invalid parameter \"{}\" of \"wsgi_param\": expected \"if_not_empty\"",
+                String::from_utf8_lossy(other)
+            );
+            return NGX_CONF_ERROR;
+        }
+    };
+    // SAFETY: cf is valid during the directive; the array lives in the config pool.
+    let pushed = unsafe { push_param(cf, &mut conf.user_params, args[1], args[2], skip_empty) };
+    if pushed {
+        NGX_CONF_OK
+    } else {
+        NGX_CONF_ERROR
+    }
+}
+
+/// Compiles a param's value and appends it to `array` (created on first use).
+///
+/// # Safety
+/// `cf` is a valid configuration; `array` is null or an array of WsgiParam.
+unsafe fn push_param(
+    cf: *mut ngx_conf_t,
+    array: &mut *mut ngx_array_t,
+    key: ngx_str_t,
+    mut value: ngx_str_t,
+    skip_empty: bool,
+) -> bool {
+    // SAFETY: per this function's contract; nginx's array and script APIs are used as its
+    // own modules use them, with memory from the configuration pool.
+    unsafe {
+        if array.is_null() {
+            *array = ngx_array_create((*cf).pool, 16, mem::size_of::<WsgiParam>());
+            if array.is_null() {
+                return false;
+            }
+        }
+        let param = ngx_array_push(*array) as *mut WsgiParam;
+        if param.is_null() {
+            return false;
+        }
+        ptr::write(
+            param,
+            WsgiParam {
+                key,
+                value: mem::zeroed(),
+                skip_empty,
+            },
+        );
+        let mut ccv: ngx_http_compile_complex_value_t = mem::zeroed();
+        ccv.cf = cf;
+        ccv.value = &mut value;
+        ccv.complex_value = &mut (*param).value;
+        ngx_http_compile_complex_value(&mut ccv) == NGX_OK as isize
+    }
+}
+
+extern "C" fn ngx_http_wsgi_create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    // SAFETY: cf is valid during configuration; pcalloc'd memory lives in its pool and
+    // all-zero is a valid start for every field (set to "unset" below where it matters).
+    unsafe {
+        let conf = ngx_pcalloc((*cf).pool, mem::size_of::<WsgiLocConf>()) as *mut WsgiLocConf;
+        if conf.is_null() {
+            return ptr::null_mut();
+        }
+        let u = &mut (*conf).upstream;
+        u.next_upstream_tries = UNSET_UINT;
+        u.buffering = UNSET_FLAG;
+        u.request_buffering = UNSET_FLAG;
+        u.ignore_client_abort = UNSET_FLAG;
+        u.force_ranges = UNSET_FLAG;
+        u.local = UNSET_PTR as _;
+        u.socket_keepalive = UNSET_FLAG;
+        u.connect_timeout = UNSET_MSEC;
+        u.send_timeout = UNSET_MSEC;
+        u.read_timeout = UNSET_MSEC;
+        u.next_upstream_timeout = UNSET_MSEC;
+        u.send_lowat = UNSET_SIZE;
+        u.buffer_size = UNSET_SIZE;
+        u.limit_rate = UNSET_SIZE;
+        u.busy_buffers_size_conf = UNSET_SIZE;
+        u.max_temp_file_size_conf = UNSET_SIZE;
+        u.temp_file_write_size_conf = UNSET_SIZE;
+        u.pass_request_headers = UNSET_FLAG;
+        u.pass_request_body = UNSET_FLAG;
+        u.intercept_errors = UNSET_FLAG;
+        u.hide_headers = UNSET_PTR as _;
+        u.pass_headers = UNSET_PTR as _;
+        u.ssl_name = UNSET_PTR as _;
+        u.ssl_certificate = UNSET_PTR as _;
+        u.ssl_certificate_key = UNSET_PTR as _;
+        u.ssl_passwords = UNSET_PTR as _;
+        u.cyclic_temp_file = 0;
+        u.set_change_buffering(1);
+        u.module = ngx_string!("wsgi");
+        conf as *mut c_void
+    }
+}
+
+fn merge<T: PartialEq + Copy>(value: &mut T, parent: T, unset: T, default: T) {
+    if *value == unset {
+        *value = if parent == unset { default } else { parent };
+    }
+}
+
+extern "C" fn ngx_http_wsgi_merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    parent: *mut c_void,
+    child: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes two of our location configurations, created by
+    // ngx_http_wsgi_create_loc_conf, the parent's already merged or at its defaults.
+    let (prev, conf) = unsafe {
+        (
+            &mut *(parent as *mut WsgiLocConf),
+            &mut *(child as *mut WsgiLocConf),
+        )
+    };
+    // SAFETY: ngx_pagesize is set by nginx before configuration is read.
+    let page = unsafe { ngx::ffi::ngx_pagesize };
+    let (c, p) = (&mut conf.upstream, &prev.upstream);
+    merge(
+        &mut c.next_upstream_tries,
+        p.next_upstream_tries,
+        UNSET_UINT,
+        0,
     );
-    NGX_CONF_ERROR
+    merge(&mut c.buffering, p.buffering, UNSET_FLAG, 1);
+    merge(&mut c.request_buffering, p.request_buffering, UNSET_FLAG, 1);
+    merge(
+        &mut c.ignore_client_abort,
+        p.ignore_client_abort,
+        UNSET_FLAG,
+        0,
+    );
+    merge(&mut c.force_ranges, p.force_ranges, UNSET_FLAG, 0);
+    merge(&mut c.local, p.local, UNSET_PTR as _, ptr::null_mut());
+    merge(&mut c.socket_keepalive, p.socket_keepalive, UNSET_FLAG, 0);
+    merge(&mut c.connect_timeout, p.connect_timeout, UNSET_MSEC, 60000);
+    merge(&mut c.send_timeout, p.send_timeout, UNSET_MSEC, 60000);
+    merge(&mut c.read_timeout, p.read_timeout, UNSET_MSEC, 60000);
+    merge(
+        &mut c.next_upstream_timeout,
+        p.next_upstream_timeout,
+        UNSET_MSEC,
+        0,
+    );
+    merge(&mut c.send_lowat, p.send_lowat, UNSET_SIZE, 0);
+    merge(&mut c.buffer_size, p.buffer_size, UNSET_SIZE, page);
+    merge(&mut c.limit_rate, p.limit_rate, UNSET_SIZE, 0);
+    if c.bufs.num == 0 {
+        c.bufs = if p.bufs.num != 0 {
+            p.bufs
+        } else {
+            ngx::ffi::ngx_bufs_t { num: 8, size: page }
+        };
+    }
+    let size = c.buffer_size.max(c.bufs.size);
+    merge(
+        &mut c.busy_buffers_size_conf,
+        p.busy_buffers_size_conf,
+        UNSET_SIZE,
+        UNSET_SIZE,
+    );
+    c.busy_buffers_size = if c.busy_buffers_size_conf == UNSET_SIZE {
+        2 * size
+    } else {
+        c.busy_buffers_size_conf
+    };
+    merge(
+        &mut c.temp_file_write_size_conf,
+        p.temp_file_write_size_conf,
+        UNSET_SIZE,
+        UNSET_SIZE,
+    );
+    c.temp_file_write_size = if c.temp_file_write_size_conf == UNSET_SIZE {
+        2 * size
+    } else {
+        c.temp_file_write_size_conf
+    };
+    merge(
+        &mut c.max_temp_file_size_conf,
+        p.max_temp_file_size_conf,
+        UNSET_SIZE,
+        UNSET_SIZE,
+    );
+    c.max_temp_file_size = if c.max_temp_file_size_conf == UNSET_SIZE {
+        1024 * 1024 * 1024
+    } else {
+        c.max_temp_file_size_conf
+    };
+    if c.ignore_headers == 0 {
+        c.ignore_headers = if p.ignore_headers != 0 {
+            p.ignore_headers
+        } else {
+            NGX_CONF_BITMASK_SET as _
+        };
+    }
+    if c.next_upstream == 0 {
+        c.next_upstream = if p.next_upstream != 0 {
+            p.next_upstream
+        } else {
+            (NGX_CONF_BITMASK_SET | NGX_HTTP_UPSTREAM_FT_ERROR | NGX_HTTP_UPSTREAM_FT_TIMEOUT) as _
+        };
+    }
+    merge(
+        &mut c.pass_request_headers,
+        p.pass_request_headers,
+        UNSET_FLAG,
+        1,
+    );
+    merge(&mut c.pass_request_body, p.pass_request_body, UNSET_FLAG, 1);
+    merge(&mut c.intercept_errors, p.intercept_errors, UNSET_FLAG, 0);
+    merge(&mut c.ssl_name, p.ssl_name, UNSET_PTR as _, ptr::null_mut());
+    merge(
+        &mut c.ssl_certificate,
+        p.ssl_certificate,
+        UNSET_PTR as _,
+        ptr::null_mut(),
+    );
+    merge(
+        &mut c.ssl_certificate_key,
+        p.ssl_certificate_key,
+        UNSET_PTR as _,
+        ptr::null_mut(),
+    );
+    merge(
+        &mut c.ssl_passwords,
+        p.ssl_passwords,
+        UNSET_PTR as _,
+        ptr::null_mut(),
+    );
+
+    // SAFETY: nginx's own merge helpers, called as its upstream modules call them, with
+    // static inputs that outlive the configuration.
+    unsafe {
+        if ngx_conf_merge_path_value(cf, &mut c.temp_path, p.temp_path, &raw mut TEMP_PATH)
+            != NGX_CONF_OK
+        {
+            return NGX_CONF_ERROR;
+        }
+        let mut hash: ngx_hash_init_t = mem::zeroed();
+        hash.max_size = 512;
+        let line = ngx::ffi::ngx_cacheline_size;
+        hash.bucket_size = (64 + line - 1) & !(line - 1);
+        hash.name = c"wsgi_hide_headers_hash".as_ptr() as *mut c_char;
+        let hide = &raw mut HIDE_HEADERS as *mut ngx_str_t;
+        if ngx_http_upstream_hide_headers_hash(
+            cf,
+            c,
+            &prev.upstream as *const _ as *mut _,
+            hide,
+            &mut hash,
+        ) != NGX_OK as isize
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    // A nested location (`if`, `limit_except`) passes like its parent.
+    // SAFETY: cf is the configuration being merged.
+    let clcf = unsafe { core_loc_conf(cf) };
+    if clcf.noname() != 0 && conf.upstream.upstream.is_null() {
+        conf.upstream.upstream = prev.upstream.upstream;
+    }
+    if clcf.lmt_excpt() != 0 && clcf.handler.is_none() && !conf.upstream.upstream.is_null() {
+        clcf.handler = Some(upstream::ngx_http_wsgi_handler);
+    }
+
+    if conf.user_params.is_null() {
+        conf.user_params = prev.user_params;
+    }
+    if conf.user_params == prev.user_params && !prev.params.is_null() {
+        conf.params = prev.params;
+        return NGX_CONF_OK;
+    }
+    // SAFETY: cf is valid; both arrays hold WsgiParam, allocated in the config pool.
+    unsafe {
+        let user: &[WsgiParam] = if conf.user_params.is_null() {
+            &[]
+        } else {
+            let a = &*conf.user_params;
+            core::slice::from_raw_parts(a.elts as *const WsgiParam, a.nelts)
+        };
+        for (name, value, skip_empty) in DEFAULT_PARAMS {
+            if user.iter().any(|u| bytes(&u.key) == name.as_bytes()) {
+                continue;
+            }
+            let key = ngx_str_t {
+                len: name.len(),
+                data: name.as_ptr() as *mut u8,
+            };
+            let value = ngx_str_t {
+                len: value.len(),
+                data: value.as_ptr() as *mut u8,
+            };
+            if !push_param(cf, &mut conf.params, key, value, *skip_empty) {
+                return NGX_CONF_ERROR;
+            }
+        }
+        if conf.params.is_null() {
+            conf.params =
+                ngx_array_create((*cf).pool, user.len().max(1), mem::size_of::<WsgiParam>());
+            if conf.params.is_null() {
+                return NGX_CONF_ERROR;
+            }
+        }
+        for param in user {
+            let slot = ngx_array_push(conf.params) as *mut WsgiParam;
+            if slot.is_null() {
+                return NGX_CONF_ERROR;
+            }
+            ptr::write(
+                slot,
+                WsgiParam {
+                    key: param.key,
+                    value: param.value,
+                    skip_empty: param.skip_empty,
+                },
+            );
+        }
+    }
+    NGX_CONF_OK
 }

@@ -1,0 +1,402 @@
+//! The request side of `wsgi_pass`: the content handler and the upstream callbacks, in
+//! the order nginx calls them (create_request, process_status_line, process_header,
+//! input_filter_init, reinit_request, abort_request, finalize_request).
+
+use core::ffi::c_void;
+use core::{mem, ptr};
+
+use ngx::ffi::{
+    ngx_alloc_chain_link, ngx_buf_t, ngx_create_temp_buf, ngx_event_pipe_copy_input_filter,
+    ngx_event_pipe_t, ngx_hash_find, ngx_http_complex_value, ngx_http_parse_header_line,
+    ngx_http_parse_status_line, ngx_http_read_client_request_body, ngx_http_request_t,
+    ngx_http_status_t, ngx_http_upstream_create, ngx_http_upstream_header_t,
+    ngx_http_upstream_init, ngx_http_upstream_main_conf_t, ngx_http_upstream_module,
+    ngx_http_upstream_non_buffered_filter, ngx_http_upstream_t, ngx_int_t, ngx_list_part_t,
+    ngx_list_push, ngx_palloc, ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_AGAIN,
+    NGX_DONE, NGX_ERROR, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_MODIFIED,
+    NGX_HTTP_NO_CONTENT, NGX_HTTP_PARSE_HEADER_DONE, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_HTTP_SWITCHING_PROTOCOLS, NGX_HTTP_UPSTREAM_INVALID_HEADER, NGX_LOG_ERR, NGX_OK,
+};
+use ngx::ngx_string;
+
+use crate::{bytes, ngx_http_wsgi_module, WsgiLocConf, WsgiParam};
+
+/// Logs an error on the request's connection log (nginx's error_log), as NGX_LOG_ERR.
+fn log_error(r: *mut ngx_http_request_t, message: &str) {
+    // SAFETY: callers pass a live request, so its connection and log are valid; the
+    // message is passed with an explicit length.
+    unsafe {
+        ngx::ffi::ngx_log_error_core(
+            NGX_LOG_ERR as ngx::ffi::ngx_uint_t,
+            (*(*r).connection).log,
+            0,
+            c"%*s".as_ptr(),
+            message.len(),
+            message.as_ptr(),
+        );
+    }
+}
+
+/// This module's index in the per-request and per-location configuration arrays.
+fn module_index() -> usize {
+    // SAFETY: ctx_index is written by nginx while it loads the configuration, before any
+    // request runs; here it is only read, by value.
+    unsafe { ngx_http_wsgi_module.ctx_index }
+}
+
+/// Our location configuration of a request.
+///
+/// # Safety
+/// `r` is a live request in a location where this module has a configuration.
+unsafe fn loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a mut WsgiLocConf {
+    // SAFETY: per the contract; loc_conf has a slot for every HTTP module.
+    unsafe { &mut *(*(*r).loc_conf.add(module_index()) as *mut WsgiLocConf) }
+}
+
+/// The status-line parser state kept in the request's module context.
+///
+/// # Safety
+/// `r` is a live request.
+unsafe fn status_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ngx_http_status_t> {
+    // SAFETY: per the contract; the ctx array has a slot for every HTTP module, ours set
+    // by the content handler to a pool allocation.
+    unsafe { (*(*r).ctx.add(module_index()) as *mut ngx_http_status_t).as_mut() }
+}
+
+/// The content handler of a `wsgi_pass` location.
+pub extern "C" fn ngx_http_wsgi_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls a content handler with a live request; everything set up here is
+    // allocated from the request pool or is static, as ngx_http_uwsgi_handler does.
+    unsafe {
+        if ngx_http_upstream_create(r) != NGX_OK as ngx_int_t {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+        let status = ngx_pcalloc((*r).pool, mem::size_of::<ngx_http_status_t>());
+        if status.is_null() {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+        *(*r).ctx.add(module_index()) = status;
+
+        let conf = loc_conf(r);
+        let u: &mut ngx_http_upstream_t = &mut *(*r).upstream;
+        u.schema = ngx_string!("uwsgi://");
+        u.output.tag = &raw const ngx_http_wsgi_module as *mut c_void;
+        u.conf = &mut conf.upstream;
+        u.create_request = Some(create_request);
+        u.reinit_request = Some(reinit_request);
+        u.process_header = Some(process_status_line);
+        u.abort_request = Some(abort_request);
+        u.finalize_request = Some(finalize_request);
+        (*r).state = 0;
+        u.set_buffering(conf.upstream.buffering as u32);
+
+        u.pipe =
+            ngx_pcalloc((*r).pool, mem::size_of::<ngx_event_pipe_t>()) as *mut ngx_event_pipe_t;
+        if u.pipe.is_null() {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+        (*u.pipe).input_filter = Some(ngx_event_pipe_copy_input_filter);
+        (*u.pipe).input_ctx = r as *mut c_void;
+        u.input_filter_init = Some(input_filter_init);
+        u.input_filter = Some(ngx_http_upstream_non_buffered_filter);
+        u.input_filter_ctx = r as *mut c_void;
+
+        if conf.upstream.request_buffering == 0
+            && conf.upstream.pass_request_body != 0
+            && (*r).headers_in.chunked() == 0
+        {
+            (*r).set_request_body_no_buffering(1);
+        }
+        let rc = ngx_http_read_client_request_body(r, Some(ngx_http_upstream_init));
+        if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+            return rc;
+        }
+        NGX_DONE as ngx_int_t
+    }
+}
+
+/// The request's uwsgi vars: the params, then the request headers as HTTP_* (repeated
+/// headers joined with ", ", Cookie with "; ", as nginx 1.23+ does), minus those a param
+/// named HTTP_* replaces.
+///
+/// # Safety
+/// `r` is a live request in a `wsgi_pass` location.
+unsafe fn request_vars(r: *mut ngx_http_request_t) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    // SAFETY: per the contract; params were compiled at configuration time, the header
+    // list belongs to the request.
+    unsafe {
+        let conf = loc_conf(r);
+        let mut vars: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        if !conf.params.is_null() {
+            let params = &*conf.params;
+            let params = core::slice::from_raw_parts(params.elts as *const WsgiParam, params.nelts);
+            for param in params {
+                let mut value = ngx_str_t {
+                    len: 0,
+                    data: ptr::null_mut(),
+                };
+                if ngx_http_complex_value(r, &param.value as *const _ as *mut _, &mut value)
+                    != NGX_OK as ngx_int_t
+                {
+                    return None;
+                }
+                if param.skip_empty && value.len == 0 {
+                    continue;
+                }
+                vars.push((bytes(&param.key).to_vec(), bytes(&value).to_vec()));
+            }
+        }
+        if conf.upstream.pass_request_headers == 0 {
+            return Some(vars);
+        }
+        let params_end = vars.len();
+        let mut part: *const ngx_list_part_t = &(*r).headers_in.headers.part;
+        while !part.is_null() {
+            let headers =
+                core::slice::from_raw_parts((*part).elts as *const ngx_table_elt_t, (*part).nelts);
+            for header in headers {
+                let mut key = b"HTTP_".to_vec();
+                key.extend(bytes(&header.key).iter().map(|&c| match c {
+                    b'-' => b'_',
+                    c => c.to_ascii_uppercase(),
+                }));
+                if vars[..params_end].iter().any(|(k, _)| *k == key) {
+                    continue;
+                }
+                let value = bytes(&header.value);
+                match vars[params_end..].iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, joined)) => {
+                        joined.extend_from_slice(if key == b"HTTP_COOKIE" { b"; " } else { b", " });
+                        joined.extend_from_slice(value);
+                    }
+                    None => vars.push((key, value.to_vec())),
+                }
+            }
+            part = (*part).next;
+        }
+        Some(vars)
+    }
+}
+
+extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls create_request with a live request whose upstream we set up.
+    let Some(vars) = (unsafe { request_vars(r) }) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    let packet = match uwsgi_proto::encode_request(
+        0,
+        vars.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+    ) {
+        Ok(packet) => packet,
+        Err(err) => {
+            log_error(r, &format!("wsgi request not sent: {err}"));
+            return NGX_ERROR as ngx_int_t;
+        }
+    };
+    // SAFETY: buffers and chain links come from the request pool; the body chain is the
+    // one nginx read, copied link by link as ngx_http_uwsgi_create_request does.
+    unsafe {
+        let b = ngx_create_temp_buf((*r).pool, packet.len());
+        let cl = ngx_alloc_chain_link((*r).pool);
+        if b.is_null() || cl.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        ptr::copy_nonoverlapping(packet.as_ptr(), (*b).last, packet.len());
+        (*b).last = (*b).last.add(packet.len());
+        (*cl).buf = b;
+        let u = &mut *(*r).upstream;
+        let conf = loc_conf(r);
+        let mut last = cl;
+        let mut last_buf: *mut ngx_buf_t = b;
+        if (*r).request_body_no_buffering() == 0 && conf.upstream.pass_request_body != 0 {
+            let mut body = u.request_bufs;
+            while !body.is_null() {
+                let copy = ngx_palloc((*r).pool, mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
+                let link = ngx_alloc_chain_link((*r).pool);
+                if copy.is_null() || link.is_null() {
+                    return NGX_ERROR as ngx_int_t;
+                }
+                ptr::copy_nonoverlapping((*body).buf, copy, 1);
+                (*link).buf = copy;
+                (*last).next = link;
+                last = link;
+                last_buf = copy;
+                body = (*body).next;
+            }
+        }
+        u.request_bufs = cl;
+        (*last_buf).set_flush(1);
+        (*last).next = ptr::null_mut();
+    }
+    NGX_OK as ngx_int_t
+}
+
+extern "C" fn reinit_request(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls this with a live request before retrying on another server.
+    unsafe {
+        if let Some(status) = status_ctx(r) {
+            status.code = 0;
+            status.count = 0;
+            status.start = ptr::null_mut();
+            status.end = ptr::null_mut();
+            (*(*r).upstream).process_header = Some(process_status_line);
+            (*r).state = 0;
+        }
+    }
+    NGX_OK as ngx_int_t
+}
+
+extern "C" fn process_status_line(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls this with a live request whose upstream buffer holds the start
+    // of the response; the parser and copies work within that buffer and the pool.
+    unsafe {
+        let Some(status) = status_ctx(r) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        let u = &mut *(*r).upstream;
+        let rc = ngx_http_parse_status_line(r, &mut u.buffer, status);
+        if rc == NGX_AGAIN as ngx_int_t {
+            return rc;
+        }
+        if rc == NGX_ERROR as ngx_int_t {
+            // No status line: a CGI-style response with a Status header, or none.
+            u.process_header = Some(process_header);
+            (*r).state = 0;
+            return process_header(r);
+        }
+        if !u.state.is_null() && (*u.state).status == 0 {
+            (*u.state).status = status.code;
+        }
+        u.headers_in.status_n = status.code;
+        let len = status.end.offset_from(status.start) as usize;
+        let line = ngx_pnalloc((*r).pool, len) as *mut u8;
+        if line.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        ptr::copy_nonoverlapping(status.start, line, len);
+        u.headers_in.status_line = ngx_str_t { len, data: line };
+        u.process_header = Some(process_header);
+        process_header(r)
+    }
+}
+
+extern "C" fn process_header(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: as process_status_line; header storage comes from the request pool, and the
+    // upstream module's headers_in hash is nginx's own.
+    unsafe {
+        // SAFETY: reading a field of nginx's module structure, set before requests run.
+        let upstream_index = ngx_http_upstream_module.ctx_index;
+        let umcf =
+            &mut *(*(*r).main_conf.add(upstream_index) as *mut ngx_http_upstream_main_conf_t);
+        loop {
+            let u = &mut *(*r).upstream;
+            let rc = ngx_http_parse_header_line(r, &mut u.buffer, 1);
+            if rc == NGX_OK as ngx_int_t {
+                let h = ngx_list_push(&mut u.headers_in.headers) as *mut ngx_table_elt_t;
+                if h.is_null() {
+                    return NGX_ERROR as ngx_int_t;
+                }
+                let h = &mut *h;
+                h.hash = (*r).header_hash;
+                h.key.len = (*r).header_name_end.offset_from((*r).header_name_start) as usize;
+                h.value.len = (*r).header_end.offset_from((*r).header_start) as usize;
+                let storage =
+                    ngx_pnalloc((*r).pool, h.key.len + 1 + h.value.len + 1 + h.key.len) as *mut u8;
+                if storage.is_null() {
+                    h.hash = 0;
+                    return NGX_ERROR as ngx_int_t;
+                }
+                h.key.data = storage;
+                h.value.data = storage.add(h.key.len + 1);
+                h.lowcase_key = storage.add(h.key.len + 1 + h.value.len + 1);
+                ptr::copy_nonoverlapping((*r).header_name_start, h.key.data, h.key.len);
+                *h.key.data.add(h.key.len) = 0;
+                ptr::copy_nonoverlapping((*r).header_start, h.value.data, h.value.len);
+                *h.value.data.add(h.value.len) = 0;
+                if h.key.len == (*r).lowcase_index {
+                    ptr::copy_nonoverlapping(
+                        (*r).lowcase_header.as_ptr(),
+                        h.lowcase_key,
+                        h.key.len,
+                    );
+                } else {
+                    for i in 0..h.key.len {
+                        *h.lowcase_key.add(i) = (*h.key.data.add(i)).to_ascii_lowercase();
+                    }
+                }
+                let hh = ngx_hash_find(&mut umcf.headers_in_hash, h.hash, h.lowcase_key, h.key.len)
+                    as *mut ngx_http_upstream_header_t;
+                if let Some(handler) = hh.as_ref().and_then(|hh| hh.handler) {
+                    let rc = handler(r, h, (*hh).offset);
+                    if rc != NGX_OK as ngx_int_t {
+                        return rc;
+                    }
+                }
+                continue;
+            }
+            if rc == NGX_HTTP_PARSE_HEADER_DONE as ngx_int_t {
+                if u.headers_in.status_n == 0 {
+                    if let Some(status) = u.headers_in.status.as_ref() {
+                        let line = bytes(&status.value);
+                        let code = line
+                            .get(..3)
+                            .and_then(|d| std::str::from_utf8(d).ok()?.parse::<usize>().ok());
+                        let Some(code) = code else {
+                            let line = String::from_utf8_lossy(line);
+                            log_error(r, &format!("upstream sent invalid status \"{line}\""));
+                            return NGX_HTTP_UPSTREAM_INVALID_HEADER as ngx_int_t;
+                        };
+                        u.headers_in.status_n = code;
+                        if line.len() > 3 {
+                            u.headers_in.status_line = status.value;
+                        }
+                    } else if !u.headers_in.location.is_null() {
+                        u.headers_in.status_n = 302;
+                        u.headers_in.status_line = ngx_string!("302 Moved Temporarily");
+                    } else {
+                        u.headers_in.status_n = 200;
+                        u.headers_in.status_line = ngx_string!("200 OK");
+                    }
+                    if !u.state.is_null() && (*u.state).status == 0 {
+                        (*u.state).status = u.headers_in.status_n;
+                    }
+                }
+                if u.headers_in.status_n == NGX_HTTP_SWITCHING_PROTOCOLS as usize
+                    && !(*r).headers_in.upgrade.is_null()
+                {
+                    u.set_upgrade(1);
+                }
+                return NGX_OK as ngx_int_t;
+            }
+            if rc == NGX_AGAIN as ngx_int_t {
+                return rc;
+            }
+            log_error(r, "upstream sent an invalid header line");
+            return NGX_HTTP_UPSTREAM_INVALID_HEADER as ngx_int_t;
+        }
+    }
+}
+
+extern "C" fn input_filter_init(data: *mut c_void) -> ngx_int_t {
+    let r = data as *mut ngx_http_request_t;
+    // SAFETY: nginx passes the input_filter_ctx we set: the request, with its pipe.
+    unsafe {
+        let u = &mut *(*r).upstream;
+        let status = u.headers_in.status_n;
+        let length =
+            if status == NGX_HTTP_NO_CONTENT as usize || status == NGX_HTTP_NOT_MODIFIED as usize {
+                0
+            } else if (*r).method == NGX_HTTP_HEAD as usize {
+                -1
+            } else {
+                u.headers_in.content_length_n
+            };
+        (*u.pipe).length = length;
+        u.length = length;
+    }
+    NGX_OK as ngx_int_t
+}
+
+extern "C" fn abort_request(_r: *mut ngx_http_request_t) {}
+
+extern "C" fn finalize_request(_r: *mut ngx_http_request_t, _rc: ngx_int_t) {}
