@@ -14,7 +14,7 @@ import pytest
 from conftest import APPS, VENV, can_connect, wait_for
 from test_bad_input import packet, request_vars
 
-KEEPALIVE = [("NGX_WSGI_KEEPALIVE", "1")]
+KEEPALIVE = [("NGX_WSGI_KEEPALIVE", "chunked")]
 
 
 class UwsgiConnection:
@@ -77,6 +77,16 @@ def test_many_requests_share_one_connection(ka_daemon, app_sock):
     conn.close()
     # The log line follows the response: wait for it.
     wait_for(lambda: d.log().count("GET /pid => 200") == 2, 5, "both /pid requests in the log")
+
+
+def test_a_client_that_reads_lengths_only_is_never_sent_chunks(ka_daemon, app_sock):
+    conn = UwsgiConnection(app_sock)
+    r, body = conn.request("/pid", extra=[("NGX_WSGI_KEEPALIVE", "1")], keepalive=False)
+    assert r.getheader("Connection") == "keep-alive" and body.isdigit()
+    r, body = conn.request("/generator", extra=[("NGX_WSGI_KEEPALIVE", "1")], keepalive=False)
+    assert r.getheader("Connection") is None and r.getheader("Transfer-Encoding") is None
+    assert body == b"".join(f"chunk {i}\n".encode() for i in range(5))
+    assert conn.closed_by_peer(), "the body was delimited by closing"
 
 
 def test_protocol_var_stays_out_of_the_environ(ka_daemon, app_sock):

@@ -141,8 +141,32 @@ def test_truncated_response_is_a_502_with_a_log_line(nginx, tmp_path):
     server.close()
 
 
+def test_upstream_keepalive_reuses_connections_to_the_daemon(daemon, nginx, tmp_path):
+    """Point 6: with `keepalive` in the upstream block, the daemon accepts far fewer
+    connections than it serves requests."""
+    sock = str(tmp_path / "app.sock")
+    d = daemon("--socket", sock, "--wsgi-file", APPS / "pep3333.py", env={"NGX_WSGI_LOG": "debug"}, ready=sock)
+    n = nginx("app", module=True, http_extra=f"upstream app {{ server unix:{sock}; keepalive 4; }}")
+    s = requests.Session()
+    for i in range(30):
+        assert s.get(f"{n.url}/pid").text.isdigit()
+        assert s.post(f"{n.url}/echo", data=b"x" * (i * 1000)).content == b"x" * (i * 1000)
+        r = s.head(f"{n.url}/big")
+        assert (r.status_code, r.headers["Content-Length"]) == (200, "65536")
+    # A response without a length cannot be delimited: that connection closes, the
+    # response is still whole.
+    assert s.get(f"{n.url}/generator").text == "".join(f"chunk {i}\n" for i in range(5))
+    assert s.get(f"{n.url}/pid").ok
+    wait_for(lambda: d.log().count(" => ") >= 92, 5, "every request in the log")
+    accepted = d.log().count("connection accepted")
+    assert 1 <= accepted <= 4, f"{accepted} connections for 92 requests"
+    assert "[error]" not in n.error_log() and "[alert]" not in n.error_log()
+
+
 def test_real_uwsgi_behind_wsgi_pass(nginx, tmp_path):
-    """Code nobody here wrote on the other side: uWSGI (pyuwsgi) with a Flask app."""
+    """Code nobody here wrote on the other side: uWSGI (pyuwsgi) with a Flask app, behind
+    an upstream block with keepalive: uWSGI ignores the reuse request and closes after
+    each response, and every request still works."""
     sock = str(tmp_path / "uwsgi.sock")
     proc = subprocess.Popen([str(VENV / "bin" / "uwsgi"), "--socket", sock, "--wsgi-file",
                              str(APPS / "flaskapp" / "app.py"), "--callable", "app", "--home", str(VENV),
@@ -150,9 +174,9 @@ def test_real_uwsgi_behind_wsgi_pass(nginx, tmp_path):
                             start_new_session=True)
     try:
         wait_for(lambda: can_connect(sock), 15, "uWSGI")
-        n = nginx(f"unix:{sock}", module=True)
+        n = nginx("app", module=True, http_extra=f"upstream app {{ server unix:{sock}; keepalive 4; }}")
         s = requests.Session()
-        assert [s.get(f"{n.url}/").json()["visits"] for _ in range(2)] == [1, 2]
+        assert [s.get(f"{n.url}/").json()["visits"] for _ in range(3)] == [1, 2, 3]
         assert s.post(f"{n.url}/form", data={"name": "Zoë", "tag": ["a"]}).json() == {"name": "Zoë", "tags": ["a"]}
         payload = os.urandom(3 * 1024 * 1024)
         r = s.post(f"{n.url}/upload", files={"file": ("f.bin", payload)})

@@ -24,7 +24,7 @@ use uwsgi_proto::{parse_request_head, HeadError, HeaderError, RequestHead, HEADE
 use crate::conn::{AsyncConn, Conn, ConnReader};
 use crate::worker::{InFlight, WorkerContext};
 use crate::wsgi::input::{Body, WsgiInput};
-use crate::wsgi::response::{lock, ResponseState, Sink};
+use crate::wsgi::response::{lock, KeepAlive, ResponseState, Sink};
 use crate::wsgi::{EnvironSource, Outcome};
 
 /// A listening uwsgi socket, already in non-blocking mode.
@@ -80,6 +80,7 @@ pub async fn accept_loop(
         };
         match ready.try_io(|l| l.get_ref().accept(&name)) {
             Ok(Ok((conn, peer))) => {
+                tracing::debug!("{peer}: connection accepted");
                 let guard = in_flight.enter();
                 // Taken before reading: the request then runs without yielding.
                 let slot = ctx.app_slot().await;
@@ -329,7 +330,10 @@ fn run_request(
         .len()
         .min(body_start.saturating_add(head.content_length as usize));
     let method = var(vars, b"REQUEST_METHOD").unwrap_or_default();
-    let keep_alive = allow_keep_alive && var(vars, b"NGX_WSGI_KEEPALIVE") == Some(b"1");
+    let keep_alive = match allow_keep_alive {
+        true => KeepAlive::from_var(var(vars, b"NGX_WSGI_KEEPALIVE")),
+        false => KeepAlive::Off,
+    };
     let (outcome, reusable) = Python::attach(|py| {
         let failed = |err: PyErr| {
             let traceback = crate::python::format_exception(py, &err);

@@ -6,16 +6,16 @@ use core::ffi::c_void;
 use core::{mem, ptr};
 
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_buf_t, ngx_create_temp_buf, ngx_event_pipe_copy_input_filter,
+    ngx_alloc_chain_link, ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_create_temp_buf,
     ngx_event_pipe_t, ngx_hash_find, ngx_http_complex_value, ngx_http_parse_header_line,
     ngx_http_parse_status_line, ngx_http_read_client_request_body, ngx_http_request_t,
     ngx_http_status_t, ngx_http_upstream_create, ngx_http_upstream_header_t,
     ngx_http_upstream_init, ngx_http_upstream_main_conf_t, ngx_http_upstream_module,
-    ngx_http_upstream_non_buffered_filter, ngx_http_upstream_t, ngx_int_t, ngx_list_part_t,
-    ngx_list_push, ngx_palloc, ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_AGAIN,
-    NGX_DONE, NGX_ERROR, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_MODIFIED,
-    NGX_HTTP_NO_CONTENT, NGX_HTTP_PARSE_HEADER_DONE, NGX_HTTP_SPECIAL_RESPONSE,
-    NGX_HTTP_SWITCHING_PROTOCOLS, NGX_HTTP_UPSTREAM_INVALID_HEADER, NGX_LOG_ERR, NGX_OK,
+    ngx_http_upstream_t, ngx_int_t, ngx_list_part_t, ngx_list_push, ngx_palloc, ngx_pcalloc,
+    ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_AGAIN, NGX_DONE, NGX_ERROR, NGX_HTTP_HEAD,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_MODIFIED, NGX_HTTP_NO_CONTENT,
+    NGX_HTTP_PARSE_HEADER_DONE, NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SWITCHING_PROTOCOLS,
+    NGX_HTTP_UPSTREAM_INVALID_HEADER, NGX_LOG_ERR, NGX_OK,
 };
 use ngx::ngx_string;
 
@@ -53,14 +53,22 @@ unsafe fn loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a mut WsgiLocConf {
     unsafe { &mut *(*(*r).loc_conf.add(module_index()) as *mut WsgiLocConf) }
 }
 
-/// The status-line parser state kept in the request's module context.
+/// Per-request state, in the request pool: the status-line parser's, and whether the
+/// server promised to keep the connection open (docs/protocol.md).
+#[repr(C)]
+pub struct RequestCtx {
+    status: ngx_http_status_t,
+    server_keeps_alive: bool,
+}
+
+/// The request's module context.
 ///
 /// # Safety
 /// `r` is a live request.
-unsafe fn status_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ngx_http_status_t> {
+unsafe fn request_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut RequestCtx> {
     // SAFETY: per the contract; the ctx array has a slot for every HTTP module, ours set
     // by the content handler to a pool allocation.
-    unsafe { (*(*r).ctx.add(module_index()) as *mut ngx_http_status_t).as_mut() }
+    unsafe { (*(*r).ctx.add(module_index()) as *mut RequestCtx).as_mut() }
 }
 
 /// The content handler of a `wsgi_pass` location.
@@ -71,11 +79,11 @@ pub extern "C" fn ngx_http_wsgi_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         if ngx_http_upstream_create(r) != NGX_OK as ngx_int_t {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }
-        let status = ngx_pcalloc((*r).pool, mem::size_of::<ngx_http_status_t>());
-        if status.is_null() {
+        let ctx = ngx_pcalloc((*r).pool, mem::size_of::<RequestCtx>());
+        if ctx.is_null() {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }
-        *(*r).ctx.add(module_index()) = status;
+        *(*r).ctx.add(module_index()) = ctx;
 
         let conf = loc_conf(r);
         let u: &mut ngx_http_upstream_t = &mut *(*r).upstream;
@@ -95,10 +103,10 @@ pub extern "C" fn ngx_http_wsgi_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         if u.pipe.is_null() {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }
-        (*u.pipe).input_filter = Some(ngx_event_pipe_copy_input_filter);
+        (*u.pipe).input_filter = Some(buffered_copy_filter);
         (*u.pipe).input_ctx = r as *mut c_void;
         u.input_filter_init = Some(input_filter_init);
-        u.input_filter = Some(ngx_http_upstream_non_buffered_filter);
+        u.input_filter = Some(non_buffered_copy_filter);
         u.input_filter_ctx = r as *mut c_void;
 
         if conf.upstream.request_buffering == 0
@@ -180,9 +188,12 @@ unsafe fn request_vars(r: *mut ngx_http_request_t) -> Option<Vec<(Vec<u8>, Vec<u
 
 extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls create_request with a live request whose upstream we set up.
-    let Some(vars) = (unsafe { request_vars(r) }) else {
+    let Some(mut vars) = (unsafe { request_vars(r) }) else {
         return NGX_ERROR as ngx_int_t;
     };
+    // Ask to keep the connection for length-delimited responses (docs/protocol.md); a
+    // stock server ignores the var and closes, and nginx then does too.
+    vars.push((b"NGX_WSGI_KEEPALIVE".to_vec(), b"1".to_vec()));
     let packet = match uwsgi_proto::encode_request(
         0,
         vars.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
@@ -234,11 +245,12 @@ extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
 extern "C" fn reinit_request(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls this with a live request before retrying on another server.
     unsafe {
-        if let Some(status) = status_ctx(r) {
-            status.code = 0;
-            status.count = 0;
-            status.start = ptr::null_mut();
-            status.end = ptr::null_mut();
+        if let Some(ctx) = request_ctx(r) {
+            ctx.status.code = 0;
+            ctx.status.count = 0;
+            ctx.status.start = ptr::null_mut();
+            ctx.status.end = ptr::null_mut();
+            ctx.server_keeps_alive = false;
             (*(*r).upstream).process_header = Some(process_status_line);
             (*r).state = 0;
         }
@@ -250,9 +262,10 @@ extern "C" fn process_status_line(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls this with a live request whose upstream buffer holds the start
     // of the response; the parser and copies work within that buffer and the pool.
     unsafe {
-        let Some(status) = status_ctx(r) else {
+        let Some(ctx) = request_ctx(r) else {
             return NGX_ERROR as ngx_int_t;
         };
+        let status = &mut ctx.status;
         let u = &mut *(*r).upstream;
         let rc = ngx_http_parse_status_line(r, &mut u.buffer, status);
         if rc == NGX_AGAIN as ngx_int_t {
@@ -324,6 +337,15 @@ extern "C" fn process_header(r: *mut ngx_http_request_t) -> ngx_int_t {
                         *h.lowcase_key.add(i) = (*h.key.data.add(i)).to_ascii_lowercase();
                     }
                 }
+                // The server's promise to keep the connection (docs/protocol.md).
+                let lowcase_key = core::slice::from_raw_parts(h.lowcase_key, h.key.len);
+                if lowcase_key == b"connection"
+                    && bytes(&h.value).eq_ignore_ascii_case(b"keep-alive")
+                {
+                    if let Some(ctx) = request_ctx(r) {
+                        ctx.server_keeps_alive = true;
+                    }
+                }
                 let hh = ngx_hash_find(&mut umcf.headers_in_hash, h.hash, h.lowcase_key, h.key.len)
                     as *mut ngx_http_upstream_header_t;
                 if let Some(handler) = hh.as_ref().and_then(|hh| hh.handler) {
@@ -366,6 +388,17 @@ extern "C" fn process_header(r: *mut ngx_http_request_t) -> ngx_int_t {
                 {
                     u.set_upgrade(1);
                 }
+                // A response without a body is complete now, and nginx may finalize a
+                // HEAD request before any body filter runs: mark the connection
+                // reusable here, as the proxy module does.
+                let status = u.headers_in.status_n;
+                if status == NGX_HTTP_NO_CONTENT as usize
+                    || status == NGX_HTTP_NOT_MODIFIED as usize
+                    || (*r).method == NGX_HTTP_HEAD as usize
+                    || u.headers_in.content_length_n == 0
+                {
+                    u.set_keepalive(reusable(r) as u32);
+                }
                 return NGX_OK as ngx_int_t;
             }
             if rc == NGX_AGAIN as ngx_int_t {
@@ -377,22 +410,142 @@ extern "C" fn process_header(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
 }
 
+/// Whether the connection can go back to nginx's keepalive cache once this response is
+/// read: the server promised it, and did not also say "close".
+///
+/// # Safety
+/// `r` is a live request with an upstream.
+unsafe fn reusable(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: per the contract.
+    unsafe {
+        let promised = request_ctx(r).is_some_and(|ctx| ctx.server_keeps_alive);
+        promised && (*(*r).upstream).headers_in.connection_close() == 0
+    }
+}
+
 extern "C" fn input_filter_init(data: *mut c_void) -> ngx_int_t {
     let r = data as *mut ngx_http_request_t;
     // SAFETY: nginx passes the input_filter_ctx we set: the request, with its pipe.
     unsafe {
+        let keep = reusable(r);
         let u = &mut *(*r).upstream;
         let status = u.headers_in.status_n;
-        let length =
-            if status == NGX_HTTP_NO_CONTENT as usize || status == NGX_HTTP_NOT_MODIFIED as usize {
-                0
-            } else if (*r).method == NGX_HTTP_HEAD as usize {
-                -1
-            } else {
-                u.headers_in.content_length_n
-            };
+        let no_body =
+            status == NGX_HTTP_NO_CONTENT as usize || status == NGX_HTTP_NOT_MODIFIED as usize;
+        let head = (*r).method == NGX_HTTP_HEAD as usize;
+        // A stock server may send a body after a HEAD response and close: read to the end.
+        let length = if no_body || (head && keep) {
+            0
+        } else if head {
+            -1
+        } else {
+            u.headers_in.content_length_n
+        };
         (*u.pipe).length = length;
         u.length = length;
+        if length == 0 {
+            // No body: the filters will not be called to see it end.
+            u.set_keepalive(keep as u32);
+        }
+    }
+    NGX_OK as ngx_int_t
+}
+
+/// The buffered-mode body filter: passes the bytes on, and once a Content-Length body is
+/// complete hands the connection back for reuse (the proxy module's copy filter).
+extern "C" fn buffered_copy_filter(p: *mut ngx_event_pipe_t, buf: *mut ngx_buf_t) -> ngx_int_t {
+    // SAFETY: nginx's event pipe calls this with itself and a buffer it read; the chain
+    // link comes from the pipe's free list, as in ngx_event_pipe_copy_input_filter.
+    unsafe {
+        let (p, buf) = (&mut *p, &mut *buf);
+        if buf.pos == buf.last || p.upstream_done() != 0 {
+            return NGX_OK as ngx_int_t;
+        }
+        let r = p.input_ctx as *mut ngx_http_request_t;
+        if p.length == 0 {
+            log_error(r, "upstream sent more data than its Content-Length");
+            (*(*r).upstream).set_keepalive(0);
+            p.set_upstream_done(1);
+            return NGX_OK as ngx_int_t;
+        }
+        let cl = ngx_chain_get_free_buf(p.pool, &mut p.free);
+        if cl.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        let b = &mut *(*cl).buf;
+        ptr::copy_nonoverlapping(buf as *const ngx_buf_t, b, 1);
+        b.shadow = buf;
+        b.tag = p.tag;
+        b.set_last_shadow(1);
+        b.set_recycled(1);
+        buf.shadow = b;
+        if p.in_.is_null() {
+            p.in_ = cl;
+        } else {
+            *p.last_in = cl;
+        }
+        p.last_in = &mut (*cl).next;
+        if p.length == -1 {
+            return NGX_OK as ngx_int_t;
+        }
+        let size = b.last.offset_from(b.pos) as i64;
+        if size > p.length {
+            log_error(r, "upstream sent more data than its Content-Length");
+            b.last = b.pos.add(p.length as usize);
+            p.set_upstream_done(1);
+            return NGX_OK as ngx_int_t;
+        }
+        p.length -= size;
+        if p.length == 0 {
+            (*(*r).upstream).set_keepalive(reusable(r) as u32);
+        }
+    }
+    NGX_OK as ngx_int_t
+}
+
+/// The unbuffered-mode body filter (`wsgi_buffering off`, upgraded connections): the same
+/// bookkeeping as [`buffered_copy_filter`] on the upstream's own buffer.
+extern "C" fn non_buffered_copy_filter(data: *mut c_void, bytes: isize) -> ngx_int_t {
+    let r = data as *mut ngx_http_request_t;
+    // SAFETY: nginx calls this with the input_filter_ctx we set (the request) after
+    // reading `bytes` more into u->buffer; links come from u->free_bufs, as in
+    // ngx_http_upstream_non_buffered_filter.
+    unsafe {
+        let u = &mut *(*r).upstream;
+        if u.length == 0 {
+            log_error(r, "upstream sent more data than its Content-Length");
+            u.set_keepalive(0);
+            return NGX_OK as ngx_int_t;
+        }
+        let mut ll: *mut *mut ngx_chain_t = &mut u.out_bufs;
+        while !(*ll).is_null() {
+            ll = &mut (**ll).next;
+        }
+        let cl = ngx_chain_get_free_buf((*r).pool, &mut u.free_bufs);
+        if cl.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        *ll = cl;
+        let out = &mut *(*cl).buf;
+        out.set_flush(1);
+        out.set_memory(1);
+        out.pos = u.buffer.last;
+        u.buffer.last = u.buffer.last.offset(bytes);
+        out.last = u.buffer.last;
+        out.tag = u.output.tag;
+        if u.length == -1 {
+            return NGX_OK as ngx_int_t;
+        }
+        if bytes as i64 > u.length {
+            log_error(r, "upstream sent more data than its Content-Length");
+            out.last = out.pos.add(u.length as usize);
+            u.length = 0;
+            return NGX_OK as ngx_int_t;
+        }
+        u.length -= bytes as i64;
+        if u.length == 0 {
+            u.set_keepalive(reusable(r) as u32);
+        }
     }
     NGX_OK as ngx_int_t
 }

@@ -102,6 +102,28 @@ pub enum Framing {
     Chunked,
 }
 
+/// What a uwsgi client said it can do with a kept-alive connection (NGX_WSGI_KEEPALIVE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    /// Stock uwsgi: the connection closes after the response.
+    Off,
+    /// `1`: reuse after a response delimited by Content-Length (or without a body).
+    Length,
+    /// `chunked`: chunked responses too.
+    Chunked,
+}
+
+impl KeepAlive {
+    /// From the NGX_WSGI_KEEPALIVE var's value (docs/protocol.md).
+    pub fn from_var(value: Option<&[u8]>) -> KeepAlive {
+        match value {
+            Some(b"1") => KeepAlive::Length,
+            Some(b"chunked") => KeepAlive::Chunked,
+            _ => KeepAlive::Off,
+        }
+    }
+}
+
 /// The state `start_response` and `write()` share with the server for one request.
 pub struct ResponseState {
     pub head: Option<ResponseHead>,
@@ -110,8 +132,8 @@ pub struct ResponseState {
     pub head_only: bool,
     pub body_bytes: u64,
     pub sink: Sink,
-    /// The client asked to reuse the connection (NGX_WSGI_KEEPALIVE).
-    keep_alive_requested: bool,
+    /// What the client can do with a reused connection (NGX_WSGI_KEEPALIVE).
+    keep_alive: KeepAlive,
     /// Decided when the head is committed.
     pub framing: Framing,
     /// The app's body did not match its Content-Length: the connection cannot be reused.
@@ -124,21 +146,17 @@ pub type SharedResponse = Arc<Mutex<ResponseState>>;
 
 impl ResponseState {
     pub fn new(sink: Sink, head_only: bool) -> SharedResponse {
-        Self::with_keep_alive(sink, head_only, false)
+        Self::with_keep_alive(sink, head_only, KeepAlive::Off)
     }
 
-    pub fn with_keep_alive(
-        sink: Sink,
-        head_only: bool,
-        keep_alive_requested: bool,
-    ) -> SharedResponse {
+    pub fn with_keep_alive(sink: Sink, head_only: bool, keep_alive: KeepAlive) -> SharedResponse {
         Arc::new(Mutex::new(ResponseState {
             head: None,
             head_sent: false,
             head_only,
             body_bytes: 0,
             sink,
-            keep_alive_requested,
+            keep_alive,
             framing: Framing::UntilClose,
             framing_broken: false,
             reusable: false,
@@ -150,15 +168,17 @@ impl ResponseState {
         let head = self.head.as_ref().ok_or_else(|| {
             io::Error::other("the app returned a body without calling start_response")
         })?;
-        if !self.keep_alive_requested {
-            self.framing = Framing::UntilClose;
+        self.framing = match (self.keep_alive, head.content_length()) {
+            (KeepAlive::Off, _) => Framing::UntilClose,
+            _ if self.head_only || head.has_no_body() => Framing::Empty,
+            (_, Some(length)) => Framing::Length(length),
+            (KeepAlive::Chunked, None) => Framing::Chunked,
+            // A client that cannot read chunks gets the body delimited by closing.
+            (KeepAlive::Length, None) => Framing::UntilClose,
+        };
+        if self.framing == Framing::UntilClose {
             return Ok(head.to_http1());
         }
-        self.framing = match head.content_length() {
-            _ if self.head_only || head.has_no_body() => Framing::Empty,
-            Some(length) => Framing::Length(length),
-            None => Framing::Chunked,
-        };
         Ok(match self.framing {
             Framing::Chunked => head.to_http1_with(&[
                 ("Connection", "keep-alive"),
@@ -236,7 +256,7 @@ impl ResponseState {
             Framing::Length(remaining) if remaining > 0 => self.framing_broken = true,
             _ => {}
         }
-        self.reusable = self.keep_alive_requested
+        self.reusable = self.keep_alive != KeepAlive::Off
             && self.framing != Framing::UntilClose
             && !self.framing_broken;
         Ok(self.reusable)
@@ -422,7 +442,7 @@ mod tests {
     /// A response state writing to one end of a socket pair, and the other end.
     fn socket_response(
         head_only: bool,
-        keep_alive: bool,
+        keep_alive: KeepAlive,
     ) -> (SharedResponse, std::os::unix::net::UnixStream) {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         let sink = Sink::Socket(Arc::new(Conn::Unix(ours)));
@@ -452,7 +472,7 @@ mod tests {
 
     #[test]
     fn kept_alive_body_without_length_is_chunked() {
-        let (response, theirs) = socket_response(false, true);
+        let (response, theirs) = socket_response(false, KeepAlive::Chunked);
         let mut state = lock(&response);
         state.head = Some(head("200 OK", &[("Content-Type", "text/plain")]));
         state.send_body(b"abc").unwrap();
@@ -468,9 +488,20 @@ mod tests {
     }
 
     #[test]
+    fn a_client_without_chunked_gets_an_unframed_body_and_a_close() {
+        let (response, theirs) = socket_response(false, KeepAlive::Length);
+        let mut state = lock(&response);
+        state.head = Some(head("200 OK", &[]));
+        state.send_body(b"streamed").unwrap();
+        assert!(!state.finish().unwrap());
+        drop(state);
+        assert_eq!(written(response, theirs), "HTTP/1.1 200 OK\r\n\r\nstreamed");
+    }
+
+    #[test]
     fn kept_alive_body_that_breaks_its_length_ends_the_connection() {
         for (body, sent) in [(&b"abc"[..], "abc"), (&b"abcdefghijkl"[..], "abcdefghij")] {
-            let (response, theirs) = socket_response(false, true);
+            let (response, theirs) = socket_response(false, KeepAlive::Length);
             let mut state = lock(&response);
             state.head = Some(head("200 OK", &[("Content-Length", "10")]));
             state.send_body(body).unwrap();
@@ -487,7 +518,7 @@ mod tests {
             ("204 No Content", false),
             ("304 Not Modified", false),
         ] {
-            let (response, theirs) = socket_response(head_only, true);
+            let (response, theirs) = socket_response(head_only, KeepAlive::Length);
             let mut state = lock(&response);
             state.head = Some(head(status, &[("Content-Length", "5")]));
             state.send_body(b"hello").unwrap();
@@ -500,7 +531,7 @@ mod tests {
 
     #[test]
     fn without_keep_alive_the_response_is_uwsgis() {
-        let (response, theirs) = socket_response(false, false);
+        let (response, theirs) = socket_response(false, KeepAlive::Off);
         let mut state = lock(&response);
         state.head = Some(head("200 OK", &[]));
         state.send_body(b"body").unwrap();
