@@ -2,8 +2,8 @@
 
 Every backend serves bench/app.py with the same process count behind one nginx (one
 worker, a server block each): stock `uwsgi_pass` on unix sockets to ngx-wsgi and to
-uWSGI (pyuwsgi), and `proxy_pass` with upstream keepalive to ngx-wsgi's own HTTP
-listener and to Granian. Ratios are to the nginx + uwsgi_pass + uWSGI stack. For each workload the targets run in
+uWSGI (pyuwsgi), our module's `wsgi_pass` with upstream keepalive to ngx-wsgi, and
+`proxy_pass` with upstream keepalive to ngx-wsgi's own HTTP listener and to Granian. Ratios are to the nginx + uwsgi_pass + uWSGI stack. For each workload the targets run in
 turn, several rounds, so drift on the machine hits both alike. CPU per request is read
 from /proc: user+system time of the backend's processes (and of nginx's worker) over the
 run, divided by the requests wrk completed.
@@ -117,6 +117,10 @@ def main():
         "uwsgi_pass + ngx-wsgi": (
             [ngx_wsgi, "--socket", str(work / "ngx-wsgi.sock"), *common],
             str(work / "ngx-wsgi.sock"), uwsgi_pass.format(sock=work / "ngx-wsgi.sock"), None),
+        "wsgi_pass keepalive + ngx-wsgi": (
+            [ngx_wsgi, "--socket", str(work / "ngx-wsgi-ka.sock"), *common],
+            str(work / "ngx-wsgi-ka.sock"), "wsgi_pass ngx_wsgi_ka;",
+            f"upstream ngx_wsgi_ka {{ server unix:{work / 'ngx-wsgi-ka.sock'}; keepalive 32; }}"),
         "uwsgi_pass + uWSGI": (
             [str(ROOT / ".venv" / "bin" / "uwsgi"), "--socket", str(work / "uWSGI.sock"), *common,
              "--buffer-size", "65535", "--die-on-term"],
@@ -144,7 +148,9 @@ def main():
         servers.append(f"server {{ listen 127.0.0.1:{ports[name]} backlog=1024; location / {{ {location} }} }}")
         if upstream:
             upstreams.append(upstream)
+    module = ROOT / "target" / "release" / "libngx_http_wsgi_module.so"
     (work / "nginx.conf").write_text(f"""
+        load_module {module};
         user root; worker_processes 1; pid {work}/nginx.pid; error_log {work}/nginx-error.log;
         events {{ worker_connections 4096; }}
         http {{ access_log off; client_body_temp_path {work}/body; client_body_buffer_size 64k;
