@@ -55,6 +55,36 @@ def test_wrong_arguments_are_nginx_style_errors_with_file_and_line(tmp_path):
         assert f"in {tmp_path}/nginx.conf:{line}" in out.stderr, out.stderr
 
 
+ALL_DIRECTIVES = """
+            wsgi_pass unix:/run/app.sock;
+            wsgi_param X_A b if_not_empty;
+            wsgi_modifier1 0; wsgi_modifier2 0;
+            wsgi_pass_request_headers on; wsgi_pass_request_body on;
+            wsgi_connect_timeout 5s; wsgi_send_timeout 30s; wsgi_read_timeout 120s;
+            wsgi_buffering on; wsgi_request_buffering on;
+            wsgi_buffer_size 8k; wsgi_buffers 8 8k; wsgi_busy_buffers_size 16k;
+            wsgi_max_temp_file_size 100m; wsgi_temp_file_write_size 16k; wsgi_temp_path /tmp/wsgi_temp 1 2;
+            wsgi_next_upstream error timeout http_503; wsgi_next_upstream_tries 3; wsgi_next_upstream_timeout 10s;
+            wsgi_intercept_errors off; wsgi_hide_header X-Secret; wsgi_pass_header Server;
+            wsgi_ignore_headers X-Accel-Expires; wsgi_bind 127.0.0.1; wsgi_socket_keepalive on;
+            wsgi_ignore_client_abort off; wsgi_limit_rate 0;
+"""
+
+
+def test_every_directive_of_the_uwsgi_family_is_accepted(tmp_path):
+    out = nginx_t(tmp_path, ALL_DIRECTIVES)
+    assert out.returncode == 0, out.stderr
+
+
+def test_buffer_settings_are_checked_as_uwsgi_passs_are(tmp_path):
+    out = nginx_t(tmp_path, "wsgi_pass unix:/a.sock; wsgi_buffers 1 4k;")
+    assert out.returncode == 1 and 'there must be at least 2 "wsgi_buffers"' in out.stderr
+    out = nginx_t(tmp_path, "wsgi_pass unix:/a.sock; wsgi_busy_buffers_size 1k;")
+    assert out.returncode == 1 and '"wsgi_busy_buffers_size" must be equal to or greater than' in out.stderr
+    out = nginx_t(tmp_path, "wsgi_pass unix:/a.sock; wsgi_modifier1 300;")
+    assert out.returncode == 1 and '"wsgi_modifier1" must be from 0 to 255' in out.stderr
+
+
 def start(daemon, nginx, tmp_path, http_extra="", location_extra="", app="pep3333.py"):
     sock = str(tmp_path / "app.sock")
     d = daemon("--socket", sock, "--wsgi-file", APPS / app, ready=sock)
@@ -196,3 +226,44 @@ def test_install_lays_out_debian_style_files(tmp_path):
     enabled = tmp_path / "etc/nginx/modules-enabled/50-mod-http-wsgi.conf"
     assert os.readlink(enabled) == "/usr/share/nginx/modules-available/mod-http-wsgi.conf"
     assert os.access(tmp_path / "usr/local/bin/ngx-wsgi", os.X_OK)
+
+
+def test_read_timeout_is_a_504(daemon, nginx, tmp_path):
+    _, n = start(daemon, nginx, tmp_path, location_extra="wsgi_read_timeout 500ms;")
+    r = requests.get(f"{n.url}/sleep?seconds=2")
+    assert r.status_code == 504
+    assert "upstream timed out" in n.error_log()
+
+
+def test_hide_header_and_pass_request_headers(daemon, nginx, tmp_path):
+    _, n = start(daemon, nginx, tmp_path, location_extra="wsgi_hide_header X-Latin; wsgi_pass_request_headers off;")
+    assert "X-Latin" not in requests.get(f"{n.url}/latin1").headers
+    env = requests.get(f"{n.url}/environ", headers={"X-Custom": "v"}).json()
+    assert not [k for k in env if k.startswith("HTTP_")]
+
+
+def test_modifier1_reaches_the_backend(daemon, nginx, tmp_path):
+    _, n = start(daemon, nginx, tmp_path, location_extra="wsgi_modifier1 5;")
+    r = requests.get(f"{n.url}/pid")
+    assert r.status_code == 400
+    assert "uwsgi modifier1 5 is not a WSGI request" in r.text
+
+
+def test_intercept_errors(daemon, nginx, tmp_path):
+    _, n = start(daemon, nginx, tmp_path, location_extra="wsgi_intercept_errors on; error_page 404 =200 /pid;")
+    r = requests.get(f"{n.url}/no-such-page")
+    assert r.status_code == 200 and r.text.isdigit()
+
+
+def test_unbuffered_responses_stream_and_reuse_connections(daemon, nginx, tmp_path):
+    sock = str(tmp_path / "app.sock")
+    d = daemon("--socket", sock, "--wsgi-file", APPS / "pep3333.py", env={"NGX_WSGI_LOG": "debug"}, ready=sock)
+    n = nginx("app", module=True, location_extra="wsgi_buffering off;",
+              http_extra=f"upstream app {{ server unix:{sock}; keepalive 4; }}")
+    s = requests.Session()
+    for _ in range(10):
+        assert s.get(f"{n.url}/big?kib=100").content == b"x" * 102400
+        assert s.get(f"{n.url}/pid").text.isdigit()
+    assert s.get(f"{n.url}/generator").text.startswith("chunk 0")
+    wait_for(lambda: d.log().count(" => ") >= 21, 5, "every request in the log")
+    assert d.log().count("connection accepted") <= 4

@@ -5,9 +5,8 @@
 //! upstream callbacks) is in `upstream.rs`. Raw FFI stays in these two files, each
 //! `unsafe` block with the nginx guarantee it relies on.
 //!
-//! Work in progress: `wsgi_pass` (an address or an upstream name, no variables yet) and
-//! `wsgi_param`; the other `wsgi_*` directives of the module issue, connection reuse
-//! (docs/protocol.md) and `make demo` through the module are still to come.
+//! The `wsgi_*` directives mirror the `uwsgi_*` family (same contexts, defaults and
+//! meaning). Not yet: variables in `wsgi_pass`, chunked responses on reused connections.
 
 mod upstream;
 
@@ -16,15 +15,19 @@ use core::{mem, ptr};
 
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_array_create, ngx_array_push, ngx_array_t, ngx_command_t, ngx_conf_merge_path_value,
-    ngx_conf_t, ngx_flag_t, ngx_hash_init_t, ngx_http_compile_complex_value,
-    ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_http_conf_ctx_t,
-    ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_module_t, ngx_http_upstream_add,
-    ngx_http_upstream_conf_t, ngx_http_upstream_hide_headers_hash, ngx_module_t, ngx_msec_t,
-    ngx_path_init_t, ngx_pcalloc, ngx_str_t, ngx_uint_t, ngx_url_t, NGX_CONF_BITMASK_SET,
-    NGX_CONF_TAKE1, NGX_CONF_TAKE23, NGX_HTTP_LIF_CONF, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
-    NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_LOG_EMERG, NGX_OK,
+    ngx_array_create, ngx_array_push, ngx_array_t, ngx_command_t, ngx_conf_bitmask_t,
+    ngx_conf_merge_path_value, ngx_conf_set_bitmask_slot, ngx_conf_set_bufs_slot,
+    ngx_conf_set_flag_slot, ngx_conf_set_msec_slot, ngx_conf_set_num_slot, ngx_conf_set_path_slot,
+    ngx_conf_set_size_slot, ngx_conf_set_str_array_slot, ngx_conf_t, ngx_flag_t, ngx_hash_init_t,
+    ngx_http_compile_complex_value, ngx_http_compile_complex_value_t, ngx_http_complex_value_t,
+    ngx_http_conf_ctx_t, ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_module_t,
+    ngx_http_upstream_add, ngx_http_upstream_bind_set_slot, ngx_http_upstream_conf_t,
+    ngx_http_upstream_hide_headers_hash, ngx_module_t, ngx_msec_t, ngx_path_init_t, ngx_pcalloc,
+    ngx_str_t, ngx_uint_t, ngx_url_t, NGX_CONF_1MORE, NGX_CONF_BITMASK_SET, NGX_CONF_FLAG,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE1234, NGX_CONF_TAKE2, NGX_CONF_TAKE23,
+    NGX_HTTP_LIF_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_TIMEOUT,
+    NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::{ngx_conf_log_error, ngx_string};
 
@@ -52,6 +55,9 @@ pub struct WsgiLocConf {
     user_params: *mut ngx_array_t,
     /// What requests send: the defaults not overridden, then the user's (after merge).
     params: *mut ngx_array_t,
+    /// `wsgi_modifier1`, `wsgi_modifier2`: the packet header's modifiers.
+    modifier1: ngx_uint_t,
+    modifier2: ngx_uint_t,
 }
 
 /// The params Debian's `uwsgi_params` file sets, which `wsgi_pass` sends without an
@@ -95,7 +101,90 @@ static mut TEMP_PATH: ngx_path_init_t = ngx_path_init_t {
     level: [1, 2, 0],
 };
 
-static mut NGX_HTTP_WSGI_COMMANDS: [ngx_command_t; 3] = [
+/// `wsgi_next_upstream`'s values, as `uwsgi_next_upstream`'s.
+static mut NEXT_UPSTREAM_MASKS: [ngx_conf_bitmask_t; 12] = [
+    mask(ngx_string!("error"), NGX_HTTP_UPSTREAM_FT_ERROR),
+    mask(ngx_string!("timeout"), NGX_HTTP_UPSTREAM_FT_TIMEOUT),
+    mask(
+        ngx_string!("invalid_header"),
+        ngx::ffi::NGX_HTTP_UPSTREAM_FT_INVALID_HEADER,
+    ),
+    mask(
+        ngx_string!("non_idempotent"),
+        ngx::ffi::NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT,
+    ),
+    mask(
+        ngx_string!("http_500"),
+        ngx::ffi::NGX_HTTP_UPSTREAM_FT_HTTP_500,
+    ),
+    mask(
+        ngx_string!("http_503"),
+        ngx::ffi::NGX_HTTP_UPSTREAM_FT_HTTP_503,
+    ),
+    mask(
+        ngx_string!("http_403"),
+        ngx::ffi::NGX_HTTP_UPSTREAM_FT_HTTP_403,
+    ),
+    mask(
+        ngx_string!("http_404"),
+        ngx::ffi::NGX_HTTP_UPSTREAM_FT_HTTP_404,
+    ),
+    mask(
+        ngx_string!("http_429"),
+        ngx::ffi::NGX_HTTP_UPSTREAM_FT_HTTP_429,
+    ),
+    mask(
+        ngx_string!("updating"),
+        ngx::ffi::NGX_HTTP_UPSTREAM_FT_UPDATING,
+    ),
+    mask(ngx_string!("off"), ngx::ffi::NGX_HTTP_UPSTREAM_FT_OFF),
+    mask(
+        ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        },
+        0,
+    ),
+];
+
+const fn mask(name: ngx_str_t, mask: u32) -> ngx_conf_bitmask_t {
+    ngx_conf_bitmask_t {
+        name,
+        mask: mask as ngx_uint_t,
+    }
+}
+
+/// The contexts of every directive but wsgi_pass, as for the uwsgi_* family.
+const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+type Setter = unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
+
+/// A directive that stores into a field of the location configuration with one of
+/// nginx's own slot setters (or ours, for wsgi_param).
+const fn slot(
+    name: ngx_str_t,
+    args: u32,
+    set: Setter,
+    offset: usize,
+    post: *mut c_void,
+) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: (ANY_LEVEL | args) as ngx_uint_t,
+        set: Some(set),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset,
+        post,
+    }
+}
+
+macro_rules! field {
+    ($($path:tt)+) => { mem::offset_of!(WsgiLocConf, $($path)+) };
+}
+
+const NONE: *mut c_void = ptr::null_mut();
+
+static mut NGX_HTTP_WSGI_COMMANDS: [ngx_command_t; 29] = [
     ngx_command_t {
         name: ngx_string!("wsgi_pass"),
         type_: (NGX_HTTP_LOC_CONF | NGX_HTTP_LIF_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
@@ -104,15 +193,195 @@ static mut NGX_HTTP_WSGI_COMMANDS: [ngx_command_t; 3] = [
         offset: 0,
         post: ptr::null_mut(),
     },
-    ngx_command_t {
-        name: ngx_string!("wsgi_param"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE23)
-            as ngx_uint_t,
-        set: Some(ngx_http_wsgi_param),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
+    slot(
+        ngx_string!("wsgi_param"),
+        NGX_CONF_TAKE23,
+        ngx_http_wsgi_param,
+        0,
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_modifier1"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_num_slot,
+        field!(modifier1),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_modifier2"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_num_slot,
+        field!(modifier2),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_pass_request_headers"),
+        NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        field!(upstream.pass_request_headers),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_pass_request_body"),
+        NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        field!(upstream.pass_request_body),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_connect_timeout"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        field!(upstream.connect_timeout),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_send_timeout"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        field!(upstream.send_timeout),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_read_timeout"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        field!(upstream.read_timeout),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_buffering"),
+        NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        field!(upstream.buffering),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_request_buffering"),
+        NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        field!(upstream.request_buffering),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_buffer_size"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        field!(upstream.buffer_size),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_buffers"),
+        NGX_CONF_TAKE2,
+        ngx_conf_set_bufs_slot,
+        field!(upstream.bufs),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_busy_buffers_size"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        field!(upstream.busy_buffers_size_conf),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_max_temp_file_size"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        field!(upstream.max_temp_file_size_conf),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_temp_file_write_size"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        field!(upstream.temp_file_write_size_conf),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_temp_path"),
+        NGX_CONF_TAKE1234,
+        ngx_conf_set_path_slot,
+        field!(upstream.temp_path),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_next_upstream"),
+        NGX_CONF_1MORE,
+        ngx_conf_set_bitmask_slot,
+        field!(upstream.next_upstream),
+        &raw mut NEXT_UPSTREAM_MASKS as *mut c_void,
+    ),
+    slot(
+        ngx_string!("wsgi_next_upstream_tries"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_num_slot,
+        field!(upstream.next_upstream_tries),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_next_upstream_timeout"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        field!(upstream.next_upstream_timeout),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_intercept_errors"),
+        NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        field!(upstream.intercept_errors),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_hide_header"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_str_array_slot,
+        field!(upstream.hide_headers),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_pass_header"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_str_array_slot,
+        field!(upstream.pass_headers),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_ignore_headers"),
+        NGX_CONF_1MORE,
+        ngx_conf_set_bitmask_slot,
+        field!(upstream.ignore_headers),
+        &raw mut ngx::ffi::ngx_http_upstream_ignore_headers_masks as *mut c_void,
+    ),
+    slot(
+        ngx_string!("wsgi_bind"),
+        NGX_CONF_TAKE12,
+        ngx_http_upstream_bind_set_slot,
+        field!(upstream.local),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_socket_keepalive"),
+        NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        field!(upstream.socket_keepalive),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_ignore_client_abort"),
+        NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        field!(upstream.ignore_client_abort),
+        NONE,
+    ),
+    slot(
+        ngx_string!("wsgi_limit_rate"),
+        NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        field!(upstream.limit_rate),
+        NONE,
+    ),
     ngx_command_t::empty(),
 ];
 
@@ -298,6 +567,8 @@ extern "C" fn ngx_http_wsgi_create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void 
         if conf.is_null() {
             return ptr::null_mut();
         }
+        (*conf).modifier1 = UNSET_UINT;
+        (*conf).modifier2 = UNSET_UINT;
         let u = &mut (*conf).upstream;
         u.next_upstream_tries = UNSET_UINT;
         u.buffering = UNSET_FLAG;
@@ -353,6 +624,17 @@ extern "C" fn ngx_http_wsgi_merge_loc_conf(
     };
     // SAFETY: ngx_pagesize is set by nginx before configuration is read.
     let page = unsafe { ngx::ffi::ngx_pagesize };
+    merge(&mut conf.modifier1, prev.modifier1, UNSET_UINT, 0);
+    merge(&mut conf.modifier2, prev.modifier2, UNSET_UINT, 0);
+    for (value, name) in [
+        (conf.modifier1, "wsgi_modifier1"),
+        (conf.modifier2, "wsgi_modifier2"),
+    ] {
+        if value > 255 {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" must be from 0 to 255");
+            return NGX_CONF_ERROR;
+        }
+    }
     let (c, p) = (&mut conf.upstream, &prev.upstream);
     merge(
         &mut c.next_upstream_tries,
@@ -390,6 +672,14 @@ extern "C" fn ngx_http_wsgi_merge_loc_conf(
             ngx::ffi::ngx_bufs_t { num: 8, size: page }
         };
     }
+    if c.bufs.num < 2 {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "there must be at least 2 \"wsgi_buffers\""
+        );
+        return NGX_CONF_ERROR;
+    }
     let size = c.buffer_size.max(c.bufs.size);
     merge(
         &mut c.busy_buffers_size_conf,
@@ -402,6 +692,23 @@ extern "C" fn ngx_http_wsgi_merge_loc_conf(
     } else {
         c.busy_buffers_size_conf
     };
+    if c.busy_buffers_size < size {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"wsgi_busy_buffers_size\" must be equal to or greater than the maximum of the value of \
+             \"wsgi_buffer_size\" and one of the \"wsgi_buffers\""
+        );
+        return NGX_CONF_ERROR;
+    }
+    if c.busy_buffers_size > (c.bufs.num.max(1) - 1) as usize * c.bufs.size {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"wsgi_busy_buffers_size\" must be less than the size of all \"wsgi_buffers\" minus one buffer"
+        );
+        return NGX_CONF_ERROR;
+    }
     merge(
         &mut c.temp_file_write_size_conf,
         p.temp_file_write_size_conf,
@@ -424,6 +731,25 @@ extern "C" fn ngx_http_wsgi_merge_loc_conf(
     } else {
         c.max_temp_file_size_conf
     };
+    if c.temp_file_write_size < size {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"wsgi_temp_file_write_size\" must be equal to or greater than the maximum of the value of \
+             \"wsgi_buffer_size\" and one of the \"wsgi_buffers\""
+        );
+        return NGX_CONF_ERROR;
+    }
+    if c.max_temp_file_size != 0 && c.max_temp_file_size < size {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"wsgi_max_temp_file_size\" must be equal to zero to disable temporary files usage or must be \
+             equal to or greater than the maximum of the value of \"wsgi_buffer_size\" and one of the \
+             \"wsgi_buffers\""
+        );
+        return NGX_CONF_ERROR;
+    }
     if c.ignore_headers == 0 {
         c.ignore_headers = if p.ignore_headers != 0 {
             p.ignore_headers
@@ -437,6 +763,9 @@ extern "C" fn ngx_http_wsgi_merge_loc_conf(
         } else {
             (NGX_CONF_BITMASK_SET | NGX_HTTP_UPSTREAM_FT_ERROR | NGX_HTTP_UPSTREAM_FT_TIMEOUT) as _
         };
+    }
+    if c.next_upstream & ngx::ffi::NGX_HTTP_UPSTREAM_FT_OFF as ngx_uint_t != 0 {
+        c.next_upstream = (NGX_CONF_BITMASK_SET | ngx::ffi::NGX_HTTP_UPSTREAM_FT_OFF) as ngx_uint_t;
     }
     merge(
         &mut c.pass_request_headers,

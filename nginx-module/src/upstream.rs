@@ -194,11 +194,16 @@ extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
     // Ask to keep the connection for length-delimited responses (docs/protocol.md); a
     // stock server ignores the var and closes, and nginx then does too.
     vars.push((b"NGX_WSGI_KEEPALIVE".to_vec(), b"1".to_vec()));
+    // SAFETY: a live request in a wsgi_pass location.
+    let conf = unsafe { loc_conf(r) };
     let packet = match uwsgi_proto::encode_request(
-        0,
+        conf.modifier1 as u8,
         vars.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
     ) {
-        Ok(packet) => packet,
+        Ok(mut packet) => {
+            packet[3] = conf.modifier2 as u8;
+            packet
+        }
         Err(err) => {
             log_error(r, &format!("wsgi request not sent: {err}"));
             return NGX_ERROR as ngx_int_t;
@@ -216,7 +221,6 @@ extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
         (*b).last = (*b).last.add(packet.len());
         (*cl).buf = b;
         let u = &mut *(*r).upstream;
-        let conf = loc_conf(r);
         let mut last = cl;
         let mut last_buf: *mut ngx_buf_t = b;
         if (*r).request_body_no_buffering() == 0 && conf.upstream.pass_request_body != 0 {
