@@ -1,5 +1,7 @@
-//! A client connection in blocking mode, shared by the request body reader and the
-//! response writer while a request runs.
+//! A client connection while a request runs, shared by the request body reader and the
+//! response writer: a blocking socket (a new connection on the fast path), or a kept-alive
+//! one that stays registered with the runtime and non-blocking, waited on with poll(2)
+//! when it would block, so reusing it costs no mode switch per request.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -12,14 +14,25 @@ use tokio::io::AsyncReadExt;
 pub enum Conn {
     Unix(UnixStream),
     Tcp(TcpStream),
+    /// Kept alive: registered with the runtime, non-blocking.
+    Registered(Arc<AsyncConn>),
+}
+
+/// Waits until `fd` is ready for `events`; for sockets in non-blocking mode.
+fn wait_ready(fd: BorrowedFd<'_>, events: nix::poll::PollFlags) -> io::Result<()> {
+    let mut fds = [nix::poll::PollFd::new(fd, events)];
+    loop {
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(errno) => return Err(errno.into()),
+            Ok(_) => return Ok(()),
+        }
+    }
 }
 
 impl Conn {
     pub fn write_all(&self, data: &[u8]) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => (&*s).write_all(data),
-            Conn::Tcp(s) => (&*s).write_all(data),
-        }
+        self.write_parts(&[data])
     }
 
     /// Writes several buffers (head, chunk size line, data, ...) with as few system calls
@@ -35,11 +48,19 @@ impl Conn {
             let written = match self {
                 Conn::Unix(s) => (&*s).write_vectored(slices),
                 Conn::Tcp(s) => (&*s).write_vectored(slices),
+                // Straight to the socket: tokio's cached readiness is not updated while
+                // this thread runs a request, so its try_* calls would keep refusing.
+                Conn::Registered(_) => {
+                    nix::sys::uio::writev(self.as_fd(), slices).map_err(io::Error::from)
+                }
             };
             match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    wait_ready(self.as_fd(), nix::poll::PollFlags::POLLOUT)?
+                }
                 Err(err) => return Err(err),
             }
         }
@@ -47,9 +68,20 @@ impl Conn {
     }
 
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Unix(s) => (&*s).read(buf),
-            Conn::Tcp(s) => (&*s).read(buf),
+        loop {
+            let read = match self {
+                Conn::Unix(s) => (&*s).read(buf),
+                Conn::Tcp(s) => (&*s).read(buf),
+                Conn::Registered(_) => {
+                    nix::unistd::read(self.as_fd(), buf).map_err(io::Error::from)
+                }
+            };
+            match read {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    wait_ready(self.as_fd(), nix::poll::PollFlags::POLLIN)?
+                }
+                other => return other,
+            }
         }
     }
 
@@ -71,16 +103,16 @@ impl Conn {
                 Ok(0) => return Ok(sent),
                 Ok(n) => sent += n as u64,
                 Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EAGAIN) => {
+                    wait_ready(self.as_fd(), nix::poll::PollFlags::POLLOUT)?
+                }
                 Err(errno) => return Err(errno.into()),
             }
         }
     }
 
     pub fn shutdown(&self) {
-        let _ = match self {
-            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Both),
-            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
-        };
+        let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -89,6 +121,10 @@ impl AsFd for Conn {
         match self {
             Conn::Unix(s) => s.as_fd(),
             Conn::Tcp(s) => s.as_fd(),
+            Conn::Registered(s) => match &**s {
+                AsyncConn::Unix(s) => s.as_fd(),
+                AsyncConn::Tcp(s) => s.as_fd(),
+            },
         }
     }
 }
@@ -110,8 +146,9 @@ pub enum AsyncConn {
 }
 
 impl AsyncConn {
-    pub fn from_blocking(conn: Conn) -> io::Result<AsyncConn> {
-        Ok(match conn {
+    /// Registers a connection with the runtime (once: a registered one stays as it is).
+    pub fn register(conn: Conn) -> io::Result<Arc<AsyncConn>> {
+        Ok(Arc::new(match conn {
             Conn::Unix(s) => {
                 s.set_nonblocking(true)?;
                 AsyncConn::Unix(tokio::net::UnixStream::from_std(s)?)
@@ -120,19 +157,28 @@ impl AsyncConn {
                 s.set_nonblocking(true)?;
                 AsyncConn::Tcp(tokio::net::TcpStream::from_std(s)?)
             }
-        })
+            Conn::Registered(s) => return Ok(s),
+        }))
     }
 
-    pub fn into_blocking(self) -> io::Result<Conn> {
-        let conn = match self {
-            AsyncConn::Unix(s) => Conn::Unix(s.into_std()?),
-            AsyncConn::Tcp(s) => Conn::Tcp(s.into_std()?),
-        };
-        match &conn {
-            Conn::Unix(s) => s.set_nonblocking(false)?,
-            Conn::Tcp(s) => s.set_nonblocking(false)?,
+    /// Reads what has arrived, waiting for something to arrive.
+    pub async fn read_available(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        loop {
+            let read = match self {
+                AsyncConn::Unix(s) => {
+                    s.readable().await?;
+                    s.try_read_buf(buf)
+                }
+                AsyncConn::Tcp(s) => {
+                    s.readable().await?;
+                    s.try_read_buf(buf)
+                }
+            };
+            match read {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
         }
-        Ok(conn)
     }
 
     pub async fn read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {

@@ -171,7 +171,8 @@ async fn serve_connection(
         mut received,
         mut idle,
     } = pending;
-    let mut stream = match AsyncConn::from_blocking(conn) {
+    // Registered once for the connection's life: its requests run on it as it is.
+    let mut stream = match AsyncConn::register(conn) {
         Ok(stream) => stream,
         Err(err) => {
             tracing::error!("{peer}: cannot register the connection: {err}; connection closed");
@@ -189,7 +190,10 @@ async fn serve_connection(
                             HeaderError::TooLarge { .. } => "431 Request Header Fields Too Large",
                             _ => "400 Bad Request",
                         };
-                        reject(&mut stream, status, &err.to_string()).await;
+                        // No request runs: this task holds the only handle.
+                        if let Some(stream) = Arc::get_mut(&mut stream) {
+                            reject(stream, status, &err.to_string()).await;
+                        }
                     }
                     tracing::error!("{peer}: {err}; connection closed");
                     return;
@@ -205,7 +209,7 @@ async fn serve_connection(
                 // An idle connection is closed when the worker stops; a request that
                 // has begun to arrive is served.
                 _ = crate::worker::stopped(&mut stop_rx), if waiting_idle => return,
-                read = tokio::time::timeout(limit, stream.read_buf(&mut received)) => read,
+                read = tokio::time::timeout(limit, stream.read_available(&mut received)) => read,
             };
             let Ok(read) = read else {
                 if !waiting_idle {
@@ -234,27 +238,14 @@ async fn serve_connection(
             }
         };
         let slot = ctx.app_slot().await;
-        let conn = match stream.into_blocking() {
-            Ok(conn) => conn,
-            Err(err) => {
-                tracing::error!("{peer}: cannot switch the connection to blocking mode: {err}");
-                return;
-            }
-        };
         let allow_keep_alive = !*stop_rx.borrow();
-        let Some((conn, leftover)) =
+        let conn = Conn::Registered(stream.clone());
+        let Some((_, leftover)) =
             run_request(&ctx, conn, &peer, &received, &head, allow_keep_alive)
         else {
             return;
         };
         drop(slot);
-        stream = match AsyncConn::from_blocking(conn) {
-            Ok(stream) => stream,
-            Err(err) => {
-                tracing::error!("{peer}: cannot register the connection: {err}; connection closed");
-                return;
-            }
-        };
         received = leftover;
         idle = true;
     }
