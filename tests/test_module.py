@@ -267,3 +267,27 @@ def test_unbuffered_responses_stream_and_reuse_connections(daemon, nginx, tmp_pa
     assert s.get(f"{n.url}/generator").text.startswith("chunk 0")
     wait_for(lambda: d.log().count(" => ") >= 21, 5, "every request in the log")
     assert d.log().count("connection accepted") <= 4
+
+
+def test_gunicorn_uwsgi_protocol_behind_wsgi_pass(nginx, tmp_path):
+    """The other peer the issue names: gunicorn --protocol uwsgi, one request per connection."""
+    sock = str(tmp_path / "gunicorn.sock")
+    proc = subprocess.Popen([str(VENV / "bin" / "gunicorn"), "--protocol", "uwsgi", "--bind", f"unix:{sock}",
+                             "--workers", "2", "--chdir", str(APPS / "flaskapp"), "app:app"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: can_connect(sock), 20, "gunicorn")
+        n = nginx("app", module=True, http_extra=f"upstream app {{ server unix:{sock}; keepalive 4; }}")
+        s = requests.Session()
+        assert [s.get(f"{n.url}/").json()["visits"] for _ in range(3)] == [1, 2, 3]
+        assert s.post(f"{n.url}/form", data={"name": "Zoë", "tag": ["a", "b"]}).json() == {
+            "name": "Zoë", "tags": ["a", "b"]}
+        payload = os.urandom(2 * 1024 * 1024)
+        assert s.post(f"{n.url}/upload", files={"file": ("f.bin", payload)}).json()["size"] == len(payload)
+        r = s.get(f"{n.url}/go", allow_redirects=False)
+        assert r.status_code == 302
+        assert s.get(f"{n.url}/missing").status_code == 404
+        assert "[error]" not in n.error_log() and "[alert]" not in n.error_log()
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
