@@ -45,7 +45,6 @@ def test_wrong_arguments_are_nginx_style_errors_with_file_and_line(tmp_path):
         ("wsgi_pass unix:/a.sock;\n            wsgi_pass unix:/b.sock;", '"wsgi_pass" directive is duplicate', 12),
         ("wsgi_pass unix:/a.sock; wsgi_param X y bogus;",
          'invalid parameter "bogus" of "wsgi_param": expected "if_not_empty"', 11),
-        ("wsgi_pass unix:/$host.sock;", 'variables in "wsgi_pass" are not supported yet', 11),
         ("wsgi_pass;", 'invalid number of arguments in "wsgi_pass" directive', 11),
     ]
     for location, message, line in cases:
@@ -291,3 +290,17 @@ def test_gunicorn_uwsgi_protocol_behind_wsgi_pass(nginx, tmp_path):
     finally:
         os.killpg(proc.pid, 9)
         proc.wait()
+
+
+def test_wsgi_pass_with_variables(daemon, nginx, tmp_path):
+    """An address in a variable, and an upstream block's name from a map."""
+    sock = str(tmp_path / "app.sock")
+    daemon("--socket", sock, "--wsgi-file", APPS / "pep3333.py", ready=sock)
+    n = nginx("$backend", module=True, location_extra=f"set $backend unix:{sock};")
+    assert requests.get(f"{n.url}/pid").text.isdigit()
+    n = nginx("$pool", module=True, http_extra=(
+        f"upstream app {{ server unix:{sock}; keepalive 2; }} map $http_x_pool $pool {{ default app; }}"))
+    assert requests.get(f"{n.url}/environ").json()["REQUEST_METHOD"] == "GET"
+    n = nginx("$backend", module=True, location_extra='set $backend "127.0.0.1:notaport";')
+    assert requests.get(f"{n.url}/pid").status_code == 500
+    wait_for(lambda: 'in wsgi_pass "127.0.0.1:notaport"' in n.error_log(), 5, "the error log line")

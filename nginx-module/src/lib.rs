@@ -6,7 +6,7 @@
 //! `unsafe` block with the nginx guarantee it relies on.
 //!
 //! The `wsgi_*` directives mirror the `uwsgi_*` family (same contexts, defaults and
-//! meaning). Not yet: variables in `wsgi_pass`, chunked responses on reused connections.
+//! meaning). Not yet: chunked responses on reused connections.
 
 mod upstream;
 
@@ -55,6 +55,8 @@ pub struct WsgiLocConf {
     user_params: *mut ngx_array_t,
     /// What requests send: the defaults not overridden, then the user's (after merge).
     params: *mut ngx_array_t,
+    /// `wsgi_pass` with variables: the address, evaluated for each request.
+    pass_value: *mut ngx_http_complex_value_t,
     /// `wsgi_modifier1`, `wsgi_modifier2`: the packet header's modifiers.
     modifier1: ngx_uint_t,
     modifier2: ngx_uint_t,
@@ -452,18 +454,33 @@ extern "C" fn ngx_http_wsgi_pass(
 ) -> *mut c_char {
     // SAFETY: nginx calls this with its configuration and our location configuration.
     let (conf, args) = unsafe { (&mut *(conf as *mut WsgiLocConf), directive_args(cf)) };
-    if !conf.upstream.upstream.is_null() {
+    if !conf.upstream.upstream.is_null() || !conf.pass_value.is_null() {
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"wsgi_pass\" directive is duplicate");
         return NGX_CONF_ERROR;
     }
     let mut address = args[1];
+    // SAFETY: cf is the configuration of the location this directive is in.
+    let clcf = unsafe { core_loc_conf(cf) };
+    clcf.handler = Some(upstream::ngx_http_wsgi_handler);
     if bytes(&address).contains(&b'$') {
-        ngx_conf_log_error!(
-            NGX_LOG_EMERG,
-            cf,
-            "variables in \"wsgi_pass\" are not supported yet"
-        );
-        return NGX_CONF_ERROR;
+        // Evaluated for each request (upstream::resolve_pass_value), as uwsgi_pass does.
+        // SAFETY: cf is valid; the compiled value lives in the configuration pool.
+        unsafe {
+            let value = ngx_pcalloc((*cf).pool, mem::size_of::<ngx_http_complex_value_t>())
+                as *mut ngx_http_complex_value_t;
+            if value.is_null() {
+                return NGX_CONF_ERROR;
+            }
+            let mut ccv: ngx_http_compile_complex_value_t = mem::zeroed();
+            ccv.cf = cf;
+            ccv.value = &mut address;
+            ccv.complex_value = value;
+            if ngx_http_compile_complex_value(&mut ccv) != NGX_OK as isize {
+                return NGX_CONF_ERROR;
+            }
+            conf.pass_value = value;
+        }
+        return NGX_CONF_OK;
     }
     if let Some(rest) = bytes(&address).strip_prefix(b"uwsgi://") {
         address = ngx_str_t {
@@ -480,9 +497,6 @@ extern "C" fn ngx_http_wsgi_pass(
     if conf.upstream.upstream.is_null() {
         return NGX_CONF_ERROR;
     }
-    // SAFETY: cf is the configuration of the location this directive is in.
-    let clcf = unsafe { core_loc_conf(cf) };
-    clcf.handler = Some(upstream::ngx_http_wsgi_handler);
     if bytes(&address).ends_with(b"/") {
         clcf.set_auto_redirect(1);
     }
@@ -824,10 +838,12 @@ extern "C" fn ngx_http_wsgi_merge_loc_conf(
     // A nested location (`if`, `limit_except`) passes like its parent.
     // SAFETY: cf is the configuration being merged.
     let clcf = unsafe { core_loc_conf(cf) };
-    if clcf.noname() != 0 && conf.upstream.upstream.is_null() {
+    if clcf.noname() != 0 && conf.upstream.upstream.is_null() && conf.pass_value.is_null() {
         conf.upstream.upstream = prev.upstream.upstream;
+        conf.pass_value = prev.pass_value;
     }
-    if clcf.lmt_excpt() != 0 && clcf.handler.is_none() && !conf.upstream.upstream.is_null() {
+    let passes = !conf.upstream.upstream.is_null() || !conf.pass_value.is_null();
+    if clcf.lmt_excpt() != 0 && clcf.handler.is_none() && passes {
         clcf.handler = Some(upstream::ngx_http_wsgi_handler);
     }
 

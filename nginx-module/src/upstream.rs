@@ -17,6 +17,7 @@ use ngx::ffi::{
     NGX_HTTP_PARSE_HEADER_DONE, NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SWITCHING_PROTOCOLS,
     NGX_HTTP_UPSTREAM_INVALID_HEADER, NGX_LOG_ERR, NGX_OK,
 };
+use ngx::ffi::{ngx_http_complex_value_t, ngx_http_upstream_resolved_t, ngx_parse_url, ngx_url_t};
 use ngx::ngx_string;
 
 use crate::{bytes, ngx_http_wsgi_module, WsgiLocConf, WsgiParam};
@@ -86,6 +87,9 @@ pub extern "C" fn ngx_http_wsgi_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         *(*r).ctx.add(module_index()) = ctx;
 
         let conf = loc_conf(r);
+        if !conf.pass_value.is_null() && !resolve_pass_value(r, &*conf.pass_value) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
         let u: &mut ngx_http_upstream_t = &mut *(*r).upstream;
         u.schema = ngx_string!("uwsgi://");
         u.output.tag = &raw const ngx_http_wsgi_module as *mut c_void;
@@ -120,6 +124,68 @@ pub extern "C" fn ngx_http_wsgi_handler(r: *mut ngx_http_request_t) -> ngx_int_t
             return rc;
         }
         NGX_DONE as ngx_int_t
+    }
+}
+
+/// Evaluates `wsgi_pass` with variables into the request's upstream address: an address
+/// (`unix:/path`, `host:port`) or an upstream block's name, which nginx then looks up.
+///
+/// # Safety
+/// `r` is a live request on which ngx_http_upstream_create has run.
+unsafe fn resolve_pass_value(r: *mut ngx_http_request_t, value: &ngx_http_complex_value_t) -> bool {
+    // SAFETY: per the contract; everything allocated comes from the request pool, as in
+    // ngx_http_uwsgi_eval.
+    unsafe {
+        let mut evaluated = ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        };
+        if ngx_http_complex_value(r, value as *const _ as *mut _, &mut evaluated)
+            != NGX_OK as ngx_int_t
+        {
+            return false;
+        }
+        let mut address = bytes(&evaluated);
+        if let Some(rest) = address.strip_prefix(b"uwsgi://") {
+            address = rest;
+        }
+        let mut url: ngx_url_t = mem::zeroed();
+        url.url = ngx_str_t {
+            len: address.len(),
+            data: address.as_ptr() as *mut u8,
+        };
+        url.set_no_resolve(1);
+        if ngx_parse_url((*r).pool, &mut url) != NGX_OK as ngx_int_t {
+            let reason = if url.err.is_null() {
+                "invalid address".into()
+            } else {
+                core::ffi::CStr::from_ptr(url.err).to_string_lossy()
+            };
+            log_error(
+                r,
+                &format!(
+                    "{reason} in wsgi_pass \"{}\"",
+                    String::from_utf8_lossy(address)
+                ),
+            );
+            return false;
+        }
+        let resolved = ngx_pcalloc((*r).pool, mem::size_of::<ngx_http_upstream_resolved_t>())
+            as *mut ngx_http_upstream_resolved_t;
+        if resolved.is_null() {
+            return false;
+        }
+        if let Some(addr) = url.addrs.as_ref() {
+            (*resolved).sockaddr = addr.sockaddr;
+            (*resolved).socklen = addr.socklen;
+            (*resolved).name = addr.name;
+            (*resolved).naddrs = 1;
+        }
+        (*resolved).host = url.host;
+        (*resolved).port = url.port;
+        (*resolved).no_port = url.no_port() as ngx::ffi::ngx_uint_t;
+        (*(*r).upstream).resolved = resolved;
+        true
     }
 }
 
