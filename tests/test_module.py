@@ -304,3 +304,34 @@ def test_wsgi_pass_with_variables(daemon, nginx, tmp_path):
     n = nginx("$backend", module=True, location_extra='set $backend "127.0.0.1:notaport";')
     assert requests.get(f"{n.url}/pid").status_code == 500
     wait_for(lambda: 'in wsgi_pass "127.0.0.1:notaport"' in n.error_log(), 5, "the error log line")
+
+
+def test_websocket_upgrade_is_tunnelled(nginx, tmp_path):
+    """101 + Upgrade: nginx tunnels the connection both ways, as with uwsgi_pass. WSGI apps
+    cannot upgrade, so the backend here is a minimal uwsgi server that answers 101 and then
+    echoes what it receives."""
+    sock_path = str(tmp_path / "ws.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(sock_path)
+    server.listen()
+
+    def serve_upgrade():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)  # the uwsgi request
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            while data := conn.recv(65536):
+                conn.sendall(b"echo:" + data)
+
+    threading.Thread(target=serve_upgrade, daemon=True).start()
+    n = nginx(f"unix:{sock_path}", module=True)
+    with socket.create_connection(("127.0.0.1", n.port), timeout=5) as client:
+        client.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101 Switching Protocols")
+        assert b"upgrade: websocket" in head.lower()
+        client.sendall(b"hello over the tunnel")
+        assert client.recv(4096) == b"echo:hello over the tunnel"
+    server.close()
