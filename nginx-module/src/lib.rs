@@ -6,7 +6,7 @@
 //! `unsafe` block with the nginx guarantee it relies on.
 //!
 //! The `wsgi_*` directives mirror the `uwsgi_*` family (same contexts, defaults and
-//! meaning). Not yet: chunked responses on reused connections.
+//! meaning).
 
 mod upstream;
 

@@ -17,7 +17,10 @@ use ngx::ffi::{
     NGX_HTTP_PARSE_HEADER_DONE, NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SWITCHING_PROTOCOLS,
     NGX_HTTP_UPSTREAM_INVALID_HEADER, NGX_LOG_ERR, NGX_OK,
 };
-use ngx::ffi::{ngx_http_complex_value_t, ngx_http_upstream_resolved_t, ngx_parse_url, ngx_url_t};
+use ngx::ffi::{
+    ngx_event_pipe_add_free_buf, ngx_http_complex_value_t, ngx_http_parse_chunked,
+    ngx_http_upstream_resolved_t, ngx_parse_url, ngx_url_t,
+};
 use ngx::ngx_string;
 
 use crate::{bytes, ngx_http_wsgi_module, WsgiLocConf, WsgiParam};
@@ -60,6 +63,8 @@ unsafe fn loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a mut WsgiLocConf {
 pub struct RequestCtx {
     status: ngx_http_status_t,
     server_keeps_alive: bool,
+    /// The chunked-body parser's state, for `Transfer-Encoding: chunked` responses.
+    chunked: ngx::ffi::ngx_http_chunked_t,
 }
 
 /// The request's module context.
@@ -257,9 +262,9 @@ extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(mut vars) = (unsafe { request_vars(r) }) else {
         return NGX_ERROR as ngx_int_t;
     };
-    // Ask to keep the connection for length-delimited responses (docs/protocol.md); a
+    // Ask to keep the connection, for delimited and chunked responses (docs/protocol.md); a
     // stock server ignores the var and closes, and nginx then does too.
-    vars.push((b"NGX_WSGI_KEEPALIVE".to_vec(), b"1".to_vec()));
+    vars.push((b"NGX_WSGI_KEEPALIVE".to_vec(), b"chunked".to_vec()));
     // SAFETY: a live request in a wsgi_pass location.
     let conf = unsafe { loc_conf(r) };
     let packet = match uwsgi_proto::encode_request(
@@ -321,6 +326,7 @@ extern "C" fn reinit_request(r: *mut ngx_http_request_t) -> ngx_int_t {
             ctx.status.start = ptr::null_mut();
             ctx.status.end = ptr::null_mut();
             ctx.server_keeps_alive = false;
+            ctx.chunked = mem::zeroed();
             (*(*r).upstream).process_header = Some(process_status_line);
             (*r).state = 0;
         }
@@ -511,6 +517,14 @@ extern "C" fn input_filter_init(data: *mut c_void) -> ngx_int_t {
         } else {
             u.headers_in.content_length_n
         };
+        if u.headers_in.chunked() != 0 && length != 0 {
+            // Decoded here, as the proxy module does: at least "0" CRLF CRLF is to come.
+            (*u.pipe).input_filter = Some(buffered_chunked_filter);
+            (*u.pipe).length = 3;
+            u.input_filter = Some(non_buffered_chunked_filter);
+            u.length = 1;
+            return NGX_OK as ngx_int_t;
+        }
         (*u.pipe).length = length;
         u.length = length;
         if length == 0 {
@@ -615,6 +629,165 @@ extern "C" fn non_buffered_copy_filter(data: *mut c_void, bytes: isize) -> ngx_i
         u.length -= bytes as i64;
         if u.length == 0 {
             u.set_keepalive(reusable(r) as u32);
+        }
+    }
+    NGX_OK as ngx_int_t
+}
+
+/// The buffered-mode filter for a chunked body: passes the chunks' data on, and once the
+/// last chunk is read hands the connection back for reuse (the proxy module's chunked
+/// filter).
+extern "C" fn buffered_chunked_filter(p: *mut ngx_event_pipe_t, buf: *mut ngx_buf_t) -> ngx_int_t {
+    // SAFETY: nginx's event pipe calls this with itself and a buffer it read; the data
+    // buffers made here are shadows of `buf`, chain links come from the pipe's free list.
+    unsafe {
+        let (p, buf) = (&mut *p, &mut *buf);
+        if buf.pos == buf.last || p.upstream_done() != 0 {
+            return NGX_OK as ngx_int_t;
+        }
+        let r = p.input_ctx as *mut ngx_http_request_t;
+        let Some(ctx) = request_ctx(r) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        if p.length == 0 {
+            log_error(r, "upstream sent data after the final chunk");
+            (*(*r).upstream).set_keepalive(0);
+            p.set_upstream_done(1);
+            return NGX_OK as ngx_int_t;
+        }
+        let mut last_data: *mut ngx_buf_t = ptr::null_mut();
+        let mut prev: *mut *mut ngx_buf_t = &mut buf.shadow;
+        loop {
+            let rc = ngx_http_parse_chunked(r, buf, &mut ctx.chunked);
+            if rc == NGX_OK as ngx_int_t {
+                let cl = ngx_chain_get_free_buf(p.pool, &mut p.free);
+                if cl.is_null() {
+                    return NGX_ERROR as ngx_int_t;
+                }
+                let b = (*cl).buf;
+                ptr::write_bytes(b, 0, 1);
+                (*b).pos = buf.pos;
+                (*b).start = buf.start;
+                (*b).end = buf.end;
+                (*b).tag = p.tag;
+                (*b).set_temporary(1);
+                (*b).set_recycled(1);
+                *prev = b;
+                prev = &mut (*b).shadow;
+                if p.in_.is_null() {
+                    p.in_ = cl;
+                } else {
+                    *p.last_in = cl;
+                }
+                p.last_in = &mut (*cl).next;
+                (*b).num = buf.num;
+                let available = buf.last.offset_from(buf.pos) as i64;
+                if available >= ctx.chunked.size {
+                    buf.pos = buf.pos.add(ctx.chunked.size as usize);
+                    (*b).last = buf.pos;
+                    ctx.chunked.size = 0;
+                } else {
+                    ctx.chunked.size -= available;
+                    buf.pos = buf.last;
+                    (*b).last = buf.last;
+                }
+                last_data = b;
+                continue;
+            }
+            if rc == NGX_DONE as ngx_int_t {
+                p.length = 0;
+                let mut keep = reusable(r);
+                if buf.pos != buf.last {
+                    log_error(r, "upstream sent data after the final chunk");
+                    keep = false;
+                }
+                (*(*r).upstream).set_keepalive(keep as u32);
+                break;
+            }
+            if rc == NGX_AGAIN as ngx_int_t {
+                // The least the parser needs to see next.
+                p.length = ctx.chunked.length;
+                break;
+            }
+            log_error(r, "upstream sent an invalid chunked response");
+            return NGX_ERROR as ngx_int_t;
+        }
+        if let Some(b) = last_data.as_mut() {
+            b.shadow = buf;
+            b.set_last_shadow(1);
+            return NGX_OK as ngx_int_t;
+        }
+        // No data in this buffer (only chunk framing): it can be reused at once.
+        if ngx_event_pipe_add_free_buf(p, buf) != NGX_OK as ngx_int_t {
+            return NGX_ERROR as ngx_int_t;
+        }
+    }
+    NGX_OK as ngx_int_t
+}
+
+/// The unbuffered-mode filter for a chunked body, on the upstream's own buffer.
+extern "C" fn non_buffered_chunked_filter(data: *mut c_void, bytes: isize) -> ngx_int_t {
+    let r = data as *mut ngx_http_request_t;
+    // SAFETY: nginx calls this with the request after reading `bytes` more into
+    // u->buffer; links come from u->free_bufs and point into that buffer.
+    unsafe {
+        let Some(ctx) = request_ctx(r) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        let u = &mut *(*r).upstream;
+        if u.length == 0 {
+            log_error(r, "upstream sent data after the final chunk");
+            u.set_keepalive(0);
+            return NGX_OK as ngx_int_t;
+        }
+        let buf: *mut ngx_buf_t = &mut u.buffer;
+        (*buf).pos = (*buf).last;
+        (*buf).last = (*buf).last.offset(bytes);
+        let mut ll: *mut *mut ngx_chain_t = &mut u.out_bufs;
+        while !(*ll).is_null() {
+            ll = &mut (**ll).next;
+        }
+        loop {
+            let rc = ngx_http_parse_chunked(r, buf, &mut ctx.chunked);
+            if rc == NGX_OK as ngx_int_t {
+                let cl = ngx_chain_get_free_buf((*r).pool, &mut u.free_bufs);
+                if cl.is_null() {
+                    return NGX_ERROR as ngx_int_t;
+                }
+                *ll = cl;
+                ll = &mut (*cl).next;
+                let b = &mut *(*cl).buf;
+                b.set_flush(1);
+                b.set_memory(1);
+                b.pos = (*buf).pos;
+                b.tag = u.output.tag;
+                let available = (*buf).last.offset_from((*buf).pos) as i64;
+                if available >= ctx.chunked.size {
+                    (*buf).pos = (*buf).pos.add(ctx.chunked.size as usize);
+                    b.last = (*buf).pos;
+                    ctx.chunked.size = 0;
+                } else {
+                    ctx.chunked.size -= available;
+                    (*buf).pos = (*buf).last;
+                    b.last = (*buf).last;
+                }
+                continue;
+            }
+            if rc == NGX_DONE as ngx_int_t {
+                let mut keep = reusable(r);
+                u.length = 0;
+                if (*buf).pos != (*buf).last {
+                    log_error(r, "upstream sent data after the final chunk");
+                    keep = false;
+                }
+                u.set_keepalive(keep as u32);
+                break;
+            }
+            if rc == NGX_AGAIN as ngx_int_t {
+                break;
+            }
+            log_error(r, "upstream sent an invalid chunked response");
+            return NGX_ERROR as ngx_int_t;
         }
     }
     NGX_OK as ngx_int_t
