@@ -358,3 +358,36 @@ def test_invalid_chunked_response_is_logged_and_cut(nginx, tmp_path):
     assert status in (502, "cut short")
     wait_for(lambda: "upstream sent an invalid chunked response" in n.error_log(), 5, "the error log line")
     server.close()
+
+
+def test_request_buffering_off_streams_the_body(daemon, nginx, tmp_path):
+    import hashlib
+    _, n = start(daemon, nginx, tmp_path, location_extra="wsgi_request_buffering off;")
+    body = os.urandom(3 * 1024 * 1024)
+    got = requests.post(f"{n.url}/digest", data=body).json()
+    assert got == {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
+    # A chunked client body is read whole first (its length must be known): still works.
+    got = requests.post(f"{n.url}/digest", data=iter([b"a" * 1000, b"b" * 1000])).json()
+    assert got["size"] == 2000
+
+
+def test_cgi_style_status_header(nginx, tmp_path):
+    """A response without a status line but with a CGI `Status:` header, as some uwsgi
+    servers send."""
+    sock_path = str(tmp_path / "cgi.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(sock_path)
+    server.listen()
+
+    def serve():
+        for _ in range(2):
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"Status: 404 Not Here\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\ngone")
+
+    threading.Thread(target=serve, daemon=True).start()
+    n = nginx(f"unix:{sock_path}", module=True)
+    r = requests.get(f"{n.url}/")
+    assert (r.status_code, r.reason, r.text) == (404, "Not Here", "gone")
+    server.close()
