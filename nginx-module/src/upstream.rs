@@ -41,6 +41,37 @@ fn log_error(r: *mut ngx_http_request_t, message: &str) {
     }
 }
 
+/// Runs a callback's body, turning a panic into NGX_ERROR (a 500 or 502 for the request)
+/// with a log line: a panic must not unwind into nginx, where it would abort the worker and
+/// every connection it serves.
+fn guarded(
+    r: *mut ngx_http_request_t,
+    callback: &str,
+    body: impl FnOnce() -> ngx_int_t,
+) -> ngx_int_t {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(rc) => rc,
+        Err(_) => {
+            if !r.is_null() {
+                log_error(
+                    r,
+                    &format!(
+                        "internal error in ngx_http_wsgi_module's {callback}: the request fails"
+                    ),
+                );
+            }
+            NGX_ERROR as ngx_int_t
+        }
+    }
+}
+
+/// The request an event pipe works for (its input_ctx, set by the content handler).
+fn pipe_request(p: *mut ngx_event_pipe_t) -> *mut ngx_http_request_t {
+    // SAFETY: nginx calls pipe filters with the pipe our content handler created, whose
+    // input_ctx is the request.
+    unsafe { (*p).input_ctx as *mut ngx_http_request_t }
+}
+
 /// This module's index in the per-request and per-location configuration arrays.
 fn module_index() -> usize {
     // SAFETY: ctx_index is written by nginx while it loads the configuration, before any
@@ -79,6 +110,10 @@ unsafe fn request_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut RequestC
 
 /// The content handler of a `wsgi_pass` location.
 pub extern "C" fn ngx_http_wsgi_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guarded(r, "ngx_http_wsgi_handler", || ngx_http_wsgi_handler_body(r))
+}
+
+fn ngx_http_wsgi_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls a content handler with a live request; everything set up here is
     // allocated from the request pool or is static, as ngx_http_uwsgi_handler does.
     unsafe {
@@ -258,6 +293,10 @@ unsafe fn request_vars(r: *mut ngx_http_request_t) -> Option<Vec<(Vec<u8>, Vec<u
 }
 
 extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guarded(r, "create_request", || create_request_body(r))
+}
+
+fn create_request_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls create_request with a live request whose upstream we set up.
     let Some(mut vars) = (unsafe { request_vars(r) }) else {
         return NGX_ERROR as ngx_int_t;
@@ -318,6 +357,10 @@ extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 extern "C" fn reinit_request(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guarded(r, "reinit_request", || reinit_request_body(r))
+}
+
+fn reinit_request_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls this with a live request before retrying on another server.
     unsafe {
         if let Some(ctx) = request_ctx(r) {
@@ -335,6 +378,10 @@ extern "C" fn reinit_request(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 extern "C" fn process_status_line(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guarded(r, "process_status_line", || process_status_line_body(r))
+}
+
+fn process_status_line_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls this with a live request whose upstream buffer holds the start
     // of the response; the parser and copies work within that buffer and the pool.
     unsafe {
@@ -370,6 +417,10 @@ extern "C" fn process_status_line(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 extern "C" fn process_header(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guarded(r, "process_header", || process_header_body(r))
+}
+
+fn process_header_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: as process_status_line; header storage comes from the request pool, and the
     // upstream module's headers_in hash is nginx's own.
     unsafe {
@@ -500,6 +551,12 @@ unsafe fn reusable(r: *mut ngx_http_request_t) -> bool {
 }
 
 extern "C" fn input_filter_init(data: *mut c_void) -> ngx_int_t {
+    guarded(data as *mut ngx_http_request_t, "input_filter_init", || {
+        input_filter_init_body(data)
+    })
+}
+
+fn input_filter_init_body(data: *mut c_void) -> ngx_int_t {
     let r = data as *mut ngx_http_request_t;
     // SAFETY: nginx passes the input_filter_ctx we set: the request, with its pipe.
     unsafe {
@@ -538,6 +595,12 @@ extern "C" fn input_filter_init(data: *mut c_void) -> ngx_int_t {
 /// The buffered-mode body filter: passes the bytes on, and once a Content-Length body is
 /// complete hands the connection back for reuse (the proxy module's copy filter).
 extern "C" fn buffered_copy_filter(p: *mut ngx_event_pipe_t, buf: *mut ngx_buf_t) -> ngx_int_t {
+    guarded(pipe_request(p), "buffered_copy_filter", || {
+        buffered_copy_filter_body(p, buf)
+    })
+}
+
+fn buffered_copy_filter_body(p: *mut ngx_event_pipe_t, buf: *mut ngx_buf_t) -> ngx_int_t {
     // SAFETY: nginx's event pipe calls this with itself and a buffer it read; the chain
     // link comes from the pipe's free list, as in ngx_event_pipe_copy_input_filter.
     unsafe {
@@ -590,6 +653,14 @@ extern "C" fn buffered_copy_filter(p: *mut ngx_event_pipe_t, buf: *mut ngx_buf_t
 /// The unbuffered-mode body filter (`wsgi_buffering off`, upgraded connections): the same
 /// bookkeeping as [`buffered_copy_filter`] on the upstream's own buffer.
 extern "C" fn non_buffered_copy_filter(data: *mut c_void, bytes: isize) -> ngx_int_t {
+    guarded(
+        data as *mut ngx_http_request_t,
+        "non_buffered_copy_filter",
+        || non_buffered_copy_filter_body(data, bytes),
+    )
+}
+
+fn non_buffered_copy_filter_body(data: *mut c_void, bytes: isize) -> ngx_int_t {
     let r = data as *mut ngx_http_request_t;
     // SAFETY: nginx calls this with the input_filter_ctx we set (the request) after
     // reading `bytes` more into u->buffer; links come from u->free_bufs, as in
@@ -638,6 +709,12 @@ extern "C" fn non_buffered_copy_filter(data: *mut c_void, bytes: isize) -> ngx_i
 /// last chunk is read hands the connection back for reuse (the proxy module's chunked
 /// filter).
 extern "C" fn buffered_chunked_filter(p: *mut ngx_event_pipe_t, buf: *mut ngx_buf_t) -> ngx_int_t {
+    guarded(pipe_request(p), "buffered_chunked_filter", || {
+        buffered_chunked_filter_body(p, buf)
+    })
+}
+
+fn buffered_chunked_filter_body(p: *mut ngx_event_pipe_t, buf: *mut ngx_buf_t) -> ngx_int_t {
     // SAFETY: nginx's event pipe calls this with itself and a buffer it read; the data
     // buffers made here are shadows of `buf`, chain links come from the pipe's free list.
     unsafe {
@@ -727,6 +804,14 @@ extern "C" fn buffered_chunked_filter(p: *mut ngx_event_pipe_t, buf: *mut ngx_bu
 
 /// The unbuffered-mode filter for a chunked body, on the upstream's own buffer.
 extern "C" fn non_buffered_chunked_filter(data: *mut c_void, bytes: isize) -> ngx_int_t {
+    guarded(
+        data as *mut ngx_http_request_t,
+        "non_buffered_chunked_filter",
+        || non_buffered_chunked_filter_body(data, bytes),
+    )
+}
+
+fn non_buffered_chunked_filter_body(data: *mut c_void, bytes: isize) -> ngx_int_t {
     let r = data as *mut ngx_http_request_t;
     // SAFETY: nginx calls this with the request after reading `bytes` more into
     // u->buffer; links come from u->free_bufs and point into that buffer.
