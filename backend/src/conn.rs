@@ -9,8 +9,6 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use tokio::io::AsyncReadExt;
-
 pub enum Conn {
     Unix(UnixStream),
     Tcp(TcpStream),
@@ -178,13 +176,6 @@ impl AsyncConn {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return other,
             }
-        }
-    }
-
-    pub async fn read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        match self {
-            AsyncConn::Unix(s) => s.read_buf(buf).await,
-            AsyncConn::Tcp(s) => s.read_buf(buf).await,
         }
     }
 }

@@ -180,23 +180,13 @@ async fn read_body(
 
 /// An unlinked file in the temporary directory: it disappears when closed.
 fn tempfile() -> std::io::Result<std::fs::File> {
-    let dir = std::env::temp_dir();
+    use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags_tmpfile()
-        .open(dir)
-}
-
-trait TmpFileFlag {
-    fn custom_flags_tmpfile(&mut self) -> &mut Self;
-}
-
-impl TmpFileFlag for std::fs::OpenOptions {
-    fn custom_flags_tmpfile(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(libc::O_TMPFILE).mode(0o600)
-    }
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(std::env::temp_dir())
 }
 
 /// Calls the app and pulls its body until the head is committed (PEP 3333: the head goes

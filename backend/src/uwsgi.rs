@@ -290,12 +290,31 @@ fn truncation(received: &[u8]) -> String {
     }
 }
 
-/// The value of one var of a (validated) vars block.
-fn var<'a>(vars: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    uwsgi_proto::parse_vars(vars)
-        .flatten()
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
+/// The vars the server itself reads, found in one pass over the (validated) vars block.
+#[derive(Default)]
+struct ServerVars<'a> {
+    method: &'a [u8],
+    keep_alive: Option<&'a [u8]>,
+    request_uri: Option<&'a [u8]>,
+    path_info: Option<&'a [u8]>,
+    remote_addr: Option<&'a [u8]>,
+}
+
+impl<'a> ServerVars<'a> {
+    fn find(vars: &'a [u8]) -> Self {
+        let mut found = ServerVars::default();
+        for (key, value) in uwsgi_proto::parse_vars(vars).flatten() {
+            match key {
+                b"REQUEST_METHOD" => found.method = value,
+                b"NGX_WSGI_KEEPALIVE" => found.keep_alive = Some(value),
+                b"REQUEST_URI" => found.request_uri = Some(value),
+                b"PATH_INFO" => found.path_info = Some(value),
+                b"REMOTE_ADDR" => found.remote_addr = Some(value),
+                _ => {}
+            }
+        }
+        found
+    }
 }
 
 /// Unread request body a kept-alive connection is drained of; beyond it, closing is cheaper.
@@ -320,9 +339,9 @@ fn run_request(
     let body_end = received
         .len()
         .min(body_start.saturating_add(head.content_length as usize));
-    let method = var(vars, b"REQUEST_METHOD").unwrap_or_default();
+    let server_vars = ServerVars::find(vars);
     let keep_alive = match allow_keep_alive {
-        true => KeepAlive::from_var(var(vars, b"NGX_WSGI_KEEPALIVE")),
+        true => KeepAlive::from_var(server_vars.keep_alive),
         false => KeepAlive::Off,
     };
     let (outcome, reusable) = Python::attach(|py| {
@@ -347,7 +366,7 @@ fn run_request(
         };
         let response = ResponseState::with_keep_alive(
             Sink::Socket(conn.clone()),
-            method == b"HEAD",
+            server_vars.method == b"HEAD",
             keep_alive,
         );
         let outcome = ctx.app.respond_on_socket(py, environ, &response, &conn);
@@ -369,14 +388,21 @@ fn run_request(
     // socket it came through.
     if ctx.should_log(&outcome) {
         let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-        let uri = var(vars, b"REQUEST_URI")
-            .or_else(|| var(vars, b"PATH_INFO"))
+        let uri = server_vars
+            .request_uri
+            .or(server_vars.path_info)
             .unwrap_or_default();
-        let client = match var(vars, b"REMOTE_ADDR") {
+        let client = match server_vars.remote_addr {
             Some(addr) => format!("{} via {peer}", text(addr)),
             None => peer.to_string(),
         };
-        ctx.log_request(&client, &text(method), &text(uri), &outcome, started);
+        ctx.log_request(
+            &client,
+            &text(server_vars.method),
+            &text(uri),
+            &outcome,
+            started,
+        );
     }
     if matches!(outcome, Outcome::Aborted { .. } | Outcome::PeerGone { .. }) {
         conn.shutdown();

@@ -592,6 +592,22 @@ fn input_filter_init_body(data: *mut c_void) -> ngx_int_t {
     NGX_OK as ngx_int_t
 }
 
+/// Queues a filtered buffer's chain link on the pipe's input, as nginx's filters do.
+///
+/// # Safety
+/// `cl` is a link from the pipe's own free list.
+unsafe fn append_to_pipe_input(p: &mut ngx_event_pipe_t, cl: *mut ngx_chain_t) {
+    // SAFETY: in/last_in are the pipe's input chain, which its filters extend this way.
+    unsafe {
+        if p.in_.is_null() {
+            p.in_ = cl;
+        } else {
+            *p.last_in = cl;
+        }
+        p.last_in = &mut (*cl).next;
+    }
+}
+
 /// The buffered-mode body filter: passes the bytes on, and once a Content-Length body is
 /// complete hands the connection back for reuse (the proxy module's copy filter).
 extern "C" fn buffered_copy_filter(p: *mut ngx_event_pipe_t, buf: *mut ngx_buf_t) -> ngx_int_t {
@@ -626,12 +642,7 @@ fn buffered_copy_filter_body(p: *mut ngx_event_pipe_t, buf: *mut ngx_buf_t) -> n
         b.set_last_shadow(1);
         b.set_recycled(1);
         buf.shadow = b;
-        if p.in_.is_null() {
-            p.in_ = cl;
-        } else {
-            *p.last_in = cl;
-        }
-        p.last_in = &mut (*cl).next;
+        append_to_pipe_input(p, cl);
         if p.length == -1 {
             return NGX_OK as ngx_int_t;
         }
@@ -751,12 +762,7 @@ fn buffered_chunked_filter_body(p: *mut ngx_event_pipe_t, buf: *mut ngx_buf_t) -
                 (*b).set_recycled(1);
                 *prev = b;
                 prev = &mut (*b).shadow;
-                if p.in_.is_null() {
-                    p.in_ = cl;
-                } else {
-                    *p.last_in = cl;
-                }
-                p.last_in = &mut (*cl).next;
+                append_to_pipe_input(p, cl);
                 (*b).num = buf.num;
                 let available = buf.last.offset_from(buf.pos) as i64;
                 if available >= ctx.chunked.size {

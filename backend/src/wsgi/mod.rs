@@ -142,7 +142,7 @@ impl WsgiApp {
             Err(err) => {
                 let head_sent = state.head_sent;
                 drop(state);
-                self.failure(py, err, head_sent, status, Some(conn))
+                self.failure(py, err, head_sent, status, conn)
             }
         }
     }
@@ -212,7 +212,7 @@ impl WsgiApp {
         err: PyErr,
         head_sent: bool,
         status: u16,
-        conn: Option<&Arc<Conn>>,
+        conn: &Arc<Conn>,
     ) -> Outcome {
         if err.is_instance_of::<ClientDisconnected>(py) || err.is_instance_of::<PeerWriteError>(py)
         {
@@ -224,11 +224,9 @@ impl WsgiApp {
         if head_sent {
             return Outcome::Aborted { status, traceback };
         }
-        if let Some(conn) = conn {
-            let head = ResponseHead::internal_error().to_http1();
-            // Best effort: the peer may be gone too, and the app error is what gets logged.
-            let _ = py.detach(|| conn.write_parts(&[&head, INTERNAL_ERROR_BODY]));
-        }
+        let head = ResponseHead::internal_error().to_http1();
+        // Best effort: the peer may be gone too, and the app error is what gets logged.
+        let _ = py.detach(|| conn.write_parts(&[&head, INTERNAL_ERROR_BODY]));
         Outcome::AppFailed { traceback }
     }
 }
