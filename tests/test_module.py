@@ -149,25 +149,7 @@ def test_one_dead_server_in_an_upstream_block_loses_no_request(daemon, nginx, tm
     assert all(requests.get(f"{n.url}/pid").ok for _ in range(20))
 
 
-def test_truncated_response_is_a_502_with_a_log_line(nginx, tmp_path):
-    """A backend that closes in the middle of its response head."""
-    sock_path = str(tmp_path / "broken.sock")
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(sock_path)
-    server.listen()
 
-    def serve_broken():
-        for _ in range(2):
-            conn, _ = server.accept()
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Ty")
-            conn.close()
-
-    threading.Thread(target=serve_broken, daemon=True).start()
-    n = nginx(f"unix:{sock_path}", module=True)
-    assert requests.get(f"{n.url}/").status_code == 502
-    assert "upstream prematurely closed connection while reading response header" in n.error_log()
-    server.close()
 
 
 def test_upstream_keepalive_reuses_connections_to_the_daemon(daemon, nginx, tmp_path):
@@ -304,60 +286,10 @@ def test_wsgi_pass_with_variables(daemon, nginx, tmp_path):
     wait_for(lambda: 'in wsgi_pass "127.0.0.1:notaport"' in n.error_log(), 5, "the error log line")
 
 
-def test_websocket_upgrade_is_tunnelled(nginx, tmp_path):
-    """101 + Upgrade: nginx tunnels the connection both ways, as with uwsgi_pass. WSGI apps
-    cannot upgrade, so the backend here is a minimal uwsgi server that answers 101 and then
-    echoes what it receives."""
-    sock_path = str(tmp_path / "ws.sock")
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(sock_path)
-    server.listen()
-
-    def serve_upgrade():
-        conn, _ = server.accept()
-        with conn:
-            conn.recv(65536)  # the uwsgi request
-            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-            while data := conn.recv(65536):
-                conn.sendall(b"echo:" + data)
-
-    threading.Thread(target=serve_upgrade, daemon=True).start()
-    n = nginx(f"unix:{sock_path}", module=True)
-    with socket.create_connection(("127.0.0.1", n.port), timeout=5) as client:
-        client.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += client.recv(4096)
-        assert head.startswith(b"HTTP/1.1 101 Switching Protocols")
-        assert b"upgrade: websocket" in head.lower()
-        client.sendall(b"hello over the tunnel")
-        assert client.recv(4096) == b"echo:hello over the tunnel"
-    server.close()
 
 
-def test_invalid_chunked_response_is_logged_and_cut(nginx, tmp_path):
-    sock_path = str(tmp_path / "badchunks.sock")
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(sock_path)
-    server.listen()
 
-    def serve():
-        conn, _ = server.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n")
 
-    threading.Thread(target=serve, daemon=True).start()
-    n = nginx(f"unix:{sock_path}", module=True)
-    # The client gets a 502, a response cut short, or (the head not flushed yet, as
-    # nginx's proxy module does too) a closed connection: never one that looks complete.
-    try:
-        status = requests.get(f"{n.url}/").status_code
-    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
-        status = "cut short"
-    assert status in (502, "cut short")
-    wait_for(lambda: "upstream sent an invalid chunked response" in n.error_log(), 5, "the error log line")
-    server.close()
 
 
 def test_request_buffering_off_streams_the_body(daemon, nginx, tmp_path):
@@ -371,23 +303,72 @@ def test_request_buffering_off_streams_the_body(daemon, nginx, tmp_path):
     assert got["size"] == 2000
 
 
-def test_cgi_style_status_header(nginx, tmp_path):
-    """A response without a status line but with a CGI `Status:` header, as some uwsgi
-    servers send."""
-    sock_path = str(tmp_path / "cgi.sock")
+def raw_backend(tmp_path, name, respond, connections=1):
+    """A backend that is not a WSGI server: it reads each request and lets `respond` answer,
+    for backends that misbehave, or that do what WSGI cannot (upgrades). Returns its socket."""
+    path = str(tmp_path / f"{name}.sock")
     server = socket.socket(socket.AF_UNIX)
-    server.bind(sock_path)
+    server.bind(path)
     server.listen()
 
     def serve():
-        for _ in range(2):
-            conn, _ = server.accept()
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"Status: 404 Not Here\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\ngone")
+        with server:
+            for _ in range(connections):
+                conn, _ = server.accept()
+                with conn:
+                    conn.recv(65536)
+                    respond(conn)
 
     threading.Thread(target=serve, daemon=True).start()
-    n = nginx(f"unix:{sock_path}", module=True)
+    return path
+
+
+def test_truncated_response_is_a_502_with_a_log_line(nginx, tmp_path):
+    """A backend that closes in the middle of its response head."""
+    sock = raw_backend(tmp_path, "broken", lambda conn: conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Ty"), 2)
+    n = nginx(f"unix:{sock}", module=True)
+    assert requests.get(f"{n.url}/").status_code == 502
+    assert "upstream prematurely closed connection while reading response header" in n.error_log()
+
+
+def test_websocket_upgrade_is_tunnelled(nginx, tmp_path):
+    """101 + Upgrade: nginx tunnels the connection both ways, as with uwsgi_pass. WSGI apps
+    cannot upgrade, so the backend answers 101 and then echoes what it receives."""
+
+    def upgrade_and_echo(conn):
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        while data := conn.recv(65536):
+            conn.sendall(b"echo:" + data)
+
+    n = nginx(f"unix:{raw_backend(tmp_path, 'ws', upgrade_and_echo)}", module=True)
+    with socket.create_connection(("127.0.0.1", n.port), timeout=5) as client:
+        client.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101 Switching Protocols")
+        assert b"upgrade: websocket" in head.lower()
+        client.sendall(b"hello over the tunnel")
+        assert client.recv(4096) == b"echo:hello over the tunnel"
+
+
+def test_invalid_chunked_response_is_logged_and_cut(nginx, tmp_path):
+    bad_chunks = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n"
+    n = nginx(f"unix:{raw_backend(tmp_path, 'chunks', lambda conn: conn.sendall(bad_chunks))}", module=True)
+    # The client gets a 502, a response cut short, or (the head not flushed yet, as
+    # nginx's proxy module does too) a closed connection: never one that looks complete.
+    try:
+        status = requests.get(f"{n.url}/").status_code
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
+        status = "cut short"
+    assert status in (502, "cut short")
+    wait_for(lambda: "upstream sent an invalid chunked response" in n.error_log(), 5, "the error log line")
+
+
+def test_cgi_style_status_header(nginx, tmp_path):
+    """A response without a status line but with a CGI `Status:` header, as some uwsgi
+    servers send."""
+    cgi = b"Status: 404 Not Here\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\ngone"
+    n = nginx(f"unix:{raw_backend(tmp_path, 'cgi', lambda conn: conn.sendall(cgi), 2)}", module=True)
     r = requests.get(f"{n.url}/")
     assert (r.status_code, r.reason, r.text) == (404, "Not Here", "gone")
-    server.close()
