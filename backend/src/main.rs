@@ -28,10 +28,19 @@ fn main() -> ExitCode {
             for error in &errors.0 {
                 eprintln!("ngx-wsgi: {error}");
             }
-            eprintln!("ngx-wsgi: see \"ngx-wsgi --help\"");
+            if !args.iter().any(|a| a == "--check-config") {
+                eprintln!("ngx-wsgi: see \"ngx-wsgi --help\"");
+            }
             return ExitCode::from(2);
         }
     };
+    if parsed.check_only {
+        for note in &parsed.notes {
+            eprintln!("ngx-wsgi: note: {note}");
+        }
+        print!("{}", parsed.config.to_toml());
+        return ExitCode::SUCCESS;
+    }
     if let Err(err) = logging::init(&parsed.config) {
         eprintln!("ngx-wsgi: {err:#}");
         return ExitCode::FAILURE;

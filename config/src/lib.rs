@@ -1,16 +1,25 @@
 //! ngx-wsgi's configuration: every option under its uWSGI name, parsed and validated.
 //!
-//! The daemon reads it from the command line today; the same [`Config`] will be read
-//! from INI, XML and TOML files, and by the nginx module, so it carries no dependency on
-//! nginx, tokio or Python.
+//! One [`Config`] is read from the command line and from INI, XML and TOML files, by the
+//! daemon and by the nginx module, so it carries no dependency on nginx, tokio or Python.
 #![forbid(unsafe_code)]
 
+mod expand;
+mod ini;
+mod load;
+pub mod nginx;
 mod options;
+mod source;
+mod toml_file;
+mod xml;
 
 use std::fmt;
 use std::path::PathBuf;
 
+pub use load::{load_file, parse_args, Format, Parsed};
 pub use options::{help_text, lookup, suggest, Arity, OptionSpec, Support, OPTIONS};
+pub use source::{Diagnostic, Location, Note, Setting};
+use serde::{Serialize, Serializer};
 use thiserror::Error;
 
 /// Where a listener binds.
@@ -74,30 +83,48 @@ pub struct Listener {
     pub protocol: Protocol,
 }
 
-/// Everything the daemon is told to do. Field names are uWSGI's option names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything the daemon is told to do, under uWSGI's option names.
+///
+/// `ngx-wsgi --check-config` prints it as TOML, which reads back to the same config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Config {
     /// `socket`, `http-socket`, `http`: where to listen, in the order given.
+    #[serde(flatten, serialize_with = "listeners_by_option")]
     pub listeners: Vec<Listener>,
     /// `listen`: backlog of every listening socket.
     pub listen: u32,
     /// `chmod-socket`: mode of unix sockets.
+    #[serde(serialize_with = "octal", skip_serializing_if = "Option::is_none")]
     pub chmod_socket: Option<u32>,
     /// `chown-socket`: `user[:group]` owning unix sockets.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub chown_socket: Option<String>,
+    /// `uid`: user (name or number) the daemon runs as once its sockets are bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// `gid`: group (name or number) the daemon runs as once its sockets are bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
     /// `wsgi-file`: a Python file defining the app.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub wsgi_file: Option<PathBuf>,
     /// `module`: `pkg.mod[:callable]` defining the app.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
     /// `callable`: the app's name in its module.
     pub callable: String,
     /// `chdir`: working directory for the app.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub chdir: Option<PathBuf>,
     /// `pythonpath`: entries prepended to `sys.path`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pythonpath: Vec<PathBuf>,
     /// `env`: environment variables set before the app loads.
+    #[serde(serialize_with = "key_values", skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<(String, String)>,
     /// `home`: the app's virtualenv.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub home: Option<PathBuf>,
     /// `master`: accepted; ngx-wsgi always supervises its workers.
     pub master: bool,
@@ -107,18 +134,57 @@ pub struct Config {
     pub threads: u32,
     /// `lazy-apps`: load the app in each worker instead of once before forking.
     pub lazy_apps: bool,
+    /// `harakiri`: seconds a request may run before its worker is killed and replaced
+    /// (0: no limit).
+    pub harakiri: u64,
+    /// `max-requests`: a worker is replaced after serving this many requests (0: never).
+    pub max_requests: u64,
     /// `reload-mercy`: seconds a graceful stop or reload waits for in-flight requests.
     pub reload_mercy: u64,
+    /// `limit-post`: the largest request body accepted, in bytes (0: no limit).
+    pub limit_post: u64,
     /// `pidfile`: where the master writes its pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pidfile: Option<PathBuf>,
+    /// `daemonize`: detach from the terminal and log to this file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daemonize: Option<PathBuf>,
     /// `vacuum`: remove unix sockets and the pidfile at exit.
     pub vacuum: bool,
     /// `buffer-size`: the largest uwsgi vars block accepted, in bytes.
     pub buffer_size: usize,
     /// `logto`: log file (default: stderr).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub logto: Option<PathBuf>,
     /// `disable-logging`: no per-request log lines.
     pub disable_logging: bool,
+}
+
+fn listeners_by_option<S: Serializer>(listeners: &[Listener], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(None)?;
+    for (option, protocol) in [("socket", Protocol::Uwsgi), ("http-socket", Protocol::Http)] {
+        let addrs: Vec<String> = listeners
+            .iter()
+            .filter(|l| l.protocol == protocol)
+            .map(|l| l.addr.to_string())
+            .collect();
+        if !addrs.is_empty() {
+            map.serialize_entry(option, &addrs)?;
+        }
+    }
+    map.end()
+}
+
+fn octal<S: Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+    match mode {
+        Some(mode) => s.serialize_str(&format!("{mode:03o}")),
+        None => s.serialize_none(),
+    }
+}
+
+fn key_values<S: Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(pairs.iter().map(|(k, v)| format!("{k}={v}")))
 }
 
 impl Default for Config {
@@ -128,6 +194,8 @@ impl Default for Config {
             listen: 4096,
             chmod_socket: None,
             chown_socket: None,
+            uid: None,
+            gid: None,
             wsgi_file: None,
             module: None,
             callable: "application".into(),
@@ -139,8 +207,12 @@ impl Default for Config {
             processes: 1,
             threads: 1,
             lazy_apps: false,
+            harakiri: 0,
+            max_requests: 0,
             reload_mercy: 60,
+            limit_post: 0,
             pidfile: None,
+            daemonize: None,
             vacuum: false,
             buffer_size: 65535,
             logto: None,
@@ -161,8 +233,6 @@ pub enum ConfigError {
     NotSupportedYet(String),
     #[error("option \"{0}\" needs a value")]
     MissingValue(String),
-    #[error("option \"{0}\" takes no value")]
-    UnexpectedValue(String),
     #[error("invalid value \"{value}\" for option \"{name}\": expected {expected}")]
     BadValue {
         name: String,
@@ -171,12 +241,29 @@ pub enum ConfigError {
     },
     #[error("unexpected argument \"{0}\" (options start with --)")]
     StrayArgument(String),
-    #[error("no app to serve: give --wsgi-file FILE or --module MODULE")]
+    #[error("no app to serve: set wsgi-file or module")]
     NoApp,
-    #[error("both --wsgi-file and --module are set: give one")]
+    #[error("both wsgi-file and module are set: give one")]
     TwoApps,
-    #[error("nowhere to listen: give --socket, --http-socket or --http")]
+    #[error("nowhere to listen: set socket, http-socket or http")]
     NoListener,
+    #[error("cannot read config file: {0}")]
+    Unreadable(String),
+    #[error("{0}")]
+    Syntax(String),
+    #[error("no [{0}] section in this file")]
+    NoSection(String),
+    #[error("%({0}) refers to nothing: no option or placeholder \"{0}\" is set in this file")]
+    UnknownReference(String),
+    #[error("%({0}) refers to itself through other placeholders")]
+    CircularReference(String),
+    #[error(
+        "cannot tell the format of \"{0}\" from its name: use --ini FILE, --xml FILE or \
+         --config FILE (TOML), or name it .ini, .xml or .toml"
+    )]
+    UnknownFormat(String),
+    #[error("config files include each other more than 8 levels deep (\"{0}\")")]
+    IncludeTooDeep(String),
 }
 
 fn did_you_mean(suggestion: &Option<&'static str>) -> String {
@@ -187,7 +274,7 @@ fn did_you_mean(suggestion: &Option<&'static str>) -> String {
 
 /// All the problems found in one set of options, reported together.
 #[derive(Debug, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+pub struct ConfigErrors(pub Vec<Diagnostic>);
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -202,13 +289,6 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
-
-/// The result of reading options: the config and one note per ignored option.
-#[derive(Debug)]
-pub struct Parsed {
-    pub config: Config,
-    pub notes: Vec<String>,
-}
 
 fn bad(name: &str, value: &str, expected: &str) -> ConfigError {
     ConfigError::BadValue {
@@ -225,6 +305,21 @@ fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(
     match value.parse::<T>() {
         Ok(n) if n >= T::from(1) => Ok(n),
         _ => Err(bad(name, value, "a whole number of at least 1")),
+    }
+}
+
+fn count(name: &str, value: &str, unit: &str) -> Result<u64, ConfigError> {
+    value
+        .parse::<u64>()
+        .map_err(|_| bad(name, value, &format!("a whole number of {unit}, 0 for no limit")))
+}
+
+/// A switch: no value, or uWSGI's spellings of true and false.
+fn switch(name: &str, value: Option<&str>) -> Result<bool, ConfigError> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("true" | "1" | "yes" | "on" | "") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(_) => Err(bad(name, value.unwrap_or(""), "true or false (or no value)")),
     }
 }
 
@@ -265,6 +360,8 @@ impl Config {
                 }
             }
             "chown-socket" => self.chown_socket = Some(text.into()),
+            "uid" => self.uid = Some(text.into()),
+            "gid" => self.gid = Some(text.into()),
             "wsgi-file" => self.wsgi_file = Some(text.into()),
             "module" => self.module = Some(text.into()),
             "callable" => self.callable = text.into(),
@@ -275,13 +372,21 @@ impl Config {
                 _ => return Err(bad(name, text, "KEY=VALUE")),
             },
             "home" => self.home = Some(text.into()),
-            "master" => self.master = true,
+            "master" => self.master = switch(name, value)?,
             "processes" => self.processes = positive(name, text)?,
             "threads" => self.threads = positive(name, text)?,
-            "lazy-apps" => self.lazy_apps = true,
+            "lazy-apps" => self.lazy_apps = switch(name, value)?,
+            "harakiri" => self.harakiri = count(name, text, "seconds")?,
+            "max-requests" => self.max_requests = count(name, text, "requests")?,
             "reload-mercy" => self.reload_mercy = positive(name, text)?,
+            "limit-post" => {
+                self.limit_post = parse_size(text)
+                    .ok_or_else(|| bad(name, text, "a size in bytes (e.g. 10m), 0 for no limit"))?
+                    as u64
+            }
             "pidfile" => self.pidfile = Some(text.into()),
-            "vacuum" => self.vacuum = true,
+            "daemonize" => self.daemonize = Some(text.into()),
+            "vacuum" => self.vacuum = switch(name, value)?,
             "buffer-size" => {
                 self.buffer_size = parse_size(text)
                     .filter(|n| (1..=65535).contains(n))
@@ -294,10 +399,22 @@ impl Config {
                     })?
             }
             "logto" => self.logto = Some(text.into()),
-            "disable-logging" => self.disable_logging = true,
+            "disable-logging" => self.disable_logging = switch(name, value)?,
             other => unreachable_option(other)?,
         }
         Ok(())
+    }
+
+    /// Forgets what earlier sources said for a repeatable option, so the command line
+    /// replaces a file's list instead of adding to it.
+    pub(crate) fn clear_list(&mut self, name: &str) {
+        match name {
+            "socket" => self.listeners.retain(|l| l.protocol != Protocol::Uwsgi),
+            "http-socket" => self.listeners.retain(|l| l.protocol != Protocol::Http),
+            "pythonpath" => self.pythonpath.clear(),
+            "env" => self.env.clear(),
+            _ => {}
+        }
     }
 
     /// Cross-option checks, run after every source has been applied.
@@ -322,6 +439,11 @@ impl Config {
             None => (module, self.callable.as_str()),
         })
     }
+
+    /// The config as TOML (ngx-wsgi's own format), for `--check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|err| format!("# cannot print the config: {err}\n"))
+    }
 }
 
 /// Options in the table but missing from [`Config::apply`] are a bug in this crate; report
@@ -330,104 +452,7 @@ fn unreachable_option(name: &str) -> Result<(), ConfigError> {
     Err(ConfigError::NotSupportedYet(name.into()))
 }
 
-/// Reads command-line arguments (without the program name) into a validated config.
-///
-/// Every problem is collected, so a user fixing a copied uWSGI command line sees them all.
-pub fn parse_args<I, S>(args: I) -> Result<Parsed, ConfigErrors>
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<str>,
-{
-    let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string()).collect();
-    let mut config = Config::default();
-    let mut notes = Vec::new();
-    let mut errors = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let arg = &args[i];
-        i += 1;
-        let (spec, inline_value, shown) = if let Some(long) = arg.strip_prefix("--") {
-            let (name, value) = match long.split_once('=') {
-                Some((name, value)) => (name, Some(value.to_string())),
-                None => (long, None),
-            };
-            match lookup(name) {
-                Some(spec) => (spec, value, name.to_string()),
-                None => {
-                    errors.push(ConfigError::Unknown {
-                        name: name.into(),
-                        suggestion: suggest(name),
-                    });
-                    // Skip what is probably its value, so it is not reported as stray too.
-                    if value.is_none() && args.get(i).is_some_and(|next| !next.starts_with('-')) {
-                        i += 1;
-                    }
-                    continue;
-                }
-            }
-        } else if let Some(letter) = arg.strip_prefix('-').filter(|s| s.chars().count() == 1) {
-            let letter = letter.chars().next().unwrap_or('-');
-            match options::lookup_short(letter) {
-                Some(spec) => (spec, None, spec.name.to_string()),
-                None => {
-                    errors.push(ConfigError::Unknown {
-                        name: arg.clone(),
-                        suggestion: None,
-                    });
-                    continue;
-                }
-            }
-        } else {
-            errors.push(ConfigError::StrayArgument(arg.clone()));
-            continue;
-        };
-
-        let value = match (spec.arity, inline_value) {
-            (Arity::Flag, Some(v)) if matches!(v.as_str(), "true" | "1" | "yes") => None,
-            (Arity::Flag, Some(_)) => {
-                errors.push(ConfigError::UnexpectedValue(shown));
-                continue;
-            }
-            (Arity::Flag, None) => None,
-            (_, Some(v)) => Some(v),
-            (Arity::Value, None) => match args.get(i) {
-                Some(next) => {
-                    i += 1;
-                    Some(next.clone())
-                }
-                None => {
-                    errors.push(ConfigError::MissingValue(shown));
-                    continue;
-                }
-            },
-            // uWSGI only takes `--chmod-socket=660`; accept `--chmod-socket 660` as well.
-            (Arity::OptionalValue, None) => match args.get(i) {
-                Some(next)
-                    if !next.starts_with('-') && next.chars().all(|c| c.is_ascii_digit()) =>
-                {
-                    i += 1;
-                    Some(next.clone())
-                }
-                _ => None,
-            },
-        };
-        match spec.support {
-            Support::Yes => {
-                if let Err(error) = config.apply(spec.name, value.as_deref()) {
-                    errors.push(error);
-                }
-            }
-            Support::Ignored(why) => notes.push(format!("option \"{shown}\" ignored: {why}")),
-            Support::NotYet => errors.push(ConfigError::NotSupportedYet(shown)),
-        }
-    }
-    errors.extend(config.validate());
-    if errors.is_empty() {
-        Ok(Parsed { config, notes })
-    } else {
-        Err(ConfigErrors(errors))
-    }
-}
-
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod file_tests;

@@ -35,8 +35,9 @@ fn a_copied_uwsgi_command_line_runs() {
         c.logto.as_deref(),
         Some(std::path::Path::new("/tmp/app.log"))
     );
+    let notes: Vec<String> = parsed.notes.iter().map(ToString::to_string).collect();
     assert_eq!(
-        parsed.notes,
+        notes,
         vec![
             "option \"die-on-term\" ignored: SIGTERM always stops ngx-wsgi gracefully",
             "option \"enable-threads\" ignored: Python threads are always enabled",
@@ -113,8 +114,8 @@ fn unknown_option_suggests_the_close_one() {
 #[test]
 fn unsupported_uwsgi_option_is_named_as_such() {
     assert_eq!(
-        errors("--socket /s --module m --harakiri 30"),
-        ["option \"harakiri\" is a uWSGI option ngx-wsgi does not support yet"]
+        errors("--socket /s --module m --stats :9191"),
+        ["option \"stats\" is a uWSGI option ngx-wsgi does not support yet"]
     );
 }
 
@@ -123,13 +124,13 @@ fn every_problem_is_reported_at_once() {
     assert_eq!(
         errors("--processes -2 --chmod-socket=999 --buffer-size 10x --listen 0 stray"),
         [
+            "unexpected argument \"stray\" (options start with --)",
             "invalid value \"-2\" for option \"processes\": expected a whole number of at least 1",
             "invalid value \"999\" for option \"chmod-socket\": expected 3 octal digits such as 660",
             "invalid value \"10x\" for option \"buffer-size\": expected a size from 1 to 65535 bytes (e.g. 32768 or 32k)",
             "invalid value \"0\" for option \"listen\": expected a whole number of at least 1",
-            "unexpected argument \"stray\" (options start with --)",
-            "no app to serve: give --wsgi-file FILE or --module MODULE",
-            "nowhere to listen: give --socket, --http-socket or --http",
+            "no app to serve: set wsgi-file or module",
+            "nowhere to listen: set socket, http-socket or http",
         ]
     );
 }
@@ -140,12 +141,18 @@ fn missing_and_unexpected_values() {
         errors("--module m --socket"),
         [
             "option \"socket\" needs a value",
-            "nowhere to listen: give --socket, --http-socket or --http"
+            "nowhere to listen: set socket, http-socket or http"
         ]
     );
     assert_eq!(
-        errors("--socket /s --module m --master=no"),
-        ["option \"master\" takes no value"]
+        errors("--socket /s --module m --master=maybe"),
+        ["invalid value \"maybe\" for option \"master\": expected true or false (or no value)"]
+    );
+    assert!(
+        !parse("--socket /s --module m --master=no")
+            .unwrap()
+            .config
+            .master
     );
     assert!(
         parse("--socket /s --module m --master=true")
@@ -187,14 +194,18 @@ fn sizes_take_suffixes() {
 fn two_apps_are_refused() {
     assert_eq!(
         errors("--socket /s --module m --wsgi-file f.py"),
-        ["both --wsgi-file and --module are set: give one"]
+        ["both wsgi-file and module are set: give one"]
     );
 }
 
 /// Every option the table calls supported must be handled by `Config::apply`.
 #[test]
 fn every_supported_option_is_applied() {
-    for spec in OPTIONS.iter().filter(|s| s.support == Support::Yes) {
+    let read_by_the_loader = ["ini", "xml", "config", "check-config"];
+    for spec in OPTIONS
+        .iter()
+        .filter(|s| s.support == Support::Yes && !read_by_the_loader.contains(&s.name))
+    {
         let value = match spec.name {
             "socket" | "http-socket" | "http" => Some("/tmp/x.sock"),
             "chmod-socket" => Some("660"),

@@ -1,0 +1,417 @@
+//! The three file formats, their substitutions and their error messages (which are part of
+//! the contract: users grep for them and act on them).
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::load::read_text;
+
+/// A fresh directory for one test's files.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ngx-wsgi-config-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn load(path: &Path) -> Parsed {
+    match load_file(path) {
+        Ok(parsed) => parsed,
+        Err(errors) => panic!("{path:?} did not load:\n{errors}"),
+    }
+}
+
+fn load_errors(path: &Path) -> Vec<String> {
+    let errors = load_file(path).expect_err("the file should be refused");
+    errors.0.iter().map(ToString::to_string).collect()
+}
+
+fn notes(parsed: &Parsed) -> Vec<String> {
+    parsed.notes.iter().map(ToString::to_string).collect()
+}
+
+const DJANGO_INI: &str = "\
+# mysite_uwsgi.ini, as Django deployment guides write it
+[uwsgi]
+uid = www-data
+gid = www-data
+chdir = /srv/mysite
+module = mysite.wsgi:application
+env = DJANGO_SETTINGS_MODULE=mysite.settings
+home = /srv/mysite/venv
+master = true
+processes = 4
+socket = /run/mysite/mysite.sock
+chmod-socket = 660
+pidfile = /run/mysite/mysite.pid
+vacuum = true
+max-requests = 5000
+harakiri = 30
+buffer-size = 32768
+post-buffering = 8192
+die-on-term = true
+";
+
+#[test]
+fn the_classic_django_ini_loads_and_means_what_uwsgi_reads() {
+    let dir = scratch("django");
+    let parsed = load(&write(&dir, "mysite.ini", DJANGO_INI));
+    let c = &parsed.config;
+    assert_eq!((c.uid.as_deref(), c.gid.as_deref()), (Some("www-data"), Some("www-data")));
+    assert_eq!(c.chdir.as_deref(), Some(Path::new("/srv/mysite")));
+    assert_eq!(c.module_and_callable(), Some(("mysite.wsgi", "application")));
+    assert_eq!(c.env, [("DJANGO_SETTINGS_MODULE".into(), "mysite.settings".into())]);
+    assert_eq!(c.home.as_deref(), Some(Path::new("/srv/mysite/venv")));
+    assert!(c.master && c.vacuum);
+    assert_eq!(c.processes, 4);
+    assert_eq!(c.listeners[0].addr, ListenAddr::Unix("/run/mysite/mysite.sock".into()));
+    assert_eq!(c.listeners[0].protocol, Protocol::Uwsgi);
+    assert_eq!(c.chmod_socket, Some(0o660));
+    assert_eq!(c.pidfile.as_deref(), Some(Path::new("/run/mysite/mysite.pid")));
+    assert_eq!((c.max_requests, c.harakiri, c.buffer_size), (5000, 30, 32768));
+    let path = dir.join("mysite.ini").display().to_string();
+    assert_eq!(
+        notes(&parsed),
+        [
+            format!("{path}:18: option \"post-buffering\" ignored: request bodies are read from the socket as the app asks; nginx already buffers them (wsgi_request_buffering)"),
+            format!("{path}:19: option \"die-on-term\" ignored: SIGTERM always stops ngx-wsgi gracefully"),
+        ]
+    );
+    assert_eq!(parsed.origins["harakiri"].line, 16);
+}
+
+#[test]
+fn ini_sections_comments_repeated_and_bare_keys() {
+    let text = "\
+top = ignored, before any section
+[uwsgi]
+; a comment
+   # an indented comment
+socket = :3031
+pythonpath = /srv/a
+pythonpath = /srv/b
+master
+lazy-apps = false
+module = app
+[staging]
+socket = :4041
+module = staging_app
+";
+    let dir = scratch("sections");
+    let path = write(&dir, "app.ini", text);
+    let c = load(&path).config;
+    assert_eq!(c.listeners.len(), 1);
+    assert_eq!(c.listeners[0].addr.to_string(), "0.0.0.0:3031");
+    assert_eq!(c.pythonpath, [PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]);
+    assert!(c.master);
+    assert!(!c.lazy_apps);
+    let staging = load(Path::new(&format!("{}:staging", path.display()))).config;
+    assert_eq!(staging.module.as_deref(), Some("staging_app"));
+    assert_eq!(staging.listeners[0].addr.to_string(), "0.0.0.0:4041");
+    assert_eq!(
+        load_errors(Path::new(&format!("{}:prod", path.display()))),
+        [
+            format!("{}: no [prod] section in this file", path.display()),
+            format!("{}: no app to serve: set wsgi-file or module", path.display()),
+            format!("{}: nowhere to listen: set socket, http-socket or http", path.display()),
+        ]
+    );
+}
+
+#[test]
+fn ini_placeholders_environment_and_magic_variables() {
+    std::env::set_var("NGX_WSGI_TEST_LOGDIR", "/var/log/test");
+    let text = "\
+[uwsgi]
+project = mysite
+base = /srv
+chdir = %(base)/%(project)
+module = %(project).wsgi
+socket = %d%n.sock
+pidfile = %(chdir)/%n-%e.pid
+logto = $(NGX_WSGI_TEST_LOGDIR)/%s.log
+env = LITERAL=100%%
+env = UNSET=$(NGX_WSGI_TEST_SURELY_UNSET)
+";
+    let dir = scratch("magic");
+    let path = write(&dir, "site.ini", text);
+    let parsed = load(&path);
+    let c = &parsed.config;
+    assert_eq!(c.chdir.as_deref(), Some(Path::new("/srv/mysite")));
+    assert_eq!(c.module.as_deref(), Some("mysite.wsgi"));
+    let abs = std::path::absolute(&dir).unwrap();
+    assert_eq!(c.listeners[0].addr, ListenAddr::Unix(abs.join("site.sock")));
+    assert_eq!(c.pidfile.as_deref(), Some(Path::new("/srv/mysite/site-ini.pid")));
+    assert_eq!(c.logto.as_deref(), Some(Path::new("/var/log/test/site.ini.log")));
+    assert_eq!(
+        c.env,
+        [("LITERAL".into(), "100%".into()), ("UNSET".into(), String::new())]
+    );
+    assert_eq!(
+        notes(&parsed),
+        [format!(
+            "{}:10: $(NGX_WSGI_TEST_SURELY_UNSET) is not set in the environment: read as empty, as uWSGI does",
+            path.display()
+        )]
+    );
+}
+
+#[test]
+fn ini_inline_comments_are_stripped_with_a_warning() {
+    let text = "[uwsgi]\nmodule = app\nprocesses=2 # workers\nsocket = /run/a.sock ; nginx talks here\nenv = COLOR=#fff\n";
+    let dir = scratch("inline");
+    let path = write(&dir, "app.ini", text);
+    let parsed = load(&path);
+    assert_eq!(parsed.config.processes, 2);
+    assert_eq!(parsed.config.listeners[0].addr.to_string(), "/run/a.sock");
+    assert_eq!(parsed.config.env, [("COLOR".into(), "#fff".into())]);
+    let p = path.display();
+    assert_eq!(
+        notes(&parsed),
+        [
+            format!("{p}:3: \"# workers\" after the value of processes is read as a comment (uWSGI would make it part of the value)"),
+            format!("{p}:4: \"; nginx talks here\" after the value of socket is read as a comment (uWSGI would make it part of the value)"),
+        ]
+    );
+}
+
+#[test]
+fn ini_errors_name_file_line_and_fix_all_at_once() {
+    let text = "\
+[uwsgi]
+sokcet = /run/app.sock
+module = app
+stats = :9191
+chmod-socket = 999
+processes = -2
+buffer-size = 10x
+limit-post = 5q
+chdir = %(bsae)/app
+socket = /run/app.sock
+";
+    let dir = scratch("errors");
+    let path = write(&dir, "app.ini", text);
+    let p = path.display();
+    assert_eq!(
+        load_errors(&path),
+        [
+            format!("{p}:2: unknown option \"sokcet\", did you mean \"socket\"?"),
+            format!("{p}:4: option \"stats\" is a uWSGI option ngx-wsgi does not support yet"),
+            format!("{p}:5: invalid value \"999\" for option \"chmod-socket\": expected 3 octal digits such as 660"),
+            format!("{p}:6: invalid value \"-2\" for option \"processes\": expected a whole number of at least 1"),
+            format!("{p}:7: invalid value \"10x\" for option \"buffer-size\": expected a size from 1 to 65535 bytes (e.g. 32768 or 32k)"),
+            format!("{p}:8: invalid value \"5q\" for option \"limit-post\": expected a size in bytes (e.g. 10m), 0 for no limit"),
+            format!("{p}:9: %(bsae) refers to nothing: no option or placeholder \"bsae\" is set in this file"),
+        ]
+    );
+}
+
+#[test]
+fn ini_placeholder_cycles_and_syntax_errors() {
+    let text = "[uwsgi]\na = %(b)\nb = %(a)\nmodule = app\nsocket = /s\n= 3\n[broken\n";
+    let reading = read_text(text, Path::new("x.ini"), Format::Ini, None);
+    let errors: Vec<String> = reading.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errors,
+        [
+            "x.ini:6: \"= 3\" has no option name before '='",
+            "x.ini:7: section header \"[broken\" has no closing ']'",
+            "x.ini:2: %(b) refers to itself through other placeholders",
+            "x.ini:3: %(a) refers to itself through other placeholders",
+        ]
+    );
+}
+
+const DOCS_XML: &str = r#"<uwsgi>
+    <!-- as uWSGI's documentation writes it -->
+    <socket>127.0.0.1:3031</socket>
+    <chdir>/srv/mysite</chdir>
+    <module>mysite.wsgi</module>
+    <master/>
+    <processes>4</processes>
+    <threads>2</threads>
+    <vacuum></vacuum>
+</uwsgi>
+"#;
+
+#[test]
+fn xml_as_uwsgi_docs_write_it() {
+    let dir = scratch("xml");
+    let c = load(&write(&dir, "app.xml", DOCS_XML)).config;
+    assert_eq!(c.listeners[0].addr.to_string(), "127.0.0.1:3031");
+    assert_eq!(c.module.as_deref(), Some("mysite.wsgi"));
+    assert!(c.master && c.vacuum);
+    assert_eq!((c.processes, c.threads), (4, 2));
+}
+
+#[test]
+fn xml_ids_placeholders_and_errors() {
+    let text = r#"<config>
+  <uwsgi>
+    <module>app</module>
+    <socket>/run/a.sock</socket>
+  </uwsgi>
+  <uwsgi id="staging">
+    <base>/srv</base>
+    <chdir>%(base)/staging</chdir>
+    <module>app</module>
+    <socket>%d%n.sock</socket>
+    <procesess>2</procesess>
+    <processes>zero</processes>
+  </uwsgi>
+</config>
+"#;
+    let dir = scratch("xmlid");
+    let path = write(&dir, "app.xml", text);
+    assert_eq!(load(&path).config.listeners[0].addr.to_string(), "/run/a.sock");
+    let p = path.display();
+    assert_eq!(
+        load_errors(Path::new(&format!("{p}:staging"))),
+        [
+            format!("{p}:11: unknown option \"procesess\", did you mean \"processes\"?"),
+            format!("{p}:12: invalid value \"zero\" for option \"processes\": expected a whole number of at least 1"),
+        ]
+    );
+    let broken = write(&dir, "broken.xml", "<uwsgi>\n<socket>/s</socket>\n<module>app</modul>\n</uwsgi>\n");
+    let errors = load_errors(&broken);
+    assert!(
+        errors[0].starts_with(&format!("{}:3: not well-formed XML:", broken.display())),
+        "{errors:?}"
+    );
+}
+
+const SAME_TOML: &str = r#"# the same deployment in ngx-wsgi's own format
+socket = ["/run/app.sock", "127.0.0.1:3031"]
+module = "mysite.wsgi"
+pythonpath = ["/srv/a", "/srv/b"]
+env = ["A=1"]
+processes = 4
+master = true
+chmod-socket = 660
+harakiri = 30
+limit-post = "10m"
+"#;
+
+const SAME_INI: &str = "[uwsgi]\nsocket = /run/app.sock\nsocket = 127.0.0.1:3031\nmodule = mysite.wsgi\n\
+pythonpath = /srv/a\npythonpath = /srv/b\nenv = A=1\nprocesses = 4\nmaster\nchmod-socket = 660\n\
+harakiri = 30\nlimit-post = 10m\n";
+
+const SAME_XML: &str = "<uwsgi><socket>/run/app.sock</socket><socket>127.0.0.1:3031</socket>\
+<module>mysite.wsgi</module><pythonpath>/srv/a</pythonpath><pythonpath>/srv/b</pythonpath>\
+<env>A=1</env><processes>4</processes><master/><chmod-socket>660</chmod-socket>\
+<harakiri>30</harakiri><limit-post>10m</limit-post></uwsgi>";
+
+#[test]
+fn ini_xml_and_toml_with_the_same_meaning_give_the_same_config() {
+    let dir = scratch("same");
+    let toml = load(&write(&dir, "app.toml", SAME_TOML)).config;
+    let ini = load(&write(&dir, "app.ini", SAME_INI)).config;
+    let xml = load(&write(&dir, "app.xml", SAME_XML)).config;
+    assert_eq!(toml, ini);
+    assert_eq!(toml, xml);
+    assert_eq!(toml.limit_post, 10 << 20);
+    assert_eq!(toml.pythonpath.len(), 2);
+}
+
+#[test]
+fn toml_errors_name_the_line() {
+    let text = "module = \"app\"\nsocket = \"/s\"\nprocesess = 2\n[uwsgi]\nmaster = true\n";
+    let dir = scratch("tomlerr");
+    let path = write(&dir, "app.toml", text);
+    let p = path.display();
+    assert_eq!(
+        load_errors(&path),
+        [
+            format!("{p}:3: unknown option \"procesess\", did you mean \"processes\"?"),
+            format!("{p}:4: uwsgi is a table: options are top-level keys holding a string, a number, true/false, or a list of those"),
+        ]
+    );
+    let nested = write(&dir, "nested.toml", "module = \"app\"\nsocket = \"/s\"\nthreads = [[1]]\n");
+    assert_eq!(
+        load_errors(&nested),
+        [format!("{}:3: threads is a list of lists: options are top-level keys holding a string, a number, true/false, or a list of those", nested.display())]
+    );
+    let broken = write(&dir, "broken.toml", "module = \"app\"\nsocket = /s\n");
+    let errors = load_errors(&broken);
+    assert!(
+        errors[0].starts_with(&format!("{}:2: not valid TOML:", broken.display())),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn the_printed_config_reads_back_the_same() {
+    let dir = scratch("roundtrip");
+    let parsed = load(&write(&dir, "mysite.ini", DJANGO_INI));
+    let printed = parsed.config.to_toml();
+    assert!(printed.contains("socket = [\"/run/mysite/mysite.sock\"]"), "{printed}");
+    assert!(printed.contains("chmod-socket = \"660\""), "{printed}");
+    let again = load(&write(&dir, "printed.toml", &printed)).config;
+    assert_eq!(again, parsed.config);
+}
+
+#[test]
+fn command_line_overrides_the_file() {
+    let dir = scratch("override");
+    let ini = write(&dir, "app.ini", SAME_INI);
+    let parsed = parse_args([
+        "--processes",
+        "8",
+        ini.to_str().unwrap(),
+        "--socket",
+        "/run/other.sock",
+        "--check-config",
+    ])
+    .unwrap();
+    assert!(parsed.check_only);
+    let c = parsed.config;
+    assert_eq!(c.processes, 8);
+    let addrs: Vec<String> = c.listeners.iter().map(|l| l.addr.to_string()).collect();
+    assert_eq!(addrs, ["/run/other.sock"]);
+    assert_eq!(c.module.as_deref(), Some("mysite.wsgi"));
+
+    let xml = write(&dir, "app.cfg", SAME_XML);
+    let by_flag = parse_args(["--xml", xml.to_str().unwrap()]).unwrap().config;
+    assert_eq!(by_flag.processes, 4);
+    let toml = write(&dir, "app.conf", SAME_TOML);
+    let by_config = parse_args(["--config", toml.to_str().unwrap()]).unwrap().config;
+    assert_eq!(by_config, by_flag);
+}
+
+#[test]
+fn files_that_cannot_be_read_or_told_apart() {
+    let dir = scratch("unreadable");
+    let missing = dir.join("nope.ini");
+    let errors = parse_args(["--ini", missing.to_str().unwrap()]).unwrap_err();
+    assert_eq!(
+        errors.0[0].to_string(),
+        format!("cannot read config file: {}: No such file or directory (os error 2)", missing.display())
+    );
+    let conf = write(&dir, "app.conf", SAME_INI);
+    assert_eq!(
+        load_errors(&conf)[0],
+        format!("cannot tell the format of \"{}\" from its name: use --ini FILE, --xml FILE or --config FILE (TOML), or name it .ini, .xml or .toml", conf.display())
+    );
+}
+
+#[test]
+fn files_include_others() {
+    let dir = scratch("include");
+    write(&dir, "base.ini", "[uwsgi]\nmaster = true\nprocesses = 3\nmodule = app\n");
+    let site = write(&dir, "site.ini", "[uwsgi]\nini = %dbase.ini\nsocket = /run/site.sock\nprocesses = 5\n");
+    let c = load(&site).config;
+    assert!(c.master);
+    assert_eq!(c.processes, 5);
+    let looping = write(&dir, "loop.ini", "[uwsgi]\nini = %p\n");
+    let errors = load_errors(&looping);
+    assert!(
+        errors[0].contains("config files include each other more than 8 levels deep"),
+        "{errors:?}"
+    );
+}

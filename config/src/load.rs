@@ -1,0 +1,325 @@
+//! Reading options from the command line and from config files into one [`Config`].
+//!
+//! Files are applied first, in the order given, then the command line's options, so a flag
+//! overrides the file; a list option given on the command line (`--socket`) replaces the
+//! file's list instead of adding to it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::expand::FileInfo;
+use crate::options::{self, lookup, suggest, Arity, Support};
+use crate::source::{Diagnostic, Location, Note, Reading, Setting};
+use crate::{Config, ConfigError, ConfigErrors};
+
+/// Files may include others (`ini = %dbase.ini`); deeper than this is a loop.
+const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// Options that take several values, one per occurrence.
+const LISTS: &[&str] = &["socket", "http-socket", "pythonpath", "env"];
+
+/// A config file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// uWSGI's INI.
+    Ini,
+    /// uWSGI's XML.
+    Xml,
+    /// ngx-wsgi's native format.
+    Toml,
+}
+
+impl Format {
+    /// The format a file's extension says, if it says one.
+    pub fn from_path(path: &Path) -> Option<Format> {
+        match path.extension()?.to_str()? {
+            "ini" => Some(Format::Ini),
+            "xml" => Some(Format::Xml),
+            "toml" => Some(Format::Toml),
+            _ => None,
+        }
+    }
+
+    /// The format the option `name` reads `file` in, if `name` is one that names a file:
+    /// `ini`, `xml`, or `config` (by extension, TOML for any other).
+    fn for_option(name: &str, file: &str) -> Option<Format> {
+        match name {
+            "ini" => Some(Format::Ini),
+            "xml" => Some(Format::Xml),
+            "config" => Some(Format::from_path(split_section(file).0).unwrap_or(Format::Toml)),
+            _ => None,
+        }
+    }
+}
+
+/// The result of reading options: the config, notes worth logging, and where each option
+/// was set.
+#[derive(Debug)]
+pub struct Parsed {
+    pub config: Config,
+    /// Ignored options, inline comments, unset environment variables: worth a log line.
+    pub notes: Vec<Note>,
+    /// The file and line each option was last set on (options from files only).
+    pub origins: HashMap<&'static str, Location>,
+    /// `--check-config`: print the effective config and exit instead of running.
+    pub check_only: bool,
+}
+
+#[derive(Default)]
+struct Builder {
+    config: Config,
+    notes: Vec<Note>,
+    errors: Vec<Diagnostic>,
+    origins: HashMap<&'static str, Location>,
+    /// List options the command line has started replacing.
+    replaced: Vec<&'static str>,
+    depth: usize,
+}
+
+impl Builder {
+    fn error(&mut self, at: Option<Location>, error: ConfigError) {
+        self.errors.push(Diagnostic { at, error });
+    }
+
+    /// Reads `path[:section]` in `format` (by extension when `None`) and applies it.
+    fn read_file(&mut self, spec: &str, format: Option<Format>, at: Option<Location>) {
+        let (path, section) = split_section(spec);
+        let Some(format) = format.or_else(|| Format::from_path(path)) else {
+            self.error(at, ConfigError::UnknownFormat(path.display().to_string()));
+            return;
+        };
+        if self.depth >= MAX_INCLUDE_DEPTH {
+            self.error(at, ConfigError::IncludeTooDeep(path.display().to_string()));
+            return;
+        }
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) => {
+                let reason = format!("{}: {err}", path.display());
+                self.error(at, ConfigError::Unreadable(reason));
+                return;
+            }
+        };
+        let reading = read_text(&text, path, format, section);
+        self.notes.extend(reading.notes);
+        self.errors.extend(reading.errors);
+        self.depth += 1;
+        for setting in reading.settings {
+            self.apply(setting, &reading.placeholders, false);
+        }
+        self.depth -= 1;
+    }
+
+    fn apply(&mut self, setting: Setting, placeholders: &[String], from_command_line: bool) {
+        let Setting { name, value, at } = setting;
+        let Some(spec) = lookup(&name) else {
+            if !placeholders.contains(&name) {
+                let suggestion = suggest(&name);
+                self.error(at, ConfigError::Unknown { name, suggestion });
+            }
+            return;
+        };
+        if let Some(format) = Format::for_option(spec.name, value.as_deref().unwrap_or("")) {
+            match value {
+                Some(file) => self.read_file(&file, Some(format), at),
+                None => self.error(at, ConfigError::MissingValue(name)),
+            }
+            return;
+        }
+        match spec.support {
+            Support::Yes => {}
+            Support::Ignored(why) => {
+                let text = format!("option \"{name}\" ignored: {why}");
+                self.notes.push(Note { at, text });
+                return;
+            }
+            Support::NotYet => {
+                self.error(at, ConfigError::NotSupportedYet(name));
+                return;
+            }
+        }
+        if spec.arity == Arity::Value && value.is_none() {
+            self.error(at, ConfigError::MissingValue(name));
+            return;
+        }
+        // `http` and `http-socket` fill one list.
+        let list = if spec.name == "http" { "http-socket" } else { spec.name };
+        if from_command_line && LISTS.contains(&list) && !self.replaced.contains(&list) {
+            self.replaced.push(list);
+            self.config.clear_list(list);
+        }
+        match self.config.apply(spec.name, value.as_deref()) {
+            Ok(()) => {
+                if let Some(at) = at {
+                    self.origins.insert(spec.name, at);
+                }
+            }
+            Err(error) => self.error(at, error),
+        }
+    }
+
+    fn finish(mut self, whole_file: Option<Location>, check_only: bool) -> Result<Parsed, ConfigErrors> {
+        for error in self.config.validate() {
+            self.error(whole_file.clone(), error);
+        }
+        // A file's problems in line order, whatever stage found them; the file as a whole
+        // (line 0) last; the command line's first, as given.
+        self.errors.sort_by_key(|d| {
+            d.at.as_ref()
+                .map(|at| (at.file.clone(), if at.line == 0 { usize::MAX } else { at.line }))
+        });
+        if self.errors.is_empty() {
+            Ok(Parsed {
+                config: self.config,
+                notes: self.notes,
+                origins: self.origins,
+                check_only,
+            })
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+}
+
+/// `file.ini:other` names section `other` of `file.ini` (`<uwsgi id="other">` in XML).
+fn split_section(spec: &str) -> (&Path, Option<&str>) {
+    if let Some((path, section)) = spec.rsplit_once(':') {
+        if !section.is_empty() && !section.contains('/') && Format::from_path(Path::new(path)).is_some() {
+            return (Path::new(path), Some(section));
+        }
+    }
+    (Path::new(spec), None)
+}
+
+/// Parses a file's text (no includes, no validation): what the format reader saw.
+pub(crate) fn read_text(text: &str, path: &Path, format: Format, section: Option<&str>) -> Reading {
+    let file = FileInfo::new(path);
+    match format {
+        Format::Ini => crate::ini::read(text, &file, section.unwrap_or("uwsgi")),
+        Format::Xml => crate::xml::read(text, &file, section),
+        Format::Toml => crate::toml_file::read(text, &file),
+    }
+}
+
+/// Reads one config file, as the nginx module does: format by extension, validated.
+pub fn load_file(path: &Path) -> Result<Parsed, ConfigErrors> {
+    let mut builder = Builder::default();
+    let spec = path.to_string_lossy();
+    let whole_file = Location {
+        file: split_section(&spec).0.to_path_buf(),
+        line: 0,
+    };
+    builder.read_file(&spec, None, None);
+    builder.finish(Some(whole_file), false)
+}
+
+/// Reads command-line arguments (without the program name) into a validated config.
+///
+/// Config files (`--ini`, `--xml`, `--config`, or a `.ini`/`.xml`/`.toml` file given as an
+/// argument) are read first, then the other options override them. Every problem is
+/// collected, so a user fixing a copied uWSGI command line or ini file sees them all.
+pub fn parse_args<I, S>(args: I) -> Result<Parsed, ConfigErrors>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string()).collect();
+    let mut builder = Builder::default();
+    let mut files: Vec<(String, Option<Format>)> = Vec::new();
+    let mut settings: Vec<Setting> = Vec::new();
+    let mut check_only = false;
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        let (spec, inline_value, shown) = if let Some(long) = arg.strip_prefix("--") {
+            let (name, value) = match long.split_once('=') {
+                Some((name, value)) => (name, Some(value.to_string())),
+                None => (long, None),
+            };
+            if name == "check-config" {
+                check_only = true;
+                continue;
+            }
+            match lookup(name) {
+                Some(spec) => (spec, value, name.to_string()),
+                None => {
+                    builder.error(
+                        None,
+                        ConfigError::Unknown {
+                            name: name.into(),
+                            suggestion: suggest(name),
+                        },
+                    );
+                    // Skip what is probably its value, so it is not reported as stray too.
+                    if value.is_none() && args.get(i).is_some_and(|next| !next.starts_with('-')) {
+                        i += 1;
+                    }
+                    continue;
+                }
+            }
+        } else if let Some(letter) = arg.strip_prefix('-').filter(|s| s.chars().count() == 1) {
+            let letter = letter.chars().next().unwrap_or('-');
+            match options::lookup_short(letter) {
+                Some(spec) => (spec, None, spec.name.to_string()),
+                None => {
+                    builder.error(
+                        None,
+                        ConfigError::Unknown {
+                            name: arg.clone(),
+                            suggestion: None,
+                        },
+                    );
+                    continue;
+                }
+            }
+        } else if Format::from_path(split_section(arg).0).is_some() {
+            files.push((arg.clone(), None));
+            continue;
+        } else {
+            builder.error(None, ConfigError::StrayArgument(arg.clone()));
+            continue;
+        };
+
+        let value = match (spec.arity, inline_value) {
+            (_, Some(v)) => Some(v),
+            (Arity::Flag, None) => None,
+            (Arity::Value, None) => match args.get(i) {
+                Some(next) => {
+                    i += 1;
+                    Some(next.clone())
+                }
+                None => None,
+            },
+            // uWSGI only takes `--chmod-socket=660`; accept `--chmod-socket 660` as well.
+            (Arity::OptionalValue, None) => match args.get(i) {
+                Some(next)
+                    if !next.starts_with('-') && next.chars().all(|c| c.is_ascii_digit()) =>
+                {
+                    i += 1;
+                    Some(next.clone())
+                }
+                _ => None,
+            },
+        };
+        if let Some(format) = Format::for_option(spec.name, value.as_deref().unwrap_or("")) {
+            match value {
+                Some(file) => files.push((file, Some(format))),
+                None => builder.error(None, ConfigError::MissingValue(shown)),
+            }
+            continue;
+        }
+        settings.push(Setting {
+            name: shown,
+            value,
+            at: None,
+        });
+    }
+    for (file, format) in files {
+        builder.read_file(&file, format, None);
+    }
+    for setting in settings {
+        builder.apply(setting, &[], true);
+    }
+    builder.finish(None, check_only)
+}
