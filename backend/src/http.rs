@@ -91,6 +91,23 @@ async fn handle(
 ) -> Result<Response<WsgiBody>, Infallible> {
     let started = Instant::now();
     let (head, incoming) = request.into_parts();
+    let declared = head
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if ctx.limit_post > 0 && declared.is_some_and(|length| length > ctx.limit_post) {
+        tracing::error!(
+            "{peer} {} {} => 413: request body of {} bytes is over limit-post = {} bytes",
+            head.method,
+            head.uri,
+            declared.unwrap_or_default(),
+            ctx.limit_post
+        );
+        return Ok(plain_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Content Too Large",
+        ));
+    }
     let (first, spooled, length) = match read_body(incoming).await {
         Ok(body) => body,
         Err(err) => {
@@ -102,8 +119,23 @@ async fn handle(
             return Ok(plain_response(StatusCode::BAD_REQUEST, "Bad Request"));
         }
     };
+    if ctx.limit_post > 0 && length > ctx.limit_post {
+        tracing::error!(
+            "{peer} {} {} => 413: chunked request body of {length} bytes is over limit-post = {} bytes",
+            head.method,
+            head.uri,
+            ctx.limit_post
+        );
+        return Ok(plain_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Content Too Large",
+        ));
+    }
     let has_body = length > 0 || head.headers.contains_key(http::header::CONTENT_LENGTH);
     let permit = ctx.app_slot().await;
+    let _timer = ctx
+        .requests
+        .start(|| format!("{} {} (from {peer})", head.method, head.uri));
     let response = Python::attach(|py| {
         let source: Box<dyn std::io::Read + Send + Sync> = match spooled {
             Some(file) => Box::new(file),

@@ -7,6 +7,7 @@ mod logging;
 mod master;
 mod python;
 mod uwsgi;
+mod watchdog;
 mod worker;
 mod wsgi;
 
@@ -41,7 +42,15 @@ fn main() -> ExitCode {
         print!("{}", parsed.config.to_toml());
         return ExitCode::SUCCESS;
     }
-    if let Err(err) = logging::init(&parsed.config) {
+    let mut config = parsed.config;
+    if let Some(logfile) = config.daemonize.clone() {
+        if let Err(err) = daemonize() {
+            eprintln!("ngx-wsgi: daemonize: {err:#}");
+            return ExitCode::FAILURE;
+        }
+        config.logto.get_or_insert(logfile);
+    }
+    if let Err(err) = logging::init(&config) {
         eprintln!("ngx-wsgi: {err:#}");
         return ExitCode::FAILURE;
     }
@@ -49,13 +58,33 @@ fn main() -> ExitCode {
         tracing::info!("{note}");
     }
     if std::env::var_os(master::CHECK_APP_ENV).is_some() {
-        return ExitCode::from(master::check_app(&parsed.config) as u8);
+        return ExitCode::from(master::check_app(&config) as u8);
     }
-    match master::run(parsed.config, args) {
+    match master::run(config, args) {
         Ok(code) => ExitCode::from(code as u8),
         Err(err) => {
             tracing::error!("{err:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `daemonize`: goes on in a child in a session of its own; the command returns at once.
+/// A reload's re-exec is already detached.
+fn daemonize() -> anyhow::Result<()> {
+    use anyhow::Context;
+    use nix::unistd::{fork, setsid, ForkResult};
+    if std::env::var_os(listeners::INHERITED_FDS_ENV).is_some() {
+        return Ok(());
+    }
+    // SAFETY: no thread has been started and Python is not initialized yet: the child
+    // is a full copy of a single-threaded process.
+    match unsafe { fork() }.context("fork()")? {
+        ForkResult::Parent { .. } => std::process::exit(0),
+        ForkResult::Child => {}
+    }
+    setsid().context("setsid()")?;
+    let null = std::fs::File::open("/dev/null").context("/dev/null")?;
+    nix::unistd::dup2_stdin(&null).context("dup2 onto stdin")?;
+    Ok(())
 }

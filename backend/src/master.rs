@@ -83,7 +83,9 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
     // not fatal: it is acted on as soon as the workers are up.
     let signals = Signals::register()?;
     // Written first, as uWSGI does: a supervisor may look for it as soon as we start.
-    if let Some(pidfile) = &config.pidfile {
+    // A reload re-executes the same process: same pid, and maybe no longer root.
+    let reloaded = std::env::var_os(listeners::INHERITED_FDS_ENV).is_some();
+    if let Some(pidfile) = config.pidfile.as_ref().filter(|_| !reloaded) {
         std::fs::write(pidfile, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pidfile \"{}\"", pidfile.display()))?;
     }
@@ -102,9 +104,57 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
             listener.spec.protocol
         );
     }
+    // After binding (ports below 1024, sockets in root's directories), before the app loads.
+    if let Err(err) = drop_privileges(&config) {
+        vacuum(&config, true);
+        return Err(err);
+    }
     let result = serve(&config, &args, &listeners, &signals);
     vacuum(&config, true);
     result
+}
+
+/// `uid` and `gid`: runs as this user and group from now on, as uWSGI does once its
+/// sockets are bound. A no-op when already them (after a reload's re-exec).
+fn drop_privileges(config: &Config) -> anyhow::Result<()> {
+    use nix::unistd::{getgid, getuid, setgid, setgroups, setuid, Gid, Group, Uid, User};
+    let gid = match &config.gid {
+        None => None,
+        Some(name) => Some(match name.parse::<u32>() {
+            Ok(id) => Gid::from_raw(id),
+            Err(_) => {
+                Group::from_name(name)?
+                    .with_context(|| format!("gid: no group \"{name}\""))?
+                    .gid
+            }
+        }),
+    };
+    let user = match &config.uid {
+        None => None,
+        Some(name) => Some(match name.parse::<u32>() {
+            Ok(id) => Uid::from_raw(id),
+            Err(_) => {
+                User::from_name(name)?
+                    .with_context(|| format!("uid: no user \"{name}\""))?
+                    .uid
+            }
+        }),
+    };
+    if let Some(gid) = gid.filter(|gid| *gid != getgid()) {
+        // Supplementary groups are root's until replaced: keep only the one asked for.
+        setgroups(&[gid]).context("gid: cannot drop supplementary groups")?;
+        setgid(gid).with_context(|| format!("gid: cannot switch to group {gid}"))?;
+    }
+    if let Some(uid) = user.filter(|uid| *uid != getuid()) {
+        if gid.is_none() {
+            tracing::warn!("uid without gid: keeping group {}", getgid());
+        }
+        setuid(uid).with_context(|| format!("uid: cannot switch to user {uid}"))?;
+    }
+    if gid.is_some() || user.is_some() {
+        tracing::info!("running as uid {} gid {}", getuid(), getgid());
+    }
+    Ok(())
 }
 
 /// `--vacuum`: removes the pidfile and, when we bound them, the unix socket files.
@@ -270,6 +320,11 @@ fn reap(
             anyhow::bail!("worker {id} could not load the app (see above); not respawning it");
         }
         match how {
+            (Some(worker::EXIT_RECYCLED), _) => {
+                tracing::info!(
+                    "worker {id} (pid {pid}) reached max-requests; starting its replacement"
+                )
+            }
             (Some(code), _) => {
                 tracing::error!("worker {id} (pid {pid}) exited with code {code}; respawning it")
             }

@@ -340,6 +340,30 @@ fn run_request(
         .len()
         .min(body_start.saturating_add(head.content_length as usize));
     let server_vars = ServerVars::find(vars);
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let request_line = || {
+        let uri = server_vars
+            .request_uri
+            .or(server_vars.path_info)
+            .unwrap_or_default();
+        format!("{} {}", text(server_vars.method), text(uri))
+    };
+    let client = || match server_vars.remote_addr {
+        Some(addr) => format!("{} via {peer}", text(addr)),
+        None => peer.to_string(),
+    };
+    if ctx.limit_post > 0 && head.content_length > ctx.limit_post {
+        let reason = format!(
+            "request body of {} bytes is over limit-post = {} bytes",
+            head.content_length, ctx.limit_post
+        );
+        tracing::error!("{} {} => 413: {reason}", client(), request_line());
+        refuse(&conn, "413 Content Too Large", &reason);
+        return None;
+    }
+    let _timer = ctx
+        .requests
+        .start(|| format!("{} (from {})", request_line(), client()));
     let keep_alive = match allow_keep_alive {
         true => KeepAlive::from_var(server_vars.keep_alive),
         false => KeepAlive::Off,
@@ -387,17 +411,12 @@ fn run_request(
     // --disable-logging). nginx passes the client's address: the line names it with the
     // socket it came through.
     if ctx.should_log(&outcome) {
-        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
         let uri = server_vars
             .request_uri
             .or(server_vars.path_info)
             .unwrap_or_default();
-        let client = match server_vars.remote_addr {
-            Some(addr) => format!("{} via {peer}", text(addr)),
-            None => peer.to_string(),
-        };
         ctx.log_request(
-            &client,
+            &client(),
             &text(server_vars.method),
             &text(uri),
             &outcome,
@@ -415,16 +434,27 @@ fn run_request(
     Some((conn, received[body_end..].to_vec()))
 }
 
+/// [`reject`] for a connection a request thread holds: answers and closes without waiting.
+fn refuse(conn: &Conn, status: &str, reason: &str) {
+    let response = error_response(status, reason);
+    let _ = conn.write_parts(&[response.as_bytes()]);
+    conn.shutdown();
+}
+
+fn error_response(status: &str, reason: &str) -> String {
+    let body = format!("{reason}\n");
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// Answers a request we will not serve with an HTTP error saying why: nginx passes it
 /// to the client (a 431 instead of uWSGI's 502), and a browser pointed at the socket
 /// reads the reason. The rest of the input is then drained briefly, so closing does
 /// not reset the connection and destroy the answer.
 async fn reject(conn: &mut AsyncConn, status: &str, reason: &str) {
-    let body = format!("{reason}\n");
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let response = error_response(status, reason);
     match conn {
         AsyncConn::Unix(s) => answer_and_drain(s, response.as_bytes()).await,
         AsyncConn::Tcp(s) => answer_and_drain(s, response.as_bytes()).await,

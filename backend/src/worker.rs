@@ -14,6 +14,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::conn::AsyncConn;
 use crate::listeners::{BoundListener, ListeningSocket};
+use crate::watchdog::RequestClock;
 use crate::wsgi::{Outcome, WsgiApp};
 use ngx_wsgi_config::{Config, Protocol};
 
@@ -22,6 +23,10 @@ pub struct WorkerContext {
     pub app: WsgiApp,
     pub buffer_size: usize,
     pub log_requests: bool,
+    /// `limit-post`: the largest request body served (0: no limit).
+    pub limit_post: u64,
+    /// `harakiri` and `max-requests`.
+    pub requests: Arc<RequestClock>,
 }
 
 thread_local! {
@@ -106,22 +111,37 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// Exit code of a worker that stopped after `max-requests`: the master replaces it.
+pub const EXIT_RECYCLED: i32 = 4;
+
 /// Runs a worker until it is told to stop; returns the process exit code.
 pub fn run(config: &Config, app: Py<PyAny>, listeners: &[BoundListener]) -> anyhow::Result<i32> {
     let wsgi_app = Python::attach(|py| WsgiApp::new(py, app, config.threads, config.processes))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let requests = Arc::new(RequestClock::new(
+        config.harakiri,
+        config.max_requests,
+        config.threads,
+        stop_tx.clone(),
+    ));
+    requests.spawn_harakiri_thread()?;
     let ctx = Arc::new(WorkerContext {
         app: wsgi_app,
         buffer_size: config.buffer_size,
         log_requests: !config.disable_logging,
+        limit_post: config.limit_post,
+        requests: requests.clone(),
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut threads = Vec::new();
     for index in 1..config.threads {
         let sockets = dup_listeners(listeners)?;
         let (ctx, stop_rx) = (ctx.clone(), stop_rx.clone());
         let thread = std::thread::Builder::new()
             .name(format!("request-{index}"))
-            .spawn(move || serve_thread(ctx, sockets, stop_rx))
+            .spawn(move || {
+                crate::watchdog::set_thread_index(index as usize);
+                serve_thread(ctx, sockets, stop_rx)
+            })
             .context("cannot start a request thread")?;
         threads.push(thread);
     }
@@ -131,7 +151,10 @@ pub fn run(config: &Config, app: Py<PyAny>, listeners: &[BoundListener]) -> anyh
     for thread in threads {
         let _ = thread.join();
     }
-    result.map(|()| 0)
+    result.map(|()| match requests.recycled() {
+        true => EXIT_RECYCLED,
+        false => 0,
+    })
 }
 
 fn dup_listeners(

@@ -63,18 +63,36 @@ fn the_classic_django_ini_loads_and_means_what_uwsgi_reads() {
     let dir = scratch("django");
     let parsed = load(&write(&dir, "mysite.ini", DJANGO_INI));
     let c = &parsed.config;
-    assert_eq!((c.uid.as_deref(), c.gid.as_deref()), (Some("www-data"), Some("www-data")));
+    assert_eq!(
+        (c.uid.as_deref(), c.gid.as_deref()),
+        (Some("www-data"), Some("www-data"))
+    );
     assert_eq!(c.chdir.as_deref(), Some(Path::new("/srv/mysite")));
-    assert_eq!(c.module_and_callable(), Some(("mysite.wsgi", "application")));
-    assert_eq!(c.env, [("DJANGO_SETTINGS_MODULE".into(), "mysite.settings".into())]);
+    assert_eq!(
+        c.module_and_callable(),
+        Some(("mysite.wsgi", "application"))
+    );
+    assert_eq!(
+        c.env,
+        [("DJANGO_SETTINGS_MODULE".into(), "mysite.settings".into())]
+    );
     assert_eq!(c.home.as_deref(), Some(Path::new("/srv/mysite/venv")));
     assert!(c.master && c.vacuum);
     assert_eq!(c.processes, 4);
-    assert_eq!(c.listeners[0].addr, ListenAddr::Unix("/run/mysite/mysite.sock".into()));
+    assert_eq!(
+        c.listeners[0].addr,
+        ListenAddr::Unix("/run/mysite/mysite.sock".into())
+    );
     assert_eq!(c.listeners[0].protocol, Protocol::Uwsgi);
     assert_eq!(c.chmod_socket, Some(0o660));
-    assert_eq!(c.pidfile.as_deref(), Some(Path::new("/run/mysite/mysite.pid")));
-    assert_eq!((c.max_requests, c.harakiri, c.buffer_size), (5000, 30, 32768));
+    assert_eq!(
+        c.pidfile.as_deref(),
+        Some(Path::new("/run/mysite/mysite.pid"))
+    );
+    assert_eq!(
+        (c.max_requests, c.harakiri, c.buffer_size),
+        (5000, 30, 32768)
+    );
     let path = dir.join("mysite.ini").display().to_string();
     assert_eq!(
         notes(&parsed),
@@ -108,7 +126,10 @@ module = staging_app
     let c = load(&path).config;
     assert_eq!(c.listeners.len(), 1);
     assert_eq!(c.listeners[0].addr.to_string(), "0.0.0.0:3031");
-    assert_eq!(c.pythonpath, [PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]);
+    assert_eq!(
+        c.pythonpath,
+        [PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
+    );
     assert!(c.master);
     assert!(!c.lazy_apps);
     let staging = load(Path::new(&format!("{}:staging", path.display()))).config;
@@ -118,8 +139,14 @@ module = staging_app
         load_errors(Path::new(&format!("{}:prod", path.display()))),
         [
             format!("{}: no [prod] section in this file", path.display()),
-            format!("{}: no app to serve: set wsgi-file or module", path.display()),
-            format!("{}: nowhere to listen: set socket, http-socket or http", path.display()),
+            format!(
+                "{}: no app to serve: set wsgi-file or module",
+                path.display()
+            ),
+            format!(
+                "{}: nowhere to listen: set socket, http-socket or http",
+                path.display()
+            ),
         ]
     );
 }
@@ -147,11 +174,20 @@ env = UNSET=$(NGX_WSGI_TEST_SURELY_UNSET)
     assert_eq!(c.module.as_deref(), Some("mysite.wsgi"));
     let abs = std::path::absolute(&dir).unwrap();
     assert_eq!(c.listeners[0].addr, ListenAddr::Unix(abs.join("site.sock")));
-    assert_eq!(c.pidfile.as_deref(), Some(Path::new("/srv/mysite/site-ini.pid")));
-    assert_eq!(c.logto.as_deref(), Some(Path::new("/var/log/test/site.ini.log")));
+    assert_eq!(
+        c.pidfile.as_deref(),
+        Some(Path::new("/srv/mysite/site-ini.pid"))
+    );
+    assert_eq!(
+        c.logto.as_deref(),
+        Some(Path::new("/var/log/test/site.ini.log"))
+    );
     assert_eq!(
         c.env,
-        [("LITERAL".into(), "100%".into()), ("UNSET".into(), String::new())]
+        [
+            ("LITERAL".into(), "100%".into()),
+            ("UNSET".into(), String::new())
+        ]
     );
     assert_eq!(
         notes(&parsed),
@@ -269,7 +305,10 @@ fn xml_ids_placeholders_and_errors() {
 "#;
     let dir = scratch("xmlid");
     let path = write(&dir, "app.xml", text);
-    assert_eq!(load(&path).config.listeners[0].addr.to_string(), "/run/a.sock");
+    assert_eq!(
+        load(&path).config.listeners[0].addr.to_string(),
+        "/run/a.sock"
+    );
     let p = path.display();
     assert_eq!(
         load_errors(Path::new(&format!("{p}:staging"))),
@@ -278,7 +317,11 @@ fn xml_ids_placeholders_and_errors() {
             format!("{p}:12: invalid value \"zero\" for option \"processes\": expected a whole number of at least 1"),
         ]
     );
-    let broken = write(&dir, "broken.xml", "<uwsgi>\n<socket>/s</socket>\n<module>app</modul>\n</uwsgi>\n");
+    let broken = write(
+        &dir,
+        "broken.xml",
+        "<uwsgi>\n<socket>/s</socket>\n<module>app</modul>\n</uwsgi>\n",
+    );
     let errors = load_errors(&broken);
     assert!(
         errors[0].starts_with(&format!("{}:3: not well-formed XML:", broken.display())),
@@ -298,7 +341,8 @@ harakiri = 30
 limit-post = "10m"
 "#;
 
-const SAME_INI: &str = "[uwsgi]\nsocket = /run/app.sock\nsocket = 127.0.0.1:3031\nmodule = mysite.wsgi\n\
+const SAME_INI: &str =
+    "[uwsgi]\nsocket = /run/app.sock\nsocket = 127.0.0.1:3031\nmodule = mysite.wsgi\n\
 pythonpath = /srv/a\npythonpath = /srv/b\nenv = A=1\nprocesses = 4\nmaster\nchmod-socket = 660\n\
 harakiri = 30\nlimit-post = 10m\n";
 
@@ -332,7 +376,11 @@ fn toml_errors_name_the_line() {
             format!("{p}:4: uwsgi is a table: options are top-level keys holding a string, a number, true/false, or a list of those"),
         ]
     );
-    let nested = write(&dir, "nested.toml", "module = \"app\"\nsocket = \"/s\"\nthreads = [[1]]\n");
+    let nested = write(
+        &dir,
+        "nested.toml",
+        "module = \"app\"\nsocket = \"/s\"\nthreads = [[1]]\n",
+    );
     assert_eq!(
         load_errors(&nested),
         [format!("{}:3: threads is a list of lists: options are top-level keys holding a string, a number, true/false, or a list of those", nested.display())]
@@ -350,7 +398,10 @@ fn the_printed_config_reads_back_the_same() {
     let dir = scratch("roundtrip");
     let parsed = load(&write(&dir, "mysite.ini", DJANGO_INI));
     let printed = parsed.config.to_toml();
-    assert!(printed.contains("socket = [\"/run/mysite/mysite.sock\"]"), "{printed}");
+    assert!(
+        printed.contains("socket = [\"/run/mysite/mysite.sock\"]"),
+        "{printed}"
+    );
     assert!(printed.contains("chmod-socket = \"660\""), "{printed}");
     let again = load(&write(&dir, "printed.toml", &printed)).config;
     assert_eq!(again, parsed.config);
@@ -380,7 +431,9 @@ fn command_line_overrides_the_file() {
     let by_flag = parse_args(["--xml", xml.to_str().unwrap()]).unwrap().config;
     assert_eq!(by_flag.processes, 4);
     let toml = write(&dir, "app.conf", SAME_TOML);
-    let by_config = parse_args(["--config", toml.to_str().unwrap()]).unwrap().config;
+    let by_config = parse_args(["--config", toml.to_str().unwrap()])
+        .unwrap()
+        .config;
     assert_eq!(by_config, by_flag);
 }
 
@@ -391,7 +444,10 @@ fn files_that_cannot_be_read_or_told_apart() {
     let errors = parse_args(["--ini", missing.to_str().unwrap()]).unwrap_err();
     assert_eq!(
         errors.0[0].to_string(),
-        format!("cannot read config file: {}: No such file or directory (os error 2)", missing.display())
+        format!(
+            "cannot read config file: {}: No such file or directory (os error 2)",
+            missing.display()
+        )
     );
     let conf = write(&dir, "app.conf", SAME_INI);
     assert_eq!(
@@ -403,8 +459,16 @@ fn files_that_cannot_be_read_or_told_apart() {
 #[test]
 fn files_include_others() {
     let dir = scratch("include");
-    write(&dir, "base.ini", "[uwsgi]\nmaster = true\nprocesses = 3\nmodule = app\n");
-    let site = write(&dir, "site.ini", "[uwsgi]\nini = %dbase.ini\nsocket = /run/site.sock\nprocesses = 5\n");
+    write(
+        &dir,
+        "base.ini",
+        "[uwsgi]\nmaster = true\nprocesses = 3\nmodule = app\n",
+    );
+    let site = write(
+        &dir,
+        "site.ini",
+        "[uwsgi]\nini = %dbase.ini\nsocket = /run/site.sock\nprocesses = 5\n",
+    );
     let c = load(&site).config;
     assert!(c.master);
     assert_eq!(c.processes, 5);

@@ -83,5 +83,6 @@ pub(crate) fn read(text: &str, file: &FileInfo, section: &str) -> Reading {
 /// Where a comment starts inside a value: a `#` or `;` after whitespace.
 fn inline_comment(value: &str) -> Option<usize> {
     let bytes = value.as_bytes();
-    (1..bytes.len()).find(|&i| matches!(bytes[i], b'#' | b';') && bytes[i - 1].is_ascii_whitespace())
+    (1..bytes.len())
+        .find(|&i| matches!(bytes[i], b'#' | b';') && bytes[i - 1].is_ascii_whitespace())
 }

@@ -18,8 +18,8 @@ use std::path::PathBuf;
 
 pub use load::{load_file, parse_args, Format, Parsed};
 pub use options::{help_text, lookup, suggest, Arity, OptionSpec, Support, OPTIONS};
-pub use source::{Diagnostic, Location, Note, Setting};
 use serde::{Serialize, Serializer};
+pub use source::{Diagnostic, Location, Note, Setting};
 use thiserror::Error;
 
 /// Where a listener binds.
@@ -309,9 +309,13 @@ fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(
 }
 
 fn count(name: &str, value: &str, unit: &str) -> Result<u64, ConfigError> {
-    value
-        .parse::<u64>()
-        .map_err(|_| bad(name, value, &format!("a whole number of {unit}, 0 for no limit")))
+    value.parse::<u64>().map_err(|_| {
+        bad(
+            name,
+            value,
+            &format!("a whole number of {unit}, 0 for no limit"),
+        )
+    })
 }
 
 /// A switch: no value, or uWSGI's spellings of true and false.
@@ -319,7 +323,11 @@ fn switch(name: &str, value: Option<&str>) -> Result<bool, ConfigError> {
     match value.map(str::to_ascii_lowercase).as_deref() {
         None | Some("true" | "1" | "yes" | "on" | "") => Ok(true),
         Some("false" | "0" | "no" | "off") => Ok(false),
-        Some(_) => Err(bad(name, value.unwrap_or(""), "true or false (or no value)")),
+        Some(_) => Err(bad(
+            name,
+            value.unwrap_or(""),
+            "true or false (or no value)",
+        )),
     }
 }
 
@@ -453,6 +461,6 @@ fn unreachable_option(name: &str) -> Result<(), ConfigError> {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod file_tests;
+#[cfg(test)]
+mod tests;

@@ -143,7 +143,11 @@ impl Builder {
             return;
         }
         // `http` and `http-socket` fill one list.
-        let list = if spec.name == "http" { "http-socket" } else { spec.name };
+        let list = if spec.name == "http" {
+            "http-socket"
+        } else {
+            spec.name
+        };
         if from_command_line && LISTS.contains(&list) && !self.replaced.contains(&list) {
             self.replaced.push(list);
             self.config.clear_list(list);
@@ -158,15 +162,23 @@ impl Builder {
         }
     }
 
-    fn finish(mut self, whole_file: Option<Location>, check_only: bool) -> Result<Parsed, ConfigErrors> {
+    fn finish(
+        mut self,
+        whole_file: Option<Location>,
+        check_only: bool,
+    ) -> Result<Parsed, ConfigErrors> {
         for error in self.config.validate() {
             self.error(whole_file.clone(), error);
         }
         // A file's problems in line order, whatever stage found them; the file as a whole
         // (line 0) last; the command line's first, as given.
         self.errors.sort_by_key(|d| {
-            d.at.as_ref()
-                .map(|at| (at.file.clone(), if at.line == 0 { usize::MAX } else { at.line }))
+            d.at.as_ref().map(|at| {
+                (
+                    at.file.clone(),
+                    if at.line == 0 { usize::MAX } else { at.line },
+                )
+            })
         });
         if self.errors.is_empty() {
             Ok(Parsed {
@@ -184,7 +196,10 @@ impl Builder {
 /// `file.ini:other` names section `other` of `file.ini` (`<uwsgi id="other">` in XML).
 fn split_section(spec: &str) -> (&Path, Option<&str>) {
     if let Some((path, section)) = spec.rsplit_once(':') {
-        if !section.is_empty() && !section.contains('/') && Format::from_path(Path::new(path)).is_some() {
+        if !section.is_empty()
+            && !section.contains('/')
+            && Format::from_path(Path::new(path)).is_some()
+        {
             return (Path::new(path), Some(section));
         }
     }
@@ -315,11 +330,19 @@ where
             at: None,
         });
     }
+    // With one file, what is missing is missing from it.
+    let whole_file = match files.as_slice() {
+        [(file, _)] => Some(Location {
+            file: split_section(file).0.to_path_buf(),
+            line: 0,
+        }),
+        _ => None,
+    };
     for (file, format) in files {
         builder.read_file(&file, format, None);
     }
     for setting in settings {
         builder.apply(setting, &[], true);
     }
-    builder.finish(None, check_only)
+    builder.finish(whole_file, check_only)
 }

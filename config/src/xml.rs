@@ -30,7 +30,9 @@ pub(crate) fn read(text: &str, file: &FileInfo, id: Option<&str>) -> Reading {
     let blocks: Vec<roxmltree::Node> = if root.has_tag_name("uwsgi") {
         vec![root]
     } else {
-        root.children().filter(|n| n.has_tag_name("uwsgi")).collect()
+        root.children()
+            .filter(|n| n.has_tag_name("uwsgi"))
+            .collect()
     };
     let block = blocks
         .into_iter()

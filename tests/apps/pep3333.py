@@ -120,6 +120,8 @@ def validated(environ, start_response):
     if path == "/sleep":
         time.sleep(float(q.get("seconds", "1")))
         return text(start_response, str(os.getpid()))
+    if path == "/osenv":
+        return text(start_response, os.environ.get(q.get("name", ""), "(unset)"))
     if path == "/pid":
         return text(start_response, str(os.getpid()))
     if path == "/big":

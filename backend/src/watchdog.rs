@@ -1,0 +1,155 @@
+//! `harakiri` and `max-requests`: what a worker keeps track of about its requests.
+//!
+//! uWSGI's master SIGKILLs a worker stuck over `harakiri`, which leaves no trace of where
+//! the request was stuck. Here a thread of the worker itself notices, logs the request and
+//! the Python stack of every thread (faulthandler, which needs no GIL), then kills the
+//! worker; the master replaces it as it replaces any dead worker.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::signal::{self, Signal};
+use pyo3::prelude::*;
+use tokio::sync::watch;
+
+/// How often the harakiri thread looks at the running requests.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+
+thread_local! {
+    /// This request thread's index in [`RequestClock::running`].
+    static THREAD_INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Called once by each request thread before it serves.
+pub fn set_thread_index(index: usize) {
+    THREAD_INDEX.set(index);
+}
+
+struct Running {
+    since: Instant,
+    what: String,
+}
+
+/// The requests a worker is running and has served.
+pub struct RequestClock {
+    harakiri: Option<Duration>,
+    max_requests: u64,
+    served: AtomicU64,
+    recycled: AtomicBool,
+    /// One per request thread: what it is running, when harakiri is on.
+    running: Vec<Mutex<Option<Running>>>,
+    stop: watch::Sender<bool>,
+}
+
+/// Marks one request as running until it is dropped.
+pub struct RequestTimer<'a> {
+    clock: &'a RequestClock,
+}
+
+impl RequestClock {
+    pub fn new(
+        harakiri_secs: u64,
+        max_requests: u64,
+        threads: u32,
+        stop: watch::Sender<bool>,
+    ) -> Self {
+        RequestClock {
+            harakiri: (harakiri_secs > 0).then(|| Duration::from_secs(harakiri_secs)),
+            max_requests,
+            served: AtomicU64::new(0),
+            recycled: AtomicBool::new(false),
+            running: (0..threads).map(|_| Mutex::new(None)).collect(),
+            stop,
+        }
+    }
+
+    /// Starts timing a request; `describe` names it in a harakiri log line (and is only
+    /// called when harakiri is on).
+    pub fn start(&self, describe: impl FnOnce() -> String) -> RequestTimer<'_> {
+        if self.harakiri.is_some() {
+            if let Some(slot) = self.running.get(THREAD_INDEX.get()) {
+                *lock(slot) = Some(Running {
+                    since: Instant::now(),
+                    what: describe(),
+                });
+            }
+        }
+        RequestTimer { clock: self }
+    }
+
+    /// Whether the worker stopped because it reached `max-requests`.
+    pub fn recycled(&self) -> bool {
+        self.recycled.load(Ordering::SeqCst)
+    }
+
+    /// Starts the harakiri thread, if harakiri is on.
+    pub fn spawn_harakiri_thread(self: &Arc<Self>) -> anyhow::Result<()> {
+        let Some(limit) = self.harakiri else {
+            return Ok(());
+        };
+        // Each thread's Python stack goes to the log when the harakiri thread raises SIGUSR2.
+        Python::attach(|py| {
+            py.run(
+                c"import faulthandler, signal, sys\nfaulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True, chain=False)",
+                None,
+                None,
+            )
+        })
+        .context("cannot set up faulthandler for harakiri")?;
+        let clock = self.clone();
+        std::thread::Builder::new()
+            .name("harakiri".into())
+            .spawn(move || loop {
+                std::thread::sleep(CHECK_EVERY);
+                for slot in &clock.running {
+                    let running = lock(slot);
+                    let Some(request) = running.as_ref() else {
+                        continue;
+                    };
+                    let ran = request.since.elapsed();
+                    if ran >= limit {
+                        tracing::error!(
+                            "HARAKIRI: {} has run for {:.1} s, over harakiri = {} s: killing this worker (pid {}); the master starts a new one. Python stacks of its threads:",
+                            request.what,
+                            ran.as_secs_f64(),
+                            limit.as_secs(),
+                            std::process::id()
+                        );
+                        // faulthandler writes from the signal handler, on this thread.
+                        let _ = signal::raise(Signal::SIGUSR2);
+                        let _ = signal::raise(Signal::SIGKILL);
+                    }
+                }
+            })
+            .context("cannot start the harakiri thread")?;
+        Ok(())
+    }
+}
+
+impl Drop for RequestTimer<'_> {
+    fn drop(&mut self) {
+        let clock = self.clock;
+        if clock.harakiri.is_some() {
+            if let Some(slot) = clock.running.get(THREAD_INDEX.get()) {
+                *lock(slot) = None;
+            }
+        }
+        let served = clock.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if served == clock.max_requests {
+            tracing::info!(
+                "served {served} requests (max-requests): finishing the ones in flight, then a new worker takes over"
+            );
+            clock.recycled.store(true, Ordering::SeqCst);
+            let _ = clock.stop.send(true);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,213 @@
+"""The daemon read from uWSGI INI and XML files and from TOML: same meaning, same service;
+--check-config; the uWSGI options those files bring (harakiri, max-requests, uid/gid,
+limit-post, daemonize)."""
+
+import os
+import pathlib
+import re
+import signal
+import subprocess
+
+import requests
+
+from conftest import APPS, BIN, free_port, pid_alive, wait_for
+
+
+def check_config(*args, cwd=None):
+    return subprocess.run([BIN, "--check-config", *map(str, args)], capture_output=True, text=True,
+                          timeout=20, cwd=cwd)
+
+
+def same_app_three_ways(tmp_path, port):
+    """One deployment written as INI, XML and TOML."""
+    ini = tmp_path / "site.ini"
+    ini.write_text(f"""\
+[uwsgi]
+; as a uWSGI user writes it
+base = {APPS}
+http-socket = 127.0.0.1:{port}
+wsgi-file = %(base)/pep3333.py
+processes = 2
+master
+env = GREETING=hello from the config
+disable-logging = true
+""")
+    xml = tmp_path / "site.xml"
+    xml.write_text(f"""<uwsgi>
+  <http-socket>127.0.0.1:{port}</http-socket>
+  <wsgi-file>{APPS}/pep3333.py</wsgi-file>
+  <processes>2</processes>
+  <master/>
+  <env>GREETING=hello from the config</env>
+  <disable-logging>true</disable-logging>
+</uwsgi>
+""")
+    toml = tmp_path / "site.toml"
+    toml.write_text(f"""http-socket = "127.0.0.1:{port}"
+wsgi-file = "{APPS}/pep3333.py"
+processes = 2
+master = true
+env = ["GREETING=hello from the config"]
+disable-logging = true
+""")
+    return ini, xml, toml
+
+
+def test_ini_xml_and_toml_of_the_same_meaning_serve_identically(daemon, tmp_path):
+    port = free_port()
+    files = same_app_three_ways(tmp_path, port)
+    printed = {check_config(f).stdout for f in files}
+    assert len(printed) == 1, printed  # the same effective config
+    seen = []
+    for f in files:
+        d = daemon(f, ready=("127.0.0.1", port))
+        environ = requests.get(f"http://127.0.0.1:{port}/environ").json()
+        greeting = requests.get(f"http://127.0.0.1:{port}/osenv?name=GREETING").text
+        echo = requests.post(f"http://127.0.0.1:{port}/echo", data=b"body").text
+        pids = {requests.get(f"http://127.0.0.1:{port}/pid").text for _ in range(40)}
+        seen.append((greeting, environ["wsgi.multiprocess"], echo, len(pids)))
+        assert len(d.worker_pids()) == 2
+        d.stop()
+        wait_for(lambda: not pathlib.Path(f"/proc/{d.pid}").exists() or not pid_alive(d.pid), 10, "stop")
+    assert seen == [("hello from the config", True, "body", 2)] * 3
+
+
+def test_check_config_prints_the_effective_config_with_the_command_line_on_top(tmp_path):
+    ini, _, _ = same_app_three_ways(tmp_path, 8000)
+    out = check_config(ini, "--processes", "5", "--socket", "/run/other.sock")
+    assert out.returncode == 0, out.stderr
+    assert "processes = 5\n" in out.stdout
+    assert 'socket = ["/run/other.sock"]' in out.stdout
+    assert f'wsgi-file = "{APPS}/pep3333.py"' in out.stdout
+    # What it prints is a config: it checks again to the same thing.
+    printed = tmp_path / "printed.toml"
+    printed.write_text(out.stdout)
+    assert check_config(printed).stdout == out.stdout
+
+
+def test_check_config_reports_every_error_with_file_and_line(tmp_path):
+    bad = tmp_path / "bad.ini"
+    bad.write_text("""\
+[uwsgi]
+sokcet = /run/app.sock
+module = app
+stats = :9191
+processes = 2 # workers
+chmod-socket = 0999
+processes = -1
+buffer-size = 12q
+""")
+    out = check_config(bad)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    lines = out.stderr.splitlines()
+    assert f'ngx-wsgi: {bad}:2: unknown option "sokcet", did you mean "socket"?' in lines
+    assert f'ngx-wsgi: {bad}:4: option "stats" is a uWSGI option ngx-wsgi does not support yet' in lines
+    assert (f'ngx-wsgi: {bad}:6: invalid value "0999" for option "chmod-socket": '
+            "expected 3 octal digits such as 660") in lines
+    assert (f'ngx-wsgi: {bad}:7: invalid value "-1" for option "processes": '
+            "expected a whole number of at least 1") in lines
+    assert (f'ngx-wsgi: {bad}:8: invalid value "12q" for option "buffer-size": '
+            "expected a size from 1 to 65535 bytes (e.g. 32768 or 32k)") in lines
+    assert f"ngx-wsgi: {bad}: nowhere to listen: set socket, http-socket or http" in lines
+
+
+def test_inline_comment_is_stripped_with_a_warning_naming_the_line(daemon, tmp_path):
+    port = free_port()
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nwsgi-file = {APPS}/pep3333.py\n"
+                   "processes = 2   # two workers\n")
+    d = daemon("--ini", ini, ready=("127.0.0.1", port))
+    wait_for(lambda: len(d.worker_pids()) == 2, 10, "two workers")
+    assert (f'{ini}:4: "# two workers" after the value of processes is read as a comment '
+            "(uWSGI would make it part of the value)") in d.log()
+
+
+def test_harakiri_logs_the_stuck_request_and_its_python_stack_then_replaces_the_worker(daemon, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py", "--harakiri", "1",
+               ready=("127.0.0.1", port))
+    first = requests.get(f"{url}/pid").text
+    try:
+        r = requests.get(f"{url}/sleep?seconds=30", timeout=10)
+        raise AssertionError(f"a stuck request was answered: {r.status_code}")
+    except requests.ConnectionError:
+        pass  # the worker died with it, as under uWSGI; the log says why
+    d.wait_log(r"HARAKIRI: GET /sleep\?seconds=30 \(from .*\) has run for 1\.\d s, over harakiri = 1 s")
+    log = d.wait_log(r"was killed by SIGKILL; respawning it")
+    assert re.search(r'File ".*pep3333\.py", line \d+ in validated', d.log()), d.log()
+    second = wait_for(lambda: requests.get(f"{url}/pid", timeout=5).text, 10, "a new worker")
+    assert second != first and log
+
+
+def test_max_requests_recycles_the_worker_without_failing_a_request(daemon, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py",
+               "--max-requests", "3", "--disable-logging", ready=("127.0.0.1", port))
+    pids = []
+    for _ in range(7):
+        with requests.Session() as s:  # a connection per request: a recycled worker closes its own
+            pids.append(wait_for(lambda: s.get(f"{url}/pid", timeout=5).text, 10, "a worker"))
+    assert pids[0] == pids[1] == pids[2] != pids[3], pids
+    assert pids[3] == pids[4] == pids[5] != pids[6], pids
+    assert "served 3 requests (max-requests)" in d.log()
+    assert "reached max-requests; starting its replacement" in d.log()
+
+
+def test_limit_post_refuses_larger_bodies_with_413(daemon, nginx, tmp_path, app_sock):
+    port = free_port()
+    d = daemon("--socket", app_sock, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file",
+               APPS / "pep3333.py", "--limit-post", "1k", ready=app_sock)
+    n = nginx(f"unix:{app_sock}")
+    assert requests.post(f"{n.url}/echo", data=b"x" * 1024).text == "x" * 1024
+    r = requests.post(f"{n.url}/echo", data=b"x" * 1025)
+    assert r.status_code == 413
+    assert "request body of 1025 bytes is over limit-post = 1024 bytes" in r.text
+    r = requests.post(f"http://127.0.0.1:{port}/echo", data=b"x" * 4000)
+    assert r.status_code == 413
+    d.wait_log(r"POST /echo => 413: request body of 4000 bytes is over limit-post = 1024 bytes")
+    assert requests.get(f"{n.url}/pid").status_code == 200
+
+
+def test_uid_and_gid_drop_root_after_binding(daemon, tmp_path):
+    if os.getuid() != 0:
+        import pytest
+        pytest.skip("needs root to switch users")
+    port = 80 if not can_bind(80) is False else free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py",
+               "--uid", "nobody", "--gid", "nogroup", "--chdir", "/", ready=("127.0.0.1", port))
+    pid = int(requests.get(f"http://127.0.0.1:{port}/pid").text)
+    status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    uid = re.search(r"^Uid:\s+(\d+)\s+(\d+)", status, re.M).groups()
+    gid = re.search(r"^Gid:\s+(\d+)\s+(\d+)", status, re.M).groups()
+    assert uid == ("65534", "65534") and gid == ("65534", "65534"), status
+    assert "running as uid 65534 gid 65534" in d.log()
+
+
+def can_bind(port):
+    import socket
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def test_daemonize_returns_at_once_and_serves_in_the_background(tmp_path):
+    port = free_port()
+    log, pidfile = tmp_path / "daemon.log", tmp_path / "app.pid"
+    out = subprocess.run([BIN, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py",
+                          "--daemonize", log, "--pidfile", pidfile], capture_output=True, text=True,
+                         timeout=10, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    try:
+        pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pidfile"))
+        assert wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/pid", timeout=2).ok, 15, "serving")
+        assert os.getsid(pid) == pid  # a session of its own
+        assert "listening on" in log.read_text()
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGINT)
