@@ -149,7 +149,7 @@ class Nginx:
     """Debian's nginx from its own prefix, passing requests to `upstream` with stock
     uwsgi_pass, or with our module's wsgi_pass when `module` is true."""
 
-    def __init__(self, tmp_path, upstream, http_extra="", location_extra="", module=False):
+    def __init__(self, tmp_path, upstream, http_extra="", location_extra="", module=False, directives=None):
         self.prefix = tmp_path / f"nginx-{time.monotonic_ns()}"
         self.prefix.mkdir()
         self.port = free_port()
@@ -157,7 +157,8 @@ class Nginx:
         conf.write_text(
             NGINX_CONF.format(
                 load_module=f"load_module {MODULE};" if module else "",
-                pass_directives=f"wsgi_pass {upstream};" if module
+                pass_directives=directives if directives is not None
+                else f"wsgi_pass {upstream};" if module
                 else f"include /etc/nginx/uwsgi_params; uwsgi_pass {upstream};",
                 prefix=self.prefix,
                 port=self.port,

@@ -8,6 +8,7 @@
 //! The `wsgi_*` directives mirror the `uwsgi_*` family (same contexts, defaults and
 //! meaning).
 
+mod app;
 mod upstream;
 
 use core::ffi::{c_char, c_void};
@@ -60,6 +61,8 @@ pub struct WsgiLocConf {
     /// `wsgi_modifier1`, `wsgi_modifier2`: the packet header's modifiers.
     modifier1: ngx_uint_t,
     modifier2: ngx_uint_t,
+    /// `wsgi_app`: the daemon's config read for this location, null without one.
+    app: *mut app::AppBinding,
 }
 
 /// The params Debian's `uwsgi_params` file sets, which `wsgi_pass` sends without an
@@ -186,7 +189,15 @@ macro_rules! field {
 
 const NONE: *mut c_void = ptr::null_mut();
 
-static mut NGX_HTTP_WSGI_COMMANDS: [ngx_command_t; 29] = [
+static mut NGX_HTTP_WSGI_COMMANDS: [ngx_command_t; 30] = [
+    ngx_command_t {
+        name: ngx_string!("wsgi_app"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(app::ngx_http_wsgi_app),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
     ngx_command_t {
         name: ngx_string!("wsgi_pass"),
         type_: (NGX_HTTP_LOC_CONF | NGX_HTTP_LIF_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
@@ -845,6 +856,10 @@ extern "C" fn ngx_http_wsgi_merge_loc_conf(
     let passes = !conf.upstream.upstream.is_null() || !conf.pass_value.is_null();
     if clcf.lmt_excpt() != 0 && clcf.handler.is_none() && passes {
         clcf.handler = Some(upstream::ngx_http_wsgi_handler);
+    }
+    // SAFETY: cf is the configuration being merged and conf is merged above.
+    if !unsafe { app::check_app(cf, conf) } {
+        return NGX_CONF_ERROR;
     }
 
     if conf.user_params.is_null() {

@@ -1,0 +1,321 @@
+//! `wsgi_app FILE;`: the daemon's own config file tells nginx where to pass requests.
+//!
+//! The file is read with the daemon's config crate while nginx loads its configuration,
+//! so `nginx -t` reports the same errors as `ngx-wsgi --check-config`, then compares the
+//! daemon's settings with the location's (timeouts, body size, socket permissions). The
+//! socket is reached through an implicit upstream with nginx's keepalive cache, as an
+//! `upstream { keepalive 32; }` block would.
+
+use core::ffi::{c_char, c_void};
+use core::{mem, ptr};
+use std::path::Path;
+
+use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ffi::{
+    ngx_array_create, ngx_array_push, ngx_command_t, ngx_conf_full_name, ngx_conf_t,
+    ngx_core_conf_t, ngx_core_module, ngx_http_conf_ctx_t, ngx_http_core_module,
+    ngx_http_core_srv_conf_t, ngx_http_max_module, ngx_http_module_t, ngx_http_upstream_add,
+    ngx_http_upstream_module, ngx_http_upstream_srv_conf_t, ngx_module_t, ngx_pcalloc, ngx_pnalloc,
+    ngx_str_t, ngx_url_t, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+};
+use ngx::{ngx_conf_log_error, ngx_log_error};
+use ngx_wsgi_config::nginx::{check, upstream_url, NginxSide, Severity, WorkerUser};
+use ngx_wsgi_config::{load_file, Parsed};
+
+use crate::{bytes, core_loc_conf, directive_args, WsgiLocConf};
+
+/// Idle connections to the daemon each nginx worker keeps for reuse.
+const KEEPALIVE_CONNECTIONS: &[u8] = b"32";
+
+extern "C" {
+    /// nginx's upstream keepalive module, built into every nginx since 1.1.4.
+    static mut ngx_http_upstream_keepalive_module: ngx_module_t;
+}
+
+/// What `wsgi_app` read, kept for the checks made once the location is merged.
+pub struct AppBinding {
+    /// The daemon's config file, as written in nginx.conf.
+    file: String,
+    parsed: Parsed,
+    /// Where the directive is, for messages given after parsing.
+    nginx_file: String,
+    nginx_line: usize,
+}
+
+fn show(s: &ngx_str_t) -> String {
+    String::from_utf8_lossy(bytes(s)).into_owned()
+}
+
+/// `wsgi_app FILE;`
+pub extern "C" fn ngx_http_wsgi_app(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx calls this with its configuration and our location configuration.
+    let (conf, args) = unsafe { (&mut *(conf as *mut WsgiLocConf), directive_args(cf)) };
+    if !conf.app.is_null() {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"wsgi_app\" directive is duplicate");
+        return NGX_CONF_ERROR;
+    }
+    if !conf.upstream.upstream.is_null() || !conf.pass_value.is_null() {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"wsgi_app\" and \"wsgi_pass\" in one location: wsgi_app already says where to pass requests"
+        );
+        return NGX_CONF_ERROR;
+    }
+    let mut name = args[1];
+    // SAFETY: cf->cycle is the cycle being configured; a relative name is resolved against
+    // nginx's configuration prefix, into the configuration pool.
+    if unsafe { ngx_conf_full_name((*cf).cycle, &mut name, 1) } != NGX_OK as isize {
+        return NGX_CONF_ERROR;
+    }
+    let file = show(&name);
+    let parsed = match load_file(Path::new(&file)) {
+        Ok(parsed) => parsed,
+        Err(errors) => {
+            for error in &errors.0 {
+                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "wsgi_app: {error}");
+            }
+            return NGX_CONF_ERROR;
+        }
+    };
+    for note in &parsed.notes {
+        ngx_conf_log_error!(NGX_LOG_WARN, cf, "wsgi_app: {note}");
+    }
+    let (url, _) = match upstream_url(&parsed) {
+        Ok(url) => url,
+        Err(finding) => {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "wsgi_app {file}: {finding}");
+            return NGX_CONF_ERROR;
+        }
+    };
+    // SAFETY: cf is valid during the directive; what the upstream keeps of the URL is
+    // copied into the configuration pool first.
+    let upstream = unsafe { add_upstream(cf, &url) };
+    if upstream.is_null() {
+        return NGX_CONF_ERROR;
+    }
+    // SAFETY: as above; `upstream` was just returned by ngx_http_upstream_add.
+    if let Err(reason) = unsafe { reuse_connections(cf, upstream) } {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "wsgi_app: cannot keep connections to {url} alive: {reason}"
+        );
+        return NGX_CONF_ERROR;
+    }
+    conf.upstream.upstream = upstream;
+    // SAFETY: cf is the configuration of the location this directive is in.
+    unsafe { core_loc_conf(cf) }.handler = Some(crate::upstream::ngx_http_wsgi_handler);
+    // SAFETY: cf->conf_file is the file being parsed, valid during the directive.
+    let (nginx_file, nginx_line) = unsafe {
+        let conf_file = &*(*cf).conf_file;
+        (show(&conf_file.file.name), conf_file.line)
+    };
+    // SAFETY: cf->pool lives as long as this configuration; the pool drops the binding
+    // (a cleanup handler) when the configuration is freed.
+    let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
+    conf.app = pool.allocate(AppBinding {
+        file,
+        parsed,
+        nginx_file,
+        nginx_line,
+    });
+    if conf.app.is_null() {
+        return NGX_CONF_ERROR;
+    }
+    NGX_CONF_OK
+}
+
+/// The implicit upstream for `url`, as `wsgi_pass URL` makes one.
+///
+/// # Safety
+/// `cf` is the configuration nginx passes to a directive handler.
+unsafe fn add_upstream(cf: *mut ngx_conf_t, url: &str) -> *mut ngx_http_upstream_srv_conf_t {
+    // SAFETY: the bytes are copied into the configuration pool, which outlives the upstream.
+    unsafe {
+        let data = ngx_pnalloc((*cf).pool, url.len()) as *mut u8;
+        if data.is_null() {
+            return ptr::null_mut();
+        }
+        ptr::copy_nonoverlapping(url.as_ptr(), data, url.len());
+        let mut parsed: ngx_url_t = mem::zeroed();
+        parsed.url = ngx_str_t {
+            len: url.len(),
+            data,
+        };
+        parsed.set_no_resolve(1);
+        ngx_http_upstream_add(cf, &mut parsed, 0)
+    }
+}
+
+/// Gives an implicit upstream nginx's keepalive cache, by running the `keepalive`
+/// directive's own handler on it as if it were written in an `upstream` block.
+///
+/// # Safety
+/// `cf` is the configuration nginx passes to a directive handler of the http block;
+/// `upstream` was returned by ngx_http_upstream_add during it.
+unsafe fn reuse_connections(
+    cf: *mut ngx_conf_t,
+    upstream: *mut ngx_http_upstream_srv_conf_t,
+) -> Result<(), String> {
+    // SAFETY: the caller's guarantees; every pointer read below is a module or
+    // configuration structure nginx keeps for the life of the configuration.
+    unsafe {
+        if !(*upstream).srv_conf.is_null() {
+            // An `upstream` block (its keepalive is the user's choice), or another
+            // wsgi_app with the same socket already did this.
+            return Ok(());
+        }
+        let pool = (*cf).pool;
+        let keepalive = &raw mut ngx_http_upstream_keepalive_module;
+        let slots = ngx_pcalloc(pool, ngx_http_max_module * mem::size_of::<*mut c_void>())
+            as *mut *mut c_void;
+        if slots.is_null() {
+            return Err("out of memory".into());
+        }
+        *slots.add(ngx_http_upstream_module.ctx_index) = upstream as *mut c_void;
+        let module_ctx = (*keepalive).ctx as *mut ngx_http_module_t;
+        let create = (*module_ctx)
+            .create_srv_conf
+            .ok_or("the keepalive module has no server configuration")?;
+        let keepalive_conf = create(cf);
+        if keepalive_conf.is_null() {
+            return Err("out of memory".into());
+        }
+        *slots.add((*keepalive).ctx_index) = keepalive_conf;
+        let mut command = (*keepalive).commands;
+        while (*command).name.len != 0 && bytes(&(*command).name) != b"keepalive" {
+            command = command.add(1);
+        }
+        let set = (*command)
+            .set
+            .ok_or("this nginx has no \"keepalive\" directive")?;
+        let args = ngx_array_create(pool, 2, mem::size_of::<ngx_str_t>());
+        if args.is_null() {
+            return Err("out of memory".into());
+        }
+        for word in [&b"keepalive"[..], KEEPALIVE_CONNECTIONS] {
+            let slot = ngx_array_push(args) as *mut ngx_str_t;
+            if slot.is_null() {
+                return Err("out of memory".into());
+            }
+            *slot = ngx_str_t {
+                len: word.len(),
+                data: word.as_ptr() as *mut u8,
+            };
+        }
+        (*upstream).srv_conf = slots;
+        let http = (*cf).ctx as *mut ngx_http_conf_ctx_t;
+        let mut block = ngx_http_conf_ctx_t {
+            main_conf: (*http).main_conf,
+            srv_conf: slots,
+            loc_conf: (*http).loc_conf,
+        };
+        let mut in_block = *cf;
+        in_block.args = args;
+        in_block.ctx = &mut block as *mut ngx_http_conf_ctx_t as *mut c_void;
+        let rv = set(&mut in_block, command, keepalive_conf);
+        if rv.is_null() {
+            Ok(())
+        } else {
+            Err(core::ffi::CStr::from_ptr(rv).to_string_lossy().into_owned())
+        }
+    }
+}
+
+/// The checks between the daemon's config and the merged location; `false` fails the
+/// configuration (the reasons are logged).
+///
+/// # Safety
+/// `cf` is the configuration nginx passes to a merge callback; `conf` is merged.
+pub unsafe fn check_app(cf: *mut ngx_conf_t, conf: &WsgiLocConf) -> bool {
+    // SAFETY: conf.app is null or the binding wsgi_app allocated in the configuration pool.
+    let Some(app) = (unsafe { conf.app.as_ref() }) else {
+        return true;
+    };
+    // SAFETY: during a merge, cf->ctx is this location's ngx_http_conf_ctx_t, whose core
+    // module slots are merged before ours (nginx merges module by module, core first).
+    let (clcf, cscf) = unsafe {
+        let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
+        let index = ngx_http_core_module.ctx_index;
+        (
+            core_loc_conf(cf),
+            &*(*(*ctx).srv_conf.add(index) as *const ngx_http_core_srv_conf_t),
+        )
+    };
+    let buffers = cscf.large_client_header_buffers;
+    let side = NginxSide {
+        read_timeout_ms: conf.upstream.read_timeout as u64,
+        client_max_body_size: clcf.client_max_body_size.max(0) as u64,
+        max_request_head: (buffers.num as u64) * (buffers.size as u64),
+        // SAFETY: cf->cycle is the cycle being configured.
+        worker: unsafe { worker_user(cf) },
+    };
+    let mut ok = true;
+    for finding in check(&app.parsed, &side) {
+        // SAFETY: cf->log is the configuration's log.
+        let log = unsafe { (*cf).log };
+        let where_ = format!("in {}:{}", app.nginx_file, app.nginx_line);
+        match finding.severity {
+            Severity::Error => {
+                ok = false;
+                ngx_log_error!(
+                    NGX_LOG_EMERG,
+                    log,
+                    "wsgi_app {}: {finding} {where_}",
+                    app.file
+                );
+            }
+            Severity::Warning => {
+                ngx_log_error!(
+                    NGX_LOG_WARN,
+                    log,
+                    "wsgi_app {}: {finding} {where_}",
+                    app.file
+                );
+            }
+        }
+    }
+    ok
+}
+
+/// The user nginx's workers will run as: the `user` directive's when the master is root,
+/// nginx's built-in default (nobody) when it has none, else whoever runs nginx.
+///
+/// # Safety
+/// `cf` is a configuration being parsed.
+unsafe fn worker_user(cf: *mut ngx_conf_t) -> WorkerUser {
+    use nix::unistd::{getegid, geteuid, Group, User};
+    let (euid, egid) = (geteuid(), getegid());
+    if !euid.is_root() {
+        let name = User::from_uid(euid)
+            .ok()
+            .flatten()
+            .map_or_else(|| euid.to_string(), |u| u.name);
+        return WorkerUser::lookup(&name, euid.as_raw(), egid.as_raw());
+    }
+    // SAFETY: the core module's configuration exists from the start of parsing; its user
+    // fields are NGX_CONF_UNSET until a `user` directive (usually the first line) sets them.
+    let ccf = unsafe {
+        let conf_ctx = (*(*cf).cycle).conf_ctx;
+        &*(*conf_ctx.add(ngx_core_module.index) as *const ngx_core_conf_t)
+    };
+    if ccf.user != u32::MAX && !ccf.username.is_null() {
+        // SAFETY: username is the NUL-terminated name the `user` directive stored.
+        let name = unsafe { core::ffi::CStr::from_ptr(ccf.username) }
+            .to_string_lossy()
+            .into_owned();
+        return WorkerUser::lookup(&name, ccf.user, ccf.group);
+    }
+    let nobody = User::from_name("nobody").ok().flatten();
+    let nogroup = Group::from_name("nogroup").ok().flatten();
+    WorkerUser::lookup(
+        "nobody",
+        nobody.map_or(65534, |u| u.uid.as_raw()),
+        nogroup.map_or(65534, |g| g.gid.as_raw()),
+    )
+}

@@ -1,0 +1,158 @@
+"""`wsgi_app FILE;`: nginx reads the daemon's own config file, passes requests to the socket
+it declares (reusing connections), and `nginx -t` fails, naming the nginx.conf line and the
+config file's line, when the two sides disagree in a way that breaks requests."""
+
+import re
+import signal
+import subprocess
+
+import requests
+
+from conftest import APPS, MODULE, Nginx, wait_for
+
+CONF = """\
+load_module {module};
+user {user};
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    server {{
+        listen 127.0.0.1:8;
+        location / {{
+            wsgi_app {app};
+{extra}
+        }}
+    }}
+}}
+"""
+# The wsgi_app line of CONF.
+WSGI_APP_LINE = 12
+
+
+def nginx_t(tmp_path, app, extra="", user="root"):
+    """Runs `nginx -t` on a configuration with `wsgi_app app;`: (exit code, output)."""
+    prefix = tmp_path / "nginx-t"
+    prefix.mkdir(exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(CONF.format(module=MODULE, user=user, prefix=prefix, app=app, extra=extra))
+    out = subprocess.run(["nginx", "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True,
+                         timeout=20)
+    return out.returncode, out.stderr, f"in {conf}:{WSGI_APP_LINE}"
+
+
+def write_ini(tmp_path, body, name="app.ini"):
+    path = tmp_path / name
+    path.write_text("[uwsgi]\n" + body)
+    return path
+
+
+def test_one_config_file_serves_through_nginx_with_connection_reuse(daemon, nginx, tmp_path):
+    sock = tmp_path / "app.sock"
+    ini = write_ini(tmp_path, f"socket = {sock}\nwsgi-file = {APPS}/pep3333.py\nprocesses = 2\n"
+                              "harakiri = 30\nlimit-post = 1m\nchmod-socket = 660\n")
+    d = daemon(ini, env={"NGX_WSGI_LOG": "debug"}, ready=str(sock))
+    n = nginx(None, module=True, directives=f"wsgi_app {ini};",
+              location_extra="wsgi_read_timeout 60s; client_max_body_size 1m;")
+    s = requests.Session()
+    for i in range(25):
+        assert s.get(f"{n.url}/pid").text.isdigit()
+        assert s.post(f"{n.url}/echo", data=b"x" * (i * 1000)).content == b"x" * (i * 1000)
+    wait_for(lambda: d.log().count(" => ") >= 50, 5, "every request in the log")
+    accepted = d.log().count("connection accepted")
+    assert 1 <= accepted <= 4, f"{accepted} connections for 50 requests"
+    # nginx itself refuses what the daemon would (client_max_body_size agrees with limit-post).
+    assert s.post(f"{n.url}/echo", data=b"x" * (2 << 20)).status_code == 413
+
+
+def test_invalid_config_fails_nginx_t_with_both_lines(tmp_path):
+    ini = write_ini(tmp_path, "sokcet = /run/app.sock\nmodule = app\nprocesses = -1\nstats = :9191\n")
+    code, out, where = nginx_t(tmp_path, ini)
+    assert code == 1
+    assert f'wsgi_app: {ini}:2: unknown option "sokcet", did you mean "socket"? {where}' in out
+    assert (f'wsgi_app: {ini}:4: invalid value "-1" for option "processes": '
+            f"expected a whole number of at least 1 {where}") in out
+    assert f'wsgi_app: {ini}:5: option "stats" is a uWSGI option ngx-wsgi does not support yet {where}' in out
+    assert f"wsgi_app: {ini}: nowhere to listen: set socket, http-socket or http {where}" in out
+    assert "test failed" in out
+
+
+def test_missing_file_and_no_uwsgi_socket(tmp_path):
+    code, out, where = nginx_t(tmp_path, tmp_path / "nope.ini")
+    assert code == 1
+    assert f"wsgi_app: cannot read config file: {tmp_path}/nope.ini: No such file or directory (os error 2) {where}" in out
+    ini = write_ini(tmp_path, "http-socket = :8000\nmodule = app\n")
+    code, out, where = nginx_t(tmp_path, ini)
+    assert code == 1
+    assert (f"wsgi_app {ini}: the config has no uwsgi socket for nginx to pass requests to: add one, "
+            f"such as socket = /run/ngx-wsgi/app.sock {where}") in out
+    ini = write_ini(tmp_path, "socket = @app\nmodule = app\n", "abstract.ini")
+    code, out, where = nginx_t(tmp_path, ini)
+    assert code == 1
+    assert f"wsgi_app {ini}: socket = @app is an abstract unix socket, which nginx cannot connect to" in out
+    assert f"({ini}:2) {where}" in out
+
+
+def test_timeouts_and_body_limits_that_break_requests_fail_nginx_t(tmp_path):
+    ini = write_ini(tmp_path, "socket = /run/app.sock\nmodule = app\nharakiri = 30\nlimit-post = 10m\n")
+    code, out, where = nginx_t(tmp_path, ini, extra="wsgi_read_timeout 20s; client_max_body_size 64m;")
+    assert code == 1
+    assert (f"wsgi_app {ini}: wsgi_read_timeout 20s is not longer than harakiri = 30 s: nginx answers 504 "
+            "and drops the request while the daemon still runs it; set wsgi_read_timeout 35s or more, "
+            f"or lower harakiri ({ini}:4) {where}") in out
+    assert (f"wsgi_app {ini}: client_max_body_size is 67108864 bytes, above limit-post = 10485760 bytes: "
+            "nginx would take bodies the daemon refuses; set client_max_body_size 10485760 or less "
+            f"({ini}:5) {where}") in out
+    # The same config with agreeing nginx settings passes.
+    code, out, _ = nginx_t(tmp_path, ini, extra="wsgi_read_timeout 35s; client_max_body_size 10m;")
+    assert code == 0, out
+
+
+def test_socket_permissions_nginx_workers_cannot_use_fail_nginx_t(tmp_path):
+    ini = write_ini(tmp_path, "socket = /run/app.sock\nmodule = app\nchmod-socket = 660\n"
+                              "chown-socket = root:root\n")
+    code, out, where = nginx_t(tmp_path, ini, user="www-data")
+    assert code == 1
+    assert re.search(r"wsgi_app .*: nginx's workers run as www-data and cannot connect to /run/app.sock: "
+                     r"chmod-socket = 660 lets only the socket's owner and group connect", out), out
+    assert f"({ini}:4) {where}" in out
+    # The group nginx's user is in: allowed.
+    ini = write_ini(tmp_path, "socket = /run/app.sock\nmodule = app\nchmod-socket = 660\n"
+                              "chown-socket = root:www-data\n", "group.ini")
+    code, out, _ = nginx_t(tmp_path, ini, user="www-data")
+    assert code == 0, out
+    assert "cannot connect" not in out and "may not" not in out
+
+
+def test_mismatches_that_might_matter_are_warnings(tmp_path):
+    ini = write_ini(tmp_path, "socket = /run/app.sock\nmodule = app\nbuffer-size = 4096\n"
+                              "processes = 2 # workers\n")
+    code, out, where = nginx_t(tmp_path, ini, user="www-data")
+    assert code == 0, out
+    assert re.search(rf"\[warn\].*wsgi_app {ini}: buffer-size = 4096 is smaller than the request heads nginx "
+                     rf"accepts \(32768 bytes, large_client_header_buffers\).*\({ini}:4\) {where}", out), out
+    assert re.search(rf"\[warn\].*wsgi_app {ini}: nginx's workers run as www-data and may not be able to "
+                     r"connect to /run/app.sock: without chmod-socket", out), out
+    assert re.search(rf'\[warn\].*wsgi_app: {ini}:5: "# workers" after the value of processes is read as a '
+                     r"comment", out), out
+
+
+def test_reload_rereads_the_config_and_keeps_the_old_one_when_it_breaks(daemon, nginx, tmp_path):
+    sock = tmp_path / "app.sock"
+    ini = write_ini(tmp_path, f"socket = {sock}\nwsgi-file = {APPS}/pep3333.py\n")
+    daemon(ini, ready=str(sock))
+    n = nginx(None, module=True, directives=f"wsgi_app {ini};")
+    assert requests.get(f"{n.url}/pid").ok
+    ini.write_text(f"[uwsgi]\nsocket = {sock}\nwsgi-file = {APPS}/pep3333.py\nharakiri = 600\n")
+    n.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "is not longer than harakiri = 600 s" in n.error_log(), 10, "the reload's error")
+    assert requests.get(f"{n.url}/pid").ok  # the old configuration still serves
+    # Fixed: the next reload takes it.
+    second = tmp_path / "second.sock"
+    daemon(write_ini(tmp_path, f"socket = {second}\nwsgi-file = {APPS}/pep3333.py\nenv = WHICH=second\n",
+                     "second.ini"), ready=str(second))
+    ini.write_text(f"[uwsgi]\nsocket = {second}\nwsgi-file = {APPS}/pep3333.py\n")
+    n.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: requests.get(f"{n.url}/osenv?name=WHICH").text == "second", 15, "the new socket")
