@@ -479,3 +479,125 @@ fn files_include_others() {
         "{errors:?}"
     );
 }
+
+mod nginx_checks {
+    use super::*;
+    use crate::nginx::{
+        check, socket_access, upstream_url, Access, NginxSide, Severity, WorkerUser,
+    };
+
+    fn www_data() -> WorkerUser {
+        WorkerUser {
+            name: "www-data".into(),
+            uid: 33,
+            gid: 33,
+            groups: vec![33],
+        }
+    }
+
+    fn side() -> NginxSide {
+        NginxSide {
+            read_timeout_ms: 60_000,
+            client_max_body_size: 1 << 20,
+            max_request_head: 32768,
+            worker: www_data(),
+        }
+    }
+
+    fn parsed(text: &str) -> Parsed {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = scratch(&format!("nginx-{n}"));
+        load(&write(&dir, "app.ini", text))
+    }
+
+    #[test]
+    fn the_first_uwsgi_socket_is_where_nginx_connects() {
+        let p = parsed(
+            "[uwsgi]\nhttp-socket = :8000\nsocket = :3031\nsocket = /run/b.sock\nmodule = m\n",
+        );
+        assert_eq!(upstream_url(&p).unwrap().0, "127.0.0.1:3031");
+        let p = parsed("[uwsgi]\nsocket = /run/a.sock\nmodule = m\n");
+        assert_eq!(upstream_url(&p).unwrap().0, "unix:/run/a.sock");
+        let p = parsed("[uwsgi]\nhttp-socket = :8000\nmodule = m\n");
+        assert_eq!(upstream_url(&p).unwrap_err().severity, Severity::Error);
+    }
+
+    #[test]
+    fn harakiri_longer_than_the_read_timeout_is_an_error_equal_a_warning() {
+        let p = parsed("[uwsgi]\nsocket = /run/a.sock\nmodule = m\nharakiri = 60\nbuffer-size = 32k\nchmod-socket = 666\n");
+        let findings = check(&p, &side());
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].severity, Severity::Warning);
+        assert_eq!(findings[0].at.as_ref().unwrap().line, 4);
+        let short = NginxSide {
+            read_timeout_ms: 30_000,
+            ..side()
+        };
+        let findings = check(&p, &short);
+        assert_eq!(findings[0].severity, Severity::Error);
+        assert!(findings[0]
+            .message
+            .starts_with("wsgi_read_timeout 30s is not longer than harakiri = 60 s"));
+    }
+
+    #[test]
+    fn a_body_limit_nginx_exceeds_is_an_error() {
+        let p = parsed(
+            "[uwsgi]\nsocket = /run/a.sock\nmodule = m\nlimit-post = 512k\nchmod-socket = 666\n",
+        );
+        let findings = check(&p, &side());
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].severity, Severity::Error);
+        assert_eq!(
+            findings[0].message,
+            "client_max_body_size is 1048576 bytes, above limit-post = 524288 bytes: nginx would take bodies the daemon refuses; set client_max_body_size 524288 or less"
+        );
+        let unlimited = NginxSide {
+            client_max_body_size: 0,
+            ..side()
+        };
+        assert!(check(&p, &unlimited)[0]
+            .message
+            .starts_with("client_max_body_size is 0 (no limit)"));
+    }
+
+    #[test]
+    fn socket_permissions_follow_unix_rules() {
+        let w = www_data();
+        assert_eq!(socket_access(Some(0o666), None, None, &w), Access::Allowed);
+        assert_eq!(
+            socket_access(Some(0o660), None, Some(33), &w),
+            Access::Allowed
+        );
+        assert_eq!(
+            socket_access(Some(0o600), Some(33), None, &w),
+            Access::Allowed
+        );
+        assert!(matches!(
+            socket_access(Some(0o640), None, Some(33), &w),
+            Access::Denied(_)
+        ));
+        assert!(matches!(
+            socket_access(Some(0o660), Some(0), Some(0), &w),
+            Access::Denied(_)
+        ));
+        assert!(matches!(
+            socket_access(Some(0o660), None, None, &w),
+            Access::Unsure(_)
+        ));
+        assert!(matches!(
+            socket_access(None, None, None, &w),
+            Access::Unsure(_)
+        ));
+        assert_eq!(socket_access(None, Some(33), None, &w), Access::Allowed);
+        let root = WorkerUser {
+            uid: 0,
+            ..www_data()
+        };
+        assert_eq!(
+            socket_access(Some(0o600), Some(5), Some(5), &root),
+            Access::Allowed
+        );
+    }
+}
