@@ -42,13 +42,16 @@ bench: build
 	@bash bench/run.sh
 
 # The daemon in $(PREFIX)/bin; the module in nginx's modules directory with Debian's
-# modules-available/modules-enabled snippets, so loading it is one line nginx already has.
+# modules-available/modules-enabled snippets, so loading it is one line nginx already has;
+# the systemd unit template reading /etc/ngx-wsgi/NAME.ini.
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ngx-wsgi
 	install -D -m 0644 $(MODULE) $(DESTDIR)/usr/lib/nginx/modules/ngx_http_wsgi_module.so
 	install -D -m 0644 nginx-conf/mod-http-wsgi.conf $(DESTDIR)/usr/share/nginx/modules-available/mod-http-wsgi.conf
 	install -d $(DESTDIR)/etc/nginx/modules-enabled
 	ln -sf /usr/share/nginx/modules-available/mod-http-wsgi.conf $(DESTDIR)/etc/nginx/modules-enabled/50-mod-http-wsgi.conf
+	install -D -m 0644 nginx-conf/ngx-wsgi@.service $(DESTDIR)/etc/systemd/system/ngx-wsgi@.service
+	install -d $(DESTDIR)/etc/ngx-wsgi
 
 clean:
 	$(CARGO) clean

@@ -6,17 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 demo=$root/.build/demo
-run=/run/ngx-wsgi-demo
-socket=$run/app.sock
-mkdir -p "$demo/logs" "$run"
+config=$root/example/app.ini
+socket=/run/ngx-wsgi-demo/app.sock # as the config says
+mkdir -p "$demo/logs" "$(dirname "$socket")"
 module=$root/target/release/libngx_http_wsgi_module.so
-sed -e "s|@DEMO@|$demo|g" -e "s|@SOCKET@|$socket|g" -e "s|@MODULE@|$module|g" \
+sed -e "s|@DEMO@|$demo|g" -e "s|@APP_CONFIG@|$config|g" -e "s|@MODULE@|$module|g" \
   nginx-conf/demo-nginx.conf > "$demo/nginx.conf"
 
-# nginx's workers run as www-data: the socket is handed to that user, as in production.
-"$root/target/release/ngx-wsgi" --master --processes 2 --socket "$socket" \
-  --chown-socket www-data:www-data --chmod-socket 660 --vacuum \
-  --wsgi-file "$root/example/app.py" &
+# One config for both sides: checked on the daemon's side, then on nginx's.
+"$root/target/release/ngx-wsgi" --check-config "$config" > /dev/null
+nginx -t -q -p "$demo" -c "$demo/nginx.conf"
+"$root/target/release/ngx-wsgi" "$config" &
 daemon=$!
 for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
 nginx -p "$demo" -c "$demo/nginx.conf" -g 'daemon off;' &
@@ -28,5 +28,5 @@ stop() {
   wait 2>/dev/null || true
 }
 trap stop INT TERM EXIT
-echo "ngx-wsgi demo: http://127.0.0.1:8080/ (nginx -> wsgi_pass -> ngx-wsgi); Ctrl-C stops"
+echo "ngx-wsgi demo: http://127.0.0.1:8080/ (nginx -> wsgi_app -> ngx-wsgi, one config: example/app.ini); Ctrl-C stops"
 wait -n "$daemon" "$nginx"

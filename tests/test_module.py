@@ -205,6 +205,8 @@ def test_install_lays_out_debian_style_files(tmp_path):
     enabled = tmp_path / "etc/nginx/modules-enabled/50-mod-http-wsgi.conf"
     assert os.readlink(enabled) == "/usr/share/nginx/modules-available/mod-http-wsgi.conf"
     assert os.access(tmp_path / "usr/local/bin/ngx-wsgi", os.X_OK)
+    unit = (tmp_path / "etc/systemd/system/ngx-wsgi@.service").read_text()
+    assert "ExecStart=/usr/local/bin/ngx-wsgi /etc/ngx-wsgi/%i.ini" in unit
 
 
 def test_read_timeout_is_a_504(daemon, nginx, tmp_path):

@@ -156,3 +156,19 @@ def test_reload_rereads_the_config_and_keeps_the_old_one_when_it_breaks(daemon, 
     ini.write_text(f"[uwsgi]\nsocket = {second}\nwsgi-file = {APPS}/pep3333.py\n")
     n.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: requests.get(f"{n.url}/osenv?name=WHICH").text == "second", 15, "the new socket")
+
+
+def test_the_shipped_deployment_files_agree(tmp_path):
+    """nginx-conf/mysite.ini and the site's location pass both checks with no warning."""
+    from conftest import ROOT, BIN
+    ini = ROOT / "nginx-conf" / "mysite.ini"
+    out = subprocess.run([BIN, "--check-config", ini], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert 'socket = ["/run/ngx-wsgi/mysite.sock"]' in out.stdout
+    assert 'env = ["DJANGO_SETTINGS_MODULE=mysite.settings"]' in out.stdout
+    site = (ROOT / "nginx-conf" / "ngx-wsgi-site.conf").read_text()
+    location = re.search(r"location / \{\n(.*?)\n    \}", site, re.S).group(1)
+    extra = location.replace("wsgi_app /etc/ngx-wsgi/mysite.ini;", "")
+    code, out, _ = nginx_t(tmp_path, ini, extra=extra, user="www-data")
+    assert code == 0, out
+    assert "[warn]" not in out, out
