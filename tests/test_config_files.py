@@ -91,7 +91,7 @@ def test_check_config_reports_every_error_with_file_and_line(tmp_path):
 [uwsgi]
 sokcet = /run/app.sock
 module = app
-stats = :9191
+cache2 = name=x
 processes = 2 # workers
 chmod-socket = 0999
 processes = -1
@@ -102,7 +102,7 @@ buffer-size = 12q
     assert out.stdout == ""
     lines = out.stderr.splitlines()
     assert f'ngx-wsgi: {bad}:2: unknown option "sokcet", did you mean "socket"?' in lines
-    assert f'ngx-wsgi: {bad}:4: option "stats" is a uWSGI option ngx-wsgi does not support yet' in lines
+    assert f'ngx-wsgi: {bad}:4: option "cache2" is a uWSGI option ngx-wsgi does not support yet' in lines
     assert (f'ngx-wsgi: {bad}:6: invalid value "0999" for option "chmod-socket": '
             "expected 3 octal digits such as 660") in lines
     assert (f'ngx-wsgi: {bad}:7: invalid value "-1" for option "processes": '

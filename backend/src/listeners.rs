@@ -57,6 +57,21 @@ pub fn open_all(config: &Config) -> anyhow::Result<Vec<BoundListener>> {
         .collect()
 }
 
+/// The `stats` socket, if the config has one: bound like the listeners, never inherited
+/// (a reload closes and binds it again).
+pub fn bind_stats(config: &Config) -> anyhow::Result<Option<ListeningSocket>> {
+    let Some(addr) = &config.stats else {
+        return Ok(None);
+    };
+    let spec = Listener {
+        addr: addr.clone(),
+        protocol: ngx_wsgi_config::Protocol::Http,
+    };
+    let bound = bind(&spec, config).context("stats")?;
+    bound.socket.set_nonblocking()?;
+    Ok(Some(bound.socket))
+}
+
 fn bind(spec: &Listener, config: &Config) -> anyhow::Result<BoundListener> {
     let backlog = i32::try_from(config.listen).unwrap_or(i32::MAX);
     let socket = match &spec.addr {
@@ -205,8 +220,13 @@ fn set_cloexec(fd: RawFd, on: bool) -> anyhow::Result<()> {
 
 /// `--vacuum`: removes the unix socket files at exit.
 pub fn vacuum(config: &Config) {
-    for listener in &config.listeners {
-        if let ListenAddr::Unix(path) = &listener.addr {
+    let addrs = config
+        .listeners
+        .iter()
+        .map(|l| &l.addr)
+        .chain(&config.stats);
+    for addr in addrs {
+        if let ListenAddr::Unix(path) = addr {
             let _ = std::fs::remove_file(path);
         }
     }

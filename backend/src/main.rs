@@ -6,6 +6,7 @@ mod listeners;
 mod logging;
 mod master;
 mod python;
+mod stats;
 mod uwsgi;
 mod watchdog;
 mod worker;

@@ -27,8 +27,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use pyo3::prelude::*;
 
-use crate::listeners::{self, BoundListener};
-use crate::{logging, python, worker};
+use crate::listeners::{self, BoundListener, ListeningSocket};
+use crate::{logging, python, stats, worker};
 
 /// Exit code of a worker whose app failed to load (`--lazy-apps`): respawning would loop.
 pub const EXIT_APP_LOAD_FAILED: i32 = 3;
@@ -97,6 +97,13 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
             return Err(err);
         }
     };
+    let stats_socket = match listeners::bind_stats(&config) {
+        Ok(socket) => socket,
+        Err(err) => {
+            vacuum(&config, false);
+            return Err(err);
+        }
+    };
     for listener in &listeners {
         tracing::info!(
             "listening on \"{}\" ({:?})",
@@ -104,12 +111,15 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
             listener.spec.protocol
         );
     }
+    if let Some(addr) = &config.stats {
+        tracing::info!("stats on \"{addr}\"");
+    }
     // After binding (ports below 1024, sockets in root's directories), before the app loads.
     if let Err(err) = drop_privileges(&config) {
         vacuum(&config, true);
         return Err(err);
     }
-    let result = serve(&config, &args, &listeners, &signals);
+    let result = serve(&config, &args, &listeners, stats_socket.as_ref(), &signals);
     vacuum(&config, true);
     result
 }
@@ -175,9 +185,17 @@ fn serve(
     config: &Config,
     args: &[String],
     listeners: &[BoundListener],
+    stats_socket: Option<&ListeningSocket>,
     signals: &Signals,
 ) -> anyhow::Result<i32> {
     python::initialize(config)?;
+    let counters = match stats_socket {
+        Some(socket) => Some((
+            stats::SharedCounters::install(config.processes, config.threads)?,
+            socket,
+        )),
+        None => None,
+    };
     let app = if config.lazy_apps {
         None
     } else {
@@ -238,6 +256,9 @@ fn serve(
                 signal_all(workers.keys().chain(&old_workers), Signal::SIGKILL);
             }
         }
+        if let Some((counters, socket)) = &counters {
+            counters.serve_pending(socket, config, listeners);
+        }
         std::thread::sleep(TICK);
     }
     tracing::info!("stopped");
@@ -266,10 +287,12 @@ fn spawn_worker(
     let pid = pid?;
     if pid != 0 {
         tracing::info!("worker {id} started (pid {pid})");
+        stats::worker_started(id, pid);
         return Ok(Pid::from_raw(pid));
     }
     // In the child: never return into the master's loop.
     logging::set_worker_id(id);
+    stats::attach(id);
     // A worker outliving its master finishes its requests and exits.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     let app = match app {
@@ -313,6 +336,7 @@ fn reap(
         let Some(id) = workers.remove(&pid) else {
             continue;
         };
+        stats::worker_gone(id);
         if matches!(state, State::Stopping { .. }) {
             continue;
         }

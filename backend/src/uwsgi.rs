@@ -410,6 +410,7 @@ fn run_request(
     // The log line's strings are made only when it is written (not per request with
     // --disable-logging). nginx passes the client's address: the line names it with the
     // socket it came through.
+    crate::stats::response_done(&outcome);
     if ctx.should_log(&outcome) {
         let uri = server_vars
             .request_uri

@@ -23,6 +23,11 @@ thread_local! {
     static THREAD_INDEX: Cell<usize> = const { Cell::new(0) };
 }
 
+/// This request thread's index (0 for the worker's main thread).
+pub fn thread_index() -> usize {
+    THREAD_INDEX.get()
+}
+
 /// Called once by each request thread before it serves.
 pub fn set_thread_index(index: usize) {
     THREAD_INDEX.set(index);
@@ -47,6 +52,7 @@ pub struct RequestClock {
 /// Marks one request as running until it is dropped.
 pub struct RequestTimer<'a> {
     clock: &'a RequestClock,
+    started: Instant,
 }
 
 impl RequestClock {
@@ -77,7 +83,11 @@ impl RequestClock {
                 });
             }
         }
-        RequestTimer { clock: self }
+        crate::stats::request_started();
+        RequestTimer {
+            clock: self,
+            started: Instant::now(),
+        }
     }
 
     /// Whether the worker stopped because it reached `max-requests`.
@@ -118,6 +128,7 @@ impl RequestClock {
                             limit.as_secs(),
                             std::process::id()
                         );
+                        crate::stats::harakiri();
                         // faulthandler writes from the signal handler, on this thread.
                         let _ = signal::raise(Signal::SIGUSR2);
                         let _ = signal::raise(Signal::SIGKILL);
@@ -137,12 +148,14 @@ impl Drop for RequestTimer<'_> {
                 *lock(slot) = None;
             }
         }
+        crate::stats::request_done(self.started.elapsed());
         let served = clock.served.fetch_add(1, Ordering::Relaxed) + 1;
         if served == clock.max_requests {
             tracing::info!(
                 "served {served} requests (max-requests): finishing the ones in flight, then a new worker takes over"
             );
             clock.recycled.store(true, Ordering::SeqCst);
+            crate::stats::stop_accepting();
             let _ = clock.stop.send(true);
         }
     }

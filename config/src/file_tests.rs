@@ -223,7 +223,7 @@ fn ini_errors_name_file_line_and_fix_all_at_once() {
 [uwsgi]
 sokcet = /run/app.sock
 module = app
-stats = :9191
+cache2 = name=x
 chmod-socket = 999
 processes = -2
 buffer-size = 10x
@@ -238,7 +238,7 @@ socket = /run/app.sock
         load_errors(&path),
         [
             format!("{p}:2: unknown option \"sokcet\", did you mean \"socket\"?"),
-            format!("{p}:4: option \"stats\" is a uWSGI option ngx-wsgi does not support yet"),
+            format!("{p}:4: option \"cache2\" is a uWSGI option ngx-wsgi does not support yet"),
             format!("{p}:5: invalid value \"999\" for option \"chmod-socket\": expected 3 octal digits such as 660"),
             format!("{p}:6: invalid value \"-2\" for option \"processes\": expected a whole number of at least 1"),
             format!("{p}:7: invalid value \"10x\" for option \"buffer-size\": expected a size from 1 to 65535 bytes (e.g. 32768 or 32k)"),
@@ -600,4 +600,21 @@ mod nginx_checks {
             Access::Allowed
         );
     }
+}
+
+#[test]
+fn a_bare_key_for_an_option_that_needs_a_value() {
+    let dir = scratch("bare");
+    let path = write(
+        &dir,
+        "app.ini",
+        "[uwsgi]\nsocket = /s\nmodule\nwsgi-file = app.py\n",
+    );
+    assert_eq!(
+        load_errors(&path),
+        [format!(
+            "{}:3: option \"module\" needs a value",
+            path.display()
+        )]
+    );
 }

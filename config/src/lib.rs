@@ -151,6 +151,11 @@ pub struct Config {
     pub daemonize: Option<PathBuf>,
     /// `vacuum`: remove unix sockets and the pidfile at exit.
     pub vacuum: bool,
+    /// `stats`: where the master serves uWSGI's stats JSON.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "display")]
+    pub stats: Option<ListenAddr>,
+    /// `stats-http`: the stats JSON as an HTTP response.
+    pub stats_http: bool,
     /// `buffer-size`: the largest uwsgi vars block accepted, in bytes.
     pub buffer_size: usize,
     /// `logto`: log file (default: stderr).
@@ -174,6 +179,13 @@ fn listeners_by_option<S: Serializer>(listeners: &[Listener], s: S) -> Result<S:
         }
     }
     map.end()
+}
+
+fn display<S: Serializer>(value: &Option<ListenAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => s.collect_str(value),
+        None => s.serialize_none(),
+    }
 }
 
 fn octal<S: Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
@@ -214,6 +226,8 @@ impl Default for Config {
             pidfile: None,
             daemonize: None,
             vacuum: false,
+            stats: None,
+            stats_http: false,
             buffer_size: 65535,
             logto: None,
             disable_logging: false,
@@ -406,6 +420,12 @@ impl Config {
                         )
                     })?
             }
+            "stats" => {
+                let addr =
+                    ListenAddr::parse(text).map_err(|expected| bad(name, text, &expected))?;
+                self.stats = Some(addr);
+            }
+            "stats-http" => self.stats_http = switch(name, value)?,
             "logto" => self.logto = Some(text.into()),
             "disable-logging" => self.disable_logging = switch(name, value)?,
             other => unreachable_option(other)?,

@@ -136,6 +136,10 @@ pub static OPTIONS: &[OptionSpec] = &[
         "largest uwsgi vars block accepted (default 65535, uWSGI's 4096 causes 502s with big cookies)"),
     opt("limit-post", &[], None, Value, "BYTES",
         "refuse request bodies larger than this with 413 (0: no limit, the default)"),
+    // Monitoring
+    opt("stats", &["stats-server"], None, Value, "ADDR",
+        "serve uWSGI's stats JSON (what uwsgitop reads) on this TCP address or unix socket"),
+    opt("stats-http", &[], None, Flag, "", "serve the stats JSON as an HTTP response"),
     // Logging
     opt("logto", &[], None, Value, "FILE", "append the log to FILE instead of stderr"),
     opt("disable-logging", &[], Some('L'), Flag, "", "do not log each request"),
@@ -162,7 +166,6 @@ pub static OPTIONS: &[OptionSpec] = &[
     not_yet("reload-on-rss", Value),
     not_yet("reload-on-as", Value),
     not_yet("limit-as", Value),
-    not_yet("stats", Value),
     not_yet("cache2", Value),
     not_yet("log-slow", Value),
     not_yet("log-4xx", Flag),

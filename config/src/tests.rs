@@ -114,8 +114,8 @@ fn unknown_option_suggests_the_close_one() {
 #[test]
 fn unsupported_uwsgi_option_is_named_as_such() {
     assert_eq!(
-        errors("--socket /s --module m --stats :9191"),
-        ["option \"stats\" is a uWSGI option ngx-wsgi does not support yet"]
+        errors("--socket /s --module m --cache2 name=x"),
+        ["option \"cache2\" is a uWSGI option ngx-wsgi does not support yet"]
     );
 }
 
@@ -207,7 +207,7 @@ fn every_supported_option_is_applied() {
         .filter(|s| s.support == Support::Yes && !read_by_the_loader.contains(&s.name))
     {
         let value = match spec.name {
-            "socket" | "http-socket" | "http" => Some("/tmp/x.sock"),
+            "socket" | "http-socket" | "http" | "stats" => Some("/tmp/x.sock"),
             "chmod-socket" => Some("660"),
             "env" => Some("A=B"),
             _ if spec.arity == Arity::Flag => None,

@@ -1,0 +1,87 @@
+"""`stats`: the master serves uWSGI's stats JSON, with the keys real uWSGI (pyuwsgi) serves,
+so uwsgitop and dashboards built for uWSGI read it."""
+
+import json
+import socket
+import subprocess
+
+import requests
+
+from conftest import APPS, VENV, free_port, wait_for
+
+
+def read_stats(addr):
+    family = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
+    with socket.socket(family) as s:
+        s.settimeout(5)
+        s.connect(addr)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def keys(stats):
+    worker = stats["workers"][0]
+    return (set(stats), set(worker), set(worker["cores"][0]), set(worker["apps"][0]), set(stats["sockets"][0]))
+
+
+def uwsgi_stats_keys(tmp_path):
+    port, sock = free_port(), str(tmp_path / "uwsgi.sock")
+    proc = subprocess.Popen([str(VENV / "bin" / "uwsgi"), "--socket", sock, "--wsgi-file", str(APPS / "pep3333.py"),
+                             "--master", "--processes", "2", "--threads", "2", "--stats", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    def stats():
+        try:
+            return json.loads(read_stats(("127.0.0.1", port)))
+        except ConnectionRefusedError:
+            return None  # not listening yet
+
+    try:
+        return keys(wait_for(stats, 15, "uWSGI's stats"))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_stats_json_has_uwsgis_keys_and_counts_requests(daemon, tmp_path):
+    port, stats_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py", "--processes", "2",
+               "--threads", "2", "--stats", f"127.0.0.1:{stats_port}", "--disable-logging",
+               ready=("127.0.0.1", port))
+    for _ in range(10):
+        assert requests.get(f"{url}/big?kib=1").ok
+    assert requests.get(f"{url}/error").status_code == 500
+    stats = json.loads(read_stats(("127.0.0.1", stats_port)))
+    assert keys(stats) == uwsgi_stats_keys(tmp_path)
+    workers = stats["workers"]
+    assert sorted(w["pid"] for w in workers) == sorted(d.worker_pids())
+    assert sum(w["requests"] for w in workers) == 11
+    assert sum(sum(c["requests"] for c in w["cores"]) for w in workers) == 11
+    assert sum(w["exceptions"] for w in workers) == 1
+    assert sum(w["tx"] for w in workers) >= 10 * 1024
+    assert all(w["status"] == "idle" and w["accepting"] == 1 and w["respawn_count"] == 1 for w in workers)
+    assert all(w["rss"] > 1 << 20 and len(w["cores"]) == 2 for w in workers)
+    assert stats["pid"] == d.pid
+    assert stats["sockets"][0]["name"] == f"127.0.0.1:{port}"
+
+
+def test_stats_on_a_unix_socket_as_http_sees_busy_workers(daemon, tmp_path):
+    port, stats_sock = free_port(), str(tmp_path / "stats.sock")
+    url = f"http://127.0.0.1:{port}"
+    daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py", "--stats", stats_sock,
+           "--stats-http", ready=("127.0.0.1", port))
+    import threading
+    slow = threading.Thread(target=lambda: requests.get(f"{url}/sleep?seconds=1.5"))
+    slow.start()
+    try:
+        def busy():
+            raw = read_stats(stats_sock)
+            head, body = raw.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.0 200 OK")
+            stats = json.loads(body)
+            return stats["workers"][0]["status"] == "busy" and stats["load"] == 1 and stats
+        wait_for(busy, 5, "a busy worker in the stats")
+    finally:
+        slow.join()
