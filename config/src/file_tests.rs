@@ -251,7 +251,13 @@ socket = /run/app.sock
 #[test]
 fn ini_placeholder_cycles_and_syntax_errors() {
     let text = "[uwsgi]\na = %(b)\nb = %(a)\nmodule = app\nsocket = /s\n= 3\n[broken\n";
-    let reading = read_text(text, Path::new("x.ini"), Format::Ini, None);
+    let reading = read_text(
+        text,
+        Path::new("x.ini"),
+        Format::Ini,
+        None,
+        &Default::default(),
+    );
     let errors: Vec<String> = reading.errors.iter().map(ToString::to_string).collect();
     assert_eq!(
         errors,
@@ -617,4 +623,228 @@ fn a_bare_key_for_an_option_that_needs_a_value() {
             path.display()
         )]
     );
+}
+
+/// The examples of uWSGI's own documentation (Configuration, ParsingOrder, the Python
+/// quickstart and the Django tutorial), with what uWSGI says they mean.
+mod uwsgi_docs_examples {
+    use super::*;
+
+    fn settings(text: &str, name: &str) -> Vec<(String, Option<String>)> {
+        let dir = scratch(&format!("docs-{name}"));
+        let path = write(&dir, name, text);
+        let format = Format::from_path(&path).unwrap();
+        let reading = read_text(text, &path, format, None, &Default::default());
+        assert!(reading.errors.is_empty(), "{:?}", reading.errors);
+        reading
+            .settings
+            .into_iter()
+            .map(|s| (s.name, s.value))
+            .collect()
+    }
+
+    fn value(settings: &[(String, Option<String>)], name: &str) -> String {
+        settings
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{name} not set in {settings:?}"))
+    }
+
+    #[test]
+    fn magic_variables_funnyapp() {
+        let dir = scratch("funnyapp");
+        let path = write(
+            &dir,
+            "funnyapp.ini",
+            "[uwsgi]\nsocket = /tmp/%n.sock\nmodule = werkzeug.testapp:test_app\nprocesses = 4\nmaster = 1\n",
+        );
+        let c = load(&path).config;
+        assert_eq!(c.listeners[0].addr.to_string(), "/tmp/funnyapp.sock");
+        assert_eq!(
+            c.module_and_callable(),
+            Some(("werkzeug.testapp", "test_app"))
+        );
+        assert!(c.master);
+        assert_eq!(c.processes, 4);
+    }
+
+    #[test]
+    fn placeholders_set_directly_and_with_set_ph() {
+        let text = "[uwsgi]\n; These are placeholders...\nmy_funny_domain = uwsgi.it\n\
+            set-ph = max_customer_address_space = 64\nset-placeholder = customers_base_dir = /var/www\n\
+            ; And these aren't.\nsocket = /tmp/sockets/%(my_funny_domain).sock\n\
+            chdir = %(customers_base_dir)/%(my_funny_domain)\nlimit-as = %(max_customer_address_space)\n";
+        let s = settings(text, "placeholders.ini");
+        assert_eq!(value(&s, "socket"), "/tmp/sockets/uwsgi.it.sock");
+        assert_eq!(value(&s, "chdir"), "/var/www/uwsgi.it");
+        assert_eq!(value(&s, "limit-as"), "64");
+        // limit-as itself is a uWSGI option ngx-wsgi does not implement: named as such.
+        let dir = scratch("placeholders-load");
+        let path = write(&dir, "p.ini", &format!("{text}module = app\n"));
+        assert_eq!(
+            load_errors(&path),
+            [format!(
+                "{}:9: option \"limit-as\" is a uWSGI option ngx-wsgi does not support yet",
+                path.display()
+            )]
+        );
+    }
+
+    #[test]
+    fn placeholder_math() {
+        let s = settings(
+            "[uwsgi]\nfoo = 17\nbar = 30\ntotal = %(foo + bar + 3)\n",
+            "m1.ini",
+        );
+        assert_eq!(value(&s, "total"), "50");
+        let s = settings(
+            "[uwsgi]\nfoo = 17\nbar = 30\ntotal = %(foo + bar + 3 * 2)\n",
+            "m2.ini",
+        );
+        assert_eq!(value(&s, "total"), "100");
+        let s = settings("[uwsgi]\nfoo = 29\nbar = %(foo ++)\n", "m3.ini");
+        assert_eq!(value(&s, "bar"), "30");
+        // No operator between two items: concatenation ("29"), then ++.
+        let s = settings("[uwsgi]\nfoo = 2\nbar = 9\nbar = %(foo bar ++)\n", "m4.ini");
+        assert_eq!(value(&s, "bar"), "30");
+        let reading = read_text(
+            "[uwsgi]\nfoo = x\nbar = %(foo + 1)\n",
+            Path::new("m5.ini"),
+            Format::Ini,
+            None,
+            &Default::default(),
+        );
+        assert_eq!(
+            reading.errors[0].to_string(),
+            "m5.ini:3: cannot compute %(foo + 1): \"x\" is not a whole number"
+        );
+    }
+
+    #[test]
+    fn ini_and_xml_examples() {
+        let dir = scratch("docs-ini-xml");
+        let ini = write(
+            &dir,
+            "a.ini",
+            "[uwsgi]\nsocket = /tmp/uwsgi.sock\nsocket = 127.0.0.1:8000\nworkers = 3\nmaster = true\nmodule = app\n",
+        );
+        let xml = write(
+            &dir,
+            "a.xml",
+            "<uwsgi>\n  <socket>/tmp/uwsgi.sock</socket>\n  <socket>127.0.0.1:8000</socket>\n  <master/>\n  <workers>3</workers>\n  <module>app</module>\n</uwsgi>\n",
+        );
+        let (ini, xml) = (load(&ini).config, load(&xml).config);
+        assert_eq!(ini, xml);
+        let addrs: Vec<String> = ini.listeners.iter().map(|l| l.addr.to_string()).collect();
+        assert_eq!(addrs, ["/tmp/uwsgi.sock", "127.0.0.1:8000"]);
+        assert_eq!(ini.processes, 3);
+        let stanzas = write(
+            &dir,
+            "b.xml",
+            "<i-love-xml>\n  <uwsgi id=\"turbogears\"><socket>/tmp/tg.sock</socket><module>tg</module></uwsgi>\n  <uwsgi id=\"django\"><socket>/tmp/django.sock</socket><module>dj</module></uwsgi>\n</i-love-xml>\n",
+        );
+        let django = load(Path::new(&format!("{}:django", stanzas.display()))).config;
+        assert_eq!(django.listeners[0].addr.to_string(), "/tmp/django.sock");
+    }
+
+    #[test]
+    fn another_section_of_the_same_file() {
+        let dir = scratch("docs-sections");
+        let path = write(
+            &dir,
+            "app.ini",
+            "[uwsgi]\nmodule = app\nini = :app1\n\n[app1]\nsocket = /tmp/app1.sock\n",
+        );
+        assert_eq!(
+            load(&path).config.listeners[0].addr.to_string(),
+            "/tmp/app1.sock"
+        );
+    }
+
+    #[test]
+    fn quickstart_ini_and_xml() {
+        let dir = scratch("docs-quickstart");
+        let ini = write(
+            &dir,
+            "q.ini",
+            "[uwsgi]\nsocket = 127.0.0.1:3031\nchdir = /home/foobar/myproject/\nwsgi-file = myproject/wsgi.py\nprocesses = 4\nthreads = 2\nstats = 127.0.0.1:9191\n",
+        );
+        let xml = write(
+            &dir,
+            "q.xml",
+            "<uwsgi>\n    <socket>127.0.0.1:3031</socket>\n    <chdir>/home/foobar/myproject/</chdir>\n    <wsgi-file>myproject/wsgi.py</wsgi-file>\n    <processes>4</processes>\n    <threads>2</threads>\n    <stats>127.0.0.1:9191</stats>\n</uwsgi>\n",
+        );
+        let (ini, xml) = (load(&ini).config, load(&xml).config);
+        assert_eq!(ini, xml);
+        assert_eq!((ini.processes, ini.threads), (4, 2));
+        assert_eq!(
+            ini.stats.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9191")
+        );
+    }
+
+    #[test]
+    fn django_tutorial_ini() {
+        let text = "# mysite_uwsgi.ini file\n[uwsgi]\n\n# Django-related settings\n\
+            # the base directory (full path)\nchdir           = /path/to/your/project\n\
+            # Django's wsgi file\nmodule          = project.wsgi\n\
+            # the virtualenv (full path)\nhome            = /path/to/virtualenv\n\n\
+            # process-related settings\n# master\nmaster          = true\n\
+            # maximum number of worker processes\nprocesses       = 10\n\
+            # the socket (use the full path to be safe\nsocket          = /path/to/your/project/mysite.sock\n\
+            # ... with appropriate permissions - may be needed\n# chmod-socket    = 664\n\
+            # clear environment on exit\nvacuum          = true\n";
+        let dir = scratch("docs-django");
+        let parsed = load(&write(&dir, "mysite_uwsgi.ini", text));
+        let c = parsed.config;
+        assert_eq!(c.module.as_deref(), Some("project.wsgi"));
+        assert_eq!(c.home.as_deref(), Some(Path::new("/path/to/virtualenv")));
+        assert_eq!(c.processes, 10);
+        assert!(c.master && c.vacuum);
+        assert_eq!(c.chmod_socket, None);
+        assert!(parsed.notes.is_empty(), "{:?}", parsed.notes);
+    }
+
+    #[test]
+    fn environment_defaults_and_file_contents() {
+        std::env::set_var("NGX_WSGI_TEST_EMPTY", "");
+        let dir = scratch("docs-env");
+        let name = write(&dir, "name.txt", "node7\n");
+        let text = format!(
+            "[uwsgi]\na = $(NGX_WSGI_TEST_UNSET_VAR:-fallback)\nb = $(NGX_WSGI_TEST_EMPTY:-fallback)\n\
+             c = $(NGX_WSGI_TEST_EMPTY-fallback)\nd = $(NGX_WSGI_TEST_UNSET_VAR-fallback)\nnodename = @({})\n",
+            name.display()
+        );
+        let s = settings(&text, "env.ini");
+        assert_eq!(value(&s, "a"), "fallback");
+        assert_eq!(value(&s, "b"), "fallback");
+        assert_eq!(value(&s, "c"), "");
+        assert_eq!(value(&s, "d"), "fallback");
+        assert_eq!(value(&s, "nodename"), "node7");
+    }
+
+    #[test]
+    fn placeholders_from_the_command_line_and_the_including_file() {
+        let dir = scratch("docs-outer");
+        let inner = write(
+            &dir,
+            "inner.ini",
+            "[uwsgi]\nsocket = /run/%(site).sock\nchdir = %(base)\n",
+        );
+        let outer = write(
+            &dir,
+            "outer.ini",
+            &format!(
+                "[uwsgi]\nbase = /srv/site\nmodule = app\nini = {}\n",
+                inner.display()
+            ),
+        );
+        let c = parse_args(["--set-ph", "site=blog", outer.to_str().unwrap()])
+            .unwrap()
+            .config;
+        assert_eq!(c.listeners[0].addr.to_string(), "/run/blog.sock");
+        assert_eq!(c.chdir.as_deref(), Some(Path::new("/srv/site")));
+    }
 }

@@ -1,11 +1,18 @@
 //! uWSGI's INI format: a `[uwsgi]` section (or the one named after `file.ini:`), `key = value`
 //! lines, `;`/`#` comment lines, repeated keys, bare keys meaning true.
 
+use std::collections::HashMap;
+
 use crate::expand::{expand_entries, FileInfo, RawEntry};
 use crate::source::{Location, Reading};
 use crate::ConfigError;
 
-pub(crate) fn read(text: &str, file: &FileInfo, section: &str) -> Reading {
+pub(crate) fn read(
+    text: &str,
+    file: &FileInfo,
+    section: &str,
+    outer: &HashMap<String, String>,
+) -> Reading {
     let mut reading = Reading::default();
     let mut entries = Vec::new();
     let mut current: Option<&str> = None;
@@ -76,7 +83,7 @@ pub(crate) fn read(text: &str, file: &FileInfo, section: &str) -> Reading {
             ConfigError::NoSection(section.into()),
         );
     }
-    expand_entries(entries, file, &mut reading);
+    expand_entries(entries, file, outer, &mut reading);
     reading
 }
 

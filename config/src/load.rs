@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::expand::FileInfo;
+use crate::expand::{FileInfo, SET_PLACEHOLDER};
 use crate::options::{self, lookup, suggest, Arity, Support};
 use crate::source::{Diagnostic, Location, Note, Reading, Setting};
 use crate::{Config, ConfigError, ConfigErrors};
@@ -74,6 +74,15 @@ struct Builder {
     /// List options the command line has started replacing.
     replaced: Vec<&'static str>,
     depth: usize,
+    /// Every value set so far, by the name it was set under: what later files'
+    /// placeholders may refer to.
+    values: HashMap<String, String>,
+    /// For `ini = :section`.
+    last_ini: Option<std::path::PathBuf>,
+    /// Names some file referred to with `%(name)`.
+    referenced: Vec<String>,
+    /// Names that are no option: typos, unless a file refers to them (placeholders).
+    unknown: Vec<(String, Option<Location>)>,
 }
 
 impl Builder {
@@ -82,8 +91,16 @@ impl Builder {
     }
 
     /// Reads `path[:section]` in `format` (by extension when `None`) and applies it.
+    /// `:section` alone is a section of the last INI file read, as in uWSGI.
     fn read_file(&mut self, spec: &str, format: Option<Format>, at: Option<Location>) {
-        let (path, section) = split_section(spec);
+        let same_file;
+        let (path, section) = match (spec.strip_prefix(':'), &self.last_ini) {
+            (Some(section), Some(last)) => {
+                same_file = last.clone();
+                (same_file.as_path(), Some(section))
+            }
+            _ => split_section(spec),
+        };
         let Some(format) = format.or_else(|| Format::from_path(path)) else {
             self.error(at, ConfigError::UnknownFormat(path.display().to_string()));
             return;
@@ -100,25 +117,52 @@ impl Builder {
                 return;
             }
         };
-        let reading = read_text(&text, path, format, section);
+        if format == Format::Ini {
+            self.last_ini = Some(path.to_path_buf());
+        }
+        let reading = read_text(&text, path, format, section, &self.values);
         self.notes.extend(reading.notes);
         self.errors.extend(reading.errors);
+        self.referenced.extend(reading.placeholders);
         self.depth += 1;
         for setting in reading.settings {
-            self.apply(setting, &reading.placeholders, false);
+            self.apply(setting, false);
         }
         self.depth -= 1;
     }
 
-    fn apply(&mut self, setting: Setting, placeholders: &[String], from_command_line: bool) {
+    fn apply(&mut self, setting: Setting, from_command_line: bool) {
         let Setting { name, value, at } = setting;
+        if SET_PLACEHOLDER.contains(&name.as_str()) {
+            match value.as_deref().and_then(|v| v.split_once('=')) {
+                Some((key, value)) => {
+                    self.values.insert(key.trim().into(), value.trim().into());
+                }
+                None => self.error(
+                    at,
+                    ConfigError::BadValue {
+                        name,
+                        value: value.unwrap_or_default(),
+                        expected: "NAME=VALUE".into(),
+                    },
+                ),
+            }
+            return;
+        }
+        let shown = value.clone().unwrap_or_else(|| "true".into());
         let Some(spec) = lookup(&name) else {
-            if !placeholders.contains(&name) {
+            if from_command_line {
                 let suggestion = suggest(&name);
                 self.error(at, ConfigError::Unknown { name, suggestion });
+            } else {
+                // A placeholder if some file refers to it, else a typo: decided at the end.
+                self.values.insert(name.clone(), shown);
+                self.unknown.push((name, at));
             }
             return;
         };
+        self.values.insert(name.clone(), shown.clone());
+        self.values.insert(spec.name.into(), shown);
         if let Some(format) = Format::for_option(spec.name, value.as_deref().unwrap_or("")) {
             match value {
                 Some(file) => self.read_file(&file, Some(format), at),
@@ -167,6 +211,12 @@ impl Builder {
         whole_file: Option<Location>,
         check_only: bool,
     ) -> Result<Parsed, ConfigErrors> {
+        for (name, at) in std::mem::take(&mut self.unknown) {
+            if !self.referenced.contains(&name) {
+                let suggestion = suggest(&name);
+                self.error(at, ConfigError::Unknown { name, suggestion });
+            }
+        }
         for error in self.config.validate() {
             self.error(whole_file.clone(), error);
         }
@@ -206,12 +256,19 @@ fn split_section(spec: &str) -> (&Path, Option<&str>) {
     (Path::new(spec), None)
 }
 
-/// Parses a file's text (no includes, no validation): what the format reader saw.
-pub(crate) fn read_text(text: &str, path: &Path, format: Format, section: Option<&str>) -> Reading {
-    let file = FileInfo::new(path);
+/// Parses a file's text (no includes, no validation): what the format reader saw. `outer`
+/// holds the values set before the file, for its placeholders.
+pub(crate) fn read_text(
+    text: &str,
+    path: &Path,
+    format: Format,
+    section: Option<&str>,
+    outer: &HashMap<String, String>,
+) -> Reading {
+    let file = FileInfo::new(path, section);
     match format {
-        Format::Ini => crate::ini::read(text, &file, section.unwrap_or("uwsgi")),
-        Format::Xml => crate::xml::read(text, &file, section),
+        Format::Ini => crate::ini::read(text, &file, section.unwrap_or("uwsgi"), outer),
+        Format::Xml => crate::xml::read(text, &file, section, outer),
         Format::Toml => crate::toml_file::read(text, &file),
     }
 }
@@ -338,11 +395,18 @@ where
         }),
         _ => None,
     };
+    // Placeholders first, so the files can use them.
+    let (placeholders, settings): (Vec<Setting>, Vec<Setting>) = settings
+        .into_iter()
+        .partition(|s| SET_PLACEHOLDER.contains(&s.name.as_str()));
+    for setting in placeholders {
+        builder.apply(setting, true);
+    }
     for (file, format) in files {
         builder.read_file(&file, format, None);
     }
     for setting in settings {
-        builder.apply(setting, &[], true);
+        builder.apply(setting, true);
     }
     builder.finish(whole_file, check_only)
 }

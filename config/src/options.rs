@@ -111,6 +111,8 @@ pub static OPTIONS: &[OptionSpec] = &[
     opt("xml", &[], None, Value, "FILE[:ID]", "read options from a uWSGI XML file (<uwsgi> root)"),
     opt("config", &[], None, Value, "FILE",
         "read options from a file: .ini and .xml as uWSGI reads them, anything else as TOML"),
+    opt("set-placeholder", &["set-ph"], None, Value, "NAME=VALUE",
+        "define a placeholder, %(NAME) in config files"),
     opt("check-config", &[], None, Flag, "",
         "check the options, print the effective config as TOML and exit (0: valid)"),
     // Processes
@@ -171,6 +173,8 @@ pub static OPTIONS: &[OptionSpec] = &[
     not_yet("log-4xx", Flag),
     not_yet("log-5xx", Flag),
     not_yet("log-maxsize", Value),
+    not_yet("json", Value),
+    not_yet("yaml", Value),
     not_yet("static-map", Value),
     not_yet("touch-reload", Value),
     not_yet("py-autoreload", Value),

@@ -70,7 +70,8 @@ impl fmt::Display for Note {
 #[derive(Debug, Default)]
 pub struct Reading {
     pub settings: Vec<Setting>,
-    /// Unknown names that other lines refer to with `%(name)`: user placeholders, not typos.
+    /// Names the file refers to with `%(name)`: an unknown key among them is a placeholder
+    /// of the user's, not a typo.
     pub placeholders: Vec<String>,
     pub errors: Vec<Diagnostic>,
     pub notes: Vec<Note>,

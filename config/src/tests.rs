@@ -201,7 +201,7 @@ fn two_apps_are_refused() {
 /// Every option the table calls supported must be handled by `Config::apply`.
 #[test]
 fn every_supported_option_is_applied() {
-    let read_by_the_loader = ["ini", "xml", "config", "check-config"];
+    let read_by_the_loader = ["ini", "xml", "config", "check-config", "set-placeholder"];
     for spec in OPTIONS
         .iter()
         .filter(|s| s.support == Support::Yes && !read_by_the_loader.contains(&s.name))

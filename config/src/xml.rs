@@ -1,11 +1,18 @@
 //! uWSGI's XML format: a `<uwsgi>` root, one element per option, an empty element meaning
 //! true. `file.xml:id` picks the `<uwsgi id="id">` block of a file holding several.
 
+use std::collections::HashMap;
+
 use crate::expand::{expand_entries, FileInfo, RawEntry};
 use crate::source::{Location, Reading};
 use crate::ConfigError;
 
-pub(crate) fn read(text: &str, file: &FileInfo, id: Option<&str>) -> Reading {
+pub(crate) fn read(
+    text: &str,
+    file: &FileInfo,
+    id: Option<&str>,
+    outer: &HashMap<String, String>,
+) -> Reading {
     let mut reading = Reading::default();
     let whole_file = Location {
         file: file.given.clone(),
@@ -75,6 +82,6 @@ pub(crate) fn read(text: &str, file: &FileInfo, id: Option<&str>) -> Reading {
             line,
         });
     }
-    expand_entries(entries, file, &mut reading);
+    expand_entries(entries, file, outer, &mut reading);
     reading
 }
