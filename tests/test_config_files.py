@@ -211,3 +211,40 @@ def test_daemonize_returns_at_once_and_serves_in_the_background(tmp_path):
     finally:
         if pidfile.exists():
             os.kill(int(pidfile.read_text()), signal.SIGINT)
+
+
+def test_sighup_rereads_the_file_keeps_sockets_and_refuses_a_broken_one(daemon, tmp_path):
+    p1, p2 = free_port(), free_port()
+    ini = tmp_path / "app.ini"
+    base = f"[uwsgi]\nwsgi-file = {APPS}/pep3333.py\ndisable-logging = true\n"
+    ini.write_text(base + f"http-socket = 127.0.0.1:{p1}\nenv = WHICH=first\n")
+    d = daemon(ini, ready=("127.0.0.1", p1))
+    url1, url2 = f"http://127.0.0.1:{p1}", f"http://127.0.0.1:{p2}"
+    assert requests.get(f"{url1}/osenv?name=WHICH").text == "first"
+
+    # A second listener, two workers, a new environment: all taken by a reload.
+    ini.write_text(base + f"http-socket = 127.0.0.1:{p1}\nhttp-socket = 127.0.0.1:{p2}\n"
+                          "processes = 2\nenv = WHICH=second\n")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: requests.get(f"{url1}/osenv?name=WHICH", timeout=5).text == "second", 15, "the reload")
+    assert requests.get(f"{url2}/osenv?name=WHICH").text == "second"
+    wait_for(lambda: len(d.worker_pids()) == 2, 15, "two workers")
+    assert f'reload: new listener "127.0.0.1:{p2}"' in d.log()
+
+    # A broken file: refused, with its error; the running config keeps serving.
+    ini.write_text(base + f"http-socket = 127.0.0.1:{p1}\nprocesess = 3\n")
+    d.signal(signal.SIGHUP)
+    d.wait_log("reload refused: the new config or the app does not load")
+    assert f'{ini}:5: unknown option "procesess", did you mean "processes"?' in d.log()
+    assert requests.get(f"{url2}/osenv?name=WHICH").text == "second"
+
+    # A listener the file no longer has is closed.
+    ini.write_text(base + f"http-socket = 127.0.0.1:{p2}\nenv = WHICH=third\n")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: requests.get(f"{url2}/osenv?name=WHICH", timeout=5).text == "third", 15, "the reload")
+    assert f"reload: no longer listening on Http 127.0.0.1:{p1}" in d.log()
+    try:
+        requests.get(f"{url1}/pid", timeout=2)
+        raise AssertionError("the removed listener still accepts")
+    except requests.ConnectionError:
+        pass

@@ -151,7 +151,7 @@ def test_reload_with_a_broken_app_keeps_the_old_workers(daemon, tmp_path):
     d, url = http_daemon(daemon, "--wsgi-file", APPS / "versioned.py", env={"VERSION_FILE": str(version)})
     version.write_text("broken")
     d.signal(signal.SIGHUP)
-    d.wait_log("reload refused: the app does not load")
+    d.wait_log("reload refused: the new config or the app does not load")
     assert "this version of the app does not import" in d.log()
     assert requests.get(f"{url}/").text.startswith("v1 ")
 

@@ -164,46 +164,67 @@ fn chown_socket(path: &Path, owner: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot chown \"{}\" to \"{owner}\"", path.display()))
 }
 
-/// Takes over the listeners a reloading master left open, in config order.
-fn inherit(config: &Config, fds: &str) -> anyhow::Result<Vec<BoundListener>> {
-    let fds: Vec<RawFd> = fds.split(',').filter_map(|fd| fd.parse().ok()).collect();
-    if fds.len() != config.listeners.len() {
-        bail!(
-            "reload: {} sockets inherited but the config has {} listeners",
-            fds.len(),
-            config.listeners.len()
-        );
-    }
-    config
-        .listeners
-        .iter()
-        .zip(fds)
-        .map(|(spec, fd)| {
-            // SAFETY: the previous master image listed these fds as its listening sockets
-            // and exec'd us with them open; nothing else in this process owns them.
-            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-            set_cloexec(fd, true)?;
-            let socket = match spec.addr {
-                ListenAddr::Tcp { .. } => ListeningSocket::Tcp(TcpListener::from(owned)),
-                _ => ListeningSocket::Unix(UnixListener::from(owned)),
-            };
-            Ok(BoundListener {
-                spec: spec.clone(),
-                socket,
-            })
+/// Takes over the listeners a reloading master left open. The config may have changed
+/// since: a listener it still has keeps its socket (connections waiting in its backlog are
+/// served), a new one is bound, one it no longer has is closed. A new listener that
+/// cannot be bound is logged and left out rather than stopping a running service.
+fn inherit(config: &Config, exported: &str) -> anyhow::Result<Vec<BoundListener>> {
+    let mut inherited: Vec<(RawFd, String)> = exported
+        .lines()
+        .filter_map(|line| {
+            let (fd, key) = line.split_once(' ')?;
+            Some((fd.parse().ok()?, key.to_string()))
         })
-        .collect()
+        .collect();
+    let mut bound = Vec::new();
+    for spec in &config.listeners {
+        let key = listener_key(spec);
+        let Some(index) = inherited.iter().position(|(_, k)| *k == key) else {
+            match bind(spec, config) {
+                Ok(listener) => {
+                    tracing::info!("reload: new listener \"{}\"", spec.addr);
+                    bound.push(listener);
+                }
+                Err(err) => tracing::error!("reload: {err:#}; serving without it"),
+            }
+            continue;
+        };
+        let (fd, _) = inherited.swap_remove(index);
+        // SAFETY: the previous master image listed this fd as one of its listening sockets
+        // and exec'd us with it open; nothing else in this process owns it.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        set_cloexec(fd, true)?;
+        let socket = match spec.addr {
+            ListenAddr::Tcp { .. } => ListeningSocket::Tcp(TcpListener::from(owned)),
+            _ => ListeningSocket::Unix(UnixListener::from(owned)),
+        };
+        bound.push(BoundListener {
+            spec: spec.clone(),
+            socket,
+        });
+    }
+    for (fd, key) in inherited {
+        tracing::info!("reload: no longer listening on {key}");
+        // SAFETY: as above: an inherited listening socket no one else owns; closed here.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    Ok(bound)
+}
+
+/// How a listener is named across a reload: its protocol and address.
+fn listener_key(spec: &Listener) -> String {
+    format!("{:?} {}", spec.protocol, spec.addr)
 }
 
 /// Leaves the listeners open across exec and names them for the next master image.
 pub fn export_for_exec(listeners: &[BoundListener]) -> anyhow::Result<String> {
-    let mut fds = Vec::new();
+    let mut lines = Vec::new();
     for listener in listeners {
         let fd = listener.socket.raw_fd();
         set_cloexec(fd, false)?;
-        fds.push(fd.to_string());
+        lines.push(format!("{fd} {}", listener_key(&listener.spec)));
     }
-    Ok(fds.join(","))
+    Ok(lines.join("\n"))
 }
 
 fn set_cloexec(fd: RawFd, on: bool) -> anyhow::Result<()> {

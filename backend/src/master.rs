@@ -67,6 +67,10 @@ enum State {
 
 /// Loads the app in a fresh process image, for `--check`-style probes before a reload.
 pub fn check_app(config: &Config) -> i32 {
+    if let Err(err) = privileges_reachable(config) {
+        tracing::error!("{err:#}");
+        return EXIT_APP_LOAD_FAILED;
+    }
     match python::initialize(config)
         .and_then(|()| Python::attach(|py| python::load_app(py, config)).map(drop))
     {
@@ -99,6 +103,11 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
     };
     let stats_socket = match listeners::bind_stats(&config) {
         Ok(socket) => socket,
+        // A reload does not stop a running service over its stats.
+        Err(err) if reloaded => {
+            tracing::error!("reload: {err:#}; serving without stats");
+            None
+        }
         Err(err) => {
             vacuum(&config, false);
             return Err(err);
@@ -116,12 +125,48 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
     }
     // After binding (ports below 1024, sockets in root's directories), before the app loads.
     if let Err(err) = drop_privileges(&config) {
-        vacuum(&config, true);
-        return Err(err);
+        if reloaded {
+            tracing::error!("reload: {err:#}; keeping the user and group we run as");
+        } else {
+            vacuum(&config, true);
+            return Err(err);
+        }
     }
     let result = serve(&config, &args, &listeners, stats_socket.as_ref(), &signals);
     vacuum(&config, true);
     result
+}
+
+/// Whether a reload can switch to the config's `uid`/`gid`: only root can change them.
+fn privileges_reachable(config: &Config) -> anyhow::Result<()> {
+    use nix::unistd::{geteuid, getgid, getuid, Group, User};
+    if geteuid().is_root() {
+        return Ok(());
+    }
+    let uid_differs = config.uid.as_deref().is_some_and(|name| {
+        let wanted = name
+            .parse::<u32>()
+            .ok()
+            .or_else(|| User::from_name(name).ok().flatten().map(|u| u.uid.as_raw()));
+        wanted != Some(getuid().as_raw())
+    });
+    let gid_differs = config.gid.as_deref().is_some_and(|name| {
+        let wanted = name.parse::<u32>().ok().or_else(|| {
+            Group::from_name(name)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+        });
+        wanted != Some(getgid().as_raw())
+    });
+    if uid_differs || gid_differs {
+        anyhow::bail!(
+            "uid/gid changed in the config: running as uid {} gid {}, only a restart can switch",
+            getuid(),
+            getgid()
+        );
+    }
+    Ok(())
 }
 
 /// `uid` and `gid`: runs as this user and group from now on, as uWSGI does once its
@@ -404,7 +449,7 @@ fn reload<'a>(
     match probe {
         Ok(status) if status.success() => {}
         Ok(_) => {
-            tracing::error!("reload refused: the app does not load (see above); the running workers keep serving");
+            tracing::error!("reload refused: the new config or the app does not load (see above); the running workers keep serving");
             return Ok(());
         }
         Err(err) => {
