@@ -172,3 +172,19 @@ def test_the_shipped_deployment_files_agree(tmp_path):
     code, out, _ = nginx_t(tmp_path, ini, extra=extra, user="www-data")
     assert code == 0, out
     assert "[warn]" not in out, out
+
+
+def test_a_tcp_socket_on_every_interface_and_two_locations_sharing_it(daemon, nginx, tmp_path):
+    from conftest import free_port
+    port = free_port()
+    ini = write_ini(tmp_path, f"socket = :{port}\nwsgi-file = {APPS}/pep3333.py\n")
+    d = daemon(ini, env={"NGX_WSGI_LOG": "debug"}, ready=("127.0.0.1", port))
+    n = nginx(None, module=True, directives=f"wsgi_app {ini};",
+              location_extra=f"location /api/ {{ wsgi_app {ini}; }}")
+    s = requests.Session()
+    for _ in range(10):
+        assert s.get(f"{n.url}/pid").text.isdigit()
+        assert s.get(f"{n.url}/api/x").status_code == 404  # the app's own 404, through the other location
+    wait_for(lambda: d.log().count(" => ") >= 20, 5, "every request in the log")
+    # One implicit upstream for both locations, with one keepalive cache.
+    assert 1 <= d.log().count("connection accepted") <= 4, d.log().count("connection accepted")

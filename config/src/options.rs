@@ -211,7 +211,9 @@ pub fn suggest(name: &str) -> Option<&'static str> {
 pub fn help_text() -> String {
     let mut text = String::from(
         "ngx-wsgi: serve a Python WSGI app over the uwsgi protocol and HTTP\n\n\
-         usage: ngx-wsgi [OPTIONS]   (options take uWSGI's names: --opt VALUE or --opt=VALUE)\n\n",
+         usage: ngx-wsgi [FILE.ini|FILE.xml|FILE.toml] [OPTIONS]\n\
+         options take uWSGI's names: --opt VALUE or --opt=VALUE on the command line, opt = value in\n\
+         files; the command line overrides the file. --check-config FILE prints what it means.\n\n",
     );
     for spec in OPTIONS {
         let mut left = format!("--{}", spec.name);
