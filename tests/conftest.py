@@ -124,7 +124,7 @@ MODULE = os.environ.get("NGX_WSGI_MODULE", str(ROOT / "target" / "release" / "li
 
 NGINX_CONF = """
 {load_module}
-user root;
+user {user};
 worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log info;
@@ -145,6 +145,24 @@ http {{
 """
 
 
+def write_nginx_conf(prefix, port, pass_directives, http_extra="", location_extra="", module=False,
+                     user="root"):
+    """nginx.conf in `prefix` for one server on `port` whose location / has `pass_directives`."""
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(
+            load_module=f"load_module {MODULE};" if module else "",
+            user=user,
+            pass_directives=pass_directives,
+            prefix=prefix,
+            port=port,
+            http_extra=http_extra,
+            location_extra=location_extra,
+        )
+    )
+    return conf
+
+
 class Nginx:
     """Debian's nginx from its own prefix, passing requests to `upstream` with stock
     uwsgi_pass, or with our module's wsgi_pass when `module` is true."""
@@ -153,19 +171,10 @@ class Nginx:
         self.prefix = tmp_path / f"nginx-{time.monotonic_ns()}"
         self.prefix.mkdir()
         self.port = free_port()
-        conf = self.prefix / "nginx.conf"
-        conf.write_text(
-            NGINX_CONF.format(
-                load_module=f"load_module {MODULE};" if module else "",
-                pass_directives=directives if directives is not None
-                else f"wsgi_pass {upstream};" if module
-                else f"include /etc/nginx/uwsgi_params; uwsgi_pass {upstream};",
-                prefix=self.prefix,
-                port=self.port,
-                http_extra=http_extra,
-                location_extra=location_extra,
-            )
-        )
+        if directives is None:
+            directives = (f"wsgi_pass {upstream};" if module
+                          else f"include /etc/nginx/uwsgi_params; uwsgi_pass {upstream};")
+        conf = write_nginx_conf(self.prefix, self.port, directives, http_extra, location_extra, module)
         self.proc = subprocess.Popen(
             ["nginx", "-p", str(self.prefix), "-c", str(conf), "-g", "daemon off;"],
             stdout=subprocess.DEVNULL,

@@ -8,39 +8,18 @@ import subprocess
 
 import requests
 
-from conftest import APPS, MODULE, Nginx, wait_for
-
-CONF = """\
-load_module {module};
-user {user};
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    server {{
-        listen 127.0.0.1:8;
-        location / {{
-            wsgi_app {app};
-{extra}
-        }}
-    }}
-}}
-"""
-# The wsgi_app line of CONF.
-WSGI_APP_LINE = 12
-
+from conftest import APPS, wait_for, write_nginx_conf
 
 def nginx_t(tmp_path, app, extra="", user="root"):
-    """Runs `nginx -t` on a configuration with `wsgi_app app;`: (exit code, output)."""
+    """Runs `nginx -t` on a configuration with `wsgi_app app;`: (exit code, output, where the
+    directive is as nginx names it)."""
     prefix = tmp_path / "nginx-t"
     prefix.mkdir(exist_ok=True)
-    conf = prefix / "nginx.conf"
-    conf.write_text(CONF.format(module=MODULE, user=user, prefix=prefix, app=app, extra=extra))
+    conf = write_nginx_conf(prefix, 8, f"wsgi_app {app};", location_extra=extra, module=True, user=user)
+    line = next(i for i, text in enumerate(conf.read_text().splitlines(), 1) if "wsgi_app" in text)
     out = subprocess.run(["nginx", "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True,
                          timeout=20)
-    return out.returncode, out.stderr, f"in {conf}:{WSGI_APP_LINE}"
+    return out.returncode, out.stderr, f"in {conf}:{line}"
 
 
 def write_ini(tmp_path, body, name="app.ini"):
