@@ -2,7 +2,8 @@
 
 Every backend serves bench/app.py with the same process count behind one nginx (one
 worker, a server block each): stock `uwsgi_pass` on unix sockets to ngx-wsgi and to
-uWSGI (pyuwsgi), our module's `wsgi_pass` with upstream keepalive to ngx-wsgi, and
+uWSGI (pyuwsgi), our module's `wsgi_pass` with upstream keepalive and `wsgi_app` (the
+daemon's config file, which nginx reads too) to ngx-wsgi, and
 `proxy_pass` with upstream keepalive to ngx-wsgi's own HTTP listener and to Granian. Ratios are to the nginx + uwsgi_pass + uWSGI stack. For each workload the targets run in
 turn, several rounds, so drift on the machine hits both alike. CPU per request is read
 from /proc: user+system time of the backend's processes (and of nginx's worker) over the
@@ -112,6 +113,10 @@ def main():
     http_port, granian_port = 18090, 18091
     uwsgi_pass = "include /etc/nginx/uwsgi_params; uwsgi_pass unix:{sock};"
     proxy_pass = "proxy_pass http://{name}; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+    # The daemon and nginx's wsgi_app read the same file.
+    one_config = work / "app.ini"
+    one_config.write_text(f"[uwsgi]\nsocket = {work / 'ngx-wsgi-app.sock'}\nprocesses = {procs_n}\nmaster = true\n"
+                          f"disable-logging = true\nlisten = 1024\nwsgi-file = {app}\n")
     # name: (backend command, where it listens, nginx location directives, upstream block)
     targets = {
         "uwsgi_pass + ngx-wsgi": (
@@ -121,6 +126,8 @@ def main():
             [ngx_wsgi, "--socket", str(work / "ngx-wsgi-ka.sock"), *common],
             str(work / "ngx-wsgi-ka.sock"), "wsgi_pass ngx_wsgi_ka;",
             f"upstream ngx_wsgi_ka {{ server unix:{work / 'ngx-wsgi-ka.sock'}; keepalive 32; }}"),
+        "wsgi_app + ngx-wsgi, one config": (
+            [ngx_wsgi, str(one_config)], str(work / "ngx-wsgi-app.sock"), f"wsgi_app {one_config};", None),
         "uwsgi_pass + uWSGI": (
             [str(ROOT / ".venv" / "bin" / "uwsgi"), "--socket", str(work / "uWSGI.sock"), *common,
              "--buffer-size", "65535", "--die-on-term"],
