@@ -125,16 +125,28 @@ def test_reload_rereads_the_config_and_keeps_the_old_one_when_it_breaks(daemon, 
     n = nginx(None, module=True, directives=f"wsgi_app {ini};")
     assert requests.get(f"{n.url}/pid").ok
     ini.write_text(f"[uwsgi]\nsocket = {sock}\nwsgi-file = {APPS}/pep3333.py\nharakiri = 600\n")
+    # `nginx -s reload` reads the configuration before signalling: the error is on its stderr.
+    out = reload(n)
+    assert out.returncode == 1
+    assert f"is not longer than harakiri = 600 s: nginx answers 504" in out.stderr
+    assert requests.get(f"{n.url}/pid").ok  # the old configuration still serves
+    # The master re-reads it on its own too, and keeps the old configuration.
     n.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "is not longer than harakiri = 600 s" in n.error_log(), 10, "the reload's error")
-    assert requests.get(f"{n.url}/pid").ok  # the old configuration still serves
+    assert requests.get(f"{n.url}/pid").ok
     # Fixed: the next reload takes it.
     second = tmp_path / "second.sock"
     daemon(write_ini(tmp_path, f"socket = {second}\nwsgi-file = {APPS}/pep3333.py\nenv = WHICH=second\n",
                      "second.ini"), ready=str(second))
     ini.write_text(f"[uwsgi]\nsocket = {second}\nwsgi-file = {APPS}/pep3333.py\n")
-    n.proc.send_signal(signal.SIGHUP)
+    assert reload(n).returncode == 0
     wait_for(lambda: requests.get(f"{n.url}/osenv?name=WHICH").text == "second", 15, "the new socket")
+
+
+def reload(n):
+    """`nginx -s reload` for a test's nginx."""
+    return subprocess.run(["nginx", "-p", str(n.prefix), "-c", str(n.prefix / "nginx.conf"), "-s", "reload"],
+                          capture_output=True, text=True, timeout=20)
 
 
 def test_the_shipped_deployment_files_agree(tmp_path):
