@@ -64,9 +64,8 @@ def test_ini_xml_and_toml_of_the_same_meaning_serve_identically(daemon, tmp_path
         environ = requests.get(f"http://127.0.0.1:{port}/environ").json()
         greeting = requests.get(f"http://127.0.0.1:{port}/osenv?name=GREETING").text
         echo = requests.post(f"http://127.0.0.1:{port}/echo", data=b"body").text
-        pids = {requests.get(f"http://127.0.0.1:{port}/pid").text for _ in range(40)}
-        seen.append((greeting, environ["wsgi.multiprocess"], echo, len(pids)))
-        assert len(d.worker_pids()) == 2
+        workers = len(wait_for(lambda: len(d.worker_pids()) == 2 and d.worker_pids(), 10, "two workers"))
+        seen.append((greeting, environ["wsgi.multiprocess"], echo, workers))
         d.stop()
         wait_for(lambda: not pathlib.Path(f"/proc/{d.pid}").exists() or not pid_alive(d.pid), 10, "stop")
     assert seen == [("hello from the config", True, "body", 2)] * 3

@@ -569,6 +569,39 @@ mod nginx_checks {
     }
 
     #[test]
+    fn a_socket_that_exists_says_what_applies_now() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("live-socket");
+        let sock = dir.join("app.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let config = |extra: &str| {
+            let path = write(
+                &dir,
+                "app.ini",
+                &format!("[uwsgi]\nsocket = {}\nmodule = m\n{extra}", sock.display()),
+            );
+            load(&path)
+        };
+        let worker = WorkerUser {
+            uid: 4242,
+            gid: 4242,
+            groups: vec![4242],
+            ..www_data()
+        };
+        let side = NginxSide { worker, ..side() };
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let findings = check(&config(""), &side);
+        let messages: Vec<&str> = findings.iter().map(|f| f.message.as_str()).collect();
+        assert_eq!(findings.len(), 2, "{messages:?}");
+        assert!(messages[0].contains("as it is now (mode 755"), "{messages:?}");
+        assert!(messages[1].contains("without chmod-socket"), "{messages:?}");
+        assert!(findings.iter().all(|f| f.severity == Severity::Warning));
+        // The config leaves the mode to the umask, but the socket as it is lets them in.
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(check(&config(""), &side), []);
+    }
+
+    #[test]
     fn socket_permissions_follow_unix_rules() {
         let w = www_data();
         assert_eq!(socket_access(Some(0o666), None, None, &w), Access::Allowed);

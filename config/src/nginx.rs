@@ -187,8 +187,35 @@ pub fn check(parsed: &Parsed, nginx: &NginxSide) -> Vec<Finding> {
         } else {
             "socket"
         };
+        // A socket the daemon has already made says for sure what applies now.
+        let now = std::fs::metadata(path).ok().map(|meta| {
+            use std::os::unix::fs::MetadataExt;
+            (meta.mode() & 0o777, meta.uid(), meta.gid())
+        });
+        if let Some((mode, uid, gid)) = now {
+            if let Access::Denied(_) =
+                socket_access(Some(mode), Some(uid), Some(gid), &nginx.worker)
+            {
+                add(
+                    Severity::Warning,
+                    option,
+                    format!(
+                        "nginx's workers run as {} and cannot connect to {} as it is now (mode {mode:03o}, \
+                         uid {uid}, gid {gid}): requests fail until the daemon makes it again",
+                        nginx.worker.name,
+                        path.display()
+                    ),
+                );
+            }
+        }
         match socket_access(config.chmod_socket, owner, group, &nginx.worker) {
             Access::Allowed => {}
+            // The config leaves it to the umask, but the socket as it is lets them in.
+            Access::Unsure(_)
+                if now.is_some_and(|(mode, uid, gid)| {
+                    socket_access(Some(mode), Some(uid), Some(gid), &nginx.worker)
+                        == Access::Allowed
+                }) => {}
             Access::Denied(why) => add(
                 Severity::Error,
                 option,
