@@ -99,3 +99,9 @@ def test_port_in_use_is_a_clear_error(daemon):
                              capture_output=True, text=True, timeout=10)
     assert out.returncode == 1
     assert f'cannot bind "127.0.0.1:{port}"' in out.stderr and "Address already in use" in out.stderr
+
+
+def test_umask_gives_unix_sockets_their_mode(daemon, tmp_path):
+    sock = tmp_path / "app.sock"
+    daemon("--socket", sock, "--wsgi-file", APPS / "pep3333.py", "--umask", "002", ready=str(sock))
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o775

@@ -95,7 +95,7 @@ def test_socket_permissions_nginx_workers_cannot_use_fail_nginx_t(tmp_path):
     code, out, where = nginx_t(tmp_path, ini, user="www-data")
     assert code == 1
     assert re.search(r"wsgi_app .*: nginx's workers run as www-data and cannot connect to /run/app.sock: "
-                     r"chmod-socket = 660 lets only the socket's owner and group connect", out), out
+                     r"mode 660 lets only the socket's owner and group connect", out), out
     assert f"({ini}:4) {where}" in out
     # The group nginx's user is in: allowed.
     ini = write_ini(tmp_path, "socket = /run/app.sock\nmodule = app\nchmod-socket = 660\n"

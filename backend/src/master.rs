@@ -93,6 +93,10 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
         std::fs::write(pidfile, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pidfile \"{}\"", pidfile.display()))?;
     }
+    if let Some(mask) = config.umask {
+        // Before binding: it gives unix sockets without chmod-socket their mode.
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
     let listeners = match listeners::open_all(&config) {
         Ok(listeners) => listeners,
         Err(err) => {

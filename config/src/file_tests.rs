@@ -593,12 +593,32 @@ mod nginx_checks {
         let findings = check(&config(""), &side);
         let messages: Vec<&str> = findings.iter().map(|f| f.message.as_str()).collect();
         assert_eq!(findings.len(), 2, "{messages:?}");
-        assert!(messages[0].contains("as it is now (mode 755"), "{messages:?}");
+        assert!(
+            messages[0].contains("as it is now (mode 755"),
+            "{messages:?}"
+        );
         assert!(messages[1].contains("without chmod-socket"), "{messages:?}");
         assert!(findings.iter().all(|f| f.severity == Severity::Warning));
         // The config leaves the mode to the umask, but the socket as it is lets them in.
         std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
         assert_eq!(check(&config(""), &side), []);
+    }
+
+    #[test]
+    fn a_umask_tells_the_mode_of_a_socket_without_chmod_socket() {
+        let with = |extra: &str| {
+            parsed(&format!(
+                "[uwsgi]\nsocket = /run/none/a.sock\nmodule = m\nchown-socket = 0:33\n{extra}"
+            ))
+        };
+        assert_eq!(check(&with("umask = 002\n"), &side()), []);
+        let findings = check(&with("umask = 022\n"), &side());
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].severity, Severity::Error);
+        assert!(findings[0]
+            .message
+            .contains("the socket's group 33 is theirs but mode 755 gives it no write permission"));
+        assert_eq!(findings[0].at.as_ref().unwrap().line, 5);
     }
 
     #[test]

@@ -100,6 +100,10 @@ pub struct Config {
     /// `chown-socket`: `user[:group]` owning unix sockets.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chown_socket: Option<String>,
+    /// `umask`: the daemon's file mode creation mask (the mode of unix sockets without
+    /// `chmod-socket`); `None` keeps the one it was started with.
+    #[serde(serialize_with = "octal", skip_serializing_if = "Option::is_none")]
+    pub umask: Option<u32>,
     /// `uid`: user (name or number) the daemon runs as once its sockets are bound.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
@@ -206,6 +210,7 @@ impl Default for Config {
             listen: 4096,
             chmod_socket: None,
             chown_socket: None,
+            umask: None,
             uid: None,
             gid: None,
             wsgi_file: None,
@@ -382,6 +387,10 @@ impl Config {
                 }
             }
             "chown-socket" => self.chown_socket = Some(text.into()),
+            "umask" => match u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o777) {
+                Some(mask) if (1..=4).contains(&text.len()) => self.umask = Some(mask),
+                _ => return Err(bad(name, text, "octal digits such as 022 or 002")),
+            },
             "uid" => self.uid = Some(text.into()),
             "gid" => self.gid = Some(text.into()),
             "wsgi-file" => self.wsgi_file = Some(text.into()),

@@ -184,6 +184,8 @@ pub fn check(parsed: &Parsed, nginx: &NginxSide) -> Vec<Finding> {
         let (owner, group) = socket_owner(config);
         let option = if config.chmod_socket.is_some() {
             "chmod-socket"
+        } else if config.umask.is_some() {
+            "umask"
         } else {
             "socket"
         };
@@ -208,7 +210,11 @@ pub fn check(parsed: &Parsed, nginx: &NginxSide) -> Vec<Finding> {
                 );
             }
         }
-        match socket_access(config.chmod_socket, owner, group, &nginx.worker) {
+        // Without chmod-socket, a umask in the config says the mode bind() gives.
+        let mode = config
+            .chmod_socket
+            .or(config.umask.map(|mask| 0o777 & !mask));
+        match socket_access(mode, owner, group, &nginx.worker) {
             Access::Allowed => {}
             // The config leaves it to the umask, but the socket as it is lets them in.
             Access::Unsure(_)
@@ -311,7 +317,7 @@ pub fn socket_access(
     if owner == Some(worker.uid) {
         return match mode & 0o200 {
             0 => Access::Denied(format!(
-                "chmod-socket = {shown} gives its owner no write permission; {FIX}"
+                "mode {shown} gives its owner no write permission; {FIX}"
             )),
             _ => Access::Allowed,
         };
@@ -319,7 +325,7 @@ pub fn socket_access(
     if let Some(group) = group.filter(|g| worker.groups.contains(g)) {
         return match mode & 0o020 {
             0 => Access::Denied(format!(
-                "the socket's group {group} is theirs but chmod-socket = {shown} gives it no write permission; {FIX}"
+                "the socket's group {group} is theirs but mode {shown} gives it no write permission; {FIX}"
             )),
             _ => Access::Allowed,
         };
@@ -329,12 +335,12 @@ pub fn socket_access(
     }
     if owner.is_some() && group.is_some() {
         return Access::Denied(format!(
-            "chmod-socket = {shown} lets only the socket's owner and group connect, and \
+            "mode {shown} lets only the socket's owner and group connect, and \
              chown-socket makes them a user and group that are not theirs; {FIX}"
         ));
     }
     Access::Unsure(format!(
-        "chmod-socket = {shown} lets only the socket's owner and group connect, and the config \
+        "mode {shown} lets only the socket's owner and group connect, and the config \
          does not say they are nginx's user (chown-socket); {FIX}"
     ))
 }
