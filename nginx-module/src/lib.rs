@@ -1,9 +1,10 @@
-//! `ngx_http_wsgi_module`: `wsgi_pass`, a uwsgi-protocol upstream handler for nginx.
+//! `ngx_http_wsgi_module`: `wsgi_pass`, a uwsgi-protocol upstream handler for nginx, and
+//! `wsgi_app`, which takes the address and checks from the daemon's own config file.
 //!
 //! Read in the order of nginx's own `ngx_http_uwsgi_module.c`: types, directives, module
 //! context, then the configuration callbacks. The request side (content handler and
-//! upstream callbacks) is in `upstream.rs`. Raw FFI stays in these two files, each
-//! `unsafe` block with the nginx guarantee it relies on.
+//! upstream callbacks) is in `upstream.rs`, `wsgi_app` in `app.rs`. Raw FFI stays in these
+//! files, each `unsafe` block with the nginx guarantee it relies on.
 //!
 //! The `wsgi_*` directives mirror the `uwsgi_*` family (same contexts, defaults and
 //! meaning).
