@@ -152,7 +152,7 @@ def test_max_requests_recycles_the_worker_without_failing_a_request(daemon, tmp_
     assert pids[0] == pids[1] == pids[2] != pids[3], pids
     assert pids[3] == pids[4] == pids[5] != pids[6], pids
     assert "served 3 requests (max-requests)" in d.log()
-    assert "reached max-requests; starting its replacement" in d.log()
+    assert "retired itself (reason above); starting its replacement" in d.log()
 
 
 def test_limit_post_refuses_larger_bodies_with_413(daemon, nginx, tmp_path, app_sock):
@@ -247,3 +247,32 @@ def test_sighup_rereads_the_file_keeps_sockets_and_refuses_a_broken_one(daemon, 
         raise AssertionError("the removed listener still accepts")
     except requests.ConnectionError:
         pass
+
+
+def test_reload_on_rss_replaces_a_worker_that_grew(daemon, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py",
+               "--reload-on-rss", "64", "--disable-logging", ready=("127.0.0.1", port))
+    with requests.Session() as s:
+        first = s.get(f"{url}/leak?mib=10").text
+    with requests.Session() as s:
+        assert s.get(f"{url}/pid").text == first  # still under 64 MiB
+    with requests.Session() as s:
+        assert s.get(f"{url}/leak?mib=80").text == first  # the request itself is served
+    d.wait_log(r"resident memory \d+ MiB is over reload-on-rss = 64 MiB")
+    second = wait_for(lambda: requests.get(f"{url}/pid", timeout=5).text, 10, "a new worker")
+    assert second != first
+    d.wait_log(r"retired itself \(reason above\); starting its replacement")
+
+
+def test_limit_as_gives_the_app_memory_error_not_a_dead_worker(daemon, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py",
+               "--limit-as", "1024", ready=("127.0.0.1", port))
+    first = requests.get(f"{url}/pid").text
+    r = requests.get(f"{url}/big?kib={2 << 20}")  # a 2 GiB response body
+    assert r.status_code == 500
+    d.wait_log("MemoryError")
+    assert requests.get(f"{url}/pid").text == first

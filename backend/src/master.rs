@@ -342,6 +342,18 @@ fn spawn_worker(
     // In the child: never return into the master's loop.
     logging::set_worker_id(id);
     stats::attach(id);
+    if config.limit_as > 0 {
+        // Here rather than in the master, so only the workers run under the cap.
+        let bytes = config.limit_as * 1024 * 1024;
+        let limited =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, bytes, bytes);
+        if let Err(err) = limited {
+            tracing::error!(
+                "limit-as: setrlimit(RLIMIT_AS, {} MiB) failed: {err}",
+                config.limit_as
+            );
+        }
+    }
     // A worker outliving its master finishes its requests and exits.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     let app = match app {
@@ -395,7 +407,7 @@ fn reap(
         match how {
             (Some(worker::EXIT_RECYCLED), _) => {
                 tracing::info!(
-                    "worker {id} (pid {pid}) reached max-requests; starting its replacement"
+                    "worker {id} (pid {pid}) retired itself (reason above); starting its replacement"
                 )
             }
             (Some(code), _) => {

@@ -316,7 +316,7 @@ fn unix_secs() -> u64 {
 }
 
 /// Resident and virtual size of a process, in bytes.
-fn memory(pid: i32) -> (u64, u64) {
+pub fn memory(pid: i32) -> (u64, u64) {
     let Ok(statm) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
         return (0, 0);
     };

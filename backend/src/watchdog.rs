@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use ngx_wsgi_config::Config;
 use nix::sys::signal::{self, Signal};
 use pyo3::prelude::*;
 use tokio::sync::watch;
@@ -42,6 +43,9 @@ struct Running {
 pub struct RequestClock {
     harakiri: Option<Duration>,
     max_requests: u64,
+    /// `reload-on-rss` and `reload-on-as`, in bytes (0: off).
+    max_rss: u64,
+    max_as: u64,
     served: AtomicU64,
     recycled: AtomicBool,
     /// One per request thread: what it is running, when harakiri is on.
@@ -56,20 +60,29 @@ pub struct RequestTimer<'a> {
 }
 
 impl RequestClock {
-    pub fn new(
-        harakiri_secs: u64,
-        max_requests: u64,
-        threads: u32,
-        stop: watch::Sender<bool>,
-    ) -> Self {
+    pub fn new(config: &Config, stop: watch::Sender<bool>) -> Self {
+        const MIB: u64 = 1024 * 1024;
         RequestClock {
-            harakiri: (harakiri_secs > 0).then(|| Duration::from_secs(harakiri_secs)),
-            max_requests,
+            harakiri: (config.harakiri > 0).then(|| Duration::from_secs(config.harakiri)),
+            max_requests: config.max_requests,
+            max_rss: config.reload_on_rss * MIB,
+            max_as: config.reload_on_as * MIB,
             served: AtomicU64::new(0),
             recycled: AtomicBool::new(false),
-            running: (0..threads).map(|_| Mutex::new(None)).collect(),
+            running: (0..config.threads).map(|_| Mutex::new(None)).collect(),
             stop,
         }
+    }
+
+    /// Stops accepting and lets the master start a replacement once the requests in
+    /// flight are done (max-requests, reload-on-rss, reload-on-as).
+    fn recycle(&self, why: std::fmt::Arguments<'_>) {
+        if self.recycled.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!("{why}: finishing the requests in flight, then a new worker takes over");
+        crate::stats::stop_accepting();
+        let _ = self.stop.send(true);
     }
 
     /// Starts timing a request; `describe` names it in a harakiri log line (and is only
@@ -151,12 +164,25 @@ impl Drop for RequestTimer<'_> {
         crate::stats::request_done(self.started.elapsed());
         let served = clock.served.fetch_add(1, Ordering::Relaxed) + 1;
         if served == clock.max_requests {
-            tracing::info!(
-                "served {served} requests (max-requests): finishing the ones in flight, then a new worker takes over"
-            );
-            clock.recycled.store(true, Ordering::SeqCst);
-            crate::stats::stop_accepting();
-            let _ = clock.stop.send(true);
+            clock.recycle(format_args!("served {served} requests (max-requests)"));
+        }
+        if clock.max_rss > 0 || clock.max_as > 0 {
+            // As uWSGI does, after each request: one read of /proc/self/statm.
+            let (rss, vsz) = crate::stats::memory(std::process::id() as i32);
+            const MIB: u64 = 1024 * 1024;
+            if clock.max_rss > 0 && rss > clock.max_rss {
+                clock.recycle(format_args!(
+                    "resident memory {} MiB is over reload-on-rss = {} MiB",
+                    rss / MIB,
+                    clock.max_rss / MIB
+                ));
+            } else if clock.max_as > 0 && vsz > clock.max_as {
+                clock.recycle(format_args!(
+                    "address space {} MiB is over reload-on-as = {} MiB",
+                    vsz / MIB,
+                    clock.max_as / MIB
+                ));
+            }
         }
     }
 }

@@ -118,12 +118,7 @@ pub const EXIT_RECYCLED: i32 = 4;
 pub fn run(config: &Config, app: Py<PyAny>, listeners: &[BoundListener]) -> anyhow::Result<i32> {
     let wsgi_app = Python::attach(|py| WsgiApp::new(py, app, config.threads, config.processes))?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let requests = Arc::new(RequestClock::new(
-        config.harakiri,
-        config.max_requests,
-        config.threads,
-        stop_tx.clone(),
-    ));
+    let requests = Arc::new(RequestClock::new(config, stop_tx.clone()));
     requests.spawn_harakiri_thread()?;
     let ctx = Arc::new(WorkerContext {
         app: wsgi_app,

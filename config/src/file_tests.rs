@@ -733,16 +733,10 @@ mod uwsgi_docs_examples {
         assert_eq!(value(&s, "socket"), "/tmp/sockets/uwsgi.it.sock");
         assert_eq!(value(&s, "chdir"), "/var/www/uwsgi.it");
         assert_eq!(value(&s, "limit-as"), "64");
-        // limit-as itself is a uWSGI option ngx-wsgi does not implement: named as such.
         let dir = scratch("placeholders-load");
-        let path = write(&dir, "p.ini", &format!("{text}module = app\n"));
-        assert_eq!(
-            load_errors(&path),
-            [format!(
-                "{}:9: option \"limit-as\" is a uWSGI option ngx-wsgi does not support yet",
-                path.display()
-            )]
-        );
+        let c = load(&write(&dir, "p.ini", &format!("{text}module = app\n"))).config;
+        assert_eq!(c.limit_as, 64);
+        assert_eq!(c.chdir.as_deref(), Some(Path::new("/var/www/uwsgi.it")));
     }
 
     #[test]

@@ -143,6 +143,14 @@ pub struct Config {
     pub harakiri: u64,
     /// `max-requests`: a worker is replaced after serving this many requests (0: never).
     pub max_requests: u64,
+    /// `reload-on-rss`: a worker whose resident memory is above this many MiB after a
+    /// request is replaced (0: never).
+    pub reload_on_rss: u64,
+    /// `reload-on-as`: a worker whose address space is above this many MiB after a request
+    /// is replaced (0: never).
+    pub reload_on_as: u64,
+    /// `limit-as`: each worker's address space limit, in MiB (0: none).
+    pub limit_as: u64,
     /// `reload-mercy`: seconds a graceful stop or reload waits for in-flight requests.
     pub reload_mercy: u64,
     /// `limit-post`: the largest request body accepted, in bytes (0: no limit).
@@ -226,6 +234,9 @@ impl Default for Config {
             lazy_apps: false,
             harakiri: 0,
             max_requests: 0,
+            reload_on_rss: 0,
+            reload_on_as: 0,
+            limit_as: 0,
             reload_mercy: 60,
             limit_post: 0,
             pidfile: None,
@@ -409,6 +420,9 @@ impl Config {
             "lazy-apps" => self.lazy_apps = switch(name, value)?,
             "harakiri" => self.harakiri = count(name, text, "seconds")?,
             "max-requests" => self.max_requests = count(name, text, "requests")?,
+            "reload-on-rss" => self.reload_on_rss = count(name, text, "MiB")?,
+            "reload-on-as" => self.reload_on_as = count(name, text, "MiB")?,
+            "limit-as" => self.limit_as = count(name, text, "MiB")?,
             "reload-mercy" => self.reload_mercy = positive(name, text)?,
             "limit-post" => {
                 self.limit_post = parse_size(text)

@@ -45,6 +45,9 @@ class ClosingBody:
                 f.write(self.tag + "\n")
 
 
+LEAKED = []
+
+
 def query(environ):
     return {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
 
@@ -119,6 +122,10 @@ def validated(environ, start_response):
         return []
     if path == "/sleep":
         time.sleep(float(q.get("seconds", "1")))
+        return text(start_response, str(os.getpid()))
+    if path == "/leak":
+        # Memory this worker keeps: what reload-on-rss is for.
+        LEAKED.append(b"x" * (int(q.get("mib", "1")) << 20))
         return text(start_response, str(os.getpid()))
     if path == "/osenv":
         return text(start_response, os.environ.get(q.get("name", ""), "(unset)"))
