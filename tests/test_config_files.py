@@ -276,3 +276,37 @@ def test_limit_as_gives_the_app_memory_error_not_a_dead_worker(daemon, tmp_path)
     assert r.status_code == 500
     d.wait_log("MemoryError")
     assert requests.get(f"{url}/pid").text == first
+
+
+def test_log_4xx_5xx_and_slow_keep_those_lines_with_disable_logging(daemon, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py", "--disable-logging",
+               "--log-4xx", "--log-5xx", "--log-slow", "300", ready=("127.0.0.1", port))
+    assert requests.get(f"{url}/pid").ok
+    assert requests.get(f"{url}/no-such-page").status_code == 404
+    assert requests.get(f"{url}/excinfo").status_code == 500
+    assert requests.get(f"{url}/sleep?seconds=0.4").ok
+    d.wait_log(r"GET /sleep\?seconds=0.4 => 200")
+    log = d.log()
+    assert "GET /no-such-page => 404" in log
+    assert "GET /excinfo => 500" in log
+    assert "GET /pid =>" not in log
+
+
+def test_touch_reload_and_max_requests_delta(daemon, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    touch = tmp_path / "reload.txt"
+    touch.write_text("v1")
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py", "--touch-reload", touch,
+               "--max-requests", "2", "--max-requests-delta", "3", "--disable-logging", ready=("127.0.0.1", port))
+    # Worker 1 retires after 2 + 1×3 requests.
+    pids = []
+    for _ in range(6):
+        with requests.Session() as s:
+            pids.append(wait_for(lambda: s.get(f"{url}/pid", timeout=5).text, 10, "a worker"))
+    assert len(set(pids[:5])) == 1 and pids[5] != pids[0], pids
+    os.utime(touch, (1, 1))
+    d.wait_log(f'touch-reload: "{touch}" changed: reloading')
+    wait_for(lambda: requests.get(f"{url}/pid", timeout=5).text not in pids, 15, "a worker of the reload")

@@ -21,6 +21,11 @@ pub fn set_worker_id(id: u32) {
     WORKER_ID.store(id, Ordering::Relaxed);
 }
 
+/// N in worker N, 0 in the master.
+pub fn worker_id() -> u32 {
+    WORKER_ID.load(Ordering::Relaxed)
+}
+
 pub fn init(config: &Config) -> anyhow::Result<()> {
     if let Some(path) = &config.logto {
         let file = std::fs::OpenOptions::new()

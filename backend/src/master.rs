@@ -16,9 +16,10 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use ngx_wsgi_config::Config;
@@ -139,6 +140,36 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
     let result = serve(&config, &args, &listeners, stats_socket.as_ref(), &signals);
     vacuum(&config, true);
     result
+}
+
+/// `touch-reload`: files whose modification time, when it changes, reloads the daemon.
+struct TouchReload {
+    files: Vec<(PathBuf, Option<SystemTime>)>,
+}
+
+impl TouchReload {
+    fn new(files: &[PathBuf]) -> Self {
+        let files = files.iter().map(|f| (f.clone(), modified(f))).collect();
+        TouchReload { files }
+    }
+
+    /// Whether a file changed since the last look (one stat() per file per tick).
+    fn changed(&mut self) -> bool {
+        let mut changed = false;
+        for (file, seen) in &mut self.files {
+            let now = modified(file);
+            if now != *seen {
+                tracing::info!("touch-reload: \"{}\" changed: reloading", file.display());
+                *seen = now;
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+fn modified(file: &Path) -> Option<SystemTime> {
+    std::fs::metadata(file).and_then(|m| m.modified()).ok()
 }
 
 /// Whether a reload can switch to the config's `uid`/`gid`: only root can change them.
@@ -263,6 +294,7 @@ fn serve(
     }
     let mut old_workers = retire_old_workers();
     let mut state = State::Running;
+    let mut touched = TouchReload::new(&config.touch_reload);
     loop {
         // Signals before reaping: systemd (KillMode=control-group) and a terminal's Ctrl-C
         // signal the workers together with the master, and a worker that stopped because
@@ -282,7 +314,9 @@ fn serve(
             state = State::Stopping {
                 deadline: Instant::now() + Duration::from_secs(config.reload_mercy),
             };
-        } else if signals.hup.swap(false, Ordering::SeqCst) && matches!(state, State::Running) {
+        } else if (signals.hup.swap(false, Ordering::SeqCst) || touched.changed())
+            && matches!(state, State::Running)
+        {
             reload(args, listeners, workers.keys().chain(&old_workers))?;
         }
         reap(

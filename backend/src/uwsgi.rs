@@ -411,7 +411,7 @@ fn run_request(
     // --disable-logging). nginx passes the client's address: the line names it with the
     // socket it came through.
     crate::stats::response_done(&outcome);
-    if ctx.should_log(&outcome) {
+    if ctx.should_log(&outcome, started) {
         let uri = server_vars
             .request_uri
             .or(server_vars.path_info)

@@ -64,7 +64,11 @@ impl RequestClock {
         const MIB: u64 = 1024 * 1024;
         RequestClock {
             harakiri: (config.harakiri > 0).then(|| Duration::from_secs(config.harakiri)),
-            max_requests: config.max_requests,
+            // Staggered, so workers started together do not all retire together.
+            max_requests: match config.max_requests {
+                0 => 0,
+                n => n + u64::from(crate::logging::worker_id()) * config.max_requests_delta,
+            },
             max_rss: config.reload_on_rss * MIB,
             max_as: config.reload_on_as * MIB,
             served: AtomicU64::new(0),

@@ -23,6 +23,10 @@ pub struct WorkerContext {
     pub app: WsgiApp,
     pub buffer_size: usize,
     pub log_requests: bool,
+    /// `log-4xx`, `log-5xx`, `log-slow`: lines kept with `disable-logging`.
+    pub log_4xx: bool,
+    pub log_5xx: bool,
+    pub log_slow: Option<std::time::Duration>,
     /// `limit-post`: the largest request body served (0: no limit).
     pub limit_post: u64,
     /// `harakiri` and `max-requests`.
@@ -44,9 +48,19 @@ impl WorkerContext {
             .unwrap_or_else(|_| unreachable!("app slot semaphore closed"))
     }
 
-    /// Whether [`WorkerContext::log_request`] writes a line for this outcome.
-    pub fn should_log(&self, outcome: &Outcome) -> bool {
-        self.log_requests || !matches!(outcome, Outcome::Sent { .. })
+    /// Whether [`WorkerContext::log_request`] writes a line for this outcome: failures
+    /// always, the others unless `disable-logging` (with its `log-4xx`, `log-5xx` and
+    /// `log-slow` exceptions).
+    pub fn should_log(&self, outcome: &Outcome, started: Instant) -> bool {
+        match outcome {
+            Outcome::Sent { status, .. } => {
+                self.log_requests
+                    || (self.log_4xx && (400..500).contains(status))
+                    || (self.log_5xx && *status >= 500)
+                    || self.log_slow.is_some_and(|slow| started.elapsed() >= slow)
+            }
+            _ => true,
+        }
     }
 
     /// One log line per request, as uWSGI writes them; failures always, with the traceback.
@@ -60,7 +74,7 @@ impl WorkerContext {
     ) {
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         match outcome {
-            Outcome::Sent { status, bytes } if self.log_requests => {
+            Outcome::Sent { status, bytes } if self.should_log(outcome, started) => {
                 tracing::info!("{peer} {method} {uri} => {status}, {bytes} bytes in {ms:.1} ms")
             }
             Outcome::Sent { .. } => {}
@@ -124,6 +138,9 @@ pub fn run(config: &Config, app: Py<PyAny>, listeners: &[BoundListener]) -> anyh
         app: wsgi_app,
         buffer_size: config.buffer_size,
         log_requests: !config.disable_logging,
+        log_4xx: config.log_4xx,
+        log_5xx: config.log_5xx,
+        log_slow: (config.log_slow > 0).then(|| std::time::Duration::from_millis(config.log_slow)),
         limit_post: config.limit_post,
         requests: requests.clone(),
     });

@@ -143,6 +143,11 @@ pub struct Config {
     pub harakiri: u64,
     /// `max-requests`: a worker is replaced after serving this many requests (0: never).
     pub max_requests: u64,
+    /// `max-requests-delta`: worker K's limit is `max-requests` + K × this.
+    pub max_requests_delta: u64,
+    /// `touch-reload`: files whose modification reloads the daemon gracefully.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub touch_reload: Vec<PathBuf>,
     /// `reload-on-rss`: a worker whose resident memory is above this many MiB after a
     /// request is replaced (0: never).
     pub reload_on_rss: u64,
@@ -175,6 +180,13 @@ pub struct Config {
     pub logto: Option<PathBuf>,
     /// `disable-logging`: no per-request log lines.
     pub disable_logging: bool,
+    /// `log-4xx`: log requests answered 4xx even with `disable-logging`.
+    pub log_4xx: bool,
+    /// `log-5xx`: log requests answered 5xx even with `disable-logging`.
+    pub log_5xx: bool,
+    /// `log-slow`: log requests that took this many milliseconds or more even with
+    /// `disable-logging` (0: off).
+    pub log_slow: u64,
 }
 
 fn listeners_by_option<S: Serializer>(listeners: &[Listener], s: S) -> Result<S::Ok, S::Error> {
@@ -234,6 +246,8 @@ impl Default for Config {
             lazy_apps: false,
             harakiri: 0,
             max_requests: 0,
+            max_requests_delta: 0,
+            touch_reload: Vec::new(),
             reload_on_rss: 0,
             reload_on_as: 0,
             limit_as: 0,
@@ -247,6 +261,9 @@ impl Default for Config {
             buffer_size: 65535,
             logto: None,
             disable_logging: false,
+            log_4xx: false,
+            log_5xx: false,
+            log_slow: 0,
         }
     }
 }
@@ -420,6 +437,8 @@ impl Config {
             "lazy-apps" => self.lazy_apps = switch(name, value)?,
             "harakiri" => self.harakiri = count(name, text, "seconds")?,
             "max-requests" => self.max_requests = count(name, text, "requests")?,
+            "max-requests-delta" => self.max_requests_delta = count(name, text, "requests")?,
+            "touch-reload" => self.touch_reload.push(text.into()),
             "reload-on-rss" => self.reload_on_rss = count(name, text, "MiB")?,
             "reload-on-as" => self.reload_on_as = count(name, text, "MiB")?,
             "limit-as" => self.limit_as = count(name, text, "MiB")?,
@@ -451,6 +470,9 @@ impl Config {
             "stats-http" => self.stats_http = switch(name, value)?,
             "logto" => self.logto = Some(text.into()),
             "disable-logging" => self.disable_logging = switch(name, value)?,
+            "log-4xx" => self.log_4xx = switch(name, value)?,
+            "log-5xx" => self.log_5xx = switch(name, value)?,
+            "log-slow" => self.log_slow = count(name, text, "milliseconds")?,
             other => unreachable_option(other)?,
         }
         Ok(())
@@ -463,6 +485,7 @@ impl Config {
             "socket" => self.listeners.retain(|l| l.protocol != Protocol::Uwsgi),
             "http-socket" => self.listeners.retain(|l| l.protocol != Protocol::Http),
             "pythonpath" => self.pythonpath.clear(),
+            "touch-reload" => self.touch_reload.clear(),
             "env" => self.env.clear(),
             _ => {}
         }

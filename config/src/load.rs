@@ -16,7 +16,7 @@ use crate::{Config, ConfigError, ConfigErrors};
 const MAX_INCLUDE_DEPTH: usize = 8;
 
 /// Options that take several values, one per occurrence.
-const LISTS: &[&str] = &["socket", "http-socket", "pythonpath", "env"];
+const LISTS: &[&str] = &["socket", "http-socket", "pythonpath", "env", "touch-reload"];
 
 /// A config file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
