@@ -1,7 +1,8 @@
 //! Reading options from the command line and from config files into one [`Config`].
 //!
-//! Files are applied first, in the order given, then the command line's options, so a flag
-//! overrides the file; a list option given on the command line (`--socket`) replaces the
+//! Placeholders given on the command line (`--set-ph`) come first, so files can use them;
+//! then the files, in the order given; then the command line's other options, so a flag
+//! overrides the file. A list option given on the command line (`--socket`) replaces the
 //! file's list instead of adding to it.
 
 use std::collections::HashMap;
@@ -65,6 +66,7 @@ pub struct Parsed {
     pub check_only: bool,
 }
 
+/// Applies settings from every source to one config, collecting every problem on the way.
 #[derive(Default)]
 struct Builder {
     config: Config,
