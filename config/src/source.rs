@@ -41,12 +41,21 @@ pub struct Diagnostic {
     pub error: ConfigError,
 }
 
+/// `file:line: what`, or `what` alone for the command line.
+fn write_located(
+    f: &mut fmt::Formatter<'_>,
+    at: &Option<Location>,
+    what: &dyn fmt::Display,
+) -> fmt::Result {
+    match at {
+        Some(at) => write!(f, "{at}: {what}"),
+        None => write!(f, "{what}"),
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.at {
-            Some(at) => write!(f, "{at}: {}", self.error),
-            None => write!(f, "{}", self.error),
-        }
+        write_located(f, &self.at, &self.error)
     }
 }
 
@@ -59,10 +68,7 @@ pub struct Note {
 
 impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.at {
-            Some(at) => write!(f, "{at}: {}", self.text),
-            None => write!(f, "{}", self.text),
-        }
+        write_located(f, &self.at, &self.text)
     }
 }
 
