@@ -133,9 +133,10 @@ async fn handle(
     }
     let has_body = length > 0 || head.headers.contains_key(http::header::CONTENT_LENGTH);
     let permit = ctx.app_slot().await;
-    let _timer = ctx
-        .requests
-        .start(|| format!("{} {} (from {peer})", head.method, head.uri));
+    // From now: the body has been read already, which is the client's time, not the app's.
+    let _timer = ctx.requests.start(Instant::now(), || {
+        format!("{} {} (from {peer})", head.method, head.uri)
+    });
     let response = Python::attach(|py| {
         let source: Box<dyn std::io::Read + Send + Sync> = match spooled {
             Some(file) => Box::new(file),

@@ -25,7 +25,7 @@ use anyhow::Context;
 use ngx_wsgi_config::Config;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use nix::unistd::{Gid, Pid, Uid};
 use pyo3::prelude::*;
 
 use crate::listeners::{self, BoundListener, ListeningSocket};
@@ -174,27 +174,12 @@ fn modified(file: &Path) -> Option<SystemTime> {
 
 /// Whether a reload can switch to the config's `uid`/`gid`: only root can change them.
 fn privileges_reachable(config: &Config) -> anyhow::Result<()> {
-    use nix::unistd::{geteuid, getgid, getuid, Group, User};
+    use nix::unistd::{geteuid, getgid, getuid};
     if geteuid().is_root() {
         return Ok(());
     }
-    let uid_differs = config.uid.as_deref().is_some_and(|name| {
-        let wanted = name
-            .parse::<u32>()
-            .ok()
-            .or_else(|| User::from_name(name).ok().flatten().map(|u| u.uid.as_raw()));
-        wanted != Some(getuid().as_raw())
-    });
-    let gid_differs = config.gid.as_deref().is_some_and(|name| {
-        let wanted = name.parse::<u32>().ok().or_else(|| {
-            Group::from_name(name)
-                .ok()
-                .flatten()
-                .map(|g| g.gid.as_raw())
-        });
-        wanted != Some(getgid().as_raw())
-    });
-    if uid_differs || gid_differs {
+    let (uid, gid) = wanted_ids(config)?;
+    if uid.is_some_and(|uid| uid != getuid()) || gid.is_some_and(|gid| gid != getgid()) {
         anyhow::bail!(
             "uid/gid changed in the config: running as uid {} gid {}, only a restart can switch",
             getuid(),
@@ -204,22 +189,10 @@ fn privileges_reachable(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `uid` and `gid`: runs as this user and group from now on, as uWSGI does once its
-/// sockets are bound. A no-op when already them (after a reload's re-exec).
-fn drop_privileges(config: &Config) -> anyhow::Result<()> {
-    use nix::unistd::{getgid, getuid, setgid, setgroups, setuid, Gid, Group, Uid, User};
-    let gid = match &config.gid {
-        None => None,
-        Some(name) => Some(match name.parse::<u32>() {
-            Ok(id) => Gid::from_raw(id),
-            Err(_) => {
-                Group::from_name(name)?
-                    .with_context(|| format!("gid: no group \"{name}\""))?
-                    .gid
-            }
-        }),
-    };
-    let user = match &config.uid {
+/// The config's `uid` and `gid`, names or numbers, as ids.
+fn wanted_ids(config: &Config) -> anyhow::Result<(Option<Uid>, Option<Gid>)> {
+    use nix::unistd::{Group, User};
+    let uid = match config.uid.as_deref() {
         None => None,
         Some(name) => Some(match name.parse::<u32>() {
             Ok(id) => Uid::from_raw(id),
@@ -230,6 +203,25 @@ fn drop_privileges(config: &Config) -> anyhow::Result<()> {
             }
         }),
     };
+    let gid = match config.gid.as_deref() {
+        None => None,
+        Some(name) => Some(match name.parse::<u32>() {
+            Ok(id) => Gid::from_raw(id),
+            Err(_) => {
+                Group::from_name(name)?
+                    .with_context(|| format!("gid: no group \"{name}\""))?
+                    .gid
+            }
+        }),
+    };
+    Ok((uid, gid))
+}
+
+/// `uid` and `gid`: runs as this user and group from now on, as uWSGI does once its
+/// sockets are bound. A no-op when already them (after a reload's re-exec).
+fn drop_privileges(config: &Config) -> anyhow::Result<()> {
+    use nix::unistd::{getgid, getuid, setgid, setgroups, setuid};
+    let (user, gid) = wanted_ids(config)?;
     if let Some(gid) = gid.filter(|gid| *gid != getgid()) {
         // Supplementary groups are root's until replaced: keep only the one asked for.
         setgroups(&[gid]).context("gid: cannot drop supplementary groups")?;

@@ -361,9 +361,9 @@ fn run_request(
         refuse(&conn, "413 Content Too Large", &reason);
         return None;
     }
-    let _timer = ctx
-        .requests
-        .start(|| format!("{} (from {})", request_line(), client()));
+    let _timer = ctx.requests.start(started, || {
+        format!("{} (from {})", request_line(), client())
+    });
     let keep_alive = match allow_keep_alive {
         true => KeepAlive::from_var(server_vars.keep_alive),
         false => KeepAlive::Off,

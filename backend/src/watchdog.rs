@@ -89,13 +89,13 @@ impl RequestClock {
         let _ = self.stop.send(true);
     }
 
-    /// Starts timing a request; `describe` names it in a harakiri log line (and is only
-    /// called when harakiri is on).
-    pub fn start(&self, describe: impl FnOnce() -> String) -> RequestTimer<'_> {
+    /// Times a request that started at `started`; `describe` names it in a harakiri log
+    /// line (and is only called when harakiri is on).
+    pub fn start(&self, started: Instant, describe: impl FnOnce() -> String) -> RequestTimer<'_> {
         if self.harakiri.is_some() {
             if let Some(slot) = self.running.get(THREAD_INDEX.get()) {
                 *lock(slot) = Some(Running {
-                    since: Instant::now(),
+                    since: started,
                     what: describe(),
                 });
             }
@@ -103,7 +103,7 @@ impl RequestClock {
         crate::stats::request_started();
         RequestTimer {
             clock: self,
-            started: Instant::now(),
+            started,
         }
     }
 
