@@ -179,3 +179,25 @@ def test_a_tcp_socket_on_every_interface_and_two_locations_sharing_it(daemon, ng
     wait_for(lambda: d.log().count(" => ") >= 20, 5, "every request in the log")
     # One implicit upstream for both locations, with one keepalive cache.
     assert 1 <= d.log().count("connection accepted") <= 4, d.log().count("connection accepted")
+
+
+def test_keepalive_parameter_chooses_how_many_connections_are_kept(daemon, nginx, tmp_path):
+    sock = tmp_path / "app.sock"
+    ini = write_ini(tmp_path, f"socket = {sock}\nwsgi-file = {APPS}/pep3333.py\n")
+    d = daemon(ini, env={"NGX_WSGI_LOG": "debug"}, ready=str(sock))
+    n = nginx(None, module=True, directives=f"wsgi_app {ini} keepalive=off;")
+    for _ in range(10):
+        assert requests.get(f"{n.url}/pid").ok
+    wait_for(lambda: d.log().count(" => ") >= 10, 5, "every request in the log")
+    # One connection per request, as uwsgi_pass (plus the test's own readiness probe).
+    assert d.log().count("connection accepted") >= 10
+    code, out, where = nginx_t(tmp_path, ini, extra="")
+    assert code == 0, out
+    prefix = tmp_path / "nginx-t"
+    conf = (prefix / "nginx.conf").read_text().replace(f"wsgi_app {ini};", f"wsgi_app {ini} keepalive=lots;")
+    (prefix / "nginx.conf").write_text(conf)
+    out = subprocess.run(["nginx", "-t", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 1
+    assert ('invalid parameter "keepalive=lots" of "wsgi_app": expected keepalive=N (idle connections kept '
+            f"per worker) or keepalive=off {where}") in out.stderr

@@ -24,8 +24,9 @@ use ngx_wsgi_config::{load_file, Parsed};
 
 use crate::{bytes, core_loc_conf, directive_args, WsgiLocConf};
 
-/// Idle connections to the daemon each nginx worker keeps for reuse.
-const KEEPALIVE_CONNECTIONS: &[u8] = b"32";
+/// Idle connections to the daemon each nginx worker keeps for reuse, unless
+/// `wsgi_app FILE keepalive=N;` says otherwise.
+const KEEPALIVE_CONNECTIONS: &str = "32";
 
 extern "C" {
     /// nginx's upstream keepalive module, built into every nginx since 1.1.4.
@@ -46,7 +47,7 @@ fn show(s: &ngx_str_t) -> String {
     String::from_utf8_lossy(bytes(s)).into_owned()
 }
 
-/// `wsgi_app FILE;`
+/// `wsgi_app FILE [keepalive=N|off];`
 pub extern "C" fn ngx_http_wsgi_app(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -66,6 +67,21 @@ pub extern "C" fn ngx_http_wsgi_app(
         );
         return NGX_CONF_ERROR;
     }
+    let keepalive = match args.get(2).map(show) {
+        None => Some(KEEPALIVE_CONNECTIONS.to_string()),
+        Some(arg) => match arg.strip_prefix("keepalive=") {
+            Some("off") => None,
+            Some(n) if n.parse::<u32>().is_ok_and(|n| n > 0) => Some(n.to_string()),
+            _ => {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "invalid parameter \"{arg}\" of \"wsgi_app\": expected keepalive=N (idle connections kept per worker) or keepalive=off"
+                );
+                return NGX_CONF_ERROR;
+            }
+        },
+    };
     let mut name = args[1];
     // SAFETY: cf->cycle is the cycle being configured; a relative name is resolved against
     // nginx's configuration prefix, into the configuration pool.
@@ -98,8 +114,12 @@ pub extern "C" fn ngx_http_wsgi_app(
     if upstream.is_null() {
         return NGX_CONF_ERROR;
     }
-    // SAFETY: as above; `upstream` was just returned by ngx_http_upstream_add.
-    if let Err(reason) = unsafe { reuse_connections(cf, upstream) } {
+    let reused = match &keepalive {
+        // SAFETY: as above; `upstream` was just returned by ngx_http_upstream_add.
+        Some(connections) => unsafe { reuse_connections(cf, upstream, connections) },
+        None => Ok(()),
+    };
+    if let Err(reason) = reused {
         ngx_conf_log_error!(
             NGX_LOG_EMERG,
             cf,
@@ -161,6 +181,7 @@ unsafe fn add_upstream(cf: *mut ngx_conf_t, url: &str) -> *mut ngx_http_upstream
 unsafe fn reuse_connections(
     cf: *mut ngx_conf_t,
     upstream: *mut ngx_http_upstream_srv_conf_t,
+    connections: &str,
 ) -> Result<(), String> {
     // SAFETY: the caller's guarantees; every pointer read below is a module or
     // configuration structure nginx keeps for the life of the configuration.
@@ -198,14 +219,20 @@ unsafe fn reuse_connections(
         if args.is_null() {
             return Err("out of memory".into());
         }
-        for word in [&b"keepalive"[..], KEEPALIVE_CONNECTIONS] {
+        // The words live in the configuration pool: the handler may keep pointers to them.
+        for word in ["keepalive", connections] {
+            let data = ngx_pnalloc(pool, word.len()) as *mut u8;
+            if data.is_null() {
+                return Err("out of memory".into());
+            }
+            ptr::copy_nonoverlapping(word.as_ptr(), data, word.len());
             let slot = ngx_array_push(args) as *mut ngx_str_t;
             if slot.is_null() {
                 return Err("out of memory".into());
             }
             *slot = ngx_str_t {
                 len: word.len(),
-                data: word.as_ptr() as *mut u8,
+                data,
             };
         }
         (*upstream).srv_conf = slots;

@@ -193,7 +193,7 @@ const NONE: *mut c_void = ptr::null_mut();
 static mut NGX_HTTP_WSGI_COMMANDS: [ngx_command_t; 30] = [
     ngx_command_t {
         name: ngx_string!("wsgi_app"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_TAKE12) as ngx_uint_t,
         set: Some(app::ngx_http_wsgi_app),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
