@@ -161,3 +161,18 @@ def test_real_uwsgi_ignores_the_var_and_closes(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def test_a_peer_that_closes_with_the_response_unread_is_not_an_error(ka_daemon, app_sock):
+    """nginx closes a kept-alive connection with our last response unread when its client
+    went away: the reset that follows is a close, not an error in the log."""
+    d, _ = ka_daemon
+    conn = UwsgiConnection(app_sock)
+    conn.request("/pid")  # served over the connection, which is then kept alive
+    conn.sock.sendall(packet(request_vars("/environ", "GET", extra=KEEPALIVE)))
+    time.sleep(0.3)  # the daemon has answered and waits for the next request
+    conn.close()  # the response unread: the kernel resets the connection
+    d.wait_log(r"GET /environ => 200")
+    time.sleep(0.3)
+    assert "[error]" not in d.log(), d.log()
+    assert UwsgiConnection(app_sock).request("/pid", keepalive=False)[1].isdigit()

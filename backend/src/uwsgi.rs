@@ -224,6 +224,12 @@ async fn serve_connection(
             match read {
                 // The peer closed a kept-alive connection between requests: its right.
                 Ok(0) if waiting_idle => return,
+                // A peer that closes with our last response still unread (its client went
+                // away) resets the connection: between requests, that is a close too.
+                Err(err) if waiting_idle && err.kind() == std::io::ErrorKind::ConnectionReset => {
+                    tracing::debug!("{peer}: connection reset between requests");
+                    return;
+                }
                 Ok(0) => {
                     tracing::error!("{peer}: {}; connection closed", truncation(&received));
                     return;
