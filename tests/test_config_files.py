@@ -310,3 +310,24 @@ def test_touch_reload_and_max_requests_delta(daemon, tmp_path):
     os.utime(touch, (1, 1))
     d.wait_log(f'touch-reload: "{touch}" changed: reloading')
     wait_for(lambda: requests.get(f"{url}/pid", timeout=5).text not in pids, 15, "a worker of the reload")
+
+
+def test_harakiri_answers_504_through_nginx_before_replacing_the_worker(served):
+    n, d = served("pep3333.py", "--harakiri", "1")
+    first = requests.get(f"{n.url}/pid").text
+    r = requests.get(f"{n.url}/sleep?seconds=30", timeout=10)
+    assert r.status_code == 504
+    assert r.text == "harakiri: the request ran longer than 1 s; the worker serving it is being replaced\n"
+    d.wait_log(r"was killed by SIGKILL; respawning it")
+    assert wait_for(lambda: requests.get(f"{n.url}/pid", timeout=5).text, 10, "a new worker") != first
+
+
+def test_harakiri_504_through_wsgi_pass_with_reused_connections(daemon, nginx, app_sock):
+    daemon("--socket", app_sock, "--wsgi-file", APPS / "pep3333.py", "--harakiri", "1", ready=app_sock)
+    n = nginx("app", module=True, http_extra=f"upstream app {{ server unix:{app_sock}; keepalive 4; }}")
+    with requests.Session() as s:
+        assert s.get(f"{n.url}/pid").ok
+        r = s.get(f"{n.url}/sleep?seconds=30", timeout=10)
+        assert r.status_code == 504 and "harakiri" in r.text
+        # The kept-alive connections to the dead worker are gone; the next request finds a new one.
+        assert wait_for(lambda: s.get(f"{n.url}/pid", timeout=5).ok, 10, "a new worker")

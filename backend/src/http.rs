@@ -134,7 +134,7 @@ async fn handle(
     let has_body = length > 0 || head.headers.contains_key(http::header::CONTENT_LENGTH);
     let permit = ctx.app_slot().await;
     // From now: the body has been read already, which is the client's time, not the app's.
-    let _timer = ctx.requests.start(Instant::now(), || {
+    let _timer = ctx.requests.start(Instant::now(), None, || {
         format!("{} {} (from {peer})", head.method, head.uri)
     });
     let response = Python::attach(|py| {

@@ -367,9 +367,11 @@ fn run_request(
         refuse(&conn, "413 Content Too Large", &reason);
         return None;
     }
-    let _timer = ctx.requests.start(started, || {
-        format!("{} (from {})", request_line(), client())
-    });
+    let _timer = ctx
+        .requests
+        .start(started, Some(conn.as_fd().as_raw_fd()), || {
+            format!("{} (from {})", request_line(), client())
+        });
     let keep_alive = match allow_keep_alive {
         true => KeepAlive::from_var(server_vars.keep_alive),
         false => KeepAlive::Off,

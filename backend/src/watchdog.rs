@@ -1,13 +1,15 @@
 //! `harakiri` and `max-requests`: what a worker keeps track of about its requests.
 //!
 //! uWSGI's master SIGKILLs a worker stuck over `harakiri`, which leaves no trace of where
-//! the request was stuck. Here a thread of the worker itself notices, logs the request and
-//! the Python stack of every thread (faulthandler, which needs no GIL), then kills the
-//! worker; the master replaces it as it replaces any dead worker.
+//! the request was stuck and no answer. Here a thread of the worker itself notices, answers
+//! a uwsgi request that has no response head out yet with a 504 saying why, logs the
+//! request and the Python stack of every thread (faulthandler, which needs no GIL), then
+//! kills the worker; the master replaces it as it replaces any dead worker.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -37,7 +39,19 @@ pub fn set_thread_index(index: usize) {
 struct Running {
     since: Instant,
     what: String,
+    /// The uwsgi connection the request came on, for the harakiri thread's 504.
+    conn: Option<RawFd>,
 }
+
+/// Who answers a request, when harakiri is on: nobody yet, the app (its response head went
+/// out), or the harakiri thread (its 504 did). Decided once, by compare-and-swap, so the
+/// two never write on one connection.
+const ANSWER_OPEN: u8 = 0;
+const ANSWER_BY_APP: u8 = 1;
+const ANSWER_BY_HARAKIRI: u8 = 2;
+
+/// The worker's clock, for [`claim_answer`], which the response writer calls.
+static CLOCK: OnceLock<Arc<RequestClock>> = OnceLock::new();
 
 /// The requests a worker is running and has served.
 pub struct RequestClock {
@@ -50,6 +64,8 @@ pub struct RequestClock {
     recycled: AtomicBool,
     /// One per request thread: what it is running, when harakiri is on.
     running: Vec<Mutex<Option<Running>>>,
+    /// One per request thread: who answers its request (ANSWER_*).
+    answered: Vec<AtomicU8>,
     stop: watch::Sender<bool>,
 }
 
@@ -74,6 +90,9 @@ impl RequestClock {
             served: AtomicU64::new(0),
             recycled: AtomicBool::new(false),
             running: (0..config.threads).map(|_| Mutex::new(None)).collect(),
+            answered: (0..config.threads)
+                .map(|_| AtomicU8::new(ANSWER_OPEN))
+                .collect(),
             stop,
         }
     }
@@ -89,14 +108,25 @@ impl RequestClock {
         let _ = self.stop.send(true);
     }
 
-    /// Times a request that started at `started`; `describe` names it in a harakiri log
-    /// line (and is only called when harakiri is on).
-    pub fn start(&self, started: Instant, describe: impl FnOnce() -> String) -> RequestTimer<'_> {
+    /// Times a request that started at `started` on `conn` (a uwsgi connection, which
+    /// harakiri may answer); `describe` names it in a harakiri log line (and is only called
+    /// when harakiri is on).
+    pub fn start(
+        &self,
+        started: Instant,
+        conn: Option<RawFd>,
+        describe: impl FnOnce() -> String,
+    ) -> RequestTimer<'_> {
         if self.harakiri.is_some() {
-            if let Some(slot) = self.running.get(THREAD_INDEX.get()) {
+            let index = THREAD_INDEX.get();
+            if let (Some(slot), Some(answered)) =
+                (self.running.get(index), self.answered.get(index))
+            {
+                answered.store(ANSWER_OPEN, Ordering::SeqCst);
                 *lock(slot) = Some(Running {
                     since: started,
                     what: describe(),
+                    conn,
                 });
             }
         }
@@ -126,12 +156,13 @@ impl RequestClock {
             )
         })
         .context("cannot set up faulthandler for harakiri")?;
+        let _ = CLOCK.set(self.clone());
         let clock = self.clone();
         std::thread::Builder::new()
             .name("harakiri".into())
             .spawn(move || loop {
                 std::thread::sleep(CHECK_EVERY);
-                for slot in &clock.running {
+                for (slot, answered) in clock.running.iter().zip(&clock.answered) {
                     let running = lock(slot);
                     let Some(request) = running.as_ref() else {
                         continue;
@@ -146,6 +177,17 @@ impl RequestClock {
                             std::process::id()
                         );
                         crate::stats::harakiri();
+                        if let Some(fd) = request.conn {
+                            let ours = answered.compare_exchange(
+                                ANSWER_OPEN,
+                                ANSWER_BY_HARAKIRI,
+                                Ordering::SeqCst,
+                                Ordering::SeqCst,
+                            );
+                            if ours.is_ok() {
+                                answer_504(fd, limit);
+                            }
+                        }
                         // faulthandler writes from the signal handler, on this thread.
                         let _ = signal::raise(Signal::SIGUSR2);
                         let _ = signal::raise(Signal::SIGKILL);
@@ -155,6 +197,42 @@ impl RequestClock {
             .context("cannot start the harakiri thread")?;
         Ok(())
     }
+}
+
+/// Called before a response head goes out on a uwsgi connection: `false` when the harakiri
+/// thread has answered the request already (the worker is about to die: write nothing).
+pub fn claim_answer() -> bool {
+    let Some(answered) = CLOCK.get().and_then(|c| c.answered.get(THREAD_INDEX.get())) else {
+        return true; // harakiri is off
+    };
+    match answered.compare_exchange(
+        ANSWER_OPEN,
+        ANSWER_BY_APP,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    ) {
+        Ok(_) => true,
+        Err(current) => current == ANSWER_BY_APP,
+    }
+}
+
+/// The 504 a stuck request gets instead of a dropped connection; nginx passes it on.
+fn answer_504(fd: RawFd, limit: Duration) {
+    use nix::sys::socket::{send, MsgFlags};
+    let body = format!(
+        "harakiri: the request ran longer than {} s; the worker serving it is being replaced\n",
+        limit.as_secs()
+    );
+    let response = format!(
+        "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // Never blocks: a socket whose buffer is full gets nothing, as before.
+    let _ = send(
+        fd,
+        response.as_bytes(),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    );
 }
 
 impl Drop for RequestTimer<'_> {

@@ -226,7 +226,9 @@ impl WsgiApp {
         }
         let head = ResponseHead::internal_error().to_http1();
         // Best effort: the peer may be gone too, and the app error is what gets logged.
-        let _ = py.detach(|| conn.write_parts(&[&head, INTERNAL_ERROR_BODY]));
+        if crate::watchdog::claim_answer() {
+            let _ = py.detach(|| conn.write_parts(&[&head, INTERNAL_ERROR_BODY]));
+        }
         Outcome::AppFailed { traceback }
     }
 }

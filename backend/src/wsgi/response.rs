@@ -237,6 +237,11 @@ impl ResponseState {
             }
         }
         if let Sink::Socket(conn) = &self.sink {
+            if !head.is_empty() && !crate::watchdog::claim_answer() {
+                return Err(io::Error::other(
+                    "harakiri has answered this request already",
+                ));
+            }
             conn.write_parts(&[&head, size_line.as_bytes(), payload, trailer])?;
         }
         self.head_sent = true;
