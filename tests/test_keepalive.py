@@ -176,3 +176,22 @@ def test_a_peer_that_closes_with_the_response_unread_is_not_an_error(ka_daemon, 
     time.sleep(0.3)
     assert "[error]" not in d.log(), d.log()
     assert UwsgiConnection(app_sock).request("/pid", keepalive=False)[1].isdigit()
+
+
+def test_var_names_are_right_whatever_order_they_come_in(ka_daemon, app_sock):
+    """The worker reuses the str of a var name it saw at the same position last time: a
+    different name there, a shifted order, or names in another order must still be exact."""
+    import json
+    conn = UwsgiConnection(app_sock)
+    orders = [
+        [("HTTP_X_FIRST", "1"), ("HTTP_X_SECOND", "2")],
+        [("HTTP_X_SECOND", "2"), ("HTTP_X_FIRST", "1")],
+        [("HTTP_X_OTHER", "3")],
+        [("HTTP_X_FIRST", "1"), ("HTTP_X_THIRD", "4"), ("HTTP_X_SECOND", "2")],
+    ]
+    for extra in orders:
+        _, body = conn.request("/environ", extra=extra)
+        environ = json.loads(body)
+        sent = {k: v for k, v in extra}
+        got = {k: v for k, v in environ.items() if k.startswith("HTTP_X_")}
+        assert got == sent, (extra, got)

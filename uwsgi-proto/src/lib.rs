@@ -180,6 +180,7 @@ pub struct VarsIter<'a> {
 }
 
 impl<'a> VarsIter<'a> {
+    #[inline]
     fn take(&mut self, what: &'static str) -> Result<&'a [u8], VarsError> {
         let left = self.block.len() - self.offset;
         if left < 2 {
@@ -209,6 +210,7 @@ impl<'a> VarsIter<'a> {
 impl<'a> Iterator for VarsIter<'a> {
     type Item = Result<(&'a [u8], &'a [u8]), VarsError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.offset >= self.block.len() {
             return None;

@@ -19,15 +19,48 @@ pub struct HttpRequestInfo<'a> {
     pub local_port: u16,
 }
 
-/// Decodes bytes as latin-1, WSGI's "native string" encoding.
-pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-    if bytes.is_ascii() {
-        // ASCII is valid UTF-8 and decodes the same in latin-1: the common fast path.
-        let text = std::str::from_utf8(bytes).unwrap_or_default();
-        return PyString::new(py, text);
+/// Decodes bytes as latin-1, WSGI's "native string" encoding: CPython's own decoder, one
+/// pass and one copy (every var of every request goes through here).
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    let len = isize::try_from(bytes.len())
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("a var longer than isize"))?;
+    // SAFETY: the pointer and length describe `bytes`, alive for the call; every byte is
+    // valid latin-1, so CPython returns a new str, or NULL with an error set (out of memory),
+    // which from_owned_ptr_or_err turns into that error.
+    unsafe {
+        let text = pyo3::ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), len, std::ptr::null());
+        Ok(Bound::from_owned_ptr_or_err(py, text)?.cast_into_unchecked())
     }
-    let text: String = bytes.iter().map(|&b| char::from(b)).collect();
-    PyString::new(py, &text)
+}
+
+/// Var names cached by their position in the vars block: nginx sends the same params in
+/// the same order with every request, so a name usually comes back where it was last time,
+/// and its str (with its hash computed) is reused instead of made again. Bounded: past
+/// [`KEY_CACHE_SLOTS`] positions, names are made each time.
+const KEY_CACHE_SLOTS: usize = 64;
+
+/// A var's name as received, and the str made from it.
+type CachedKey = Option<(Box<[u8]>, Py<PyString>)>;
+
+thread_local! {
+    static KEY_CACHE: std::cell::RefCell<Vec<CachedKey>> =
+        std::cell::RefCell::new((0..KEY_CACHE_SLOTS).map(|_| None).collect());
+}
+
+fn cached_key<'py>(py: Python<'py>, position: usize, key: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    if position >= KEY_CACHE_SLOTS {
+        return latin1(py, key);
+    }
+    KEY_CACHE.with_borrow_mut(|slots| {
+        if let Some((name, text)) = &slots[position] {
+            if **name == *key {
+                return Ok(text.bind(py).clone());
+            }
+        }
+        let text = latin1(py, key)?;
+        slots[position] = Some((key.into(), text.clone().unbind()));
+        Ok(text)
+    })
 }
 
 impl EnvironSource<'_> {
@@ -42,7 +75,7 @@ impl EnvironSource<'_> {
                 // Content-Type included; CGI and PEP 3333 have those only as CONTENT_*
                 // (which nginx's params set). They fill in CONTENT_* when that is empty.
                 let mut header_fallbacks = Vec::new();
-                for pair in uwsgi_proto::parse_vars(vars) {
+                for (position, pair) in uwsgi_proto::parse_vars(vars).enumerate() {
                     let (key, value) =
                         pair.map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
                     https |= match key {
@@ -57,14 +90,16 @@ impl EnvironSource<'_> {
                         Some(cgi_key @ (b"CONTENT_LENGTH" | b"CONTENT_TYPE")) => {
                             header_fallbacks.push((cgi_key, value))
                         }
-                        _ => environ.set_item(latin1(py, key), latin1(py, value))?,
+                        _ => {
+                            environ.set_item(cached_key(py, position, key)?, latin1(py, value)?)?
+                        }
                     }
                 }
                 for (key, value) in header_fallbacks {
-                    let key = latin1(py, key);
+                    let key = latin1(py, key)?;
                     let current = environ.get_item(&key)?;
                     if current.is_none_or(|v| !v.is_truthy().unwrap_or(true)) {
-                        environ.set_item(key, latin1(py, value))?;
+                        environ.set_item(key, latin1(py, value)?)?;
                     }
                 }
             }
@@ -95,7 +130,7 @@ fn http_environ(
     let raw_path = uri.path().as_bytes();
     environ.set_item("REQUEST_METHOD", head.method.as_str())?;
     environ.set_item("SCRIPT_NAME", "")?;
-    environ.set_item("PATH_INFO", latin1(py, &percent_decode(raw_path)))?;
+    environ.set_item("PATH_INFO", latin1(py, &percent_decode(raw_path))?)?;
     environ.set_item("QUERY_STRING", uri.query().unwrap_or(""))?;
     environ.set_item(
         "REQUEST_URI",
@@ -139,7 +174,7 @@ fn http_environ(
             "content-length" => continue,
             other => format!("HTTP_{}", other.to_ascii_uppercase().replace('-', "_")),
         };
-        environ.set_item(key, latin1(py, &joined))?;
+        environ.set_item(key, latin1(py, &joined)?)?;
     }
     Ok(())
 }

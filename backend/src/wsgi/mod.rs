@@ -9,7 +9,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
 
 pub use environ::EnvironSource;
 use input::{ClientDisconnected, WsgiInput};
@@ -261,6 +261,11 @@ pub fn chunk_bytes<'a>(chunk: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
 
 /// Calls `close()` on the app's iterable when it has one.
 pub fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    // Most apps return a list: it has no close(), and asking costs an AttributeError
+    // (with its formatted message) per request.
+    if iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
     let py = iterable.py();
     if iterable.hasattr(pyo3::intern!(py, "close"))? {
         iterable.call_method0(pyo3::intern!(py, "close"))?;
