@@ -44,12 +44,12 @@ impl AsRawFd for UwsgiListener {
 
 impl UwsgiListener {
     /// Accepts one connection: a blocking socket (Linux does not pass O_NONBLOCK on) and
-    /// a name for its peer in log lines.
-    fn accept(&self, name: &str) -> io::Result<(Conn, String)> {
+    /// a name for its peer in log lines (`unix_peer`, made once, for every unix one).
+    fn accept(&self, unix_peer: &str) -> io::Result<(Conn, String)> {
         match self {
             UwsgiListener::Unix(l) => l
                 .accept()
-                .map(|(s, _)| (Conn::Unix(s), format!("unix:{name}"))),
+                .map(|(s, _)| (Conn::Unix(s), unix_peer.to_string())),
             UwsgiListener::Tcp(l) => {
                 let (s, addr) = l.accept()?;
                 s.set_nodelay(true)?;
@@ -64,7 +64,7 @@ pub async fn accept_loop(
     listener: UwsgiListener,
     name: String,
     ctx: Arc<WorkerContext>,
-    mut stop_rx: watch::Receiver<bool>,
+    stop_rx: watch::Receiver<bool>,
     in_flight: Arc<InFlight>,
 ) -> anyhow::Result<()> {
     // SAFETY: the AsyncFd owns the listener, so the descriptor stays open and the same for
@@ -72,13 +72,19 @@ pub async fn accept_loop(
     let listener =
         unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }
             .map_err(|err| err.into_parts().1)?;
+    // Unix peers have no address: they are named by the socket they came in on.
+    let unix_peer = format!("unix:{name}");
+    // Made once, not per connection: waiting on a watch channel registers a waiter.
+    let mut stop_watch = stop_rx.clone();
+    let stop = crate::worker::stopped(&mut stop_watch);
+    tokio::pin!(stop);
     loop {
         let mut ready = tokio::select! {
             biased;
-            _ = crate::worker::stopped(&mut stop_rx) => return Ok(()),
+            _ = &mut stop => return Ok(()),
             ready = listener.readable() => ready?,
         };
-        match ready.try_io(|l| l.get_ref().accept(&name)) {
+        match ready.try_io(|l| l.get_ref().accept(&unix_peer)) {
             Ok(Ok((conn, peer))) => {
                 tracing::debug!("{peer}: connection accepted");
                 let guard = in_flight.enter();
