@@ -75,7 +75,12 @@ pub const INTERNAL_ERROR_BODY: &[u8] = b"Internal Server Error";
 
 /// Native strings are latin-1 (checked in `start_response`), so each char is one byte.
 fn push_latin1(out: &mut Vec<u8>, text: &str) {
-    out.extend(text.chars().map(|c| c as u8));
+    if text.is_ascii() {
+        // Nearly every header: the bytes are the chars.
+        out.extend_from_slice(text.as_bytes());
+    } else {
+        out.extend(text.chars().map(|c| c as u8));
+    }
 }
 
 /// Where the response goes once its head is committed.
