@@ -187,7 +187,11 @@ def main():
         for proc in procs.values():
             os.killpg(proc.pid, signal.SIGINT)
         for proc in [nginx, *procs.values()]:
-            proc.wait(20)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:  # a backend slow to stop must not lose the results
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{args.rounds} interleaved rounds of {args.duration} s, wrk -t1 -c{args.connections}, "
