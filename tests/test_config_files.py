@@ -6,11 +6,13 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 
+import pytest
 import requests
 
-from conftest import APPS, BIN, free_port, pid_alive, wait_for
+from conftest import APPS, BIN, can_connect, free_port, pid_alive, wait_for
 
 
 def check_config(*args, cwd=None):
@@ -172,9 +174,9 @@ def test_limit_post_refuses_larger_bodies_with_413(daemon, nginx, tmp_path, app_
 
 def test_uid_and_gid_drop_root_after_binding(daemon, tmp_path):
     if os.getuid() != 0:
-        import pytest
         pytest.skip("needs root to switch users")
-    port = 80 if not can_bind(80) is False else free_port()
+    # A privileged port when free: bound as root, served as nobody.
+    port = 80 if can_bind(80) else free_port()
     d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py",
                "--uid", "nobody", "--gid", "nogroup", "--chdir", "/", ready=("127.0.0.1", port))
     pid = int(requests.get(f"http://127.0.0.1:{port}/pid").text)
@@ -186,7 +188,6 @@ def test_uid_and_gid_drop_root_after_binding(daemon, tmp_path):
 
 
 def can_bind(port):
-    import socket
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -204,7 +205,9 @@ def test_daemonize_returns_at_once_and_serves_in_the_background(tmp_path):
     assert out.returncode == 0, out.stderr
     try:
         pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "pidfile"))
-        assert wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/pid", timeout=2).ok, 15, "serving")
+        # The pidfile comes first, as in uWSGI: the socket may not be bound yet.
+        wait_for(lambda: can_connect(("127.0.0.1", port)), 15, "the daemon to listen")
+        assert requests.get(f"http://127.0.0.1:{port}/pid", timeout=5).ok
         assert os.getsid(pid) == pid  # a session of its own
         assert "listening on" in log.read_text()
     finally:

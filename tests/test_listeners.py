@@ -49,6 +49,24 @@ def test_chmod_and_chown_socket(daemon, app_sock):
     assert st.st_uid == pwd.getpwnam("www-data").pw_uid
 
 
+def test_chown_socket_to_a_group_only_as_nginx_t_advises(daemon, app_sock, tmp_path):
+    """`nginx -t` advises `chown-socket = :GROUP` (nginx's workers join through the group):
+    the daemon takes it, by name or by number."""
+    import grp
+    daemon("--socket", app_sock, "--wsgi-file", APPS / "pep3333.py", "--chmod-socket", "660",
+           "--chown-socket", ":www-data", ready=app_sock)
+    st = os.stat(app_sock)
+    assert (st.st_uid, st.st_gid) == (os.getuid(), grp.getgrnam("www-data").gr_gid)
+    other = str(tmp_path / "other.sock")
+    daemon("--socket", other, "--wsgi-file", APPS / "pep3333.py", "--chown-socket", "33:33", ready=other)
+    assert (os.stat(other).st_uid, os.stat(other).st_gid) == (33, 33)
+    out = subprocess.run([BIN, "--socket", str(tmp_path / "x.sock"), "--wsgi-file", APPS / "pep3333.py",
+                          "--chown-socket", "nobody:no-such-group-here"], capture_output=True, text=True,
+                         timeout=20)
+    assert out.returncode != 0
+    assert 'chown-socket: no group "no-such-group-here"' in out.stderr
+
+
 def test_chmod_socket_without_value_is_666(daemon, app_sock):
     daemon("--socket", app_sock, "--wsgi-file", APPS / "pep3333.py", "--chmod-socket", ready=app_sock)
     assert stat.S_IMODE(os.stat(app_sock).st_mode) == 0o666

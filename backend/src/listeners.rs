@@ -144,23 +144,18 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
 }
 
 fn chown_socket(path: &Path, owner: &str) -> anyhow::Result<()> {
-    use nix::unistd::{chown, Group, User};
-    let (user, group) = match owner.split_once(':') {
-        Some((user, group)) => (user, Some(group)),
-        None => (owner, None),
-    };
-    let uid = User::from_name(user)?
-        .with_context(|| format!("--chown-socket: no user \"{user}\""))?
-        .uid;
-    let gid = match group {
-        Some(group) => Some(
-            Group::from_name(group)?
-                .with_context(|| format!("--chown-socket: no group \"{group}\""))?
-                .gid,
-        ),
-        None => None,
-    };
-    chown(path, Some(uid), gid)
+    use ngx_wsgi_config::owner::{group_id, split_owner, user_id};
+    use nix::unistd::{chown, Gid, Uid};
+    let (user, group) = split_owner(owner);
+    let uid = user
+        .map(user_id)
+        .transpose()
+        .map_err(|err| anyhow::anyhow!("chown-socket: {err}"))?;
+    let gid = group
+        .map(group_id)
+        .transpose()
+        .map_err(|err| anyhow::anyhow!("chown-socket: {err}"))?;
+    chown(path, uid.map(Uid::from_raw), gid.map(Gid::from_raw))
         .with_context(|| format!("cannot chown \"{}\" to \"{owner}\"", path.display()))
 }
 

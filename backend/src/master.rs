@@ -191,30 +191,15 @@ fn privileges_reachable(config: &Config) -> anyhow::Result<()> {
 
 /// The config's `uid` and `gid`, names or numbers, as ids.
 fn wanted_ids(config: &Config) -> anyhow::Result<(Option<Uid>, Option<Gid>)> {
-    use nix::unistd::{Group, User};
-    let uid = match config.uid.as_deref() {
-        None => None,
-        Some(name) => Some(match name.parse::<u32>() {
-            Ok(id) => Uid::from_raw(id),
-            Err(_) => {
-                User::from_name(name)?
-                    .with_context(|| format!("uid: no user \"{name}\""))?
-                    .uid
-            }
-        }),
-    };
-    let gid = match config.gid.as_deref() {
-        None => None,
-        Some(name) => Some(match name.parse::<u32>() {
-            Ok(id) => Gid::from_raw(id),
-            Err(_) => {
-                Group::from_name(name)?
-                    .with_context(|| format!("gid: no group \"{name}\""))?
-                    .gid
-            }
-        }),
-    };
-    Ok((uid, gid))
+    use ngx_wsgi_config::owner::{group_id, user_id};
+    let uid = config.uid.as_deref().map(user_id).transpose();
+    let gid = config.gid.as_deref().map(group_id).transpose();
+    Ok((
+        uid.map_err(|err| anyhow::anyhow!("uid: {err}"))?
+            .map(Uid::from_raw),
+        gid.map_err(|err| anyhow::anyhow!("gid: {err}"))?
+            .map(Gid::from_raw),
+    ))
 }
 
 /// `uid` and `gid`: runs as this user and group from now on, as uWSGI does once its

@@ -9,6 +9,7 @@ mod ini;
 mod load;
 pub mod nginx;
 mod options;
+pub mod owner;
 mod source;
 mod toml_file;
 mod xml;

@@ -259,28 +259,11 @@ fn socket_owner(config: &Config) -> (Option<u32>, Option<u32>) {
     let Some(spec) = &config.chown_socket else {
         return (None, None);
     };
-    let (user, group) = match spec.split_once(':') {
-        Some((user, group)) => (user, Some(group)),
-        None => (spec.as_str(), None),
-    };
-    let uid = match user.parse::<u32>() {
-        Ok(id) => Some(id),
-        Err(_) if user.is_empty() => None,
-        Err(_) => nix::unistd::User::from_name(user)
-            .ok()
-            .flatten()
-            .map(|u| u.uid.as_raw()),
-    };
-    let gid = group
-        .filter(|g| !g.is_empty())
-        .and_then(|group| match group.parse::<u32>() {
-            Ok(id) => Some(id),
-            Err(_) => nix::unistd::Group::from_name(group)
-                .ok()
-                .flatten()
-                .map(|g| g.gid.as_raw()),
-        });
-    (uid, gid)
+    let (user, group) = crate::owner::split_owner(spec);
+    (
+        user.and_then(|u| crate::owner::user_id(u).ok()),
+        group.and_then(|g| crate::owner::group_id(g).ok()),
+    )
 }
 
 /// Whether a worker may connect to a unix socket (connecting needs write permission).
