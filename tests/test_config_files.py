@@ -169,6 +169,11 @@ def test_limit_post_refuses_larger_bodies_with_413(daemon, nginx, tmp_path, app_
     r = requests.post(f"http://127.0.0.1:{port}/echo", data=b"x" * 4000)
     assert r.status_code == 413
     d.wait_log(r"POST /echo => 413: request body of 4000 bytes is over limit-post = 1024 bytes")
+    # Chunked, no length declared: refused once the limit is passed, not after the whole body.
+    r = requests.post(f"http://127.0.0.1:{port}/echo", data=(b"x" * 1000 for _ in range(4)))
+    assert r.status_code == 413
+    d.wait_log(r"POST /echo => 413: request body of \d+ bytes is over limit-post = 1024 bytes "
+               r"\(chunked: reading stopped there\)")
     assert requests.get(f"{n.url}/pid").status_code == 200
 
 

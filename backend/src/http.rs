@@ -95,21 +95,27 @@ async fn handle(
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if ctx.limit_post > 0 && declared.is_some_and(|length| length > ctx.limit_post) {
-        tracing::error!(
-            "{peer} {} {} => 413: request body of {} bytes is over limit-post = {} bytes",
-            head.method,
-            head.uri,
-            declared.unwrap_or_default(),
-            ctx.limit_post
-        );
-        return Ok(plain_response(
+    let too_large = |reason: String| {
+        tracing::error!("{peer} {} {} => 413: {reason}", head.method, head.uri);
+        Ok(plain_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Content Too Large",
-        ));
+        ))
+    };
+    // A declared length is refused before reading; a chunked body once it passes the limit.
+    if let Some(reason) = declared.and_then(|length| ctx.refuse_body(length)) {
+        return too_large(reason);
     }
-    let (first, spooled, length) = match read_body(incoming).await {
-        Ok(body) => body,
+    let (first, spooled, length) = match read_body(incoming, ctx.limit_post).await {
+        Ok(ReadBody::Whole {
+            memory,
+            spooled,
+            length,
+        }) => (memory, spooled, length),
+        Ok(ReadBody::OverLimit { read }) => {
+            let reason = ctx.refuse_body(read).unwrap_or_default();
+            return too_large(format!("{reason} (chunked: reading stopped there)"));
+        }
         Err(err) => {
             tracing::warn!(
                 "{peer} {} {}: request body not received: {err}; connection closed",
@@ -119,18 +125,6 @@ async fn handle(
             return Ok(plain_response(StatusCode::BAD_REQUEST, "Bad Request"));
         }
     };
-    if ctx.limit_post > 0 && length > ctx.limit_post {
-        tracing::error!(
-            "{peer} {} {} => 413: chunked request body of {length} bytes is over limit-post = {} bytes",
-            head.method,
-            head.uri,
-            ctx.limit_post
-        );
-        return Ok(plain_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Content Too Large",
-        ));
-    }
     let has_body = length > 0 || head.headers.contains_key(http::header::CONTENT_LENGTH);
     let permit = ctx.app_slot().await;
     // From now: the body has been read already, which is the client's time, not the app's.
@@ -182,9 +176,19 @@ async fn handle(
 }
 
 /// Reads the whole request body: the bytes, and a temporary file when it outgrew memory.
-async fn read_body(
-    mut incoming: Incoming,
-) -> anyhow::Result<(Vec<u8>, Option<std::fs::File>, u64)> {
+/// A request body as read before the app runs.
+enum ReadBody {
+    /// In memory up to [`MEMORY_BODY_LIMIT`], then in an unlinked temporary file.
+    Whole {
+        memory: Vec<u8>,
+        spooled: Option<std::fs::File>,
+        length: u64,
+    },
+    /// Past `limit-post`: reading stopped after `read` bytes.
+    OverLimit { read: u64 },
+}
+
+async fn read_body(mut incoming: Incoming, limit: Option<u64>) -> anyhow::Result<ReadBody> {
     let mut memory = Vec::new();
     let mut file: Option<std::fs::File> = None;
     let mut length = 0u64;
@@ -193,6 +197,9 @@ async fn read_body(
             continue;
         };
         length += data.len() as u64;
+        if limit.is_some_and(|limit| length > limit) {
+            return Ok(ReadBody::OverLimit { read: length });
+        }
         match &mut file {
             Some(file) => file.write_all(&data)?,
             None if memory.len() + data.len() > MEMORY_BODY_LIMIT => {
@@ -208,7 +215,11 @@ async fn read_body(
     if let Some(file) = &mut file {
         file.rewind()?;
     }
-    Ok((memory, file, length))
+    Ok(ReadBody::Whole {
+        memory,
+        spooled: file,
+        length,
+    })
 }
 
 /// An unlinked file in the temporary directory: it disappears when closed.

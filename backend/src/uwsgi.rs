@@ -364,11 +364,7 @@ fn run_request(
         Some(addr) => format!("{} via {peer}", text(addr)),
         None => peer.to_string(),
     };
-    if ctx.limit_post > 0 && head.content_length > ctx.limit_post {
-        let reason = format!(
-            "request body of {} bytes is over limit-post = {} bytes",
-            head.content_length, ctx.limit_post
-        );
+    if let Some(reason) = ctx.refuse_body(head.content_length) {
         tracing::error!("{} {} => 413: {reason}", client(), request_line());
         refuse(&conn, "413 Content Too Large", &reason);
         return None;

@@ -27,8 +27,8 @@ pub struct WorkerContext {
     pub log_4xx: bool,
     pub log_5xx: bool,
     pub log_slow: Option<std::time::Duration>,
-    /// `limit-post`: the largest request body served (0: no limit).
-    pub limit_post: u64,
+    /// `limit-post`: the largest request body served.
+    pub limit_post: Option<u64>,
     /// `harakiri` and `max-requests`.
     pub requests: Arc<RequestClock>,
 }
@@ -46,6 +46,14 @@ impl WorkerContext {
         slot.acquire_owned()
             .await
             .unwrap_or_else(|_| unreachable!("app slot semaphore closed"))
+    }
+
+    /// `limit-post`: why a body of at least `length` bytes is refused, if it is.
+    pub fn refuse_body(&self, length: u64) -> Option<String> {
+        let limit = self.limit_post.filter(|limit| length > *limit)?;
+        Some(format!(
+            "request body of {length} bytes is over limit-post = {limit} bytes"
+        ))
     }
 
     /// Whether [`WorkerContext::log_request`] writes a line for this outcome: failures
@@ -141,7 +149,7 @@ pub fn run(config: &Config, app: Py<PyAny>, listeners: &[BoundListener]) -> anyh
         log_4xx: config.log_4xx,
         log_5xx: config.log_5xx,
         log_slow: (config.log_slow > 0).then(|| std::time::Duration::from_millis(config.log_slow)),
-        limit_post: config.limit_post,
+        limit_post: (config.limit_post > 0).then_some(config.limit_post),
         requests: requests.clone(),
     });
     let mut threads = Vec::new();
