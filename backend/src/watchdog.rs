@@ -22,7 +22,7 @@ use tokio::sync::watch;
 const CHECK_EVERY: Duration = Duration::from_millis(200);
 
 thread_local! {
-    /// This request thread's index in [`RequestClock::running`].
+    /// This request thread's index in [`RequestClock::threads`].
     static THREAD_INDEX: Cell<usize> = const { Cell::new(0) };
 }
 
@@ -53,6 +53,14 @@ const ANSWER_BY_HARAKIRI: u8 = 2;
 /// The worker's clock, for [`claim_answer`], which the response writer calls.
 static CLOCK: OnceLock<Arc<RequestClock>> = OnceLock::new();
 
+/// What the harakiri thread knows of one request thread.
+struct ThreadSlot {
+    /// The request it is running.
+    running: Mutex<Option<Running>>,
+    /// Who answers that request (ANSWER_*).
+    answered: AtomicU8,
+}
+
 /// The requests a worker is running and has served.
 pub struct RequestClock {
     harakiri: Option<Duration>,
@@ -62,10 +70,8 @@ pub struct RequestClock {
     max_as: u64,
     served: AtomicU64,
     recycled: AtomicBool,
-    /// One per request thread: what it is running, when harakiri is on.
-    running: Vec<Mutex<Option<Running>>>,
-    /// One per request thread: who answers its request (ANSWER_*).
-    answered: Vec<AtomicU8>,
+    /// One per request thread, used when harakiri is on.
+    threads: Vec<ThreadSlot>,
     stop: watch::Sender<bool>,
 }
 
@@ -89,9 +95,11 @@ impl RequestClock {
             max_as: config.reload_on_as * MIB,
             served: AtomicU64::new(0),
             recycled: AtomicBool::new(false),
-            running: (0..config.threads).map(|_| Mutex::new(None)).collect(),
-            answered: (0..config.threads)
-                .map(|_| AtomicU8::new(ANSWER_OPEN))
+            threads: (0..config.threads)
+                .map(|_| ThreadSlot {
+                    running: Mutex::new(None),
+                    answered: AtomicU8::new(ANSWER_OPEN),
+                })
                 .collect(),
             stop,
         }
@@ -118,12 +126,9 @@ impl RequestClock {
         describe: impl FnOnce() -> String,
     ) -> RequestTimer<'_> {
         if self.harakiri.is_some() {
-            let index = THREAD_INDEX.get();
-            if let (Some(slot), Some(answered)) =
-                (self.running.get(index), self.answered.get(index))
-            {
-                answered.store(ANSWER_OPEN, Ordering::SeqCst);
-                *lock(slot) = Some(Running {
+            if let Some(slot) = self.threads.get(THREAD_INDEX.get()) {
+                slot.answered.store(ANSWER_OPEN, Ordering::SeqCst);
+                *lock(&slot.running) = Some(Running {
                     since: started,
                     what: describe(),
                     conn,
@@ -162,8 +167,8 @@ impl RequestClock {
             .name("harakiri".into())
             .spawn(move || loop {
                 std::thread::sleep(CHECK_EVERY);
-                for (slot, answered) in clock.running.iter().zip(&clock.answered) {
-                    let running = lock(slot);
+                for slot in &clock.threads {
+                    let running = lock(&slot.running);
                     let Some(request) = running.as_ref() else {
                         continue;
                     };
@@ -178,7 +183,7 @@ impl RequestClock {
                         );
                         crate::stats::harakiri();
                         if let Some(fd) = request.conn {
-                            let ours = answered.compare_exchange(
+                            let ours = slot.answered.compare_exchange(
                                 ANSWER_OPEN,
                                 ANSWER_BY_HARAKIRI,
                                 Ordering::SeqCst,
@@ -202,10 +207,10 @@ impl RequestClock {
 /// Called before a response head goes out on a uwsgi connection: `false` when the harakiri
 /// thread has answered the request already (the worker is about to die: write nothing).
 pub fn claim_answer() -> bool {
-    let Some(answered) = CLOCK.get().and_then(|c| c.answered.get(THREAD_INDEX.get())) else {
+    let Some(slot) = CLOCK.get().and_then(|c| c.threads.get(THREAD_INDEX.get())) else {
         return true; // harakiri is off
     };
-    match answered.compare_exchange(
+    match slot.answered.compare_exchange(
         ANSWER_OPEN,
         ANSWER_BY_APP,
         Ordering::SeqCst,
@@ -239,8 +244,8 @@ impl Drop for RequestTimer<'_> {
     fn drop(&mut self) {
         let clock = self.clock;
         if clock.harakiri.is_some() {
-            if let Some(slot) = clock.running.get(THREAD_INDEX.get()) {
-                *lock(slot) = None;
+            if let Some(slot) = clock.threads.get(THREAD_INDEX.get()) {
+                *lock(&slot.running) = None;
             }
         }
         crate::stats::request_done(self.started.elapsed());
