@@ -167,14 +167,21 @@ class Nginx:
     """Debian's nginx from its own prefix, passing requests to `upstream` with stock
     uwsgi_pass, or with our module's wsgi_pass when `module` is true."""
 
-    def __init__(self, tmp_path, upstream, http_extra="", location_extra="", module=False, directives=None):
+    def __init__(self, tmp_path, upstream, http_extra="", location_extra="", module=False, directives=None,
+                 conf_text=None):
         self.prefix = tmp_path / f"nginx-{time.monotonic_ns()}"
         self.prefix.mkdir()
         self.port = free_port()
-        if directives is None:
-            directives = (f"wsgi_pass {upstream};" if module
-                          else f"include /etc/nginx/uwsgi_params; uwsgi_pass {upstream};")
-        conf = write_nginx_conf(self.prefix, self.port, directives, http_extra, location_extra, module)
+        if conf_text is not None:
+            # A whole nginx.conf of the test's own; {prefix}, {port} and {load_module} filled in.
+            conf = self.prefix / "nginx.conf"
+            conf.write_text(conf_text.format(prefix=self.prefix, port=self.port,
+                                             load_module=f"load_module {MODULE};" if module else ""))
+        else:
+            if directives is None:
+                directives = (f"wsgi_pass {upstream};" if module
+                              else f"include /etc/nginx/uwsgi_params; uwsgi_pass {upstream};")
+            conf = write_nginx_conf(self.prefix, self.port, directives, http_extra, location_extra, module)
         self.proc = subprocess.Popen(
             ["nginx", "-p", str(self.prefix), "-c", str(conf), "-g", "daemon off;"],
             stdout=subprocess.DEVNULL,

@@ -109,7 +109,7 @@ buffer-size = 12q
     assert (f'ngx-wsgi: {bad}:7: invalid value "-1" for option "processes": '
             "expected a whole number of at least 1") in lines
     assert (f'ngx-wsgi: {bad}:8: invalid value "12q" for option "buffer-size": '
-            "expected a size from 1 to 65535 bytes (e.g. 32768 or 32k)") in lines
+            "expected a size in bytes of at least 1 (e.g. 32768, 32k or 64k)") in lines
     assert f"ngx-wsgi: {bad}: nowhere to listen: set socket, http-socket or http" in lines
 
 

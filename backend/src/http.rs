@@ -253,13 +253,7 @@ fn run_app(
     );
     let started = (|| -> PyResult<Option<Pending>> {
         let environ = ctx.app.environ(py, source, Bound::new(py, input)?)?;
-        let start_response =
-            Bound::new(py, crate::wsgi::response::StartResponse::new(state.clone()))?;
-        let iterable = ctx
-            .app
-            .callable()
-            .bind(py)
-            .call1((environ, start_response))?;
+        let iterable = ctx.app.call(py, environ, &state)?;
         let send = |data: &[u8]| {
             lock(&state)
                 .send_body(data)

@@ -144,7 +144,7 @@ pub fn run(config: &Config, app: Py<PyAny>, listeners: &[BoundListener]) -> anyh
     requests.spawn_harakiri_thread()?;
     let ctx = Arc::new(WorkerContext {
         app: wsgi_app,
-        buffer_size: config.buffer_size,
+        buffer_size: config.vars_limit(),
         log_requests: !config.disable_logging,
         log_4xx: config.log_4xx,
         log_5xx: config.log_5xx,

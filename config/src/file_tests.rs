@@ -241,7 +241,7 @@ socket = /run/app.sock
             format!("{p}:4: option \"cache2\" is a uWSGI option ngx-wsgi does not support yet"),
             format!("{p}:5: invalid value \"999\" for option \"chmod-socket\": expected 3 octal digits such as 660"),
             format!("{p}:6: invalid value \"-2\" for option \"processes\": expected a whole number of at least 1"),
-            format!("{p}:7: invalid value \"10x\" for option \"buffer-size\": expected a size from 1 to 65535 bytes (e.g. 32768 or 32k)"),
+            format!("{p}:7: invalid value \"10x\" for option \"buffer-size\": expected a size in bytes of at least 1 (e.g. 32768, 32k or 64k)"),
             format!("{p}:8: invalid value \"5q\" for option \"limit-post\": expected a size in bytes (e.g. 10m), 0 for no limit"),
             format!("{p}:9: %(bsae) refers to nothing: no option or placeholder \"bsae\" is set in this file"),
         ]

@@ -127,7 +127,7 @@ fn every_problem_is_reported_at_once() {
             "unexpected argument \"stray\" (options start with --)",
             "invalid value \"-2\" for option \"processes\": expected a whole number of at least 1",
             "invalid value \"999\" for option \"chmod-socket\": expected 3 octal digits such as 660",
-            "invalid value \"10x\" for option \"buffer-size\": expected a size from 1 to 65535 bytes (e.g. 32768 or 32k)",
+            "invalid value \"10x\" for option \"buffer-size\": expected a size in bytes of at least 1 (e.g. 32768, 32k or 64k)",
             "invalid value \"0\" for option \"listen\": expected a whole number of at least 1",
             "no app to serve: set wsgi-file or module",
             "nowhere to listen: set socket, http-socket or http",
@@ -188,6 +188,24 @@ fn sizes_take_suffixes() {
             .buffer_size,
         8192
     );
+}
+
+#[test]
+fn buffer_size_takes_what_uwsgi_takes() {
+    // The classic uWSGI values: the protocol itself cannot carry more than 65535 bytes of
+    // vars, so larger values mean that.
+    for (given, limit) in [
+        ("65536", 65535),
+        ("64k", 65535),
+        ("1m", 65535),
+        ("4096", 4096),
+    ] {
+        let config = parse(&format!("--socket /s --module m --buffer-size {given}"))
+            .unwrap()
+            .config;
+        assert_eq!(config.vars_limit(), limit, "buffer-size {given}");
+    }
+    assert!(parse("--socket /s --module m --buffer-size 0").is_err());
 }
 
 #[test]

@@ -75,6 +75,9 @@ impl EnvironSource<'_> {
                 // Content-Type included; CGI and PEP 3333 have those only as CONTENT_*
                 // (which nginx's params set). They fill in CONTENT_* when that is empty.
                 let mut header_fallbacks = Vec::new();
+                // nginx before 1.23 sends a repeated request header as several vars of one
+                // name; they are joined as nginx 1.23+ joins them (", ", Cookie "; ").
+                let mut headers_seen: Vec<&[u8]> = Vec::new();
                 for (position, pair) in uwsgi_proto::parse_vars(vars).enumerate() {
                     let (key, value) =
                         pair.map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
@@ -90,7 +93,19 @@ impl EnvironSource<'_> {
                         Some(cgi_key @ (b"CONTENT_LENGTH" | b"CONTENT_TYPE")) => {
                             header_fallbacks.push((cgi_key, value))
                         }
-                        _ => {
+                        Some(_) if headers_seen.contains(&key) => {
+                            let separator = if key == b"HTTP_COOKIE" { "; " } else { ", " };
+                            let key = cached_key(py, position, key)?;
+                            let joined = match environ.get_item(&key)? {
+                                Some(earlier) => earlier.add(separator)?.add(latin1(py, value)?)?,
+                                None => latin1(py, value)?.into_any(),
+                            };
+                            environ.set_item(key, joined)?
+                        }
+                        header => {
+                            if header.is_some() {
+                                headers_seen.push(key);
+                            }
                             environ.set_item(cached_key(py, position, key)?, latin1(py, value)?)?
                         }
                     }
@@ -290,6 +305,35 @@ mod tests {
                 .unwrap();
             assert_eq!((script.as_str(), query.as_str()), ("", ""));
             assert!(https);
+        });
+    }
+
+    #[test]
+    fn repeated_uwsgi_header_vars_are_joined_as_nginx_123_joins_them() {
+        with_python(|py| {
+            // What nginx 1.22's uwsgi_pass sends for two Cookie and two X-Forwarded-For lines.
+            let packet = uwsgi_proto::encode_request(
+                0,
+                vec![
+                    (&b"HTTP_COOKIE"[..], &b"a=1"[..]),
+                    (b"HTTP_X_FORWARDED_FOR", b"10.0.0.1"),
+                    (b"HTTP_COOKIE", b"b=2"),
+                    (b"HTTP_X_FORWARDED_FOR", b"10.0.0.2"),
+                    (b"HTTP_X_FORWARDED_FOR", b"10.0.0.3"),
+                    (b"QUERY_STRING", b"a=1"),
+                    (b"QUERY_STRING", b"b=2"),
+                ],
+            )
+            .unwrap();
+            let (environ, _) = EnvironSource::Uwsgi { vars: &packet[4..] }
+                .to_dict(py)
+                .unwrap();
+            let get =
+                |k: &str| -> String { environ.get_item(k).unwrap().unwrap().extract().unwrap() };
+            assert_eq!(get("HTTP_COOKIE"), "a=1; b=2");
+            assert_eq!(get("HTTP_X_FORWARDED_FOR"), "10.0.0.1, 10.0.0.2, 10.0.0.3");
+            // Only headers are joined: a repeated CGI var is a param set twice, the last wins.
+            assert_eq!(get("QUERY_STRING"), "b=2");
         });
     }
 

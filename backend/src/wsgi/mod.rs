@@ -53,11 +53,6 @@ impl WsgiApp {
         })
     }
 
-    /// The app's WSGI callable.
-    pub fn callable(&self) -> &Py<PyAny> {
-        &self.app
-    }
-
     /// Builds the environ of one request.
     pub fn environ<'py>(
         &self,
@@ -108,14 +103,21 @@ impl WsgiApp {
     }
 
     /// Calls the app; the returned iterable is the response body.
-    fn call<'py>(
+    pub fn call<'py>(
         &self,
         py: Python<'py>,
         environ: Bound<'py, PyDict>,
         response: &SharedResponse,
     ) -> PyResult<Bound<'py, PyAny>> {
         let start_response = Bound::new(py, StartResponse::new(response.clone()))?;
-        self.app.bind(py).call1((environ, start_response))
+        let returned = self.app.bind(py).call1((environ, start_response))?;
+        // PEP 3333 asks for an iterable of bytes, and iterating `bytes` gives ints; uWSGI
+        // sends a bare `bytes` return value whole, and apps (nginx's own tests' among them)
+        // rely on it.
+        if returned.is_exact_instance_of::<PyBytes>() {
+            return Ok(PyTuple::new(py, [returned])?.into_any());
+        }
+        Ok(returned)
     }
 
     /// Runs one request whose response is written straight to `conn` (uwsgi protocol).
