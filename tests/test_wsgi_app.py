@@ -53,7 +53,7 @@ def test_invalid_config_fails_nginx_t_with_both_lines(tmp_path):
     assert f'wsgi_app: {ini}:2: unknown option "sokcet", did you mean "socket"? {where}' in out
     assert (f'wsgi_app: {ini}:4: invalid value "-1" for option "processes": '
             f"expected a whole number of at least 1 {where}") in out
-    assert f'wsgi_app: {ini}:5: option "cache2" is a uWSGI option ngx-wsgi does not support yet {where}' in out
+    assert f'wsgi_app: {ini}:5: option "cache2" is a uWSGI option ngx-wsgi does not provide: the uwsgi cache is not implemented yet: use Django\'s or Flask\'s cache framework with memcached or redis meanwhile {where}' in out
     assert f"wsgi_app: {ini}: nowhere to listen: set socket, http-socket or http {where}" in out
     assert "test failed" in out
 

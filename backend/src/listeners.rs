@@ -51,7 +51,7 @@ pub fn open_all(config: &Config) -> anyhow::Result<Vec<BoundListener>> {
         return inherit(config, &fds);
     }
     config
-        .listeners
+        .listeners()
         .iter()
         .map(|spec| bind(spec, config))
         .collect()
@@ -172,7 +172,7 @@ fn inherit(config: &Config, exported: &str) -> anyhow::Result<Vec<BoundListener>
         })
         .collect();
     let mut bound = Vec::new();
-    for spec in &config.listeners {
+    for spec in &config.listeners() {
         let key = listener_key(spec);
         let Some(index) = inherited.iter().position(|(_, k)| *k == key) else {
             match bind(spec, config) {
@@ -237,9 +237,9 @@ fn set_cloexec(fd: RawFd, on: bool) -> anyhow::Result<()> {
 /// `--vacuum`: removes the unix socket files at exit.
 pub fn vacuum(config: &Config) {
     let addrs = config
-        .listeners
+        .socket
         .iter()
-        .map(|l| &l.addr)
+        .chain(&config.http_socket)
         .chain(&config.stats);
     for addr in addrs {
         if let ListenAddr::Unix(path) = addr {

@@ -351,6 +351,11 @@ impl Expander<'_> {
         depth: usize,
         reading: &mut Reading,
     ) -> Result<String, ConfigError> {
+        // `%(_)` is what config logic (if-env, for, ...) fills in when it applies the
+        // option: left as written for it.
+        if name == "_" {
+            return Ok("%(_)".into());
+        }
         if !self.referenced.iter().any(|r| r == name) {
             self.referenced.push(name.into());
         }

@@ -80,10 +80,10 @@ fn the_classic_django_ini_loads_and_means_what_uwsgi_reads() {
     assert!(c.master && c.vacuum);
     assert_eq!(c.processes, 4);
     assert_eq!(
-        c.listeners[0].addr,
+        c.listeners()[0].addr,
         ListenAddr::Unix("/run/mysite/mysite.sock".into())
     );
-    assert_eq!(c.listeners[0].protocol, Protocol::Uwsgi);
+    assert_eq!(c.listeners()[0].protocol, Protocol::Uwsgi);
     assert_eq!(c.chmod_socket, Some(0o660));
     assert_eq!(
         c.pidfile.as_deref(),
@@ -124,8 +124,8 @@ module = staging_app
     let dir = scratch("sections");
     let path = write(&dir, "app.ini", text);
     let c = load(&path).config;
-    assert_eq!(c.listeners.len(), 1);
-    assert_eq!(c.listeners[0].addr.to_string(), "0.0.0.0:3031");
+    assert_eq!(c.listeners().len(), 1);
+    assert_eq!(c.listeners()[0].addr.to_string(), "0.0.0.0:3031");
     assert_eq!(
         c.pythonpath,
         [PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
@@ -134,7 +134,7 @@ module = staging_app
     assert!(!c.lazy_apps);
     let staging = load(Path::new(&format!("{}:staging", path.display()))).config;
     assert_eq!(staging.module.as_deref(), Some("staging_app"));
-    assert_eq!(staging.listeners[0].addr.to_string(), "0.0.0.0:4041");
+    assert_eq!(staging.listeners()[0].addr.to_string(), "0.0.0.0:4041");
     assert_eq!(
         load_errors(Path::new(&format!("{}:prod", path.display()))),
         [
@@ -173,7 +173,10 @@ env = UNSET=$(NGX_WSGI_TEST_SURELY_UNSET)
     assert_eq!(c.chdir.as_deref(), Some(Path::new("/srv/mysite")));
     assert_eq!(c.module.as_deref(), Some("mysite.wsgi"));
     let abs = std::path::absolute(&dir).unwrap();
-    assert_eq!(c.listeners[0].addr, ListenAddr::Unix(abs.join("site.sock")));
+    assert_eq!(
+        c.listeners()[0].addr,
+        ListenAddr::Unix(abs.join("site.sock"))
+    );
     assert_eq!(
         c.pidfile.as_deref(),
         Some(Path::new("/srv/mysite/site-ini.pid"))
@@ -205,7 +208,7 @@ fn ini_inline_comments_are_stripped_with_a_warning() {
     let path = write(&dir, "app.ini", text);
     let parsed = load(&path);
     assert_eq!(parsed.config.processes, 2);
-    assert_eq!(parsed.config.listeners[0].addr.to_string(), "/run/a.sock");
+    assert_eq!(parsed.config.listeners()[0].addr.to_string(), "/run/a.sock");
     assert_eq!(parsed.config.env, [("COLOR".into(), "#fff".into())]);
     let p = path.display();
     assert_eq!(
@@ -238,7 +241,7 @@ socket = /run/app.sock
         load_errors(&path),
         [
             format!("{p}:2: unknown option \"sokcet\", did you mean \"socket\"?"),
-            format!("{p}:4: option \"cache2\" is a uWSGI option ngx-wsgi does not support yet"),
+            format!("{p}:4: option \"cache2\" is a uWSGI option ngx-wsgi does not provide: the uwsgi cache is not implemented yet: use Django's or Flask's cache framework with memcached or redis meanwhile"),
             format!("{p}:5: invalid value \"999\" for option \"chmod-socket\": expected 3 octal digits such as 660"),
             format!("{p}:6: invalid value \"-2\" for option \"processes\": expected a whole number of at least 1"),
             format!("{p}:7: invalid value \"10x\" for option \"buffer-size\": expected a size in bytes of at least 1 (e.g. 32768, 32k or 64k)"),
@@ -286,7 +289,7 @@ const DOCS_XML: &str = r#"<uwsgi>
 fn xml_as_uwsgi_docs_write_it() {
     let dir = scratch("xml");
     let c = load(&write(&dir, "app.xml", DOCS_XML)).config;
-    assert_eq!(c.listeners[0].addr.to_string(), "127.0.0.1:3031");
+    assert_eq!(c.listeners()[0].addr.to_string(), "127.0.0.1:3031");
     assert_eq!(c.module.as_deref(), Some("mysite.wsgi"));
     assert!(c.master && c.vacuum);
     assert_eq!((c.processes, c.threads), (4, 2));
@@ -312,7 +315,7 @@ fn xml_ids_placeholders_and_errors() {
     let dir = scratch("xmlid");
     let path = write(&dir, "app.xml", text);
     assert_eq!(
-        load(&path).config.listeners[0].addr.to_string(),
+        load(&path).config.listeners()[0].addr.to_string(),
         "/run/a.sock"
     );
     let p = path.display();
@@ -429,7 +432,7 @@ fn command_line_overrides_the_file() {
     assert!(parsed.check_only);
     let c = parsed.config;
     assert_eq!(c.processes, 8);
-    let addrs: Vec<String> = c.listeners.iter().map(|l| l.addr.to_string()).collect();
+    let addrs: Vec<String> = c.listeners().iter().map(|l| l.addr.to_string()).collect();
     assert_eq!(addrs, ["/run/other.sock"]);
     assert_eq!(c.module.as_deref(), Some("mysite.wsgi"));
 
@@ -714,7 +717,7 @@ mod uwsgi_docs_examples {
             "[uwsgi]\nsocket = /tmp/%n.sock\nmodule = werkzeug.testapp:test_app\nprocesses = 4\nmaster = 1\n",
         );
         let c = load(&path).config;
-        assert_eq!(c.listeners[0].addr.to_string(), "/tmp/funnyapp.sock");
+        assert_eq!(c.listeners()[0].addr.to_string(), "/tmp/funnyapp.sock");
         assert_eq!(
             c.module_and_callable(),
             Some(("werkzeug.testapp", "test_app"))
@@ -784,7 +787,7 @@ mod uwsgi_docs_examples {
         );
         let (ini, xml) = (load(&ini).config, load(&xml).config);
         assert_eq!(ini, xml);
-        let addrs: Vec<String> = ini.listeners.iter().map(|l| l.addr.to_string()).collect();
+        let addrs: Vec<String> = ini.listeners().iter().map(|l| l.addr.to_string()).collect();
         assert_eq!(addrs, ["/tmp/uwsgi.sock", "127.0.0.1:8000"]);
         assert_eq!(ini.processes, 3);
         let stanzas = write(
@@ -793,7 +796,7 @@ mod uwsgi_docs_examples {
             "<i-love-xml>\n  <uwsgi id=\"turbogears\"><socket>/tmp/tg.sock</socket><module>tg</module></uwsgi>\n  <uwsgi id=\"django\"><socket>/tmp/django.sock</socket><module>dj</module></uwsgi>\n</i-love-xml>\n",
         );
         let django = load(Path::new(&format!("{}:django", stanzas.display()))).config;
-        assert_eq!(django.listeners[0].addr.to_string(), "/tmp/django.sock");
+        assert_eq!(django.listeners()[0].addr.to_string(), "/tmp/django.sock");
     }
 
     #[test]
@@ -805,7 +808,7 @@ mod uwsgi_docs_examples {
             "[uwsgi]\nmodule = app\nini = :app1\n\n[app1]\nsocket = /tmp/app1.sock\n",
         );
         assert_eq!(
-            load(&path).config.listeners[0].addr.to_string(),
+            load(&path).config.listeners()[0].addr.to_string(),
             "/tmp/app1.sock"
         );
     }
@@ -891,7 +894,101 @@ mod uwsgi_docs_examples {
         let c = parse_args(["--set-ph", "site=blog", outer.to_str().unwrap()])
             .unwrap()
             .config;
-        assert_eq!(c.listeners[0].addr.to_string(), "/run/blog.sock");
+        assert_eq!(c.listeners()[0].addr.to_string(), "/run/blog.sock");
         assert_eq!(c.chdir.as_deref(), Some(Path::new("/srv/site")));
     }
+}
+
+/// uWSGI's config logic, as its "Configuration logic" page writes it.
+#[test]
+fn ini_config_logic_blocks() {
+    let dir = scratch("logic");
+    std::fs::create_dir_all(dir.join("static")).unwrap();
+    std::env::set_var("NGX_WSGI_TEST_DEPLOY", "production");
+    std::env::remove_var("NGX_WSGI_TEST_UNSET");
+    let ini = write(
+        &dir,
+        "app.ini",
+        &format!(
+            "[uwsgi]
+module = app
+socket = /run/app.sock
+if-env = NGX_WSGI_TEST_DEPLOY=production
+processes = 8
+env = DEPLOY=%(_)
+endif =
+if-env = NGX_WSGI_TEST_DEPLOY=staging
+processes = 2
+endif =
+if-not-env = NGX_WSGI_TEST_UNSET
+harakiri = 30
+end-if =
+if-opt = harakiri
+max-requests = %(_)00
+endif
+if-dir = {dir}/static
+touch-reload = %(_)/stamp
+endif
+if-exists = {dir}/missing
+threads = 16
+endif
+for = 3031 3032
+http-socket = 127.0.0.1:%(_)
+endfor =
+for-times = 2
+env = SLOT%(_)=on
+endfor
+",
+            dir = dir.display()
+        ),
+    );
+    let parsed = load(&ini);
+    let c = parsed.config;
+    assert_eq!(c.processes, 8);
+    assert_eq!(c.harakiri, 30);
+    assert_eq!(c.max_requests, 3000);
+    assert_eq!(c.threads, 1);
+    assert_eq!(c.touch_reload, [dir.join("static/stamp")]);
+    let http: Vec<String> = c.http_socket.iter().map(ToString::to_string).collect();
+    assert_eq!(http, ["127.0.0.1:3031", "127.0.0.1:3032"]);
+    let env: Vec<String> = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    assert_eq!(env, ["DEPLOY=production", "SLOT1=on", "SLOT2=on"]);
+    assert!(parsed.notes.is_empty(), "{:?}", notes_of(&parsed.notes));
+
+    // Nesting is refused (uWSGI refuses it too), naming both lines; an unclosed block and
+    // a stray endif are noted.
+    let nested = write(
+        &dir,
+        "nested.ini",
+        "[uwsgi]\nmodule = app\nsocket = /s\nif-env = HOME\nif-env = PATH\nprocesses = 2\nendif\n",
+    );
+    assert_eq!(
+        load_errors(&nested),
+        [format!(
+            "{p}:5: if-env inside the if-env block opened at {p}:4: config logic does not nest \
+             (in uWSGI either); close that block first (endif, endfor)",
+            p = nested.display()
+        )]
+    );
+    let unclosed = write(
+        &dir,
+        "unclosed.ini",
+        "[uwsgi]\nmodule = app\nendif\nfor = /a /b\nsocket = %(_)\n",
+    );
+    let parsed = load(&unclosed);
+    let p = unclosed.display();
+    assert_eq!(
+        notes_of(&parsed.notes),
+        [
+            format!("{p}:3: endif closes no if-* or for block: ignored"),
+            format!(
+                "{p}:4: for has no endif/endfor: it runs to the end of the config, as in uWSGI"
+            ),
+        ]
+    );
+    assert_eq!(parsed.config.socket.len(), 2);
+}
+
+fn notes_of(notes: &[Note]) -> Vec<String> {
+    notes.iter().map(ToString::to_string).collect()
 }

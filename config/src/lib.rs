@@ -4,10 +4,13 @@
 //! daemon and by the nginx module, so it carries no dependency on nginx, tokio or Python.
 #![forbid(unsafe_code)]
 
+pub mod catalogue;
 mod expand;
 mod ini;
 mod load;
+mod logic;
 pub mod nginx;
+#[macro_use]
 mod options;
 pub mod owner;
 mod source;
@@ -18,7 +21,10 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use load::{load_file, parse_args, Format, Parsed};
-pub use options::{help_text, lookup, suggest, Arity, OptionSpec, Support, OPTIONS};
+pub use options::{
+    all_options, declared, help_text, lookup, suggest, topic_of, Action, Arity, OptionSpec, Support,
+};
+use options::{flag, optional, value};
 use serde::{Serialize, Serializer};
 pub use source::{Diagnostic, Location, Note, Setting};
 use thiserror::Error;
@@ -84,128 +90,192 @@ pub struct Listener {
     pub protocol: Protocol,
 }
 
-/// Everything the daemon is told to do, under uWSGI's option names.
-///
-/// `ngx-wsgi --check-config` prints it as TOML, which reads back to the same config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Config {
-    /// `socket`, `http-socket`, `http`: where to listen, in the order given.
-    #[serde(flatten, serialize_with = "listeners_by_option")]
-    pub listeners: Vec<Listener>,
-    /// `listen`: backlog of every listening socket.
-    pub listen: u32,
-    /// `chmod-socket`: mode of unix sockets.
-    #[serde(serialize_with = "octal", skip_serializing_if = "Option::is_none")]
-    pub chmod_socket: Option<u32>,
-    /// `chown-socket`: `user[:group]` owning unix sockets.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub chown_socket: Option<String>,
-    /// `umask`: the daemon's file mode creation mask (the mode of unix sockets without
-    /// `chmod-socket`); `None` keeps the one it was started with.
-    #[serde(serialize_with = "octal", skip_serializing_if = "Option::is_none")]
-    pub umask: Option<u32>,
-    /// `uid`: user (name or number) the daemon runs as once its sockets are bound.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
-    /// `gid`: group (name or number) the daemon runs as once its sockets are bound.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gid: Option<String>,
-    /// `wsgi-file`: a Python file defining the app.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wsgi_file: Option<PathBuf>,
-    /// `module`: `pkg.mod[:callable]` defining the app.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub module: Option<String>,
-    /// `callable`: the app's name in its module.
-    pub callable: String,
-    /// `chdir`: working directory for the app.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub chdir: Option<PathBuf>,
-    /// `pythonpath`: entries prepended to `sys.path`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub pythonpath: Vec<PathBuf>,
-    /// `env`: environment variables set before the app loads.
-    #[serde(serialize_with = "key_values", skip_serializing_if = "Vec::is_empty")]
-    pub env: Vec<(String, String)>,
-    /// `home`: the app's virtualenv.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub home: Option<PathBuf>,
-    /// `master`: accepted; ngx-wsgi always supervises its workers.
-    pub master: bool,
-    /// `processes`: number of worker processes.
-    pub processes: u32,
-    /// `threads`: request threads in each worker.
-    pub threads: u32,
-    /// `lazy-apps`: load the app in each worker instead of once before forking.
-    pub lazy_apps: bool,
-    /// `harakiri`: seconds a request may run before its worker is killed and replaced
-    /// (0: no limit).
-    pub harakiri: u64,
-    /// `max-requests`: a worker is replaced after serving this many requests (0: never).
-    pub max_requests: u64,
-    /// `max-requests-delta`: worker K's limit is `max-requests` + K × this.
-    pub max_requests_delta: u64,
-    /// `touch-reload`: files whose modification reloads the daemon gracefully.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub touch_reload: Vec<PathBuf>,
-    /// `reload-on-rss`: a worker whose resident memory is above this many MiB after a
-    /// request is replaced (0: never).
-    pub reload_on_rss: u64,
-    /// `reload-on-as`: a worker whose address space is above this many MiB after a request
-    /// is replaced (0: never).
-    pub reload_on_as: u64,
-    /// `limit-as`: each worker's address space limit, in MiB (0: none).
-    pub limit_as: u64,
-    /// `reload-mercy`: seconds a graceful stop or reload waits for in-flight requests.
-    pub reload_mercy: u64,
-    /// `limit-post`: the largest request body accepted, in bytes (0: no limit).
-    pub limit_post: u64,
-    /// `pidfile`: where the master writes its pid.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pidfile: Option<PathBuf>,
-    /// `daemonize`: detach from the terminal and log to this file.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub daemonize: Option<PathBuf>,
-    /// `vacuum`: remove unix sockets and the pidfile at exit.
-    pub vacuum: bool,
-    /// `stats`: where the master serves uWSGI's stats JSON.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "display")]
-    pub stats: Option<ListenAddr>,
-    /// `stats-http`: the stats JSON as an HTTP response.
-    pub stats_http: bool,
-    /// `buffer-size`: the largest uwsgi vars block accepted, in bytes. uWSGI's classic
-    /// 65536 (or more) is taken as written; the protocol's own limit is 65535
-    /// ([`Config::vars_limit`]).
-    pub buffer_size: usize,
-    /// `logto`: log file (default: stderr).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub logto: Option<PathBuf>,
-    /// `disable-logging`: no per-request log lines.
-    pub disable_logging: bool,
-    /// `log-4xx`: log requests answered 4xx even with `disable-logging`.
-    pub log_4xx: bool,
-    /// `log-5xx`: log requests answered 5xx even with `disable-logging`.
-    pub log_5xx: bool,
-    /// `log-slow`: log requests that took this many milliseconds or more even with
-    /// `disable-logging` (0: off).
-    pub log_slow: u64,
+declare_config! {
+    /// Everything the daemon is told to do, under uWSGI's option names: one row per option
+    /// (field, default, parser, and the option's name, topic and help line).
+    ///
+    /// `ngx-wsgi --check-config` prints it as TOML, which reads back to the same config.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct Config {
+        /// `socket`: uwsgi protocol listeners, in the order given.
+        #[serde(serialize_with = "displays", skip_serializing_if = "Vec::is_empty")]
+        socket: Vec<ListenAddr> = Vec::new(), push(listen_addr),
+            value("socket", "sockets", "ADDR",
+                "uwsgi protocol listener: /path (unix), @name (abstract unix), host:port or :port (TCP); repeatable")
+            .aliases(&["uwsgi-socket"]).short('s');
+        /// `http-socket` (`http`): HTTP/1.1 listeners served by the workers.
+        #[serde(serialize_with = "displays", skip_serializing_if = "Vec::is_empty")]
+        http_socket: Vec<ListenAddr> = Vec::new(), push(listen_addr),
+            value("http-socket", "sockets", "ADDR",
+                "HTTP/1.1 listener served by the workers themselves (keep-alive, chunked); repeatable; \
+                 --http (a router process in uWSGI) is served the same way")
+            .aliases(&["http"]);
+        /// `listen`: backlog of every listening socket.
+        listen: u32 = 4096, set(positive::<u32>),
+            value("listen", "sockets", "N",
+                "listen backlog of every socket (default 4096, clamped by net.core.somaxconn; uWSGI's 100 causes 502s under bursts)")
+            .short('l');
+        /// `chmod-socket`: mode of unix sockets.
+        #[serde(serialize_with = "octal", skip_serializing_if = "Option::is_none")]
+        chmod_socket: Option<u32> = None, some(socket_mode),
+            optional("chmod-socket", "sockets", "MODE", "permissions of unix sockets, 3 octal digits (no value: 666)")
+            .aliases(&["chmod"]).short('C');
+        /// `chown-socket`: `user[:group]` owning unix sockets.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        chown_socket: Option<String> = None, some(text),
+            value("chown-socket", "sockets", "USER[:GROUP]", "owner of unix sockets");
+        /// `umask`: the daemon's file mode creation mask (the mode of unix sockets without
+        /// `chmod-socket`); `None` keeps the one it was started with.
+        #[serde(serialize_with = "octal", skip_serializing_if = "Option::is_none")]
+        umask: Option<u32> = None, some(umask),
+            value("umask", "sockets", "MODE",
+                "file mode creation mask of the daemon (3 octal digits): the mode of unix sockets without chmod-socket");
+        /// `wsgi-file`: a Python file defining the app.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        wsgi_file: Option<PathBuf> = None, some(path),
+            value("wsgi-file", "app", "FILE", "load the WSGI app from this Python file").aliases(&["file"]);
+        /// `module`: `pkg.mod[:callable]` defining the app.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        module: Option<String> = None, some(text),
+            value("module", "app", "MOD[:CALLABLE]", "load the WSGI app from this module")
+            .aliases(&["wsgi"]).short('w');
+        /// `callable`: the app's name in its module.
+        callable: String = "application".into(), set(text),
+            value("callable", "app", "NAME", "name of the WSGI callable (default: application)");
+        /// `chdir`: working directory for the app.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        chdir: Option<PathBuf> = None, some(path),
+            value("chdir", "app", "DIR", "change to this directory before loading the app");
+        /// `pythonpath`: entries prepended to `sys.path`.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pythonpath: Vec<PathBuf> = Vec::new(), push(path),
+            value("pythonpath", "app", "DIR", "add DIR to sys.path; repeatable").aliases(&["python-path", "pp"]);
+        /// `env`: environment variables set before the app loads.
+        #[serde(serialize_with = "key_values", skip_serializing_if = "Vec::is_empty")]
+        env: Vec<(String, String)> = Vec::new(), push(key_value),
+            value("env", "app", "KEY=VALUE", "set an environment variable; repeatable");
+        /// `home`: the app's virtualenv.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        home: Option<PathBuf> = None, some(path),
+            value("home", "app", "DIR", "the app's virtualenv (made from the same Python ngx-wsgi embeds)")
+            .aliases(&["virtualenv", "venv", "pyhome"]).short('H');
+        /// `master`: accepted; ngx-wsgi always supervises its workers.
+        master: bool = false, set(switch),
+            flag("master", "processes", "supervise the workers (always on in ngx-wsgi: a dead worker is respawned)")
+            .short('M');
+        /// `processes`: number of worker processes.
+        processes: u32 = 1, set(positive::<u32>),
+            value("processes", "processes", "N", "worker processes (default 1)").aliases(&["workers"]).short('p');
+        /// `threads`: request threads in each worker.
+        threads: u32 = 1, set(positive::<u32>),
+            value("threads", "processes", "N", "request threads per worker (default 1)");
+        /// `lazy-apps`: load the app in each worker instead of once before forking.
+        lazy_apps: bool = false, set(switch),
+            flag("lazy-apps", "processes", "load the app in each worker after fork instead of once in the master")
+            .aliases(&["lazy"]);
+        /// `uid`: user (name or number) the daemon runs as once its sockets are bound.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        uid: Option<String> = None, some(text),
+            value("uid", "processes", "USER", "run as this user once the sockets are bound");
+        /// `gid`: group (name or number) the daemon runs as once its sockets are bound.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        gid: Option<String> = None, some(text),
+            value("gid", "processes", "GROUP", "run as this group once the sockets are bound");
+        /// `daemonize`: detach from the terminal and log to this file.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        daemonize: Option<PathBuf> = None, some(path),
+            value("daemonize", "processes", "LOGFILE",
+                "detach into the background and log to LOGFILE (not needed under systemd)")
+            .short('d');
+        /// `pidfile`: where the master writes its pid.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pidfile: Option<PathBuf> = None, some(path),
+            value("pidfile", "processes", "FILE", "write the master's pid to FILE");
+        /// `vacuum`: remove unix sockets and the pidfile at exit.
+        vacuum: bool = false, set(switch),
+            flag("vacuum", "processes", "remove unix sockets and the pidfile at exit");
+        /// `limit-as`: each worker's address space limit, in MiB (0: none).
+        limit_as: u64 = 0, set(mebibytes),
+            value("limit-as", "processes", "MB",
+                "cap each worker's address space (setrlimit): an app that allocates past it gets MemoryError");
+        /// `harakiri`: seconds a request may run before its worker is killed and replaced
+        /// (0: no limit).
+        harakiri: u64 = 0, set(seconds),
+            value("harakiri", "recycling", "SECONDS",
+                "replace a worker whose request runs longer, logging the request and the worker's Python stacks first (0: off)")
+            .short('t');
+        /// `max-requests`: a worker is replaced after serving this many requests (0: never).
+        max_requests: u64 = 0, set(requests),
+            value("max-requests", "recycling", "N", "replace a worker after it served N requests (0: never)")
+            .short('R');
+        /// `max-requests-delta`: worker K's limit is `max-requests` + K × this.
+        max_requests_delta: u64 = 0, set(requests),
+            value("max-requests-delta", "recycling", "N",
+                "worker K is replaced after max-requests + K×N requests, so the workers do not all restart at once");
+        /// `touch-reload`: files whose modification reloads the daemon gracefully.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        touch_reload: Vec<PathBuf> = Vec::new(), push(path),
+            value("touch-reload", "recycling", "FILE",
+                "reload gracefully (as SIGHUP) when FILE's modification time changes; repeatable");
+        /// `reload-on-rss`: a worker whose resident memory is above this many MiB after a
+        /// request is replaced (0: never).
+        reload_on_rss: u64 = 0, set(mebibytes),
+            value("reload-on-rss", "recycling", "MB",
+                "replace a worker gracefully once a request leaves its resident memory above this (0: off)");
+        /// `reload-on-as`: a worker whose address space is above this many MiB after a request
+        /// is replaced (0: never).
+        reload_on_as: u64 = 0, set(mebibytes),
+            value("reload-on-as", "recycling", "MB",
+                "replace a worker gracefully once a request leaves its address space above this (0: off)");
+        /// `reload-mercy`: seconds a graceful stop or reload waits for in-flight requests.
+        reload_mercy: u64 = 60, set(positive::<u64>),
+            value("reload-mercy", "recycling", "SECONDS",
+                "how long a graceful stop or reload waits for in-flight requests (default 60)")
+            .aliases(&["worker-reload-mercy"]);
+        /// `buffer-size`: the largest uwsgi vars block accepted, in bytes. uWSGI's classic
+        /// 65536 (or more) is taken as written; the protocol's own limit is 65535
+        /// ([`Config::vars_limit`]).
+        buffer_size: usize = 65535, set(buffer_size),
+            value("buffer-size", "requests", "BYTES",
+                "largest uwsgi vars block accepted (default 65535, the most the protocol carries; uWSGI's 4096 causes 502s with big cookies)")
+            .short('b');
+        /// `limit-post`: the largest request body accepted, in bytes (0: no limit).
+        limit_post: u64 = 0, set(body_limit),
+            value("limit-post", "requests", "BYTES",
+                "refuse request bodies larger than this with 413 (0: no limit, the default)");
+        /// `stats`: where the master serves uWSGI's stats JSON.
+        #[serde(skip_serializing_if = "Option::is_none", serialize_with = "display")]
+        stats: Option<ListenAddr> = None, some(listen_addr),
+            value("stats", "stats", "ADDR",
+                "serve uWSGI's stats JSON (what uwsgitop reads) on this TCP address or unix socket")
+            .aliases(&["stats-server"]);
+        /// `stats-http`: the stats JSON as an HTTP response.
+        stats_http: bool = false, set(switch),
+            flag("stats-http", "stats", "serve the stats JSON as an HTTP response");
+        /// `logto`: log file (default: stderr).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        logto: Option<PathBuf> = None, some(path),
+            value("logto", "logging", "FILE", "append the log to FILE instead of stderr");
+        /// `disable-logging`: no per-request log lines.
+        disable_logging: bool = false, set(switch),
+            flag("disable-logging", "logging", "do not log each request").short('L');
+        /// `log-4xx`: log requests answered 4xx even with `disable-logging`.
+        log_4xx: bool = false, set(switch),
+            flag("log-4xx", "logging", "with disable-logging: still log requests answered 4xx");
+        /// `log-5xx`: log requests answered 5xx even with `disable-logging`.
+        log_5xx: bool = false, set(switch),
+            flag("log-5xx", "logging", "with disable-logging: still log requests answered 5xx");
+        /// `log-slow`: log requests that took this many milliseconds or more even with
+        /// `disable-logging` (0: off).
+        log_slow: u64 = 0, set(milliseconds),
+            value("log-slow", "logging", "MS",
+                "with disable-logging: still log requests that took MS milliseconds or more");
+    }
 }
 
-fn listeners_by_option<S: Serializer>(listeners: &[Listener], s: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut map = s.serialize_map(None)?;
-    for (option, protocol) in [("socket", Protocol::Uwsgi), ("http-socket", Protocol::Http)] {
-        let addrs: Vec<String> = listeners
-            .iter()
-            .filter(|l| l.protocol == protocol)
-            .map(|l| l.addr.to_string())
-            .collect();
-        if !addrs.is_empty() {
-            map.serialize_entry(option, &addrs)?;
-        }
-    }
-    map.end()
+fn displays<S: Serializer>(addrs: &[ListenAddr], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(addrs.iter().map(ToString::to_string))
 }
 
 fn display<S: Serializer>(value: &Option<ListenAddr>, s: S) -> Result<S::Ok, S::Error> {
@@ -226,51 +296,6 @@ fn key_values<S: Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, 
     s.collect_seq(pairs.iter().map(|(k, v)| format!("{k}={v}")))
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listeners: Vec::new(),
-            listen: 4096,
-            chmod_socket: None,
-            chown_socket: None,
-            umask: None,
-            uid: None,
-            gid: None,
-            wsgi_file: None,
-            module: None,
-            callable: "application".into(),
-            chdir: None,
-            pythonpath: Vec::new(),
-            env: Vec::new(),
-            home: None,
-            master: false,
-            processes: 1,
-            threads: 1,
-            lazy_apps: false,
-            harakiri: 0,
-            max_requests: 0,
-            max_requests_delta: 0,
-            touch_reload: Vec::new(),
-            reload_on_rss: 0,
-            reload_on_as: 0,
-            limit_as: 0,
-            reload_mercy: 60,
-            limit_post: 0,
-            pidfile: None,
-            daemonize: None,
-            vacuum: false,
-            stats: None,
-            stats_http: false,
-            buffer_size: 65535,
-            logto: None,
-            disable_logging: false,
-            log_4xx: false,
-            log_5xx: false,
-            log_slow: 0,
-        }
-    }
-}
-
 /// One thing wrong with the options given.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -279,8 +304,8 @@ pub enum ConfigError {
         name: String,
         suggestion: Option<&'static str>,
     },
-    #[error("option \"{0}\" is a uWSGI option ngx-wsgi does not support yet")]
-    NotSupportedYet(String),
+    #[error("option \"{name}\" is a uWSGI option ngx-wsgi does not provide: {instead}")]
+    Refused { name: String, instead: &'static str },
     #[error("option \"{0}\" needs a value")]
     MissingValue(String),
     #[error("invalid value \"{value}\" for option \"{name}\": expected {expected}")]
@@ -350,22 +375,96 @@ fn bad(name: &str, value: &str, expected: &str) -> ConfigError {
 
 fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(
     name: &str,
-    value: &str,
+    value: Option<&str>,
 ) -> Result<T, ConfigError> {
-    match value.parse::<T>() {
+    let text = value.unwrap_or("");
+    match text.parse::<T>() {
         Ok(n) if n >= T::from(1) => Ok(n),
-        _ => Err(bad(name, value, "a whole number of at least 1")),
+        _ => Err(bad(name, text, "a whole number of at least 1")),
     }
 }
 
-fn count(name: &str, value: &str, unit: &str) -> Result<u64, ConfigError> {
-    value.parse::<u64>().map_err(|_| {
+fn count(name: &str, value: Option<&str>, unit: &str) -> Result<u64, ConfigError> {
+    let text = value.unwrap_or("");
+    text.parse::<u64>().map_err(|_| {
         bad(
             name,
-            value,
+            text,
             &format!("a whole number of {unit}, 0 for no limit"),
         )
     })
+}
+
+fn seconds(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
+    count(name, value, "seconds")
+}
+
+fn milliseconds(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
+    count(name, value, "milliseconds")
+}
+
+fn requests(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
+    count(name, value, "requests")
+}
+
+fn mebibytes(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
+    count(name, value, "MiB")
+}
+
+fn text(_: &str, value: Option<&str>) -> Result<String, ConfigError> {
+    Ok(value.unwrap_or("").into())
+}
+
+fn path(_: &str, value: Option<&str>) -> Result<PathBuf, ConfigError> {
+    Ok(value.unwrap_or("").into())
+}
+
+fn listen_addr(name: &str, value: Option<&str>) -> Result<ListenAddr, ConfigError> {
+    let text = value.unwrap_or("");
+    ListenAddr::parse(text).map_err(|expected| bad(name, text, &expected))
+}
+
+fn key_value(name: &str, value: Option<&str>) -> Result<(String, String), ConfigError> {
+    let text = value.unwrap_or("");
+    match text.split_once('=') {
+        Some((key, val)) if !key.is_empty() => Ok((key.into(), val.into())),
+        _ => Err(bad(name, text, "KEY=VALUE")),
+    }
+}
+
+fn socket_mode(name: &str, value: Option<&str>) -> Result<u32, ConfigError> {
+    let text = value.unwrap_or("");
+    let mode = if text.is_empty() { "666" } else { text };
+    match u32::from_str_radix(mode, 8).ok().filter(|m| *m <= 0o777) {
+        Some(m) if mode.len() == 3 || mode.len() == 4 => Ok(m),
+        _ => Err(bad(name, text, "3 octal digits such as 660")),
+    }
+}
+
+fn umask(name: &str, value: Option<&str>) -> Result<u32, ConfigError> {
+    let text = value.unwrap_or("");
+    match u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o777) {
+        Some(mask) if (1..=4).contains(&text.len()) => Ok(mask),
+        _ => Err(bad(name, text, "octal digits such as 022 or 002")),
+    }
+}
+
+fn buffer_size(name: &str, value: Option<&str>) -> Result<usize, ConfigError> {
+    let text = value.unwrap_or("");
+    parse_size(text).filter(|n| *n >= 1).ok_or_else(|| {
+        bad(
+            name,
+            text,
+            "a size in bytes of at least 1 (e.g. 32768, 32k or 64k)",
+        )
+    })
+}
+
+fn body_limit(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
+    let text = value.unwrap_or("");
+    parse_size(text)
+        .map(|n| n as u64)
+        .ok_or_else(|| bad(name, text, "a size in bytes (e.g. 10m), 0 for no limit"))
 }
 
 /// A switch: no value, or uWSGI's spellings of true and false.
@@ -394,102 +493,44 @@ pub fn parse_size(value: &str) -> Option<usize> {
 }
 
 impl Config {
-    /// Applies one option, by its canonical name, as it would be read from any source.
+    /// Applies one option, by any of its names, as it would be read from any source.
     pub fn apply(&mut self, name: &str, value: Option<&str>) -> Result<(), ConfigError> {
-        let text = value.unwrap_or("");
-        match name {
-            "socket" | "http-socket" | "http" => {
-                let addr =
-                    ListenAddr::parse(text).map_err(|expected| bad(name, text, &expected))?;
-                let protocol = if name == "socket" {
-                    Protocol::Uwsgi
-                } else {
-                    Protocol::Http
-                };
-                self.listeners.push(Listener { addr, protocol });
-            }
-            "listen" => self.listen = positive(name, text)?,
-            "chmod-socket" => {
-                let mode = if text.is_empty() { "666" } else { text };
-                let parsed = u32::from_str_radix(mode, 8).ok().filter(|m| *m <= 0o777);
-                match parsed {
-                    Some(m) if mode.len() == 3 || mode.len() == 4 => self.chmod_socket = Some(m),
-                    _ => return Err(bad(name, text, "3 octal digits such as 660")),
-                }
-            }
-            "chown-socket" => self.chown_socket = Some(text.into()),
-            "umask" => match u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o777) {
-                Some(mask) if (1..=4).contains(&text.len()) => self.umask = Some(mask),
-                _ => return Err(bad(name, text, "octal digits such as 022 or 002")),
+        let spec = lookup(name).ok_or_else(|| ConfigError::Unknown {
+            name: name.into(),
+            suggestion: suggest(name),
+        })?;
+        match spec.action {
+            Action::Set(apply) | Action::Push { apply, .. } => apply(self, name, value),
+            Action::None => match spec.support {
+                Support::Refused(instead) => Err(ConfigError::Refused {
+                    name: name.into(),
+                    instead,
+                }),
+                // Ignored options, and those the loader reads itself: nothing to set here.
+                Support::Ignored(_) | Support::Yes => Ok(()),
             },
-            "uid" => self.uid = Some(text.into()),
-            "gid" => self.gid = Some(text.into()),
-            "wsgi-file" => self.wsgi_file = Some(text.into()),
-            "module" => self.module = Some(text.into()),
-            "callable" => self.callable = text.into(),
-            "chdir" => self.chdir = Some(text.into()),
-            "pythonpath" => self.pythonpath.push(text.into()),
-            "env" => match text.split_once('=') {
-                Some((key, val)) if !key.is_empty() => self.env.push((key.into(), val.into())),
-                _ => return Err(bad(name, text, "KEY=VALUE")),
-            },
-            "home" => self.home = Some(text.into()),
-            "master" => self.master = switch(name, value)?,
-            "processes" => self.processes = positive(name, text)?,
-            "threads" => self.threads = positive(name, text)?,
-            "lazy-apps" => self.lazy_apps = switch(name, value)?,
-            "harakiri" => self.harakiri = count(name, text, "seconds")?,
-            "max-requests" => self.max_requests = count(name, text, "requests")?,
-            "max-requests-delta" => self.max_requests_delta = count(name, text, "requests")?,
-            "touch-reload" => self.touch_reload.push(text.into()),
-            "reload-on-rss" => self.reload_on_rss = count(name, text, "MiB")?,
-            "reload-on-as" => self.reload_on_as = count(name, text, "MiB")?,
-            "limit-as" => self.limit_as = count(name, text, "MiB")?,
-            "reload-mercy" => self.reload_mercy = positive(name, text)?,
-            "limit-post" => {
-                self.limit_post = parse_size(text)
-                    .ok_or_else(|| bad(name, text, "a size in bytes (e.g. 10m), 0 for no limit"))?
-                    as u64
-            }
-            "pidfile" => self.pidfile = Some(text.into()),
-            "daemonize" => self.daemonize = Some(text.into()),
-            "vacuum" => self.vacuum = switch(name, value)?,
-            "buffer-size" => {
-                self.buffer_size = parse_size(text).filter(|n| *n >= 1).ok_or_else(|| {
-                    bad(
-                        name,
-                        text,
-                        "a size in bytes of at least 1 (e.g. 32768, 32k or 64k)",
-                    )
-                })?
-            }
-            "stats" => {
-                let addr =
-                    ListenAddr::parse(text).map_err(|expected| bad(name, text, &expected))?;
-                self.stats = Some(addr);
-            }
-            "stats-http" => self.stats_http = switch(name, value)?,
-            "logto" => self.logto = Some(text.into()),
-            "disable-logging" => self.disable_logging = switch(name, value)?,
-            "log-4xx" => self.log_4xx = switch(name, value)?,
-            "log-5xx" => self.log_5xx = switch(name, value)?,
-            "log-slow" => self.log_slow = count(name, text, "milliseconds")?,
-            other => unreachable_option(other)?,
         }
-        Ok(())
     }
 
-    /// Forgets what earlier sources said for a repeatable option, so the command line
-    /// replaces a file's list instead of adding to it.
-    pub(crate) fn clear_list(&mut self, name: &str) {
-        match name {
-            "socket" => self.listeners.retain(|l| l.protocol != Protocol::Uwsgi),
-            "http-socket" => self.listeners.retain(|l| l.protocol != Protocol::Http),
-            "pythonpath" => self.pythonpath.clear(),
-            "touch-reload" => self.touch_reload.clear(),
-            "env" => self.env.clear(),
-            _ => {}
+    /// Forgets what earlier sources said for a list option, so the command line replaces
+    /// a file's list instead of adding to it.
+    pub(crate) fn clear_list(&mut self, spec: &OptionSpec) {
+        if let Action::Push { clear, .. } = spec.action {
+            clear(self);
         }
+    }
+
+    /// Every listener, uwsgi ones first, each in the order given.
+    pub fn listeners(&self) -> Vec<Listener> {
+        let uwsgi = self.socket.iter().map(|addr| Listener {
+            addr: addr.clone(),
+            protocol: Protocol::Uwsgi,
+        });
+        let http = self.http_socket.iter().map(|addr| Listener {
+            addr: addr.clone(),
+            protocol: Protocol::Http,
+        });
+        uwsgi.chain(http).collect()
     }
 
     /// Cross-option checks, run after every source has been applied.
@@ -500,7 +541,7 @@ impl Config {
             (Some(_), Some(_)) => errors.push(ConfigError::TwoApps),
             _ => {}
         }
-        if self.listeners.is_empty() {
+        if self.socket.is_empty() && self.http_socket.is_empty() {
             errors.push(ConfigError::NoListener);
         }
         errors
@@ -527,12 +568,8 @@ impl Config {
     }
 }
 
-/// Options in the table but missing from [`Config::apply`] are a bug in this crate; report
-/// it as "not supported yet" rather than panicking in the user's face.
-fn unreachable_option(name: &str) -> Result<(), ConfigError> {
-    Err(ConfigError::NotSupportedYet(name.into()))
-}
-
+#[cfg(test)]
+mod catalogue_tests;
 #[cfg(test)]
 mod file_tests;
 #[cfg(test)]

@@ -9,15 +9,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::expand::{FileInfo, SET_PLACEHOLDER};
-use crate::options::{self, lookup, suggest, Arity, Support};
+use crate::logic::{self, BLOCK_ENDS, OPENERS};
+use crate::options::{self, lookup, suggest, Action, Arity, Support};
 use crate::source::{Diagnostic, Location, Note, Reading, Setting};
 use crate::{Config, ConfigError, ConfigErrors};
 
 /// Files may include others (`ini = %dbase.ini`); deeper than this is a loop.
 const MAX_INCLUDE_DEPTH: usize = 8;
-
-/// Options that take several values, one per occurrence.
-const LISTS: &[&str] = &["socket", "http-socket", "pythonpath", "env", "touch-reload"];
 
 /// A config file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +83,16 @@ struct Builder {
     referenced: Vec<String>,
     /// Names that are no option: typos, unless a file refers to them (placeholders).
     unknown: Vec<(String, Option<Location>)>,
+    /// The config logic block (`if-env`, `for`, ...) open now.
+    block: Option<Block>,
+}
+
+/// An open `if-*`/`for` block: where it was opened, and the values `%(_)` takes for each
+/// option inside it (none: its condition is false).
+struct Block {
+    opener: String,
+    at: Option<Location>,
+    values: Vec<String>,
 }
 
 impl Builder {
@@ -134,6 +142,9 @@ impl Builder {
     }
 
     fn apply(&mut self, setting: Setting, from_command_line: bool) {
+        if self.config_logic(&setting, from_command_line) {
+            return;
+        }
         let Setting { name, value, at } = setting;
         if SET_PLACEHOLDER.contains(&name.as_str()) {
             match value.as_deref().and_then(|v| v.split_once('=')) {
@@ -179,8 +190,8 @@ impl Builder {
                 self.notes.push(Note { at, text });
                 return;
             }
-            Support::NotYet => {
-                self.error(at, ConfigError::NotSupportedYet(name));
+            Support::Refused(instead) => {
+                self.error(at, ConfigError::Refused { name, instead });
                 return;
             }
         }
@@ -188,15 +199,12 @@ impl Builder {
             self.error(at, ConfigError::MissingValue(name));
             return;
         }
-        // `http` and `http-socket` fill one list.
-        let list = if spec.name == "http" {
-            "http-socket"
-        } else {
-            spec.name
-        };
-        if from_command_line && LISTS.contains(&list) && !self.replaced.contains(&list) {
-            self.replaced.push(list);
-            self.config.clear_list(list);
+        if from_command_line
+            && matches!(spec.action, Action::Push { .. })
+            && !self.replaced.contains(&spec.name)
+        {
+            self.replaced.push(spec.name);
+            self.config.clear_list(spec);
         }
         match self.config.apply(spec.name, value.as_deref()) {
             Ok(()) => {
@@ -208,11 +216,89 @@ impl Builder {
         }
     }
 
+    /// Opens, closes or runs the inside of an `if-*`/`for` block; false when `setting` is
+    /// none of those and is to be applied as it is.
+    fn config_logic(&mut self, setting: &Setting, from_command_line: bool) -> bool {
+        let name = lookup(&setting.name).map_or(setting.name.as_str(), |spec| spec.name);
+        if BLOCK_ENDS.contains(&name) || BLOCK_ENDS.contains(&setting.name.as_str()) {
+            if self.block.take().is_none() {
+                let text = format!("{} closes no if-* or for block: ignored", setting.name);
+                self.notes.push(Note {
+                    at: setting.at.clone(),
+                    text,
+                });
+            }
+            return true;
+        }
+        if let Some(block) = &self.block {
+            if OPENERS.contains(&name) {
+                let opened = block.at.as_ref().map_or_else(
+                    || "on the command line".to_string(),
+                    |at| format!("at {at}"),
+                );
+                let error = ConfigError::Syntax(format!(
+                    "{} inside the {} block opened {opened}: config logic does not nest (in \
+                     uWSGI either); close that block first (endif, endfor)",
+                    setting.name, block.opener
+                ));
+                self.error(setting.at.clone(), error);
+                return true;
+            }
+            // Each value of the block applies the option once, `%(_)` replaced; the
+            // block is set aside meanwhile, so an included file inside it reads plainly.
+            let block = self.block.take();
+            for substitute in block.iter().flat_map(|b| &b.values) {
+                let value = setting
+                    .value
+                    .as_ref()
+                    .map(|v| v.replace("%(_)", substitute));
+                let inner = Setting {
+                    name: setting.name.clone(),
+                    value,
+                    at: setting.at.clone(),
+                };
+                self.apply(inner, from_command_line);
+            }
+            self.block = block;
+            return true;
+        }
+        if !OPENERS.contains(&name) {
+            return false;
+        }
+        let arg = setting.value.as_deref().unwrap_or("");
+        match logic::block_values(name, arg, &self.values) {
+            Ok(values) => {
+                self.block = Some(Block {
+                    opener: setting.name.clone(),
+                    at: setting.at.clone(),
+                    values,
+                })
+            }
+            Err(error) => {
+                self.error(setting.at.clone(), error);
+                // What follows is skipped until the block's end, as a false condition.
+                self.block = Some(Block {
+                    opener: setting.name.clone(),
+                    at: setting.at.clone(),
+                    values: Vec::new(),
+                });
+            }
+        }
+        true
+    }
+
     fn finish(
         mut self,
         whole_file: Option<Location>,
         check_only: bool,
     ) -> Result<Parsed, ConfigErrors> {
+        if let Some(block) = self.block.take() {
+            let text = format!(
+                "{} has no endif/endfor: it runs to the end of the config, as in uWSGI",
+                block.opener
+            );
+            self.notes.push(Note { at: block.at, text });
+        }
         for (name, at) in std::mem::take(&mut self.unknown) {
             if !self.referenced.contains(&name) {
                 let suggestion = suggest(&name);

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::{Config, ListenAddr, Location, Parsed, Protocol};
+use crate::{Config, ListenAddr, Location, Parsed};
 
 /// How bad a disagreement is: an error fails `nginx -t`; a warning is logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,19 +79,14 @@ pub fn upstream_url(parsed: &Parsed) -> Result<(String, Option<Location>), Findi
         at: at.clone(),
         message,
     };
-    let Some(listener) = parsed
-        .config
-        .listeners
-        .iter()
-        .find(|l| l.protocol == Protocol::Uwsgi)
-    else {
+    let Some(addr) = parsed.config.socket.first() else {
         return Err(error(
             "the config has no uwsgi socket for nginx to pass requests to: add one, \
              such as socket = /run/ngx-wsgi/app.sock"
                 .into(),
         ));
     };
-    let url = match &listener.addr {
+    let url = match addr {
         ListenAddr::Unix(path) => format!("unix:{}", path.display()),
         ListenAddr::Abstract(name) => {
             return Err(error(format!(
@@ -175,12 +170,7 @@ pub fn check(parsed: &Parsed, nginx: &NginxSide) -> Vec<Finding> {
         );
     }
 
-    if let Some(ListenAddr::Unix(path)) = config
-        .listeners
-        .iter()
-        .find(|l| l.protocol == Protocol::Uwsgi)
-        .map(|l| &l.addr)
-    {
+    if let Some(ListenAddr::Unix(path)) = config.socket.first() {
         let (owner, group) = socket_owner(config);
         let option = if config.chmod_socket.is_some() {
             "chmod-socket"

@@ -1,7 +1,21 @@
-//! The table of options the daemon knows, by their uWSGI names.
+//! Every option name ngx-wsgi knows, and what it does with each.
 //!
-//! One table serves `--help`, the command-line parser and the "did you mean" suggestions,
-//! so an option cannot be documented without being parsed or parsed without being listed.
+//! Two sources make one registry:
+//! - the options ngx-wsgi implements, each declared once in `lib.rs` with
+//!   [`declare_config!`]: its [`Config`] field, default, parser, help line and topic;
+//! - uWSGI's whole catalogue (`uwsgi-options.tsv`, see [`crate::catalogue`]), which says of
+//!   every other uWSGI name whether it is accepted with a note or refused with what to do
+//!   instead.
+//!
+//! `--help`, the command-line parser, the file readers and "did you mean" all read this
+//! registry, so an option cannot be documented without being parsed or parsed without
+//! being listed.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::catalogue::{self, Topic};
+use crate::{Config, ConfigError};
 
 /// Whether an option takes a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,19 +28,37 @@ pub enum Arity {
     OptionalValue,
 }
 
-/// What ngx-wsgi does with an option a uWSGI user may bring.
+/// What ngx-wsgi does with an option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Support {
     /// Implemented with uWSGI's meaning.
     Yes,
     /// Accepted and ignored: it means nothing for ngx-wsgi; the text says why.
     Ignored(&'static str),
-    /// A uWSGI option ngx-wsgi does not implement yet: refused, named as such.
-    NotYet,
+    /// A uWSGI option ngx-wsgi does not provide: refused; the text says what to do instead.
+    Refused(&'static str),
 }
 
-/// One option: its uWSGI name, its other spellings, and its help line.
-#[derive(Debug)]
+/// Sets a [`Config`] field from an option's value.
+pub type ApplyFn = fn(&mut Config, &str, Option<&str>) -> Result<(), ConfigError>;
+
+/// What applying an option does.
+#[derive(Debug, Clone, Copy)]
+pub enum Action {
+    /// Nothing to apply: read by the loader itself (config files, placeholders,
+    /// `--check-config`), or an option that is ignored or refused.
+    None,
+    /// Sets a field.
+    Set(ApplyFn),
+    /// Adds to a list; `clear` empties it when the command line replaces a file's list.
+    Push {
+        apply: ApplyFn,
+        clear: fn(&mut Config),
+    },
+}
+
+/// One option: its name, its other spellings, its help line and what it does.
+#[derive(Debug, Clone, Copy)]
 pub struct OptionSpec {
     pub name: &'static str,
     pub aliases: &'static [&'static str],
@@ -34,262 +66,415 @@ pub struct OptionSpec {
     pub arity: Arity,
     pub metavar: &'static str,
     pub help: &'static str,
+    /// The topic id (`processes`, `sockets`, ...) `--help` groups it under.
+    pub topic: &'static str,
     pub support: Support,
+    pub action: Action,
 }
 
-const fn opt(
+impl OptionSpec {
+    /// The option's name and aliases.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> {
+        std::iter::once(self.name).chain(self.aliases.iter().copied())
+    }
+
+    pub(crate) const fn aliases(self, aliases: &'static [&'static str]) -> Self {
+        OptionSpec { aliases, ..self }
+    }
+
+    pub(crate) const fn short(self, letter: char) -> Self {
+        OptionSpec {
+            short: Some(letter),
+            ..self
+        }
+    }
+}
+
+const fn spec(
     name: &'static str,
-    aliases: &'static [&'static str],
-    short: Option<char>,
+    topic: &'static str,
     arity: Arity,
     metavar: &'static str,
     help: &'static str,
 ) -> OptionSpec {
     OptionSpec {
         name,
-        aliases,
-        short,
+        aliases: &[],
+        short: None,
         arity,
         metavar,
         help,
+        topic,
         support: Support::Yes,
+        action: Action::None,
     }
 }
 
-const fn ignored(name: &'static str, arity: Arity, why: &'static str) -> OptionSpec {
-    OptionSpec {
-        name,
-        aliases: &[],
-        short: None,
-        arity,
-        metavar: "",
-        help: why,
-        support: Support::Ignored(why),
-    }
+/// An option taking a value: `--name METAVAR`.
+pub(crate) const fn value(
+    name: &'static str,
+    topic: &'static str,
+    metavar: &'static str,
+    help: &'static str,
+) -> OptionSpec {
+    spec(name, topic, Arity::Value, metavar, help)
 }
 
-const fn not_yet(name: &'static str, arity: Arity) -> OptionSpec {
-    OptionSpec {
-        name,
-        aliases: &[],
-        short: None,
-        arity,
-        metavar: "",
-        help: "uWSGI option, not supported yet",
-        support: Support::NotYet,
-    }
+/// A switch: `--name`, or `name = true|false` in a file.
+pub(crate) const fn flag(
+    name: &'static str,
+    topic: &'static str,
+    help: &'static str,
+) -> OptionSpec {
+    spec(name, topic, Arity::Flag, "", help)
 }
 
-use Arity::{Flag, OptionalValue, Value};
+/// An option whose value may be left out: `--name[=METAVAR]`.
+pub(crate) const fn optional(
+    name: &'static str,
+    topic: &'static str,
+    metavar: &'static str,
+    help: &'static str,
+) -> OptionSpec {
+    spec(name, topic, Arity::OptionalValue, metavar, help)
+}
 
-/// Every option, in the order `--help` lists them.
-pub static OPTIONS: &[OptionSpec] = &[
-    // Listeners
-    opt("socket", &["uwsgi-socket"], Some('s'), Value, "ADDR",
-        "uwsgi protocol listener: /path (unix), @name (abstract unix), host:port or :port (TCP); repeatable"),
-    opt("http-socket", &[], None, Value, "ADDR",
-        "HTTP/1.1 listener served by the workers themselves (keep-alive, chunked); repeatable"),
-    opt("http", &[], None, Value, "ADDR",
-        "HTTP/1.1 listener; uWSGI starts a router process for it, ngx-wsgi serves it like --http-socket"),
-    opt("listen", &[], Some('l'), Value, "N",
-        "listen backlog of every socket (default 4096, clamped by net.core.somaxconn; uWSGI's 100 causes 502s under bursts)"),
-    opt("chmod-socket", &[], None, OptionalValue, "MODE",
-        "permissions of unix sockets, 3 octal digits (no value: 666)"),
-    opt("chown-socket", &[], None, Value, "USER[:GROUP]", "owner of unix sockets"),
-    opt("umask", &[], None, Value, "MODE",
-        "file mode creation mask of the daemon (3 octal digits): the mode of unix sockets without chmod-socket"),
-    // The application
-    opt("wsgi-file", &["file"], None, Value, "FILE", "load the WSGI app from this Python file"),
-    opt("module", &["wsgi"], Some('w'), Value, "MOD[:CALLABLE]", "load the WSGI app from this module"),
-    opt("callable", &[], None, Value, "NAME", "name of the WSGI callable (default: application)"),
-    opt("chdir", &[], None, Value, "DIR", "change to this directory before loading the app"),
-    opt("pythonpath", &["python-path", "pp"], None, Value, "DIR", "add DIR to sys.path; repeatable"),
-    opt("env", &[], None, Value, "KEY=VALUE", "set an environment variable; repeatable"),
-    opt("home", &["virtualenv", "venv", "pyhome"], Some('H'), Value, "DIR",
-        "the app's virtualenv (made from the same Python ngx-wsgi embeds)"),
-    // Config files
-    opt("ini", &[], None, Value, "FILE[:SECTION]",
-        "read options from a uWSGI INI file ([uwsgi] section, or the one named); repeatable"),
-    opt("xml", &[], None, Value, "FILE[:ID]", "read options from a uWSGI XML file (<uwsgi> root)"),
-    opt("config", &[], None, Value, "FILE",
-        "read options from a file: .ini and .xml as uWSGI reads them, anything else as TOML"),
-    opt("set-placeholder", &["set-ph"], None, Value, "NAME=VALUE",
-        "define a placeholder, %(NAME) in config files"),
-    opt("check-config", &[], None, Flag, "",
-        "check the options, print the effective config as TOML and exit (0: valid)"),
-    // Processes
-    opt("master", &[], Some('M'), Flag, "",
-        "supervise the workers (always on in ngx-wsgi: a dead worker is respawned)"),
-    opt("processes", &["workers"], Some('p'), Value, "N", "worker processes (default 1)"),
-    opt("threads", &[], None, Value, "N", "request threads per worker (default 1)"),
-    opt("lazy-apps", &["lazy"], None, Flag, "",
-        "load the app in each worker after fork instead of once in the master"),
-    opt("harakiri", &[], None, Value, "SECONDS",
-        "replace a worker whose request runs longer, logging the request and the worker's Python stacks first (0: off)"),
-    opt("max-requests", &[], None, Value, "N", "replace a worker after it served N requests (0: never)"),
-    opt("uid", &[], None, Value, "USER", "run as this user once the sockets are bound"),
-    opt("gid", &[], None, Value, "GROUP", "run as this group once the sockets are bound"),
-    opt("daemonize", &[], None, Value, "LOGFILE",
-        "detach into the background and log to LOGFILE (not needed under systemd)"),
-    opt("max-requests-delta", &[], None, Value, "N",
-        "worker K is replaced after max-requests + K×N requests, so the workers do not all restart at once"),
-    opt("touch-reload", &[], None, Value, "FILE",
-        "reload gracefully (as SIGHUP) when FILE's modification time changes; repeatable"),
-    opt("reload-on-rss", &[], None, Value, "MB",
-        "replace a worker gracefully once a request leaves its resident memory above this (0: off)"),
-    opt("reload-on-as", &[], None, Value, "MB",
-        "replace a worker gracefully once a request leaves its address space above this (0: off)"),
-    opt("limit-as", &[], None, Value, "MB",
-        "cap each worker's address space (setrlimit): an app that allocates past it gets MemoryError"),
-    opt("reload-mercy", &["worker-reload-mercy"], None, Value, "SECONDS",
-        "how long a graceful stop or reload waits for in-flight requests (default 60)"),
-    opt("pidfile", &[], None, Value, "FILE", "write the master's pid to FILE"),
-    opt("vacuum", &[], None, Flag, "", "remove unix sockets and the pidfile at exit"),
-    // Requests
-    opt("buffer-size", &[], Some('b'), Value, "BYTES",
-        "largest uwsgi vars block accepted (default 65535, uWSGI's 4096 causes 502s with big cookies)"),
-    opt("limit-post", &[], None, Value, "BYTES",
-        "refuse request bodies larger than this with 413 (0: no limit, the default)"),
-    // Monitoring
-    opt("stats", &["stats-server"], None, Value, "ADDR",
-        "serve uWSGI's stats JSON (what uwsgitop reads) on this TCP address or unix socket"),
-    opt("stats-http", &[], None, Flag, "", "serve the stats JSON as an HTTP response"),
-    // Logging
-    opt("logto", &[], None, Value, "FILE", "append the log to FILE instead of stderr"),
-    opt("disable-logging", &[], Some('L'), Flag, "", "do not log each request"),
-    opt("log-4xx", &[], None, Flag, "", "with disable-logging: still log requests answered 4xx"),
-    opt("log-5xx", &[], None, Flag, "", "with disable-logging: still log requests answered 5xx"),
-    opt("log-slow", &[], None, Value, "MS",
-        "with disable-logging: still log requests that took MS milliseconds or more"),
-    // Accepted for compatibility
-    ignored("die-on-term", Flag, "SIGTERM always stops ngx-wsgi gracefully"),
-    ignored("enable-threads", Flag, "Python threads are always enabled"),
-    ignored("single-interpreter", Flag, "ngx-wsgi always runs one interpreter per worker"),
-    ignored("thunder-lock", Flag, "the kernel already wakes one worker per connection"),
-    ignored("need-app", Flag, "ngx-wsgi never starts without its app"),
-    ignored("strict", Flag, "ngx-wsgi always refuses unknown options"),
-    ignored("no-orphans", Flag, "workers always exit when the master dies"),
-    ignored("auto-procname", Flag, "process titles are not changed"),
-    ignored("procname-prefix", Value, "process titles are not changed"),
-    ignored("plugin", Value, "Python support is built in"),
-    ignored("plugins", Value, "Python support is built in"),
-    ignored("py-tracebacker", Value, "tracebacks of failing requests are always logged"),
-    ignored("memory-report", Flag, "the stats server reports every worker's memory"),
-    ignored("logdate", OptionalValue, "log lines always carry the date and time"),
-    ignored("log-date", OptionalValue, "log lines always carry the date and time"),
-    ignored("ignore-sigpipe", Flag, "a client gone mid-response is logged once, never a crash"),
-    ignored("ignore-write-errors", Flag, "a client gone mid-response is logged once, never a crash"),
-    ignored("disable-write-exception", Flag, "a client gone mid-response is never raised into the app"),
-    ignored("http-keepalive", OptionalValue, "the HTTP listener always keeps connections alive"),
-    ignored("post-buffering", Value,
-        "request bodies are read from the socket as the app asks; nginx already buffers them (wsgi_request_buffering)"),
-    ignored("post-buffering-bufsize", Value, "request bodies are read in 64 KiB pieces"),
-    // uWSGI options users bring that ngx-wsgi does not implement yet
-    ignored("harakiri-verbose", Flag, "harakiri always logs the request and the Python stacks of the worker it replaces"),
-    not_yet("cache2", Value),
-    not_yet("log-maxsize", Value),
-    not_yet("json", Value),
-    not_yet("yaml", Value),
-    not_yet("static-map", Value),
-    not_yet("py-autoreload", Value),
-    not_yet("cheaper", Value),
-    not_yet("offload-threads", Value),
-    not_yet("mount", Value),
-    not_yet("manage-script-name", Flag),
-    not_yet("max-worker-lifetime", Value),
-    not_yet("socket-timeout", Value),
-    not_yet("http-timeout", Value),
-    not_yet("wsgi-disable-file-wrapper", Flag),
-    not_yet("log-x-forwarded-for", Flag),
-    not_yet("log-format", Value),
-    not_yet("logger", Value),
-    not_yet("req-logger", Value),
-    not_yet("add-header", Value),
-    not_yet("route", Value),
-    not_yet("route-run", Value),
-    not_yet("hook-accepting", Value),
-    not_yet("cheaper-initial", Value),
-    not_yet("cheaper-step", Value),
-    not_yet("cheaper-algo", Value),
-    not_yet("threads-stacksize", Value),
-    not_yet("max-fd", Value),
-    not_yet("master-fifo", Value),
-    not_yet("shared-socket", Value),
-    not_yet("inherit", Value),
-    not_yet("if-env", Value),
-    not_yet("if-not-env", Value),
-    not_yet("if-exists", Value),
-    not_yet("if-not-exists", Value),
-    not_yet("if-file", Value),
-    not_yet("if-dir", Value),
-    not_yet("if-opt", Value),
-    not_yet("endif", OptionalValue),
-    not_yet("for", Value),
-    not_yet("endfor", OptionalValue),
-    not_yet("attach-daemon", Value),
-    not_yet("smart-attach-daemon", Value),
-    not_yet("spooler", Value),
-    not_yet("mule", OptionalValue),
-    not_yet("emperor", Value),
+/// Declares [`Config`]: each row is one option, written once. A row gives the field (its
+/// doc comment and serde attributes, name, type and default), how a value is applied to
+/// it, and the option's spec (name, topic, help; aliases and short letter):
+///
+/// ```text
+/// /// `listen`: backlog of every listening socket.
+/// listen: u32 = 4096, set(positive), value("listen", "sockets", "N", "...").short('l');
+/// ```
+///
+/// `set(parse)` assigns `parse(name, value)?`, `some(parse)` assigns `Some(..)`, and
+/// `push(parse)` appends to a list (which the command line replaces rather than extends).
+macro_rules! declare_config {
+    (
+        $(#[$struct_attr:meta])*
+        pub struct Config {
+            $(
+                $(#[$attr:meta])*
+                $field:ident: $ty:ty = $default:expr, $mode:ident($parse:expr), $spec:expr;
+            )*
+        }
+    ) => {
+        $(#[$struct_attr])*
+        pub struct Config {
+            $( $(#[$attr])* pub $field: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $field: $default, )* }
+            }
+        }
+
+        /// Every option that sets a field of [`Config`], in `--help` order.
+        pub(crate) static FIELD_OPTIONS: &[$crate::options::OptionSpec] = &[
+            $( declare_config!(@spec $mode, $field, $parse, $spec), )*
+        ];
+    };
+    (@spec set, $field:ident, $parse:expr, $spec:expr) => {
+        $crate::options::OptionSpec {
+            action: $crate::options::Action::Set(|config, name, value| {
+                config.$field = ($parse)(name, value)?;
+                Ok(())
+            }),
+            ..$spec
+        }
+    };
+    (@spec some, $field:ident, $parse:expr, $spec:expr) => {
+        $crate::options::OptionSpec {
+            action: $crate::options::Action::Set(|config, name, value| {
+                config.$field = Some(($parse)(name, value)?);
+                Ok(())
+            }),
+            ..$spec
+        }
+    };
+    (@spec push, $field:ident, $parse:expr, $spec:expr) => {
+        $crate::options::OptionSpec {
+            action: $crate::options::Action::Push {
+                apply: |config, name, value| {
+                    config.$field.push(($parse)(name, value)?);
+                    Ok(())
+                },
+                clear: |config| config.$field.clear(),
+            },
+            ..$spec
+        }
+    };
+}
+
+/// Options the loader reads itself: they set no field.
+static LOADER_OPTIONS: &[OptionSpec] = &[
+    value(
+        "ini",
+        "config",
+        "FILE[:SECTION]",
+        "read options from a uWSGI INI file ([uwsgi] section, or the one named); repeatable",
+    ),
+    value(
+        "xml",
+        "config",
+        "FILE[:ID]",
+        "read options from a uWSGI XML file (<uwsgi> root)",
+    )
+    .aliases(&["xmlconfig"])
+    .short('x'),
+    value(
+        "config",
+        "config",
+        "FILE",
+        "read options from a file: .ini and .xml as uWSGI reads them, anything else as TOML",
+    ),
+    value(
+        "set-placeholder",
+        "config",
+        "NAME=VALUE",
+        "define a placeholder, %(NAME) in config files",
+    )
+    .aliases(&["set-ph"]),
+    flag(
+        "check-config",
+        "config",
+        "check the options, print the effective config as TOML and exit (0: valid)",
+    ),
+    value(
+        "if-env",
+        "config",
+        "VAR[=VALUE]",
+        "the options up to endif apply if VAR is set (to VALUE); %(_) is its value",
+    )
+    .aliases(&["ifenv"]),
+    value(
+        "if-not-env",
+        "config",
+        "VAR[=VALUE]",
+        "the options up to endif apply if VAR is not set (to VALUE)",
+    ),
+    value(
+        "if-exists",
+        "config",
+        "PATH",
+        "the options up to endif apply if PATH exists; %(_) is PATH",
+    )
+    .aliases(&["ifexists"]),
+    value(
+        "if-not-exists",
+        "config",
+        "PATH",
+        "the options up to endif apply if PATH does not exist",
+    ),
+    value(
+        "if-file",
+        "config",
+        "PATH",
+        "the options up to endif apply if PATH is a regular file",
+    ),
+    value(
+        "if-not-file",
+        "config",
+        "PATH",
+        "the options up to endif apply if PATH is not a regular file",
+    ),
+    value(
+        "if-dir",
+        "config",
+        "PATH",
+        "the options up to endif apply if PATH is a directory",
+    )
+    .aliases(&["ifdir", "if-directory"]),
+    value(
+        "if-not-dir",
+        "config",
+        "PATH",
+        "the options up to endif apply if PATH is not a directory",
+    ),
+    value(
+        "if-opt",
+        "config",
+        "NAME[=VALUE]",
+        "the options up to endif apply if option NAME was set before (to VALUE); %(_) is its value",
+    ),
+    value(
+        "if-not-opt",
+        "config",
+        "NAME[=VALUE]",
+        "the options up to endif apply if option NAME was not set before (to VALUE)",
+    ),
+    value(
+        "for",
+        "config",
+        "ITEMS",
+        "the options up to endfor apply once per space-separated item, %(_) being the item",
+    ),
+    value(
+        "for-times",
+        "config",
+        "N",
+        "the options up to endfor apply N times, %(_) being 1 to N",
+    ),
+    value(
+        "for-readline",
+        "config",
+        "FILE",
+        "the options up to endfor apply once per line of FILE, %(_) being the line",
+    ),
+    optional(
+        "endif",
+        "config",
+        "",
+        "closes an if-* or for block (endfor, end-if and end-for too)",
+    )
+    .aliases(&["end-if", "endfor", "end-for"]),
 ];
+
+/// The options ngx-wsgi declares itself (implemented or read by the loader), in `--help`
+/// order.
+pub fn declared() -> impl Iterator<Item = &'static OptionSpec> {
+    crate::FIELD_OPTIONS.iter().chain(LOADER_OPTIONS)
+}
+
+/// Every option known, by every name it has.
+struct Registry {
+    all: Vec<&'static OptionSpec>,
+    by_name: HashMap<&'static str, &'static OptionSpec>,
+    by_short: HashMap<char, &'static OptionSpec>,
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut all: Vec<&'static OptionSpec> = declared().collect();
+        let mut by_name = HashMap::new();
+        let mut by_short = HashMap::new();
+        for spec in &all {
+            for name in spec.names() {
+                by_name.insert(name, *spec);
+            }
+            if let Some(letter) = spec.short {
+                by_short.insert(letter, *spec);
+            }
+        }
+        // uWSGI's names ngx-wsgi does not declare: accepted with a note, or refused.
+        for spec in catalogue::undeclared() {
+            if spec.names().any(|name| by_name.contains_key(name)) {
+                continue;
+            }
+            for name in spec.names() {
+                by_name.insert(name, spec);
+            }
+            if let Some(letter) = spec.short {
+                by_short.entry(letter).or_insert(spec);
+            }
+            all.push(spec);
+        }
+        Registry {
+            all,
+            by_name,
+            by_short,
+        }
+    })
+}
+
+/// Every option known: ngx-wsgi's own, then the rest of uWSGI's catalogue.
+pub fn all_options() -> &'static [&'static OptionSpec] {
+    &registry().all
+}
 
 /// Finds an option by its name or one of its aliases.
 pub fn lookup(name: &str) -> Option<&'static OptionSpec> {
-    OPTIONS
-        .iter()
-        .find(|spec| spec.name == name || spec.aliases.contains(&name))
+    registry().by_name.get(name).copied()
 }
 
 /// Finds an option by its one-letter form.
 pub fn lookup_short(letter: char) -> Option<&'static OptionSpec> {
-    OPTIONS.iter().find(|spec| spec.short == Some(letter))
+    registry().by_short.get(&letter).copied()
 }
+
+/// Names longer than this are no misspelling of an option: nothing to suggest (and
+/// comparing them would cost time for nothing).
+const LONGEST_SUGGESTIBLE: usize = 64;
 
 /// The known option closest to a misspelled `name`, if one is close enough to suggest.
 pub fn suggest(name: &str) -> Option<&'static str> {
-    OPTIONS
-        .iter()
-        .flat_map(|spec| std::iter::once(spec.name).chain(spec.aliases.iter().copied()))
+    if name.len() > LONGEST_SUGGESTIBLE {
+        return None;
+    }
+    registry()
+        .by_name
+        .keys()
+        .copied()
+        .filter(|known| known.len().abs_diff(name.len()) <= 2.max(known.len() / 4))
         .map(|known| (strsim::damerau_levenshtein(name, known), known))
         .filter(|(distance, known)| *distance <= 2.max(known.len() / 4))
-        .min_by_key(|(distance, _)| *distance)
+        // Closest first; among equals, the shorter and then the alphabetically first, so the
+        // suggestion does not depend on hash order.
+        .min_by_key(|(distance, known)| (*distance, known.len(), *known))
         .map(|(_, known)| known)
 }
 
-/// The `--help` text.
+fn usage_of(spec: &OptionSpec) -> String {
+    let mut left = format!("--{}", spec.name);
+    for alias in spec.aliases {
+        left.push_str(&format!(", --{alias}"));
+    }
+    if let Some(letter) = spec.short {
+        left = format!("-{letter}, {left}");
+    }
+    match spec.arity {
+        Arity::Flag => {}
+        Arity::Value if !spec.metavar.is_empty() => left.push_str(&format!(" {}", spec.metavar)),
+        Arity::Value => left.push_str(" VALUE"),
+        Arity::OptionalValue if !spec.metavar.is_empty() => {
+            left.push_str(&format!("[={}]", spec.metavar))
+        }
+        Arity::OptionalValue => left.push_str("[=VALUE]"),
+    }
+    left
+}
+
+/// The `--help` text: ngx-wsgi's options by topic, then the uWSGI options it accepts and
+/// ignores, and a count of those it refuses.
 pub fn help_text() -> String {
     let mut text = String::from(
         "ngx-wsgi: serve a Python WSGI app over the uwsgi protocol and HTTP\n\n\
          usage: ngx-wsgi [FILE.ini|FILE.xml|FILE.toml] [OPTIONS]\n\
          options take uWSGI's names: --opt VALUE or --opt=VALUE on the command line, opt = value in\n\
-         files; the command line overrides the file. --check-config FILE prints what it means.\n\n",
+         files; the command line overrides the file. --check-config FILE prints what it means.\n",
     );
-    for spec in OPTIONS {
-        let mut left = format!("--{}", spec.name);
-        for alias in spec.aliases {
-            left.push_str(&format!(", --{alias}"));
+    let options = all_options();
+    for topic in catalogue::topics() {
+        let mut lines = String::new();
+        for spec in options.iter().filter(|s| s.topic == topic.id) {
+            let help = match spec.support {
+                Support::Yes => spec.help.to_string(),
+                Support::Ignored(why) => format!("accepted and ignored: {why}"),
+                Support::Refused(_) => continue,
+            };
+            lines.push_str(&format!("  {:<44} {help}\n", usage_of(spec)));
         }
-        if let Some(letter) = spec.short {
-            left = format!("-{letter}, {left}");
+        if !lines.is_empty() {
+            text.push_str(&format!("\n{}:\n{lines}", topic.title));
         }
-        match spec.arity {
-            Arity::Flag => {}
-            Arity::Value if !spec.metavar.is_empty() => {
-                left.push_str(&format!(" {}", spec.metavar))
-            }
-            Arity::Value => left.push_str(" VALUE"),
-            Arity::OptionalValue => left.push_str(&format!("[={}]", spec.metavar)),
-        }
-        let help = match spec.support {
-            Support::Yes => spec.help.to_string(),
-            Support::Ignored(why) => format!("accepted and ignored: {why}"),
-            Support::NotYet => spec.help.to_string(),
-        };
-        text.push_str(&format!("  {left:<44} {help}\n"));
     }
-    text.push_str(
-        "\nsignals: SIGTERM stops gracefully (in-flight requests finish), SIGINT/SIGQUIT stop at once,\n\
-         SIGHUP reloads gracefully (new workers on the same sockets, no request dropped)\n",
-    );
+    let refused = options
+        .iter()
+        .filter(|s| matches!(s.support, Support::Refused(_)))
+        .count();
+    text.push_str(&format!(
+        "\n{refused} other uWSGI options are known and refused, each saying what to do instead\n\
+         (docs/uwsgi-options.md lists them all).\n\n\
+         signals: SIGTERM stops gracefully (in-flight requests finish), SIGINT/SIGQUIT stop at once,\n\
+         SIGHUP reloads gracefully (new workers on the same sockets, no request dropped)\n"
+    ));
     text
+}
+
+/// The topic an option is listed under.
+pub fn topic_of(spec: &OptionSpec) -> Option<&'static Topic> {
+    catalogue::topics().iter().find(|t| t.id == spec.topic)
 }
