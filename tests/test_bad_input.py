@@ -148,11 +148,11 @@ def test_oversized_request_through_nginx_is_a_431_not_a_502(daemon, nginx, app_s
 
 
 def test_peer_that_never_sends_its_head_is_timed_out(daemon, app_sock):
-    d = daemon("--socket", app_sock, "--wsgi-file", APPS / "pep3333.py", env={"NGX_WSGI_HEAD_TIMEOUT": "0.5"},
+    d = daemon("--socket", app_sock, "--wsgi-file", APPS / "pep3333.py", "--socket-timeout", "1",
                ready=app_sock)
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(app_sock)
         s.sendall(b"\x00\x20")
-        d.wait_log(r"no complete uwsgi request head after 0.5 s \(received 2 of the 4 bytes of the uwsgi header\)")
+        d.wait_log(r"no complete uwsgi request head after 1 s \(received 2 of the 4 bytes of the uwsgi header\)")
         assert s.recv(10) == b""  # closed by the daemon
     assert send_raw(app_sock, packet(request_vars("/pid"))).startswith(b"HTTP/1.1 200 OK")

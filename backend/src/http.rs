@@ -364,6 +364,7 @@ pub struct RequestLog {
 impl RequestLog {
     fn write(&self, outcome: &Outcome) {
         crate::stats::response_done(outcome);
+        self.ctx.after_request(outcome);
         self.ctx
             .log_request(&self.peer, &self.method, &self.uri, outcome, self.started);
     }

@@ -109,6 +109,9 @@ fn bind(spec: &Listener, config: &Config) -> anyhow::Result<BoundListener> {
                 .with_context(|| format!("\"{}\" resolves to no address", spec.addr))?;
             let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
             socket.set_reuse_address(true)?;
+            if config.reuse_port {
+                socket.set_reuse_port(true)?;
+            }
             socket
                 .bind(&addr.into())
                 .with_context(|| format!("cannot bind \"{}\"", spec.addr))?;

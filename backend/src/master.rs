@@ -66,6 +66,151 @@ enum State {
     Stopping { deadline: Instant },
 }
 
+/// What the master knows of one of its workers.
+struct WorkerState {
+    id: u32,
+    born: Instant,
+    /// The worker said it accepts requests (through the readiness pipe).
+    ready: bool,
+    /// Why the master asked it to go, if it did: its exit is then no failure.
+    retiring: Option<&'static str>,
+}
+
+type Workers = HashMap<Pid, WorkerState>;
+
+/// Workers tell the master they accept requests by writing their pid here; a chain
+/// reload waits for that before replacing the next one.
+struct ReadyPipe {
+    read: std::os::fd::OwnedFd,
+    write: std::os::fd::OwnedFd,
+}
+
+impl ReadyPipe {
+    fn new() -> anyhow::Result<ReadyPipe> {
+        use nix::fcntl::OFlag;
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .context("cannot make the workers' readiness pipe")?;
+        Ok(ReadyPipe { read, write })
+    }
+
+    /// Marks the workers that said they are ready since the last look.
+    fn collect(&self, workers: &mut Workers) {
+        let mut buf = [0u8; 512];
+        while let Ok(n @ 1..) = nix::unistd::read(&self.read, &mut buf) {
+            // Each message is one 4-byte pid, written whole (below PIPE_BUF).
+            for pid in buf[..n].chunks_exact(4) {
+                let pid = Pid::from_raw(i32::from_ne_bytes([pid[0], pid[1], pid[2], pid[3]]));
+                if let Some(worker) = workers.get_mut(&pid) {
+                    worker.ready = true;
+                }
+            }
+        }
+    }
+}
+
+/// A chain reload (`touch-chain-reload`): workers replaced one at a time, the next once
+/// the previous one's replacement accepts requests.
+struct ChainReload {
+    /// Worker ids still to replace.
+    pending: Vec<u32>,
+    /// The worker id being replaced, and since when.
+    current: Option<(u32, Instant)>,
+}
+
+impl ChainReload {
+    fn new(workers: &Workers) -> ChainReload {
+        let mut pending: Vec<u32> = workers
+            .values()
+            .filter(|w| w.retiring.is_none())
+            .map(|w| w.id)
+            .collect();
+        pending.sort_unstable_by(|a, b| b.cmp(a));
+        ChainReload {
+            pending,
+            current: None,
+        }
+    }
+
+    /// Moves the chain on; false once every worker has been replaced.
+    fn advance(&mut self, workers: &mut Workers) -> bool {
+        if let Some((id, since)) = self.current {
+            let replaced = workers
+                .values()
+                .any(|w| w.id == id && w.born > since && w.ready);
+            if !replaced {
+                return true;
+            }
+            tracing::info!(
+                "chain reload: worker {id} replaced and serving; {} to go",
+                self.pending.len()
+            );
+            self.current = None;
+        }
+        let Some(id) = self.pending.pop() else {
+            tracing::info!("chain reload: done");
+            return false;
+        };
+        if let Some((pid, worker)) = workers.iter_mut().find(|(_, w)| w.id == id) {
+            worker.retiring = Some("chain reload");
+            let _ = kill(*pid, Signal::SIGTERM);
+        }
+        self.current = Some((id, Instant::now()));
+        true
+    }
+}
+
+/// The master's periodic checks of its workers: `max-worker-lifetime`, and
+/// `evil-reload-on-rss`/`-as` (memory read once a second, as uWSGI reads it every few).
+fn check_workers(workers: &mut Workers, config: &Config, last_memory_check: &mut Instant) {
+    if config.max_worker_lifetime > 0 {
+        for (pid, worker) in workers.iter_mut().filter(|(_, w)| w.retiring.is_none()) {
+            let extra = u64::from(worker.id - 1).saturating_mul(config.max_worker_lifetime_delta);
+            let lifetime = config.max_worker_lifetime.saturating_add(extra);
+            if worker.born.elapsed() >= Duration::from_secs(lifetime) {
+                tracing::info!(
+                    "worker {} (pid {pid}) has run {lifetime} s (max-worker-lifetime): replacing it gracefully",
+                    worker.id
+                );
+                worker.retiring = Some("max-worker-lifetime");
+                let _ = kill(*pid, Signal::SIGTERM);
+            }
+        }
+    }
+    let (rss_limit, as_limit) = (config.evil_reload_on_rss, config.evil_reload_on_as);
+    if (rss_limit == 0 && as_limit == 0) || last_memory_check.elapsed() < Duration::from_secs(1) {
+        return;
+    }
+    *last_memory_check = Instant::now();
+    const MIB: u64 = 1024 * 1024;
+    for (pid, worker) in workers.iter_mut() {
+        let (rss, vsz) = stats::memory(pid.as_raw());
+        let over = if rss_limit > 0 && rss > rss_limit.saturating_mul(MIB) {
+            Some(("resident memory", rss, "evil-reload-on-rss", rss_limit))
+        } else if as_limit > 0 && vsz > as_limit.saturating_mul(MIB) {
+            Some(("address space", vsz, "evil-reload-on-as", as_limit))
+        } else {
+            None
+        };
+        if let Some((what, bytes, option, limit)) = over {
+            tracing::error!(
+                "worker {} (pid {pid}): {what} {} MiB is over {option} = {limit} MiB: killing it",
+                worker.id,
+                bytes / MIB
+            );
+            worker.retiring = Some(option);
+            let _ = kill(*pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Asks every worker to finish its requests and exit; the master replaces each as it goes.
+fn replace_all_workers(workers: &mut Workers, why: &'static str) {
+    for (pid, worker) in workers.iter_mut().filter(|(_, w)| w.retiring.is_none()) {
+        worker.retiring = Some(why);
+        let _ = kill(*pid, Signal::SIGTERM);
+    }
+}
+
 /// Loads the app in a fresh process image, for `--check`-style probes before a reload.
 pub fn check_app(config: &Config) -> i32 {
     if let Err(err) = privileges_reachable(config) {
@@ -90,8 +235,8 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
     // Written first, as uWSGI does: a supervisor may look for it as soon as we start.
     // A reload re-executes the same process: same pid, and maybe no longer root.
     let reloaded = std::env::var_os(listeners::INHERITED_FDS_ENV).is_some();
-    if let Some(pidfile) = config.pidfile.as_ref().filter(|_| !reloaded) {
-        std::fs::write(pidfile, format!("{}\n", std::process::id()))
+    if let Some(pidfile) = config.pidfile().filter(|_| !reloaded) {
+        write_pidfile(pidfile, config.safe_pidfile.is_some())
             .with_context(|| format!("cannot write pidfile \"{}\"", pidfile.display()))?;
     }
     if let Some(mask) = config.umask {
@@ -140,6 +285,21 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
     let result = serve(&config, &args, &listeners, stats_socket.as_ref(), &signals);
     vacuum(&config, true);
     result
+}
+
+/// `pidfile`, or `safe-pidfile`: written to a temporary file in the same directory and
+/// renamed into place, so a reader never sees it empty or half-written.
+fn write_pidfile(path: &Path, atomic: bool) -> std::io::Result<()> {
+    let text = format!("{}\n", std::process::id());
+    if !atomic {
+        return std::fs::write(path, text);
+    }
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    std::fs::write(&temporary, text)?;
+    std::fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
 }
 
 /// `touch-reload`: files whose modification time, when it changes, reloads the daemon.
@@ -232,7 +392,7 @@ fn vacuum(config: &Config, sockets: bool) {
     if sockets {
         listeners::vacuum(config);
     }
-    if let Some(pidfile) = &config.pidfile {
+    if let Some(pidfile) = config.pidfile() {
         let _ = std::fs::remove_file(pidfile);
     }
 }
@@ -264,14 +424,18 @@ fn serve(
         );
         Some(app)
     };
-    let mut workers: HashMap<Pid, u32> = HashMap::new();
+    let ready = ReadyPipe::new()?;
+    let mut workers: Workers = HashMap::new();
     for id in 1..=config.processes {
-        let pid = spawn_worker(id, config, app.as_ref(), listeners)?;
-        workers.insert(pid, id);
+        start_worker(&mut workers, id, config, app.as_ref(), listeners, &ready)?;
     }
     let mut old_workers = retire_old_workers();
     let mut state = State::Running;
     let mut touched = TouchReload::new(&config.touch_reload);
+    let mut touched_workers = TouchReload::new(&config.touch_workers_reload);
+    let mut touched_chain = TouchReload::new(&config.touch_chain_reload);
+    let mut chain: Option<ChainReload> = None;
+    let mut last_memory_check = Instant::now();
     loop {
         // Signals before reaping: systemd (KillMode=control-group) and a terminal's Ctrl-C
         // signal the workers together with the master, and a worker that stopped because
@@ -296,6 +460,24 @@ fn serve(
         {
             reload(args, listeners, workers.keys().chain(&old_workers))?;
         }
+        if matches!(state, State::Running) {
+            if touched_workers.changed() {
+                warn_without_lazy_apps(config, "touch-workers-reload");
+                replace_all_workers(&mut workers, "touch-workers-reload");
+            }
+            if touched_chain.changed() && chain.is_none() {
+                warn_without_lazy_apps(config, "touch-chain-reload");
+                tracing::info!("chain reload: replacing the workers one at a time");
+                chain = Some(ChainReload::new(&workers));
+            }
+            ready.collect(&mut workers);
+            if let Some(reloading) = &mut chain {
+                if !reloading.advance(&mut workers) {
+                    chain = None;
+                }
+            }
+            check_workers(&mut workers, config, &mut last_memory_check);
+        }
         reap(
             &mut workers,
             &mut old_workers,
@@ -303,6 +485,7 @@ fn serve(
             config,
             app.as_ref(),
             listeners,
+            &ready,
         )?;
         if let State::Stopping { deadline } = state {
             if workers.is_empty() && old_workers.is_empty() {
@@ -325,11 +508,43 @@ fn serve(
     Ok(0)
 }
 
+/// Without lazy-apps, workers fork from the master's copy of the app: replacing them does
+/// not load new code. uWSGI's chain reload has the same limit; say so when it matters.
+fn warn_without_lazy_apps(config: &Config, option: &str) {
+    if !config.lazy_apps {
+        tracing::warn!(
+            "{option}: without lazy-apps the new workers run the code the master loaded at \
+             start; reload the whole daemon (SIGHUP, touch-reload) to load new code"
+        );
+    }
+}
+
+/// Forks worker `id` and records it.
+fn start_worker(
+    workers: &mut Workers,
+    id: u32,
+    config: &Config,
+    app: Option<&Py<PyAny>>,
+    listeners: &[BoundListener],
+    ready: &ReadyPipe,
+) -> anyhow::Result<()> {
+    let pid = spawn_worker(id, config, app, listeners, ready)?;
+    let worker = WorkerState {
+        id,
+        born: Instant::now(),
+        ready: false,
+        retiring: None,
+    };
+    workers.insert(pid, worker);
+    Ok(())
+}
+
 fn spawn_worker(
     id: u32,
     config: &Config,
     app: Option<&Py<PyAny>>,
     listeners: &[BoundListener],
+    ready: &ReadyPipe,
 ) -> anyhow::Result<Pid> {
     // A stop signal sent to a worker before it has its own handlers would hit the
     // master's inherited ones and be lost: keep the signals blocked across fork(); the
@@ -377,7 +592,8 @@ fn spawn_worker(
             }
         },
     };
-    let code = match worker::run(config, app, listeners) {
+    use std::os::fd::AsFd;
+    let code = match worker::run(config, app, listeners, ready.write.as_fd()) {
         Ok(code) => code,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -389,12 +605,13 @@ fn spawn_worker(
 
 /// Collects exited workers; respawns them unless the master is stopping.
 fn reap(
-    workers: &mut HashMap<Pid, u32>,
+    workers: &mut Workers,
     old_workers: &mut Vec<Pid>,
     state: &State,
     config: &Config,
     app: Option<&Py<PyAny>>,
     listeners: &[BoundListener],
+    ready: &ReadyPipe,
 ) -> anyhow::Result<()> {
     loop {
         let (pid, how) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -405,7 +622,7 @@ fn reap(
             Err(err) => return Err(err).context("waitpid()"),
         };
         old_workers.retain(|old| *old != pid);
-        let Some(id) = workers.remove(&pid) else {
+        let Some(WorkerState { id, retiring, .. }) = workers.remove(&pid) else {
             continue;
         };
         stats::worker_gone(id);
@@ -416,6 +633,10 @@ fn reap(
             anyhow::bail!("worker {id} could not load the app (see above); not respawning it");
         }
         match how {
+            _ if retiring.is_some() => tracing::info!(
+                "worker {id} (pid {pid}) retired ({}); starting its replacement",
+                retiring.unwrap_or_default()
+            ),
             (Some(worker::EXIT_RECYCLED), _) => {
                 tracing::info!(
                     "worker {id} (pid {pid}) retired itself (reason above); starting its replacement"
@@ -429,8 +650,7 @@ fn reap(
             }
             _ => {}
         }
-        let new_pid = spawn_worker(id, config, app, listeners)?;
-        workers.insert(new_pid, id);
+        start_worker(workers, id, config, app, listeners, ready)?;
     }
 }
 

@@ -45,7 +45,7 @@ impl AsRawFd for UwsgiListener {
 impl UwsgiListener {
     /// Accepts one connection: a blocking socket (Linux does not pass O_NONBLOCK on) and
     /// a name for its peer in log lines (`unix_peer`, made once, for every unix one).
-    fn accept(&self, unix_peer: &str) -> io::Result<(Conn, String)> {
+    fn accept(&self, unix_peer: &str, keepalive: bool) -> io::Result<(Conn, String)> {
         match self {
             UwsgiListener::Unix(l) => l
                 .accept()
@@ -53,6 +53,9 @@ impl UwsgiListener {
             UwsgiListener::Tcp(l) => {
                 let (s, addr) = l.accept()?;
                 s.set_nodelay(true)?;
+                if keepalive {
+                    socket2::SockRef::from(&s).set_keepalive(true)?;
+                }
                 Ok((Conn::Tcp(s), addr.to_string()))
             }
         }
@@ -84,7 +87,7 @@ pub async fn accept_loop(
             _ = &mut stop => return Ok(()),
             ready = listener.readable() => ready?,
         };
-        match ready.try_io(|l| l.get_ref().accept(&unix_peer)) {
+        match ready.try_io(|l| l.get_ref().accept(&unix_peer, ctx.so_keepalive)) {
             Ok(Ok((conn, peer))) => {
                 tracing::debug!("{peer}: connection accepted");
                 let guard = in_flight.enter();
@@ -209,7 +212,7 @@ async fn serve_connection(
             let limit = if waiting_idle {
                 idle_timeout()
             } else {
-                head_timeout()
+                ctx.head_timeout
             };
             let read = tokio::select! {
                 // An idle connection is closed when the worker stops; a request that
@@ -277,14 +280,6 @@ fn seconds_from_env(name: &str, default: u64) -> Duration {
 fn idle_timeout() -> Duration {
     static TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *TIMEOUT.get_or_init(|| seconds_from_env("NGX_WSGI_IDLE_TIMEOUT", 90))
-}
-
-/// How long a peer may take to send its request head once connected. nginx sends it at
-/// once; a peer that does not is stuck or hostile, and would hold up a graceful stop.
-/// `NGX_WSGI_HEAD_TIMEOUT` (seconds) overrides the default of 30 s.
-fn head_timeout() -> Duration {
-    static TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *TIMEOUT.get_or_init(|| seconds_from_env("NGX_WSGI_HEAD_TIMEOUT", 30))
 }
 
 /// What a peer that closed before its head was complete had sent.
@@ -421,6 +416,7 @@ fn run_request(
     // --disable-logging). nginx passes the client's address: the line names it with the
     // socket it came through.
     crate::stats::response_done(&outcome);
+    ctx.after_request(&outcome);
     if ctx.should_log(&outcome, started) {
         let uri = server_vars
             .request_uri

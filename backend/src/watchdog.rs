@@ -70,6 +70,10 @@ pub struct RequestClock {
     max_as: u64,
     served: AtomicU64,
     recycled: AtomicBool,
+    /// `min-worker-lifetime`: max-requests and the memory limits wait until the worker
+    /// has run this long.
+    born: Instant,
+    min_lifetime: Duration,
     /// One per request thread, used when harakiri is on.
     threads: Vec<ThreadSlot>,
     stop: watch::Sender<bool>,
@@ -88,11 +92,16 @@ impl RequestClock {
             harakiri: (config.harakiri > 0).then(|| Duration::from_secs(config.harakiri)),
             // Staggered, so workers started together do not all retire together.
             max_requests: match config.max_requests {
-                0 => 0,
-                n => n + u64::from(crate::logging::worker_id()) * config.max_requests_delta,
+                0 => u64::MAX,
+                n => n.saturating_add(
+                    u64::from(crate::logging::worker_id())
+                        .saturating_mul(config.max_requests_delta),
+                ),
             },
-            max_rss: config.reload_on_rss * MIB,
-            max_as: config.reload_on_as * MIB,
+            max_rss: config.reload_on_rss.saturating_mul(MIB),
+            max_as: config.reload_on_as.saturating_mul(MIB),
+            born: Instant::now(),
+            min_lifetime: Duration::from_secs(config.min_worker_lifetime),
             served: AtomicU64::new(0),
             recycled: AtomicBool::new(false),
             threads: (0..config.threads)
@@ -107,7 +116,7 @@ impl RequestClock {
 
     /// Stops accepting and lets the master start a replacement once the requests in
     /// flight are done (max-requests, reload-on-rss, reload-on-as).
-    fn recycle(&self, why: std::fmt::Arguments<'_>) {
+    pub fn recycle(&self, why: std::fmt::Arguments<'_>) {
         if self.recycled.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -250,7 +259,10 @@ impl Drop for RequestTimer<'_> {
         }
         crate::stats::request_done(self.started.elapsed());
         let served = clock.served.fetch_add(1, Ordering::Relaxed) + 1;
-        if served == clock.max_requests {
+        if clock.born.elapsed() < clock.min_lifetime {
+            return;
+        }
+        if served >= clock.max_requests {
             clock.recycle(format_args!("served {served} requests (max-requests)"));
         }
         if clock.max_rss > 0 || clock.max_as > 0 {

@@ -31,6 +31,14 @@ pub struct WorkerContext {
     pub limit_post: Option<u64>,
     /// `harakiri` and `max-requests`.
     pub requests: Arc<RequestClock>,
+    /// `socket-timeout`: how long a peer may take to send its request head once connected.
+    /// nginx sends it at once; a peer that does not is stuck or hostile, and would hold up
+    /// a graceful stop.
+    pub head_timeout: std::time::Duration,
+    /// `reload-on-exception`: the worker retires after a request whose app raised.
+    pub reload_on_exception: bool,
+    /// `so-keepalive`: TCP keepalive on accepted connections.
+    pub so_keepalive: bool,
 }
 
 thread_local! {
@@ -68,6 +76,18 @@ impl WorkerContext {
                     || self.log_slow.is_some_and(|slow| started.elapsed() >= slow)
             }
             _ => true,
+        }
+    }
+
+    /// What a worker does once a request is over: `reload-on-exception` retires it after
+    /// one in which the app raised.
+    pub fn after_request(&self, outcome: &Outcome) {
+        if self.reload_on_exception
+            && matches!(outcome, Outcome::AppFailed { .. } | Outcome::Aborted { .. })
+        {
+            self.requests.recycle(format_args!(
+                "the app raised an exception (reload-on-exception)"
+            ));
         }
     }
 
@@ -137,8 +157,13 @@ impl Drop for InFlightGuard {
 pub const EXIT_RECYCLED: i32 = 4;
 
 /// Runs a worker until it is told to stop; returns the process exit code.
-pub fn run(config: &Config, app: Py<PyAny>, listeners: &[BoundListener]) -> anyhow::Result<i32> {
-    let wsgi_app = Python::attach(|py| WsgiApp::new(py, app, config.threads, config.processes))?;
+pub fn run(
+    config: &Config,
+    app: Py<PyAny>,
+    listeners: &[BoundListener],
+    ready: std::os::fd::BorrowedFd<'_>,
+) -> anyhow::Result<i32> {
+    let wsgi_app = Python::attach(|py| WsgiApp::new(py, app, config))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let requests = Arc::new(RequestClock::new(config, stop_tx.clone()));
     requests.spawn_harakiri_thread()?;
@@ -151,6 +176,9 @@ pub fn run(config: &Config, app: Py<PyAny>, listeners: &[BoundListener]) -> anyh
         log_slow: (config.log_slow > 0).then(|| std::time::Duration::from_millis(config.log_slow)),
         limit_post: (config.limit_post > 0).then_some(config.limit_post),
         requests: requests.clone(),
+        head_timeout: std::time::Duration::from_secs(config.socket_timeout),
+        reload_on_exception: config.reload_on_exception,
+        so_keepalive: config.so_keepalive,
     });
     let mut threads = Vec::new();
     for index in 1..config.threads {
@@ -166,8 +194,12 @@ pub fn run(config: &Config, app: Py<PyAny>, listeners: &[BoundListener]) -> anyh
         threads.push(thread);
     }
     spawn_signal_thread(stop_tx)?;
+    let sockets = dup_listeners(listeners)?;
+    // The master waits for this before a chain reload replaces the next worker. One
+    // write of 4 bytes is atomic on a pipe; a master gone meanwhile is no error here.
+    let _ = nix::unistd::write(ready, &std::process::id().to_ne_bytes());
     // The main thread serves too.
-    let result = serve_thread(ctx, dup_listeners(listeners)?, stop_rx);
+    let result = serve_thread(ctx, sockets, stop_rx);
     for thread in threads {
         let _ = thread.join();
     }
@@ -311,7 +343,7 @@ async fn http_accept_loop(
         let accepted = tokio::select! {
             biased;
             _ = stopped(&mut stop_rx) => return Ok(()),
-            accepted = accept(&listener, &name) => accepted,
+            accepted = accept(&listener, &name, ctx.so_keepalive) => accepted,
         };
         let (conn, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -332,7 +364,11 @@ async fn http_accept_loop(
 
     /// Accepts a connection and names its peer for log lines: the client address over
     /// TCP, the socket it came in on for unix sockets (which have no peer address).
-    async fn accept(listener: &Listener, name: &str) -> std::io::Result<(AsyncConn, String)> {
+    async fn accept(
+        listener: &Listener,
+        name: &str,
+        keepalive: bool,
+    ) -> std::io::Result<(AsyncConn, String)> {
         Ok(match listener {
             Listener::Unix(l) => {
                 let (stream, _) = l.accept().await?;
@@ -341,6 +377,9 @@ async fn http_accept_loop(
             Listener::Tcp(l) => {
                 let (stream, addr) = l.accept().await?;
                 stream.set_nodelay(true)?;
+                if keepalive {
+                    socket2::SockRef::from(&stream).set_keepalive(true)?;
+                }
                 (AsyncConn::Tcp(stream), addr.to_string())
             }
         })

@@ -131,6 +131,19 @@ declare_config! {
         umask: Option<u32> = None, some(umask),
             value("umask", "sockets", "MODE",
                 "file mode creation mask of the daemon (3 octal digits): the mode of unix sockets without chmod-socket");
+        /// `so-keepalive`: TCP keepalive probes on accepted connections.
+        so_keepalive: bool = false, set(switch),
+            flag("so-keepalive", "sockets",
+                "enable TCP keepalive probes on accepted TCP connections (a peer gone silently is noticed)");
+        /// `reuse-port`: SO_REUSEPORT on TCP listeners.
+        reuse_port: bool = false, set(switch),
+            flag("reuse-port", "sockets",
+                "bind TCP listeners with SO_REUSEPORT, so another daemon can bind the same port (blue/green)");
+        /// `socket-timeout`: seconds a uwsgi peer may take to send its request head.
+        socket_timeout: u64 = 30, set(positive::<u64>),
+            value("socket-timeout", "sockets", "SECONDS",
+                "how long a connected peer may take to send its request head (default 30; uWSGI's 4)")
+            .short('z');
         /// `wsgi-file`: a Python file defining the app.
         #[serde(skip_serializing_if = "Option::is_none")]
         wsgi_file: Option<PathBuf> = None, some(path),
@@ -192,6 +205,11 @@ declare_config! {
         #[serde(skip_serializing_if = "Option::is_none")]
         pidfile: Option<PathBuf> = None, some(path),
             value("pidfile", "processes", "FILE", "write the master's pid to FILE");
+        /// `safe-pidfile`: a pidfile written atomically (a temporary file renamed into place).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        safe_pidfile: Option<PathBuf> = None, some(path),
+            value("safe-pidfile", "processes", "FILE",
+                "write the master's pid to FILE atomically: readers never see it empty or half-written");
         /// `vacuum`: remove unix sockets and the pidfile at exit.
         vacuum: bool = false, set(switch),
             flag("vacuum", "processes", "remove unix sockets and the pidfile at exit");
@@ -228,6 +246,43 @@ declare_config! {
         reload_on_as: u64 = 0, set(mebibytes),
             value("reload-on-as", "recycling", "MB",
                 "replace a worker gracefully once a request leaves its address space above this (0: off)");
+        /// `max-worker-lifetime`: seconds after which a worker is replaced gracefully (0: never).
+        max_worker_lifetime: u64 = 0, set(seconds),
+            value("max-worker-lifetime", "recycling", "SECONDS",
+                "replace a worker gracefully once it has run this long (0: never)");
+        /// `max-worker-lifetime-delta`: worker K's lifetime is `max-worker-lifetime` + (K-1) × this.
+        max_worker_lifetime_delta: u64 = 0, set(seconds),
+            value("max-worker-lifetime-delta", "recycling", "SECONDS",
+                "worker K lives max-worker-lifetime + (K-1)×SECONDS, so the workers do not all restart at once");
+        /// `min-worker-lifetime`: seconds a worker runs before max-requests, reload-on-rss or
+        /// reload-on-as may replace it (0: at once).
+        min_worker_lifetime: u64 = 0, set(seconds),
+            value("min-worker-lifetime", "recycling", "SECONDS",
+                "a worker runs at least this long before max-requests or the memory limits replace it \
+                 (default 0, so max-requests N means at most N; uWSGI's is 10)");
+        /// `reload-on-exception`: a worker whose app raised is replaced after that request.
+        reload_on_exception: bool = false, set(switch),
+            flag("reload-on-exception", "recycling",
+                "replace a worker gracefully after a request in which the app raised an exception");
+        /// `evil-reload-on-rss`: the master kills a worker whose resident memory is above this
+        /// many MiB, whatever it is doing (0: never).
+        evil_reload_on_rss: u64 = 0, set(mebibytes),
+            value("evil-reload-on-rss", "recycling", "MB",
+                "the master kills (SIGKILL) and replaces a worker whose resident memory goes above this, even mid-request (0: off)");
+        /// `evil-reload-on-as`: the same for the address space.
+        evil_reload_on_as: u64 = 0, set(mebibytes),
+            value("evil-reload-on-as", "recycling", "MB",
+                "the master kills (SIGKILL) and replaces a worker whose address space goes above this, even mid-request (0: off)");
+        /// `touch-workers-reload`: files whose modification replaces every worker gracefully.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        touch_workers_reload: Vec<PathBuf> = Vec::new(), push(path),
+            value("touch-workers-reload", "recycling", "FILE",
+                "replace every worker gracefully (not the master) when FILE's modification time changes; repeatable");
+        /// `touch-chain-reload`: files whose modification replaces the workers one at a time.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        touch_chain_reload: Vec<PathBuf> = Vec::new(), push(path),
+            value("touch-chain-reload", "recycling", "FILE",
+                "replace the workers one at a time, the next once the new one serves, when FILE's modification time changes; repeatable");
         /// `reload-mercy`: seconds a graceful stop or reload waits for in-flight requests.
         reload_mercy: u64 = 60, set(positive::<u64>),
             value("reload-mercy", "recycling", "SECONDS",
@@ -244,6 +299,10 @@ declare_config! {
         limit_post: u64 = 0, set(body_limit),
             value("limit-post", "requests", "BYTES",
                 "refuse request bodies larger than this with 413 (0: no limit, the default)");
+        /// `add-header`: headers added to every response.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        add_header: Vec<String> = Vec::new(), push(header_line),
+            value("add-header", "requests", "\"NAME: VALUE\"", "add this header to every response; repeatable");
         /// `stats`: where the master serves uWSGI's stats JSON.
         #[serde(skip_serializing_if = "Option::is_none", serialize_with = "display")]
         stats: Option<ListenAddr> = None, some(listen_addr),
@@ -316,6 +375,8 @@ pub enum ConfigError {
     },
     #[error("unexpected argument \"{0}\" (options start with --)")]
     StrayArgument(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("no app to serve: set wsgi-file or module")]
     NoApp,
     #[error("both wsgi-file and module are set: give one")]
@@ -467,6 +528,25 @@ fn body_limit(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
         .ok_or_else(|| bad(name, text, "a size in bytes (e.g. 10m), 0 for no limit"))
 }
 
+/// `Name: value`, as a response header line is written.
+fn header_line(name: &str, value: Option<&str>) -> Result<String, ConfigError> {
+    let text = value.unwrap_or("");
+    match text.split_once(':') {
+        Some((header, value))
+            if !header.is_empty()
+                && header.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+                && !value.contains(['\r', '\n']) =>
+        {
+            Ok(text.to_string())
+        }
+        _ => Err(bad(
+            name,
+            text,
+            "a header line such as \"X-Served-By: app1\"",
+        )),
+    }
+}
+
 /// A switch: no value, or uWSGI's spellings of true and false.
 fn switch(name: &str, value: Option<&str>) -> Result<bool, ConfigError> {
     match value.map(str::to_ascii_lowercase).as_deref() {
@@ -541,6 +621,19 @@ impl Config {
             (Some(_), Some(_)) => errors.push(ConfigError::TwoApps),
             _ => {}
         }
+        if self.max_worker_lifetime > 0 && self.min_worker_lifetime >= self.max_worker_lifetime {
+            errors.push(ConfigError::Conflict(format!(
+                "min-worker-lifetime = {} is not below max-worker-lifetime = {}: workers could \
+                 never be replaced (uWSGI refuses it too)",
+                self.min_worker_lifetime, self.max_worker_lifetime
+            )));
+        }
+        if self.pidfile.is_some() && self.safe_pidfile.is_some() {
+            errors.push(ConfigError::Conflict(
+                "pidfile and safe-pidfile are both set: give one (safe-pidfile writes atomically)"
+                    .into(),
+            ));
+        }
         if self.socket.is_empty() && self.http_socket.is_empty() {
             errors.push(ConfigError::NoListener);
         }
@@ -551,6 +644,11 @@ impl Config {
     /// the uwsgi protocol's 16-bit size can say at all.
     pub fn vars_limit(&self) -> usize {
         self.buffer_size.min(usize::from(u16::MAX))
+    }
+
+    /// The pidfile, written plainly (`pidfile`) or atomically (`safe-pidfile`).
+    pub fn pidfile(&self) -> Option<&std::path::Path> {
+        self.pidfile.as_deref().or(self.safe_pidfile.as_deref())
     }
 
     /// The module and callable names to import: `--module pkg.mod:app` wins over `--callable`.

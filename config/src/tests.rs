@@ -225,6 +225,7 @@ fn every_declared_option_is_applied() {
             "socket" | "http-socket" | "stats" => Some("/tmp/x.sock"),
             "chmod-socket" => Some("660"),
             "env" => Some("A=B"),
+            "add-header" => Some("X-A: b"),
             _ if spec.arity == Arity::Flag => None,
             _ => Some("1"),
         };

@@ -27,6 +27,8 @@ pub struct WsgiApp {
     file_wrapper: Py<PyType>,
     multithread: bool,
     multiprocess: bool,
+    /// `add-header`: headers added to every response the app starts.
+    added_headers: Arc<[(String, String)]>,
 }
 
 /// How a request ended, for the request log line.
@@ -42,14 +44,21 @@ pub enum Outcome {
 }
 
 impl WsgiApp {
-    pub fn new(py: Python<'_>, app: Py<PyAny>, threads: u32, processes: u32) -> PyResult<Self> {
+    pub fn new(py: Python<'_>, app: Py<PyAny>, config: &ngx_wsgi_config::Config) -> PyResult<Self> {
+        let added_headers = config
+            .add_header
+            .iter()
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+            .collect();
         Ok(WsgiApp {
             app,
             version: PyTuple::new(py, [1, 0])?.unbind(),
             errors: Py::new(py, ErrorsStream::new())?,
             file_wrapper: py.get_type::<FileWrapper>().unbind(),
-            multithread: threads > 1,
-            multiprocess: processes > 1,
+            multithread: config.threads > 1,
+            multiprocess: config.processes > 1,
+            added_headers,
         })
     }
 
@@ -109,7 +118,10 @@ impl WsgiApp {
         environ: Bound<'py, PyDict>,
         response: &SharedResponse,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let start_response = Bound::new(py, StartResponse::new(response.clone()))?;
+        let start_response = Bound::new(
+            py,
+            StartResponse::new(response.clone(), self.added_headers.clone()),
+        )?;
         let returned = self.app.bind(py).call1((environ, start_response))?;
         // PEP 3333 asks for an iterable of bytes, and iterating `bytes` gives ints; uWSGI
         // sends a bare `bytes` return value whole, and apps (nginx's own tests' among them)

@@ -299,11 +299,16 @@ pub fn lock(response: &SharedResponse) -> MutexGuard<'_, ResponseState> {
 #[pyclass(module = "ngx_wsgi")]
 pub struct StartResponse {
     response: SharedResponse,
+    /// `add-header`: appended to the app's headers.
+    added_headers: Arc<[(String, String)]>,
 }
 
 impl StartResponse {
-    pub fn new(response: SharedResponse) -> Self {
-        StartResponse { response }
+    pub fn new(response: SharedResponse, added_headers: Arc<[(String, String)]>) -> Self {
+        StartResponse {
+            response,
+            added_headers,
+        }
     }
 }
 
@@ -333,7 +338,9 @@ impl StartResponse {
                 }
                 _ => {}
             }
-            state.head = Some(validate_head(status, headers)?);
+            let mut head = validate_head(status, headers)?;
+            head.headers.extend(this.added_headers.iter().cloned());
+            state.head = Some(head);
         }
         slf.getattr(pyo3::intern!(slf.py(), "write"))
     }

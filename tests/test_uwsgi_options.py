@@ -1,0 +1,231 @@
+"""uWSGI's worker-lifecycle, socket and response options, each as uWSGI means it.
+
+The tests that replace workers under load count what clients saw through nginx: a
+recycle that drops a request fails here. (They go through nginx's uwsgi_pass, not the
+daemon's own HTTP listener, whose keep-alive connections a retiring worker still drops:
+that is its own issue.)"""
+
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import APPS, BIN, free_port, wait_for
+
+APP = APPS / "options_app.py"
+
+
+def http_daemon(daemon, *extra, port=None):
+    port = port or free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, *extra,
+               ready=("127.0.0.1", port))
+    return d, f"http://127.0.0.1:{port}"
+
+
+def nginx_daemon(daemon, nginx, app_sock, *extra):
+    d = daemon("--socket", app_sock, "--wsgi-file", APP, *extra, ready=app_sock)
+    return d, nginx(f"unix:{app_sock}").url
+
+
+def pid_of(url):
+    return int(requests.get(url + "/", timeout=10).text)
+
+
+class Load:
+    """Clients sending requests in a loop, counting every outcome."""
+
+    def __init__(self, url, clients=4):
+        self.url, self.stop, self.outcomes = url, threading.Event(), []
+        self.threads = [threading.Thread(target=self.run) for _ in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        with requests.Session() as s:
+            while not self.stop.is_set():
+                try:
+                    self.outcomes.append(s.get(self.url + "/", timeout=10).status_code)
+                except requests.RequestException as err:
+                    self.outcomes.append(type(err).__name__)
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+        return self.outcomes
+
+
+def test_max_worker_lifetime_replaces_workers_gracefully_losing_nothing(daemon, nginx, app_sock):
+    d, url = nginx_daemon(daemon, nginx, app_sock, "--processes", "2", "--max-worker-lifetime", "2",
+                          "--max-worker-lifetime-delta", "1")
+    first = set(d.worker_pids())
+    load = Load(url)
+    d.wait_log(r"worker 2 \(pid \d+\) retired \(max-worker-lifetime\); starting its replacement", timeout=20)
+    outcomes = load.finish()
+    assert outcomes and set(outcomes) == {200}, f"{len(outcomes)} requests: {set(outcomes)}"
+    log = d.log()
+    # Worker 1 lives 2 s, worker 2 one second more (the delta), so they never go together.
+    assert "worker 1 (pid" in log and "has run 2 s (max-worker-lifetime)" in log
+    assert "has run 3 s (max-worker-lifetime)" in log
+    assert not first & set(d.worker_pids())
+
+
+def test_min_worker_lifetime_holds_max_requests_back(daemon):
+    d, url = http_daemon(daemon, "--max-requests", "1", "--min-worker-lifetime", "2")
+    started = time.monotonic()
+    pids = set()
+    while time.monotonic() - started < 1.5:
+        pids.add(pid_of(url))
+    assert len(pids) == 1, "max-requests 1 waited for min-worker-lifetime"
+    time.sleep(1)
+    pid_of(url)  # the first request after 2 s retires the worker
+    d.wait_log(r"served \d+ requests \(max-requests\)")
+    assert wait_for(lambda: pid_of(url) not in pids, 10, "a new worker")
+
+
+def test_min_worker_lifetime_must_be_below_max_worker_lifetime():
+    out = subprocess.run([BIN, "--http-socket", ":0", "--wsgi-file", APP, "--max-worker-lifetime", "10",
+                          "--min-worker-lifetime", "10", "--check-config"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert ("min-worker-lifetime = 10 is not below max-worker-lifetime = 10: workers could never be "
+            "replaced (uWSGI refuses it too)") in out.stderr
+
+
+def test_reload_on_exception_replaces_the_worker_after_the_failing_request(daemon):
+    d, url = http_daemon(daemon, "--reload-on-exception")
+    before = pid_of(url)
+    assert requests.get(url + "/raise", timeout=10).status_code == 500
+    d.wait_log(r"the app raised an exception \(reload-on-exception\)")
+    assert wait_for(lambda: pid_of(url) != before, 10, "a new worker")
+    # Without the option the same worker goes on.
+    d2, url2 = http_daemon(daemon)
+    before = pid_of(url2)
+    assert requests.get(url2 + "/raise", timeout=10).status_code == 500
+    assert pid_of(url2) == before
+
+
+def test_evil_reload_on_rss_kills_a_worker_over_the_limit_mid_request(daemon):
+    d, url = http_daemon(daemon, "--evil-reload-on-rss", "80")
+    before = pid_of(url)
+    with pytest.raises(requests.ConnectionError):
+        # 150 MiB held for 5 s: the master's once-a-second check kills it first.
+        requests.get(url + "/alloc?150", headers={"X-Sleep": "5"}, timeout=20)
+    d.wait_log(r"worker 1 \(pid \d+\): resident memory \d+ MiB is over evil-reload-on-rss = 80 MiB: killing it")
+    d.wait_log(r"retired \(evil-reload-on-rss\); starting its replacement")
+    assert wait_for(lambda: pid_of(url) != before, 10, "a new worker")
+
+
+def test_touch_workers_reload_replaces_the_workers_not_the_master(daemon, tmp_path):
+    stamp = tmp_path / "stamp"
+    stamp.write_text("1")
+    d, url = http_daemon(daemon, "--processes", "2", "--lazy-apps", "--touch-workers-reload", stamp)
+    wait_for(lambda: len(d.worker_pids()) == 2, 10, "two workers")
+    first = set(d.worker_pids())
+    time.sleep(0.05)
+    stamp.write_text("2")
+    os.utime(stamp, (time.time() + 5, time.time() + 5))
+    wait_for(lambda: len(set(d.worker_pids()) - first) == 2, 15, "two new workers")
+    assert d.proc.poll() is None
+    assert d.log().count("retired (touch-workers-reload)") == 2
+
+
+def test_touch_chain_reload_replaces_one_worker_at_a_time(daemon, nginx, app_sock, tmp_path):
+    stamp = tmp_path / "stamp"
+    stamp.write_text("1")
+    d, url = nginx_daemon(daemon, nginx, app_sock, "--processes", "3", "--lazy-apps",
+                          "--touch-chain-reload", stamp)
+    wait_for(lambda: len(d.worker_pids()) == 3, 10, "three workers")
+    load = Load(url)
+    os.utime(stamp, (time.time() + 5, time.time() + 5))
+    d.wait_log(r"chain reload: done", timeout=30)
+    outcomes = load.finish()
+    assert outcomes and set(outcomes) == {200}, f"{len(outcomes)} requests: {set(outcomes)}"
+    log = d.log()
+    steps = re.findall(r"worker (\d) \(pid \d+\) retired \(chain reload\)|chain reload: worker (\d) replaced", log)
+    # retired 1, replaced 1, retired 2, replaced 2, ...: never two workers out at once.
+    assert [a or b for a, b in steps] == ["1", "1", "2", "2", "3", "3"], steps
+
+
+def test_add_header_on_every_response_both_protocols(daemon, nginx, app_sock):
+    port = free_port()
+    d = daemon("--socket", app_sock, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP,
+               "--add-header", "X-Served-By: app1", "--add-header", "Strict-Transport-Security: max-age=63072000",
+               ready=app_sock)
+    n = nginx(f"unix:{app_sock}")
+    for url in (f"http://127.0.0.1:{port}/", n.url + "/", n.url + "/raise"):
+        r = requests.get(url, timeout=10)
+        if r.status_code == 200:
+            assert r.headers["X-Served-By"] == "app1"
+            assert r.headers["Strict-Transport-Security"] == "max-age=63072000"
+    out = subprocess.run([BIN, "--http-socket", ":0", "--wsgi-file", APP, "--add-header", "no colon"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert ('invalid value "no colon" for option "add-header": expected a header line such as '
+            '"X-Served-By: app1"') in out.stderr
+
+
+def test_socket_timeout_bounds_a_silent_peer(daemon, app_sock):
+    d = daemon("--socket", app_sock, "--wsgi-file", APP, "--socket-timeout", "1", ready=app_sock)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(app_sock)
+        s.sendall(b"\x00\x10")
+        started = time.monotonic()
+        s.settimeout(10)
+        assert s.recv(100) == b""
+        assert time.monotonic() - started < 3
+    d.wait_log(r"no complete uwsgi request head after 1 s \(received 2 of the 4 bytes of the uwsgi header\)")
+
+
+def test_so_keepalive_sets_tcp_keepalive_on_accepted_connections(daemon):
+    for extra, expected in (((), False), (("--so-keepalive",), True)):
+        port = free_port()
+        daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, *extra, ready=("127.0.0.1", port))
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            def server_side():
+                out = subprocess.run(["ss", "-tnoH", "state", "established", f"( sport = :{port} )"],
+                                     capture_output=True, text=True).stdout
+                return out if out.strip() else None
+            out = wait_for(server_side, 5, "the accepted connection")
+            assert ("keepalive" in out) == expected, out
+
+
+def test_reuse_port_lets_two_daemons_share_a_port(daemon, tmp_path):
+    port = free_port()
+    http_daemon(daemon, "--reuse-port", port=port)
+    http_daemon(daemon, "--reuse-port", port=port)
+    # Without it, the second is refused, as before.
+    other = free_port()
+    http_daemon(daemon, port=other)
+    out = subprocess.run([BIN, "--http-socket", f"127.0.0.1:{other}", "--wsgi-file", APP],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode != 0 and "Address already in use" in out.stderr
+
+
+def test_safe_pidfile_is_written_whole_and_conflicts_with_pidfile(daemon, tmp_path):
+    pidfile = tmp_path / "app.pid"
+    d, url = http_daemon(daemon, "--safe-pidfile", pidfile, "--vacuum")
+    assert pidfile.read_text() == f"{d.pid}\n"
+    assert [p.name for p in tmp_path.glob("app.pid*")] == ["app.pid"]
+    d.stop()
+    assert not pidfile.exists()
+    out = subprocess.run([BIN, "--http-socket", ":0", "--wsgi-file", APP, "--pidfile", "a", "--safe-pidfile", "b"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "pidfile and safe-pidfile are both set" in out.stderr
+
+
+def test_close_on_exec_is_true_of_every_descriptor(daemon, nginx, app_sock):
+    """close-on-exec is accepted because it always holds: a program the app starts
+    inherits no socket (listening or connected), pipe or file of the daemon's."""
+    port = free_port()
+    daemon("--socket", app_sock, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP,
+           "--threads", "2", "--close-on-exec", ready=app_sock)
+    n = nginx(f"unix:{app_sock}")
+    for url in (n.url + "/fds", f"http://127.0.0.1:{port}/fds"):
+        fds = requests.get(url, timeout=10).text.split()
+        # stdin, stdout, stderr, and ls's own handle on /proc/self/fd.
+        assert fds == ["0", "1", "2", "3"], f"{url}: {fds}"
