@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from conftest import APPS, BIN, free_port, wait_for
+from conftest import APPS, BIN, free_port, pid_alive, wait_for
 
 APP = APPS / "options_app.py"
 
@@ -186,6 +186,10 @@ def test_so_keepalive_sets_tcp_keepalive_on_accepted_connections(daemon):
         port = free_port()
         daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, *extra, ready=("127.0.0.1", port))
         with socket.create_connection(("127.0.0.1", port)) as s:
+            # One request answered on a kept-alive connection: the worker has accepted it.
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+
             def server_side():
                 out = subprocess.run(["ss", "-tnoH", "state", "established", f"( sport = :{port} )"],
                                      capture_output=True, text=True).stdout
@@ -229,3 +233,58 @@ def test_close_on_exec_is_true_of_every_descriptor(daemon, nginx, app_sock):
         fds = requests.get(url, timeout=10).text.split()
         # stdin, stdout, stderr, and ls's own handle on /proc/self/fd.
         assert fds == ["0", "1", "2", "3"], f"{url}: {fds}"
+
+
+def fifo_command(path, letters):
+    with open(path, "w") as f:
+        f.write(letters)
+
+
+def test_master_fifo_commands(daemon, nginx, app_sock, tmp_path):
+    fifo, second, log = tmp_path / "app.fifo", tmp_path / "other.fifo", tmp_path / "app.log"
+    d, url = nginx_daemon(daemon, nginx, app_sock, "--processes", "2", "--lazy-apps", "--vacuum",
+                          "--master-fifo", fifo, "--master-fifo", second, "--logto", log)
+    master = d.pid
+    logged = lambda: log.read_text()
+
+    def worker_pids():  # the daemon logs to its logto file here
+        pids = [int(p) for p in re.findall(r"worker \d+ started \(pid (\d+)\)", logged())]
+        return {p for p in pids if pid_alive(p)}
+
+    wait_for(lambda: len(worker_pids()) == 2, 10, "two workers")
+    wait_for(lambda: fifo.is_fifo() and second.is_fifo(), 10, "the fifos")
+
+    fifo_command(fifo, "s")
+    wait_for(lambda: re.search(r"worker 2 \(pid \d+\): up \d+ s, (serving|starting), rss \d+ MiB", logged()), 10, "s")
+
+    first = worker_pids()
+    load = Load(url)
+    fifo_command(fifo, "w")
+    wait_for(lambda: logged().count("retired (master fifo w)") == 2, 15, "w")
+    fifo_command(fifo, "c")
+    wait_for(lambda: "chain reload: done" in logged(), 20, "c")
+    fifo_command(fifo, "r")
+    wait_for(lambda: "reload: new workers are up" in logged(), 20, "r")
+    outcomes = load.finish()
+    assert outcomes and set(outcomes) == {200}, f"{len(outcomes)} requests: {set(outcomes)}"
+    assert d.proc.poll() is None and d.pid == master
+    wait_for(lambda: len(worker_pids()) == 2 and not first & worker_pids(), 10, "new workers")
+
+    # `l` after logrotate moved the file: master and workers write to a new one.
+    log.rename(tmp_path / "app.log.1")
+    fifo_command(fifo, "l")
+    wait_for(lambda: log.exists(), 10, "a new log file")
+    requests.get(url + "/raise", timeout=10)
+    wait_for(lambda: "the app raised an exception" in log.read_text(), 10, "a worker's line in the new log")
+
+    fifo_command(fifo, "+x")
+    wait_for(lambda: "cheaper mode, which ngx-wsgi does not implement yet" in logged(), 10, "+")
+    wait_for(lambda: "unknown command 'x'" in logged(), 10, "x")
+
+    # 1 selects the second fifo: the first is no longer read.
+    fifo_command(fifo, "1")
+    wait_for(lambda: f'reading "{second}" from now on' in logged(), 10, "1")
+    fifo_command(second, "q")
+    assert d.wait_exit(20) == 0
+    assert "stopping gracefully" in logged()
+    assert not fifo.exists() and not second.exists()  # vacuum

@@ -27,15 +27,7 @@ pub fn worker_id() -> u32 {
 }
 
 pub fn init(config: &Config) -> anyhow::Result<()> {
-    if let Some(path) = &config.logto {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open --logto \"{}\"", path.display()))?;
-        nix::unistd::dup2_stdout(&file).context("dup2 onto stdout")?;
-        nix::unistd::dup2_stderr(&file).context("dup2 onto stderr")?;
-    }
+    reopen(config)?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -45,6 +37,21 @@ pub fn init(config: &Config) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .init();
+    Ok(())
+}
+
+/// `logto`: (re)opens the log file as this process's stdout and stderr; after logrotate
+/// moved it, the next lines go to a new file of that name.
+pub fn reopen(config: &Config) -> anyhow::Result<()> {
+    if let Some(path) = &config.logto {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open --logto \"{}\"", path.display()))?;
+        nix::unistd::dup2_stdout(&file).context("dup2 onto stdout")?;
+        nix::unistd::dup2_stderr(&file).context("dup2 onto stderr")?;
+    }
     Ok(())
 }
 

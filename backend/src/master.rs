@@ -29,13 +29,15 @@ use nix::unistd::{Gid, Pid, Uid};
 use pyo3::prelude::*;
 
 use crate::listeners::{self, BoundListener, ListeningSocket};
-use crate::{logging, python, stats, worker};
+use crate::{fifo, logging, python, stats, worker};
 
 /// Exit code of a worker whose app failed to load (`--lazy-apps`): respawning would loop.
 pub const EXIT_APP_LOAD_FAILED: i32 = 3;
 /// Set in the environment of a probe process that only loads the app and exits.
 pub const CHECK_APP_ENV: &str = "NGX_WSGI_CHECK_APP";
 const OLD_WORKERS_ENV: &str = "NGX_WSGI_OLD_WORKERS";
+/// How the old workers stop after a reload: SIGTERM (finish, the default) or SIGINT (`R`).
+const OLD_WORKERS_STOP_ENV: &str = "NGX_WSGI_OLD_WORKERS_STOP";
 const TICK: Duration = Duration::from_millis(50);
 const FAST_STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -384,13 +386,17 @@ fn drop_privileges(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--vacuum`: removes the pidfile and, when we bound them, the unix socket files.
+/// `--vacuum`: removes the pidfile, the master fifos and, when we bound them, the unix
+/// socket files.
 fn vacuum(config: &Config, sockets: bool) {
     if !config.vacuum {
         return;
     }
     if sockets {
         listeners::vacuum(config);
+    }
+    for fifo in &config.master_fifo {
+        let _ = std::fs::remove_file(fifo);
     }
     if let Some(pidfile) = config.pidfile() {
         let _ = std::fs::remove_file(pidfile);
@@ -436,7 +442,49 @@ fn serve(
     let mut touched_chain = TouchReload::new(&config.touch_chain_reload);
     let mut chain: Option<ChainReload> = None;
     let mut last_memory_check = Instant::now();
+    let mut fifo = fifo::MasterFifo::open(&config.master_fifo)?;
+    let mut brutal_reload = false;
     loop {
+        ready.collect(&mut workers);
+        for command in fifo.commands() {
+            use fifo::Command;
+            tracing::info!("master fifo: {command:?}");
+            match command {
+                Command::Reload => signals.hup.store(true, Ordering::SeqCst),
+                Command::BrutalReload => {
+                    brutal_reload = true;
+                    signals.hup.store(true, Ordering::SeqCst);
+                }
+                Command::Stop => signals.term.store(true, Ordering::SeqCst),
+                Command::BrutalStop => signals.int.store(true, Ordering::SeqCst),
+                Command::ReloadWorkers => {
+                    warn_without_lazy_apps(config, "master fifo w");
+                    replace_all_workers(&mut workers, "master fifo w");
+                }
+                Command::BrutalReloadWorkers => {
+                    for (pid, worker) in &mut workers {
+                        worker.retiring = Some("master fifo W");
+                        let _ = kill(*pid, Signal::SIGINT);
+                    }
+                }
+                Command::ChainReload if chain.is_none() => {
+                    warn_without_lazy_apps(config, "master fifo c");
+                    chain = Some(ChainReload::new(&workers));
+                }
+                Command::ChainReload => tracing::info!("chain reload: already under way"),
+                Command::Stats => log_workers(&workers),
+                Command::ReopenLogs => {
+                    if let Err(err) = logging::reopen(config) {
+                        tracing::error!("reopening the log: {err:#}");
+                    }
+                    signal_all(workers.keys().chain(&old_workers), Signal::SIGHUP);
+                }
+                Command::MoreWorkers | Command::FewerWorkers => tracing::error!(
+                    "master fifo: + and - add and remove workers in uWSGI's cheaper mode, which \
+                     ngx-wsgi does not implement yet; change processes and reload instead"
+                ),
+            }
+        }
         // Signals before reaping: systemd (KillMode=control-group) and a terminal's Ctrl-C
         // signal the workers together with the master, and a worker that stopped because
         // of that signal must not be respawned.
@@ -458,7 +506,17 @@ fn serve(
         } else if (signals.hup.swap(false, Ordering::SeqCst) || touched.changed())
             && matches!(state, State::Running)
         {
-            reload(args, listeners, workers.keys().chain(&old_workers))?;
+            let old_workers_stop = if std::mem::take(&mut brutal_reload) {
+                Signal::SIGINT
+            } else {
+                Signal::SIGTERM
+            };
+            reload(
+                args,
+                listeners,
+                workers.keys().chain(&old_workers),
+                old_workers_stop,
+            )?;
         }
         if matches!(state, State::Running) {
             if touched_workers.changed() {
@@ -470,7 +528,6 @@ fn serve(
                 tracing::info!("chain reload: replacing the workers one at a time");
                 chain = Some(ChainReload::new(&workers));
             }
-            ready.collect(&mut workers);
             if let Some(reloading) = &mut chain {
                 if !reloading.advance(&mut workers) {
                     chain = None;
@@ -665,8 +722,15 @@ fn retire_old_workers() -> Vec<Pid> {
     let Ok(list) = std::env::var(OLD_WORKERS_ENV) else {
         return Vec::new();
     };
+    let stop = match std::env::var(OLD_WORKERS_STOP_ENV).as_deref() {
+        Ok("SIGINT") => Signal::SIGINT,
+        _ => Signal::SIGTERM,
+    };
     // SAFETY: single-threaded here; nothing else reads the environment.
-    unsafe { std::env::remove_var(OLD_WORKERS_ENV) };
+    unsafe {
+        std::env::remove_var(OLD_WORKERS_ENV);
+        std::env::remove_var(OLD_WORKERS_STOP_ENV);
+    }
     let old: Vec<Pid> = list
         .split(',')
         .filter_map(|p| p.parse().ok())
@@ -676,8 +740,32 @@ fn retire_old_workers() -> Vec<Pid> {
         "reload: new workers are up; {} old worker(s) finish their requests and exit",
         old.len()
     );
-    signal_all(old.iter(), Signal::SIGTERM);
+    signal_all(old.iter(), stop);
     old
+}
+
+/// Master fifo `s`: each worker's state in the log.
+fn log_workers(workers: &Workers) {
+    let mut list: Vec<(&Pid, &WorkerState)> = workers.iter().collect();
+    list.sort_by_key(|(_, w)| w.id);
+    for (pid, worker) in list {
+        let (rss, vsz) = stats::memory(pid.as_raw());
+        tracing::info!(
+            "worker {} (pid {pid}): up {} s, {}, rss {} MiB, address space {} MiB",
+            worker.id,
+            worker.born.elapsed().as_secs(),
+            worker.retiring.map_or_else(
+                || if worker.ready {
+                    "serving".to_string()
+                } else {
+                    "starting".to_string()
+                },
+                |why| format!("retiring ({why})")
+            ),
+            rss >> 20,
+            vsz >> 20
+        );
+    }
 }
 
 /// Re-executes the master with the listening sockets open, after checking that the app
@@ -686,9 +774,10 @@ fn reload<'a>(
     args: &[String],
     listeners: &[BoundListener],
     workers: impl Iterator<Item = &'a Pid>,
+    old_workers_stop: Signal,
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find our own executable to reload")?;
-    tracing::info!("SIGHUP: reloading; checking that the app loads");
+    tracing::info!("reloading; checking that the app loads");
     let probe = std::process::Command::new(&exe)
         .args(args)
         .env(CHECK_APP_ENV, "1")
@@ -713,6 +802,7 @@ fn reload<'a>(
     unsafe {
         std::env::set_var(listeners::INHERITED_FDS_ENV, fds);
         std::env::set_var(OLD_WORKERS_ENV, pids.join(","));
+        std::env::set_var(OLD_WORKERS_STOP_ENV, old_workers_stop.as_str());
     }
     let program = CString::new(exe.as_os_str().as_encoded_bytes())?;
     let mut argv = vec![program.clone()];

@@ -193,7 +193,7 @@ pub fn run(
             .context("cannot start a request thread")?;
         threads.push(thread);
     }
-    spawn_signal_thread(stop_tx)?;
+    spawn_signal_thread(stop_tx, config.clone())?;
     let sockets = dup_listeners(listeners)?;
     // The master waits for this before a chain reload replaces the next worker. One
     // write of 4 bytes is atomic on a pipe; a master gone meanwhile is no error here.
@@ -285,7 +285,7 @@ pub fn stop_signals() -> nix::sys::signal::SigSet {
 
 /// Watches the stop signals on a thread of its own, so they act even while every
 /// request thread is busy in the app.
-fn spawn_signal_thread(stop_tx: watch::Sender<bool>) -> anyhow::Result<()> {
+fn spawn_signal_thread(stop_tx: watch::Sender<bool>, config: Config) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])?;
     std::thread::Builder::new()
@@ -304,7 +304,13 @@ fn spawn_signal_thread(stop_tx: watch::Sender<bool>) -> anyhow::Result<()> {
                     }
                     SIGINT => fast_exit("SIGINT"),
                     SIGQUIT => fast_exit("SIGQUIT"),
-                    // SIGHUP is the master's business: a worker ignores it.
+                    // The master reloads on SIGHUP; to a worker it sends it to reopen the
+                    // log file (master-fifo `l`).
+                    SIGHUP => {
+                        if let Err(err) = crate::logging::reopen(&config) {
+                            tracing::error!("reopening the log: {err:#}");
+                        }
+                    }
                     _ => {}
                 }
             }

@@ -210,6 +210,12 @@ declare_config! {
         safe_pidfile: Option<PathBuf> = None, some(path),
             value("safe-pidfile", "processes", "FILE",
                 "write the master's pid to FILE atomically: readers never see it empty or half-written");
+        /// `master-fifo`: FIFOs the master reads uWSGI's one-letter commands from.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        master_fifo: Vec<PathBuf> = Vec::new(), push(path),
+            value("master-fifo", "processes", "FILE",
+                "a FIFO the master reads commands from: r/R reload, w/W reload workers, c chain reload, \
+                 q/Q stop, s log the workers, l reopen the log, 0-9 select another fifo; repeatable");
         /// `vacuum`: remove unix sockets and the pidfile at exit.
         vacuum: bool = false, set(switch),
             flag("vacuum", "processes", "remove unix sockets and the pidfile at exit");
