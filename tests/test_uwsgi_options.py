@@ -288,3 +288,67 @@ def test_master_fifo_commands(daemon, nginx, app_sock, tmp_path):
     assert d.wait_exit(20) == 0
     assert "stopping gracefully" in logged()
     assert not fifo.exists() and not second.exists()  # vacuum
+
+
+def test_attach_daemon_runs_restarts_and_stops_a_sidecar(daemon, tmp_path):
+    """A Celery-like sidecar: started with the daemon, restarted when it dies, stopped
+    (SIGTERM to its process group) with it, and started afresh on a reload."""
+    events = tmp_path / "events"
+    sidecar = tmp_path / "sidecar.sh"
+    sidecar.write_text(f"""#!/bin/sh
+echo "started $$" >> {events}
+trap 'echo "stopped $$" >> {events}; exit 0' TERM
+while true; do sleep 0.1; done
+""")
+    sidecar.chmod(0o755)
+    d, url = http_daemon(daemon, "--attach-daemon", str(sidecar))
+
+    def started():
+        return re.findall(r"started (\d+)", events.read_text()) if events.exists() else []
+
+    first = wait_for(lambda: started(), 10, "the sidecar")[0]
+    os.kill(int(first), 9)  # dies: restarted (after a second's throttle: it died young)
+    second = wait_for(lambda: started()[1:], 15, "a restarted sidecar")[0]
+    d.wait_log(r"attached daemon \(pid \d+\) (was killed by SIGKILL|exited with code 137)")
+    # A reload stops it gracefully and the new master image starts it again.
+    d.signal(__import__("signal").SIGHUP)
+    third = wait_for(lambda: started()[2:], 20, "the sidecar after a reload")[0]
+    assert f"stopped {second}" in events.read_text()
+    assert pid_of(url)
+    d.signal(__import__("signal").SIGTERM)
+    assert d.wait_exit(20) == 0
+    assert f"stopped {third}" in events.read_text()
+    assert not pid_alive(int(third))
+
+
+def test_smart_attach_daemon_is_watched_through_its_pidfile_and_survives_reloads(daemon, tmp_path):
+    pidfile = tmp_path / "bg.pid"
+    command = f"sh -c 'sleep 600 & echo $! > {pidfile}'"  # forks into the background
+    d, url = http_daemon(daemon, "--smart-attach-daemon", f"{pidfile} {command}")
+    pid = wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "the pidfile")
+    d.signal(__import__("signal").SIGHUP)
+    d.wait_log(r"reload: new workers are up")
+    assert pidfile.read_text().strip() == pid and pid_alive(int(pid)), "left running across the reload"
+    os.kill(int(pid), 9)
+    wait_for(lambda: pidfile.read_text().strip() != pid, 15, "a new daemon")
+    d.wait_log(r"attached daemon gone \(its pidfile names no live process\)")
+    new = int(pidfile.read_text().strip())
+    d.signal(__import__("signal").SIGTERM)
+    assert d.wait_exit(20) == 0
+    wait_for(lambda: not pid_alive(new), 5, "the daemon stopped with the master")
+
+
+def test_attach_daemon2_keys_and_errors(daemon, tmp_path):
+    out = subprocess.run([BIN, "--http-socket", ":0", "--wsgi-file", APP, "--attach-daemon2", "cmd=x,stopsignal=TERM"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert ('invalid value "cmd=x,stopsignal=TERM" for option "attach-daemon2": expected a signal number '
+            'for stopsignal (e.g. 15 for SIGTERM)') in out.stderr
+    events = tmp_path / "events"
+    d, url = http_daemon(daemon, "--attach-daemon2",
+                         f"cmd=trap 'echo int >> {events}; exit 0' INT; echo up >> {events}; "
+                         f"while true; do sleep 0.1; done,stopsignal=2,chdir={tmp_path}")
+    wait_for(lambda: events.exists() and "up" in events.read_text(), 10, "the daemon")
+    d.signal(__import__("signal").SIGTERM)
+    assert d.wait_exit(20) == 0
+    assert "int" in events.read_text(), "stopped with its stopsignal (SIGINT)"

@@ -1,6 +1,7 @@
 //! `ngx-wsgi`: hosts a Python WSGI app behind the uwsgi protocol (for nginx) and HTTP.
 
 mod conn;
+mod daemons;
 mod fifo;
 mod http;
 mod listeners;

@@ -28,6 +28,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Pid, Uid};
 use pyo3::prelude::*;
 
+use crate::daemons::Daemons;
 use crate::listeners::{self, BoundListener, ListeningSocket};
 use crate::{fifo, logging, python, stats, worker};
 
@@ -443,6 +444,7 @@ fn serve(
     let mut chain: Option<ChainReload> = None;
     let mut last_memory_check = Instant::now();
     let mut fifo = fifo::MasterFifo::open(&config.master_fifo)?;
+    let mut daemons = Daemons::start(config.attached_daemons());
     let mut brutal_reload = false;
     loop {
         ready.collect(&mut workers);
@@ -516,6 +518,8 @@ fn serve(
                 listeners,
                 workers.keys().chain(&old_workers),
                 old_workers_stop,
+                &mut daemons,
+                Duration::from_secs(config.reload_mercy),
             )?;
         }
         if matches!(state, State::Running) {
@@ -538,12 +542,16 @@ fn serve(
         reap(
             &mut workers,
             &mut old_workers,
+            &mut daemons,
             &state,
             config,
             app.as_ref(),
             listeners,
             &ready,
         )?;
+        if matches!(state, State::Running) {
+            daemons.check();
+        }
         if let State::Stopping { deadline } = state {
             if workers.is_empty() && old_workers.is_empty() {
                 break;
@@ -561,6 +569,11 @@ fn serve(
         }
         std::thread::sleep(TICK);
     }
+    let mercy = match signals.int.load(Ordering::SeqCst) {
+        true => FAST_STOP_GRACE,
+        false => Duration::from_secs(config.reload_mercy),
+    };
+    daemons.stop(false, mercy);
     tracing::info!("stopped");
     Ok(0)
 }
@@ -661,9 +674,11 @@ fn spawn_worker(
 }
 
 /// Collects exited workers; respawns them unless the master is stopping.
+#[allow(clippy::too_many_arguments)]
 fn reap(
     workers: &mut Workers,
     old_workers: &mut Vec<Pid>,
+    daemons: &mut Daemons,
     state: &State,
     config: &Config,
     app: Option<&Py<PyAny>>,
@@ -680,6 +695,12 @@ fn reap(
         };
         old_workers.retain(|old| *old != pid);
         let Some(WorkerState { id, retiring, .. }) = workers.remove(&pid) else {
+            let how = match how {
+                (Some(code), _) => format!("exited with code {code}"),
+                (_, Some(signal)) => format!("was killed by {signal}"),
+                _ => "ended".to_string(),
+            };
+            daemons.exited(pid, &how);
             continue;
         };
         stats::worker_gone(id);
@@ -775,6 +796,8 @@ fn reload<'a>(
     listeners: &[BoundListener],
     workers: impl Iterator<Item = &'a Pid>,
     old_workers_stop: Signal,
+    daemons: &mut Daemons,
+    mercy: Duration,
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find our own executable to reload")?;
     tracing::info!("reloading; checking that the app loads");
@@ -796,6 +819,8 @@ fn reload<'a>(
             return Ok(());
         }
     }
+    // The new image starts the plain daemons again (smart ones go on running).
+    daemons.stop(true, mercy);
     let fds = listeners::export_for_exec(listeners)?;
     let pids: Vec<String> = workers.map(|p| p.to_string()).collect();
     // SAFETY: single-threaded master; the environment is read by the image we exec.

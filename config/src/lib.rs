@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod catalogue;
+mod daemon;
 mod expand;
 mod ini;
 mod load;
@@ -20,6 +21,7 @@ mod xml;
 use std::fmt;
 use std::path::PathBuf;
 
+pub use daemon::AttachedDaemon;
 pub use load::{load_file, parse_args, Format, Parsed};
 pub use options::{
     all_options, declared, help_text, lookup, suggest, topic_of, Action, Arity, OptionSpec, Support,
@@ -216,6 +218,30 @@ declare_config! {
             value("master-fifo", "processes", "FILE",
                 "a FIFO the master reads commands from: r/R reload, w/W reload workers, c chain reload, \
                  q/Q stop, s log the workers, l reopen the log, 0-9 select another fifo; repeatable");
+        /// `attach-daemon`: commands the master runs beside the workers, restarts when
+        /// they die and stops with itself.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        attach_daemon: Vec<String> = Vec::new(), push(daemon_spec),
+            value("attach-daemon", "daemons", "COMMAND",
+                "run COMMAND (with /bin/sh -c) beside the workers: restarted if it dies, stopped (SIGTERM, \
+                 then SIGKILL after reload-mercy) and started again on a reload; repeatable");
+        /// `attach-daemon2`: the same, described as uWSGI's key=value list.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        attach_daemon2: Vec<String> = Vec::new(), push(daemon_spec),
+            value("attach-daemon2", "daemons", "cmd=...,KEY=VALUE",
+                "attach-daemon with keys: cmd, pidfile, daemonize, stopsignal, reloadsignal, chdir, \
+                 touch (restart when the file changes), max_throttle; repeatable");
+        /// `smart-attach-daemon`: a command that daemonizes itself and writes a pidfile.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        smart_attach_daemon: Vec<String> = Vec::new(), push(daemon_spec),
+            value("smart-attach-daemon", "daemons", "PIDFILE COMMAND",
+                "run COMMAND, which daemonizes and writes PIDFILE; that pid is watched, restarted if it \
+                 dies, left running across a reload, stopped with the daemon; repeatable");
+        /// `smart-attach-daemon2`: the same for a command that stays in the foreground.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        smart_attach_daemon2: Vec<String> = Vec::new(), push(daemon_spec),
+            value("smart-attach-daemon2", "daemons", "PIDFILE COMMAND",
+                "smart-attach-daemon for a COMMAND that stays in the foreground; repeatable");
         /// `vacuum`: remove unix sockets and the pidfile at exit.
         vacuum: bool = false, set(switch),
             flag("vacuum", "processes", "remove unix sockets and the pidfile at exit");
@@ -534,6 +560,14 @@ fn body_limit(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
         .ok_or_else(|| bad(name, text, "a size in bytes (e.g. 10m), 0 for no limit"))
 }
 
+/// An attached daemon's description, checked now so a mistake names its line.
+fn daemon_spec(name: &str, value: Option<&str>) -> Result<String, ConfigError> {
+    let text = value.unwrap_or("");
+    AttachedDaemon::parse(name, text)
+        .map(|_| text.to_string())
+        .map_err(|expected| bad(name, text, &expected))
+}
+
 /// `Name: value`, as a response header line is written.
 fn header_line(name: &str, value: Option<&str>) -> Result<String, ConfigError> {
     let text = value.unwrap_or("");
@@ -650,6 +684,23 @@ impl Config {
     /// the uwsgi protocol's 16-bit size can say at all.
     pub fn vars_limit(&self) -> usize {
         self.buffer_size.min(usize::from(u16::MAX))
+    }
+
+    /// Every attached daemon, from the four options that describe them.
+    pub fn attached_daemons(&self) -> Vec<AttachedDaemon> {
+        [
+            ("attach-daemon", &self.attach_daemon),
+            ("attach-daemon2", &self.attach_daemon2),
+            ("smart-attach-daemon", &self.smart_attach_daemon),
+            ("smart-attach-daemon2", &self.smart_attach_daemon2),
+        ]
+        .into_iter()
+        .flat_map(|(option, values)| {
+            values
+                .iter()
+                .filter_map(move |value| AttachedDaemon::parse(option, value).ok())
+        })
+        .collect()
     }
 
     /// The pidfile, written plainly (`pidfile`) or atomically (`safe-pidfile`).

@@ -226,6 +226,8 @@ fn every_declared_option_is_applied() {
             "chmod-socket" => Some("660"),
             "env" => Some("A=B"),
             "add-header" => Some("X-A: b"),
+            "attach-daemon2" => Some("cmd=sleep 1"),
+            "smart-attach-daemon" | "smart-attach-daemon2" => Some("/run/x.pid x"),
             _ if spec.arity == Arity::Flag => None,
             _ => Some("1"),
         };
