@@ -352,3 +352,35 @@ def test_attach_daemon2_keys_and_errors(daemon, tmp_path):
     d.signal(__import__("signal").SIGTERM)
     assert d.wait_exit(20) == 0
     assert "int" in events.read_text(), "stopped with its stopsignal (SIGINT)"
+
+
+def test_log_maxsize_rotates_the_log_file_for_master_and_workers(daemon, tmp_path):
+    log, backup = tmp_path / "app.log", tmp_path / "app.log.old"
+    d, url = http_daemon(daemon, "--logto", log, "--log-maxsize", "3000", "--log-backupname", backup)
+    with requests.Session() as s:
+        for _ in range(40):  # a line each, about 100 bytes
+            s.get(url + "/", timeout=10)
+    wait_for(lambda: backup.exists(), 10, "the rotated file")
+    assert "over log-maxsize = 3000: rotating it to" in log.read_text() + backup.read_text()
+    with requests.Session() as s:
+        s.get(url + "/after-rotation", timeout=10)
+    # The worker writes to the new file, not to the renamed one.
+    wait_for(lambda: "GET /after-rotation" in log.read_text(), 10, "a worker's line in the new file")
+    assert "GET /after-rotation" not in backup.read_text()
+
+
+def test_touch_logreopen_reopens_after_logrotate_moved_the_file(daemon, tmp_path):
+    log, stamp = tmp_path / "app.log", tmp_path / "logrotate-stamp"
+    stamp.write_text("")
+    d, url = http_daemon(daemon, "--logto", log, "--touch-logreopen", stamp)
+    pid_of(url)
+    time.sleep(0.2)  # the master looks at the stamp's time once its workers are up
+    log.rename(tmp_path / "app.log.1")
+    os.utime(stamp, (time.time() + 5, time.time() + 5))
+    wait_for(lambda: log.exists(), 10, "a new log file")
+    requests.get(url + "/after-reopen", timeout=10)
+    wait_for(lambda: "GET /after-reopen" in log.read_text(), 10, "a worker's line in the new file")
+    out = subprocess.run([BIN, "--http-socket", ":0", "--wsgi-file", APP, "--log-maxsize", "1m"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "log-maxsize and touch-logreopen act on a log file: set logto (or daemonize) too" in out.stderr

@@ -441,6 +441,8 @@ fn serve(
     let mut touched = TouchReload::new(&config.touch_reload);
     let mut touched_workers = TouchReload::new(&config.touch_workers_reload);
     let mut touched_chain = TouchReload::new(&config.touch_chain_reload);
+    let mut touched_log = TouchReload::new(&config.touch_logreopen);
+    let mut last_log_check = Instant::now();
     let mut chain: Option<ChainReload> = None;
     let mut last_memory_check = Instant::now();
     let mut fifo = fifo::MasterFifo::open(&config.master_fifo)?;
@@ -475,12 +477,7 @@ fn serve(
                 }
                 Command::ChainReload => tracing::info!("chain reload: already under way"),
                 Command::Stats => log_workers(&workers),
-                Command::ReopenLogs => {
-                    if let Err(err) = logging::reopen(config) {
-                        tracing::error!("reopening the log: {err:#}");
-                    }
-                    signal_all(workers.keys().chain(&old_workers), Signal::SIGHUP);
-                }
+                Command::ReopenLogs => reopen_logs(config, workers.keys().chain(&old_workers)),
                 Command::MoreWorkers | Command::FewerWorkers => tracing::error!(
                     "master fifo: + and - add and remove workers in uWSGI's cheaper mode, which \
                      ngx-wsgi does not implement yet; change processes and reload instead"
@@ -538,6 +535,15 @@ fn serve(
                 }
             }
             check_workers(&mut workers, config, &mut last_memory_check);
+            if touched_log.changed() {
+                reopen_logs(config, workers.keys().chain(&old_workers));
+            }
+            if last_log_check.elapsed() >= Duration::from_secs(1) {
+                last_log_check = Instant::now();
+                if rotate_log(config) {
+                    reopen_logs(config, workers.keys().chain(&old_workers));
+                }
+            }
         }
         reap(
             &mut workers,
@@ -763,6 +769,44 @@ fn retire_old_workers() -> Vec<Pid> {
     );
     signal_all(old.iter(), stop);
     old
+}
+
+/// Reopens the log file in the master and, by SIGHUP, in every worker.
+fn reopen_logs<'a>(config: &Config, workers: impl Iterator<Item = &'a Pid>) {
+    if let Err(err) = logging::reopen(config) {
+        tracing::error!("reopening the log: {err:#}");
+    }
+    signal_all(workers, Signal::SIGHUP);
+}
+
+/// `log-maxsize`: renames the log file once it is over the size (to `log-backupname`, or
+/// FILE.TIMESTAMP as uWSGI names it); true when the processes must reopen it.
+fn rotate_log(config: &Config) -> bool {
+    let Some(log) = config.logto.as_ref().filter(|_| config.log_maxsize > 0) else {
+        return false;
+    };
+    let size = std::fs::metadata(log).map_or(0, |m| m.len());
+    if size <= config.log_maxsize {
+        return false;
+    }
+    let backup = config.log_backupname.clone().unwrap_or_else(|| {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from(format!("{}.{now}", log.display()))
+    });
+    tracing::info!(
+        "log file is {size} bytes, over log-maxsize = {}: rotating it to \"{}\"",
+        config.log_maxsize,
+        backup.display()
+    );
+    match std::fs::rename(log, &backup) {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::error!("log-maxsize: cannot rename \"{}\": {err}", log.display());
+            false
+        }
+    }
 }
 
 /// Master fifo `s`: each worker's state in the log.

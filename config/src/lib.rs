@@ -348,6 +348,19 @@ declare_config! {
         #[serde(skip_serializing_if = "Option::is_none")]
         logto: Option<PathBuf> = None, some(path),
             value("logto", "logging", "FILE", "append the log to FILE instead of stderr");
+        /// `log-maxsize`: the log file is rotated once larger than this many bytes (0: never).
+        log_maxsize: u64 = 0, set(body_limit_size),
+            value("log-maxsize", "logging", "BYTES",
+                "rotate the logto file once it is larger than this: renamed (to log-backupname, or FILE.TIMESTAMP) and started afresh");
+        /// `log-backupname`: what a rotated log file is renamed to.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        log_backupname: Option<PathBuf> = None, some(path),
+            value("log-backupname", "logging", "FILE", "the name log-maxsize renames the log file to (replaced at each rotation)");
+        /// `touch-logreopen`: files whose modification reopens the log file.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        touch_logreopen: Vec<PathBuf> = Vec::new(), push(path),
+            value("touch-logreopen", "logging", "FILE",
+                "reopen the logto file (after logrotate moved it) when FILE's modification time changes; repeatable");
         /// `disable-logging`: no per-request log lines.
         disable_logging: bool = false, set(switch),
             flag("disable-logging", "logging", "do not log each request").short('L');
@@ -587,6 +600,17 @@ fn header_line(name: &str, value: Option<&str>) -> Result<String, ConfigError> {
     }
 }
 
+fn body_limit_size(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
+    let text = value.unwrap_or("");
+    parse_size(text).map(|n| n as u64).ok_or_else(|| {
+        bad(
+            name,
+            text,
+            "a size in bytes (e.g. 2147483647 or 100m), 0 for never",
+        )
+    })
+}
+
 /// A switch: no value, or uWSGI's spellings of true and false.
 fn switch(name: &str, value: Option<&str>) -> Result<bool, ConfigError> {
     match value.map(str::to_ascii_lowercase).as_deref() {
@@ -667,6 +691,15 @@ impl Config {
                  never be replaced (uWSGI refuses it too)",
                 self.min_worker_lifetime, self.max_worker_lifetime
             )));
+        }
+        if (self.log_maxsize > 0 || !self.touch_logreopen.is_empty())
+            && self.logto.is_none()
+            && self.daemonize.is_none()
+        {
+            errors.push(ConfigError::Conflict(
+                "log-maxsize and touch-logreopen act on a log file: set logto (or daemonize) too"
+                    .into(),
+            ));
         }
         if self.pidfile.is_some() && self.safe_pidfile.is_some() {
             errors.push(ConfigError::Conflict(
