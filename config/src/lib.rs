@@ -692,15 +692,6 @@ impl Config {
                 self.min_worker_lifetime, self.max_worker_lifetime
             )));
         }
-        if (self.log_maxsize > 0 || !self.touch_logreopen.is_empty())
-            && self.logto.is_none()
-            && self.daemonize.is_none()
-        {
-            errors.push(ConfigError::Conflict(
-                "log-maxsize and touch-logreopen act on a log file: set logto (or daemonize) too"
-                    .into(),
-            ));
-        }
         if self.pidfile.is_some() && self.safe_pidfile.is_some() {
             errors.push(ConfigError::Conflict(
                 "pidfile and safe-pidfile are both set: give one (safe-pidfile writes atomically)"
@@ -717,6 +708,22 @@ impl Config {
     /// the uwsgi protocol's 16-bit size can say at all.
     pub fn vars_limit(&self) -> usize {
         self.buffer_size.min(usize::from(u16::MAX))
+    }
+
+    /// What uWSGI accepts that does nothing in this config: worth a note, not an error.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if (self.log_maxsize > 0 || !self.touch_logreopen.is_empty())
+            && self.logto.is_none()
+            && self.daemonize.is_none()
+        {
+            warnings.push(
+                "log-maxsize and touch-logreopen act on a log file, and there is none (no logto \
+                 or daemonize): the log goes to stderr, unrotated"
+                    .to_string(),
+            );
+        }
+        warnings
     }
 
     /// Every attached daemon, from the four options that describe them.

@@ -308,6 +308,12 @@ impl Builder {
         for error in self.config.validate() {
             self.error(whole_file.clone(), error);
         }
+        for text in self.config.warnings() {
+            self.notes.push(Note {
+                at: whole_file.clone(),
+                text,
+            });
+        }
         // A file's problems in line order, whatever stage found them; the file as a whole
         // (line 0) last; the command line's first, as given.
         self.errors.sort_by_key(|d| {
