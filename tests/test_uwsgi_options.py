@@ -386,3 +386,23 @@ def test_touch_logreopen_reopens_after_logrotate_moved_the_file(daemon, tmp_path
     assert out.returncode == 0
     assert ("note: log-maxsize and touch-logreopen act on a log file, and there is none (no logto or "
             "daemonize): the log goes to stderr, unrotated") in out.stderr
+
+
+def test_procname_sets_what_ps_and_top_show(daemon, tmp_path):
+    def ps(pid):
+        args = subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+        comm = open(f"/proc/{pid}/comm").read().strip()
+        return args, comm
+
+    d, url = http_daemon(daemon, "--processes", "2", "--auto-procname", "--procname-prefix-spaced", "[blog]")
+    wait_for(lambda: len(d.worker_pids()) == 2, 10, "two workers")
+    assert ps(d.pid) == ("[blog] ngx-wsgi master", "[blog] ngx-wsgi")
+    workers = sorted(ps(p)[0] for p in d.worker_pids())
+    assert workers == ["[blog] ngx-wsgi worker 1", "[blog] ngx-wsgi worker 2"]
+    # The title survives a reload (the new image sets it again) and pgrep finds it.
+    d.signal(__import__("signal").SIGHUP)
+    d.wait_log(r"reload: new workers are up")
+    assert ps(d.pid)[0] == "[blog] ngx-wsgi master"
+    # Without the options the command line stays as it was typed.
+    d2, _ = http_daemon(daemon)
+    assert ps(d2.pid)[0].startswith(BIN)

@@ -7,6 +7,7 @@ mod http;
 mod listeners;
 mod logging;
 mod master;
+mod procname;
 mod python;
 mod stats;
 mod uwsgi;

@@ -30,7 +30,7 @@ use pyo3::prelude::*;
 
 use crate::daemons::Daemons;
 use crate::listeners::{self, BoundListener, ListeningSocket};
-use crate::{fifo, logging, python, stats, worker};
+use crate::{fifo, logging, procname, python, stats, worker};
 
 /// Exit code of a worker whose app failed to load (`--lazy-apps`): respawning would loop.
 pub const EXIT_APP_LOAD_FAILED: i32 = 3;
@@ -413,6 +413,7 @@ fn serve(
     signals: &Signals,
 ) -> anyhow::Result<i32> {
     python::initialize(config)?;
+    procname::set(config, None);
     let counters = match stats_socket {
         Some(socket) => Some((
             stats::SharedCounters::install(config.processes, config.threads)?,
@@ -643,6 +644,7 @@ fn spawn_worker(
     }
     // In the child: never return into the master's loop.
     logging::set_worker_id(id);
+    procname::set(config, Some(id));
     stats::attach(id);
     if config.limit_as > 0 {
         // Here rather than in the master, so only the workers run under the cap.

@@ -242,6 +242,30 @@ declare_config! {
         smart_attach_daemon2: Vec<String> = Vec::new(), push(daemon_spec),
             value("smart-attach-daemon2", "daemons", "PIDFILE COMMAND",
                 "smart-attach-daemon for a COMMAND that stays in the foreground; repeatable");
+        /// `auto-procname`: process titles `ngx-wsgi master`, `ngx-wsgi worker N`.
+        auto_procname: bool = false, set(switch),
+            flag("auto-procname", "processes",
+                "name the processes in ps and top: \"ngx-wsgi master\", \"ngx-wsgi worker N\"");
+        /// `procname`: every process's title.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        procname: Option<String> = None, some(text),
+            value("procname", "processes", "NAME", "the title of every process (the master's too, unless procname-master)");
+        /// `procname-master`: the master's title.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        procname_master: Option<String> = None, some(text),
+            value("procname-master", "processes", "NAME", "the master's title");
+        /// `procname-prefix`: prepended to every title.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        procname_prefix: Option<String> = None, some(text),
+            value("procname-prefix", "processes", "TEXT", "prepended to every process title");
+        /// `procname-prefix-spaced`: prepended to every title, with a space.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        procname_prefix_spaced: Option<String> = None, some(text),
+            value("procname-prefix-spaced", "processes", "TEXT", "prepended to every process title, with a space");
+        /// `procname-append`: appended to every title.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        procname_append: Option<String> = None, some(text),
+            value("procname-append", "processes", "TEXT", "appended to every process title");
         /// `vacuum`: remove unix sockets and the pidfile at exit.
         vacuum: bool = false, set(switch),
             flag("vacuum", "processes", "remove unix sockets and the pidfile at exit");
