@@ -406,3 +406,22 @@ def test_procname_sets_what_ps_and_top_show(daemon, tmp_path):
     # Without the options the command line stays as it was typed.
     d2, _ = http_daemon(daemon)
     assert ps(d2.pid)[0].startswith(BIN)
+
+
+def test_py_autoreload_reloads_when_an_imported_module_changes(daemon, tmp_path):
+    (tmp_path / "devapp.py").write_text("from helper import VERSION\n"
+                                        "def application(e, sr):\n"
+                                        "    sr('200 OK', [])\n"
+                                        "    return [VERSION.encode()]\n")
+    helper = tmp_path / "helper.py"
+    helper.write_text("VERSION = 'v1'\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--pythonpath", tmp_path, "--module", "devapp",
+               "--py-autoreload", "1", ready=("127.0.0.1", port))
+    assert requests.get(url + "/", timeout=10).text == "v1"
+    time.sleep(1.5)  # the watcher has seen the files once
+    helper.write_text("VERSION = 'v2'\n")
+    os.utime(helper, (time.time() + 5, time.time() + 5))
+    d.wait_log(r'py-autoreload: ".*helper.py" changed: reloading')
+    wait_for(lambda: requests.get(url + "/", timeout=10).text == "v2", 20, "the new code")

@@ -1,5 +1,6 @@
 //! `ngx-wsgi`: hosts a Python WSGI app behind the uwsgi protocol (for nginx) and HTTP.
 
+mod autoreload;
 mod conn;
 mod daemons;
 mod fifo;

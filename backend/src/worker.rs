@@ -194,6 +194,11 @@ pub fn run(
         threads.push(thread);
     }
     spawn_signal_thread(stop_tx, config.clone())?;
+    if config.py_autoreload > 0 {
+        let every = std::time::Duration::from_secs(config.py_autoreload);
+        let files = config.wsgi_file.iter().cloned().collect();
+        crate::autoreload::spawn(every, config.py_auto_reload_ignore.clone(), files)?;
+    }
     let sockets = dup_listeners(listeners)?;
     // The master waits for this before a chain reload replaces the next worker. One
     // write of 4 bytes is atomic on a pipe; a master gone meanwhile is no error here.

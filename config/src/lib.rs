@@ -339,6 +339,17 @@ declare_config! {
         touch_chain_reload: Vec<PathBuf> = Vec::new(), push(path),
             value("touch-chain-reload", "recycling", "FILE",
                 "replace the workers one at a time, the next once the new one serves, when FILE's modification time changes; repeatable");
+        /// `py-autoreload`: seconds between two looks at the imported modules' files
+        /// (0: off); one that changed reloads the daemon. For development.
+        py_autoreload: u64 = 0, set(seconds),
+            value("py-autoreload", "recycling", "SECONDS",
+                "every SECONDS, look at the files of the imported Python modules and reload when one \
+                 changed (development; 0: off)")
+            .aliases(&["py-auto-reload", "python-auto-reload", "python-autoreload"]);
+        /// `py-auto-reload-ignore`: modules py-autoreload does not look at.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        py_auto_reload_ignore: Vec<String> = Vec::new(), push(text),
+            value("py-auto-reload-ignore", "recycling", "MODULE", "a module py-autoreload leaves alone; repeatable");
         /// `reload-mercy`: seconds a graceful stop or reload waits for in-flight requests.
         reload_mercy: u64 = 60, set(positive::<u64>),
             value("reload-mercy", "recycling", "SECONDS",
