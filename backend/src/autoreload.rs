@@ -65,7 +65,7 @@ fn changed_module(
     let mut changed = None;
     for (name, module) in items.iter() {
         let name: String = name.extract().unwrap_or_default();
-        if ignore.iter().any(|i| *i == name) {
+        if ignore.contains(&name) {
             continue;
         }
         let Ok(file) = module.getattr("__file__") else {
