@@ -425,3 +425,42 @@ def test_py_autoreload_reloads_when_an_imported_module_changes(daemon, tmp_path)
     os.utime(helper, (time.time() + 5, time.time() + 5))
     d.wait_log(r'py-autoreload: ".*helper.py" changed: reloading')
     wait_for(lambda: requests.get(url + "/", timeout=10).text == "v2", 20, "the new code")
+
+
+ECHO_APP = """
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [("%s %s %s" % (NAME, environ["SCRIPT_NAME"], environ["PATH_INFO"])).encode()]
+"""
+
+
+def test_mount_with_manage_script_name_picks_the_longest_prefix(daemon, nginx, tmp_path):
+    for name in ("blog", "shop"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "app.py").write_text(f"NAME = {name!r}\n" + ECHO_APP)
+    (tmp_path / "root.py").write_text("NAME = 'root'\n" + ECHO_APP)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", tmp_path / "root.py",
+           "--mount", f"/blog={tmp_path}/blog/app.py", "--mount", f"/blog/shop={tmp_path}/shop/app.py",
+           "--mount", f"/api={'modpkg.web:other'}", "--pythonpath", APPS,
+           "--manage-script-name", ready=("127.0.0.1", port))
+    get = lambda path: requests.get(url + path, timeout=10).text
+    assert get("/blog/2024/post") == "blog /blog /2024/post"
+    assert get("/blog") == "blog /blog "
+    assert get("/blog/shop/cart") == "shop /blog/shop /cart"
+    assert get("/blogger") == "root  /blogger", "a prefix matches whole path segments only"
+    assert '"callable": "other"' in get("/api/x")
+    assert get("/") == "root  /"
+
+
+def test_mount_without_manage_script_name_follows_nginx_script_name(daemon, nginx, app_sock, tmp_path):
+    (tmp_path / "blog.py").write_text("NAME = 'blog'\n" + ECHO_APP)
+    daemon("--socket", app_sock, "--mount", f"/blog={tmp_path}/blog.py", ready=app_sock)
+    n = nginx(None, directives=f"include /etc/nginx/uwsgi_params; uwsgi_param SCRIPT_NAME /blog; "
+                               f"uwsgi_pass unix:{app_sock};")
+    assert requests.get(n.url + "/anything", timeout=10).text == "blog /blog /anything"
+    # No default app and no match: a 404 that says so (uWSGI answers 500 there).
+    n2 = nginx(f"unix:{app_sock}")
+    r = requests.get(n2.url + "/x", timeout=10)
+    assert (r.status_code, r.text) == (404, "no app is mounted at this path\n")

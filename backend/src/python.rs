@@ -86,17 +86,125 @@ fn activate_virtualenv(py: Python<'_>, home: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Imports the app named by the config and returns the WSGI callable.
+/// Imports the app named by the config and returns the WSGI callable: the app itself, or,
+/// with `mount`, a [`MountedApps`] dispatching to the app of each URL prefix.
 ///
 /// Errors carry the Python traceback, ready for one log line.
 pub fn load_app(py: Python<'_>, config: &Config) -> anyhow::Result<Py<PyAny>> {
-    let (namespace, callable, origin) = if let Some(file) = &config.wsgi_file {
+    let default = match (&config.wsgi_file, config.module_and_callable()) {
+        (None, None) => None,
+        _ => Some(load_one(
+            py,
+            config,
+            config.wsgi_file.as_deref(),
+            config.module_and_callable(),
+        )?),
+    };
+    let mounts = config.mounts();
+    if mounts.is_empty() {
+        return default.ok_or_else(|| {
+            anyhow::anyhow!("no app to serve: give --wsgi-file FILE or --module MODULE")
+        });
+    }
+    let mut apps = Vec::new();
+    for (point, app) in mounts {
+        // uWSGI's rule: a .py or .wsgi file (or a path), else a module.
+        let is_file = app.ends_with(".py") || app.ends_with(".wsgi") || app.contains('/');
+        let loaded = if is_file {
+            load_one(py, config, Some(Path::new(&app)), None)
+        } else {
+            let (module, callable) = app
+                .split_once(':')
+                .unwrap_or((&app, config.callable.as_str()));
+            load_one(py, config, None, Some((module, callable)))
+        }
+        .with_context(|| format!("mount \"{point}={app}\""))?;
+        tracing::info!("mounted \"{app}\" at \"{point}\"");
+        apps.push((point, loaded));
+    }
+    // Longest mountpoint first: the first that matches is the most specific.
+    apps.sort_by_key(|(point, _)| std::cmp::Reverse(point.len()));
+    let dispatcher = MountedApps {
+        apps,
+        default,
+        manage_script_name: config.manage_script_name,
+    };
+    Ok(Py::new(py, dispatcher)?.into_any())
+}
+
+/// `mount`: the WSGI callable that picks the app of a request by its URL prefix.
+#[pyclass(module = "ngx_wsgi")]
+pub struct MountedApps {
+    /// (mountpoint, app), longest mountpoint first.
+    apps: Vec<(String, Py<PyAny>)>,
+    /// The wsgi-file or module app, for requests no mountpoint matches.
+    default: Option<Py<PyAny>>,
+    manage_script_name: bool,
+}
+
+#[pymethods]
+impl MountedApps {
+    fn __call__<'py>(
+        &self,
+        environ: &Bound<'py, pyo3::types::PyDict>,
+        start_response: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = environ.py();
+        let get = |key: &str| -> PyResult<String> {
+            Ok(match environ.get_item(key)? {
+                Some(value) => value.extract()?,
+                None => String::new(),
+            })
+        };
+        let app = if self.manage_script_name {
+            let path = get("PATH_INFO")?;
+            let found = self.apps.iter().find(|(point, _)| {
+                path.strip_prefix(point.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            });
+            if let Some((point, _)) = found {
+                environ.set_item("SCRIPT_NAME", point)?;
+                environ.set_item("PATH_INFO", &path[point.len()..])?;
+            }
+            found.map(|(_, app)| app)
+        } else {
+            // As uWSGI without manage-script-name: the SCRIPT_NAME nginx sends names it.
+            let script_name = get("SCRIPT_NAME")?;
+            let script_name = script_name.trim_end_matches('/');
+            self.apps
+                .iter()
+                .find(|(point, _)| point == script_name)
+                .map(|(_, app)| app)
+        };
+        if let Some(app) = app.or(self.default.as_ref()) {
+            return app.bind(py).call1((environ, start_response));
+        }
+        let path = get("PATH_INFO")?;
+        tracing::warn!(
+            "no app is mounted for \"{path}\" (SCRIPT_NAME \"{}\")",
+            get("SCRIPT_NAME")?
+        );
+        let headers = vec![("Content-Type", "text/plain")];
+        start_response.call1(("404 Not Found", headers))?;
+        let body = pyo3::types::PyBytes::new(py, b"no app is mounted at this path\n");
+        Ok(pyo3::types::PyList::new(py, [body])?.into_any())
+    }
+}
+
+/// Imports one app, from a file or a module, and returns its callable.
+fn load_one(
+    py: Python<'_>,
+    config: &Config,
+    file: Option<&Path>,
+    module: Option<(&str, &str)>,
+) -> anyhow::Result<Py<PyAny>> {
+    let (namespace, callable, origin) = if let Some(file) = file {
         (
             load_file(py, file)?,
             config.callable.as_str(),
             format!("\"{}\"", file.display()),
         )
-    } else if let Some((module, callable)) = config.module_and_callable() {
+    } else if let Some((module, callable)) = module {
         let module_obj = py.import(module).map_err(|err| {
             anyhow::anyhow!(
                 "cannot import module \"{module}\": {}",
@@ -138,7 +246,19 @@ fn load_file<'py>(py: Python<'py>, file: &Path) -> anyhow::Result<Bound<'py, PyA
         .file_stem()
         .map(|s| s.to_string_lossy().replace(['.', '-'], "_"))
         .unwrap_or_default();
-    let module_name = format!("uwsgi_file_{stem}");
+    // Two mounted files of one name (a/app.py, b/app.py) get two modules.
+    let taken = |name: &str| -> bool {
+        py.import("sys")
+            .and_then(|sys| sys.getattr("modules"))
+            .and_then(|modules| modules.contains(name))
+            .unwrap_or(false)
+    };
+    let mut module_name = format!("uwsgi_file_{stem}");
+    let mut n = 1;
+    while taken(&module_name) {
+        n += 1;
+        module_name = format!("uwsgi_file_{stem}_{n}");
+    }
     let importlib = py.import("importlib.util")?;
     let path_str = path.to_string_lossy();
     let run = || -> PyResult<Bound<'py, PyAny>> {

@@ -140,7 +140,7 @@ module = staging_app
         [
             format!("{}: no [prod] section in this file", path.display()),
             format!(
-                "{}: no app to serve: set wsgi-file or module",
+                "{}: no app to serve: set wsgi-file, module or mount",
                 path.display()
             ),
             format!(

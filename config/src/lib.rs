@@ -155,6 +155,20 @@ declare_config! {
         module: Option<String> = None, some(text),
             value("module", "app", "MOD[:CALLABLE]", "load the WSGI app from this module")
             .aliases(&["wsgi"]).short('w');
+        /// `mount`: more apps, each at a URL prefix: `MOUNTPOINT=FILE.py` or
+        /// `MOUNTPOINT=MODULE[:CALLABLE]`.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        mount: Vec<String> = Vec::new(), push(mount_spec),
+            value("mount", "app", "/PREFIX=APP",
+                "serve APP (a .py file, or MODULE[:CALLABLE]) under /PREFIX: with manage-script-name the \
+                 longest matching prefix picks the app, else the SCRIPT_NAME nginx sends; repeatable")
+            .aliases(&["worker-mount"]);
+        /// `manage-script-name`: the mounted app is picked from PATH_INFO's prefix, which
+        /// moves to SCRIPT_NAME.
+        manage_script_name: bool = false, set(switch),
+            flag("manage-script-name", "app",
+                "pick the mounted app by the longest mountpoint PATH_INFO starts with, and move that \
+                 prefix from PATH_INFO to SCRIPT_NAME");
         /// `callable`: the app's name in its module.
         callable: String = "application".into(), set(text),
             value("callable", "app", "NAME", "name of the WSGI callable (default: application)");
@@ -457,7 +471,7 @@ pub enum ConfigError {
     StrayArgument(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("no app to serve: set wsgi-file or module")]
+    #[error("no app to serve: set wsgi-file, module or mount")]
     NoApp,
     #[error("both wsgi-file and module are set: give one")]
     TwoApps,
@@ -608,6 +622,23 @@ fn body_limit(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
         .ok_or_else(|| bad(name, text, "a size in bytes (e.g. 10m), 0 for no limit"))
 }
 
+/// `mount = /prefix=app.py`: a mountpoint (empty, or starting with /) and an app.
+fn mount_spec(name: &str, value: Option<&str>) -> Result<String, ConfigError> {
+    let text = value.unwrap_or("");
+    match text.split_once('=') {
+        Some((point, app))
+            if (point.is_empty() || point.starts_with('/')) && !app.trim().is_empty() =>
+        {
+            Ok(text.to_string())
+        }
+        _ => Err(bad(
+            name,
+            text,
+            "/PREFIX=APP, APP being a .py file or MODULE[:CALLABLE] (e.g. /blog=blog/wsgi.py)",
+        )),
+    }
+}
+
 /// An attached daemon's description, checked now so a mistake names its line.
 fn daemon_spec(name: &str, value: Option<&str>) -> Result<String, ConfigError> {
     let text = value.unwrap_or("");
@@ -716,7 +747,7 @@ impl Config {
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         match (&self.wsgi_file, &self.module) {
-            (None, None) => errors.push(ConfigError::NoApp),
+            (None, None) if self.mount.is_empty() => errors.push(ConfigError::NoApp),
             (Some(_), Some(_)) => errors.push(ConfigError::TwoApps),
             _ => {}
         }
@@ -781,6 +812,21 @@ impl Config {
     /// The pidfile, written plainly (`pidfile`) or atomically (`safe-pidfile`).
     pub fn pidfile(&self) -> Option<&std::path::Path> {
         self.pidfile.as_deref().or(self.safe_pidfile.as_deref())
+    }
+
+    /// The mounted apps: (mountpoint, app) as `mount` gives them, mountpoints without a
+    /// trailing slash.
+    pub fn mounts(&self) -> Vec<(String, String)> {
+        self.mount
+            .iter()
+            .filter_map(|m| m.split_once('='))
+            .map(|(point, app)| {
+                (
+                    point.trim_end_matches('/').to_string(),
+                    app.trim().to_string(),
+                )
+            })
+            .collect()
     }
 
     /// The module and callable names to import: `--module pkg.mod:app` wins over `--callable`.

@@ -130,7 +130,7 @@ fn every_problem_is_reported_at_once() {
             "invalid value \"999\" for option \"chmod-socket\": expected 3 octal digits such as 660",
             "invalid value \"10x\" for option \"buffer-size\": expected a size in bytes of at least 1 (e.g. 32768, 32k or 64k)",
             "invalid value \"0\" for option \"listen\": expected a whole number of at least 1",
-            "no app to serve: set wsgi-file or module",
+            "no app to serve: set wsgi-file, module or mount",
             "nowhere to listen: set socket, http-socket or http",
         ]
     );
@@ -226,6 +226,7 @@ fn every_declared_option_is_applied() {
             "chmod-socket" => Some("660"),
             "env" => Some("A=B"),
             "add-header" => Some("X-A: b"),
+            "mount" => Some("/a=a.py"),
             "attach-daemon2" => Some("cmd=sleep 1"),
             "smart-attach-daemon" | "smart-attach-daemon2" => Some("/run/x.pid x"),
             _ if spec.arity == Arity::Flag => None,
