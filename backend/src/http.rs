@@ -91,6 +91,9 @@ async fn handle(
 ) -> Result<Response<WsgiBody>, Infallible> {
     let started = Instant::now();
     let (head, incoming) = request.into_parts();
+    if let Some(response) = static_response(&ctx, &head, &peer, started) {
+        return Ok(response);
+    }
     let declared = head
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -333,6 +336,7 @@ fn run_app(
                 head_only,
                 permit: Some(permit),
                 log: body_log,
+                file: None,
             };
             (build_response(&head, body), finished)
         }
@@ -392,6 +396,75 @@ fn build_response(head: &ResponseHead, body: WsgiBody) -> Response<WsgiBody> {
     response
 }
 
+/// `static-map`, `check-static`: a GET or HEAD request for a file gets it, not the app.
+fn static_response(
+    ctx: &WorkerContext,
+    head: &http::request::Parts,
+    peer: &str,
+    started: Instant,
+) -> Option<Response<WsgiBody>> {
+    use crate::static_files::StaticAnswer;
+    let statics = ctx.static_files.as_ref()?;
+    let head_only = head.method == http::Method::HEAD;
+    if !(head.method == http::Method::GET || head_only) {
+        return None;
+    }
+    let path = crate::wsgi::environ::percent_decode(head.uri.path().as_bytes());
+    let since = head
+        .headers
+        .get(http::header::IF_MODIFIED_SINCE)
+        .map(|v| v.as_bytes());
+    let answer = statics.answer(&path, since)?;
+    let (status, modified, length, content_type, file) = match answer {
+        StaticAnswer::File(found) => (
+            StatusCode::OK,
+            found.modified,
+            Some(found.len),
+            found.content_type,
+            (!head_only).then_some(found.file),
+        ),
+        StaticAnswer::NotModified { modified } => {
+            (StatusCode::NOT_MODIFIED, modified, None, "", None)
+        }
+    };
+    let outcome = Outcome::Sent {
+        status: status.as_u16(),
+        bytes: if head_only { 0 } else { length.unwrap_or(0) },
+    };
+    crate::stats::response_done(&outcome);
+    if ctx.should_log(&outcome, started) {
+        ctx.log_request(
+            peer,
+            head.method.as_str(),
+            &head.uri.to_string(),
+            &outcome,
+            started,
+        );
+    }
+    let body = WsgiBody {
+        early: None,
+        rest: None,
+        head_only,
+        permit: None,
+        log: None,
+        file,
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Some(length) = length {
+        headers.insert(http::header::CONTENT_LENGTH, length.into());
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+    }
+    if let Ok(value) = http::HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+        headers.insert(http::header::LAST_MODIFIED, value);
+    }
+    Some(response)
+}
+
 fn plain_response(status: StatusCode, text: &'static str) -> Response<WsgiBody> {
     let body = WsgiBody {
         early: Some(Bytes::from_static(text.as_bytes())),
@@ -399,6 +472,7 @@ fn plain_response(status: StatusCode, text: &'static str) -> Response<WsgiBody> 
         head_only: false,
         permit: None,
         log: None,
+        file: None,
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -424,6 +498,8 @@ pub struct WsgiBody {
     head_only: bool,
     permit: Option<OwnedSemaphorePermit>,
     log: Option<RequestLog>,
+    /// A static file (`static-map`), read in pieces.
+    file: Option<std::fs::File>,
 }
 
 impl WsgiBody {
@@ -467,6 +543,21 @@ impl HttpBody for WsgiBody {
             return Poll::Ready(Some(Ok(Frame::data(early))));
         }
         let this = &mut *self;
+        if let Some(file) = &mut this.file {
+            use std::io::Read;
+            let mut piece = vec![0u8; 64 * 1024];
+            match file.read(&mut piece) {
+                Ok(0) => this.file = None,
+                Ok(n) => {
+                    piece.truncate(n);
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(piece)))));
+                }
+                Err(err) => {
+                    this.file = None;
+                    return Poll::Ready(Some(Err(err)));
+                }
+            }
+        }
         if this.rest.is_none() {
             return Poll::Ready(None);
         }
@@ -520,6 +611,7 @@ impl HttpBody for WsgiBody {
 
     fn is_end_stream(&self) -> bool {
         self.rest.is_none()
+            && self.file.is_none()
             && self
                 .early
                 .as_ref()
@@ -527,6 +619,10 @@ impl HttpBody for WsgiBody {
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.file.is_some() {
+            // The Content-Length header says how much.
+            return SizeHint::default();
+        }
         match (&self.rest, &self.early) {
             (None, Some(early)) if !self.head_only => SizeHint::with_exact(early.len() as u64),
             (None, _) => SizeHint::with_exact(0),

@@ -10,6 +10,7 @@ mod logging;
 mod master;
 mod procname;
 mod python;
+mod static_files;
 mod stats;
 mod uwsgi;
 mod watchdog;

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use uwsgi_proto::{parse_request_head, HeadError, HeaderError, RequestHead, HEADER_LEN};
 
 use crate::conn::{AsyncConn, Conn, ConnReader};
+use crate::static_files::StaticAnswer;
 use crate::worker::{InFlight, WorkerContext};
 use crate::wsgi::input::{Body, WsgiInput};
 use crate::wsgi::response::{lock, KeepAlive, ResponseState, Sink};
@@ -305,6 +306,7 @@ struct ServerVars<'a> {
     request_uri: Option<&'a [u8]>,
     path_info: Option<&'a [u8]>,
     remote_addr: Option<&'a [u8]>,
+    if_modified_since: Option<&'a [u8]>,
 }
 
 impl<'a> ServerVars<'a> {
@@ -317,6 +319,7 @@ impl<'a> ServerVars<'a> {
                 b"REQUEST_URI" => found.request_uri = Some(value),
                 b"PATH_INFO" => found.path_info = Some(value),
                 b"REMOTE_ADDR" => found.remote_addr = Some(value),
+                b"HTTP_IF_MODIFIED_SINCE" => found.if_modified_since = Some(value),
                 _ => {}
             }
         }
@@ -362,6 +365,16 @@ fn run_request(
     if let Some(reason) = ctx.refuse_body(head.content_length) {
         tracing::error!("{} {} => 413: {reason}", client(), request_line());
         refuse(&conn, "413 Content Too Large", &reason);
+        return None;
+    }
+    if let Some(answer) = static_answer(ctx, &server_vars) {
+        let outcome = send_static(&conn, answer, server_vars.method == b"HEAD");
+        crate::stats::response_done(&outcome);
+        if ctx.should_log(&outcome, started) {
+            let uri = server_vars.request_uri.or(server_vars.path_info);
+            let (method, uri) = (text(server_vars.method), text(uri.unwrap_or_default()));
+            ctx.log_request(&client(), &method, &uri, &outcome, started);
+        }
         return None;
     }
     let _timer = ctx
@@ -439,6 +452,36 @@ fn run_request(
     // Bytes past this request's body are the start of the next one.
     let conn = Arc::into_inner(conn)?;
     Some((conn, received[body_end..].to_vec()))
+}
+
+/// `static-map`, `check-static`: the file a GET or HEAD request gets instead of the app.
+fn static_answer(ctx: &WorkerContext, vars: &ServerVars<'_>) -> Option<StaticAnswer> {
+    let statics = ctx.static_files.as_ref()?;
+    if !matches!(vars.method, b"GET" | b"HEAD") {
+        return None;
+    }
+    statics.answer(vars.path_info?, vars.if_modified_since)
+}
+
+/// Sends a static file (sendfile) and closes, as uWSGI does.
+fn send_static(conn: &Conn, answer: StaticAnswer, head_only: bool) -> Outcome {
+    let head = crate::static_files::response_head(&answer);
+    let sent = conn.write_all(&head).and_then(|()| match &answer {
+        StaticAnswer::File(file) if !head_only => {
+            conn.sendfile(file.file.as_fd(), 0, Some(file.len))
+        }
+        _ => Ok(0),
+    });
+    match (sent, &answer) {
+        (Ok(bytes), StaticAnswer::File(_)) => Outcome::Sent { status: 200, bytes },
+        (Ok(_), StaticAnswer::NotModified { .. }) => Outcome::Sent {
+            status: 304,
+            bytes: 0,
+        },
+        (Err(err), _) => Outcome::PeerGone {
+            reason: format!("sending a static file failed: {err}"),
+        },
+    }
 }
 
 /// [`reject`] for a connection a request thread holds: answers and closes without waiting.

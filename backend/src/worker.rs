@@ -39,6 +39,8 @@ pub struct WorkerContext {
     pub reload_on_exception: bool,
     /// `so-keepalive`: TCP keepalive on accepted connections.
     pub so_keepalive: bool,
+    /// `static-map`, `check-static`: files served before the app.
+    pub static_files: Option<crate::static_files::StaticFiles>,
 }
 
 thread_local! {
@@ -179,6 +181,7 @@ pub fn run(
         head_timeout: std::time::Duration::from_secs(config.socket_timeout),
         reload_on_exception: config.reload_on_exception,
         so_keepalive: config.so_keepalive,
+        static_files: crate::static_files::StaticFiles::new(config),
     });
     let mut threads = Vec::new();
     for index in 1..config.threads {

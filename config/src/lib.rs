@@ -169,6 +169,35 @@ declare_config! {
             flag("manage-script-name", "app",
                 "pick the mounted app by the longest mountpoint PATH_INFO starts with, and move that \
                  prefix from PATH_INFO to SCRIPT_NAME");
+        /// `static-map`: URL prefixes served from directories before the app.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        static_map: Vec<String> = Vec::new(), push(static_mapping),
+            value("static-map", "static", "/PREFIX=DIR",
+                "serve files under DIR for paths starting with /PREFIX (the rest of the path under DIR), \
+                 before the app; a path with no file goes to the app; repeatable");
+        /// `static-map2`: the same, the whole path looked up under the directory.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        static_map2: Vec<String> = Vec::new(), push(static_mapping),
+            value("static-map2", "static", "/PREFIX=DIR",
+                "static-map looking up the whole path (prefix included) under DIR; repeatable");
+        /// `check-static`: directories every request's path is looked up in first.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        check_static: Vec<PathBuf> = Vec::new(), push(path),
+            value("check-static", "static", "DIR", "serve a file of DIR whose path is the request's, before the app; repeatable")
+            .aliases(&["static-check"]);
+        /// `static-index`: files served for a request naming a directory.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        static_index: Vec<String> = Vec::new(), push(text),
+            value("static-index", "static", "FILE", "for a path naming a directory, serve this file of it (index.html); repeatable");
+        /// `static-skip-ext`: extensions never served as static files.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        static_skip_ext: Vec<String> = Vec::new(), push(text),
+            value("static-skip-ext", "static", "EXT", "never serve files with this extension (.py, .ini), the app gets the request; repeatable");
+        /// `static-safe`: directories a static file may resolve into besides its own.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        static_safe: Vec<PathBuf> = Vec::new(), push(path),
+            value("static-safe", "static", "DIR",
+                "a directory a mapped file may resolve into (through a symlink) besides its own; repeatable");
         /// `callable`: the app's name in its module.
         callable: String = "application".into(), set(text),
             value("callable", "app", "NAME", "name of the WSGI callable (default: application)");
@@ -620,6 +649,19 @@ fn body_limit(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
     parse_size(text)
         .map(|n| n as u64)
         .ok_or_else(|| bad(name, text, "a size in bytes (e.g. 10m), 0 for no limit"))
+}
+
+/// `static-map = /prefix=dir`.
+fn static_mapping(name: &str, value: Option<&str>) -> Result<String, ConfigError> {
+    let text = value.unwrap_or("");
+    match text.split_once('=') {
+        Some((prefix, dir)) if prefix.starts_with('/') && !dir.is_empty() => Ok(text.to_string()),
+        _ => Err(bad(
+            name,
+            text,
+            "/PREFIX=DIR (e.g. /static=/srv/app/static)",
+        )),
+    }
 }
 
 /// `mount = /prefix=app.py`: a mountpoint (empty, or starting with /) and an app.
