@@ -464,3 +464,31 @@ def test_mount_without_manage_script_name_follows_nginx_script_name(daemon, ngin
     n2 = nginx(f"unix:{app_sock}")
     r = requests.get(n2.url + "/x", timeout=10)
     assert (r.status_code, r.text) == (404, "no app is mounted at this path\n")
+
+
+def test_harakiri_graceful_timeout_lets_the_other_requests_finish(daemon, nginx, app_sock):
+    d, url = nginx_daemon(daemon, nginx, app_sock, "--threads", "2", "--harakiri", "1",
+                          "--harakiri-graceful-timeout", "3", "--show-config", "--pyargv", "--env prod")
+    results = {}
+
+    def fetch(name, path):
+        try:
+            r = requests.get(url + path, timeout=20)
+            results[name] = (r.status_code, r.text)
+        except requests.RequestException as err:
+            results[name] = type(err).__name__
+
+    stuck = threading.Thread(target=fetch, args=("stuck", "/slow?10"))
+    other = threading.Thread(target=fetch, args=("other", "/slow?1.5"))
+    stuck.start()
+    time.sleep(0.5)
+    other.start()
+    stuck.join()
+    other.join()
+    assert results["stuck"][0] == 504
+    assert results["other"][0] == 200, "the other request finished before the SIGKILL"
+    d.wait_log(r"HARAKIRI: SIGTERM first \(harakiri-graceful-signal\), SIGKILL in 3 s")
+    d.wait_log(r"worker 1 \(pid \d+\) was killed by SIGKILL; respawning it")
+    # show-config and pyargv, while here.
+    assert "show-config: the effective config" in d.log() and "harakiri-graceful-timeout = 3" in d.log()
+    assert requests.get(url + "/argv", timeout=10).text == "ngx-wsgi --env prod"

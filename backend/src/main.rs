@@ -63,6 +63,9 @@ fn main() -> ExitCode {
     for note in &parsed.notes {
         tracing::info!("{note}");
     }
+    if config.show_config {
+        tracing::info!("show-config: the effective config\n{}", config.to_toml());
+    }
     if std::env::var_os(master::CHECK_APP_ENV).is_some() {
         return ExitCode::from(master::check_app(&config) as u8);
     }

@@ -36,6 +36,12 @@ pub fn initialize(config: &Config) -> anyhow::Result<()> {
             sys_path.insert(index, dir.to_string_lossy().as_ref())?;
         }
         sys_path.insert(0, "")?;
+        // `pyargv`: sys.argv as uWSGI gives it, the program name and the words given.
+        if let Some(pyargv) = &config.pyargv {
+            let mut argv = vec!["ngx-wsgi"];
+            argv.extend(pyargv.split_whitespace());
+            py.import("sys")?.setattr("argv", argv)?;
+        }
         Ok(())
     })
 }

@@ -70,6 +70,8 @@ pub struct RequestClock {
     max_as: u64,
     served: AtomicU64,
     recycled: AtomicBool,
+    /// `harakiri-graceful-timeout` and `-signal`: what harakiri sends before SIGKILL.
+    graceful: Option<(Duration, Signal)>,
     /// `min-worker-lifetime`: max-requests and the memory limits wait until the worker
     /// has run this long.
     born: Instant,
@@ -101,6 +103,12 @@ impl RequestClock {
             max_rss: config.reload_on_rss.saturating_mul(MIB),
             max_as: config.reload_on_as.saturating_mul(MIB),
             born: Instant::now(),
+            graceful: (config.harakiri_graceful_timeout > 0).then(|| {
+                (
+                    Duration::from_secs(config.harakiri_graceful_timeout),
+                    Signal::try_from(config.harakiri_graceful_signal).unwrap_or(Signal::SIGTERM),
+                )
+            }),
             min_lifetime: Duration::from_secs(config.min_worker_lifetime),
             served: AtomicU64::new(0),
             recycled: AtomicBool::new(false),
@@ -204,6 +212,16 @@ impl RequestClock {
                         }
                         // faulthandler writes from the signal handler, on this thread.
                         let _ = signal::raise(Signal::SIGUSR2);
+                        // harakiri-graceful-timeout: the worker's other requests get a chance.
+                        if let Some((timeout, graceful)) = clock.graceful {
+                            tracing::error!(
+                                "HARAKIRI: {graceful} first (harakiri-graceful-signal), SIGKILL in {} s",
+                                timeout.as_secs()
+                            );
+                            drop(running);
+                            let _ = signal::kill(nix::unistd::Pid::this(), graceful);
+                            std::thread::sleep(timeout);
+                        }
                         let _ = signal::raise(Signal::SIGKILL);
                     }
                 }

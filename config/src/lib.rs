@@ -198,6 +198,10 @@ declare_config! {
         static_safe: Vec<PathBuf> = Vec::new(), push(path),
             value("static-safe", "static", "DIR",
                 "a directory a mapped file may resolve into (through a symlink) besides its own; repeatable");
+        /// `pyargv`: the words of the app's `sys.argv` after the program name.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pyargv: Option<String> = None, some(text),
+            value("pyargv", "app", "ARGS", "sys.argv for the app: [\"ngx-wsgi\", ARGS split at spaces]");
         /// `callable`: the app's name in its module.
         callable: String = "application".into(), set(text),
             value("callable", "app", "NAME", "name of the WSGI callable (default: application)");
@@ -345,6 +349,16 @@ declare_config! {
         reload_on_as: u64 = 0, set(mebibytes),
             value("reload-on-as", "recycling", "MB",
                 "replace a worker gracefully once a request leaves its address space above this (0: off)");
+        /// `harakiri-graceful-timeout`: seconds a worker past harakiri gets, after
+        /// `harakiri-graceful-signal`, before SIGKILL (0: SIGKILL at once).
+        harakiri_graceful_timeout: u64 = 0, set(seconds),
+            value("harakiri-graceful-timeout", "recycling", "SECONDS",
+                "a worker past harakiri first gets harakiri-graceful-signal and this long to finish its other \
+                 requests before SIGKILL (0: SIGKILL at once)");
+        /// `harakiri-graceful-signal`: the signal of a graceful harakiri.
+        harakiri_graceful_signal: i32 = 15, set(signal_number),
+            value("harakiri-graceful-signal", "recycling", "N",
+                "the signal harakiri-graceful-timeout sends first (default 15, SIGTERM: stop accepting, finish in-flight requests)");
         /// `max-worker-lifetime`: seconds after which a worker is replaced gracefully (0: never).
         max_worker_lifetime: u64 = 0, set(seconds),
             value("max-worker-lifetime", "recycling", "SECONDS",
@@ -413,6 +427,9 @@ declare_config! {
         #[serde(skip_serializing_if = "Vec::is_empty")]
         add_header: Vec<String> = Vec::new(), push(header_line),
             value("add-header", "requests", "\"NAME: VALUE\"", "add this header to every response; repeatable");
+        /// `show-config`: the effective config in the log at start.
+        show_config: bool = false, set(switch),
+            flag("show-config", "stats", "log the effective config (as --check-config prints it) at start");
         /// `stats`: where the master serves uWSGI's stats JSON.
         #[serde(skip_serializing_if = "Option::is_none", serialize_with = "display")]
         stats: Option<ListenAddr> = None, some(listen_addr),
@@ -687,6 +704,14 @@ fn daemon_spec(name: &str, value: Option<&str>) -> Result<String, ConfigError> {
     AttachedDaemon::parse(name, text)
         .map(|_| text.to_string())
         .map_err(|expected| bad(name, text, &expected))
+}
+
+fn signal_number(name: &str, value: Option<&str>) -> Result<i32, ConfigError> {
+    let text = value.unwrap_or("");
+    text.parse::<i32>()
+        .ok()
+        .filter(|n| (1..=64).contains(n))
+        .ok_or_else(|| bad(name, text, "a signal number from 1 to 64 (15 is SIGTERM)"))
 }
 
 /// `Name: value`, as a response header line is written.

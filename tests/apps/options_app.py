@@ -16,6 +16,10 @@ def application(environ, start_response):
         time.sleep(float(environ.get("HTTP_X_SLEEP", "0")))
     if path == "/slow":
         time.sleep(float(environ.get("QUERY_STRING") or "1"))
+    if path == "/argv":
+        import sys
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [" ".join(sys.argv).encode()]
     if path == "/fds":
         # What a program the app starts inherits, when the app lets it inherit everything.
         listing = subprocess.run(["ls", "/proc/self/fd"], close_fds=False,
