@@ -492,3 +492,76 @@ def test_harakiri_graceful_timeout_lets_the_other_requests_finish(daemon, nginx,
     # show-config and pyargv, while here.
     assert "show-config: the effective config" in d.log() and "harakiri-graceful-timeout = 3" in d.log()
     assert requests.get(url + "/argv", timeout=10).text == "ngx-wsgi --env prod"
+
+
+def live_workers(d):
+    return len(d.worker_pids())
+
+
+def test_cheaper_spare_grows_under_load_and_shrinks_after(daemon, nginx, app_sock):
+    d, url = nginx_daemon(daemon, nginx, app_sock, "--processes", "4", "--cheaper", "1",
+                          "--cheaper-overload", "1", "--cheaper-step", "1")
+    wait_for(lambda: live_workers(d) == 1, 10, "one worker to start with")
+    outcomes = []
+
+    def client():
+        for _ in range(6):
+            try:
+                outcomes.append(requests.get(url + "/slow?0.5", timeout=30).status_code)
+            except requests.RequestException as err:
+                outcomes.append(type(err).__name__)
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for c in clients:
+        c.start()
+    wait_for(lambda: live_workers(d) >= 3, 20, "more workers under load")
+    for c in clients:
+        c.join()
+    assert set(outcomes) == {200}, outcomes
+    d.wait_log(r"cheaper: \d+ of \d+ workers busy: started 1 more")
+    wait_for(lambda: live_workers(d) == 1, 30, "back to cheaper = 1 when idle")
+    d.wait_log(r"worker \d \(pid \d+\) stopped \(cheaper\)")
+
+
+def test_cheaper_backlog_follows_the_tcp_listen_queue(daemon, nginx):
+    port = free_port()
+    d = daemon("--socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "3", "--cheaper", "1",
+               "--cheaper-algo", "backlog", "--cheaper-overload", "2", ready=("127.0.0.1", port))
+    n = nginx(f"127.0.0.1:{port}")
+    threads = [threading.Thread(target=lambda: requests.get(n.url + "/slow?2", timeout=30)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    d.wait_log(r"cheaper: \d+ of 1 workers busy: started 1 more", timeout=15)
+    for t in threads:
+        t.join()
+
+
+def test_cheaper_bounds_and_fifo_plus_minus(daemon, nginx, app_sock, tmp_path):
+    out = subprocess.run([BIN, "--http-socket", ":0", "--wsgi-file", APP, "--processes", "2", "--cheaper", "2",
+                          "--check-config"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert ("cheaper = 2 is not below processes = 2: cheaper is the fewest workers, processes the most "
+            "(uWSGI refuses it too)") in out.stderr
+    fifo = tmp_path / "fifo"
+    d, url = nginx_daemon(daemon, nginx, app_sock, "--processes", "3", "--cheaper", "1",
+                          "--cheaper-overload", "30", "--master-fifo", fifo)
+    wait_for(lambda: live_workers(d) == 1 and fifo.is_fifo(), 10, "one worker")
+    fifo_command(fifo, "+")
+    wait_for(lambda: live_workers(d) == 2, 10, "+ starts one")
+    fifo_command(fifo, "++")
+    wait_for(lambda: "master fifo +: already at processes = 3" in d.log(), 10, "not above processes")
+    assert live_workers(d) == 3
+    fifo_command(fifo, "---")
+    wait_for(lambda: live_workers(d) == 1, 10, "- stops one, not below cheaper")
+    d.wait_log(r"master fifo -: already at cheaper = 1")
+    assert requests.get(url + "/", timeout=10).status_code == 200
+
+
+def test_idle_stops_the_workers_and_a_connection_wakes_them(daemon, nginx, app_sock):
+    d, url = nginx_daemon(daemon, nginx, app_sock, "--processes", "2", "--idle", "2")
+    assert requests.get(url + "/", timeout=10).status_code == 200
+    d.wait_log(r"idle: no request for 2 s: stopping the workers", timeout=15)
+    wait_for(lambda: live_workers(d) == 0, 10, "no worker")
+    r = requests.get(url + "/", timeout=20)
+    assert r.status_code == 200
+    d.wait_log(r"idle: a connection came: starting the workers")

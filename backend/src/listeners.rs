@@ -1,7 +1,7 @@
 //! Binding the listening sockets, and handing them to a re-executed master on reload.
 
 use std::net::{TcpListener, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -41,6 +41,45 @@ impl ListeningSocket {
 pub struct BoundListener {
     pub spec: Listener,
     pub socket: ListeningSocket,
+}
+
+/// Connections waiting in a TCP listener's accept queue (what `cheaper-algo = backlog`
+/// reads); 0 for a unix socket, whose queue Linux shows only through sock_diag.
+pub fn queued(listener: &BoundListener) -> u32 {
+    let ListeningSocket::Tcp(socket) = &listener.socket else {
+        return 0;
+    };
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a writable tcp_info of `len` bytes, and the descriptor is a TCP
+    // socket this struct owns; the kernel writes at most `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return 0;
+    }
+    // SAFETY: getsockopt succeeded and the struct was zeroed first, so every field is set.
+    let info = unsafe { info.assume_init() };
+    // For a listening socket, Linux reports the accept queue's length as tcpi_unacked.
+    info.tcpi_unacked
+}
+
+/// Whether a connection is waiting on the listener (`idle` wakes the workers then).
+pub fn readable(listener: &BoundListener) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let fd = match &listener.socket {
+        ListeningSocket::Unix(s) => s.as_fd(),
+        ListeningSocket::Tcp(s) => s.as_fd(),
+    };
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
 /// Binds every listener of the config, or takes them over from a reloading master.

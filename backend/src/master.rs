@@ -14,7 +14,7 @@
 //!   between, so none is refused. If the app no longer loads, the reload is refused and
 //!   the running workers keep serving.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +28,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Pid, Uid};
 use pyo3::prelude::*;
 
+use crate::cheaper::{self, Cheaper};
 use crate::daemons::Daemons;
 use crate::listeners::{self, BoundListener, ListeningSocket};
 use crate::{fifo, logging, procname, python, stats, worker};
@@ -203,6 +204,111 @@ fn check_workers(workers: &mut Workers, config: &Config, last_memory_check: &mut
             worker.retiring = Some(option);
             let _ = kill(*pid, Signal::SIGKILL);
         }
+    }
+}
+
+/// Starts up to `n` of the workers not running (cheaper mode, idle); returns how many.
+fn spawn_cheaped(
+    workers: &mut Workers,
+    cheaped: &mut HashSet<u32>,
+    n: u32,
+    config: &Config,
+    app: Option<&Py<PyAny>>,
+    listeners: &[BoundListener],
+    ready: &ReadyPipe,
+) -> anyhow::Result<u32> {
+    let mut ids: Vec<u32> = cheaped
+        .iter()
+        .copied()
+        // A worker still finishing its last requests keeps its id until it is gone.
+        .filter(|id| !workers.values().any(|w| w.id == *id))
+        .collect();
+    ids.sort_unstable();
+    let mut started = 0;
+    for id in ids.into_iter().take(n as usize) {
+        cheaped.remove(&id);
+        start_worker(workers, id, config, app, listeners, ready)?;
+        started += 1;
+    }
+    Ok(started)
+}
+
+/// Stops the highest-numbered running worker gracefully, unless `fewest` are left.
+fn cheap_one(workers: &mut Workers, cheaped: &mut HashSet<u32>, fewest: u32) -> bool {
+    let running = workers.values().filter(|w| w.retiring.is_none()).count() as u32;
+    if running <= fewest {
+        return false;
+    }
+    let Some((pid, worker)) = workers
+        .iter_mut()
+        .filter(|(_, w)| w.retiring.is_none())
+        .max_by_key(|(_, w)| w.id)
+    else {
+        return false;
+    };
+    worker.retiring = Some("cheaper");
+    cheaped.insert(worker.id);
+    let _ = kill(*pid, Signal::SIGTERM);
+    true
+}
+
+/// `idle`: after that long without a request every worker stops; a connection waiting on
+/// a listener starts them again.
+struct IdleWatch {
+    after: Duration,
+    last_requests: u64,
+    last_activity: Instant,
+    asleep: bool,
+}
+
+impl IdleWatch {
+    fn new(config: &Config) -> Option<IdleWatch> {
+        (config.idle > 0).then(|| IdleWatch {
+            after: Duration::from_secs(config.idle),
+            last_requests: 0,
+            last_activity: Instant::now(),
+            asleep: false,
+        })
+    }
+
+    /// Stops the workers when idle; true when a connection came to wake them.
+    fn check(
+        &mut self,
+        workers: &mut Workers,
+        cheaped: &mut HashSet<u32>,
+        listeners: &[BoundListener],
+    ) -> bool {
+        if self.asleep {
+            if workers.is_empty() && listeners.iter().any(listeners::readable) {
+                tracing::info!("idle: a connection came: starting the workers");
+                self.asleep = false;
+                self.last_activity = Instant::now();
+                return true;
+            }
+            return false;
+        }
+        let requests = stats::total_requests(workers.values().map(|w| w.id));
+        let busy = workers.values().any(|w| stats::worker_busy(w.id));
+        if requests != self.last_requests || busy {
+            self.last_requests = requests;
+            self.last_activity = Instant::now();
+            return false;
+        }
+        if self.last_activity.elapsed() < self.after {
+            return false;
+        }
+        tracing::info!(
+            "idle: no request for {} s: stopping the workers",
+            self.after.as_secs()
+        );
+        for (pid, worker) in workers.iter_mut() {
+            worker.retiring = Some("idle");
+            cheaped.insert(worker.id);
+            let _ = kill(*pid, Signal::SIGTERM);
+        }
+        self.last_requests = 0;
+        self.asleep = true;
+        false
     }
 }
 
@@ -414,13 +520,15 @@ fn serve(
 ) -> anyhow::Result<i32> {
     python::initialize(config)?;
     procname::set(config, None);
-    let counters = match stats_socket {
-        Some(socket) => Some((
-            stats::SharedCounters::install(config.processes, config.threads)?,
-            socket,
-        )),
-        None => None,
+    // Cheaper mode and idle read the workers' busy state from the shared counters too.
+    let shared = match stats_socket.is_some() || config.cheaper > 0 || config.idle > 0 {
+        true => Some(stats::SharedCounters::install(
+            config.processes,
+            config.threads,
+        )?),
+        false => None,
     };
+    let counters = shared.zip(stats_socket);
     let app = if config.lazy_apps {
         None
     } else {
@@ -434,9 +542,13 @@ fn serve(
     };
     let ready = ReadyPipe::new()?;
     let mut workers: Workers = HashMap::new();
-    for id in 1..=config.processes {
+    let mut cheaper = Cheaper::new(config);
+    // Worker ids not running on purpose (cheaper mode, idle): not respawned when they exit.
+    let mut cheaped: HashSet<u32> = (Cheaper::initial(config) + 1..=config.processes).collect();
+    for id in 1..=Cheaper::initial(config) {
         start_worker(&mut workers, id, config, app.as_ref(), listeners, &ready)?;
     }
+    let mut idle = IdleWatch::new(config);
     let mut old_workers = retire_old_workers();
     let mut state = State::Running;
     let mut touched = TouchReload::new(&config.touch_reload);
@@ -446,6 +558,7 @@ fn serve(
     let mut last_log_check = Instant::now();
     let mut chain: Option<ChainReload> = None;
     let mut last_memory_check = Instant::now();
+    let mut last_cheaper_check = Instant::now();
     let mut fifo = fifo::MasterFifo::open(&config.master_fifo)?;
     let mut daemons = Daemons::start(config.attached_daemons());
     let mut brutal_reload = false;
@@ -479,10 +592,35 @@ fn serve(
                 Command::ChainReload => tracing::info!("chain reload: already under way"),
                 Command::Stats => log_workers(&workers),
                 Command::ReopenLogs => reopen_logs(config, workers.keys().chain(&old_workers)),
-                Command::MoreWorkers | Command::FewerWorkers => tracing::error!(
-                    "master fifo: + and - add and remove workers in uWSGI's cheaper mode, which \
-                     ngx-wsgi does not implement yet; change processes and reload instead"
-                ),
+                Command::MoreWorkers | Command::FewerWorkers if cheaper.is_none() => {
+                    tracing::error!(
+                        "master fifo: + and - add and remove workers in cheaper mode: set cheaper \
+                         (the fewest workers) below processes (the most)"
+                    )
+                }
+                Command::MoreWorkers => {
+                    let started = spawn_cheaped(
+                        &mut workers,
+                        &mut cheaped,
+                        1,
+                        config,
+                        app.as_ref(),
+                        listeners,
+                        &ready,
+                    )?;
+                    if started == 0 {
+                        tracing::warn!(
+                            "master fifo +: already at processes = {}",
+                            config.processes
+                        );
+                    }
+                }
+                Command::FewerWorkers => {
+                    let fewest = cheaper.as_ref().map_or(config.processes, |c| c.min);
+                    if !cheap_one(&mut workers, &mut cheaped, fewest) {
+                        tracing::warn!("master fifo -: already at cheaper = {fewest}");
+                    }
+                }
             }
         }
         // Signals before reaping: systemd (KillMode=control-group) and a terminal's Ctrl-C
@@ -536,6 +674,59 @@ fn serve(
                 }
             }
             check_workers(&mut workers, config, &mut last_memory_check);
+            if let Some(cheaper) = &mut cheaper {
+                if last_cheaper_check.elapsed() >= Duration::from_secs(1) {
+                    last_cheaper_check = Instant::now();
+                    let active: Vec<u32> = workers
+                        .values()
+                        .filter(|w| w.retiring.is_none())
+                        .map(|w| w.id)
+                        .collect();
+                    let busy = active.iter().filter(|id| stats::worker_busy(**id)).count() as u32;
+                    let backlog = listeners.iter().map(listeners::queued).sum();
+                    match cheaper.decide(active.len() as u32, busy, backlog) {
+                        cheaper::Decision::Spawn(n) => {
+                            let started = spawn_cheaped(
+                                &mut workers,
+                                &mut cheaped,
+                                n,
+                                config,
+                                app.as_ref(),
+                                listeners,
+                                &ready,
+                            )?;
+                            tracing::info!(
+                                "cheaper: {busy} of {} workers busy: started {started} more",
+                                active.len()
+                            );
+                        }
+                        cheaper::Decision::Cheap => {
+                            if cheap_one(&mut workers, &mut cheaped, cheaper.min) {
+                                tracing::info!(
+                                    "cheaper: {} of {} workers idle: stopping one",
+                                    active.len() as u32 - busy,
+                                    active.len()
+                                );
+                            }
+                        }
+                        cheaper::Decision::Nothing => {}
+                    }
+                }
+            }
+            if let Some(idle) = &mut idle {
+                if idle.check(&mut workers, &mut cheaped, listeners) {
+                    let wanted = Cheaper::initial(config);
+                    spawn_cheaped(
+                        &mut workers,
+                        &mut cheaped,
+                        wanted,
+                        config,
+                        app.as_ref(),
+                        listeners,
+                        &ready,
+                    )?;
+                }
+            }
             if touched_log.changed() {
                 reopen_logs(config, workers.keys().chain(&old_workers));
             }
@@ -549,6 +740,7 @@ fn serve(
         reap(
             &mut workers,
             &mut old_workers,
+            &cheaped,
             &mut daemons,
             &state,
             config,
@@ -686,6 +878,7 @@ fn spawn_worker(
 fn reap(
     workers: &mut Workers,
     old_workers: &mut Vec<Pid>,
+    cheaped: &HashSet<u32>,
     daemons: &mut Daemons,
     state: &State,
     config: &Config,
@@ -713,6 +906,13 @@ fn reap(
         };
         stats::worker_gone(id);
         if matches!(state, State::Stopping { .. }) {
+            continue;
+        }
+        if cheaped.contains(&id) {
+            tracing::info!(
+                "worker {id} (pid {pid}) stopped ({})",
+                retiring.unwrap_or("cheaper")
+            );
             continue;
         }
         if how.0 == Some(EXIT_APP_LOAD_FAILED) {

@@ -175,14 +175,17 @@ impl SharedCounters {
                     ngx_wsgi_config::Protocol::Http => "http",
                 };
                 json!({
-                    "name": l.spec.addr.to_string(), "proto": proto, "queue": 0,
+                    "name": l.spec.addr.to_string(), "proto": proto,
+                    "queue": crate::listeners::queued(l),
                     "max_queue": config.listen, "shared": 0, "can_offload": 0,
                 })
             })
             .collect();
         json!({
             "version": concat!("ngx-wsgi ", env!("CARGO_PKG_VERSION")),
-            "listen_queue": 0, "listen_queue_errors": 0, "signal_queue": 0, "load": load,
+            // TCP listeners' accept queues (unix sockets' are not readable this way).
+            "listen_queue": listeners.iter().map(crate::listeners::queued).sum::<u32>(),
+            "listen_queue_errors": 0, "signal_queue": 0, "load": load,
             "pid": std::process::id(),
             "uid": nix::unistd::getuid().as_raw(), "gid": nix::unistd::getgid().as_raw(),
             "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
@@ -232,6 +235,24 @@ pub fn worker_started(id: u32, pid: i32) {
     if let Some(shared) = SHARED.get() {
         shared.worker_started(id, pid);
     }
+}
+
+/// In the master: whether worker `id` is in a request (false without shared counters).
+pub fn worker_busy(id: u32) -> bool {
+    SHARED.get().is_some_and(|shared| {
+        shared
+            .cores(id)
+            .iter()
+            .any(|c| c.in_request.load(Ordering::Relaxed) != 0)
+    })
+}
+
+/// In the master: the requests the workers have served (for `idle`).
+pub fn total_requests(ids: impl Iterator<Item = u32>) -> u64 {
+    SHARED.get().map_or(0, |shared| {
+        ids.map(|id| shared.worker(id).requests.load(Ordering::Relaxed))
+            .sum()
+    })
 }
 
 /// In the master, when worker `id`'s process is gone.

@@ -236,6 +236,30 @@ declare_config! {
         lazy_apps: bool = false, set(switch),
             flag("lazy-apps", "processes", "load the app in each worker after fork instead of once in the master")
             .aliases(&["lazy"]);
+        /// `cheaper`: the fewest workers kept (0: always `processes`), `processes` being the most.
+        cheaper: u32 = 0, set(count_u32),
+            value("cheaper", "processes", "N",
+                "cheaper mode: keep at least N workers and start more, up to processes, as the load needs (0: off)");
+        /// `cheaper-initial`: workers started at first in cheaper mode (0: `cheaper`).
+        cheaper_initial: u32 = 0, set(count_u32),
+            value("cheaper-initial", "processes", "N", "workers started at first in cheaper mode (default: cheaper)");
+        /// `cheaper-step`: workers started at once when more are needed.
+        cheaper_step: u32 = 1, set(positive::<u32>),
+            value("cheaper-step", "processes", "N", "workers started at once when more are needed (default 1)");
+        /// `cheaper-algo`: `spare` or `backlog`.
+        cheaper_algo: String = "spare".into(), set(cheaper_algo),
+            value("cheaper-algo", "processes", "spare|backlog",
+                "spare (default): more workers when all are busy for cheaper-overload seconds, fewer when \
+                 more than one idles; backlog: more while the TCP listen queue holds more than cheaper-overload");
+        /// `cheaper-overload`: seconds (spare) or queued connections (backlog).
+        cheaper_overload: u32 = 3, set(positive::<u32>),
+            value("cheaper-overload", "processes", "N",
+                "spare: seconds of overload before starting workers; backlog: queued connections (default 3)");
+        /// `idle`: seconds without a request after which every worker stops, to start again
+        /// with the next connection (0: never).
+        idle: u64 = 0, set(seconds),
+            value("idle", "processes", "SECONDS",
+                "stop every worker after SECONDS without a request; the next connection starts them again (0: off)");
         /// `uid`: user (name or number) the daemon runs as once its sockets are bound.
         #[serde(skip_serializing_if = "Option::is_none")]
         uid: Option<String> = None, some(text),
@@ -714,6 +738,24 @@ fn signal_number(name: &str, value: Option<&str>) -> Result<i32, ConfigError> {
         .ok_or_else(|| bad(name, text, "a signal number from 1 to 64 (15 is SIGTERM)"))
 }
 
+fn count_u32(name: &str, value: Option<&str>) -> Result<u32, ConfigError> {
+    let text = value.unwrap_or("");
+    text.parse::<u32>()
+        .map_err(|_| bad(name, text, "a whole number, 0 for off"))
+}
+
+fn cheaper_algo(name: &str, value: Option<&str>) -> Result<String, ConfigError> {
+    let text = value.unwrap_or("");
+    match text {
+        "spare" | "backlog" => Ok(text.to_string()),
+        _ => Err(bad(
+            name,
+            text,
+            "spare or backlog (ngx-wsgi's cheaper algorithms)",
+        )),
+    }
+}
+
 /// `Name: value`, as a response header line is written.
 fn header_line(name: &str, value: Option<&str>) -> Result<String, ConfigError> {
     let text = value.unwrap_or("");
@@ -823,6 +865,19 @@ impl Config {
                 "min-worker-lifetime = {} is not below max-worker-lifetime = {}: workers could \
                  never be replaced (uWSGI refuses it too)",
                 self.min_worker_lifetime, self.max_worker_lifetime
+            )));
+        }
+        if self.cheaper > 0 && self.cheaper >= self.processes {
+            errors.push(ConfigError::Conflict(format!(
+                "cheaper = {} is not below processes = {}: cheaper is the fewest workers, processes \
+                 the most (uWSGI refuses it too)",
+                self.cheaper, self.processes
+            )));
+        }
+        if self.cheaper_initial > self.processes {
+            errors.push(ConfigError::Conflict(format!(
+                "cheaper-initial = {} is above processes = {}, the most workers",
+                self.cheaper_initial, self.processes
             )));
         }
         if self.pidfile.is_some() && self.safe_pidfile.is_some() {

@@ -227,6 +227,7 @@ fn every_declared_option_is_applied() {
             "env" => Some("A=B"),
             "add-header" => Some("X-A: b"),
             "mount" => Some("/a=a.py"),
+            "cheaper-algo" => Some("spare"),
             "static-map" | "static-map2" => Some("/static=/srv/static"),
             "attach-daemon2" => Some("cmd=sleep 1"),
             "smart-attach-daemon" | "smart-attach-daemon2" => Some("/run/x.pid x"),
