@@ -25,7 +25,7 @@ use crate::conn::{AsyncConn, Conn, ConnReader};
 use crate::static_files::StaticAnswer;
 use crate::worker::{InFlight, WorkerContext};
 use crate::wsgi::input::{Body, WsgiInput};
-use crate::wsgi::response::{lock, KeepAlive, ResponseState, Sink};
+use crate::wsgi::response::{lock, KeepAlive, ResponseState, Sink, DRAIN_LIMIT};
 use crate::wsgi::{EnvironSource, Outcome};
 
 /// A listening uwsgi socket, already in non-blocking mode.
@@ -327,9 +327,6 @@ impl<'a> ServerVars<'a> {
     }
 }
 
-/// Unread request body a kept-alive connection is drained of; beyond it, closing is cheaper.
-const DRAIN_LIMIT: u64 = 64 * 1024;
-
 /// Runs one request whose head is at the start of `received`. Returns the connection, with
 /// the bytes of the next request already received, when it is kept alive (the client
 /// asked with NGX_WSGI_KEEPALIVE and the response could be delimited: docs/protocol.md);
@@ -362,9 +359,12 @@ fn run_request(
         Some(addr) => format!("{} via {peer}", text(addr)),
         None => peer.to_string(),
     };
+    // The body bytes that came with the head; the rest is still in the socket.
+    let unread_after_head = head.content_length - (body_end - body_start) as u64;
     if let Some(reason) = ctx.refuse_body(head.content_length) {
         tracing::error!("{} {} => 413: {reason}", client(), request_line());
         refuse(&conn, "413 Content Too Large", &reason);
+        linger(conn, unread_after_head, ctx.head_timeout);
         return None;
     }
     if let Some(answer) = static_answer(ctx, &server_vars) {
@@ -386,17 +386,18 @@ fn run_request(
         true => KeepAlive::from_var(server_vars.keep_alive),
         false => KeepAlive::Off,
     };
-    let (outcome, reusable) = Python::attach(|py| {
+    let (outcome, reusable, unread) = Python::attach(|py| {
         let failed = |err: PyErr| {
             let traceback = crate::python::format_exception(py, &err);
-            (Outcome::AppFailed { traceback }, false)
+            (Outcome::AppFailed { traceback }, false, unread_after_head)
         };
         let prefix = received[body_start..body_end].to_vec();
-        let body = Body::new(
+        let mut body = Body::new(
             prefix,
             Box::new(ConnReader(conn.clone())),
             head.content_length,
         );
+        let unread_body = body.share_remaining();
         let input = match Bound::new(py, WsgiInput::new(body)) {
             Ok(input) => input,
             Err(err) => return failed(err),
@@ -411,6 +412,7 @@ fn run_request(
             server_vars.method == b"HEAD",
             keep_alive,
         );
+        lock(&response).watch_body(unread_body);
         let outcome = ctx.app.respond_on_socket(py, environ, &response, &conn);
         let mut reusable = matches!(outcome, Outcome::Sent { .. }) && lock(&response).reusable();
         let mut input = input.borrow_mut();
@@ -420,10 +422,11 @@ fn run_request(
                 .detach(|| body.discard_unread(DRAIN_LIMIT))
                 .unwrap_or(false);
         }
+        let unread = input.body_mut().unread();
         // The app may keep its environ or start_response alive: they let go of the socket.
         input.body_mut().release_source();
         lock(&response).release_connection();
-        (outcome, reusable)
+        (outcome, reusable, unread)
     });
     // The log line's strings are made only when it is written (not per request with
     // --disable-logging). nginx passes the client's address: the line names it with the
@@ -445,8 +448,14 @@ fn run_request(
     }
     if matches!(outcome, Outcome::Aborted { .. } | Outcome::PeerGone { .. }) {
         conn.shutdown();
+        return None;
     }
     if !reusable {
+        // An answer before the whole body was read: closing now would reset the
+        // connection and destroy the answer nginx has not read yet.
+        if unread > 0 {
+            linger(conn, unread, ctx.head_timeout);
+        }
         return None;
     }
     // Bytes past this request's body are the start of the next one.
@@ -484,11 +493,48 @@ fn send_static(conn: &Conn, answer: StaticAnswer, head_only: bool) -> Outcome {
     }
 }
 
-/// [`reject`] for a connection a request thread holds: answers and closes without waiting.
+/// The longest a lingering close lasts in all.
+const LINGER_TIME: Duration = Duration::from_secs(30);
+
+/// Closes a connection whose request body was not read to its end, after its response:
+/// nginx is still sending that body, and closing with unread bytes would reset the
+/// connection and destroy the response before nginx reads it (it would answer 502).
+/// Like nginx's own lingering close: the writing side is shut (the response is complete),
+/// then what the peer still sends is read and dropped, in a task of its own so the
+/// request thread goes on serving. It ends when `unread` bytes came (the declared rest
+/// of the body, no more), the peer closed, nothing came for `timeout`, or after
+/// [`LINGER_TIME`].
+fn linger(conn: Arc<Conn>, unread: u64, timeout: Duration) {
+    let Some(conn) = Arc::into_inner(conn) else {
+        return; // still shared (cannot happen after a request): dropping it closes it
+    };
+    let _ = socket2::SockRef::from(&conn).shutdown(std::net::Shutdown::Write);
+    let conn = match AsyncConn::register(conn) {
+        Ok(conn) => conn,
+        Err(_) => return,
+    };
+    tokio::spawn(async move {
+        let drain = async {
+            let mut sink = Vec::with_capacity(64 * 1024);
+            let mut left = unread;
+            while left > 0 {
+                sink.clear();
+                let read = tokio::time::timeout(timeout, conn.read_available(&mut sink)).await;
+                match read {
+                    Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n as u64),
+                    _ => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    });
+}
+
+/// [`reject`] for a connection a request thread holds: answers without waiting; the
+/// caller closes it, lingering on the body that follows ([`linger`]).
 fn refuse(conn: &Conn, status: &str, reason: &str) {
     let response = error_response(status, reason);
     let _ = conn.write_parts(&[response.as_bytes()]);
-    conn.shutdown();
 }
 
 fn error_response(status: &str, reason: &str) -> String {
@@ -512,19 +558,21 @@ async fn reject(conn: &mut AsyncConn, status: &str, reason: &str) {
 }
 
 async fn answer_and_drain(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), response: &[u8]) {
-    const DRAIN_LIMIT: usize = 1 << 20;
     if stream.write_all(response).await.is_err() || stream.shutdown().await.is_err() {
         return;
     }
+    // A lingering close, as in [`linger`]: the body that follows a refused head (of a
+    // size the head may not tell) is read and dropped until the peer is done, 5 s
+    // without data or LINGER_TIME in all.
     let drain = async {
-        let mut sink = [0u8; 16 * 1024];
-        let mut drained = 0;
-        while drained < DRAIN_LIMIT {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
+        let mut sink = [0u8; 64 * 1024];
+        loop {
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink));
+            match read.await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => break,
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }

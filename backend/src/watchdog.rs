@@ -260,11 +260,28 @@ fn answer_504(fd: RawFd, limit: Duration) {
         body.len()
     );
     // Never blocks: a socket whose buffer is full gets nothing, as before.
-    let _ = send(
+    let sent = send(
         fd,
         response.as_bytes(),
         MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
     );
+    if sent.is_err() {
+        return;
+    }
+    // The worker is killed next: closing with request body unread would reset the
+    // connection and destroy the 504 before nginx reads it. Shut the writing side (the
+    // answer is complete) and read what nginx still sends, for a second at most.
+    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Write);
+    let until = Instant::now() + Duration::from_secs(1);
+    let mut sink = [0u8; 64 * 1024];
+    while Instant::now() < until {
+        match nix::sys::socket::recv(fd, &mut sink, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EAGAIN) => std::thread::sleep(Duration::from_millis(5)),
+            Err(_) => return,
+        }
+    }
 }
 
 impl Drop for RequestTimer<'_> {

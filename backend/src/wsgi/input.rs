@@ -4,6 +4,8 @@
 //! large upload is never held in memory; the GIL is released during every blocking read.
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyOSError;
@@ -31,6 +33,9 @@ pub struct Body {
     remaining: u64,
     /// Body size the client announced.
     announced: u64,
+    /// `remaining`, for the response writer, which decides at head time whether the
+    /// connection can be kept (see [`Body::share_remaining`]).
+    shared_remaining: Option<Arc<AtomicU64>>,
 }
 
 impl Body {
@@ -43,7 +48,21 @@ impl Body {
             source,
             remaining,
             announced,
+            shared_remaining: None,
         }
+    }
+
+    /// A counter of the body bytes still to come from the source, kept current as the app
+    /// reads.
+    pub fn share_remaining(&mut self) -> Arc<AtomicU64> {
+        let counter = Arc::new(AtomicU64::new(self.remaining));
+        self.shared_remaining = Some(counter.clone());
+        counter
+    }
+
+    /// Body bytes not read from the source yet.
+    pub fn unread(&self) -> u64 {
+        self.remaining
     }
 
     pub fn empty() -> Body {
@@ -91,6 +110,9 @@ impl Body {
             ));
         }
         self.remaining -= got as u64;
+        if let Some(shared) = &self.shared_remaining {
+            shared.store(self.remaining, Ordering::Relaxed);
+        }
         Ok(true)
     }
 

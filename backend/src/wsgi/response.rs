@@ -1,6 +1,7 @@
 //! `start_response`, `write()` and the response head they build (PEP 3333).
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
@@ -145,7 +146,14 @@ pub struct ResponseState {
     framing_broken: bool,
     /// Set by [`ResponseState::finish`]: the response is complete and delimited.
     reusable: bool,
+    /// The request body's bytes not read yet: over [`DRAIN_LIMIT`] when the head goes
+    /// out, the connection will not be kept (it is lingered on and closed instead).
+    unread_body: Option<Arc<AtomicU64>>,
 }
+
+/// Request body left unread by the app that is read and dropped to keep a connection;
+/// beyond it, the connection is closed (after a lingering read: see `uwsgi::linger`).
+pub const DRAIN_LIMIT: u64 = 1 << 20;
 
 pub type SharedResponse = Arc<Mutex<ResponseState>>;
 
@@ -165,7 +173,13 @@ impl ResponseState {
             framing: Framing::UntilClose,
             framing_broken: false,
             reusable: false,
+            unread_body: None,
         }))
+    }
+
+    /// Watches the request body's unread bytes (see `unread_body`).
+    pub fn watch_body(&mut self, unread: Arc<AtomicU64>) {
+        self.unread_body = Some(unread);
     }
 
     /// The head's bytes for a uwsgi connection; decides the framing of the body.
@@ -173,7 +187,12 @@ impl ResponseState {
         let head = self.head.as_ref().ok_or_else(|| {
             io::Error::other("the app returned a body without calling start_response")
         })?;
-        self.framing = match (self.keep_alive, head.content_length()) {
+        // A body the app left mostly unread ends the connection: say so in the head.
+        let keep_alive = match &self.unread_body {
+            Some(unread) if unread.load(Ordering::Relaxed) > DRAIN_LIMIT => KeepAlive::Off,
+            _ => self.keep_alive,
+        };
+        self.framing = match (keep_alive, head.content_length()) {
             (KeepAlive::Off, _) => Framing::UntilClose,
             _ if self.head_only || head.has_no_body() => Framing::Empty,
             (_, Some(length)) => Framing::Length(length),
