@@ -278,7 +278,7 @@ def test_master_fifo_commands(daemon, nginx, app_sock, tmp_path):
     wait_for(lambda: "the app raised an exception" in log.read_text(), 10, "a worker's line in the new log")
 
     fifo_command(fifo, "+x")
-    wait_for(lambda: "cheaper mode, which ngx-wsgi does not implement yet" in logged(), 10, "+")
+    wait_for(lambda: "+ and - add and remove workers in cheaper mode: set cheaper" in logged(), 10, "+")
     wait_for(lambda: "unknown command 'x'" in logged(), 10, "x")
 
     # 1 selects the second fifo: the first is no longer read.

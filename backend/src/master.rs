@@ -840,7 +840,7 @@ fn spawn_worker(
     stats::attach(id);
     if config.limit_as > 0 {
         // Here rather than in the master, so only the workers run under the cap.
-        let bytes = config.limit_as * 1024 * 1024;
+        let bytes = config.limit_as.saturating_mul(1024 * 1024);
         let limited =
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, bytes, bytes);
         if let Err(err) = limited {

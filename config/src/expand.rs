@@ -8,7 +8,7 @@
 //! line set before. Unlike uWSGI, which leaves an unresolved `%(name)` in the value as
 //! written, a reference to nothing is an error naming the line.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 use crate::source::{Location, Reading, Setting};
@@ -16,6 +16,13 @@ use crate::ConfigError;
 
 /// Placeholders may nest (`root = %(base)/x`); deeper than this is a cycle.
 const MAX_DEPTH: usize = 16;
+/// The longest a value may grow to once expanded: placeholders that repeat each other
+/// would otherwise grow exponentially with the lines of a file.
+pub(crate) const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// All the values of one file, expanded: a bound on the work and memory of a file.
+const MAX_FILE_EXPANSION: usize = 4 << 20;
+/// Placeholder math operations one file may ask for.
+const MAX_MATH_OPERATIONS: usize = 10_000;
 
 /// Options that define placeholders instead of setting anything: `set-ph = name=value`.
 pub(crate) const SET_PLACEHOLDER: &[&str] = &["set-placeholder", "set-ph"];
@@ -162,6 +169,10 @@ pub(crate) fn expand_entries(
         defined,
         outer,
         referenced: Vec::new(),
+        seen: HashSet::new(),
+        expanded: HashMap::new(),
+        budget: MAX_FILE_EXPANSION,
+        operations: 0,
     };
     for entry in &entries {
         let at = Location {
@@ -214,7 +225,16 @@ struct Expander<'a> {
     file: &'a FileInfo,
     defined: HashMap<&'a str, Source<'a>>,
     outer: &'a HashMap<String, String>,
+    /// Names referred to, in order of first reference (and as a set).
     referenced: Vec<String>,
+    seen: HashSet<String>,
+    /// Each placeholder of this file expanded once: a name used a thousand times costs
+    /// one expansion.
+    expanded: HashMap<String, String>,
+    /// Bytes of expanded values this file may still produce.
+    budget: usize,
+    /// Placeholder math operations done.
+    operations: usize,
 }
 
 impl Expander<'_> {
@@ -243,6 +263,12 @@ impl Expander<'_> {
                     '@' => out.push_str(&file_contents(name)?),
                     _ => out.push_str(&self.placeholder(name, at, depth, reading)?),
                 }
+                if out.len() > MAX_VALUE_BYTES {
+                    return Err(ConfigError::TooLarge(format!(
+                        "this value expands to more than {MAX_VALUE_BYTES} bytes (placeholders \
+                         repeating each other?)"
+                    )));
+                }
                 rest = &inner[close + 1..];
                 continue;
             }
@@ -269,6 +295,17 @@ impl Expander<'_> {
             }
         }
         out.push_str(rest);
+        if out.len() > MAX_VALUE_BYTES {
+            return Err(ConfigError::TooLarge(format!(
+                "this value expands to more than {MAX_VALUE_BYTES} bytes (placeholders repeating \
+                 each other?)"
+            )));
+        }
+        self.budget = self.budget.checked_sub(out.len()).ok_or_else(|| {
+            ConfigError::TooLarge(format!(
+                "the values of this file expand to more than {MAX_FILE_EXPANSION} bytes in all"
+            ))
+        })?;
         Ok(out)
     }
 
@@ -293,6 +330,13 @@ impl Expander<'_> {
         while i < words.len() {
             let word = words[i];
             i += 1;
+            self.operations += 1;
+            if self.operations > MAX_MATH_OPERATIONS {
+                return Err(math_error(
+                    name,
+                    &format!("the file asks for more than {MAX_MATH_OPERATIONS} operations"),
+                ));
+            }
             let result = match word {
                 "++" | "--" => {
                     let n = number(name, &value)?;
@@ -356,21 +400,27 @@ impl Expander<'_> {
         if name == "_" {
             return Ok("%(_)".into());
         }
-        if !self.referenced.iter().any(|r| r == name) {
+        if self.seen.insert(name.to_string()) {
             self.referenced.push(name.into());
+        }
+        if let Some(value) = self.expanded.get(name) {
+            return Ok(value.clone());
         }
         match self.defined.get(name) {
             Some(Source::Raw(raw)) => {
                 let raw: &str = raw;
                 // The borrow of `defined` ends here: the value is copied out first.
                 let raw = raw.to_string();
-                self.expand(&raw, at, depth + 1, reading)
+                let value = self
+                    .expand(&raw, at, depth + 1, reading)
                     .map_err(|err| match err {
                         ConfigError::CircularReference(_) => {
                             ConfigError::CircularReference(name.into())
                         }
                         other => other,
-                    })
+                    })?;
+                self.expanded.insert(name.to_string(), value.clone());
+                Ok(value)
             }
             Some(Source::Switch) => Ok("true".into()),
             None => self
@@ -415,7 +465,41 @@ fn environment(spec: &str, at: &Location, reading: &mut Reading) -> String {
 
 /// `@(FILE)`: the file's contents, without the final newline.
 fn file_contents(path: &str) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path)
+    let text = read_regular_file(Path::new(path), MAX_VALUE_BYTES as u64)
         .map_err(|err| ConfigError::Unreadable(format!("@({path}): {err}")))?;
     Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+}
+
+/// Reads a regular file of at most `limit` bytes: a device (/dev/zero), a FIFO or a
+/// terminal (/dev/stdin) would make loading a config endless or unbounded.
+pub(crate) fn read_regular_file(path: &Path, limit: u64) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a writer forever.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|err| err.to_string())?;
+    let meta = file.metadata().map_err(|err| err.to_string())?;
+    if !meta.is_file() {
+        return Err(
+            "not a regular file (a device, FIFO or directory cannot be read as config)".into(),
+        );
+    }
+    if meta.len() > limit {
+        return Err(format!(
+            "{} bytes, over the {limit} bytes a config file may have",
+            meta.len()
+        ));
+    }
+    let mut text = String::new();
+    // The size may change under us: never read past the limit.
+    file.take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(|err| err.to_string())?;
+    if text.len() as u64 > limit {
+        return Err(format!("over the {limit} bytes a config file may have"));
+    }
+    Ok(text)
 }

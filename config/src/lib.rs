@@ -142,7 +142,7 @@ declare_config! {
             flag("reuse-port", "sockets",
                 "bind TCP listeners with SO_REUSEPORT, so another daemon can bind the same port (blue/green)");
         /// `socket-timeout`: seconds a uwsgi peer may take to send its request head.
-        socket_timeout: u64 = 30, set(positive::<u64>),
+        socket_timeout: u64 = 30, set(positive_seconds),
             value("socket-timeout", "sockets", "SECONDS",
                 "how long a connected peer may take to send its request head (default 30; uWSGI's 4)")
             .short('z');
@@ -227,10 +227,10 @@ declare_config! {
             flag("master", "processes", "supervise the workers (always on in ngx-wsgi: a dead worker is respawned)")
             .short('M');
         /// `processes`: number of worker processes.
-        processes: u32 = 1, set(positive::<u32>),
+        processes: u32 = 1, set(workers),
             value("processes", "processes", "N", "worker processes (default 1)").aliases(&["workers"]).short('p');
         /// `threads`: request threads in each worker.
-        threads: u32 = 1, set(positive::<u32>),
+        threads: u32 = 1, set(workers),
             value("threads", "processes", "N", "request threads per worker (default 1)");
         /// `lazy-apps`: load the app in each worker instead of once before forking.
         lazy_apps: bool = false, set(switch),
@@ -432,7 +432,7 @@ declare_config! {
         py_auto_reload_ignore: Vec<String> = Vec::new(), push(text),
             value("py-auto-reload-ignore", "recycling", "MODULE", "a module py-autoreload leaves alone; repeatable");
         /// `reload-mercy`: seconds a graceful stop or reload waits for in-flight requests.
-        reload_mercy: u64 = 60, set(positive::<u64>),
+        reload_mercy: u64 = 60, set(positive_seconds),
             value("reload-mercy", "recycling", "SECONDS",
                 "how long a graceful stop or reload waits for in-flight requests (default 60)")
             .aliases(&["worker-reload-mercy"]);
@@ -564,6 +564,12 @@ pub enum ConfigError {
     UnknownFormat(String),
     #[error("config files include each other more than 8 levels deep (\"{0}\")")]
     IncludeTooDeep(String),
+    #[error("\"{0}\" includes itself (through the files it includes): an include loop")]
+    IncludeLoop(String),
+    #[error("more than {0} config files are read in all: includes fanning out?")]
+    TooManyFiles(usize),
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 fn did_you_mean(suggestion: &Option<&'static str>) -> String {
@@ -620,12 +626,55 @@ fn count(name: &str, value: Option<&str>, unit: &str) -> Result<u64, ConfigError
     })
 }
 
+/// Ten years: the longest duration a config may give. Durations and what is computed from
+/// them (deadlines, milliseconds) then never overflow.
+const LONGEST_SECONDS: u64 = 10 * 365 * 24 * 3600;
+/// The largest amount of MiB a config may give (1 PiB): bytes computed from it fit a u64.
+const LARGEST_MIB: u64 = 1 << 30;
+/// Processes and threads: more than this is a typo, and would exhaust the machine.
+const MOST_WORKERS: u32 = 4096;
+
+fn within(
+    name: &str,
+    value: Option<&str>,
+    n: u64,
+    max: u64,
+    expected: &str,
+) -> Result<u64, ConfigError> {
+    if n > max {
+        return Err(bad(name, value.unwrap_or(""), expected));
+    }
+    Ok(n)
+}
+
 fn seconds(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
-    count(name, value, "seconds")
+    let n = count(name, value, "seconds")?;
+    let expected = "a whole number of seconds up to 315360000 (ten years), 0 for none";
+    within(name, value, n, LONGEST_SECONDS, expected)
+}
+
+fn positive_seconds(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
+    let n = positive::<u64>(name, value)?;
+    let expected = "a whole number of seconds from 1 to 315360000 (ten years)";
+    within(name, value, n, LONGEST_SECONDS, expected)
 }
 
 fn milliseconds(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
-    count(name, value, "milliseconds")
+    let n = count(name, value, "milliseconds")?;
+    let expected = "a whole number of milliseconds up to 315360000000 (ten years), 0 for none";
+    within(name, value, n, LONGEST_SECONDS * 1000, expected)
+}
+
+fn workers(name: &str, value: Option<&str>) -> Result<u32, ConfigError> {
+    let n = positive::<u32>(name, value)?;
+    within(
+        name,
+        value,
+        u64::from(n),
+        u64::from(MOST_WORKERS),
+        "a whole number from 1 to 4096",
+    )?;
+    Ok(n)
 }
 
 fn requests(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
@@ -633,7 +682,9 @@ fn requests(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
 }
 
 fn mebibytes(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
-    count(name, value, "MiB")
+    let n = count(name, value, "MiB")?;
+    let expected = "a whole number of MiB up to 1073741824 (1 PiB), 0 for no limit";
+    within(name, value, n, LARGEST_MIB, expected)
 }
 
 fn text(_: &str, value: Option<&str>) -> Result<String, ConfigError> {

@@ -5,7 +5,7 @@
 //! overrides the file. A list option given on the command line (`--socket`) replaces the
 //! file's list instead of adding to it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::expand::{FileInfo, SET_PLACEHOLDER};
@@ -16,6 +16,13 @@ use crate::{Config, ConfigError, ConfigErrors};
 
 /// Files may include others (`ini = %dbase.ini`); deeper than this is a loop.
 const MAX_INCLUDE_DEPTH: usize = 8;
+/// Config files read for one config, includes and all.
+const MAX_FILES: usize = 64;
+/// The largest config file read.
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Unknown names get a "did you mean" for the first this many (each costs a scan of
+/// every option name).
+const MAX_SUGGESTIONS: usize = 100;
 
 /// A config file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +87,12 @@ struct Builder {
     /// For `ini = :section`.
     last_ini: Option<std::path::PathBuf>,
     /// Names some file referred to with `%(name)`.
-    referenced: Vec<String>,
+    referenced: HashSet<String>,
+    /// The files being read, outermost first (canonical paths): one of them included
+    /// again is a loop.
+    including: Vec<(std::path::PathBuf, Option<String>)>,
+    /// Files read so far.
+    files_read: usize,
     /// Names that are no option: typos, unless a file refers to them (placeholders).
     unknown: Vec<(String, Option<Location>)>,
     /// The config logic block (`if-env`, `for`, ...) open now.
@@ -119,7 +131,22 @@ impl Builder {
             self.error(at, ConfigError::IncludeTooDeep(path.display().to_string()));
             return;
         }
-        let text = match std::fs::read_to_string(path) {
+        // A file and section being read already: reading it again would loop (another
+        // section of the same file is another config).
+        let canonical = (
+            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+            section.map(str::to_string),
+        );
+        if self.including.contains(&canonical) {
+            self.error(at, ConfigError::IncludeLoop(path.display().to_string()));
+            return;
+        }
+        if self.files_read >= MAX_FILES {
+            self.error(at, ConfigError::TooManyFiles(MAX_FILES));
+            return;
+        }
+        self.files_read += 1;
+        let text = match crate::expand::read_regular_file(path, MAX_FILE_BYTES) {
             Ok(text) => text,
             Err(err) => {
                 let reason = format!("{}: {err}", path.display());
@@ -135,9 +162,11 @@ impl Builder {
         self.errors.extend(reading.errors);
         self.referenced.extend(reading.placeholders);
         self.depth += 1;
+        self.including.push(canonical);
         for setting in reading.settings {
             self.apply(setting, false);
         }
+        self.including.pop();
         self.depth -= 1;
     }
 
@@ -299,9 +328,13 @@ impl Builder {
             );
             self.notes.push(Note { at: block.at, text });
         }
-        for (name, at) in std::mem::take(&mut self.unknown) {
+        for (index, (name, at)) in std::mem::take(&mut self.unknown).into_iter().enumerate() {
             if !self.referenced.contains(&name) {
-                let suggestion = suggest(&name);
+                let suggestion = if index < MAX_SUGGESTIONS {
+                    suggest(&name)
+                } else {
+                    None
+                };
                 self.error(at, ConfigError::Unknown { name, suggestion });
             }
         }

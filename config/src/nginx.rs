@@ -118,7 +118,7 @@ pub fn check(parsed: &Parsed, nginx: &NginxSide) -> Vec<Finding> {
         })
     };
 
-    let harakiri_ms = config.harakiri * 1000;
+    let harakiri_ms = config.harakiri.saturating_mul(1000);
     if config.harakiri > 0 && nginx.read_timeout_ms <= harakiri_ms {
         let severity = if nginx.read_timeout_ms < harakiri_ms {
             Severity::Error

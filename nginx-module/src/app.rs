@@ -47,8 +47,9 @@ fn show(s: &ngx_str_t) -> String {
     String::from_utf8_lossy(bytes(s)).into_owned()
 }
 
-/// `wsgi_app FILE [keepalive=N|off];`
-pub extern "C" fn ngx_http_wsgi_app(
+/// `wsgi_app FILE [keepalive=N|off];` (called through `crate::ngx_http_wsgi_app`, which
+/// guards it against panics).
+pub fn wsgi_app_directive(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,

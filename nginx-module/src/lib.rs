@@ -194,7 +194,7 @@ static mut NGX_HTTP_WSGI_COMMANDS: [ngx_command_t; 30] = [
     ngx_command_t {
         name: ngx_string!("wsgi_app"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_TAKE12) as ngx_uint_t,
-        set: Some(app::ngx_http_wsgi_app),
+        set: Some(ngx_http_wsgi_app),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
@@ -458,8 +458,47 @@ unsafe fn core_loc_conf<'a>(cf: *mut ngx_conf_t) -> &'a mut ngx_http_core_loc_co
     }
 }
 
+/// Runs a configuration-phase callback's body, turning a panic into a configuration error
+/// at the file and line nginx is reading: a panic must not unwind into nginx's master,
+/// where it would abort it (on `nginx -s reload`, the running server with it), as the
+/// request callbacks are guarded in upstream.rs.
+fn conf_guarded<T>(cf: *mut ngx_conf_t, what: &str, failed: T, body: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(value) => value,
+        Err(_) => {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "internal error in ngx_http_wsgi_module's {what}: the configuration is refused"
+            );
+            failed
+        }
+    }
+}
+
+/// `wsgi_app FILE [keepalive=N|off];`
+extern "C" fn ngx_http_wsgi_app(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    conf_guarded(cf, "wsgi_app directive", NGX_CONF_ERROR, || {
+        app::wsgi_app_directive(cf, cmd, conf)
+    })
+}
+
 /// `wsgi_pass ADDRESS;`: `unix:/path`, `host:port` or an upstream block's name.
 extern "C" fn ngx_http_wsgi_pass(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    conf_guarded(cf, "wsgi_pass directive", NGX_CONF_ERROR, || {
+        wsgi_pass_directive(cf, cmd, conf)
+    })
+}
+
+fn wsgi_pass_directive(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
@@ -517,6 +556,16 @@ extern "C" fn ngx_http_wsgi_pass(
 
 /// `wsgi_param NAME VALUE [if_not_empty];`
 extern "C" fn ngx_http_wsgi_param(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    conf_guarded(cf, "wsgi_param directive", NGX_CONF_ERROR, || {
+        wsgi_param_directive(cf, cmd, conf)
+    })
+}
+
+fn wsgi_param_directive(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
@@ -586,6 +635,12 @@ unsafe fn push_param(
 }
 
 extern "C" fn ngx_http_wsgi_create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    conf_guarded(cf, "create_loc_conf", ptr::null_mut(), || {
+        create_loc_conf(cf)
+    })
+}
+
+fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     // SAFETY: cf is valid during configuration; pcalloc'd memory lives in its pool and
     // all-zero is a valid start for every field (set to "unset" below where it matters).
     unsafe {
@@ -640,6 +695,12 @@ extern "C" fn ngx_http_wsgi_merge_loc_conf(
     parent: *mut c_void,
     child: *mut c_void,
 ) -> *mut c_char {
+    conf_guarded(cf, "merge_loc_conf", NGX_CONF_ERROR, || {
+        merge_loc_conf(cf, parent, child)
+    })
+}
+
+fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) -> *mut c_char {
     // SAFETY: nginx passes two of our location configurations, created by
     // ngx_http_wsgi_create_loc_conf, the parent's already merged or at its defaults.
     let (prev, conf) = unsafe {
