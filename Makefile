@@ -9,7 +9,7 @@ BIN := target/release/ngx-wsgi
 MODULE := target/release/libngx_http_wsgi_module.so
 PREFIX ?= /usr/local
 
-.PHONY: all setup nginx-objs build demo test unit-test integration-test lint bench install clean
+.PHONY: all setup nginx-objs build demo test unit-test integration-test lint bench fuzz install clean
 
 all: build
 
@@ -40,6 +40,10 @@ integration-test:
 
 bench: build
 	@bash bench/run.sh
+
+# Runs every fuzz target (fuzz/) for FUZZ_SECONDS each (default 60).
+fuzz:
+	@bash scripts/fuzz.sh
 
 # The daemon in $(PREFIX)/bin; the module in nginx's modules directory with Debian's
 # modules-available/modules-enabled snippets, so loading it is one line nginx already has;

@@ -22,7 +22,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use daemon::AttachedDaemon;
-pub use load::{load_file, parse_args, Format, Parsed};
+pub use load::{load_file, load_text, parse_args, Format, Parsed};
 pub use options::{
     all_options, declared, help_text, lookup, suggest, topic_of, Action, Arity, OptionSpec, Support,
 };

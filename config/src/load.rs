@@ -400,6 +400,30 @@ pub(crate) fn read_text(
     }
 }
 
+/// Reads a config from text as if it were the file `path` (whose directory its `%d` and
+/// relative includes name), validated: what fuzzing and tests drive the readers with.
+pub fn load_text(text: &str, path: &Path, format: Format) -> Result<Parsed, ConfigErrors> {
+    let mut builder = Builder::default();
+    let whole_file = Location {
+        file: path.to_path_buf(),
+        line: 0,
+    };
+    builder.files_read = 1;
+    if format == Format::Ini {
+        builder.last_ini = Some(path.to_path_buf());
+    }
+    let reading = read_text(text, path, format, None, &builder.values);
+    builder.notes.extend(reading.notes);
+    builder.errors.extend(reading.errors);
+    builder.referenced.extend(reading.placeholders);
+    builder.depth = 1;
+    builder.including.push((path.to_path_buf(), None));
+    for setting in reading.settings {
+        builder.apply(setting, false);
+    }
+    builder.finish(Some(whole_file), false)
+}
+
 /// Reads one config file, as the nginx module does: format by extension, validated.
 pub fn load_file(path: &Path) -> Result<Parsed, ConfigErrors> {
     let mut builder = Builder::default();
