@@ -7,8 +7,8 @@ Each case asserts what the user sees, and a bound: under 3 s and 100 MiB, where 
 took seconds to minutes and gigabytes, or never finished."""
 
 import os
-import resource
 import subprocess
+import threading
 import time
 
 import pytest
@@ -51,15 +51,20 @@ CASES = {
 }
 
 
-def measured(args):
-    """Runs a command: (exit code, output, seconds, peak RSS in MiB)."""
-    started = time.monotonic()
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out, _ = proc.communicate(timeout=30)
-    _, _, usage = os.wait4(proc.pid, 0) if proc.returncode is None else (None, None, None)
-    elapsed = time.monotonic() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return proc.returncode, out.decode(errors="replace"), elapsed, peak
+def measured(args, tmp_path):
+    """Runs a command: (exit code, output, seconds, its own peak RSS in MiB). Killed after
+    30 s, so a hang fails the test rather than the suite."""
+    output = tmp_path / f"output-{time.monotonic_ns()}"
+    with open(output, "wb") as out:
+        started = time.monotonic()
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        killer = threading.Timer(30, proc.kill)
+        killer.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        killer.cancel()
+        elapsed = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, output.read_text(errors="replace"), elapsed, usage.ru_maxrss / 1024
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -70,17 +75,18 @@ def test_hostile_config_fails_fast_and_cleanly(case, tmp_path):
     ini.write_text(text(tmp_path) if callable(text) else text)
     assert ini.stat().st_size <= 64 * 1024
 
-    code, out, elapsed, peak = measured([BIN, "--check-config", str(ini)])
+    code, out, elapsed, peak = measured([BIN, "--check-config", str(ini)], tmp_path)
     assert code == (0 if expected is None else 2), out[-2000:]
     assert expected is None or expected in out, out[-2000:]
     assert elapsed < 3, f"--check-config took {elapsed:.1f} s"
+    assert peak < 100, f"--check-config peak RSS {peak:.0f} MiB"
     if expected is None:
         return
 
     prefix = tmp_path / "nginx"
     prefix.mkdir()
     conf = write_nginx_conf(prefix, 8, f"wsgi_app {ini};", module=True)
-    code, out, elapsed, peak = measured(["nginx", "-t", "-p", str(prefix), "-c", str(conf)])
+    code, out, elapsed, peak = measured(["nginx", "-t", "-p", str(prefix), "-c", str(conf)], tmp_path)
     assert code == 1, out[-2000:]
     assert expected in out and "test failed" in out, out[-2000:]
     assert elapsed < 3, f"nginx -t took {elapsed:.1f} s"
