@@ -9,24 +9,29 @@ BIN := target/release/ngx-wsgi
 MODULE := target/release/libngx_http_wsgi_module.so
 PREFIX ?= /usr/local
 
-.PHONY: all setup nginx-objs build demo test unit-test integration-test lint bench fuzz install clean
+.PHONY: all build-deps setup nginx-objs build demo test unit-test integration-test lint bench fuzz install uninstall clean
 
 all: build
 
+# What building needs (Debian packages); never test tools, never touches a running nginx.
+build-deps:
+	@bash scripts/setup.sh build
+
+# What the tests and the demo need as well: nginx, wrk, curl, iproute2 and .venv.
 setup:
-	@bash scripts/setup.sh
+	@bash scripts/setup.sh test
 
 # The nginx build directory the module compiles against (see scripts/nginx-objs.sh).
-nginx-objs: setup
+nginx-objs: build-deps
 	@bash scripts/nginx-objs.sh >/dev/null
 
 build: nginx-objs
 	$(CARGO) build --release --workspace
 
-demo: build
+demo: setup build
 	@bash scripts/demo.sh
 
-test: build unit-test lint integration-test
+test: setup build unit-test lint integration-test
 
 unit-test:
 	$(CARGO) test --release --workspace
@@ -54,8 +59,20 @@ install: build
 	install -D -m 0644 nginx-conf/mod-http-wsgi.conf $(DESTDIR)/usr/share/nginx/modules-available/mod-http-wsgi.conf
 	install -d $(DESTDIR)/etc/nginx/modules-enabled
 	ln -sf /usr/share/nginx/modules-available/mod-http-wsgi.conf $(DESTDIR)/etc/nginx/modules-enabled/50-mod-http-wsgi.conf
-	install -D -m 0644 nginx-conf/ngx-wsgi@.service $(DESTDIR)/etc/systemd/system/ngx-wsgi@.service
+	install -d $(DESTDIR)/etc/systemd/system
+	sed 's|/usr/local/bin/ngx-wsgi|$(PREFIX)/bin/ngx-wsgi|g' nginx-conf/ngx-wsgi@.service \
+		> $(DESTDIR)/etc/systemd/system/ngx-wsgi@.service
 	install -d $(DESTDIR)/etc/ngx-wsgi
+	# The example config, unless one is there: an installed file is the user's.
+	[ -e $(DESTDIR)/etc/ngx-wsgi/mysite.ini ] || install -m 0644 nginx-conf/mysite.ini $(DESTDIR)/etc/ngx-wsgi/mysite.ini
+
+# Removes what install put in place (the configs in /etc/ngx-wsgi stay: they are the user's).
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/ngx-wsgi
+	rm -f $(DESTDIR)/usr/lib/nginx/modules/ngx_http_wsgi_module.so
+	rm -f $(DESTDIR)/etc/nginx/modules-enabled/50-mod-http-wsgi.conf
+	rm -f $(DESTDIR)/usr/share/nginx/modules-available/mod-http-wsgi.conf
+	rm -f $(DESTDIR)/etc/systemd/system/ngx-wsgi@.service
 
 clean:
 	$(CARGO) clean

@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Installs what building, the demo and the tests need, on Debian 12 as root:
-# Debian packages, then a virtualenv (.venv) made from Debian's python3 with the PyPI
-# packages the tests use. Safe to run again: it only installs what is missing.
+# Installs what building needs (`setup.sh build`: Debian's build packages) or what the
+# tests and the demo need too (`setup.sh test`: nginx, load and network tools, and .venv
+# with the PyPI packages the tests use), on Debian 12 as root. Safe to run again: it only
+# installs what is missing. It never stops, disables or restarts a running nginx (the
+# tests and the demo run nginx from their own prefixes), and `make`, `make build` and
+# `make install` only ever run the build part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+what=${1:-test}
 
-packages=(nginx nginx-dev libpcre2-dev libssl-dev zlib1g-dev python3 python3-dev python3-venv libclang-dev pkg-config iproute2 wrk curl)
+# Building: the module compiles against nginx-dev's sources; the daemon embeds python3.
+packages=(nginx-dev libpcre2-dev libssl-dev zlib1g-dev python3 python3-dev libclang-dev pkg-config)
+if [ "$what" = test ]; then
+  packages+=(nginx python3-venv iproute2 wrk curl)
+fi
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
@@ -19,9 +27,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # The package starts the system nginx; ours run from their own prefixes.
-  systemctl disable --now nginx >/dev/null 2>&1 || service nginx stop >/dev/null 2>&1 || true
 fi
+[ "$what" = test ] || exit 0
 
 # The venv is made from Debian's python3, the interpreter ngx-wsgi embeds.
 stamp=.venv/.requirements

@@ -8,7 +8,6 @@ took seconds to minutes and gigabytes, or never finished."""
 
 import os
 import subprocess
-import threading
 import time
 
 import pytest
@@ -51,20 +50,30 @@ CASES = {
 }
 
 
+# Runs a command from a small fresh process and writes its peak RSS (KiB) to argv[1]: a
+# process started from pytest itself inherits pytest's own peak (Linux keeps it across exec).
+LAUNCHER = """
+import os, resource, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status = os.waitpid(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def measured(args, tmp_path):
-    """Runs a command: (exit code, output, seconds, its own peak RSS in MiB). Killed after
+    """Runs a command: (exit code, output, seconds, its peak RSS in MiB). Killed after
     30 s, so a hang fails the test rather than the suite."""
-    output = tmp_path / f"output-{time.monotonic_ns()}"
+    output, rss = tmp_path / f"output-{time.monotonic_ns()}", tmp_path / f"rss-{time.monotonic_ns()}"
+    started = time.monotonic()
     with open(output, "wb") as out:
-        started = time.monotonic()
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        killer = threading.Timer(30, proc.kill)
-        killer.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        killer.cancel()
-        elapsed = time.monotonic() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, output.read_text(errors="replace"), elapsed, usage.ru_maxrss / 1024
+        proc = subprocess.run(["/usr/bin/python3", "-c", LAUNCHER, str(rss), *args], stdin=subprocess.DEVNULL,
+                              stdout=out, stderr=subprocess.STDOUT, timeout=30)
+    elapsed = time.monotonic() - started
+    return proc.returncode, output.read_text(errors="replace"), elapsed, int(rss.read_text()) / 1024
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

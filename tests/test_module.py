@@ -197,8 +197,11 @@ def test_real_uwsgi_behind_wsgi_pass(nginx, tmp_path):
 
 
 def test_install_lays_out_debian_style_files(tmp_path):
-    subprocess.run(["make", "-s", "-C", str(ROOT), "install", f"DESTDIR={tmp_path}"], check=True,
-                   capture_output=True)
+    make = ["make", "-s", "-C", str(ROOT)]
+    # install builds, with the build's packages only: no test tools, no touching nginx.
+    planned = subprocess.run(make[:1] + ["-n", "-C", str(ROOT), "install"], capture_output=True, text=True).stdout
+    assert "setup.sh build" in planned and "setup.sh test" not in planned and "systemctl" not in planned
+    subprocess.run(make + ["install", f"DESTDIR={tmp_path}"], check=True, capture_output=True)
     assert (tmp_path / "usr/lib/nginx/modules/ngx_http_wsgi_module.so").is_file()
     snippet = tmp_path / "usr/share/nginx/modules-available/mod-http-wsgi.conf"
     assert snippet.read_text().strip() == "load_module modules/ngx_http_wsgi_module.so;"
@@ -207,6 +210,24 @@ def test_install_lays_out_debian_style_files(tmp_path):
     assert os.access(tmp_path / "usr/local/bin/ngx-wsgi", os.X_OK)
     unit = (tmp_path / "etc/systemd/system/ngx-wsgi@.service").read_text()
     assert "ExecStart=/usr/local/bin/ngx-wsgi /etc/ngx-wsgi/%i.ini" in unit
+    # The example config is installed, and a user's edit of it is never overwritten.
+    example = tmp_path / "etc/ngx-wsgi/mysite.ini"
+    assert "[uwsgi]" in example.read_text()
+    example.write_text("[uwsgi]\n; edited\n")
+    # Another prefix: the unit follows it.
+    subprocess.run(make + ["install", f"DESTDIR={tmp_path}", "PREFIX=/opt/ngx-wsgi"], check=True,
+                   capture_output=True)
+    assert example.read_text() == "[uwsgi]\n; edited\n"
+    unit = (tmp_path / "etc/systemd/system/ngx-wsgi@.service").read_text()
+    assert "ExecStart=/opt/ngx-wsgi/bin/ngx-wsgi /etc/ngx-wsgi/%i.ini" in unit
+    assert "/usr/local/bin" not in unit
+    subprocess.run(make + ["uninstall", f"DESTDIR={tmp_path}", "PREFIX=/opt/ngx-wsgi"], check=True,
+                   capture_output=True)
+    for gone in ("opt/ngx-wsgi/bin/ngx-wsgi", "usr/lib/nginx/modules/ngx_http_wsgi_module.so",
+                 "etc/nginx/modules-enabled/50-mod-http-wsgi.conf", "etc/systemd/system/ngx-wsgi@.service",
+                 "usr/share/nginx/modules-available/mod-http-wsgi.conf"):
+        assert not os.path.lexists(tmp_path / gone), gone
+    assert example.exists(), "the user's config stays"
 
 
 def test_read_timeout_is_a_504(daemon, nginx, tmp_path):

@@ -85,3 +85,37 @@ def test_stats_on_a_unix_socket_as_http_sees_busy_workers(daemon, tmp_path):
         wait_for(busy, 5, "a busy worker in the stats")
     finally:
         slow.join()
+
+
+def test_stats_survive_every_reload_and_report_the_listen_queue(daemon, tmp_path):
+    port, stats_port = free_port(), free_port()
+    d = daemon("--socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py",
+               "--stats", f"127.0.0.1:{stats_port}", ready=("127.0.0.1", port))
+    for reload in range(1, 4):
+        wait_for(lambda: json.loads(read_stats(("127.0.0.1", stats_port))), 10, "stats")
+        d.signal(__import__("signal").SIGHUP)
+        wait_for(lambda: d.log().count("reload: new workers are up") == reload, 20, f"reload {reload}")
+        stats = json.loads(read_stats(("127.0.0.1", stats_port)))
+        assert stats["pid"] == d.pid
+    assert "serving without stats" not in d.log() and "Address already in use" not in d.log()
+    # Connections waiting to be accepted show in the listen queue: a worker stopped with
+    # SIGSTOP cannot accept them.
+    pid = d.worker_pids()[0]
+    os = __import__("os")
+    os.kill(pid, __import__("signal").SIGSTOP)
+    try:
+        waiting = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        stats = json.loads(read_stats(("127.0.0.1", stats_port)))
+        assert stats["listen_queue"] == 3 and stats["sockets"][0]["queue"] == 3
+    finally:
+        os.kill(pid, __import__("signal").SIGCONT)
+    for s in waiting:
+        s.close()
+
+
+def test_running_as_root_without_uid_is_warned(daemon, app_sock):
+    d = daemon("--socket", app_sock, "--wsgi-file", APPS / "pep3333.py", ready=app_sock)
+    assert "running as root: the app's code runs as root too; set uid (and gid)" in d.log()
+    d2 = daemon("--socket", app_sock + "2", "--wsgi-file", APPS / "pep3333.py", "--uid", "nobody",
+                "--gid", "nogroup", "--chdir", "/", ready=app_sock + "2")
+    assert "running as root" not in d2.log()

@@ -82,23 +82,35 @@ pub fn readable(listener: &BoundListener) -> bool {
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
-/// Binds every listener of the config, or takes them over from a reloading master.
-pub fn open_all(config: &Config) -> anyhow::Result<Vec<BoundListener>> {
+/// The sockets of a master: its listeners, and the `stats` socket if the config has one.
+pub struct Sockets {
+    pub listeners: Vec<BoundListener>,
+    pub stats: Option<ListeningSocket>,
+}
+
+/// Binds every socket of the config, or takes them over from a reloading master.
+pub fn open_all(config: &Config) -> anyhow::Result<Sockets> {
     if let Ok(fds) = std::env::var(INHERITED_FDS_ENV) {
         // SAFETY: only this process reads the variable, once, before any thread starts.
         unsafe { std::env::remove_var(INHERITED_FDS_ENV) };
         return inherit(config, &fds);
     }
-    config
+    let listeners = config
         .listeners()
         .iter()
         .map(|spec| bind(spec, config))
-        .collect()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let stats = bind_stats(config)?;
+    Ok(Sockets { listeners, stats })
 }
 
-/// The `stats` socket, if the config has one: bound like the listeners, never inherited
-/// (a reload closes and binds it again).
-pub fn bind_stats(config: &Config) -> anyhow::Result<Option<ListeningSocket>> {
+/// How the stats socket is named across a reload.
+fn stats_key(addr: &ListenAddr) -> String {
+    format!("Stats {addr}")
+}
+
+/// The `stats` socket, if the config has one, bound like the listeners.
+fn bind_stats(config: &Config) -> anyhow::Result<Option<ListeningSocket>> {
     let Some(addr) = &config.stats else {
         return Ok(None);
     };
@@ -205,7 +217,7 @@ fn chown_socket(path: &Path, owner: &str) -> anyhow::Result<()> {
 /// since: a listener it still has keeps its socket (connections waiting in its backlog are
 /// served), a new one is bound, one it no longer has is closed. A new listener that
 /// cannot be bound is logged and left out rather than stopping a running service.
-fn inherit(config: &Config, exported: &str) -> anyhow::Result<Vec<BoundListener>> {
+fn inherit(config: &Config, exported: &str) -> anyhow::Result<Sockets> {
     let mut inherited: Vec<(RawFd, String)> = exported
         .lines()
         .filter_map(|line| {
@@ -240,12 +252,40 @@ fn inherit(config: &Config, exported: &str) -> anyhow::Result<Vec<BoundListener>
             socket,
         });
     }
+    // The stats socket is handed over the same way: uwsgitop and exporters never find it
+    // gone during a reload.
+    let stats = match &config.stats {
+        None => None,
+        Some(addr) => match inherited.iter().position(|(_, k)| *k == stats_key(addr)) {
+            Some(index) => {
+                let (fd, _) = inherited.swap_remove(index);
+                // SAFETY: as above: the previous image's stats socket, ours alone now.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                set_cloexec(fd, true)?;
+                let socket = match addr {
+                    ListenAddr::Tcp { .. } => ListeningSocket::Tcp(TcpListener::from(owned)),
+                    _ => ListeningSocket::Unix(UnixListener::from(owned)),
+                };
+                socket.set_nonblocking()?;
+                Some(socket)
+            }
+            // A new stats address: bound now; one that cannot be does not stop a running
+            // service.
+            None => bind_stats(config).unwrap_or_else(|err| {
+                tracing::error!("reload: {err:#}; serving without stats");
+                None
+            }),
+        },
+    };
     for (fd, key) in inherited {
         tracing::info!("reload: no longer listening on {key}");
         // SAFETY: as above: an inherited listening socket no one else owns; closed here.
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
-    Ok(bound)
+    Ok(Sockets {
+        listeners: bound,
+        stats,
+    })
 }
 
 /// How a listener is named across a reload: its protocol and address.
@@ -253,13 +293,21 @@ fn listener_key(spec: &Listener) -> String {
     format!("{:?} {}", spec.protocol, spec.addr)
 }
 
-/// Leaves the listeners open across exec and names them for the next master image.
-pub fn export_for_exec(listeners: &[BoundListener]) -> anyhow::Result<String> {
+/// Leaves the sockets open across exec and names them for the next master image.
+pub fn export_for_exec(
+    listeners: &[BoundListener],
+    stats: Option<(&ListeningSocket, &ListenAddr)>,
+) -> anyhow::Result<String> {
     let mut lines = Vec::new();
     for listener in listeners {
         let fd = listener.socket.raw_fd();
         set_cloexec(fd, false)?;
         lines.push(format!("{fd} {}", listener_key(&listener.spec)));
+    }
+    if let Some((socket, addr)) = stats {
+        let fd = socket.raw_fd();
+        set_cloexec(fd, false)?;
+        lines.push(format!("{fd} {}", stats_key(addr)));
     }
     Ok(lines.join("\n"))
 }

@@ -352,22 +352,10 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
         // Before binding: it gives unix sockets without chmod-socket their mode.
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
-    let listeners = match listeners::open_all(&config) {
-        Ok(listeners) => listeners,
+    let (listeners, stats_socket) = match listeners::open_all(&config) {
+        Ok(sockets) => (sockets.listeners, sockets.stats),
         Err(err) => {
             // The sockets in the way are another server's: leave them, take our pidfile.
-            vacuum(&config, false);
-            return Err(err);
-        }
-    };
-    let stats_socket = match listeners::bind_stats(&config) {
-        Ok(socket) => socket,
-        // A reload does not stop a running service over its stats.
-        Err(err) if reloaded => {
-            tracing::error!("reload: {err:#}; serving without stats");
-            None
-        }
-        Err(err) => {
             vacuum(&config, false);
             return Err(err);
         }
@@ -379,8 +367,14 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
             listener.spec.protocol
         );
     }
-    if let Some(addr) = &config.stats {
+    if let (Some(addr), Some(_)) = (&config.stats, &stats_socket) {
         tracing::info!("stats on \"{addr}\"");
+    }
+    if nix::unistd::geteuid().is_root() && config.uid.is_none() {
+        tracing::warn!(
+            "running as root: the app's code runs as root too; set uid (and gid) to the user \
+             it should run as (the sockets are bound first, as root)"
+        );
     }
     // After binding (ports below 1024, sockets in root's directories), before the app loads.
     if let Err(err) = drop_privileges(&config) {
@@ -649,9 +643,11 @@ fn serve(
             } else {
                 Signal::SIGTERM
             };
+            let stats = stats_socket.zip(config.stats.as_ref());
             reload(
                 args,
                 listeners,
+                stats,
                 workers.keys().chain(&old_workers),
                 old_workers_stop,
                 &mut daemons,
@@ -1037,9 +1033,11 @@ fn log_workers(workers: &Workers) {
 
 /// Re-executes the master with the listening sockets open, after checking that the app
 /// still loads in a fresh process.
+#[allow(clippy::too_many_arguments)]
 fn reload<'a>(
     args: &[String],
     listeners: &[BoundListener],
+    stats: Option<(&ListeningSocket, &ngx_wsgi_config::ListenAddr)>,
     workers: impl Iterator<Item = &'a Pid>,
     old_workers_stop: Signal,
     daemons: &mut Daemons,
@@ -1067,7 +1065,7 @@ fn reload<'a>(
     }
     // The new image starts the plain daemons again (smart ones go on running).
     daemons.stop(true, mercy);
-    let fds = listeners::export_for_exec(listeners)?;
+    let fds = listeners::export_for_exec(listeners, stats)?;
     let pids: Vec<String> = workers.map(|p| p.to_string()).collect();
     // SAFETY: single-threaded master; the environment is read by the image we exec.
     unsafe {
