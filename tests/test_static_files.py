@@ -106,3 +106,13 @@ def test_bad_static_map_values_name_the_option():
     assert out.returncode == 2
     assert ('invalid value "static=/srv" for option "static-map": expected /PREFIX=DIR '
             '(e.g. /static=/srv/app/static)') in out.stderr
+
+
+def test_a_static_index_naming_the_directory_is_not_followed(daemon, site):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP,
+           "--static-map", f"/static={site}/static", "--static-index", ".", "--static-index", "index.html",
+           ready=("127.0.0.1", port))
+    assert requests.get(url + "/static/docs/", timeout=10).text == "<h1>docs</h1>\n"
+    assert requests.get(url + "/static/css/", timeout=10).text.isdigit(), "no index: the app answers"

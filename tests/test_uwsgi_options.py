@@ -565,3 +565,40 @@ def test_idle_stops_the_workers_and_a_connection_wakes_them(daemon, nginx, app_s
     r = requests.get(url + "/", timeout=20)
     assert r.status_code == 200
     d.wait_log(r"idle: a connection came: starting the workers")
+
+
+def test_a_pidfile_naming_no_daemon_is_never_signalled_and_not_restarted_forever(daemon, tmp_path):
+    """A smart daemon's pidfile is not trusted: one that names init (or nothing alive)
+    names no daemon; one that never names a live process stops the restarts."""
+    pidfile = tmp_path / "stale.pid"
+    pidfile.write_text("1\n")
+    d, url = http_daemon(daemon, "--smart-attach-daemon", f"{pidfile} true")
+    d.wait_log(r"never named a live process 10 s after its start: not starting it again", timeout=20)
+    assert d.log().count("attached daemon started") == 1
+    d.signal(__import__("signal").SIGTERM)
+    assert d.wait_exit(20) == 0
+
+
+def test_a_replacement_that_cannot_load_the_app_leaves_the_others_serving(daemon, nginx, app_sock, tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text(APP.read_text())
+    d2 = daemon("--socket", app_sock, "--wsgi-file", app, "--processes", "2", "--lazy-apps",
+                "--reload-on-exception", ready=app_sock)
+    url2 = nginx(f"unix:{app_sock}").url
+    app.write_text("this is not python\n")  # a broken deploy
+    assert requests.get(url2 + "/raise", timeout=10).status_code == 500
+    d2.wait_log(r"could not load the app \(see above\); not respawning it: the other workers go on serving")
+    for _ in range(5):
+        assert requests.get(url2 + "/", timeout=10).status_code == 200
+    assert d2.proc.poll() is None
+
+
+def test_lingering_close_outlives_a_retiring_worker(daemon, nginx, app_sock):
+    """reload-on-exception retires the worker right after a request whose body it did not
+    read: the answer still reaches the client (the lingering close is waited for)."""
+    daemon("--socket", app_sock, "--wsgi-file", APPS / "early_answer.py", "--reload-on-exception",
+           ready=app_sock)
+    n = nginx(f"unix:{app_sock}", location_extra="client_max_body_size 100m;")
+    for _ in range(10):
+        r = requests.post(n.url + "/raise", data=b"x" * (16 << 20), timeout=60)
+        assert r.status_code == 500, r.status_code

@@ -21,15 +21,17 @@ pub fn spawn(every: Duration, ignore: Vec<String>, files: Vec<PathBuf>) -> anyho
                 let changed = changed_file(&files, &mut seen)
                     .or_else(|| Python::attach(|py| changed_module(py, &mut seen, &ignore)));
                 if let Some(changed) = changed {
+                    let master = nix::unistd::getppid();
+                    if master.as_raw() <= 1 {
+                        return; // the master is gone: this worker is on its way out
+                    }
                     tracing::info!(
                         "py-autoreload: \"{}\" changed: reloading",
                         changed.display()
                     );
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::getppid(),
-                        nix::sys::signal::Signal::SIGHUP,
-                    );
-                    return;
+                    // Watching goes on: if the master refuses the reload (the new code does
+                    // not import), the next change is seen too.
+                    let _ = nix::sys::signal::kill(master, nix::sys::signal::Signal::SIGHUP);
                 }
             }
         })

@@ -73,7 +73,8 @@ impl Cheaper {
             }
             Algo::Spare => {
                 if active > 0 && busy >= active {
-                    self.overload_count += 1;
+                    // Bounded: a long peak at `processes` must not delay the end of it.
+                    self.overload_count = (self.overload_count + 1).min(self.overload + 1);
                     self.idle_count = 0;
                 } else {
                     self.overload_count = self.overload_count.saturating_sub(1);
@@ -83,6 +84,8 @@ impl Cheaper {
                     return Decision::Spawn(self.step.min(room));
                 }
                 if self.overload_count > 0 || active.saturating_sub(busy) <= 1 {
+                    // Idle checks count only when consecutive.
+                    self.idle_count = 0;
                     return Decision::Nothing;
                 }
                 self.idle_count += 1;

@@ -19,6 +19,8 @@ use nix::unistd::Pid;
 
 /// A daemon that ran this long before dying is restarted at once.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// How long a smart daemon may take to write its pidfile after it starts.
+const PIDFILE_GRACE: Duration = Duration::from_secs(10);
 
 struct Supervised {
     spec: AttachedDaemon,
@@ -31,6 +33,11 @@ struct Supervised {
     touched: Vec<(PathBuf, Option<SystemTime>)>,
     /// Seen running since its last start: if it is not any more, it died.
     seen_running: bool,
+    /// A smart daemon whose pidfile never named a live process: not started again (each
+    /// start could leave one more copy running).
+    given_up: bool,
+    /// A smart daemon started and not yet seen in its pidfile: since when.
+    awaiting_pidfile: Option<Instant>,
 }
 
 impl Supervised {
@@ -38,13 +45,15 @@ impl Supervised {
         &self.spec.command
     }
 
-    /// The daemon's pid: the one its pidfile names (smart daemons), else our child.
+    /// The daemon's pid: the one its pidfile names (smart daemons), else our child. A
+    /// pidfile naming init, the master itself or no live process names nothing: it is
+    /// never signalled.
     fn pid(&self) -> Option<Pid> {
         match &self.spec.pidfile {
             Some(pidfile) => std::fs::read_to_string(pidfile)
                 .ok()
                 .and_then(|text| text.trim().parse::<i32>().ok())
-                .filter(|pid| *pid > 0)
+                .filter(|pid| *pid > 1 && *pid != std::process::id() as i32)
                 .map(Pid::from_raw)
                 .filter(|pid| kill(*pid, None).is_ok()),
             None => self.child,
@@ -68,6 +77,9 @@ impl Supervised {
                 tracing::info!("attached daemon started (pid {pid}): {}", self.name());
                 self.child = Some(pid);
                 self.started = Instant::now();
+                if self.spec.pidfile.is_some() {
+                    self.awaiting_pidfile = Some(self.started);
+                }
             }
             Err(err) => {
                 tracing::error!("attached daemon \"{}\" cannot start: {err}", self.name());
@@ -108,11 +120,16 @@ impl Supervised {
     }
 
     fn signal(&self, signal: Signal) {
-        if let Some(pid) = self.pid() {
-            // A smart daemon's pid need not lead a group: then signal it alone.
-            if killpg(pid, signal).is_err() {
+        match (self.child, self.pid()) {
+            // Our child leads a process group of its own: the whole group.
+            (Some(child), Some(pid)) if child == pid => {
+                let _ = killpg(pid, signal);
+            }
+            // A smart daemon's pid (from its pidfile) is signalled alone.
+            (_, Some(pid)) => {
                 let _ = kill(pid, signal);
             }
+            _ => {}
         }
     }
 }
@@ -146,6 +163,8 @@ impl Daemons {
                 next_start: now,
                 throttle: Duration::ZERO,
                 seen_running: false,
+                given_up: false,
+                awaiting_pidfile: None,
             })
             .collect();
         for daemon in &mut daemons {
@@ -182,6 +201,9 @@ impl Daemons {
     /// or whose `touch` file changed.
     pub fn check(&mut self) {
         for daemon in &mut self.daemons {
+            if daemon.given_up {
+                continue;
+            }
             if daemon.touched() {
                 tracing::info!(
                     "attached daemon: a touch file changed: restarting {}",
@@ -189,27 +211,54 @@ impl Daemons {
                 );
                 daemon.signal(Signal::try_from(daemon.spec.stop_signal).unwrap_or(Signal::SIGTERM));
             }
-            if daemon.child.is_some() || daemon.pid().is_some() {
-                daemon.seen_running = true;
+            if daemon.spec.pidfile.is_some() {
+                if daemon.pid().is_some() {
+                    daemon.seen_running = true;
+                    daemon.awaiting_pidfile = None;
+                    continue;
+                }
+                if let Some(since) = daemon.awaiting_pidfile {
+                    // Time to write its pidfile; one that never does is not started again:
+                    // each start could leave another copy running.
+                    if daemon.child.is_some() || since.elapsed() < PIDFILE_GRACE {
+                        continue;
+                    }
+                    tracing::error!(
+                        "attached daemon: {} never named a live process {} s after its start: \
+                         not starting it again (is the pidfile right?): {}",
+                        daemon
+                            .spec
+                            .pidfile
+                            .as_ref()
+                            .map_or(String::new(), |p| p.display().to_string()),
+                        PIDFILE_GRACE.as_secs(),
+                        daemon.name()
+                    );
+                    daemon.given_up = true;
+                    continue;
+                }
+                // Seen alive, gone now: it died.
+                if std::mem::take(&mut daemon.seen_running) {
+                    tracing::warn!(
+                        "attached daemon gone (its pidfile names no live process): {}",
+                        daemon.name()
+                    );
+                    daemon.throttle_restart();
+                }
+            } else if daemon.child.is_some() {
                 continue;
             }
-            // A smart daemon gets a moment to write its pidfile before it counts as gone.
-            if daemon.spec.pidfile.is_some() && daemon.started.elapsed() < Duration::from_secs(2) {
-                continue;
-            }
-            // A plain daemon's death was seen when it was reaped ([`Daemons::exited`]); a
-            // smart one's is seen here, once.
-            if std::mem::take(&mut daemon.seen_running) && daemon.spec.pidfile.is_some() {
-                tracing::warn!(
-                    "attached daemon gone (its pidfile names no live process): {}",
-                    daemon.name()
-                );
-                daemon.throttle_restart();
-            }
+            // A plain daemon's death was seen when it was reaped ([`Daemons::exited`]).
             if Instant::now() >= daemon.next_start {
                 daemon.start();
             }
         }
+    }
+
+    /// Stops the daemons for good (the master is exiting), within `mercy`.
+    pub fn stop_all(&mut self, mercy: Duration) {
+        self.stop(false, mercy);
+        self.daemons.clear();
     }
 
     /// Stops the daemons: their stop signal (or reload signal), then SIGKILL for those still
@@ -258,6 +307,16 @@ impl Daemons {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemons {
+    /// A master that leaves on an error does not orphan its daemons (a normal stop and a
+    /// reload's exec never get here with any left).
+    fn drop(&mut self) {
+        if !self.daemons.is_empty() {
+            self.stop(false, Duration::from_secs(5));
         }
     }
 }

@@ -112,6 +112,9 @@ impl ReadyPipe {
     }
 }
 
+/// How long a chain reload waits for one worker's replacement to serve.
+const CHAIN_STEP_LIMIT: Duration = Duration::from_secs(60);
+
 /// A chain reload (`touch-chain-reload`): workers replaced one at a time, the next once
 /// the previous one's replacement accepts requests.
 struct ChainReload {
@@ -135,14 +138,23 @@ impl ChainReload {
         }
     }
 
-    /// Moves the chain on; false once every worker has been replaced.
+    /// Moves the chain on; false once every worker has been replaced, or the chain
+    /// stopped because a replacement did not come back.
     fn advance(&mut self, workers: &mut Workers) -> bool {
         if let Some((id, since)) = self.current {
             let replaced = workers
                 .values()
                 .any(|w| w.id == id && w.born > since && w.ready);
             if !replaced {
-                return true;
+                if since.elapsed() < CHAIN_STEP_LIMIT {
+                    return true;
+                }
+                tracing::error!(
+                    "chain reload: worker {id} did not come back within {} s: stopping the chain \
+                     (the other workers go on as they are)",
+                    CHAIN_STEP_LIMIT.as_secs()
+                );
+                return false;
             }
             tracing::info!(
                 "chain reload: worker {id} replaced and serving; {} to go",
@@ -150,16 +162,17 @@ impl ChainReload {
             );
             self.current = None;
         }
-        let Some(id) = self.pending.pop() else {
-            tracing::info!("chain reload: done");
-            return false;
-        };
-        if let Some((pid, worker)) = workers.iter_mut().find(|(_, w)| w.id == id) {
-            worker.retiring = Some("chain reload");
-            let _ = kill(*pid, Signal::SIGTERM);
+        // The next worker still running (cheaper mode may have stopped one meanwhile).
+        while let Some(id) = self.pending.pop() {
+            if let Some((pid, worker)) = workers.iter_mut().find(|(_, w)| w.id == id) {
+                worker.retiring = Some("chain reload");
+                let _ = kill(*pid, Signal::SIGTERM);
+                self.current = Some((id, Instant::now()));
+                return true;
+            }
         }
-        self.current = Some((id, Instant::now()));
-        true
+        tracing::info!("chain reload: done");
+        false
     }
 }
 
@@ -556,6 +569,7 @@ fn serve(
     let mut fifo = fifo::MasterFifo::open(&config.master_fifo)?;
     let mut daemons = Daemons::start(config.attached_daemons());
     let mut brutal_reload = false;
+    let mut fast_stop = false;
     loop {
         ready.collect(&mut workers);
         for command in fifo.commands() {
@@ -621,6 +635,7 @@ fn serve(
         // signal the workers together with the master, and a worker that stopped because
         // of that signal must not be respawned.
         if signals.int.swap(false, Ordering::SeqCst) {
+            fast_stop = true;
             tracing::info!("SIGINT/SIGQUIT: stopping now");
             signal_all(workers.keys().chain(&old_workers), Signal::SIGINT);
             state = State::Stopping {
@@ -764,11 +779,11 @@ fn serve(
         }
         std::thread::sleep(TICK);
     }
-    let mercy = match signals.int.load(Ordering::SeqCst) {
+    let mercy = match fast_stop {
         true => FAST_STOP_GRACE,
         false => Duration::from_secs(config.reload_mercy),
     };
-    daemons.stop(false, mercy);
+    daemons.stop_all(mercy);
     tracing::info!("stopped");
     Ok(0)
 }
@@ -912,7 +927,16 @@ fn reap(
             continue;
         }
         if how.0 == Some(EXIT_APP_LOAD_FAILED) {
-            anyhow::bail!("worker {id} could not load the app (see above); not respawning it");
+            // Respawning would loop. With no worker left, nothing serves: stop; with
+            // others still serving (a replacement after a broken deploy), they go on.
+            if workers.is_empty() && old_workers.is_empty() {
+                anyhow::bail!("worker {id} could not load the app (see above); not respawning it");
+            }
+            tracing::error!(
+                "worker {id} could not load the app (see above); not respawning it: the other \
+                 workers go on serving until a reload loads a working app"
+            );
+            continue;
         }
         match how {
             _ if retiring.is_some() => tracing::info!(

@@ -9,6 +9,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -73,10 +74,18 @@ impl StaticFiles {
         if maps.is_empty() && docroots.is_empty() {
             return None;
         }
+        // An index is a file name in the directory asked for, nothing else (`.` would
+        // name the directory again, endlessly).
+        let index = config
+            .static_index
+            .iter()
+            .filter(|name| !name.contains('/') && !matches!(name.as_str(), "" | "." | ".."))
+            .cloned()
+            .collect();
         Some(StaticFiles {
             maps,
             docroots,
-            index: config.static_index.clone(),
+            index,
             skip_ext: config.static_skip_ext.clone(),
             safe: config.static_safe.iter().map(|d| canonical(d)).collect(),
         })
@@ -118,22 +127,28 @@ impl StaticFiles {
                 continue;
             }
             let relative = if map.keep_prefix { path_str } else { rest };
-            if let Some(file) = self.open_under(&map.dir, relative) {
+            if let Some(file) = self.open_under(&map.dir, relative, true) {
                 return Some(file);
             }
         }
         self.docroots
             .iter()
-            .find_map(|root| self.open_under(root, path_str))
+            .find_map(|root| self.open_under(root, path_str, true))
+    }
+
+    /// Whether a resolved path lies where files may be served from: under `dir`, or under
+    /// a `static-safe` directory.
+    fn allowed(&self, resolved: &Path, dir: &Path) -> bool {
+        resolved.starts_with(dir) || self.safe.iter().any(|safe| resolved.starts_with(safe))
     }
 
     /// Opens `dir` + `relative` if it is a regular file (or a directory with an index file)
     /// that resolves to a place under `dir` or a `static-safe` directory.
-    fn open_under(&self, dir: &Path, relative: &[u8]) -> Option<StaticFile> {
+    fn open_under(&self, dir: &Path, relative: &[u8], with_index: bool) -> Option<StaticFile> {
         let relative = trim_leading_slashes(relative);
         let candidate = dir.join(OsStr::from_bytes(relative));
         let resolved = std::fs::canonicalize(&candidate).ok()?;
-        if !resolved.starts_with(dir) && !self.safe.iter().any(|safe| resolved.starts_with(safe)) {
+        if !self.allowed(&resolved, dir) {
             tracing::warn!(
                 "static: \"{}\" resolves to \"{}\", outside \"{}\": not served",
                 candidate.display(),
@@ -144,13 +159,16 @@ impl StaticFiles {
         }
         let meta = std::fs::metadata(&resolved).ok()?;
         if meta.is_dir() {
+            if !with_index {
+                return None;
+            }
             return self.index.iter().find_map(|index| {
                 let mut inside = relative.to_vec();
                 if !inside.is_empty() && !inside.ends_with(b"/") {
                     inside.push(b'/');
                 }
                 inside.extend_from_slice(index.as_bytes());
-                self.open_under(dir, &inside)
+                self.open_under(dir, &inside, false)
             });
         }
         if !meta.is_file() {
@@ -169,6 +187,20 @@ impl StaticFiles {
             }
         }
         let file = File::open(&resolved).ok()?;
+        // What was opened is what was checked: a symlink swapped in between the check and
+        // the open would show here, in the path the kernel gives the open file.
+        let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
+        if !self.allowed(&opened, dir) {
+            tracing::warn!(
+                "static: \"{}\" changed while opened: not served",
+                resolved.display()
+            );
+            return None;
+        }
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() {
+            return None;
+        }
         Some(StaticFile {
             file,
             len: meta.len(),

@@ -496,6 +496,18 @@ fn send_static(conn: &Conn, answer: StaticAnswer, head_only: bool) -> Outcome {
 /// The longest a lingering close lasts in all.
 const LINGER_TIME: Duration = Duration::from_secs(30);
 
+thread_local! {
+    /// The lingering closes under way on this request thread's runtime: a stopping worker
+    /// waits for them ([`LINGER_TIME`] at most) before the runtime, and they, end.
+    static LINGERING: Arc<InFlight> = Arc::new(InFlight::default());
+}
+
+/// Waits until this thread's lingering closes are over.
+pub async fn lingering_done() {
+    let lingering = LINGERING.with(Arc::clone);
+    lingering.wait_idle().await;
+}
+
 /// Closes a connection whose request body was not read to its end, after its response:
 /// nginx is still sending that body, and closing with unread bytes would reset the
 /// connection and destroy the response before nginx reads it (it would answer 502).
@@ -513,7 +525,9 @@ fn linger(conn: Arc<Conn>, unread: u64, timeout: Duration) {
         Ok(conn) => conn,
         Err(_) => return,
     };
+    let guard = LINGERING.with(|lingering| lingering.enter());
     tokio::spawn(async move {
+        let _lingering = guard;
         let drain = async {
             let mut sink = Vec::with_capacity(64 * 1024);
             let mut left = unread;

@@ -136,7 +136,7 @@ impl InFlight {
         InFlightGuard(self.clone())
     }
 
-    async fn wait_idle(&self) {
+    pub async fn wait_idle(&self) {
         loop {
             let notified = self.idle.notified();
             if self.count.load(Ordering::SeqCst) == 0 {
@@ -272,6 +272,7 @@ fn serve_thread(
             accept.await??;
         }
         in_flight.wait_idle().await;
+        crate::uwsgi::lingering_done().await;
         Ok(())
     })
 }
