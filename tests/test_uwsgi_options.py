@@ -536,6 +536,13 @@ def test_cheaper_backlog_follows_the_tcp_listen_queue(daemon, nginx):
         t.join()
 
 
+def test_cheaper_backlog_with_only_unix_sockets_is_warned():
+    out = subprocess.run([BIN, "--socket", "/run/x.sock", "--wsgi-file", APP, "--processes", "4", "--cheaper", "1",
+                          "--cheaper-algo", "backlog", "--check-config"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "cheaper-algo = backlog reads the listen queue of TCP sockets, and this config has none" in out.stderr
+
+
 def test_cheaper_bounds_and_fifo_plus_minus(daemon, nginx, app_sock, tmp_path):
     out = subprocess.run([BIN, "--http-socket", ":0", "--wsgi-file", APP, "--processes", "2", "--cheaper", "2",
                           "--check-config"], capture_output=True, text=True)

@@ -962,6 +962,18 @@ impl Config {
                     .to_string(),
             );
         }
+        let tcp = self
+            .socket
+            .iter()
+            .chain(&self.http_socket)
+            .any(|addr| matches!(addr, ListenAddr::Tcp { .. }));
+        if self.cheaper > 0 && self.cheaper_algo == "backlog" && !tcp {
+            warnings.push(
+                "cheaper-algo = backlog reads the listen queue of TCP sockets, and this config \
+                 has none: workers will stay at cheaper; use cheaper-algo = spare with unix sockets"
+                    .to_string(),
+            );
+        }
         warnings
     }
 
