@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{recv, MsgFlags};
 use pyo3::prelude::*;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use uwsgi_proto::{parse_request_head, HeadError, HeaderError, RequestHead, HEADER_LEN};
 
@@ -397,7 +397,9 @@ fn run_request(
             Box::new(ConnReader(conn.clone())),
             head.content_length,
         );
-        let unread_body = body.share_remaining();
+        // A body over the drain limit may be left unread: the response writer then says
+        // the connection ends. A smaller one never is, and costs nothing here.
+        let unread_body = (head.content_length > DRAIN_LIMIT).then(|| body.share_remaining());
         let input = match Bound::new(py, WsgiInput::new(body)) {
             Ok(input) => input,
             Err(err) => return failed(err),
@@ -412,7 +414,9 @@ fn run_request(
             server_vars.method == b"HEAD",
             keep_alive,
         );
-        lock(&response).watch_body(unread_body);
+        if let Some(unread_body) = unread_body {
+            lock(&response).watch_body(unread_body);
+        }
         let outcome = ctx.app.respond_on_socket(py, environ, &response, &conn);
         let mut reusable = matches!(outcome, Outcome::Sent { .. }) && lock(&response).reusable();
         let mut input = input.borrow_mut();
@@ -528,20 +532,25 @@ fn linger(conn: Arc<Conn>, unread: u64, timeout: Duration) {
     let guard = LINGERING.with(|lingering| lingering.enter());
     tokio::spawn(async move {
         let _lingering = guard;
-        let drain = async {
-            let mut sink = Vec::with_capacity(64 * 1024);
-            let mut left = unread;
-            while left > 0 {
-                sink.clear();
-                let read = tokio::time::timeout(timeout, conn.read_available(&mut sink)).await;
-                match read {
-                    Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n as u64),
-                    _ => break,
-                }
-            }
-        };
-        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+        drain_rest(&conn, Some(unread), timeout).await;
     });
+}
+
+/// Reads and drops what the peer still sends, after an answer: `unread` bytes at most
+/// (None: until it closes), `idle` at most between two reads, [`LINGER_TIME`] in all.
+async fn drain_rest(conn: &AsyncConn, unread: Option<u64>, idle: Duration) {
+    let drain = async {
+        let mut sink = Vec::with_capacity(64 * 1024);
+        let mut left = unread.unwrap_or(u64::MAX);
+        while left > 0 {
+            sink.clear();
+            match tokio::time::timeout(idle, conn.read_available(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n as u64),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 /// [`reject`] for a connection a request thread holds: answers without waiting; the
@@ -565,28 +574,18 @@ fn error_response(status: &str, reason: &str) -> String {
 /// not reset the connection and destroy the answer.
 async fn reject(conn: &mut AsyncConn, status: &str, reason: &str) {
     let response = error_response(status, reason);
-    match conn {
-        AsyncConn::Unix(s) => answer_and_drain(s, response.as_bytes()).await,
-        AsyncConn::Tcp(s) => answer_and_drain(s, response.as_bytes()).await,
+    let answered = match conn {
+        AsyncConn::Unix(s) => answer(s, response.as_bytes()).await,
+        AsyncConn::Tcp(s) => answer(s, response.as_bytes()).await,
+    };
+    // A lingering close, as in [`linger`]: the body that follows a refused head (of a size
+    // the head may not tell) is read and dropped until the peer is done.
+    if answered {
+        drain_rest(conn, None, Duration::from_secs(5)).await;
     }
 }
 
-async fn answer_and_drain(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), response: &[u8]) {
-    if stream.write_all(response).await.is_err() || stream.shutdown().await.is_err() {
-        return;
-    }
-    // A lingering close, as in [`linger`]: the body that follows a refused head (of a
-    // size the head may not tell) is read and dropped until the peer is done, 5 s
-    // without data or LINGER_TIME in all.
-    let drain = async {
-        let mut sink = [0u8; 64 * 1024];
-        loop {
-            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink));
-            match read.await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => break,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+/// Writes a complete answer and shuts the writing side; false if the peer is gone.
+async fn answer(stream: &mut (impl AsyncWrite + Unpin), response: &[u8]) -> bool {
+    stream.write_all(response).await.is_ok() && stream.shutdown().await.is_ok()
 }

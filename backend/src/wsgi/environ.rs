@@ -63,6 +63,13 @@ fn cached_key<'py>(py: Python<'py>, position: usize, key: &[u8]) -> PyResult<Bou
     })
 }
 
+/// A cheap hash of a var name (length and two bytes), for telling apart the header names
+/// of one request; a collision only costs a dict look-up.
+fn name_hash(key: &[u8]) -> usize {
+    let (last, middle) = (key[key.len() - 1], key[key.len() / 2]);
+    key.len() * 7 + usize::from(last) * 3 + usize::from(middle)
+}
+
 impl EnvironSource<'_> {
     /// The CGI variables as a dict, and whether the client used https (for
     /// `wsgi.url_scheme`: what nginx says in HTTPS, REQUEST_SCHEME or UWSGI_SCHEME).
@@ -76,8 +83,10 @@ impl EnvironSource<'_> {
                 // (which nginx's params set). They fill in CONTENT_* when that is empty.
                 let mut header_fallbacks = Vec::new();
                 // nginx before 1.23 sends a repeated request header as several vars of one
-                // name; they are joined as nginx 1.23+ joins them (", ", Cookie "; ").
-                let mut headers_seen: Vec<&[u8]> = Vec::new();
+                // name; they are joined as nginx 1.23+ joins them (", ", Cookie "; "). One bit
+                // per header name, by a cheap hash: only a name whose bit is set already may
+                // be a repeat, and only then is the environ asked (no allocation per request).
+                let mut headers_seen = 0u64;
                 for (position, pair) in uwsgi_proto::parse_vars(vars).enumerate() {
                     let (key, value) =
                         pair.map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
@@ -93,19 +102,25 @@ impl EnvironSource<'_> {
                         Some(cgi_key @ (b"CONTENT_LENGTH" | b"CONTENT_TYPE")) => {
                             header_fallbacks.push((cgi_key, value))
                         }
-                        Some(_) if headers_seen.contains(&key) => {
-                            let separator = if key == b"HTTP_COOKIE" { "; " } else { ", " };
-                            let key = cached_key(py, position, key)?;
-                            let joined = match environ.get_item(&key)? {
-                                Some(earlier) => earlier.add(separator)?.add(latin1(py, value)?)?,
-                                None => latin1(py, value)?.into_any(),
+                        Some(_) => {
+                            let bit = 1u64 << (name_hash(key) % 64);
+                            let maybe_repeated = headers_seen & bit != 0;
+                            headers_seen |= bit;
+                            let name = cached_key(py, position, key)?;
+                            let text = latin1(py, value)?;
+                            let earlier = match maybe_repeated {
+                                true => environ.get_item(&name)?,
+                                false => None,
                             };
-                            environ.set_item(key, joined)?
-                        }
-                        header => {
-                            if header.is_some() {
-                                headers_seen.push(key);
+                            match earlier {
+                                Some(earlier) => {
+                                    let separator = if key == b"HTTP_COOKIE" { "; " } else { ", " };
+                                    environ.set_item(name, earlier.add(separator)?.add(text)?)?
+                                }
+                                None => environ.set_item(name, text)?,
                             }
+                        }
+                        None => {
                             environ.set_item(cached_key(py, position, key)?, latin1(py, value)?)?
                         }
                     }
