@@ -137,7 +137,12 @@ impl Supervised {
 /// The master's attached daemons.
 pub struct Daemons {
     daemons: Vec<Supervised>,
+    /// [`Daemons::check`] looks once a second (pidfiles are read, touch files stat'ed),
+    /// not at every tick of the master.
+    last_check: Instant,
 }
+
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 impl Daemons {
     /// Starts every daemon the config attaches (a smart daemon whose pidfile names a live
@@ -178,7 +183,10 @@ impl Daemons {
                 _ => daemon.start(),
             }
         }
-        Daemons { daemons }
+        Daemons {
+            daemons,
+            last_check: now,
+        }
     }
 
     /// Called with every child the master reaps that is not a worker: true if it was one
@@ -200,6 +208,10 @@ impl Daemons {
     /// Restarts the daemons that are gone (smart ones: whose pidfile names no live process)
     /// or whose `touch` file changed.
     pub fn check(&mut self) {
+        if self.last_check.elapsed() < CHECK_EVERY {
+            return;
+        }
+        self.last_check = Instant::now();
         for daemon in &mut self.daemons {
             if daemon.given_up {
                 continue;

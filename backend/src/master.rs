@@ -220,32 +220,6 @@ fn check_workers(workers: &mut Workers, config: &Config, last_memory_check: &mut
     }
 }
 
-/// Starts up to `n` of the workers not running (cheaper mode, idle); returns how many.
-fn spawn_cheaped(
-    workers: &mut Workers,
-    cheaped: &mut HashSet<u32>,
-    n: u32,
-    config: &Config,
-    app: Option<&Py<PyAny>>,
-    listeners: &[BoundListener],
-    ready: &ReadyPipe,
-) -> anyhow::Result<u32> {
-    let mut ids: Vec<u32> = cheaped
-        .iter()
-        .copied()
-        // A worker still finishing its last requests keeps its id until it is gone.
-        .filter(|id| !workers.values().any(|w| w.id == *id))
-        .collect();
-    ids.sort_unstable();
-    let mut started = 0;
-    for id in ids.into_iter().take(n as usize) {
-        cheaped.remove(&id);
-        start_worker(workers, id, config, app, listeners, ready)?;
-        started += 1;
-    }
-    Ok(started)
-}
-
 /// Stops the highest-numbered running worker gracefully, unless `fewest` are left.
 fn cheap_one(workers: &mut Workers, cheaped: &mut HashSet<u32>, fewest: u32) -> bool {
     let running = workers.values().filter(|w| w.retiring.is_none()).count() as u32;
@@ -548,12 +522,18 @@ fn serve(
         Some(app)
     };
     let ready = ReadyPipe::new()?;
+    let spawner = Spawner {
+        config,
+        app: app.as_ref(),
+        listeners,
+        ready: &ready,
+    };
     let mut workers: Workers = HashMap::new();
     let mut cheaper = Cheaper::new(config);
     // Worker ids not running on purpose (cheaper mode, idle): not respawned when they exit.
     let mut cheaped: HashSet<u32> = (Cheaper::initial(config) + 1..=config.processes).collect();
     for id in 1..=Cheaper::initial(config) {
-        start_worker(&mut workers, id, config, app.as_ref(), listeners, &ready)?;
+        spawner.start(&mut workers, id)?;
     }
     let mut idle = IdleWatch::new(config);
     let mut old_workers = retire_old_workers();
@@ -607,15 +587,7 @@ fn serve(
                     )
                 }
                 Command::MoreWorkers => {
-                    let started = spawn_cheaped(
-                        &mut workers,
-                        &mut cheaped,
-                        1,
-                        config,
-                        app.as_ref(),
-                        listeners,
-                        &ready,
-                    )?;
+                    let started = spawner.start_cheaped(&mut workers, &mut cheaped, 1)?;
                     if started == 0 {
                         tracing::warn!(
                             "master fifo +: already at processes = {}",
@@ -697,15 +669,7 @@ fn serve(
                     let backlog = listeners.iter().map(listeners::queued).sum();
                     match cheaper.decide(active.len() as u32, busy, backlog) {
                         cheaper::Decision::Spawn(n) => {
-                            let started = spawn_cheaped(
-                                &mut workers,
-                                &mut cheaped,
-                                n,
-                                config,
-                                app.as_ref(),
-                                listeners,
-                                &ready,
-                            )?;
+                            let started = spawner.start_cheaped(&mut workers, &mut cheaped, n)?;
                             tracing::info!(
                                 "cheaper: {busy} of {} workers busy: started {started} more",
                                 active.len()
@@ -727,15 +691,7 @@ fn serve(
             if let Some(idle) = &mut idle {
                 if idle.check(&mut workers, &mut cheaped, listeners) {
                     let wanted = Cheaper::initial(config);
-                    spawn_cheaped(
-                        &mut workers,
-                        &mut cheaped,
-                        wanted,
-                        config,
-                        app.as_ref(),
-                        listeners,
-                        &ready,
-                    )?;
+                    spawner.start_cheaped(&mut workers, &mut cheaped, wanted)?;
                 }
             }
             if touched_log.changed() {
@@ -754,10 +710,7 @@ fn serve(
             &cheaped,
             &mut daemons,
             &state,
-            config,
-            app.as_ref(),
-            listeners,
-            &ready,
+            &spawner,
         )?;
         if matches!(state, State::Running) {
             daemons.check();
@@ -799,24 +752,51 @@ fn warn_without_lazy_apps(config: &Config, option: &str) {
     }
 }
 
-/// Forks worker `id` and records it.
-fn start_worker(
-    workers: &mut Workers,
-    id: u32,
-    config: &Config,
-    app: Option<&Py<PyAny>>,
-    listeners: &[BoundListener],
-    ready: &ReadyPipe,
-) -> anyhow::Result<()> {
-    let pid = spawn_worker(id, config, app, listeners, ready)?;
-    let worker = WorkerState {
-        id,
-        born: Instant::now(),
-        ready: false,
-        retiring: None,
-    };
-    workers.insert(pid, worker);
-    Ok(())
+/// What starting a worker takes: the config, the app loaded before forking (unless
+/// lazy-apps), the listeners and the readiness pipe.
+struct Spawner<'a> {
+    config: &'a Config,
+    app: Option<&'a Py<PyAny>>,
+    listeners: &'a [BoundListener],
+    ready: &'a ReadyPipe,
+}
+
+impl Spawner<'_> {
+    /// Forks worker `id` and records it.
+    fn start(&self, workers: &mut Workers, id: u32) -> anyhow::Result<()> {
+        let pid = spawn_worker(id, self.config, self.app, self.listeners, self.ready)?;
+        let worker = WorkerState {
+            id,
+            born: Instant::now(),
+            ready: false,
+            retiring: None,
+        };
+        workers.insert(pid, worker);
+        Ok(())
+    }
+
+    /// Starts up to `n` of the workers not running (cheaper mode, idle); returns how many.
+    fn start_cheaped(
+        &self,
+        workers: &mut Workers,
+        cheaped: &mut HashSet<u32>,
+        n: u32,
+    ) -> anyhow::Result<u32> {
+        let mut ids: Vec<u32> = cheaped
+            .iter()
+            .copied()
+            // A worker still finishing its last requests keeps its id until it is gone.
+            .filter(|id| !workers.values().any(|w| w.id == *id))
+            .collect();
+        ids.sort_unstable();
+        let mut started = 0;
+        for id in ids.into_iter().take(n as usize) {
+            cheaped.remove(&id);
+            self.start(workers, id)?;
+            started += 1;
+        }
+        Ok(started)
+    }
 }
 
 fn spawn_worker(
@@ -885,17 +865,13 @@ fn spawn_worker(
 }
 
 /// Collects exited workers; respawns them unless the master is stopping.
-#[allow(clippy::too_many_arguments)]
 fn reap(
     workers: &mut Workers,
     old_workers: &mut Vec<Pid>,
     cheaped: &HashSet<u32>,
     daemons: &mut Daemons,
     state: &State,
-    config: &Config,
-    app: Option<&Py<PyAny>>,
-    listeners: &[BoundListener],
-    ready: &ReadyPipe,
+    spawner: &Spawner,
 ) -> anyhow::Result<()> {
     loop {
         let (pid, how) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -956,7 +932,7 @@ fn reap(
             }
             _ => {}
         }
-        start_worker(workers, id, config, app, listeners, ready)?;
+        spawner.start(workers, id)?;
     }
 }
 
