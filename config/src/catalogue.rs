@@ -162,8 +162,12 @@ pub(crate) fn undeclared() -> impl Iterator<Item = &'static OptionSpec> {
 
 /// How many uWSGI option names have each status: (implemented, accepted, refused).
 pub fn counts() -> (usize, usize, usize) {
+    count(entries().iter())
+}
+
+fn count<'a>(entries: impl Iterator<Item = &'a Entry>) -> (usize, usize, usize) {
     let mut counts = (0, 0, 0);
-    for entry in entries() {
+    for entry in entries {
         let n = entry.names.len();
         match entry.status {
             Status::Implemented => counts.0 += n,
@@ -187,15 +191,7 @@ pub fn summary_markdown() -> String {
         implemented + accepted + refused
     );
     for topic in topics() {
-        let mut row = (0, 0, 0);
-        for entry in entries().iter().filter(|e| e.topic == topic.id) {
-            let n = entry.names.len();
-            match entry.status {
-                Status::Implemented => row.0 += n,
-                Status::Accepted(_) => row.1 += n,
-                Status::Refused(_) => row.2 += n,
-            }
-        }
+        let row = count(entries().iter().filter(|e| e.topic == topic.id));
         text.push_str(&format!(
             "| {} | {} | {} | {} |\n",
             topic.title, row.0, row.1, row.2

@@ -869,6 +869,16 @@ impl Config {
             name: name.into(),
             suggestion: suggest(name),
         })?;
+        self.apply_spec(spec, name, value)
+    }
+
+    /// [`Config::apply`] for an option already looked up.
+    pub(crate) fn apply_spec(
+        &mut self,
+        spec: &OptionSpec,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<(), ConfigError> {
         match spec.action {
             Action::Set(apply) | Action::Push { apply, .. } => apply(self, name, value),
             Action::None => match spec.support {

@@ -154,15 +154,28 @@ impl Builder {
                 return;
             }
         };
+        self.read_text(&text, path, format, section, canonical);
+    }
+
+    /// Reads a file's text and applies its settings, the file (`including`) being on the
+    /// stack of files read meanwhile.
+    fn read_text(
+        &mut self,
+        text: &str,
+        path: &Path,
+        format: Format,
+        section: Option<&str>,
+        including: (std::path::PathBuf, Option<String>),
+    ) {
         if format == Format::Ini {
             self.last_ini = Some(path.to_path_buf());
         }
-        let reading = read_text(&text, path, format, section, &self.values);
+        let reading = read_text(text, path, format, section, &self.values);
         self.notes.extend(reading.notes);
         self.errors.extend(reading.errors);
         self.referenced.extend(reading.placeholders);
         self.depth += 1;
-        self.including.push(canonical);
+        self.including.push(including);
         for setting in reading.settings {
             self.apply(setting, false);
         }
@@ -235,7 +248,7 @@ impl Builder {
             self.replaced.push(spec.name);
             self.config.clear_list(spec);
         }
-        match self.config.apply(spec.name, value.as_deref()) {
+        match self.config.apply_spec(spec, spec.name, value.as_deref()) {
             Ok(()) => {
                 if let Some(at) = at {
                     self.origins.insert(spec.name, at);
@@ -409,18 +422,7 @@ pub fn load_text(text: &str, path: &Path, format: Format) -> Result<Parsed, Conf
         line: 0,
     };
     builder.files_read = 1;
-    if format == Format::Ini {
-        builder.last_ini = Some(path.to_path_buf());
-    }
-    let reading = read_text(text, path, format, None, &builder.values);
-    builder.notes.extend(reading.notes);
-    builder.errors.extend(reading.errors);
-    builder.referenced.extend(reading.placeholders);
-    builder.depth = 1;
-    builder.including.push((path.to_path_buf(), None));
-    for setting in reading.settings {
-        builder.apply(setting, false);
-    }
+    builder.read_text(text, path, format, None, (path.to_path_buf(), None));
     builder.finish(Some(whole_file), false)
 }
 

@@ -1,12 +1,6 @@
-//! The toml config reader, with its includes, placeholders and logic: whatever the text,
-//! loading ends (within the loader's bounds) with a config or errors, never a panic.
+//! The toml config reader (see `ngx_wsgi_fuzz::load_config`).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use ngx_wsgi_config::Format;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let path = std::path::Path::new("/tmp/ngx-wsgi-fuzz/app.toml");
-    let _ = ngx_wsgi_config::load_text(text, path, ngx_wsgi_config::Format::Toml);
-});
+fuzz_target!(|data: &[u8]| ngx_wsgi_fuzz::load_config(data, Format::Toml));
