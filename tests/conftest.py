@@ -20,6 +20,12 @@ APPS = ROOT / "tests" / "apps"
 VENV = ROOT / ".venv"
 
 
+def check_config(*args, cwd=None):
+    """`ngx-wsgi --check-config ARGS`: what a user sees checking a config."""
+    return subprocess.run([BIN, "--check-config", *map(str, args)], capture_output=True, text=True,
+                          timeout=20, cwd=cwd)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

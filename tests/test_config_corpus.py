@@ -12,7 +12,7 @@ import tempfile
 import pytest
 import requests
 
-from conftest import BIN, ROOT, free_port, pid_alive, wait_for
+from conftest import BIN, ROOT, check_config, free_port, pid_alive, wait_for
 
 CONFIGS = ROOT / "tests" / "configs"
 CORPUS = sorted(p for p in CONFIGS.iterdir() if p.suffix in (".ini", ".xml", ".toml"))
@@ -47,7 +47,7 @@ def overrides(text, tmp):
 def test_corpus_config_checks_and_serves(config, daemon, nginx, tmp_path):
     text = config.read_text()
     path, expected = re.search(r"expect: (\S+) -> \"(.+?)\"", text).groups()
-    check = subprocess.run([BIN, "--check-config", config], capture_output=True, text=True, cwd=CONFIGS)
+    check = check_config(config, cwd=CONFIGS)
     assert check.returncode == 0, check.stderr
     d = daemon(config, *overrides(text, tmp_path), cwd=CONFIGS, ready=str(tmp_path / "app.sock"))
     n = nginx(f"unix:{tmp_path}/app.sock")
@@ -81,7 +81,7 @@ def test_tutorial_ini_runs_unchanged_behind_nginx_with_wsgi_app(nginx):
             text = text.replace(system, ours)
         ini.write_text(text)
 
-        check = subprocess.run([BIN, "--check-config", ini], capture_output=True, text=True)
+        check = check_config(ini)
         assert check.returncode == 0, check.stderr
         assert "buffer-size = 65536" in check.stdout
         assert re.search(r"uwsgi.ini:2: \"# Ubuntu.*\" after the value of uid is read as a comment", check.stderr)
@@ -130,7 +130,7 @@ def test_tutorial_xml_passes_every_line_but_the_cache_ones(daemon, nginx, tmp_pa
         port = free_port()
         xml = tmp_path / "uwsgi.xml"
         xml.write_text(tutorial_xml(site, port))
-        check = subprocess.run([BIN, "--check-config", xml], capture_output=True, text=True)
+        check = check_config(xml)
         assert check.returncode == 2
         errors = [line for line in check.stderr.splitlines() if not line.startswith("ngx-wsgi: note:")]
         cache = ("is a uWSGI option ngx-wsgi does not provide: the uwsgi cache is not implemented yet: use "
@@ -140,7 +140,7 @@ def test_tutorial_xml_passes_every_line_but_the_cache_ones(daemon, nginx, tmp_pa
                           f'ngx-wsgi: {xml}:10: option "cache-blocksize" {cache}'], check.stderr
         # Every other line is taken: the same file without the cache lines checks and serves.
         xml.write_text(tutorial_xml(site, port, with_cache=False))
-        check = subprocess.run([BIN, "--check-config", xml], capture_output=True, text=True)
+        check = check_config(xml)
         assert check.returncode == 0, check.stderr
         for note in ("lock-engine", "close-on-exec", "thunder-lock", "post-buffering", "log-maxsize"):
             assert note in check.stderr

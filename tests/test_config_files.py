@@ -12,12 +12,7 @@ import subprocess
 import pytest
 import requests
 
-from conftest import APPS, BIN, can_connect, free_port, pid_alive, wait_for
-
-
-def check_config(*args, cwd=None):
-    return subprocess.run([BIN, "--check-config", *map(str, args)], capture_output=True, text=True,
-                          timeout=20, cwd=cwd)
+from conftest import APPS, BIN, can_connect, check_config, free_port, pid_alive, wait_for
 
 
 def same_app_three_ways(tmp_path, port):

@@ -157,3 +157,50 @@ def test_a_refused_head_with_a_large_body_is_answered_not_reset(daemon, nginx, a
         for _ in range(5):
             r = requests.post(n.url + "/noread", data=b"x" * size, headers={"X-Big": "y" * 5000}, timeout=60)
             assert r.status_code == 431, f"{size} B: {r.status_code}"
+
+
+def test_a_lingering_close_is_bounded_and_never_blocks_the_worker(daemon, app_sock):
+    """One worker, one thread. A peer that declares a 1 GiB body and stops sending after
+    the answer is closed after socket-timeout (1 s here); one that keeps sending holds no
+    request up: the worker answers others meanwhile, every one of them."""
+    from test_bad_input import packet, request_vars, send_raw
+    import threading
+    import time
+    daemon("--socket", app_sock, "--wsgi-file", APP, "--socket-timeout", "1", ready=app_sock)
+    head = packet(request_vars("/noread", method="POST", body_length=1 << 30))
+
+    with socket.socket(socket.AF_UNIX) as silent:
+        silent.settimeout(10)
+        silent.connect(app_sock)
+        silent.sendall(head + b"x" * 1000)
+        answer = b""
+        while not answer.endswith(b"forbidden\n"):
+            answer += silent.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 403 Forbidden")
+        started = time.monotonic()
+        assert silent.recv(65536) == b""  # closed by the daemon, not by us
+        assert time.monotonic() - started < 3
+
+    stop = threading.Event()
+
+    def keep_sending(s):
+        try:
+            while not stop.is_set():
+                s.sendall(b"x" * 65536)
+        except OSError:
+            pass
+
+    with socket.socket(socket.AF_UNIX) as talker:
+        talker.connect(app_sock)
+        talker.sendall(head)
+        sender = threading.Thread(target=keep_sending, args=(talker,))
+        sender.start()
+        outcomes = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            response = send_raw(app_sock, packet(request_vars("/")))
+            outcomes.append((response.split(b"\r\n", 1)[0], time.monotonic() - started < 1))
+        stop.set()
+        sender.join()
+    assert outcomes and set(outcomes) == {(b"HTTP/1.1 200 OK", True)}, outcomes[:5]

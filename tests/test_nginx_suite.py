@@ -21,9 +21,10 @@ from conftest import APPS, free_port
 
 SUITE = APPS / "nginx_suite"
 
-# uwsgi.t's server: / with two params (one of them hides the client's X-Blah header), and
-# /var passing to the address or upstream named by ?b=.
-UWSGI_T_CONF = """
+def nginx_conf(http, server):
+    """The nginx.conf of both files: their http-level and server-level parts in the frame
+    nginx's test harness writes ({...} filled by the nginx fixture, %(...)s by the test)."""
+    return """
 {load_module}
 worker_processes 1;
 pid {prefix}/nginx.pid;
@@ -33,12 +34,23 @@ http {{
     access_log off;
     client_body_temp_path {prefix}/client_body;
     uwsgi_temp_path {prefix}/uwsgi_temp;
-    upstream u {{
-        server 127.0.0.1:%(backend)d;
-    }}
+""" + http + """
     server {{
         listen 127.0.0.1:{port};
         server_name localhost;
+""" + server + """
+    }}
+}}
+"""
+
+
+# uwsgi.t's server: / with two params (one of them hides the client's X-Blah header), and
+# /var passing to the address or upstream named by ?b=.
+UWSGI_T_CONF = nginx_conf("""
+    upstream u {{
+        server 127.0.0.1:%(backend)d;
+    }}
+""", """
         location / {{
             %(pass)s 127.0.0.1:%(backend)d;
             %(param)s SERVER_PROTOCOL $server_protocol;
@@ -48,33 +60,17 @@ http {{
             %(pass)s $arg_b;
             %(param)s SERVER_PROTOCOL $server_protocol;
         }}
-    }}
-}}
-"""
+""")
 
 # uwsgi_body.t's server: CONTENT_LENGTH only when the request has a body, and
 # $content_length evaluated early (before a chunked body is read), as that test does.
-UWSGI_BODY_T_CONF = """
-{load_module}
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log debug;
-events {{ }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    uwsgi_temp_path {prefix}/uwsgi_temp;
-    server {{
-        listen 127.0.0.1:{port};
-        server_name localhost;
+UWSGI_BODY_T_CONF = nginx_conf("", """
         set $variable $content_length;
         location / {{
             %(pass)s 127.0.0.1:%(backend)d;
             %(param)s CONTENT_LENGTH $content_length if_not_empty;
         }}
-    }}
-}}
-"""
+""")
 
 PASSES = {
     "uwsgi_pass": dict(pass_="uwsgi_pass", param="uwsgi_param", module=False),

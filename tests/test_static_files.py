@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from conftest import APPS, free_port
+from conftest import APPS, check_config, free_port
 from test_bad_input import packet, request_vars, send_raw
 
 APP = APPS / "options_app.py"
@@ -99,10 +99,7 @@ def test_static_map2_and_check_static(daemon, site):
 
 
 def test_bad_static_map_values_name_the_option():
-    import subprocess
-    from conftest import BIN
-    out = subprocess.run([BIN, "--http-socket", ":0", "--wsgi-file", APP, "--static-map", "static=/srv"],
-                         capture_output=True, text=True)
+    out = check_config("--http-socket", ":0", "--wsgi-file", APP, "--static-map", "static=/srv")
     assert out.returncode == 2
     assert ('invalid value "static=/srv" for option "static-map": expected /PREFIX=DIR '
             '(e.g. /static=/srv/app/static)') in out.stderr

@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from conftest import APPS, BIN, free_port, pid_alive, wait_for
+from conftest import APPS, BIN, check_config, free_port, pid_alive, wait_for
 
 APP = APPS / "options_app.py"
 
@@ -89,8 +89,8 @@ def test_min_worker_lifetime_holds_max_requests_back(daemon):
 
 
 def test_min_worker_lifetime_must_be_below_max_worker_lifetime():
-    out = subprocess.run([BIN, "--http-socket", ":0", "--wsgi-file", APP, "--max-worker-lifetime", "10",
-                          "--min-worker-lifetime", "10", "--check-config"], capture_output=True, text=True)
+    out = check_config("--http-socket", ":0", "--wsgi-file", APP, "--max-worker-lifetime", "10",
+                       "--min-worker-lifetime", "10")
     assert out.returncode == 2
     assert ("min-worker-lifetime = 10 is not below max-worker-lifetime = 10: workers could never be "
             "replaced (uWSGI refuses it too)") in out.stderr
@@ -162,8 +162,7 @@ def test_add_header_on_every_response_both_protocols(daemon, nginx, app_sock):
         if r.status_code == 200:
             assert r.headers["X-Served-By"] == "app1"
             assert r.headers["Strict-Transport-Security"] == "max-age=63072000"
-    out = subprocess.run([BIN, "--http-socket", ":0", "--wsgi-file", APP, "--add-header", "no colon"],
-                         capture_output=True, text=True)
+    out = check_config("--http-socket", ":0", "--wsgi-file", APP, "--add-header", "no colon")
     assert out.returncode == 2
     assert ('invalid value "no colon" for option "add-header": expected a header line such as '
             '"X-Served-By: app1"') in out.stderr
@@ -217,8 +216,7 @@ def test_safe_pidfile_is_written_whole_and_conflicts_with_pidfile(daemon, tmp_pa
     assert [p.name for p in tmp_path.glob("app.pid*")] == ["app.pid"]
     d.stop()
     assert not pidfile.exists()
-    out = subprocess.run([BIN, "--http-socket", ":0", "--wsgi-file", APP, "--pidfile", "a", "--safe-pidfile", "b"],
-                         capture_output=True, text=True)
+    out = check_config("--http-socket", ":0", "--wsgi-file", APP, "--pidfile", "a", "--safe-pidfile", "b")
     assert out.returncode == 2 and "pidfile and safe-pidfile are both set" in out.stderr
 
 
@@ -339,8 +337,7 @@ def test_smart_attach_daemon_is_watched_through_its_pidfile_and_survives_reloads
 
 
 def test_attach_daemon2_keys_and_errors(daemon, tmp_path):
-    out = subprocess.run([BIN, "--http-socket", ":0", "--wsgi-file", APP, "--attach-daemon2", "cmd=x,stopsignal=TERM"],
-                         capture_output=True, text=True)
+    out = check_config("--http-socket", ":0", "--wsgi-file", APP, "--attach-daemon2", "cmd=x,stopsignal=TERM")
     assert out.returncode == 2
     assert ('invalid value "cmd=x,stopsignal=TERM" for option "attach-daemon2": expected a signal number '
             'for stopsignal (e.g. 15 for SIGTERM)') in out.stderr
@@ -381,8 +378,7 @@ def test_touch_logreopen_reopens_after_logrotate_moved_the_file(daemon, tmp_path
     requests.get(url + "/after-reopen", timeout=10)
     wait_for(lambda: "GET /after-reopen" in log.read_text(), 10, "a worker's line in the new file")
     # Without a log file uWSGI accepts it and does nothing: a note says so.
-    out = subprocess.run([BIN, "--http-socket", ":0", "--wsgi-file", APP, "--log-maxsize", "1m", "--check-config"],
-                         capture_output=True, text=True)
+    out = check_config("--http-socket", ":0", "--wsgi-file", APP, "--log-maxsize", "1m")
     assert out.returncode == 0
     assert ("note: log-maxsize and touch-logreopen act on a log file, and there is none (no logto or "
             "daemonize): the log goes to stderr, unrotated") in out.stderr
@@ -537,15 +533,14 @@ def test_cheaper_backlog_follows_the_tcp_listen_queue(daemon, nginx):
 
 
 def test_cheaper_backlog_with_only_unix_sockets_is_warned():
-    out = subprocess.run([BIN, "--socket", "/run/x.sock", "--wsgi-file", APP, "--processes", "4", "--cheaper", "1",
-                          "--cheaper-algo", "backlog", "--check-config"], capture_output=True, text=True)
+    out = check_config("--socket", "/run/x.sock", "--wsgi-file", APP, "--processes", "4", "--cheaper", "1",
+                       "--cheaper-algo", "backlog")
     assert out.returncode == 0
     assert "cheaper-algo = backlog reads the listen queue of TCP sockets, and this config has none" in out.stderr
 
 
 def test_cheaper_bounds_and_fifo_plus_minus(daemon, nginx, app_sock, tmp_path):
-    out = subprocess.run([BIN, "--http-socket", ":0", "--wsgi-file", APP, "--processes", "2", "--cheaper", "2",
-                          "--check-config"], capture_output=True, text=True)
+    out = check_config("--http-socket", ":0", "--wsgi-file", APP, "--processes", "2", "--cheaper", "2")
     assert out.returncode == 2
     assert ("cheaper = 2 is not below processes = 2: cheaper is the fewest workers, processes the most "
             "(uWSGI refuses it too)") in out.stderr
