@@ -2,7 +2,8 @@
 # Instructions per request of one worker, ngx-wsgi and uWSGI side by side, counted by
 # callgrind: repeatable whatever else the machine is doing, unlike timings. Each backend
 # serves bench/app.py with one worker behind stock nginx uwsgi_pass; wrk sends PATH for a
-# few seconds with one connection. Usage: bench/callgrind.sh [PATH ...] (default /hello /64k)
+# few seconds with one connection. Usage: bench/callgrind.sh [PATH ...] (default /hello /64k);
+# NGX_WSGI_BIN=/path/to/ngx-wsgi measures another build (an earlier commit's, say).
 set -euo pipefail
 for tool in valgrind callgrind_annotate wrk nginx; do
   command -v "$tool" > /dev/null || { echo "bench/callgrind.sh needs $tool (apt-get install valgrind wrk nginx)" >&2; exit 1; }
@@ -20,7 +21,7 @@ http { access_log off; client_body_temp_path $work/body;
 CONF
 app=$root/bench/app.py
 declare -A command=(
-  [ngx-wsgi]="$root/target/release/ngx-wsgi --socket $work/backend.sock --wsgi-file $app --disable-logging"
+  [ngx-wsgi]="${NGX_WSGI_BIN:-$root/target/release/ngx-wsgi} --socket $work/backend.sock --wsgi-file $app --disable-logging"
   [uWSGI]="$root/.venv/bin/python $root/.venv/bin/uwsgi --socket $work/backend.sock --wsgi-file $app --disable-logging --master --buffer-size 65535"
 )
 nginx -p "$work" -c "$work/nginx.conf"
