@@ -6,6 +6,7 @@ nothing touches the system nginx service.
 
 import os
 import pathlib
+import random
 import re
 import signal
 import socket
@@ -27,9 +28,17 @@ def check_config(*args, cwd=None):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port below the kernel's ephemeral range, so that no outgoing connection
+    (nginx to an upstream, a client) takes it between this call and the daemon's bind."""
+    low = int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(10000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def wait_for(predicate, timeout=15.0, what="condition"):
@@ -77,10 +86,13 @@ class Daemon:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, addr, timeout=15):
+        """Waits until ADDR (or every address of a list) accepts connections."""
+        addrs = addr if isinstance(addr, list) else [addr]
+
         def ready():
             if self.proc.poll() is not None:
                 raise AssertionError(f"ngx-wsgi exited with {self.proc.returncode}:\n{self.log()}")
-            return can_connect(addr)
+            return all(can_connect(a) for a in addrs)
 
         wait_for(ready, timeout, f"ngx-wsgi to listen on {addr}")
         return self

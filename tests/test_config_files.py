@@ -156,7 +156,7 @@ def test_max_requests_recycles_the_worker_without_failing_a_request(daemon, tmp_
 def test_limit_post_refuses_larger_bodies_with_413(daemon, nginx, tmp_path, app_sock):
     port = free_port()
     d = daemon("--socket", app_sock, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file",
-               APPS / "pep3333.py", "--limit-post", "1k", ready=app_sock)
+               APPS / "pep3333.py", "--limit-post", "1k", ready=[app_sock, ("127.0.0.1", port)])
     n = nginx(f"unix:{app_sock}")
     assert requests.post(f"{n.url}/echo", data=b"x" * 1024).text == "x" * 1024
     r = requests.post(f"{n.url}/echo", data=b"x" * 1025)

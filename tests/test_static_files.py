@@ -46,7 +46,7 @@ def test_static_map_serves_files_before_the_app_over_both_protocols(daemon, ngin
     port = free_port()
     d = daemon("--socket", app_sock, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP,
                "--static-map", f"/static={site}/static", "--static-index", "index.html",
-               "--static-skip-ext", ".py", "--static-safe", site / "shared", ready=app_sock)
+               "--static-skip-ext", ".py", "--static-safe", site / "shared", ready=[app_sock, ("127.0.0.1", port)])
     n = nginx(f"unix:{app_sock}")
     for url in (f"http://127.0.0.1:{port}", n.url):
         r = requests.get(url + "/static/css/site.css", timeout=10)
@@ -72,7 +72,7 @@ def test_static_map_serves_files_before_the_app_over_both_protocols(daemon, ngin
 def test_no_path_escapes_the_mapped_directory(daemon, app_sock, site):
     port = free_port()
     d = daemon("--socket", app_sock, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP,
-               "--static-map", f"/static={site}/static", ready=app_sock)
+               "--static-map", f"/static={site}/static", ready=[app_sock, ("127.0.0.1", port)])
     for target in ("/static/../secret.txt", "/static/%2e%2e/secret.txt", "/static/%2E%2E/%2e%2e/secret.txt",
                    "/static/escape", "/static/..%2fsecret.txt", "/static//../secret.txt"):
         response = raw_http(port, target)

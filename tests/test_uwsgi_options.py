@@ -155,7 +155,7 @@ def test_add_header_on_every_response_both_protocols(daemon, nginx, app_sock):
     port = free_port()
     d = daemon("--socket", app_sock, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP,
                "--add-header", "X-Served-By: app1", "--add-header", "Strict-Transport-Security: max-age=63072000",
-               ready=app_sock)
+               ready=[app_sock, ("127.0.0.1", port)])
     n = nginx(f"unix:{app_sock}")
     for url in (f"http://127.0.0.1:{port}/", n.url + "/", n.url + "/raise"):
         r = requests.get(url, timeout=10)
@@ -225,7 +225,7 @@ def test_close_on_exec_is_true_of_every_descriptor(daemon, nginx, app_sock):
     inherits no socket (listening or connected), pipe or file of the daemon's."""
     port = free_port()
     daemon("--socket", app_sock, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP,
-           "--threads", "2", "--close-on-exec", ready=app_sock)
+           "--threads", "2", "--close-on-exec", ready=[app_sock, ("127.0.0.1", port)])
     n = nginx(f"unix:{app_sock}")
     for url in (n.url + "/fds", f"http://127.0.0.1:{port}/fds"):
         fds = requests.get(url, timeout=10).text.split()
