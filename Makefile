@@ -62,6 +62,7 @@ install: build
 	install -d $(DESTDIR)/etc/systemd/system
 	sed 's|/usr/local/bin/ngx-wsgi|$(PREFIX)/bin/ngx-wsgi|g' nginx-conf/ngx-wsgi@.service \
 		> $(DESTDIR)/etc/systemd/system/ngx-wsgi@.service
+	install -m 0644 nginx-conf/ngx-wsgi@.socket $(DESTDIR)/etc/systemd/system/ngx-wsgi@.socket
 	install -d $(DESTDIR)/etc/ngx-wsgi
 	# The example config, unless one is there: an installed file is the user's.
 	[ -e $(DESTDIR)/etc/ngx-wsgi/mysite.ini ] || install -m 0644 nginx-conf/mysite.ini $(DESTDIR)/etc/ngx-wsgi/mysite.ini
@@ -72,7 +73,7 @@ uninstall:
 	rm -f $(DESTDIR)/usr/lib/nginx/modules/ngx_http_wsgi_module.so
 	rm -f $(DESTDIR)/etc/nginx/modules-enabled/50-mod-http-wsgi.conf
 	rm -f $(DESTDIR)/usr/share/nginx/modules-available/mod-http-wsgi.conf
-	rm -f $(DESTDIR)/etc/systemd/system/ngx-wsgi@.service
+	rm -f $(DESTDIR)/etc/systemd/system/ngx-wsgi@.service $(DESTDIR)/etc/systemd/system/ngx-wsgi@.socket
 
 clean:
 	$(CARGO) clean

@@ -221,10 +221,24 @@ def test_install_lays_out_debian_style_files(tmp_path):
     unit = (tmp_path / "etc/systemd/system/ngx-wsgi@.service").read_text()
     assert "ExecStart=/opt/ngx-wsgi/bin/ngx-wsgi /etc/ngx-wsgi/%i.ini" in unit
     assert "/usr/local/bin" not in unit
+    # systemd reads both units as written (the binary named where DESTDIR put it).
+    units = tmp_path / "verify"
+    units.mkdir()
+    (units / "ngx-wsgi@mysite.service").write_text(unit.replace("/opt/ngx-wsgi", f"{tmp_path}/opt/ngx-wsgi"))
+    socket_unit = (tmp_path / "etc/systemd/system/ngx-wsgi@.socket").read_text()
+    (units / "ngx-wsgi@mysite.socket").write_text(socket_unit)
+    verify = subprocess.run(["systemd-analyze", "verify", units / "ngx-wsgi@mysite.service",
+                             units / "ngx-wsgi@mysite.socket"], capture_output=True, text=True, cwd=units)
+    assert (verify.returncode, verify.stderr) == (0, "")
+    assert "Type=notify" in unit and "NoNewPrivileges=yes" in unit
+    # The socket unit listens where the example config's socket is.
+    assert "ListenStream=/run/ngx-wsgi/%i.sock" in socket_unit
+    assert "socket = /run/ngx-wsgi/%(project).sock" in (ROOT / "nginx-conf/mysite.ini").read_text()
     subprocess.run(make + ["uninstall", f"DESTDIR={tmp_path}", "PREFIX=/opt/ngx-wsgi"], check=True,
                    capture_output=True)
     for gone in ("opt/ngx-wsgi/bin/ngx-wsgi", "usr/lib/nginx/modules/ngx_http_wsgi_module.so",
                  "etc/nginx/modules-enabled/50-mod-http-wsgi.conf", "etc/systemd/system/ngx-wsgi@.service",
+                 "etc/systemd/system/ngx-wsgi@.socket",
                  "usr/share/nginx/modules-available/mod-http-wsgi.conf"):
         assert not os.path.lexists(tmp_path / gone), gone
     assert example.exists(), "the user's config stays"

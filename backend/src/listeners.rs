@@ -11,6 +11,8 @@ use ngx_wsgi_config::{Config, ListenAddr, Listener};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::systemd::PassedSocket;
+
 /// The environment variable a reloading master passes its listening sockets in.
 pub const INHERITED_FDS_ENV: &str = "NGX_WSGI_LISTEN_FDS";
 
@@ -88,20 +90,112 @@ pub struct Sockets {
     pub stats: Option<ListeningSocket>,
 }
 
-/// Binds every socket of the config, or takes them over from a reloading master.
-pub fn open_all(config: &Config) -> anyhow::Result<Sockets> {
+/// Binds every socket of the config, or takes it from those systemd passed (socket
+/// activation), or takes them all over from a reloading master.
+pub fn open_all(config: &Config, mut passed: Vec<PassedSocket>) -> anyhow::Result<Sockets> {
     if let Ok(fds) = std::env::var(INHERITED_FDS_ENV) {
         // SAFETY: only this process reads the variable, once, before any thread starts.
         unsafe { std::env::remove_var(INHERITED_FDS_ENV) };
         return inherit(config, &fds);
     }
-    let listeners = config
-        .listeners()
-        .iter()
-        .map(|spec| bind(spec, config))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let stats = bind_stats(config)?;
+    let mut listeners = Vec::new();
+    for spec in config.listeners() {
+        match take_passed(&mut passed, &spec.addr)? {
+            Some(socket) => {
+                tracing::info!("\"{}\": the socket systemd passed", spec.addr);
+                if let ListenAddr::Unix(path) = &spec.addr {
+                    keep_at_exit(path);
+                }
+                listeners.push(BoundListener { spec, socket });
+            }
+            None => listeners.push(bind(&spec, config)?),
+        }
+    }
+    let stats = match &config.stats {
+        Some(addr) => match take_passed(&mut passed, addr)? {
+            Some(socket) => {
+                if let ListenAddr::Unix(path) = addr {
+                    keep_at_exit(path);
+                }
+                socket.set_nonblocking()?;
+                Some(socket)
+            }
+            None => bind_stats(config)?,
+        },
+        None => None,
+    };
+    if let Some(extra) = passed.first() {
+        let addr = describe(&extra.fd);
+        bail!(
+            "systemd passed {} listening on {addr}, which no socket, http-socket or stats entry \
+             of the config names: add it to the config (socket = {addr}) or remove it from the \
+             .socket unit",
+            extra.name
+        );
+    }
     Ok(Sockets { listeners, stats })
+}
+
+/// The socket systemd passed for `addr`, if there is one: same path, abstract name, or
+/// port and address (a wildcard address matches a wildcard one, IPv4 or IPv6).
+fn take_passed(
+    passed: &mut Vec<PassedSocket>,
+    addr: &ListenAddr,
+) -> anyhow::Result<Option<ListeningSocket>> {
+    let Some(index) = passed.iter().position(|p| {
+        socket2::SockRef::from(&p.fd)
+            .local_addr()
+            .is_ok_and(|local| same_address(&local, addr))
+    }) else {
+        return Ok(None);
+    };
+    let PassedSocket { fd, name } = passed.swap_remove(index);
+    let sock = socket2::SockRef::from(&fd);
+    if sock.r#type()? != Type::STREAM || !sock.is_listener()? {
+        bail!("systemd passed {name} for \"{addr}\", but it is not a listening stream socket: use ListenStream= in the .socket unit");
+    }
+    set_cloexec(fd.as_raw_fd(), true)?;
+    Ok(Some(match addr {
+        ListenAddr::Tcp { .. } => ListeningSocket::Tcp(TcpListener::from(fd)),
+        _ => ListeningSocket::Unix(UnixListener::from(fd)),
+    }))
+}
+
+fn same_address(local: &SockAddr, addr: &ListenAddr) -> bool {
+    match addr {
+        ListenAddr::Unix(path) => local.as_pathname() == Some(path.as_path()),
+        ListenAddr::Abstract(name) => local.as_abstract_namespace() == Some(name.as_bytes()),
+        ListenAddr::Tcp { host, port } => {
+            let Some(local) = local.as_socket() else {
+                return false;
+            };
+            let wanted = (host.as_str(), *port).to_socket_addrs();
+            local.port() == *port
+                && wanted.is_ok_and(|mut wanted| {
+                    wanted.any(|w| {
+                        w.ip() == local.ip()
+                            || (w.ip().is_unspecified() && local.ip().is_unspecified())
+                    })
+                })
+        }
+    }
+}
+
+/// A passed socket's address, as a config would write it.
+fn describe(fd: &OwnedFd) -> String {
+    match socket2::SockRef::from(fd).local_addr() {
+        Ok(local) => match (
+            local.as_socket(),
+            local.as_pathname(),
+            local.as_abstract_namespace(),
+        ) {
+            (Some(inet), _, _) => inet.to_string(),
+            (_, Some(path), _) => path.display().to_string(),
+            (_, _, Some(name)) => format!("@{}", String::from_utf8_lossy(name)),
+            _ => "an unnamed socket".into(),
+        },
+        Err(err) => format!("an address we cannot read ({err})"),
+    }
 }
 
 /// How the stats socket is named across a reload.
@@ -324,8 +418,23 @@ fn set_cloexec(fd: RawFd, on: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--vacuum`: removes the unix socket files at exit.
+/// Names the unix socket files systemd made, which `vacuum` leaves (the .socket unit
+/// still listens on them). In the environment, so a reloaded master image knows them too.
+const SYSTEMD_PATHS_ENV: &str = "NGX_WSGI_SYSTEMD_SOCKET_PATHS";
+
+fn keep_at_exit(path: &Path) {
+    let mut paths = std::env::var_os(SYSTEMD_PATHS_ENV).unwrap_or_default();
+    if !paths.is_empty() {
+        paths.push("\n");
+    }
+    paths.push(path);
+    // SAFETY: the master is single-threaded while it opens its sockets.
+    unsafe { std::env::set_var(SYSTEMD_PATHS_ENV, paths) };
+}
+
+/// `--vacuum`: removes the unix socket files at exit, but not those systemd made.
 pub fn vacuum(config: &Config) {
+    let systemd = std::env::var(SYSTEMD_PATHS_ENV).unwrap_or_default();
     let addrs = config
         .socket
         .iter()
@@ -333,7 +442,9 @@ pub fn vacuum(config: &Config) {
         .chain(&config.stats);
     for addr in addrs {
         if let ListenAddr::Unix(path) = addr {
-            let _ = std::fs::remove_file(path);
+            if !systemd.lines().any(|kept| Path::new(kept) == path) {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }

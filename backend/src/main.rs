@@ -13,6 +13,7 @@ mod procname;
 mod python;
 mod static_files;
 mod stats;
+mod systemd;
 mod uwsgi;
 mod watchdog;
 mod worker;

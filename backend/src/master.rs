@@ -328,6 +328,8 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
     // First of all, so a stop signal during start-up (an import can take seconds) is
     // not fatal: it is acted on as soon as the workers are up.
     let signals = Signals::register()?;
+    // Before anything else opens a descriptor: systemd's start at 3.
+    let passed = crate::systemd::take_listen_fds();
     // Written first, as uWSGI does: a supervisor may look for it as soon as we start.
     // A reload re-executes the same process: same pid, and maybe no longer root.
     let reloaded = std::env::var_os(listeners::INHERITED_FDS_ENV).is_some();
@@ -339,7 +341,7 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
         // Before binding: it gives unix sockets without chmod-socket their mode.
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
-    let (listeners, stats_socket) = match listeners::open_all(&config) {
+    let (listeners, stats_socket) = match listeners::open_all(&config, passed) {
         Ok(sockets) => (sockets.listeners, sockets.stats),
         Err(err) => {
             // The sockets in the way are another server's: leave them, take our pidfile.
@@ -501,14 +503,18 @@ fn serve(
 ) -> anyhow::Result<i32> {
     python::initialize(config)?;
     procname::set(config, None);
-    // Cheaper mode and idle read the workers' busy state from the shared counters too.
-    let shared = match stats_socket.is_some() || config.cheaper > 0 || config.idle > 0 {
-        true => Some(stats::SharedCounters::install(
-            config.processes,
-            config.threads,
-        )?),
-        false => None,
-    };
+    let mut notifier = crate::systemd::Notifier::from_env();
+    // Cheaper mode, idle and systemd's STATUS= read the workers' busy state from the
+    // shared counters too.
+    let shared =
+        match stats_socket.is_some() || config.cheaper > 0 || config.idle > 0 || notifier.is_some()
+        {
+            true => Some(stats::SharedCounters::install(
+                config.processes,
+                config.threads,
+            )?),
+            false => None,
+        };
     let counters = shared.zip(stats_socket);
     let app = if config.lazy_apps {
         None
@@ -550,8 +556,16 @@ fn serve(
     let mut daemons = Daemons::start(config.attached_daemons());
     let mut brutal_reload = false;
     let mut fast_stop = false;
+    let mut told_ready = false;
     loop {
         ready.collect(&mut workers);
+        if let Some(notifier) = &mut notifier {
+            if !told_ready && !workers.is_empty() && workers.values().all(|w| w.ready) {
+                told_ready = true;
+                notifier.ready(status_line(&workers));
+            }
+            notifier.tick(|| status_line(&workers));
+        }
         for command in fifo.commands() {
             use fifo::Command;
             tracing::info!("master fifo: {command:?}");
@@ -609,11 +623,17 @@ fn serve(
         if signals.int.swap(false, Ordering::SeqCst) {
             fast_stop = true;
             tracing::info!("SIGINT/SIGQUIT: stopping now");
+            if let Some(notifier) = &notifier {
+                notifier.stopping("SIGINT/SIGQUIT, at once");
+            }
             signal_all(workers.keys().chain(&old_workers), Signal::SIGINT);
             state = State::Stopping {
                 deadline: Instant::now() + FAST_STOP_GRACE,
             };
         } else if signals.term.swap(false, Ordering::SeqCst) && matches!(state, State::Running) {
+            if let Some(notifier) = &notifier {
+                notifier.stopping("SIGTERM, in-flight requests finish");
+            }
             tracing::info!(
                 "SIGTERM: stopping gracefully, in-flight requests finish (up to {} s)",
                 config.reload_mercy
@@ -631,6 +651,9 @@ fn serve(
                 Signal::SIGTERM
             };
             let stats = stats_socket.zip(config.stats.as_ref());
+            if let Some(notifier) = &notifier {
+                notifier.reloading();
+            }
             reload(
                 args,
                 listeners,
@@ -640,6 +663,10 @@ fn serve(
                 &mut daemons,
                 Duration::from_secs(config.reload_mercy),
             )?;
+            // Still here: the reload was refused and these workers go on serving.
+            if let Some(notifier) = &mut notifier {
+                notifier.ready(status_line(&workers));
+            }
         }
         if matches!(state, State::Running) {
             if touched_workers.changed() {
@@ -739,6 +766,22 @@ fn serve(
     daemons.stop_all(mercy);
     tracing::info!("stopped");
     Ok(0)
+}
+
+/// systemd's `STATUS=`: what `systemctl status` shows under the unit's name.
+fn status_line(workers: &Workers) -> String {
+    let ids = || {
+        workers
+            .values()
+            .filter(|w| w.retiring.is_none())
+            .map(|w| w.id)
+    };
+    let busy = ids().filter(|id| stats::worker_busy(*id)).count();
+    format!(
+        "serving: {} workers ({busy} busy), {} requests",
+        ids().count(),
+        stats::total_requests(ids())
+    )
 }
 
 /// Without lazy-apps, workers fork from the master's copy of the app: replacing them does
