@@ -3,7 +3,9 @@
 # callgrind: repeatable whatever else the machine is doing, unlike timings. Each backend
 # serves bench/app.py with one worker behind stock nginx uwsgi_pass; wrk sends PATH for a
 # few seconds with one connection. Usage: bench/callgrind.sh [PATH ...] (default /hello /64k);
-# NGX_WSGI_BIN=/path/to/ngx-wsgi measures another build (an earlier commit's, say).
+# NGX_WSGI_BIN=/path/to/ngx-wsgi measures another build (an earlier commit's, say);
+# LOGGING=1 has both backends write their request log line for every request (to a file,
+# with logto), as they do by default, instead of --disable-logging.
 set -euo pipefail
 for tool in valgrind callgrind_annotate wrk nginx; do
   command -v "$tool" > /dev/null || { echo "bench/callgrind.sh needs $tool (apt-get install valgrind wrk nginx)" >&2; exit 1; }
@@ -20,9 +22,11 @@ http { access_log off; client_body_temp_path $work/body;
   server { listen 127.0.0.1:18301; location / { include /etc/nginx/uwsgi_params; uwsgi_pass unix:$work/backend.sock; } } }
 CONF
 app=$root/bench/app.py
+logging="--disable-logging"
+[ "${LOGGING:-0}" = 1 ] && logging="--logto $work/requests.log"
 declare -A command=(
-  [ngx-wsgi]="${NGX_WSGI_BIN:-$root/target/release/ngx-wsgi} --socket $work/backend.sock --wsgi-file $app --disable-logging"
-  [uWSGI]="$root/.venv/bin/python $root/.venv/bin/uwsgi --socket $work/backend.sock --wsgi-file $app --disable-logging --master --buffer-size 65535"
+  [ngx-wsgi]="${NGX_WSGI_BIN:-$root/target/release/ngx-wsgi} --socket $work/backend.sock --wsgi-file $app $logging"
+  [uWSGI]="$root/.venv/bin/python $root/.venv/bin/uwsgi --socket $work/backend.sock --wsgi-file $app $logging --master --buffer-size 65535"
 )
 nginx -p "$work" -c "$work/nginx.conf"
 printf '| path | backend | requests | instructions/request (worker) |\n|---|---|---:|---:|\n'

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -52,7 +53,7 @@ def test_logto_collects_daemon_and_python_output(daemon, tmp_path):
            ready=("127.0.0.1", port))
     assert requests.get(f"http://127.0.0.1:{port}/errors").text == "logged"
     # The request's log line follows its response: wait for it.
-    text = wait_for(lambda: "GET /errors => 200" in logfile.read_text() and logfile.read_text(), 5, "the log")
+    text = wait_for(lambda: re.search(r"GET /errors => generated 6 bytes in \d+ msecs \(HTTP/1.1 200\)", logfile.read_text()) and logfile.read_text(), 5, "the log")
     assert "listening on" in text
     assert "wsgi.errors: a line for the server log" in text
 

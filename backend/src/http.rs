@@ -21,6 +21,7 @@ use pyo3::prelude::*;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::conn::AsyncConn;
+use crate::reqlog::{RequestRecord, Vars};
 use crate::worker::WorkerContext;
 use crate::wsgi::input::{Body, WsgiInput};
 use crate::wsgi::response::{lock, ResponseHead, ResponseState, Sink};
@@ -91,7 +92,7 @@ async fn handle(
 ) -> Result<Response<WsgiBody>, Infallible> {
     let started = Instant::now();
     let (head, incoming) = request.into_parts();
-    if let Some(response) = static_response(&ctx, &head, &peer, started) {
+    if let Some(response) = static_response(&ctx, &head, (&peer, &remote.0), started) {
         return Ok(response);
     }
     let declared = head
@@ -149,16 +150,13 @@ async fn handle(
         let log = RequestLog {
             ctx: ctx.clone(),
             peer: peer.clone(),
-            method: head.method.to_string(),
-            uri: head
-                .uri
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str())
-                .to_string(),
+            head: copy_head(&head),
+            remote: info.remote.0.clone(),
             started,
             status: 0,
             bytes: 0,
             content_length: None,
+            response_head: (0, 0),
         };
         let head_only = head.method == http::Method::HEAD;
         let (response, finished) = run_app(
@@ -314,6 +312,7 @@ fn run_app(
             };
             log.status = head.code;
             log.bytes = state.body_bytes;
+            log.response_head = (head.headers.len(), head.to_http1().len());
             log.content_length = head
                 .headers
                 .iter()
@@ -356,22 +355,85 @@ fn run_app(
 pub struct RequestLog {
     ctx: Arc<WorkerContext>,
     peer: String,
-    method: String,
-    uri: String,
+    /// The request's head, for the log line's variables.
+    head: http::request::Parts,
+    /// The client's address (REMOTE_ADDR).
+    remote: String,
     started: Instant,
     status: u16,
     bytes: u64,
     /// The Content-Length the app declared, if any.
     content_length: Option<u64>,
+    /// The response's header count and head size.
+    response_head: (usize, usize),
 }
 
 impl RequestLog {
     fn write(&self, outcome: &Outcome) {
         crate::stats::response_done(outcome);
         self.ctx.after_request(outcome);
-        self.ctx
-            .log_request(&self.peer, &self.method, &self.uri, outcome, self.started);
+        log(
+            &self.ctx,
+            &self.head,
+            (&self.peer, &self.remote),
+            outcome,
+            self.started,
+            self.response_head,
+        );
     }
+}
+
+/// A copy of a request's head (without its extensions), for a log line written after the
+/// request was handed on.
+fn copy_head(head: &http::request::Parts) -> http::request::Parts {
+    let mut copy = Request::new(());
+    *copy.method_mut() = head.method.clone();
+    *copy.uri_mut() = head.uri.clone();
+    *copy.version_mut() = head.version;
+    *copy.headers_mut() = head.headers.clone();
+    copy.into_parts().0
+}
+
+/// The request's log line, when one is written. `response_head`: the response's header
+/// count and head size.
+fn log(
+    ctx: &WorkerContext,
+    head: &http::request::Parts,
+    (peer, remote): (&str, &str),
+    outcome: &Outcome,
+    started: Instant,
+    response_head: (usize, usize),
+) {
+    let took = started.elapsed();
+    if !ctx.should_log(outcome, took) {
+        return;
+    }
+    let (status, size) = match outcome {
+        Outcome::Sent { status, bytes } => (*status, *bytes),
+        Outcome::AppFailed { .. } => (500, 0),
+        Outcome::Aborted { status, .. } => (*status, 0),
+        Outcome::PeerGone { .. } => (0, 0),
+    };
+    let (worker_requests, total_requests) = crate::stats::request_numbers();
+    let uri = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    ctx.log_request(
+        &RequestRecord {
+            vars: Vars::Http { head, remote },
+            peer,
+            method: head.method.as_str(),
+            uri,
+            status,
+            size,
+            headers: response_head.0,
+            head_bytes: response_head.1,
+            started: std::time::SystemTime::now() - took,
+            duration: took,
+            core: crate::watchdog::thread_index(),
+            worker_requests,
+            total_requests,
+        },
+        outcome,
+    );
 }
 
 fn build_response(head: &ResponseHead, body: WsgiBody) -> Response<WsgiBody> {
@@ -400,7 +462,7 @@ fn build_response(head: &ResponseHead, body: WsgiBody) -> Response<WsgiBody> {
 fn static_response(
     ctx: &WorkerContext,
     head: &http::request::Parts,
-    peer: &str,
+    (peer, remote): (&str, &str),
     started: Instant,
 ) -> Option<Response<WsgiBody>> {
     use crate::static_files::StaticAnswer;
@@ -431,16 +493,6 @@ fn static_response(
         status: status.as_u16(),
         bytes: if head_only { 0 } else { length.unwrap_or(0) },
     };
-    crate::stats::response_done(&outcome);
-    if ctx.should_log(&outcome, started) {
-        ctx.log_request(
-            peer,
-            head.method.as_str(),
-            &head.uri.to_string(),
-            &outcome,
-            started,
-        );
-    }
     let body = WsgiBody {
         early: None,
         rest: None,
@@ -462,7 +514,24 @@ fn static_response(
     if let Ok(value) = http::HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
         headers.insert(http::header::LAST_MODIFIED, value);
     }
+    crate::stats::response_done(&outcome);
+    let response_head = (headers.len(), head_size(status, headers));
+    log(ctx, head, (peer, remote), &outcome, started, response_head);
     Some(response)
+}
+
+/// The size of a response head as HTTP/1.1 writes it.
+fn head_size(status: StatusCode, headers: &http::HeaderMap) -> usize {
+    let status_line = "HTTP/1.1 ".len()
+        + status.as_str().len()
+        + 1
+        + status.canonical_reason().unwrap_or("").len()
+        + 2;
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    status_line + fields + 2
 }
 
 fn plain_response(status: StatusCode, text: &'static str) -> Response<WsgiBody> {

@@ -6,8 +6,11 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use std::path::Path;
+use std::sync::Arc;
+
 use anyhow::Context;
-use ngx_wsgi_config::Config;
+use ngx_wsgi_config::{Config, LogTarget};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
@@ -28,8 +31,19 @@ pub fn worker_id() -> u32 {
 
 pub fn init(config: &Config) -> anyhow::Result<()> {
     reopen(config)?;
+    // `logger = syslog...`: each line goes there whole; otherwise to stderr (the logto file).
+    let sink = match &config.logger {
+        Some(target @ (LogTarget::Syslog { .. } | LogTarget::RemoteSyslog { .. })) => Some(
+            Arc::new(crate::reqlog::LineSink::open(target).context("logger")?),
+        ),
+        _ => None,
+    };
+    let writer = move || match &sink {
+        Some(sink) => LineWriter::Sink(sink.clone(), Vec::new()),
+        None => LineWriter::Stderr(std::io::stderr()),
+    };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(false)
         .event_format(LineFormat)
         .with_env_filter(
@@ -40,15 +54,70 @@ pub fn init(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where one log line is written: stderr, or a [`LineSink`](crate::reqlog::LineSink)
+/// once the whole line is there.
+enum LineWriter {
+    Stderr(std::io::Stderr),
+    Sink(Arc<crate::reqlog::LineSink>, Vec<u8>),
+}
+
+impl std::io::Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            LineWriter::Stderr(stderr) => stderr.write(buf),
+            LineWriter::Sink(_, line) => {
+                line.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if let LineWriter::Sink(sink, line) = self {
+            sink.write_line(&String::from_utf8_lossy(line));
+        }
+    }
+}
+
+/// The log file: `logto`, or `logger = file:PATH`.
+pub fn log_file(config: &Config) -> Option<&Path> {
+    match &config.logger {
+        Some(LogTarget::File(path)) => Some(path),
+        _ => config.logto.as_deref(),
+    }
+}
+
 /// `logto`: (re)opens the log file as this process's stdout and stderr; after logrotate
-/// moved it, the next lines go to a new file of that name.
+/// moved it, the next lines go to a new file of that name. With `logfile-chown`, the
+/// file is given to `uid`/`gid` (while we are still root), so that the workers and a
+/// reloaded master, running as that user, can reopen it.
 pub fn reopen(config: &Config) -> anyhow::Result<()> {
-    if let Some(path) = &config.logto {
+    if let Some(path) = log_file(config) {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open --logto \"{}\"", path.display()))?;
+        if config.logfile_chown && nix::unistd::geteuid().is_root() {
+            use ngx_wsgi_config::owner::{group_id, user_id};
+            let uid = config.uid.as_deref().map(user_id).transpose();
+            let gid = config.gid.as_deref().map(group_id).transpose();
+            let (uid, gid) = uid
+                .and_then(|uid| Ok((uid, gid?)))
+                .map_err(|err| anyhow::anyhow!("logfile-chown: {err}"))?;
+            nix::unistd::fchown(
+                &file,
+                uid.map(nix::unistd::Uid::from_raw),
+                gid.map(nix::unistd::Gid::from_raw),
+            )
+            .with_context(|| format!("logfile-chown \"{}\"", path.display()))?;
+        }
         nix::unistd::dup2_stdout(&file).context("dup2 onto stdout")?;
         nix::unistd::dup2_stderr(&file).context("dup2 onto stderr")?;
     }

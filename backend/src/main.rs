@@ -11,6 +11,7 @@ mod logging;
 mod master;
 mod procname;
 mod python;
+mod reqlog;
 mod static_files;
 mod stats;
 mod systemd;

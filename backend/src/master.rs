@@ -31,6 +31,7 @@ use pyo3::prelude::*;
 use crate::cheaper::{self, Cheaper};
 use crate::daemons::Daemons;
 use crate::listeners::{self, BoundListener, ListeningSocket};
+use crate::reqlog::RequestLogger;
 use crate::{fifo, logging, procname, python, stats, worker};
 
 /// Exit code of a worker whose app failed to load (`--lazy-apps`): respawning would loop.
@@ -365,6 +366,19 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
              it should run as (the sockets are bound first, as root)"
         );
     }
+    // Opened here, before dropping privileges (a log directory may be root's); the workers
+    // inherit it.
+    let request_log = match RequestLogger::new(&config) {
+        Ok(logger) => Arc::new(logger),
+        Err(err) if reloaded => {
+            tracing::error!("reload: req-logger: {err}; request lines go to the log");
+            Arc::new(RequestLogger::stderr(&config))
+        }
+        Err(err) => {
+            vacuum(&config, true);
+            return Err(anyhow::anyhow!("req-logger: {err}"));
+        }
+    };
     // After binding (ports below 1024, sockets in root's directories), before the app loads.
     if let Err(err) = drop_privileges(&config) {
         if reloaded {
@@ -374,7 +388,14 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
             return Err(err);
         }
     }
-    let result = serve(&config, &args, &listeners, stats_socket.as_ref(), &signals);
+    let result = serve(
+        &config,
+        &args,
+        &listeners,
+        stats_socket.as_ref(),
+        &signals,
+        &request_log,
+    );
     vacuum(&config, true);
     result
 }
@@ -500,22 +521,15 @@ fn serve(
     listeners: &[BoundListener],
     stats_socket: Option<&ListeningSocket>,
     signals: &Signals,
+    request_log: &Arc<RequestLogger>,
 ) -> anyhow::Result<i32> {
     python::initialize(config)?;
     procname::set(config, None);
     let mut notifier = crate::systemd::Notifier::from_env();
-    // Cheaper mode, idle and systemd's STATUS= read the workers' busy state from the
-    // shared counters too.
-    let shared =
-        match stats_socket.is_some() || config.cheaper > 0 || config.idle > 0 || notifier.is_some()
-        {
-            true => Some(stats::SharedCounters::install(
-                config.processes,
-                config.threads,
-            )?),
-            false => None,
-        };
-    let counters = shared.zip(stats_socket);
+    // The workers' counters: the stats server, cheaper mode, idle and systemd's STATUS=
+    // read them, and the request log's `req: N/M`.
+    let shared = stats::SharedCounters::install(config.processes, config.threads)?;
+    let counters = stats_socket.map(|socket| (shared, socket));
     let app = if config.lazy_apps {
         None
     } else {
@@ -533,6 +547,7 @@ fn serve(
         app: app.as_ref(),
         listeners,
         ready: &ready,
+        request_log,
     };
     let mut workers: Workers = HashMap::new();
     let mut cheaper = Cheaper::new(config);
@@ -802,12 +817,14 @@ struct Spawner<'a> {
     app: Option<&'a Py<PyAny>>,
     listeners: &'a [BoundListener],
     ready: &'a ReadyPipe,
+    /// Opened by the master; each worker writes its request lines through it.
+    request_log: &'a Arc<RequestLogger>,
 }
 
 impl Spawner<'_> {
     /// Forks worker `id` and records it.
     fn start(&self, workers: &mut Workers, id: u32) -> anyhow::Result<()> {
-        let pid = spawn_worker(id, self.config, self.app, self.listeners, self.ready)?;
+        let pid = spawn_worker(id, self)?;
         let worker = WorkerState {
             id,
             born: Instant::now(),
@@ -842,13 +859,14 @@ impl Spawner<'_> {
     }
 }
 
-fn spawn_worker(
-    id: u32,
-    config: &Config,
-    app: Option<&Py<PyAny>>,
-    listeners: &[BoundListener],
-    ready: &ReadyPipe,
-) -> anyhow::Result<Pid> {
+fn spawn_worker(id: u32, spawner: &Spawner<'_>) -> anyhow::Result<Pid> {
+    let Spawner {
+        config,
+        app,
+        listeners,
+        ready,
+        request_log,
+    } = *spawner;
     // A stop signal sent to a worker before it has its own handlers would hit the
     // master's inherited ones and be lost: keep the signals blocked across fork(); the
     // worker unblocks them once its handlers are in place, and gets any pending one then.
@@ -897,7 +915,13 @@ fn spawn_worker(
         },
     };
     use std::os::fd::AsFd;
-    let code = match worker::run(config, app, listeners, ready.write.as_fd()) {
+    let code = match worker::run(
+        config,
+        app,
+        listeners,
+        ready.write.as_fd(),
+        request_log.clone(),
+    ) {
         Ok(code) => code,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -1023,7 +1047,7 @@ fn reopen_logs<'a>(config: &Config, workers: impl Iterator<Item = &'a Pid>) {
 /// `log-maxsize`: renames the log file once it is over the size (to `log-backupname`, or
 /// FILE.TIMESTAMP as uWSGI names it); true when the processes must reopen it.
 fn rotate_log(config: &Config) -> bool {
-    let Some(log) = config.logto.as_ref().filter(|_| config.log_maxsize > 0) else {
+    let Some(log) = crate::logging::log_file(config).filter(|_| config.log_maxsize > 0) else {
         return false;
     };
     let size = std::fs::metadata(log).map_or(0, |m| m.len());

@@ -255,6 +255,18 @@ pub fn total_requests(ids: impl Iterator<Item = u32>) -> u64 {
     })
 }
 
+/// In a worker, during a request: this worker's requests and every worker's, this one
+/// included (uWSGI's `req: N/M` in the request log line).
+pub fn request_numbers() -> (u64, u64) {
+    let (Some(shared), Some((mine, _))) = (SHARED.get(), MINE.get()) else {
+        return (1, 1);
+    };
+    let total: u64 = (1..=shared.processes as u32)
+        .map(|id| shared.worker(id).requests.load(Ordering::Relaxed))
+        .sum();
+    (mine.requests.load(Ordering::Relaxed) + 1, total + 1)
+}
+
 /// In the master, when worker `id`'s process is gone.
 pub fn worker_gone(id: u32) {
     if let Some(shared) = SHARED.get() {

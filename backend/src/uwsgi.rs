@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use uwsgi_proto::{parse_request_head, HeadError, HeaderError, RequestHead, HEADER_LEN};
 
 use crate::conn::{AsyncConn, Conn, ConnReader};
+use crate::reqlog::{RequestRecord, Vars};
 use crate::static_files::StaticAnswer;
 use crate::worker::{InFlight, WorkerContext};
 use crate::wsgi::input::{Body, WsgiInput};
@@ -368,13 +369,17 @@ fn run_request(
         return None;
     }
     if let Some(answer) = static_answer(ctx, &server_vars) {
-        let outcome = send_static(&conn, answer, server_vars.method == b"HEAD");
+        let (outcome, head_len) = send_static(&conn, answer, server_vars.method == b"HEAD");
         crate::stats::response_done(&outcome);
-        if ctx.should_log(&outcome, started) {
-            let uri = server_vars.request_uri.or(server_vars.path_info);
-            let (method, uri) = (text(server_vars.method), text(uri.unwrap_or_default()));
-            ctx.log_request(&client(), &method, &uri, &outcome, started);
-        }
+        log(
+            ctx,
+            vars,
+            &server_vars,
+            peer,
+            &outcome,
+            started,
+            (2, head_len),
+        );
         return None;
     }
     let _timer = ctx
@@ -386,10 +391,15 @@ fn run_request(
         true => KeepAlive::from_var(server_vars.keep_alive),
         false => KeepAlive::Off,
     };
-    let (outcome, reusable, unread) = Python::attach(|py| {
+    let (outcome, reusable, unread, head_size) = Python::attach(|py| {
         let failed = |err: PyErr| {
             let traceback = crate::python::format_exception(py, &err);
-            (Outcome::AppFailed { traceback }, false, unread_after_head)
+            (
+                Outcome::AppFailed { traceback },
+                false,
+                unread_after_head,
+                (0, 0),
+            )
         };
         let prefix = received[body_start..body_end].to_vec();
         let mut body = Body::new(
@@ -429,27 +439,17 @@ fn run_request(
         let unread = input.body_mut().unread();
         // The app may keep its environ or start_response alive: they let go of the socket.
         input.body_mut().release_source();
-        lock(&response).release_connection();
-        (outcome, reusable, unread)
+        let mut response = lock(&response);
+        response.release_connection();
+        let head_size = (
+            response.head.as_ref().map_or(0, |h| h.headers.len()),
+            response.head_len,
+        );
+        (outcome, reusable, unread, head_size)
     });
-    // The log line's strings are made only when it is written (not per request with
-    // --disable-logging). nginx passes the client's address: the line names it with the
-    // socket it came through.
     crate::stats::response_done(&outcome);
     ctx.after_request(&outcome);
-    if ctx.should_log(&outcome, started) {
-        let uri = server_vars
-            .request_uri
-            .or(server_vars.path_info)
-            .unwrap_or_default();
-        ctx.log_request(
-            &client(),
-            &text(server_vars.method),
-            &text(uri),
-            &outcome,
-            started,
-        );
-    }
+    log(ctx, vars, &server_vars, peer, &outcome, started, head_size);
     if matches!(outcome, Outcome::Aborted { .. } | Outcome::PeerGone { .. }) {
         conn.shutdown();
         return None;
@@ -467,6 +467,50 @@ fn run_request(
     Some((conn, received[body_end..].to_vec()))
 }
 
+/// The request's log line, when one is written: its strings are made only then (not per
+/// request with `disable-logging`). `head` is the response's header count and size.
+fn log(
+    ctx: &WorkerContext,
+    vars: &[u8],
+    server_vars: &ServerVars<'_>,
+    peer: &str,
+    outcome: &Outcome,
+    started: Instant,
+    head: (usize, usize),
+) {
+    let took = started.elapsed();
+    if !ctx.should_log(outcome, took) {
+        return;
+    }
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let uri = server_vars.request_uri.or(server_vars.path_info);
+    let (status, size) = match outcome {
+        Outcome::Sent { status, bytes } => (*status, *bytes),
+        Outcome::AppFailed { .. } => (500, 0),
+        Outcome::Aborted { status, .. } => (*status, 0),
+        Outcome::PeerGone { .. } => (0, 0),
+    };
+    let (worker_requests, total_requests) = crate::stats::request_numbers();
+    ctx.log_request(
+        &RequestRecord {
+            vars: Vars::Uwsgi(vars),
+            peer,
+            method: &text(server_vars.method),
+            uri: &text(uri.unwrap_or_default()),
+            status,
+            size,
+            headers: head.0,
+            head_bytes: head.1,
+            started: std::time::SystemTime::now() - took,
+            duration: took,
+            core: crate::watchdog::thread_index(),
+            worker_requests,
+            total_requests,
+        },
+        outcome,
+    );
+}
+
 /// `static-map`, `check-static`: the file a GET or HEAD request gets instead of the app.
 fn static_answer(ctx: &WorkerContext, vars: &ServerVars<'_>) -> Option<StaticAnswer> {
     let statics = ctx.static_files.as_ref()?;
@@ -476,8 +520,8 @@ fn static_answer(ctx: &WorkerContext, vars: &ServerVars<'_>) -> Option<StaticAns
     statics.answer(vars.path_info?, vars.if_modified_since)
 }
 
-/// Sends a static file (sendfile) and closes, as uWSGI does.
-fn send_static(conn: &Conn, answer: StaticAnswer, head_only: bool) -> Outcome {
+/// Sends a static file (sendfile) and closes, as uWSGI does; says how long the head was.
+fn send_static(conn: &Conn, answer: StaticAnswer, head_only: bool) -> (Outcome, usize) {
     let head = crate::static_files::response_head(&answer);
     let sent = conn.write_all(&head).and_then(|()| match &answer {
         StaticAnswer::File(file) if !head_only => {
@@ -485,7 +529,7 @@ fn send_static(conn: &Conn, answer: StaticAnswer, head_only: bool) -> Outcome {
         }
         _ => Ok(0),
     });
-    match (sent, &answer) {
+    let outcome = match (sent, &answer) {
         (Ok(bytes), StaticAnswer::File(_)) => Outcome::Sent { status: 200, bytes },
         (Ok(_), StaticAnswer::NotModified { .. }) => Outcome::Sent {
             status: 304,
@@ -494,7 +538,8 @@ fn send_static(conn: &Conn, answer: StaticAnswer, head_only: bool) -> Outcome {
         (Err(err), _) => Outcome::PeerGone {
             reason: format!("sending a static file failed: {err}"),
         },
-    }
+    };
+    (outcome, head.len())
 }
 
 /// The longest a lingering close lasts in all.

@@ -6,7 +6,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
 use pyo3::prelude::*;
@@ -14,6 +13,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::conn::AsyncConn;
 use crate::listeners::{BoundListener, ListeningSocket};
+use crate::reqlog::{RequestLogger, RequestRecord};
 use crate::watchdog::RequestClock;
 use crate::wsgi::{Outcome, WsgiApp};
 use ngx_wsgi_config::{Config, Protocol};
@@ -41,6 +41,8 @@ pub struct WorkerContext {
     pub so_keepalive: bool,
     /// `static-map`, `check-static`: files served before the app.
     pub static_files: Option<crate::static_files::StaticFiles>,
+    /// The request log line's format and where it goes.
+    pub request_log: Arc<RequestLogger>,
 }
 
 thread_local! {
@@ -69,13 +71,13 @@ impl WorkerContext {
     /// Whether [`WorkerContext::log_request`] writes a line for this outcome: failures
     /// always, the others unless `disable-logging` (with its `log-4xx`, `log-5xx` and
     /// `log-slow` exceptions).
-    pub fn should_log(&self, outcome: &Outcome, started: Instant) -> bool {
+    pub fn should_log(&self, outcome: &Outcome, took: std::time::Duration) -> bool {
         match outcome {
             Outcome::Sent { status, .. } => {
                 self.log_requests
                     || (self.log_4xx && (400..500).contains(status))
                     || (self.log_5xx && *status >= 500)
-                    || self.log_slow.is_some_and(|slow| started.elapsed() >= slow)
+                    || self.log_slow.is_some_and(|slow| took >= slow)
             }
             _ => true,
         }
@@ -93,28 +95,31 @@ impl WorkerContext {
         }
     }
 
-    /// One log line per request, as uWSGI writes them; failures always, with the traceback.
-    pub fn log_request(
-        &self,
-        peer: &str,
-        method: &str,
-        uri: &str,
-        outcome: &Outcome,
-        started: Instant,
-    ) {
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
+    /// The request's log line, as uWSGI writes them (or as `log-format` says); a failure
+    /// is also logged as an error, with the traceback.
+    pub fn log_request(&self, record: &RequestRecord<'_>, outcome: &Outcome) {
+        let (method, uri) = (record.method, record.uri);
         match outcome {
-            Outcome::Sent { status, bytes } if self.should_log(outcome, started) => {
-                tracing::info!("{peer} {method} {uri} => {status}, {bytes} bytes in {ms:.1} ms")
+            Outcome::Sent { .. } if self.should_log(outcome, record.duration) => {
+                self.request_log.write(record)
             }
             Outcome::Sent { .. } => {}
             Outcome::AppFailed { traceback } => {
-                tracing::error!("{peer} {method} {uri} => 500: the app raised an exception\n{traceback}")
+                let peer = record.client();
+                tracing::error!(
+                    "{peer} {method} {uri} => 500: the app raised an exception\n{traceback}"
+                );
+                self.request_log.write(record);
             }
-            Outcome::Aborted { status, traceback } => tracing::error!(
-                "{peer} {method} {uri} => {status}, response aborted: the app raised after the headers were sent\n{traceback}"
-            ),
+            Outcome::Aborted { status, traceback } => {
+                let peer = record.client();
+                tracing::error!(
+                    "{peer} {method} {uri} => {status}, response aborted: the app raised after the headers were sent\n{traceback}"
+                );
+                self.request_log.write(record);
+            }
             Outcome::PeerGone { reason } => {
+                let peer = record.client();
                 tracing::warn!("{peer} {method} {uri}: {reason}; connection closed")
             }
         }
@@ -164,6 +169,7 @@ pub fn run(
     app: Py<PyAny>,
     listeners: &[BoundListener],
     ready: std::os::fd::BorrowedFd<'_>,
+    request_log: Arc<RequestLogger>,
 ) -> anyhow::Result<i32> {
     let wsgi_app = Python::attach(|py| WsgiApp::new(py, app, config))?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -182,6 +188,7 @@ pub fn run(
         reload_on_exception: config.reload_on_exception,
         so_keepalive: config.so_keepalive,
         static_files: crate::static_files::StaticFiles::new(config),
+        request_log,
     });
     let mut threads = Vec::new();
     for index in 1..config.threads {

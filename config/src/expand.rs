@@ -173,6 +173,7 @@ pub(crate) fn expand_entries(
         expanded: HashMap::new(),
         budget: MAX_FILE_EXPANSION,
         operations: 0,
+        keep_unknown: false,
     };
     for entry in &entries {
         let at = Location {
@@ -202,6 +203,9 @@ pub(crate) fn expand_entries(
             }
             continue;
         }
+        // uWSGI's log variables (%(addr), %(status), ...) are the logger's to fill in: a
+        // name no placeholder or option defines is left as written in the log format.
+        expander.keep_unknown = LOG_FORMAT_OPTIONS.contains(&entry.name.as_str());
         let value = match &entry.value {
             None => None,
             Some(raw) => match expander.expand(raw, &at, 0, reading) {
@@ -235,7 +239,12 @@ struct Expander<'a> {
     budget: usize,
     /// Placeholder math operations done.
     operations: usize,
+    /// Expanding a log format: unknown names stay, for the logger.
+    keep_unknown: bool,
 }
+
+/// Options whose values hold uWSGI's log variables.
+const LOG_FORMAT_OPTIONS: &[&str] = &["log-format", "logformat"];
 
 impl Expander<'_> {
     fn expand(
@@ -399,6 +408,9 @@ impl Expander<'_> {
         // option: left as written for it.
         if name == "_" {
             return Ok("%(_)".into());
+        }
+        if self.keep_unknown && !self.defined.contains_key(name) && !self.outer.contains_key(name) {
+            return Ok(format!("%({name})"));
         }
         if self.seen.insert(name.to_string()) {
             self.referenced.push(name.into());

@@ -494,18 +494,100 @@ declare_config! {
         log_slow: u64 = 0, set(milliseconds),
             value("log-slow", "logging", "MS",
                 "with disable-logging: still log requests that took MS milliseconds or more");
+        /// `log-format`: the request line, with uWSGI's `%(var)` variables.
+        log_format: Option<String> = None, some(text),
+            value("log-format", "logging", "FORMAT",
+                "the request log line, with uWSGI's variables: %(addr) %(user) %(method) %(uri) %(proto) \
+                 %(status) %(size) %(msecs) %(ltime) %(var.NAME) ... (default: uWSGI's line)")
+            .aliases(&["logformat"]);
+        /// `logformat-strftime`: strftime() applied to the format's own text.
+        logformat_strftime: bool = false, set(switch),
+            flag("logformat-strftime", "logging",
+                "apply strftime to log-format's text (%Y-%m-%d ...), at the request's start, local time")
+            .aliases(&["log-format-strftime"]);
+        /// `log-x-forwarded-for`: the client address from X-Forwarded-For.
+        log_x_forwarded_for: bool = false, set(switch),
+            flag("log-x-forwarded-for", "logging",
+                "log the X-Forwarded-For header's address as the client's (%(addr)), when the request has one");
+        /// `log-micros`: request durations in microseconds in the default line.
+        log_micros: bool = false, set(switch),
+            flag("log-micros", "logging", "the default request line gives the time in micros, not msecs");
+        /// `logfile-chown`: the log file is given to `uid`/`gid`.
+        logfile_chown: bool = false, set(switch),
+            flag("logfile-chown", "logging",
+                "give the logto file to uid and gid, so the workers (and a reloaded master) can reopen it");
+        /// `logger`: where the daemon's own lines go (default: logto or stderr).
+        #[serde(serialize_with = "display", skip_serializing_if = "Option::is_none")]
+        logger: Option<LogTarget> = None, some(log_target),
+            value("logger", "logging", "TARGET",
+                "where log lines go: file:PATH, stdio, syslog[:IDENT] or rsyslog:HOST:PORT[,IDENT] (default: logto, else stderr)");
+        /// `req-logger`: where request lines go (default: with the other lines).
+        #[serde(serialize_with = "display", skip_serializing_if = "Option::is_none")]
+        req_logger: Option<LogTarget> = None, some(log_target),
+            value("req-logger", "logging", "TARGET",
+                "where request lines go: file:PATH, stdio, syslog[:IDENT] or rsyslog:HOST:PORT[,IDENT] (default: with the other lines)")
+            .aliases(&["logger-req"]);
+    }
+}
+
+fn display<T: fmt::Display, S: Serializer>(value: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => s.collect_str(value),
+        None => s.serialize_none(),
+    }
+}
+
+/// Where `logger` and `req-logger` send lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// `file:PATH`: appended to PATH.
+    File(PathBuf),
+    /// `stdio`: the process's stderr, as without a logger.
+    Stdio,
+    /// `syslog[:IDENT]`: the local syslog socket (/dev/log), facility user.
+    Syslog { ident: String },
+    /// `rsyslog:HOST:PORT[,IDENT]`: a syslog server over UDP.
+    RemoteSyslog { addr: String, ident: String },
+}
+
+impl LogTarget {
+    pub fn parse(text: &str) -> Option<LogTarget> {
+        let (kind, arg) = text.split_once(':').unwrap_or((text, ""));
+        match (kind, arg) {
+            ("file", path) if !path.is_empty() => Some(LogTarget::File(path.into())),
+            ("stdio", "") => Some(LogTarget::Stdio),
+            ("syslog", ident) => Some(LogTarget::Syslog {
+                ident: match ident {
+                    "" => "ngx-wsgi".into(),
+                    ident => ident.split(',').next().unwrap_or(ident).into(),
+                },
+            }),
+            ("rsyslog", spec) => {
+                let (addr, ident) = spec.split_once(',').unwrap_or((spec, "ngx-wsgi"));
+                let (host, port) = addr.rsplit_once(':')?;
+                (!host.is_empty() && port.parse::<u16>().is_ok()).then(|| LogTarget::RemoteSyslog {
+                    addr: addr.into(),
+                    ident: ident.into(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for LogTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogTarget::File(path) => write!(f, "file:{}", path.display()),
+            LogTarget::Stdio => f.write_str("stdio"),
+            LogTarget::Syslog { ident } => write!(f, "syslog:{ident}"),
+            LogTarget::RemoteSyslog { addr, ident } => write!(f, "rsyslog:{addr},{ident}"),
+        }
     }
 }
 
 fn displays<S: Serializer>(addrs: &[ListenAddr], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(addrs.iter().map(ToString::to_string))
-}
-
-fn display<S: Serializer>(value: &Option<ListenAddr>, s: S) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(value) => s.collect_str(value),
-        None => s.serialize_none(),
-    }
 }
 
 fn octal<S: Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
@@ -689,6 +771,17 @@ fn mebibytes(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
 
 fn text(_: &str, value: Option<&str>) -> Result<String, ConfigError> {
     Ok(value.unwrap_or("").into())
+}
+
+fn log_target(name: &str, value: Option<&str>) -> Result<LogTarget, ConfigError> {
+    let text = value.unwrap_or("");
+    LogTarget::parse(text).ok_or_else(|| {
+        bad(
+            name,
+            text,
+            "file:PATH, stdio, syslog[:IDENT] or rsyslog:HOST:PORT[,IDENT] (uWSGI's other loggers are not provided)",
+        )
+    })
 }
 
 fn path(_: &str, value: Option<&str>) -> Result<PathBuf, ConfigError> {

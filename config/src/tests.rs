@@ -231,6 +231,7 @@ fn every_declared_option_is_applied() {
             "static-map" | "static-map2" => Some("/static=/srv/static"),
             "attach-daemon2" => Some("cmd=sleep 1"),
             "smart-attach-daemon" | "smart-attach-daemon2" => Some("/run/x.pid x"),
+            "logger" | "req-logger" => Some("stdio"),
             _ if spec.arity == Arity::Flag => None,
             _ => Some("1"),
         };

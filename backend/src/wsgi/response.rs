@@ -137,6 +137,8 @@ pub struct ResponseState {
     /// HEAD request: the head is sent, the body is not.
     pub head_only: bool,
     pub body_bytes: u64,
+    /// The size of the head as written (for the request log's `hsize`).
+    pub head_len: usize,
     pub sink: Sink,
     /// What the client can do with a reused connection (NGX_WSGI_KEEPALIVE).
     keep_alive: KeepAlive,
@@ -168,6 +170,7 @@ impl ResponseState {
             head_sent: false,
             head_only,
             body_bytes: 0,
+            head_len: 0,
             sink,
             keep_alive,
             framing: Framing::UntilClose,
@@ -267,6 +270,9 @@ impl ResponseState {
                 ));
             }
             conn.write_parts(&[&head, size_line.as_bytes(), payload, trailer])?;
+        }
+        if !head.is_empty() {
+            self.head_len = head.len();
         }
         self.head_sent = true;
         self.body_bytes += payload.len() as u64;
