@@ -119,3 +119,61 @@ def test_running_as_root_without_uid_is_warned(daemon, app_sock):
     d2 = daemon("--socket", app_sock + "2", "--wsgi-file", APPS / "pep3333.py", "--uid", "nobody",
                 "--gid", "nogroup", "--chdir", "/", ready=app_sock + "2")
     assert "running as root" not in d2.log()
+
+
+def test_prometheus_metrics_with_stats_http(daemon, tmp_path):
+    """`GET /metrics` on the stats socket (stats-http): the Prometheus text format, read
+    with prometheus_client's own parser; `GET /` and uwsgitop's bare connection still get
+    the JSON."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port, stats_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py", "--processes", "2",
+               "--stats", f"127.0.0.1:{stats_port}", "--stats-http", ready=("127.0.0.1", port))
+    for _ in range(6):
+        assert requests.get(f"{url}/echo").status_code == 200
+    assert requests.get(f"{url}/no-such-page").status_code == 404
+    assert requests.get(f"{url}/excinfo").status_code == 500  # the app's own 500
+    assert requests.get(f"{url}/error").status_code == 500  # the app raised
+    assert requests.get(f"{url}/sleep?seconds=0.3").status_code == 200
+
+    def scrape():
+        r = requests.get(f"http://127.0.0.1:{stats_port}/metrics", timeout=5)
+        assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        return {f.name: f for f in text_string_to_metric_families(r.text)}
+
+    def total(families, name, sample_name=None, **labels):
+        return sum(s.value for s in families[name].samples
+                   if (sample_name is None or s.name == sample_name)
+                   and all(s.labels.get(k) == v for k, v in labels.items()))
+
+    # The last request's counters land after its response: wait for them.
+    metrics = wait_for(lambda: (m := scrape()) and total(m, "ngx_wsgi_request_duration_seconds",
+                                                          "ngx_wsgi_request_duration_seconds_count") == 10 and m,
+                       5, "ten requests counted")
+    assert metrics["ngx_wsgi_requests"].type == "counter"
+    assert total(metrics, "ngx_wsgi_requests", status="2xx") == 7
+    assert total(metrics, "ngx_wsgi_requests", status="4xx") == 1
+    assert total(metrics, "ngx_wsgi_requests", status="5xx") == 2
+    assert total(metrics, "ngx_wsgi_exceptions") == 1
+    assert total(metrics, "ngx_wsgi_harakiri") == 0
+    assert total(metrics, "ngx_wsgi_sent_bytes") > 0
+    histogram = metrics["ngx_wsgi_request_duration_seconds"]
+    assert histogram.type == "histogram"
+    # One request took 0.3 s: below the 0.25 s bound there are 9, below 0.5 s all 10.
+    assert total(metrics, "ngx_wsgi_request_duration_seconds", "ngx_wsgi_request_duration_seconds_bucket",
+                 le="0.25") == 9
+    assert total(metrics, "ngx_wsgi_request_duration_seconds", "ngx_wsgi_request_duration_seconds_bucket",
+                 le="0.5") == 10
+    assert total(metrics, "ngx_wsgi_request_duration_seconds", "ngx_wsgi_request_duration_seconds_sum") >= 0.3
+    rss = {s.labels["worker"]: s.value for s in metrics["ngx_wsgi_worker_rss_bytes"].samples}
+    assert set(rss) == {"1", "2"} and all(v > 1_000_000 for v in rss.values())
+    assert total(metrics, "ngx_wsgi_worker_up") == 2
+    assert total(metrics, "ngx_wsgi_worker_busy_threads") == 0
+    assert total(metrics, "ngx_wsgi_worker_spawns") == 2
+    assert [s.labels["socket"] for s in metrics["ngx_wsgi_listen_queue"].samples] == [f"127.0.0.1:{port}"]
+    # The JSON is still there for uwsgitop and exporters.
+    assert requests.get(f"http://127.0.0.1:{stats_port}/", timeout=5).json()["pid"] == d.pid
+    raw = read_stats(("127.0.0.1", stats_port))
+    assert json.loads(raw.split(b"\r\n\r\n", 1)[1])["pid"] == d.pid

@@ -6,6 +6,7 @@
 
 use std::io::Write;
 use std::num::NonZeroUsize;
+use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -31,7 +32,35 @@ pub struct WorkerCounters {
     running_time_us: AtomicU64,
     last_spawn: AtomicU64,
     respawn_count: AtomicU64,
+    /// Responses by status class: 1xx to 5xx.
+    status_classes: [AtomicU64; 5],
+    /// Requests by duration: how many took at most each of [`DURATION_BUCKETS`].
+    duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
 }
+
+impl WorkerCounters {
+    fn count_status(&self, status: u16) {
+        if let Some(class) = (status / 100)
+            .checked_sub(1)
+            .and_then(|c| self.status_classes.get(c as usize))
+        {
+            class.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A metric family with one sample per worker: name, type, help, and the sample's value.
+type PerWorkerFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&WorkerCounters) -> u64,
+);
+
+/// The request duration histogram's upper bounds, in seconds (Prometheus' defaults).
+const DURATION_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// One request thread's counters.
 #[repr(C)]
@@ -196,6 +225,206 @@ impl SharedCounters {
     }
 
     /// Answers every stats connection waiting on `server` (non-blocking).
+    /// The Prometheus text format (0.0.4): the same counters as the JSON, by worker.
+    fn prometheus(&self, config: &Config, listeners: &[BoundListener]) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(8192);
+        let ids = 1..=self.processes as u32;
+        let mut family =
+            |name: &str, kind: &str, help: &str, samples: &mut dyn FnMut(&mut String)| {
+                let _ = writeln!(
+                    out,
+                    "# HELP ngx_wsgi_{name} {help}\n# TYPE ngx_wsgi_{name} {kind}"
+                );
+                samples(&mut out);
+            };
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        family(
+            "requests_total",
+            "counter",
+            "Requests answered, by worker and status class.",
+            &mut |out| {
+                for id in ids.clone() {
+                    for (class, count) in self.worker(id).status_classes.iter().enumerate() {
+                        let _ = writeln!(
+                            out,
+                            "ngx_wsgi_requests_total{{worker=\"{id}\",status=\"{}xx\"}} {}",
+                            class + 1,
+                            load(count)
+                        );
+                    }
+                }
+            },
+        );
+        family(
+            "request_duration_seconds",
+            "histogram",
+            "Time from a request's head to its response's end.",
+            &mut |out| {
+                for id in ids.clone() {
+                    let w = self.worker(id);
+                    let mut cumulative = 0;
+                    for (bound, count) in DURATION_BUCKETS.iter().zip(&w.duration_buckets) {
+                        cumulative += load(count);
+                        let _ = writeln!(out, "ngx_wsgi_request_duration_seconds_bucket{{worker=\"{id}\",le=\"{bound}\"}} {cumulative}");
+                    }
+                    let requests = load(&w.requests);
+                    let _ = writeln!(out, "ngx_wsgi_request_duration_seconds_bucket{{worker=\"{id}\",le=\"+Inf\"}} {requests}");
+                    let _ = writeln!(
+                        out,
+                        "ngx_wsgi_request_duration_seconds_sum{{worker=\"{id}\"}} {}",
+                        load(&w.running_time_us) as f64 / 1e6
+                    );
+                    let _ = writeln!(
+                        out,
+                        "ngx_wsgi_request_duration_seconds_count{{worker=\"{id}\"}} {requests}"
+                    );
+                }
+            },
+        );
+        let per_worker: [PerWorkerFamily; 4] = [
+            (
+                "exceptions_total",
+                "counter",
+                "Requests whose app raised an exception.",
+                |w| w.exceptions.load(Ordering::Relaxed),
+            ),
+            (
+                "harakiri_total",
+                "counter",
+                "Requests killed by harakiri.",
+                |w| w.harakiri_count.load(Ordering::Relaxed),
+            ),
+            (
+                "sent_bytes_total",
+                "counter",
+                "Response body bytes sent.",
+                |w| w.tx.load(Ordering::Relaxed),
+            ),
+            (
+                "worker_spawns_total",
+                "counter",
+                "Times this worker slot was started (1 plus its respawns).",
+                |w| w.respawn_count.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in per_worker {
+            family(name, kind, help, &mut |out| {
+                for id in ids.clone() {
+                    let _ = writeln!(
+                        out,
+                        "ngx_wsgi_{name}{{worker=\"{id}\"}} {}",
+                        value(self.worker(id))
+                    );
+                }
+            });
+        }
+        family(
+            "worker_busy_threads",
+            "gauge",
+            "Request threads running a request, by worker.",
+            &mut |out| {
+                for id in ids.clone() {
+                    let busy: u32 = self
+                        .cores(id)
+                        .iter()
+                        .map(|c| c.in_request.load(Ordering::Relaxed))
+                        .sum();
+                    let _ = writeln!(
+                        out,
+                        "ngx_wsgi_worker_busy_threads{{worker=\"{id}\"}} {busy}"
+                    );
+                }
+            },
+        );
+        family(
+            "worker_threads",
+            "gauge",
+            "Request threads per worker (threads).",
+            &mut |out| {
+                let _ = writeln!(out, "ngx_wsgi_worker_threads {}", self.threads);
+            },
+        );
+        family(
+            "worker_up",
+            "gauge",
+            "1 while the worker accepts requests.",
+            &mut |out| {
+                for id in ids.clone() {
+                    let _ = writeln!(
+                        out,
+                        "ngx_wsgi_worker_up{{worker=\"{id}\"}} {}",
+                        self.worker(id).accepting.load(Ordering::Relaxed)
+                    );
+                }
+            },
+        );
+        let now = unix_secs();
+        family(
+            "worker_lifetime_seconds",
+            "gauge",
+            "Seconds since the worker was (re)started.",
+            &mut |out| {
+                for id in ids.clone() {
+                    let spawned = load(&self.worker(id).last_spawn);
+                    let _ = writeln!(
+                        out,
+                        "ngx_wsgi_worker_lifetime_seconds{{worker=\"{id}\"}} {}",
+                        now.saturating_sub(spawned)
+                    );
+                }
+            },
+        );
+        let memory: Vec<(u32, (u64, u64))> = ids
+            .clone()
+            .map(|id| (id, memory(self.worker(id).pid.load(Ordering::Relaxed))))
+            .collect();
+        family(
+            "worker_rss_bytes",
+            "gauge",
+            "Resident memory of each worker.",
+            &mut |out| {
+                for (id, (rss, _)) in &memory {
+                    let _ = writeln!(out, "ngx_wsgi_worker_rss_bytes{{worker=\"{id}\"}} {rss}");
+                }
+            },
+        );
+        family(
+            "worker_vsz_bytes",
+            "gauge",
+            "Virtual memory of each worker.",
+            &mut |out| {
+                for (id, (_, vsz)) in &memory {
+                    let _ = writeln!(out, "ngx_wsgi_worker_vsz_bytes{{worker=\"{id}\"}} {vsz}");
+                }
+            },
+        );
+        family(
+            "listen_queue",
+            "gauge",
+            "Connections waiting in a TCP socket's accept queue (0 for unix sockets).",
+            &mut |out| {
+                for l in listeners {
+                    let _ = writeln!(
+                        out,
+                        "ngx_wsgi_listen_queue{{socket=\"{}\"}} {}",
+                        label(&l.spec.addr.to_string()),
+                        crate::listeners::queued(l)
+                    );
+                }
+            },
+        );
+        family(
+            "listen_queue_max",
+            "gauge",
+            "The sockets' backlog (listen).",
+            &mut |out| {
+                let _ = writeln!(out, "ngx_wsgi_listen_queue_max {}", config.listen);
+            },
+        );
+        out
+    }
+
     pub fn serve_pending(
         &self,
         server: &ListeningSocket,
@@ -203,31 +432,63 @@ impl SharedCounters {
         listeners: &[BoundListener],
     ) {
         loop {
-            let accepted: std::io::Result<Box<dyn Write>> = match server {
-                ListeningSocket::Unix(l) => l.accept().map(|(s, _)| {
-                    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
-                    Box::new(s) as Box<dyn Write>
-                }),
-                ListeningSocket::Tcp(l) => l.accept().map(|(s, _)| {
-                    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
-                    Box::new(s) as Box<dyn Write>
-                }),
+            let accepted = match server {
+                ListeningSocket::Unix(l) => l.accept().map(|(s, _)| OwnedFd::from(s)),
+                ListeningSocket::Tcp(l) => l.accept().map(|(s, _)| OwnedFd::from(s)),
             };
-            let Ok(mut stream) = accepted else {
+            let Ok(client) = accepted else {
                 return; // EAGAIN: nobody else is waiting
             };
-            let body = self.json(config, listeners).to_string();
+            // A plain socket file: both kinds read and write alike. Short timeouts: the
+            // master serves this between two ticks of its loop.
+            let sock = socket2::Socket::from(client);
+            let _ = sock.set_nonblocking(false);
+            let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+            let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
+            let mut stream = std::fs::File::from(OwnedFd::from(sock));
             let response = if config.stats_http {
+                // uwsgitop sends nothing; an HTTP client names what it wants.
+                let (content_type, body) = match request_target(&mut stream).as_deref() {
+                    Some("/metrics") => (
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        self.prometheus(config, listeners),
+                    ),
+                    _ => ("application/json", self.json(config, listeners).to_string()),
+                };
                 format!(
-                    "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    "HTTP/1.0 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 )
             } else {
-                body
+                self.json(config, listeners).to_string()
             };
             let _ = stream.write_all(response.as_bytes());
         }
     }
+}
+
+/// The target of an HTTP request's first line (`GET /metrics HTTP/1.1`), read within the
+/// socket's read timeout.
+fn request_target(stream: &mut std::fs::File) -> Option<String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 8192 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = std::str::from_utf8(&head).ok()?.lines().next()?;
+    let mut words = line.split_whitespace();
+    let _method = words.next()?;
+    let target = words.next()?;
+    Some(target.split('?').next().unwrap_or(target).to_string())
+}
+
+/// A Prometheus label value: backslashes and quotes escaped.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// In the master, as worker `id` starts as `pid`.
@@ -281,6 +542,9 @@ pub fn attach(id: u32) {
         worker.requests.store(0, Ordering::Relaxed);
         worker.running_time_us.store(0, Ordering::Relaxed);
         worker.tx.store(0, Ordering::Relaxed);
+        for counter in worker.status_classes.iter().chain(&worker.duration_buckets) {
+            counter.store(0, Ordering::Relaxed);
+        }
         for core in cores {
             core.requests.store(0, Ordering::Relaxed);
             core.in_request.store(0, Ordering::Relaxed);
@@ -301,6 +565,10 @@ pub fn harakiri() {
 pub fn request_done(running: Duration) {
     if let Some((worker, cores)) = MINE.get() {
         worker.requests.fetch_add(1, Ordering::Relaxed);
+        let seconds = running.as_secs_f64();
+        if let Some(bucket) = DURATION_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            worker.duration_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
         worker
             .running_time_us
             .fetch_add(running.as_micros() as u64, Ordering::Relaxed);
@@ -324,11 +592,18 @@ pub fn request_started() {
 pub fn response_done(outcome: &Outcome) {
     if let Some((worker, _)) = MINE.get() {
         match outcome {
-            Outcome::Sent { bytes, .. } => {
+            Outcome::Sent { bytes, status } => {
                 worker.tx.fetch_add(*bytes, Ordering::Relaxed);
+                worker.count_status(*status);
             }
-            Outcome::AppFailed { .. } | Outcome::Aborted { .. } => {
+            // The head was sent: the client got that status, and a cut-short body.
+            Outcome::Aborted { status, .. } => {
                 worker.exceptions.fetch_add(1, Ordering::Relaxed);
+                worker.count_status(*status);
+            }
+            Outcome::AppFailed { .. } => {
+                worker.exceptions.fetch_add(1, Ordering::Relaxed);
+                worker.count_status(500);
             }
             Outcome::PeerGone { .. } => {}
         }
