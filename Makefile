@@ -63,6 +63,7 @@ install: build
 	sed 's|/usr/local/bin/ngx-wsgi|$(PREFIX)/bin/ngx-wsgi|g' nginx-conf/ngx-wsgi@.service \
 		> $(DESTDIR)/etc/systemd/system/ngx-wsgi@.service
 	install -m 0644 nginx-conf/ngx-wsgi@.socket $(DESTDIR)/etc/systemd/system/ngx-wsgi@.socket
+	install -D -m 0644 nginx-conf/ngx-wsgi.logrotate $(DESTDIR)/etc/logrotate.d/ngx-wsgi
 	install -d $(DESTDIR)/etc/ngx-wsgi
 	# The example config, unless one is there: an installed file is the user's.
 	[ -e $(DESTDIR)/etc/ngx-wsgi/mysite.ini ] || install -m 0644 nginx-conf/mysite.ini $(DESTDIR)/etc/ngx-wsgi/mysite.ini
@@ -74,6 +75,7 @@ uninstall:
 	rm -f $(DESTDIR)/etc/nginx/modules-enabled/50-mod-http-wsgi.conf
 	rm -f $(DESTDIR)/usr/share/nginx/modules-available/mod-http-wsgi.conf
 	rm -f $(DESTDIR)/etc/systemd/system/ngx-wsgi@.service $(DESTDIR)/etc/systemd/system/ngx-wsgi@.socket
+	rm -f $(DESTDIR)/etc/logrotate.d/ngx-wsgi
 
 clean:
 	$(CARGO) clean

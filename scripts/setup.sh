@@ -12,7 +12,7 @@ what=${1:-test}
 # Building: the module compiles against nginx-dev's sources; the daemon embeds python3.
 packages=(nginx-dev libpcre2-dev libssl-dev zlib1g-dev python3 python3-dev libclang-dev pkg-config)
 if [ "$what" = test ]; then
-  packages+=(nginx python3-venv iproute2 wrk curl systemd)
+  packages+=(nginx python3-venv iproute2 wrk curl systemd logrotate)
 fi
 missing=()
 for package in "${packages[@]}"; do

@@ -238,7 +238,7 @@ def test_install_lays_out_debian_style_files(tmp_path):
                    capture_output=True)
     for gone in ("opt/ngx-wsgi/bin/ngx-wsgi", "usr/lib/nginx/modules/ngx_http_wsgi_module.so",
                  "etc/nginx/modules-enabled/50-mod-http-wsgi.conf", "etc/systemd/system/ngx-wsgi@.service",
-                 "etc/systemd/system/ngx-wsgi@.socket",
+                 "etc/systemd/system/ngx-wsgi@.socket", "etc/logrotate.d/ngx-wsgi",
                  "usr/share/nginx/modules-available/mod-http-wsgi.conf"):
         assert not os.path.lexists(tmp_path / gone), gone
     assert example.exists(), "the user's config stays"

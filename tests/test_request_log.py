@@ -205,3 +205,33 @@ def test_logger_sends_the_daemons_own_lines(daemon, tmp_path):
         messages = [server.recv(65536).decode() for _ in range(2)]
     assert re.fullmatch(r"<14>.* ngx-wsgi\[\d+\]: .*\[info\] master \d+: "
                         f'listening on "127.0.0.1:{port}" \\(Http\\)', messages[0]), messages
+
+
+def test_the_installed_logrotate_snippet_rotates_a_live_log(daemon, tmp_path):
+    """make install's /etc/logrotate.d/ngx-wsgi, run by Debian's logrotate on a log the
+    daemon is writing: the old lines are in the rotated file, the new ones in the log,
+    and none is lost or garbled."""
+    from conftest import ROOT
+    subprocess.run(["make", "-s", "-C", str(ROOT), "install", f"DESTDIR={tmp_path}/root"], check=True,
+                   capture_output=True)
+    snippet = (tmp_path / "root/etc/logrotate.d/ngx-wsgi").read_text()
+    logs = tmp_path / "log"
+    logs.mkdir()
+    (tmp_path / "logrotate.conf").write_text(snippet.replace("/var/log/ngx-wsgi/", f"{logs}/"))
+    port = free_port()
+    logfile = logs / "mysite.log"
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--logto", logfile,
+               ready=("127.0.0.1", port))
+    for i in range(5):
+        requests.get(f"http://127.0.0.1:{port}/echo?before={i}", timeout=5)
+    wait_for(lambda: len(request_lines(logfile.read_text())) == 5, 5, "five lines")
+    subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "state"), str(tmp_path / "logrotate.conf")],
+                   check=True)
+    for i in range(3):
+        requests.get(f"http://127.0.0.1:{port}/echo?after={i}", timeout=5)
+    wait_for(lambda: len(request_lines(logfile.read_text())) == 3, 5, "three new lines")
+    rotated = (logs / "mysite.log.1").read_text()
+    assert [line["uri"] for line in request_lines(rotated)] == [f"/echo?before={i}" for i in range(5)]
+    assert [line["uri"] for line in request_lines(logfile.read_text())] == [f"/echo?after={i}" for i in range(3)]
+    assert "\0" not in logfile.read_text()
+    assert d.proc.poll() is None
