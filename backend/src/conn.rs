@@ -119,10 +119,16 @@ impl AsFd for Conn {
         match self {
             Conn::Unix(s) => s.as_fd(),
             Conn::Tcp(s) => s.as_fd(),
-            Conn::Registered(s) => match &**s {
-                AsyncConn::Unix(s) => s.as_fd(),
-                AsyncConn::Tcp(s) => s.as_fd(),
-            },
+            Conn::Registered(s) => s.as_fd(),
+        }
+    }
+}
+
+impl AsFd for AsyncConn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            AsyncConn::Unix(s) => s.as_fd(),
+            AsyncConn::Tcp(s) => s.as_fd(),
         }
     }
 }

@@ -5,6 +5,7 @@ mod cheaper;
 mod conn;
 mod daemons;
 mod fifo;
+mod handover;
 mod http;
 mod listeners;
 mod logging;

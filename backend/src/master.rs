@@ -30,6 +30,7 @@ use pyo3::prelude::*;
 
 use crate::cheaper::{self, Cheaper};
 use crate::daemons::Daemons;
+use crate::handover::HandoverSockets;
 use crate::listeners::{self, BoundListener, ListeningSocket};
 use crate::reqlog::RequestLogger;
 use crate::{fifo, logging, procname, python, stats, worker};
@@ -39,8 +40,11 @@ pub const EXIT_APP_LOAD_FAILED: i32 = 3;
 /// Set in the environment of a probe process that only loads the app and exits.
 pub const CHECK_APP_ENV: &str = "NGX_WSGI_CHECK_APP";
 const OLD_WORKERS_ENV: &str = "NGX_WSGI_OLD_WORKERS";
-/// How the old workers stop after a reload: SIGTERM (finish, the default) or SIGINT (`R`).
+/// How the old workers stop after a reload: retiring (finish, hand idle connections over;
+/// the default) or SIGINT (`R`).
 const OLD_WORKERS_STOP_ENV: &str = "NGX_WSGI_OLD_WORKERS_STOP";
+/// The handover socket pair's descriptors, kept open across a reload's exec.
+const HANDOVER_ENV: &str = "NGX_WSGI_HANDOVER";
 const TICK: Duration = Duration::from_millis(50);
 const FAST_STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -167,7 +171,7 @@ impl ChainReload {
         while let Some(id) = self.pending.pop() {
             if let Some((pid, worker)) = workers.iter_mut().find(|(_, w)| w.id == id) {
                 worker.retiring = Some("chain reload");
-                let _ = kill(*pid, Signal::SIGTERM);
+                let _ = kill(*pid, worker::RETIRE);
                 self.current = Some((id, Instant::now()));
                 return true;
             }
@@ -190,7 +194,7 @@ fn check_workers(workers: &mut Workers, config: &Config, last_memory_check: &mut
                     worker.id
                 );
                 worker.retiring = Some("max-worker-lifetime");
-                let _ = kill(*pid, Signal::SIGTERM);
+                let _ = kill(*pid, worker::RETIRE);
             }
         }
     }
@@ -236,7 +240,7 @@ fn cheap_one(workers: &mut Workers, cheaped: &mut HashSet<u32>, fewest: u32) -> 
     };
     worker.retiring = Some("cheaper");
     cheaped.insert(worker.id);
-    let _ = kill(*pid, Signal::SIGTERM);
+    let _ = kill(*pid, worker::RETIRE);
     true
 }
 
@@ -304,7 +308,7 @@ impl IdleWatch {
 fn replace_all_workers(workers: &mut Workers, why: &'static str) {
     for (pid, worker) in workers.iter_mut().filter(|(_, w)| w.retiring.is_none()) {
         worker.retiring = Some(why);
-        let _ = kill(*pid, Signal::SIGTERM);
+        let _ = kill(*pid, worker::RETIRE);
     }
 }
 
@@ -542,12 +546,14 @@ fn serve(
         Some(app)
     };
     let ready = ReadyPipe::new()?;
+    let handover = handover_sockets()?;
     let spawner = Spawner {
         config,
         app: app.as_ref(),
         listeners,
         ready: &ready,
         request_log,
+        handover: &handover,
     };
     let mut workers: Workers = HashMap::new();
     let mut cheaper = Cheaper::new(config);
@@ -663,16 +669,20 @@ fn serve(
             let old_workers_stop = if std::mem::take(&mut brutal_reload) {
                 Signal::SIGINT
             } else {
-                Signal::SIGTERM
+                worker::RETIRE
             };
             let stats = stats_socket.zip(config.stats.as_ref());
             if let Some(notifier) = &notifier {
                 notifier.reloading();
             }
-            reload(
-                args,
+            let sockets = ExecSockets {
                 listeners,
                 stats,
+                handover: &handover,
+            };
+            reload(
+                args,
+                sockets,
                 workers.keys().chain(&old_workers),
                 old_workers_stop,
                 &mut daemons,
@@ -783,6 +793,31 @@ fn serve(
     Ok(0)
 }
 
+/// The socket pair retiring workers hand idle connections over on: the one the previous
+/// master image kept open across a reload (old workers still hold it), or a new one.
+fn handover_sockets() -> anyhow::Result<HandoverSockets> {
+    if let Ok(fds) = std::env::var(HANDOVER_ENV) {
+        // SAFETY: single-threaded here; nothing else reads the environment.
+        unsafe { std::env::remove_var(HANDOVER_ENV) };
+        if let Some((send, receive)) = fds.split_once(' ') {
+            if let (Ok(send), Ok(receive)) = (send.parse(), receive.parse()) {
+                // SAFETY: the previous image named these two descriptors, left open across
+                // exec for us; nothing else here owns them.
+                let sockets = unsafe { HandoverSockets::from_raw(send, receive) };
+                for fd in [&sockets.send, &sockets.receive] {
+                    nix::fcntl::fcntl(
+                        fd,
+                        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                    )
+                    .context("fcntl(F_SETFD) on the handover socket")?;
+                }
+                return Ok(sockets);
+            }
+        }
+    }
+    HandoverSockets::new().context("cannot make the handover socket pair")
+}
+
 /// systemd's `STATUS=`: what `systemctl status` shows under the unit's name.
 fn status_line(workers: &Workers) -> String {
     let ids = || {
@@ -819,6 +854,8 @@ struct Spawner<'a> {
     ready: &'a ReadyPipe,
     /// Opened by the master; each worker writes its request lines through it.
     request_log: &'a Arc<RequestLogger>,
+    /// Where retiring workers hand their idle connections to the others.
+    handover: &'a HandoverSockets,
 }
 
 impl Spawner<'_> {
@@ -866,6 +903,7 @@ fn spawn_worker(id: u32, spawner: &Spawner<'_>) -> anyhow::Result<Pid> {
         listeners,
         ready,
         request_log,
+        handover,
     } = *spawner;
     // A stop signal sent to a worker before it has its own handlers would hit the
     // master's inherited ones and be lost: keep the signals blocked across fork(); the
@@ -921,6 +959,7 @@ fn spawn_worker(id: u32, spawner: &Spawner<'_>) -> anyhow::Result<Pid> {
         listeners,
         ready.write.as_fd(),
         request_log.clone(),
+        handover,
     ) {
         Ok(code) => code,
         Err(err) => {
@@ -1016,7 +1055,7 @@ fn retire_old_workers() -> Vec<Pid> {
     };
     let stop = match std::env::var(OLD_WORKERS_STOP_ENV).as_deref() {
         Ok("SIGINT") => Signal::SIGINT,
-        _ => Signal::SIGTERM,
+        _ => worker::RETIRE,
     };
     // SAFETY: single-threaded here; nothing else reads the environment.
     unsafe {
@@ -1101,10 +1140,20 @@ fn log_workers(workers: &Workers) {
 /// Re-executes the master with the listening sockets open, after checking that the app
 /// still loads in a fresh process.
 #[allow(clippy::too_many_arguments)]
+/// What a reload passes on to the next master image, open across exec.
+struct ExecSockets<'a> {
+    listeners: &'a [BoundListener],
+    stats: Option<(&'a ListeningSocket, &'a ngx_wsgi_config::ListenAddr)>,
+    handover: &'a HandoverSockets,
+}
+
 fn reload<'a>(
     args: &[String],
-    listeners: &[BoundListener],
-    stats: Option<(&ListeningSocket, &ngx_wsgi_config::ListenAddr)>,
+    ExecSockets {
+        listeners,
+        stats,
+        handover,
+    }: ExecSockets<'_>,
     workers: impl Iterator<Item = &'a Pid>,
     old_workers_stop: Signal,
     daemons: &mut Daemons,
@@ -1133,12 +1182,26 @@ fn reload<'a>(
     // The new image starts the plain daemons again (smart ones go on running).
     daemons.stop(true, mercy);
     let fds = listeners::export_for_exec(listeners, stats)?;
+    for fd in [&handover.send, &handover.receive] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .context("fcntl(F_SETFD) on the handover socket")?;
+    }
+    use std::os::fd::AsRawFd;
+    let handover = format!(
+        "{} {}",
+        handover.send.as_raw_fd(),
+        handover.receive.as_raw_fd()
+    );
     let pids: Vec<String> = workers.map(|p| p.to_string()).collect();
     // SAFETY: single-threaded master; the environment is read by the image we exec.
     unsafe {
         std::env::set_var(listeners::INHERITED_FDS_ENV, fds);
         std::env::set_var(OLD_WORKERS_ENV, pids.join(","));
         std::env::set_var(OLD_WORKERS_STOP_ENV, old_workers_stop.as_str());
+        std::env::set_var(HANDOVER_ENV, handover);
     }
     let program = CString::new(exe.as_os_str().as_encoded_bytes())?;
     let mut argv = vec![program.clone()];

@@ -169,6 +169,23 @@ fn serve_if_complete(
     })
 }
 
+/// Serves a kept-alive connection another worker handed over as it retired, with the
+/// bytes of the next request it had read.
+pub async fn serve_handed_over(
+    conn: Conn,
+    received: Vec<u8>,
+    peer: String,
+    ctx: Arc<WorkerContext>,
+    stop_rx: watch::Receiver<bool>,
+) {
+    let pending = PendingConn {
+        conn,
+        received,
+        idle: true,
+    };
+    serve_connection(pending, peer, ctx, stop_rx).await
+}
+
 /// The slow path: waits for request heads without holding the thread, and serves them,
 /// for as long as the connection is kept alive.
 async fn serve_connection(
@@ -217,9 +234,17 @@ async fn serve_connection(
                 ctx.head_timeout
             };
             let read = tokio::select! {
-                // An idle connection is closed when the worker stops; a request that
-                // has begun to arrive is served.
-                _ = crate::worker::stopped(&mut stop_rx), if waiting_idle => return,
+                // An idle connection is handed over when the worker retires, closed when
+                // the daemon stops; a request that has begun to arrive is served.
+                _ = crate::worker::stopped(&mut stop_rx), if waiting_idle => {
+                    if ctx.handover.retiring() || ctx.requests.recycled() {
+                        match ctx.handover.give(&*stream, &peer, &received) {
+                            Ok(()) => tracing::debug!("{peer}: idle connection handed over"),
+                            Err(err) => tracing::warn!("{peer}: cannot hand the idle connection over ({err}); closed"),
+                        }
+                    }
+                    return;
+                }
                 read = tokio::time::timeout(limit, stream.read_available(&mut received)) => read,
             };
             let Ok(read) = read else {

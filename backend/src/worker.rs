@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::conn::AsyncConn;
+use crate::handover::{Handover, HandoverSockets};
 use crate::listeners::{BoundListener, ListeningSocket};
 use crate::reqlog::{RequestLogger, RequestRecord};
 use crate::watchdog::RequestClock;
@@ -43,6 +44,8 @@ pub struct WorkerContext {
     pub static_files: Option<crate::static_files::StaticFiles>,
     /// The request log line's format and where it goes.
     pub request_log: Arc<RequestLogger>,
+    /// Where idle connections go when this worker retires.
+    pub handover: Arc<Handover>,
 }
 
 thread_local! {
@@ -170,7 +173,9 @@ pub fn run(
     listeners: &[BoundListener],
     ready: std::os::fd::BorrowedFd<'_>,
     request_log: Arc<RequestLogger>,
+    handover_sockets: &HandoverSockets,
 ) -> anyhow::Result<i32> {
+    let handover = Handover::new(handover_sockets).context("the handover socket")?;
     let wsgi_app = Python::attach(|py| WsgiApp::new(py, app, config))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let requests = Arc::new(RequestClock::new(config, stop_tx.clone()));
@@ -189,32 +194,35 @@ pub fn run(
         so_keepalive: config.so_keepalive,
         static_files: crate::static_files::StaticFiles::new(config),
         request_log,
+        handover: handover.clone(),
     });
     let mut threads = Vec::new();
     for index in 1..config.threads {
         let sockets = dup_listeners(listeners)?;
+        let receive = handover_sockets.receive.try_clone()?;
         let (ctx, stop_rx) = (ctx.clone(), stop_rx.clone());
         let thread = std::thread::Builder::new()
             .name(format!("request-{index}"))
             .spawn(move || {
                 crate::watchdog::set_thread_index(index as usize);
-                serve_thread(ctx, sockets, stop_rx)
+                serve_thread(ctx, sockets, receive, stop_rx)
             })
             .context("cannot start a request thread")?;
         threads.push(thread);
     }
-    spawn_signal_thread(stop_tx, config.clone())?;
+    spawn_signal_thread(stop_tx, config.clone(), handover)?;
     if config.py_autoreload > 0 {
         let every = std::time::Duration::from_secs(config.py_autoreload);
         let files = config.wsgi_file.iter().cloned().collect();
         crate::autoreload::spawn(every, config.py_auto_reload_ignore.clone(), files)?;
     }
     let sockets = dup_listeners(listeners)?;
+    let receive = handover_sockets.receive.try_clone()?;
     // The master waits for this before a chain reload replaces the next worker. One
     // write of 4 bytes is atomic on a pipe; a master gone meanwhile is no error here.
     let _ = nix::unistd::write(ready, &std::process::id().to_ne_bytes());
     // The main thread serves too.
-    let result = serve_thread(ctx, sockets, stop_rx);
+    let result = serve_thread(ctx, sockets, receive, stop_rx);
     for thread in threads {
         let _ = thread.join();
     }
@@ -242,6 +250,7 @@ fn dup_listeners(
 fn serve_thread(
     ctx: Arc<WorkerContext>,
     sockets: Vec<(Protocol, ListeningSocket, String)>,
+    handed_over: std::os::fd::OwnedFd,
     stop_rx: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -250,7 +259,12 @@ fn serve_thread(
         .context("cannot start the I/O runtime")?;
     runtime.block_on(async move {
         let in_flight = Arc::new(InFlight::default());
-        let mut loops = Vec::new();
+        let mut loops = vec![tokio::spawn(crate::handover::receive_loop(
+            handed_over,
+            ctx.clone(),
+            stop_rx.clone(),
+            in_flight.clone(),
+        ))];
         for (protocol, socket, name) in sockets {
             if protocol == Protocol::Uwsgi {
                 socket.set_nonblocking()?;
@@ -293,17 +307,28 @@ pub fn stop_signals() -> nix::sys::signal::SigSet {
         Signal::SIGINT,
         Signal::SIGQUIT,
         Signal::SIGHUP,
+        RETIRE,
     ] {
         set.add(signal);
     }
     set
 }
 
+/// What the master sends a worker it replaces while the others serve on (reload, chain
+/// reload, cheaper, max-worker-lifetime, ...): stop as SIGTERM does, and hand idle
+/// kept-alive connections over to them instead of closing them.
+pub const RETIRE: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGUSR1;
+
 /// Watches the stop signals on a thread of its own, so they act even while every
 /// request thread is busy in the app.
-fn spawn_signal_thread(stop_tx: watch::Sender<bool>, config: Config) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])?;
+fn spawn_signal_thread(
+    stop_tx: watch::Sender<bool>,
+    config: Config,
+    handover: Arc<Handover>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -316,6 +341,13 @@ fn spawn_signal_thread(stop_tx: watch::Sender<bool>, config: Config) -> anyhow::
                 match signal {
                     SIGTERM => {
                         tracing::info!("SIGTERM: finishing in-flight requests, then exiting");
+                        let _ = stop_tx.send(true);
+                    }
+                    SIGUSR1 => {
+                        tracing::info!(
+                            "replaced: finishing in-flight requests, handing idle connections over, then exiting"
+                        );
+                        handover.retire();
                         let _ = stop_tx.send(true);
                     }
                     SIGINT => fast_exit("SIGINT"),
