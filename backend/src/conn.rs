@@ -185,3 +185,94 @@ impl AsyncConn {
         }
     }
 }
+
+/// An HTTP connection, with bytes of it already read elsewhere (by the worker that handed
+/// it over) to be read first.
+pub struct PrefixedConn {
+    prefix: Vec<u8>,
+    read: usize,
+    pub conn: AsyncConn,
+}
+
+impl PrefixedConn {
+    pub fn new(conn: AsyncConn, prefix: Vec<u8>) -> PrefixedConn {
+        PrefixedConn {
+            prefix,
+            read: 0,
+            conn,
+        }
+    }
+
+    /// The prefix bytes not read yet.
+    pub fn unread_prefix(&self) -> &[u8] {
+        &self.prefix[self.read..]
+    }
+}
+
+impl tokio::io::AsyncRead for PrefixedConn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.read < this.prefix.len() {
+            let n = buf.remaining().min(this.prefix.len() - this.read);
+            buf.put_slice(&this.prefix[this.read..this.read + n]);
+            this.read += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        match &mut this.conn {
+            AsyncConn::Unix(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            AsyncConn::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for PrefixedConn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match &mut self.conn {
+            AsyncConn::Unix(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            AsyncConn::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match &mut self.conn {
+            AsyncConn::Unix(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            AsyncConn::Tcp(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match &mut self.conn {
+            AsyncConn::Unix(s) => std::pin::Pin::new(s).poll_flush(cx),
+            AsyncConn::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match &mut self.conn {
+            AsyncConn::Unix(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            AsyncConn::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

@@ -23,8 +23,9 @@ use tokio::sync::watch;
 
 use crate::conn::Conn;
 use crate::worker::{InFlight, WorkerContext};
+use ngx_wsgi_config::Protocol;
 
-/// The largest message: a peer name and the start of a request head.
+/// The largest message: a protocol tag, a peer name and the start of a request head.
 const MAX_MESSAGE: usize = 128 * 1024;
 
 /// Both ends of the socket pair: connections are sent on one and received on the other.
@@ -85,17 +86,25 @@ impl Handover {
 
     /// Passes an idle connection on, with the bytes of the next request already read.
     /// On failure (no room, or too much read) the caller closes it as before.
-    pub fn give(&self, conn: &impl AsFd, peer: &str, received: &[u8]) -> io::Result<()> {
+    pub fn give(
+        &self,
+        conn: &impl AsFd,
+        protocol: Protocol,
+        peer: &str,
+        received: &[&[u8]],
+    ) -> io::Result<()> {
         let peer = &peer.as_bytes()[..peer.len().min(u16::MAX as usize)];
-        if 2 + peer.len() + received.len() > MAX_MESSAGE {
+        let received_len: usize = received.iter().map(|r| r.len()).sum();
+        if 3 + peer.len() + received_len > MAX_MESSAGE {
             return Err(io::Error::other("too much of the next request was read"));
         }
+        let tag = [match protocol {
+            Protocol::Uwsgi => b'u',
+            Protocol::Http => b'h',
+        }];
         let len = (peer.len() as u16).to_be_bytes();
-        let parts = [
-            IoSlice::new(&len),
-            IoSlice::new(peer),
-            IoSlice::new(received),
-        ];
+        let mut parts = vec![IoSlice::new(&tag), IoSlice::new(&len), IoSlice::new(peer)];
+        parts.extend(received.iter().map(|r| IoSlice::new(r)));
         let fds = [conn.as_fd().as_raw_fd()];
         sendmsg::<()>(
             self.send.as_raw_fd(),
@@ -133,7 +142,7 @@ pub async fn receive_loop(
         let Ok(received) = ready.try_io(|fd| take(fd.get_ref(), &mut buf)) else {
             continue; // another worker took it
         };
-        let (conn, peer, head) = match received {
+        let (protocol, conn, peer, head) = match received {
             Ok(Some(taken)) => taken,
             Ok(None) => continue,
             Err(err) => {
@@ -145,14 +154,28 @@ pub async fn receive_loop(
         let guard = in_flight.enter();
         let (ctx, stop_rx) = (ctx.clone(), stop_rx.clone());
         tokio::spawn(async move {
-            crate::uwsgi::serve_handed_over(conn, head, peer, ctx, stop_rx).await;
+            match protocol {
+                Protocol::Uwsgi => {
+                    crate::uwsgi::serve_handed_over(conn, head, peer, ctx, stop_rx).await
+                }
+                Protocol::Http => match crate::conn::AsyncConn::register(conn).map(Arc::into_inner)
+                {
+                    Ok(Some(conn)) => crate::http::serve(conn, head, peer, ctx, stop_rx).await,
+                    Ok(None) => {}
+                    Err(err) => tracing::error!("{peer}: cannot register the connection: {err}"),
+                },
+            }
             drop(guard);
         });
     }
 }
 
+/// A connection taken over: its protocol, the socket, its peer's name and the bytes read
+/// of its next request.
+type Taken = (Protocol, Conn, String, Vec<u8>);
+
 /// Receives one message: the connection, its peer's name and the bytes read of it.
-fn take(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(Conn, String, Vec<u8>)>> {
+fn take(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<Taken>> {
     let mut space = nix::cmsg_space!([RawFd; 1]);
     let mut iov = [IoSliceMut::new(buf)];
     let message = recvmsg::<()>(
@@ -176,6 +199,13 @@ fn take(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(Conn, String, Ve
         return Ok(None);
     };
     let data = &buf[..len];
+    let Some((tag, data)) = data.split_first() else {
+        return Ok(None);
+    };
+    let protocol = match tag {
+        b'h' => Protocol::Http,
+        _ => Protocol::Uwsgi,
+    };
     let Some((peer_len, rest)) = data.split_first_chunk::<2>() else {
         return Ok(None);
     };
@@ -189,5 +219,5 @@ fn take(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(Conn, String, Ve
         socket2::Domain::UNIX => Conn::Unix(std::os::unix::net::UnixStream::from(fd)),
         _ => Conn::Tcp(std::net::TcpStream::from(fd)),
     };
-    Ok(Some((conn, peer, head.to_vec())))
+    Ok(Some((protocol, conn, peer, head.to_vec())))
 }

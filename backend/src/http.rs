@@ -20,18 +20,26 @@ use hyper_util::rt::TokioIo;
 use pyo3::prelude::*;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
-use crate::conn::AsyncConn;
+use crate::conn::{AsyncConn, PrefixedConn};
 use crate::reqlog::{RequestRecord, Vars};
 use crate::worker::WorkerContext;
 use crate::wsgi::input::{Body, WsgiInput};
 use crate::wsgi::response::{lock, ResponseHead, ResponseState, Sink};
 use crate::wsgi::{close_iterable, EnvironSource, Outcome};
+use ngx_wsgi_config::Protocol;
 
 const MEMORY_BODY_LIMIT: usize = 1 << 20;
 
-/// Serves one HTTP connection until the client closes it or the worker stops.
+/// Serves one HTTP connection until the client closes it or the worker stops. `prefix`:
+/// bytes of it another worker read before handing it over.
+///
+/// When the worker stops, a request in progress is finished and its response says
+/// `Connection: close`; an idle connection is handed over to the serving workers if this
+/// one retires (reload, recycling: a close there would race with the client's next
+/// request, which would be lost), and closed if the daemon stops.
 pub async fn serve(
     conn: AsyncConn,
+    prefix: Vec<u8>,
     peer: String,
     ctx: Arc<WorkerContext>,
     mut stop_rx: watch::Receiver<bool>,
@@ -45,41 +53,81 @@ pub async fn serve(
         ),
         AsyncConn::Unix(_) => (("127.0.0.1".to_string(), 0), 0),
     };
-    let service = hyper::service::service_fn(move |request| {
-        handle(
-            request,
-            ctx.clone(),
-            peer.clone(),
-            remote.clone(),
-            local_port,
-        )
-    });
-    let builder = hyper::server::conn::http1::Builder::new();
-    macro_rules! drive {
-        ($stream:expr) => {{
-            let connection = builder.serve_connection(TokioIo::new($stream), service);
-            tokio::pin!(connection);
-            let stopping = async {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            };
-            tokio::select! {
-                result = connection.as_mut() => result,
-                () = stopping => {
-                    // Finish the request in progress, then close instead of keeping alive.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            }
-        }};
-    }
-    let result = match conn {
-        AsyncConn::Tcp(stream) => drive!(stream),
-        AsyncConn::Unix(stream) => drive!(stream),
+    // Requests whose response is not all written yet: hyper drops a response's body once
+    // it is, and the body holds one of these.
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let service = {
+        let (ctx, peer, active) = (ctx.clone(), peer.clone(), active.clone());
+        hyper::service::service_fn(move |request| {
+            let guard = ActiveRequest::enter(&active);
+            let handled = handle(
+                request,
+                ctx.clone(),
+                peer.clone(),
+                remote.clone(),
+                local_port,
+            );
+            Box::pin(async move {
+                let response = handled.await?;
+                Ok::<_, Infallible>(response.map(|body| body.holding(guard)))
+            })
+        })
     };
-    if let Err(err) = result {
-        if !err.is_incomplete_message() {
-            tracing::warn!("HTTP connection error: {err}");
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // A client may shut its writing side once its request is sent: it still gets the answer.
+    builder.half_close(true);
+    let mut connection =
+        builder.serve_connection(TokioIo::new(PrefixedConn::new(conn, prefix)), service);
+    let mut idle_at_stop = None;
+    let result = loop {
+        tokio::select! {
+            result = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)) => break result,
+            _ = stop_rx.wait_for(|stop| *stop), if idle_at_stop.is_none() => {
+                idle_at_stop = Some(active.load(std::sync::atomic::Ordering::SeqCst) == 0);
+                // Finish the request in progress, then close instead of keeping alive.
+                std::pin::Pin::new(&mut connection).graceful_shutdown();
+            }
         }
+    };
+    if let Err(err) = &result {
+        if !err.is_incomplete_message() {
+            tracing::warn!("{peer}: HTTP connection error: {err}");
+        }
+    }
+    let parts = connection.into_parts();
+    let io = parts.io.into_inner();
+    let retiring = ctx.handover.retiring() || ctx.requests.recycled();
+    if result.is_ok() && idle_at_stop == Some(true) && retiring {
+        let received = [io.unread_prefix(), &parts.read_buf[..]];
+        match ctx
+            .handover
+            .give(&io.conn, Protocol::Http, &peer, &received)
+        {
+            Ok(()) => {
+                tracing::debug!("{peer}: idle connection handed over");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!("{peer}: cannot hand the idle connection over ({err}); closed")
+            }
+        }
+    }
+    let _ = socket2::SockRef::from(&io.conn).shutdown(std::net::Shutdown::Write);
+}
+
+/// Counts a request as active until its response's body is dropped.
+pub struct ActiveRequest(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ActiveRequest {
+    fn enter(active: &Arc<std::sync::atomic::AtomicUsize>) -> ActiveRequest {
+        active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ActiveRequest(active.clone())
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -336,6 +384,7 @@ fn run_app(
                 permit: Some(permit),
                 log: body_log,
                 file: None,
+                active: None,
             };
             (build_response(&head, body), finished)
         }
@@ -500,6 +549,7 @@ fn static_response(
         permit: None,
         log: None,
         file,
+        active: None,
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -542,6 +592,7 @@ fn plain_response(status: StatusCode, text: &'static str) -> Response<WsgiBody> 
         permit: None,
         log: None,
         file: None,
+        active: None,
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -569,9 +620,16 @@ pub struct WsgiBody {
     log: Option<RequestLog>,
     /// A static file (`static-map`), read in pieces.
     file: Option<std::fs::File>,
+    /// The request counts as active until this body is dropped.
+    active: Option<ActiveRequest>,
 }
 
 impl WsgiBody {
+    fn holding(mut self, active: ActiveRequest) -> WsgiBody {
+        self.active = Some(active);
+        self
+    }
+
     /// Runs the app's `close()`, frees the thread's app slot and writes the log line.
     fn finish(&mut self, py: Python<'_>, outcome: impl FnOnce(&RequestLog) -> Outcome) {
         if let Some(pending) = self.rest.take() {

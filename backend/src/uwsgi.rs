@@ -238,7 +238,8 @@ async fn serve_connection(
                 // the daemon stops; a request that has begun to arrive is served.
                 _ = crate::worker::stopped(&mut stop_rx), if waiting_idle => {
                     if ctx.handover.retiring() || ctx.requests.recycled() {
-                        match ctx.handover.give(&*stream, &peer, &received) {
+                        let protocol = ngx_wsgi_config::Protocol::Uwsgi;
+                        match ctx.handover.give(&*stream, protocol, &peer, &[&received[..]]) {
                             Ok(()) => tracing::debug!("{peer}: idle connection handed over"),
                             Err(err) => tracing::warn!("{peer}: cannot hand the idle connection over ({err}); closed"),
                         }

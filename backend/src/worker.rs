@@ -411,7 +411,7 @@ async fn http_accept_loop(
         let guard = in_flight.enter();
         let (ctx, stop_rx) = (ctx.clone(), stop_rx.clone());
         tokio::spawn(async move {
-            crate::http::serve(conn, peer, ctx, stop_rx).await;
+            crate::http::serve(conn, Vec::new(), peer, ctx, stop_rx).await;
             drop(guard);
         });
     }
