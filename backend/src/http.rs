@@ -455,6 +455,7 @@ fn log(
 ) {
     let took = started.elapsed();
     if !ctx.should_log(outcome, took) {
+        crate::reqlog::clear_logvars();
         return;
     }
     let (status, size) = match outcome {

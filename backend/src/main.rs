@@ -17,6 +17,7 @@ mod static_files;
 mod stats;
 mod systemd;
 mod uwsgi;
+mod uwsgi_api;
 mod watchdog;
 mod worker;
 mod wsgi;

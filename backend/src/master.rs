@@ -102,18 +102,23 @@ impl ReadyPipe {
         Ok(ReadyPipe { read, write })
     }
 
-    /// Marks the workers that said they are ready since the last look.
-    fn collect(&self, workers: &mut Workers) {
+    /// Marks the workers that said they are ready since the last look; true when one
+    /// asked for a chain reload (`uwsgi.chain_reload()`).
+    fn collect(&self, workers: &mut Workers) -> bool {
         let mut buf = [0u8; 512];
+        let mut chain_reload = false;
         while let Ok(n @ 1..) = nix::unistd::read(&self.read, &mut buf) {
-            // Each message is one 4-byte pid, written whole (below PIPE_BUF).
-            for pid in buf[..n].chunks_exact(4) {
-                let pid = Pid::from_raw(i32::from_ne_bytes([pid[0], pid[1], pid[2], pid[3]]));
-                if let Some(worker) = workers.get_mut(&pid) {
+            // Each message is 4 bytes, written whole (below PIPE_BUF): a pid, or a request.
+            for message in buf[..n].chunks_exact(4) {
+                let value = i32::from_ne_bytes([message[0], message[1], message[2], message[3]]);
+                if value == crate::uwsgi_api::CHAIN_RELOAD_REQUEST {
+                    chain_reload = true;
+                } else if let Some(worker) = workers.get_mut(&Pid::from_raw(value)) {
                     worker.ready = true;
                 }
             }
         }
+        chain_reload
     }
 }
 
@@ -579,7 +584,13 @@ fn serve(
     let mut fast_stop = false;
     let mut told_ready = false;
     loop {
-        ready.collect(&mut workers);
+        if ready.collect(&mut workers) {
+            tracing::info!("uwsgi.chain_reload() called by the app");
+            if chain.is_none() {
+                warn_without_lazy_apps(config, "uwsgi.chain_reload()");
+                chain = Some(ChainReload::new(&workers));
+            }
+        }
         if let Some(notifier) = &mut notifier {
             if !told_ready && !workers.is_empty() && workers.values().all(|w| w.ready) {
                 told_ready = true;
@@ -952,6 +963,9 @@ fn spawn_worker(id: u32, spawner: &Spawner<'_>) -> anyhow::Result<Pid> {
             }
         },
     };
+    crate::uwsgi_api::set_master_pipe(std::os::fd::AsRawFd::as_raw_fd(&ready.write));
+    // @postfork: after fork, and after the app loaded (with lazy-apps too).
+    Python::attach(crate::uwsgi_api::run_post_fork_hook);
     use std::os::fd::AsFd;
     let code = match worker::run(
         config,
@@ -967,6 +981,7 @@ fn spawn_worker(id: u32, spawner: &Spawner<'_>) -> anyhow::Result<Pid> {
             1
         }
     };
+    Python::attach(crate::uwsgi_api::run_atexit);
     std::process::exit(code);
 }
 

@@ -51,9 +51,13 @@ pub fn title(config: &Config, worker: Option<u32>) -> Option<String> {
 
 /// Sets this process's title, if the config asks for one.
 pub fn set(config: &Config, worker: Option<u32>) {
-    let Some(title) = title(config, worker) else {
-        return;
-    };
+    if let Some(title) = title(config, worker) {
+        set_title(&title);
+    }
+}
+
+/// Sets this process's title (`ps`, /proc/PID/cmdline) and its name (comm, `top`).
+pub fn set_title(title: &str) {
     // comm: at most 15 bytes and a NUL.
     let comm: Vec<u8> = title.bytes().filter(|b| *b != 0).take(15).collect();
     if let Ok(comm) = std::ffi::CString::new(comm) {

@@ -36,6 +36,7 @@ pub fn initialize(config: &Config) -> anyhow::Result<()> {
             sys_path.insert(index, dir.to_string_lossy().as_ref())?;
         }
         sys_path.insert(0, "")?;
+        crate::uwsgi_api::install(py, config)?;
         // `pyargv`: sys.argv as uWSGI gives it, the program name and the words given.
         if let Some(pyargv) = &config.pyargv {
             let mut argv = vec!["ngx-wsgi"];

@@ -158,7 +158,35 @@ impl RequestLogger {
         line.push('\n');
         self.sink.write_line(&line);
     }
+}
 
+thread_local! {
+    /// `uwsgi.set_logvar()`: variables for the request log line of the request this thread
+    /// runs (`%(name)` in log-format); cleared as each request ends.
+    static LOGVARS: std::cell::RefCell<Vec<(String, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+pub fn set_logvar(key: &str, value: &str) {
+    LOGVARS.with_borrow_mut(|vars| {
+        vars.retain(|(k, _)| k != key);
+        vars.push((key.to_string(), value.to_string()));
+    });
+}
+
+pub fn get_logvar(key: &str) -> Option<String> {
+    LOGVARS.with_borrow(|vars| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+}
+
+/// Forgets the request's log variables (after its line, written or not).
+pub fn clear_logvars() {
+    LOGVARS.with_borrow_mut(|vars| {
+        if !vars.is_empty() {
+            vars.clear();
+        }
+    });
+}
+
+impl RequestLogger {
     fn line(&self, r: &RequestRecord<'_>) -> String {
         let Some(format) = &self.format else {
             return self.default_line(r);
@@ -289,7 +317,7 @@ impl RequestLogger {
             "vszM" => (memory().1 >> 20).to_string(),
             other => match other.strip_prefix("var.") {
                 Some(cgi) => return var(cgi).unwrap_or_default(),
-                None => return Cow::Borrowed(""),
+                None => return get_logvar(other).map_or(Cow::Borrowed(""), Cow::Owned),
             },
         };
         Cow::Owned(text)

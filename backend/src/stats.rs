@@ -146,7 +146,43 @@ impl SharedCounters {
 
     /// The JSON uwsgitop reads, with uWSGI's keys.
     fn json(&self, config: &Config, listeners: &[BoundListener]) -> Value {
-        let workers: Vec<Value> = (1..=self.processes as u32)
+        let workers = self.workers_json(config);
+        let load: u64 = (1..=self.processes as u32)
+            .flat_map(|id| self.cores(id))
+            .map(|c| u64::from(c.in_request.load(Ordering::Relaxed)))
+            .sum();
+        let sockets: Vec<Value> = listeners
+            .iter()
+            .map(|l| {
+                let proto = match l.spec.protocol {
+                    ngx_wsgi_config::Protocol::Uwsgi => "uwsgi",
+                    ngx_wsgi_config::Protocol::Http => "http",
+                };
+                json!({
+                    "name": l.spec.addr.to_string(), "proto": proto,
+                    "queue": crate::listeners::queued(l),
+                    "max_queue": config.listen, "shared": 0, "can_offload": 0,
+                })
+            })
+            .collect();
+        json!({
+            "version": concat!("ngx-wsgi ", env!("CARGO_PKG_VERSION")),
+            // TCP listeners' accept queues (unix sockets' are not readable this way).
+            "listen_queue": listeners.iter().map(crate::listeners::queued).sum::<u32>(),
+            "listen_queue_errors": 0, "signal_queue": 0, "load": load,
+            "pid": std::process::id(),
+            "uid": nix::unistd::getuid().as_raw(), "gid": nix::unistd::getgid().as_raw(),
+            "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+            "locks": [],
+            "sockets": sockets,
+            "workers": workers,
+        })
+    }
+
+    /// Answers every stats connection waiting on `server` (non-blocking).
+    /// The stats JSON's `workers`: what `uwsgi.workers()` returns too.
+    fn workers_json(&self, config: &Config) -> Vec<Value> {
+        (1..=self.processes as u32)
             .map(|id| {
                 let w = self.worker(id);
                 let pid = w.pid.load(Ordering::Relaxed);
@@ -191,40 +227,9 @@ impl SharedCounters {
                     "cores": cores,
                 })
             })
-            .collect();
-        let load: u64 = (1..=self.processes as u32)
-            .flat_map(|id| self.cores(id))
-            .map(|c| u64::from(c.in_request.load(Ordering::Relaxed)))
-            .sum();
-        let sockets: Vec<Value> = listeners
-            .iter()
-            .map(|l| {
-                let proto = match l.spec.protocol {
-                    ngx_wsgi_config::Protocol::Uwsgi => "uwsgi",
-                    ngx_wsgi_config::Protocol::Http => "http",
-                };
-                json!({
-                    "name": l.spec.addr.to_string(), "proto": proto,
-                    "queue": crate::listeners::queued(l),
-                    "max_queue": config.listen, "shared": 0, "can_offload": 0,
-                })
-            })
-            .collect();
-        json!({
-            "version": concat!("ngx-wsgi ", env!("CARGO_PKG_VERSION")),
-            // TCP listeners' accept queues (unix sockets' are not readable this way).
-            "listen_queue": listeners.iter().map(crate::listeners::queued).sum::<u32>(),
-            "listen_queue_errors": 0, "signal_queue": 0, "load": load,
-            "pid": std::process::id(),
-            "uid": nix::unistd::getuid().as_raw(), "gid": nix::unistd::getgid().as_raw(),
-            "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
-            "locks": [],
-            "sockets": sockets,
-            "workers": workers,
-        })
+            .collect()
     }
 
-    /// Answers every stats connection waiting on `server` (non-blocking).
     /// The Prometheus text format (0.0.4): the same counters as the JSON, by worker.
     fn prometheus(&self, config: &Config, listeners: &[BoundListener]) -> String {
         use std::fmt::Write as _;
@@ -489,6 +494,22 @@ fn request_target(stream: &mut std::fs::File) -> Option<String> {
 /// A Prometheus label value: backslashes and quotes escaped.
 fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// The workers as the stats JSON lists them (for `uwsgi.workers()`), if counters exist.
+pub fn workers_json(config: &Config) -> Value {
+    SHARED.get().map_or(Value::Array(Vec::new()), |shared| {
+        Value::Array(shared.workers_json(config))
+    })
+}
+
+/// Every worker's requests so far (`uwsgi.total_requests()`).
+pub fn all_requests() -> u64 {
+    SHARED.get().map_or(0, |shared| {
+        (1..=shared.processes as u32)
+            .map(|id| shared.worker(id).requests.load(Ordering::Relaxed))
+            .sum()
+    })
 }
 
 /// In the master, as worker `id` starts as `pid`.

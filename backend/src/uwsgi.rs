@@ -506,6 +506,7 @@ fn log(
 ) {
     let took = started.elapsed();
     if !ctx.should_log(outcome, took) {
+        crate::reqlog::clear_logvars();
         return;
     }
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();

@@ -101,6 +101,11 @@ impl WorkerContext {
     /// The request's log line, as uWSGI writes them (or as `log-format` says); a failure
     /// is also logged as an error, with the traceback.
     pub fn log_request(&self, record: &RequestRecord<'_>, outcome: &Outcome) {
+        self.write_request_line(record, outcome);
+        crate::reqlog::clear_logvars();
+    }
+
+    fn write_request_line(&self, record: &RequestRecord<'_>, outcome: &Outcome) {
         let (method, uri) = (record.method, record.uri);
         match outcome {
             Outcome::Sent { .. } if self.should_log(outcome, record.duration) => {

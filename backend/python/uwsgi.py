@@ -1,0 +1,155 @@
+"""ngx-wsgi's `uwsgi` module: uWSGI 2.0's Python API, so apps and packages written for
+uWSGI import it and run unchanged.
+
+Provided: what the server is and does (numproc, worker_id(), masterpid(), opt, workers(),
+total_requests(), mem(), ...), control (reload(), chain_reload(), stop(), log(),
+set_logvar(), setprocname()), and the hooks (post_fork_hook, atexit). Not provided yet:
+the cache, locks, the spooler, mules, signals and timers, user harakiri: those functions
+raise NotImplementedError naming what is missing, never a silent no-op.
+"""
+
+import json as _json
+import os as _os
+
+import _ngx_wsgi
+
+# Set by ngx-wsgi before the app loads: numproc, cores, buffer_size, started_on, hostname,
+# opt, version, version_info.
+numproc = 1
+cores = 1
+buffer_size = 4096
+started_on = 0
+hostname = b""
+opt = {}
+version = b""
+version_info = (2, 0, 30, "ngx-wsgi", 0)
+loop = None
+has_threads = True
+unbit = False
+SPOOL_OK = -2
+SPOOL_RETRY = -1
+SPOOL_IGNORE = 0
+
+# Hooks an app (or uwsgidecorators) may set.
+post_fork_hook = None
+atexit = None
+mule_msg_hook = None
+spooler = None
+
+
+def worker_id():
+    """The worker's number, 1..numproc (0 in the master)."""
+    return _ngx_wsgi.worker_id()
+
+
+def mule_id():
+    """0: there are no mules."""
+    return 0
+
+
+def masterpid():
+    return _ngx_wsgi.masterpid()
+
+
+def total_requests():
+    """Requests served by the running workers."""
+    return _ngx_wsgi.total_requests()
+
+
+def request_id():
+    """This worker's request counter."""
+    return _ngx_wsgi.request_id()
+
+
+def workers():
+    """Every worker, as the stats server lists them (uwsgitop's fields)."""
+    listed = _json.loads(_ngx_wsgi.workers_json())
+    for worker in listed:
+        for app in worker["apps"]:
+            # uWSGI gives the callable and the sub-interpreter's address; there is one
+            # interpreter here, and the callable is not shared across processes.
+            app.setdefault("callable", None)
+            app.setdefault("interpreter", 0)
+        worker["apps"] = tuple(worker["apps"])
+    return tuple(listed)
+
+
+def mem():
+    """This process's (rss, vsz), in bytes."""
+    return _ngx_wsgi.mem()
+
+
+def logsize():
+    """The log file's size in bytes (0 when logging to stderr)."""
+    return _ngx_wsgi.logsize()
+
+
+def i_am_the_spooler():
+    """None, as uWSGI answers outside the spooler: there is no spooler."""
+    return None
+
+
+def spooler_pid():
+    return 0
+
+
+def spooler_jobs():
+    return []
+
+
+def log(message):
+    """A line in the daemon's log."""
+    _ngx_wsgi.log(str(message))
+    return True
+
+
+def reload():
+    """Reloads the daemon gracefully (as SIGHUP to the master)."""
+    return _ngx_wsgi.reload()
+
+
+def chain_reload():
+    """Replaces the workers one at a time (as the master fifo's `c`)."""
+    return _ngx_wsgi.chain_reload()
+
+
+def stop():
+    """Stops the daemon gracefully (as SIGTERM to the master)."""
+    return _ngx_wsgi.stop()
+
+
+def setprocname(name):
+    _ngx_wsgi.setprocname(str(name))
+
+
+def set_logvar(key, value):
+    """A variable for this request's log line: %(key) in log-format."""
+    _ngx_wsgi.set_logvar(str(key), str(value))
+
+
+def get_logvar(key):
+    return _ngx_wsgi.get_logvar(str(key))
+
+
+def _missing(name, what):
+    def missing(*args, **kwargs):
+        raise NotImplementedError(f"uwsgi.{name}(): {what} not provided by ngx-wsgi yet")
+
+    missing.__name__ = name
+    return missing
+
+
+for _names, _what in (
+    ("cache_get cache_set cache_update cache_del cache_exists cache_clear cache_keys "
+     "cache_inc cache_dec cache_mul cache_div", "the uwsgi cache (cache2) is"),
+    ("lock unlock is_locked", "uWSGI's shared locks are"),
+    ("spool send_to_spooler", "the spooler is"),
+    ("mule_msg mule_get_msg farm_msg farm_get_msg", "mules are"),
+    ("register_signal signal signal_registered add_timer add_rb_timer add_cron add_file_monitor",
+     "uWSGI signals and timers are"),
+    ("set_user_harakiri", "a per-request harakiri is"),
+    ("parsefile", "reading uwsgi packet files is"),
+):
+    for _name in _names.split():
+        globals()[_name] = _missing(_name, _what)
+del _names, _what, _name

@@ -1,0 +1,235 @@
+//! The `uwsgi` and `uwsgidecorators` Python modules apps written for uWSGI import
+//! (`backend/python/`), over a small native module, `_ngx_wsgi`, for what only the daemon
+//! knows: which worker this is, the shared counters, the master to signal.
+//!
+//! Python calls these functions with no way to pass the daemon's context along, so what
+//! they need is kept here, set once: the config (at start) and the worker's readiness pipe
+//! (after fork).
+
+use std::os::fd::RawFd;
+use std::sync::OnceLock;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyModule};
+
+use ngx_wsgi_config::Config;
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
+/// A worker's end of the readiness pipe: `chain_reload()` asks the master through it.
+static MASTER_PIPE: OnceLock<RawFd> = OnceLock::new();
+
+/// What a worker writes on the readiness pipe (in place of its pid) to ask the master
+/// for a chain reload.
+pub const CHAIN_RELOAD_REQUEST: i32 = -1;
+
+const UWSGI_SOURCE: &str = include_str!("../python/uwsgi.py");
+const DECORATORS_SOURCE: &str = include_str!("../python/uwsgidecorators.py");
+
+/// Makes `uwsgi` and `uwsgidecorators` importable, in the master before the app loads
+/// (workers inherit them).
+pub fn install(py: Python<'_>, config: &Config) -> PyResult<()> {
+    let _ = CONFIG.set(config.clone());
+    let modules = py.import("sys")?.getattr("modules")?;
+    let native = PyModule::new(py, "_ngx_wsgi")?;
+    native.add_function(wrap_pyfunction!(worker_id, &native)?)?;
+    native.add_function(wrap_pyfunction!(masterpid, &native)?)?;
+    native.add_function(wrap_pyfunction!(total_requests, &native)?)?;
+    native.add_function(wrap_pyfunction!(request_id, &native)?)?;
+    native.add_function(wrap_pyfunction!(workers_json, &native)?)?;
+    native.add_function(wrap_pyfunction!(mem, &native)?)?;
+    native.add_function(wrap_pyfunction!(logsize, &native)?)?;
+    native.add_function(wrap_pyfunction!(log, &native)?)?;
+    native.add_function(wrap_pyfunction!(reload, &native)?)?;
+    native.add_function(wrap_pyfunction!(chain_reload, &native)?)?;
+    native.add_function(wrap_pyfunction!(stop, &native)?)?;
+    native.add_function(wrap_pyfunction!(setprocname, &native)?)?;
+    native.add_function(wrap_pyfunction!(set_logvar, &native)?)?;
+    native.add_function(wrap_pyfunction!(get_logvar, &native)?)?;
+    modules.set_item("_ngx_wsgi", &native)?;
+
+    let uwsgi = PyModule::from_code(
+        py,
+        &std::ffi::CString::new(UWSGI_SOURCE)?,
+        c"uwsgi.py",
+        c"uwsgi",
+    )?;
+    uwsgi.setattr("numproc", config.processes)?;
+    uwsgi.setattr("cores", config.threads)?;
+    uwsgi.setattr("buffer_size", config.vars_limit())?;
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    uwsgi.setattr("started_on", started)?;
+    let hostname = nix::unistd::gethostname().unwrap_or_default();
+    uwsgi.setattr("hostname", PyBytes::new(py, hostname.as_encoded_bytes()))?;
+    let version = format!("2.0.30 (ngx-wsgi {})", env!("CARGO_PKG_VERSION"));
+    uwsgi.setattr("version", PyBytes::new(py, version.as_bytes()))?;
+    uwsgi.setattr("opt", options(py, config)?)?;
+    modules.set_item("uwsgi", &uwsgi)?;
+
+    let decorators = PyModule::from_code(
+        py,
+        &std::ffi::CString::new(DECORATORS_SOURCE)?,
+        c"uwsgidecorators.py",
+        c"uwsgidecorators",
+    )?;
+    modules.set_item("uwsgidecorators", decorators)?;
+    Ok(())
+}
+
+/// `uwsgi.opt`: the options set, as uWSGI gives them: bytes, `True` for a flag, a list
+/// for an option given more than once. Defaults are left out, as in uWSGI.
+fn options<'py>(py: Python<'py>, config: &Config) -> PyResult<Bound<'py, PyDict>> {
+    let to_json = |config: &Config| serde_json::to_value(config).unwrap_or_default();
+    let (given, defaults) = (to_json(config), to_json(&Config::default()));
+    let opt = PyDict::new(py);
+    let serde_json::Value::Object(given) = given else {
+        return Ok(opt);
+    };
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for (name, value) in given {
+        if defaults.get(&name) == Some(&value) {
+            continue;
+        }
+        match &value {
+            serde_json::Value::Null => {}
+            serde_json::Value::Bool(true) => opt.set_item(&name, true)?,
+            serde_json::Value::Bool(false) => {}
+            serde_json::Value::Array(items) => {
+                let list = PyList::empty(py);
+                for item in items {
+                    list.append(PyBytes::new(py, text(item).as_bytes()))?;
+                }
+                opt.set_item(&name, list)?;
+            }
+            other => opt.set_item(&name, PyBytes::new(py, text(other).as_bytes()))?,
+        }
+    }
+    Ok(opt)
+}
+
+/// In a worker, after fork: where `chain_reload()` asks the master.
+pub fn set_master_pipe(fd: RawFd) {
+    let _ = MASTER_PIPE.set(fd);
+}
+
+/// Runs the app's `uwsgi.post_fork_hook` (what `@postfork` registers), if it set one.
+pub fn run_post_fork_hook(py: Python<'_>) {
+    run_hook(py, "post_fork_hook");
+}
+
+/// Runs the app's `uwsgi.atexit`, if it set one, as the worker exits.
+pub fn run_atexit(py: Python<'_>) {
+    run_hook(py, "atexit");
+}
+
+fn run_hook(py: Python<'_>, name: &str) {
+    let Ok(uwsgi) = py.import("uwsgi") else {
+        return;
+    };
+    let hook = match uwsgi.getattr(name) {
+        Ok(hook) if !hook.is_none() => hook,
+        _ => return,
+    };
+    if let Err(err) = hook.call0() {
+        tracing::error!(
+            "uwsgi.{name} raised:\n{}",
+            crate::python::format_exception(py, &err)
+        );
+    }
+}
+
+fn master() -> Pid {
+    match crate::logging::worker_id() {
+        0 => nix::unistd::getpid(),
+        _ => nix::unistd::getppid(),
+    }
+}
+
+#[pyfunction]
+fn worker_id() -> u32 {
+    crate::logging::worker_id()
+}
+
+#[pyfunction]
+fn masterpid() -> i32 {
+    master().as_raw()
+}
+
+#[pyfunction]
+fn total_requests() -> u64 {
+    crate::stats::all_requests()
+}
+
+#[pyfunction]
+fn request_id() -> u64 {
+    crate::stats::request_numbers().0
+}
+
+#[pyfunction]
+fn workers_json() -> String {
+    CONFIG.get().map_or_else(String::new, |config| {
+        crate::stats::workers_json(config).to_string()
+    })
+}
+
+#[pyfunction]
+fn mem() -> (u64, u64) {
+    crate::stats::memory(std::process::id() as i32)
+}
+
+#[pyfunction]
+fn logsize() -> u64 {
+    CONFIG
+        .get()
+        .and_then(crate::logging::log_file)
+        .and_then(|path| std::fs::metadata(path).ok())
+        .map_or(0, |meta| meta.len())
+}
+
+#[pyfunction]
+fn log(message: &str) {
+    tracing::info!("{message}");
+}
+
+#[pyfunction]
+fn reload() -> bool {
+    kill(master(), Signal::SIGHUP).is_ok()
+}
+
+#[pyfunction]
+fn stop() -> bool {
+    kill(master(), Signal::SIGTERM).is_ok()
+}
+
+#[pyfunction]
+fn chain_reload() -> PyResult<bool> {
+    let Some(fd) = MASTER_PIPE.get() else {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "uwsgi.chain_reload() is for workers: the master reloads with SIGHUP",
+        ));
+    };
+    // SAFETY: the worker keeps its end of the readiness pipe open for its whole life.
+    let pipe = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+    Ok(nix::unistd::write(pipe, &CHAIN_RELOAD_REQUEST.to_ne_bytes()).is_ok())
+}
+
+#[pyfunction]
+fn setprocname(name: &str) {
+    crate::procname::set_title(name);
+}
+
+#[pyfunction]
+fn set_logvar(key: &str, value: &str) {
+    crate::reqlog::set_logvar(key, value);
+}
+
+#[pyfunction]
+fn get_logvar(key: &str) -> Option<String> {
+    crate::reqlog::get_logvar(key)
+}

@@ -1,0 +1,85 @@
+"""An app written for uWSGI: it imports `uwsgi` and `uwsgidecorators` and shows what it
+sees, as JSON. Runs under ngx-wsgi and under real uWSGI alike."""
+
+import json
+import os
+
+import uwsgi
+from uwsgidecorators import postfork
+
+RECORD = os.environ.get("POSTFORK_RECORD")
+
+
+@postfork
+def reconnect():
+    # What apps do here: reopen database connections after fork.
+    if RECORD:
+        with open(RECORD, "a") as f:
+            f.write(f"{uwsgi.worker_id()} {os.getpid()}\n")
+
+
+def text(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, list):
+        return [text(v) for v in value]
+    return value
+
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/info":
+        body = {
+            "numproc": uwsgi.numproc,
+            "worker_id": uwsgi.worker_id(),
+            "masterpid": uwsgi.masterpid(),
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "cores": uwsgi.cores,
+            "buffer_size": uwsgi.buffer_size,
+            "started_on": uwsgi.started_on,
+            "hostname": uwsgi.hostname.decode(),
+            "version_is_bytes": isinstance(uwsgi.version, bytes),
+            "has_threads": bool(uwsgi.has_threads),
+            "total_requests": uwsgi.total_requests(),
+            "request_id": uwsgi.request_id(),
+            "mem": list(uwsgi.mem()),
+            "opt": {k.decode() if isinstance(k, bytes) else k: text(v) for k, v in uwsgi.opt.items()},
+            "workers": [{"id": w["id"], "pid": w["pid"], "keys": sorted(w), "app_keys": sorted(w["apps"][0])
+                         if w["apps"] else []} for w in uwsgi.workers()],
+            "mule_id": uwsgi.mule_id(),
+            "i_am_the_spooler": uwsgi.i_am_the_spooler(),
+        }
+    elif path == "/log":
+        uwsgi.log("a line from the app via uwsgi.log")
+        body = "logged"
+    elif path == "/logvar":
+        uwsgi.set_logvar("user_id", "42")
+        body = uwsgi.get_logvar("user_id")
+    elif path == "/missing":
+        try:
+            uwsgi.cache_get("key")
+            body = "no error"
+        except NotImplementedError as err:
+            body = str(err)
+    elif path == "/decorator":
+        try:
+            from uwsgidecorators import timer
+
+            @timer(3)
+            def tick(signum):
+                pass
+
+            body = "no error"
+        except NotImplementedError as err:
+            body = str(err)
+    elif path == "/chain":
+        body = uwsgi.chain_reload()
+    elif path == "/procname":
+        uwsgi.setprocname("my-app-worker")
+        body = "set"
+    else:
+        body = "not found"
+    data = json.dumps(body).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]
