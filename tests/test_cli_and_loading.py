@@ -32,9 +32,9 @@ def test_unknown_flag_is_an_error_with_a_suggestion():
 
 
 def test_unsupported_uwsgi_option_is_named_as_such():
-    out = run("--socket", "/tmp/x.sock", "--wsgi-file", "app.py", "--cache2", "name=x")
+    out = run("--socket", "/tmp/x.sock", "--wsgi-file", "app.py", "--spooler", "/tmp/spool")
     assert out.returncode == 2
-    assert 'option "cache2" is a uWSGI option ngx-wsgi does not provide: the uwsgi cache is not implemented yet' in out.stderr
+    assert 'option "spooler" is a uWSGI option ngx-wsgi does not provide: the spooler is not implemented yet' in out.stderr
 
 
 def test_copied_uwsgi_command_line_runs_with_notes(daemon, tmp_path):

@@ -113,17 +113,12 @@ def test_tutorial_ini_runs_unchanged_behind_nginx_with_wsgi_app(nginx):
         subprocess.run(["rm", "-rf", str(base)])
 
 
-def tutorial_xml(site, port, with_cache=True):
+def tutorial_xml(site, port):
     text = (CONFIGS / "tutorial" / "uwsgi.xml").read_text()
-    text = text.replace(":8000", f"127.0.0.1:{port}").replace("/site/", f"{site}/")
-    if not with_cache:
-        text = re.sub(r"\s*<cache2>.*?</cache2>", "", text)
-        text = re.sub(r"\s*<cache-expire-freq>.*?</cache-expire-freq>", "", text)
-        text = re.sub(r"\s*<cache-blocksize>.*?</cache-blocksize>", "", text)
-    return text
+    return text.replace(":8000", f"127.0.0.1:{port}").replace("/site/", f"{site}/")
 
 
-def test_tutorial_xml_passes_every_line_but_the_cache_ones(daemon, nginx, tmp_path):
+def test_tutorial_xml_checks_and_serves_with_its_cache(daemon, nginx, tmp_path):
     site = world_readable_dir()
     try:
         subprocess.run([DJANGO_ADMIN, "startproject", "Myapp", site], check=True)
@@ -131,19 +126,12 @@ def test_tutorial_xml_passes_every_line_but_the_cache_ones(daemon, nginx, tmp_pa
         xml = tmp_path / "uwsgi.xml"
         xml.write_text(tutorial_xml(site, port))
         check = check_config(xml)
-        assert check.returncode == 2
-        errors = [line for line in check.stderr.splitlines() if not line.startswith("ngx-wsgi: note:")]
-        cache = ("is a uWSGI option ngx-wsgi does not provide: the uwsgi cache is not implemented yet: use "
-                 "Django's or Flask's cache framework with memcached or redis meanwhile")
-        assert errors == [f'ngx-wsgi: {xml}:9: option "cache2" {cache}',
-                          f'ngx-wsgi: {xml}:10: option "cache-expire-freq" {cache}',
-                          f'ngx-wsgi: {xml}:10: option "cache-blocksize" {cache}'], check.stderr
-        # Every other line is taken: the same file without the cache lines checks and serves.
-        xml.write_text(tutorial_xml(site, port, with_cache=False))
-        check = check_config(xml)
         assert check.returncode == 0, check.stderr
         for note in ("lock-engine", "close-on-exec", "thunder-lock", "post-buffering", "log-maxsize"):
             assert note in check.stderr
+        assert ('cache2 = ["name=my_site,items=10000,blocksize=2000,blocks=10000,keysize=2048,bitmap=1,'
+                'sweep_on_full=1,lazy=1"]') in check.stdout.splitlines()
+        assert "cache-expire-freq = 6" in check.stdout.splitlines()
         # The tutorial's Django is installed system-wide (it deploys in Docker); ours is in
         # the test venv, which the command line adds.
         d = daemon(xml, "--home", ROOT / ".venv", ready=("127.0.0.1", port))
@@ -151,5 +139,6 @@ def test_tutorial_xml_passes_every_line_but_the_cache_ones(daemon, nginx, tmp_pa
         r = requests.get(n.url + "/", timeout=30)
         assert r.status_code == 200, d.log()
         assert "The install worked successfully" in r.text
+        assert 'cache "my_site": 10000 items, 10000 blocks of 2000 bytes' in d.log()
     finally:
         subprocess.run(["rm", "-rf", str(site)])

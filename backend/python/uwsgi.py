@@ -3,13 +3,15 @@ uWSGI import it and run unchanged.
 
 Provided: what the server is and does (numproc, worker_id(), masterpid(), opt, workers(),
 total_requests(), mem(), ...), control (reload(), chain_reload(), stop(), log(),
-set_logvar(), setprocname()), and the hooks (post_fork_hook, atexit). Not provided yet:
-the cache, locks, the spooler, mules, signals and timers, user harakiri: those functions
-raise NotImplementedError naming what is missing, never a silent no-op.
+set_logvar(), setprocname()), the hooks (post_fork_hook, atexit), and the shared caches
+(cache2: cache_get(), cache_set(), ...). Not provided yet: locks, the spooler, mules,
+signals and timers, user harakiri: those functions raise NotImplementedError naming what
+is missing, never a silent no-op.
 """
 
 import json as _json
 import os as _os
+import sys as _sys
 
 import _ngx_wsgi
 
@@ -139,9 +141,58 @@ def _missing(name, what):
     return missing
 
 
+def cache_get(key, cache=None):
+    """The value (bytes), or None."""
+    return _ngx_wsgi.cache_get(key, cache)
+
+
+def cache_exists(key, cache=None):
+    return True if _ngx_wsgi.cache_exists(key, cache) else None
+
+
+def cache_set(key, value, expires=0, cache=None):
+    """Stores a new key (an existing one is left: None); expires in seconds, 0 never."""
+    return True if _ngx_wsgi.cache_write(key, value, expires, cache, False) else None
+
+
+def cache_update(key, value, expires=0, cache=None):
+    """Stores the key, new or not."""
+    return True if _ngx_wsgi.cache_write(key, value, expires, cache, True) else None
+
+
+def cache_del(key, cache=None):
+    return True if _ngx_wsgi.cache_del(key, cache) else None
+
+
+def cache_clear(cache=None):
+    return _ngx_wsgi.cache_clear(cache)
+
+
+def cache_keys(cache=None):
+    return _ngx_wsgi.cache_keys(cache)
+
+
+def _math(op, default):
+    def math(key, amount=default, expires=0, cache=None):
+        return True if _ngx_wsgi.cache_math(key, op, amount, expires, cache) is not None else None
+
+    math.__name__ = f"cache_{op}"
+    return math
+
+
+cache_inc = _math("inc", 1)
+cache_dec = _math("dec", 1)
+cache_mul = _math("mul", 2)
+cache_div = _math("div", 2)
+
+
+def cache_num(key, cache=None):
+    """A value cache_inc and friends keep, as an int (0 when missing)."""
+    value = _ngx_wsgi.cache_get(key, cache)
+    return int.from_bytes(value, _sys.byteorder, signed=True) if value is not None and len(value) == 8 else 0
+
+
 for _names, _what in (
-    ("cache_get cache_set cache_update cache_del cache_exists cache_clear cache_keys "
-     "cache_inc cache_dec cache_mul cache_div", "the uwsgi cache (cache2) is"),
     ("lock unlock is_locked", "uWSGI's shared locks are"),
     ("spool send_to_spooler", "the spooler is"),
     ("mule_msg mule_get_msg farm_msg farm_get_msg", "mules are"),

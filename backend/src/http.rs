@@ -205,6 +205,8 @@ async fn handle(
             bytes: 0,
             content_length: None,
             response_head: (0, 0),
+            // Now, while this request is not counted yet: its line may be written after.
+            numbers: crate::stats::request_numbers(),
         };
         let head_only = head.method == http::Method::HEAD;
         let (response, finished) = run_app(
@@ -415,6 +417,8 @@ pub struct RequestLog {
     content_length: Option<u64>,
     /// The response's header count and head size.
     response_head: (usize, usize),
+    /// This worker's request number and every worker's (`req: N/M`).
+    numbers: (u64, u64),
 }
 
 impl RequestLog {
@@ -426,7 +430,7 @@ impl RequestLog {
             &self.head,
             (&self.peer, &self.remote),
             outcome,
-            self.started,
+            (self.started, self.numbers),
             self.response_head,
         );
     }
@@ -450,7 +454,7 @@ fn log(
     head: &http::request::Parts,
     (peer, remote): (&str, &str),
     outcome: &Outcome,
-    started: Instant,
+    (started, (worker_requests, total_requests)): (Instant, (u64, u64)),
     response_head: (usize, usize),
 ) {
     let took = started.elapsed();
@@ -464,7 +468,6 @@ fn log(
         Outcome::Aborted { status, .. } => (*status, 0),
         Outcome::PeerGone { .. } => (0, 0),
     };
-    let (worker_requests, total_requests) = crate::stats::request_numbers();
     let uri = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
     ctx.log_request(
         &RequestRecord {
@@ -567,7 +570,15 @@ fn static_response(
     }
     crate::stats::response_done(&outcome);
     let response_head = (headers.len(), head_size(status, headers));
-    log(ctx, head, (peer, remote), &outcome, started, response_head);
+    let numbers = crate::stats::request_numbers();
+    log(
+        ctx,
+        head,
+        (peer, remote),
+        &outcome,
+        (started, numbers),
+        response_head,
+    );
     Some(response)
 }
 

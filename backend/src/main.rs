@@ -1,6 +1,7 @@
 //! `ngx-wsgi`: hosts a Python WSGI app behind the uwsgi protocol (for nginx) and HTTP.
 
 mod autoreload;
+mod cache;
 mod cheaper;
 mod conn;
 mod daemons;

@@ -534,6 +534,8 @@ fn serve(
 ) -> anyhow::Result<i32> {
     python::initialize(config)?;
     procname::set(config, None);
+    // Before the first fork: every worker maps the same caches.
+    crate::cache::install(config)?;
     let mut notifier = crate::systemd::Notifier::from_env();
     // The workers' counters: the stats server, cheaper mode, idle and systemd's STATUS=
     // read them, and the request log's `req: N/M`.
@@ -578,6 +580,7 @@ fn serve(
     let mut chain: Option<ChainReload> = None;
     let mut last_memory_check = Instant::now();
     let mut last_cheaper_check = Instant::now();
+    let mut last_cache_sweep = Instant::now();
     let mut fifo = fifo::MasterFifo::open(&config.master_fifo)?;
     let mut daemons = Daemons::start(config.attached_daemons());
     let mut brutal_reload = false;
@@ -756,6 +759,10 @@ fn serve(
                     let wanted = Cheaper::initial(config);
                     spawner.start_cheaped(&mut workers, &mut cheaped, wanted)?;
                 }
+            }
+            if last_cache_sweep.elapsed() >= Duration::from_secs(config.cache_expire_freq) {
+                last_cache_sweep = Instant::now();
+                crate::cache::sweep_all();
             }
             if touched_log.changed() {
                 reopen_logs(config, workers.keys().chain(&old_workers));
@@ -1197,6 +1204,7 @@ fn reload<'a>(
     // The new image starts the plain daemons again (smart ones go on running).
     daemons.stop(true, mercy);
     let fds = listeners::export_for_exec(listeners, stats)?;
+    crate::cache::export_for_exec()?;
     for fd in [&handover.send, &handover.receive] {
         nix::fcntl::fcntl(
             fd,

@@ -47,6 +47,13 @@ pub fn install(py: Python<'_>, config: &Config) -> PyResult<()> {
     native.add_function(wrap_pyfunction!(setprocname, &native)?)?;
     native.add_function(wrap_pyfunction!(set_logvar, &native)?)?;
     native.add_function(wrap_pyfunction!(get_logvar, &native)?)?;
+    native.add_function(wrap_pyfunction!(cache_get, &native)?)?;
+    native.add_function(wrap_pyfunction!(cache_exists, &native)?)?;
+    native.add_function(wrap_pyfunction!(cache_write, &native)?)?;
+    native.add_function(wrap_pyfunction!(cache_del, &native)?)?;
+    native.add_function(wrap_pyfunction!(cache_clear, &native)?)?;
+    native.add_function(wrap_pyfunction!(cache_keys, &native)?)?;
+    native.add_function(wrap_pyfunction!(cache_math, &native)?)?;
     modules.set_item("_ngx_wsgi", &native)?;
 
     let uwsgi = PyModule::from_code(
@@ -232,4 +239,103 @@ fn set_logvar(key: &str, value: &str) {
 #[pyfunction]
 fn get_logvar(key: &str) -> Option<String> {
     crate::reqlog::get_logvar(key)
+}
+
+/// A cache key or value as uWSGI takes them: bytes, or str (UTF-8).
+fn bytes_of(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(bytes) = value.cast::<PyBytes>() {
+        return Ok(bytes.as_bytes().to_vec());
+    }
+    Ok(value.extract::<String>()?.into_bytes())
+}
+
+fn cache(name: Option<&str>) -> PyResult<&'static crate::cache::Cache> {
+    crate::cache::by_name(name).map_err(pyo3::exceptions::PyValueError::new_err)
+}
+
+#[pyfunction]
+#[pyo3(signature = (key, cache_name=None))]
+fn cache_get<'py>(
+    py: Python<'py>,
+    key: &Bound<'py, PyAny>,
+    cache_name: Option<&str>,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let (key, cache) = (bytes_of(key)?, cache(cache_name)?);
+    let value = py.detach(|| cache.get(&key));
+    Ok(value.map(|v| PyBytes::new(py, &v)))
+}
+
+#[pyfunction]
+#[pyo3(signature = (key, cache_name=None))]
+fn cache_exists(
+    py: Python<'_>,
+    key: &Bound<'_, PyAny>,
+    cache_name: Option<&str>,
+) -> PyResult<bool> {
+    let (key, cache) = (bytes_of(key)?, cache(cache_name)?);
+    Ok(py.detach(|| cache.exists(&key)))
+}
+
+/// `cache_set` (`update` false: only a new key) and `cache_update`.
+#[pyfunction]
+#[pyo3(signature = (key, value, expires, cache_name, update))]
+fn cache_write(
+    py: Python<'_>,
+    key: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+    expires: i64,
+    cache_name: Option<&str>,
+    update: bool,
+) -> PyResult<bool> {
+    let (key, value, cache) = (bytes_of(key)?, bytes_of(value)?, cache(cache_name)?);
+    let mode = match update {
+        true => crate::cache::Write::Update,
+        false => crate::cache::Write::Set,
+    };
+    Ok(py.detach(|| cache.set(&key, &value, expires, mode)).is_ok())
+}
+
+#[pyfunction]
+#[pyo3(signature = (key, cache_name=None))]
+fn cache_del(py: Python<'_>, key: &Bound<'_, PyAny>, cache_name: Option<&str>) -> PyResult<bool> {
+    let (key, cache) = (bytes_of(key)?, cache(cache_name)?);
+    Ok(py.detach(|| cache.delete(&key)))
+}
+
+#[pyfunction]
+#[pyo3(signature = (cache_name=None))]
+fn cache_clear(py: Python<'_>, cache_name: Option<&str>) -> PyResult<bool> {
+    let cache = cache(cache_name)?;
+    py.detach(|| cache.clear());
+    Ok(true)
+}
+
+#[pyfunction]
+#[pyo3(signature = (cache_name=None))]
+fn cache_keys<'py>(py: Python<'py>, cache_name: Option<&str>) -> PyResult<Bound<'py, PyList>> {
+    let cache = cache(cache_name)?;
+    let keys = py.detach(|| cache.keys());
+    PyList::new(py, keys.iter().map(|k| PyBytes::new(py, k)))
+}
+
+/// `cache_inc`, `cache_dec`, `cache_mul`, `cache_div`: the new value, or None.
+#[pyfunction]
+#[pyo3(signature = (key, op, amount, expires, cache_name))]
+fn cache_math(
+    py: Python<'_>,
+    key: &Bound<'_, PyAny>,
+    op: &str,
+    amount: i64,
+    expires: i64,
+    cache_name: Option<&str>,
+) -> PyResult<Option<i64>> {
+    use crate::cache::Math;
+    let (key, cache) = (bytes_of(key)?, cache(cache_name)?);
+    let op = match op {
+        "inc" => Math::Inc,
+        "dec" => Math::Dec,
+        "mul" => Math::Mul,
+        _ => Math::Div,
+    };
+    Ok(py.detach(|| cache.math(&key, op, amount, expires)).ok())
 }

@@ -4,6 +4,7 @@
 //! daemon and by the nginx module, so it carries no dependency on nginx, tokio or Python.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod catalogue;
 mod daemon;
 mod expand;
@@ -19,6 +20,8 @@ mod toml_file;
 mod xml;
 
 use std::fmt;
+
+pub use cache::CacheSpec;
 use std::path::PathBuf;
 
 pub use daemon::AttachedDaemon;
@@ -494,6 +497,22 @@ declare_config! {
         log_slow: u64 = 0, set(milliseconds),
             value("log-slow", "logging", "MS",
                 "with disable-logging: still log requests that took MS milliseconds or more");
+        /// `cache2`: shared caches, `name=NAME,items=N,...` each.
+        #[serde(serialize_with = "displays", skip_serializing_if = "Vec::is_empty")]
+        cache2: Vec<CacheSpec> = Vec::new(), push(cache2_spec),
+            value("cache2", "cache", "SPEC",
+                "a cache shared by every worker: name=NAME,items=N[,blocksize=BYTES,blocks=N,bitmap=1,\
+                 keysize=BYTES,sweep_on_full=1,purge_lru=1,lazy=1]; repeatable; uwsgi.cache_get() etc.");
+        /// `cache`: uWSGI's first cache API: a cache named "default" of this many items.
+        cache: Option<u64> = None, some(positive::<u64>),
+            value("cache", "cache", "N", "a cache named \"default\" of N items of cache-blocksize bytes (use cache2 for more)");
+        /// `cache-blocksize`: the block size of `cache`.
+        cache_blocksize: u64 = 65536, set(cache_block_size),
+            value("cache-blocksize", "cache", "BYTES", "the block size of the cache option's cache (default 64k)");
+        /// `cache-expire-freq`: how often the master sweeps expired items.
+        cache_expire_freq: u64 = 3, set(positive::<u64>),
+            value("cache-expire-freq", "cache", "SECONDS",
+                "how often the master removes expired items from the caches (default 3; not for lazy caches)");
         /// `log-format`: the request line, with uWSGI's `%(var)` variables.
         log_format: Option<String> = None, some(text),
             value("log-format", "logging", "FORMAT",
@@ -586,8 +605,8 @@ impl fmt::Display for LogTarget {
     }
 }
 
-fn displays<S: Serializer>(addrs: &[ListenAddr], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(addrs.iter().map(ToString::to_string))
+fn displays<T: fmt::Display, S: Serializer>(values: &[T], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(values.iter().map(ToString::to_string))
 }
 
 fn octal<S: Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
@@ -771,6 +790,24 @@ fn mebibytes(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
 
 fn text(_: &str, value: Option<&str>) -> Result<String, ConfigError> {
     Ok(value.unwrap_or("").into())
+}
+
+fn cache2_spec(name: &str, value: Option<&str>) -> Result<CacheSpec, ConfigError> {
+    CacheSpec::parse(name, value.unwrap_or(""))
+}
+
+fn cache_block_size(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
+    let text = value.unwrap_or("");
+    parse_size(text)
+        .filter(|n| *n > 0)
+        .map(|n| n as u64)
+        .ok_or_else(|| {
+            bad(
+                name,
+                text,
+                "a size in bytes of at least 1 (e.g. 65536, 64k)",
+            )
+        })
 }
 
 fn log_target(name: &str, value: Option<&str>) -> Result<LogTarget, ConfigError> {
@@ -1078,6 +1115,18 @@ impl Config {
             );
         }
         warnings
+    }
+
+    /// Every cache: the `cache` option's "default" one first, as uWSGI makes it, then the
+    /// `cache2` ones in order.
+    pub fn caches(&self) -> Vec<CacheSpec> {
+        let legacy = self
+            .cache
+            .map(|items| CacheSpec::legacy(items, self.cache_blocksize));
+        legacy
+            .into_iter()
+            .chain(self.cache2.iter().cloned())
+            .collect()
     }
 
     /// Every attached daemon, from the four options that describe them.

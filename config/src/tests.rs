@@ -114,9 +114,11 @@ fn unknown_option_suggests_the_close_one() {
 #[test]
 fn unsupported_uwsgi_option_is_named_as_such() {
     assert_eq!(
-        errors("--socket /s --module m --cache2 name=x"),
-        ["option \"cache2\" is a uWSGI option ngx-wsgi does not provide: the uwsgi cache is not \
-         implemented yet: use Django's or Flask's cache framework with memcached or redis meanwhile"]
+        errors("--socket /s --module m --spooler /tmp/spool"),
+        [
+            "option \"spooler\" is a uWSGI option ngx-wsgi does not provide: the spooler is not \
+         implemented yet: run background jobs with a task queue such as Celery or RQ meanwhile"
+        ]
     );
 }
 
@@ -232,6 +234,7 @@ fn every_declared_option_is_applied() {
             "attach-daemon2" => Some("cmd=sleep 1"),
             "smart-attach-daemon" | "smart-attach-daemon2" => Some("/run/x.pid x"),
             "logger" | "req-logger" => Some("stdio"),
+            "cache2" => Some("name=c,items=10"),
             _ if spec.arity == Arity::Flag => None,
             _ => Some("1"),
         };

@@ -58,7 +58,7 @@ def application(environ, start_response):
         body = uwsgi.get_logvar("user_id")
     elif path == "/missing":
         try:
-            uwsgi.cache_get("key")
+            uwsgi.lock()
             body = "no error"
         except NotImplementedError as err:
             body = str(err)

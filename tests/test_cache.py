@@ -1,0 +1,123 @@
+"""cache2: one cache shared by every worker and thread, in shared memory, surviving a
+worker's death and a reload; uWSGI's API (cache_get/set/update/del/exists/keys/clear/inc)
+with expiry and limits; django-uwsgi-cache as a Django project's cache backend."""
+
+import concurrent.futures
+import signal
+import time
+
+import requests
+
+from conftest import APPS, VENV, check_config, free_port
+
+APP = APPS / "cache_app.py"
+SHARED = "name=shared,items=100,blocksize=64"
+
+
+def start(daemon, *extra):
+    port = free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "2", "--threads", "4",
+               "--cache2", SHARED, "--disable-logging", *extra, ready=("127.0.0.1", port))
+    return d, f"http://127.0.0.1:{port}"
+
+
+def get(url, path, **params):
+    return requests.get(url + path, params=params, timeout=10).json()
+
+
+def test_one_counter_for_every_worker_and_thread(daemon):
+    d, url = start(daemon)
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: get(url, "/inc"), range(400)))
+    assert all(r["ok"] for r in results)
+    assert len({r["pid"] for r in results}) == 2, "both workers counted"
+    assert get(url, "/num") == {"num": 400}
+
+
+def test_values_are_shared_and_follow_uwsgis_rules(daemon):
+    d, url = start(daemon)
+    assert get(url, "/set", k="a", v="one") == {"ok": True}
+    # cache_set leaves an existing key (None); cache_update replaces it.
+    assert get(url, "/set", k="a", v="two") == {"ok": None}
+    seen = {}
+    for _ in range(20):
+        r = get(url, "/get", k="a")
+        seen[r["pid"]] = r["v"]
+    assert set(seen.values()) == {"one"} and len(seen) == 2
+    assert get(url, "/update", k="a", v="three") == {"ok": True}
+    assert get(url, "/get", k="a")["v"] == "three"
+    assert get(url, "/exists", k="a") == {"ok": True} and get(url, "/exists", k="zz") == {"ok": None}
+    get(url, "/set", k="b", v="x")
+    assert get(url, "/keys") == {"keys": ["a", "b"]}
+    assert get(url, "/del", k="a") == {"ok": True} and get(url, "/del", k="a") == {"ok": None}
+    assert get(url, "/clear") == {"ok": True} and get(url, "/keys") == {"keys": []}
+    # Expiry in seconds.
+    get(url, "/set", k="soon", v="gone", t="1")
+    assert get(url, "/get", k="soon")["v"] == "gone"
+    time.sleep(2.1)
+    assert get(url, "/get", k="soon")["v"] is None
+
+
+def test_limits_refuse_without_corrupting(daemon):
+    d, url = start(daemon)
+    get(url, "/set", k="keep", v="safe")
+    # A value over the block size, a key over keysize (2048): refused with None.
+    assert get(url, "/big", n="65") == {"ok": None}
+    assert get(url, "/big", n="64") == {"ok": True}
+    assert get(url, "/longkey", n="2049") == {"ok": None}
+    assert get(url, "/longkey", n="2048") == {"ok": True}
+    # Full: 100 items.
+    results = [get(url, "/set", k=f"k{i}", v="v")["ok"] for i in range(100)]
+    assert results.count(True) == 97 and results[-3:] == [None, None, None]
+    assert get(url, "/get", k="keep")["v"] == "safe"
+    assert get(url, "/nocache") == 'no cache named "nosuchcache": add cache2 = name=nosuchcache,items=N'
+
+
+def test_the_cache_survives_a_killed_worker_and_a_reload(daemon):
+    d, url = start(daemon)
+    get(url, "/set", k="k", v="kept")
+    for pid in d.worker_pids():
+        d_pid = pid
+        break
+    import os
+    os.kill(d_pid, signal.SIGKILL)
+    d.wait_log("respawning")
+    assert get(url, "/get", k="k")["v"] == "kept"
+    d.signal(signal.SIGHUP)
+    d.wait_log("reload: new workers are up")
+    assert 'cache "shared": kept across the reload' in d.log()
+    for _ in range(10):
+        assert get(url, "/get", k="k")["v"] == "kept"
+
+
+def test_django_uwsgi_cache_backend(daemon):
+    port = free_port()
+    daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "django_cache_app.py", "--processes", "2",
+           "--home", VENV,
+           "--cache2", "name=djcache,items=200,blocksize=1k", "--disable-logging", ready=("127.0.0.1", port))
+    url = f"http://127.0.0.1:{port}"
+    get(url, "/put", k="greeting", v="hello")
+    seen = {}
+    for _ in range(20):
+        r = get(url, "/get", k="greeting")
+        assert r["backend"] == "uwsgicache", "the uwsgi backend, not its LocMemCache fallback"
+        seen[r["pid"]] = r["v"]
+    assert len(seen) == 2 and set(map(str, seen.values())) == {"{'value': 'hello'}"}
+    # cache.add: only once, whichever worker answers.
+    assert [get(url, "/add", k="once")["added"] for _ in range(6)] == [True] + [False] * 5
+    get(url, "/put", k="brief", v="x", t="1")
+    assert get(url, "/get", k="brief")["v"] == {"value": "x"}
+    time.sleep(2.1)
+    assert get(url, "/get", k="brief")["v"] is None
+
+
+def test_bad_cache2_lines_name_file_and_line(tmp_path):
+    ini = tmp_path / "app.ini"
+    ini.write_text("[uwsgi]\nsocket = /tmp/x.sock\nwsgi-file = app.py\ncache2 = name=c,items=10,colour=red\n"
+                   "cache2 = items=10\n")
+    out = check_config(ini)
+    assert out.returncode != 0
+    assert (f'{ini}:4: invalid value "name=c,items=10,colour=red" for option "cache2": expected cache2 keys: '
+            'name, items, blocksize, blocks, bitmap, sweep_on_full, purge_lru, keysize, lazy; "colour" is not one'
+            ) in out.stderr
+    assert f'{ini}:5: invalid value "items=10" for option "cache2": expected a name: name=NAME,items=N' in out.stderr
