@@ -121,3 +121,19 @@ def test_bad_cache2_lines_name_file_and_line(tmp_path):
             'name, items, blocksize, blocks, bitmap, sweep_on_full, purge_lru, keysize, lazy; "colour" is not one'
             ) in out.stderr
     assert f'{ini}:5: invalid value "items=10" for option "cache2": expected a name: name=NAME,items=N' in out.stderr
+
+
+def test_shared_locks_serialize_workers(daemon):
+    d, url = start(daemon, "--locks", "2")
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda _: get(url, "/locked-inc"), range(300)))
+    assert get(url, "/get", k="plain")["v"] == "300"
+    assert get(url, "/is-locked", n="2") == {"locked": False}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        holding = pool.submit(get, url, "/hold", s="1")
+        time.sleep(0.4)
+        # Another worker or thread sees lock 2 held.
+        assert get(url, "/is-locked", n="2") == {"locked": True}
+        holding.result()
+    assert get(url, "/is-locked", n="2") == {"locked": False}
+    assert get(url, "/badlock") == "there is no lock 99: locks are 0 to 2 (set locks = N for more)"

@@ -4,7 +4,8 @@ uWSGI import it and run unchanged.
 Provided: what the server is and does (numproc, worker_id(), masterpid(), opt, workers(),
 total_requests(), mem(), ...), control (reload(), chain_reload(), stop(), log(),
 set_logvar(), setprocname()), the hooks (post_fork_hook, atexit), and the shared caches
-(cache2: cache_get(), cache_set(), ...). Not provided yet: locks, the spooler, mules,
+(cache2: cache_get(), cache_set(), ...), the shared locks (lock(), unlock(), is_locked()).
+Not provided yet: the spooler, mules,
 signals and timers, user harakiri: those functions raise NotImplementedError naming what
 is missing, never a silent no-op.
 """
@@ -141,6 +142,19 @@ def _missing(name, what):
     return missing
 
 
+def lock(n=0):
+    """Waits for shared lock n (0, or 1..N with locks = N), held by this thread."""
+    _ngx_wsgi.lock(n)
+
+
+def unlock(n=0):
+    _ngx_wsgi.unlock(n)
+
+
+def is_locked(n=0):
+    return _ngx_wsgi.is_locked(n)
+
+
 def cache_get(key, cache=None):
     """The value (bytes), or None."""
     return _ngx_wsgi.cache_get(key, cache)
@@ -193,7 +207,6 @@ def cache_num(key, cache=None):
 
 
 for _names, _what in (
-    ("lock unlock is_locked", "uWSGI's shared locks are"),
     ("spool send_to_spooler", "the spooler is"),
     ("mule_msg mule_get_msg farm_msg farm_get_msg", "mules are"),
     ("register_signal signal signal_registered add_timer add_rb_timer add_cron add_file_monitor",

@@ -1,7 +1,7 @@
 """ngx-wsgi's `uwsgidecorators`: uWSGI's decorators over the `uwsgi` module.
 
-`postfork` and `thread` work. The others need parts of the uwsgi API ngx-wsgi does not
-provide yet (the spooler, mules, signals and timers, locks, user harakiri): applying
+`postfork`, `thread` and `lock` work. The others need parts of the uwsgi API ngx-wsgi does not
+provide yet (the spooler, mules, signals and timers, user harakiri): applying
 one raises NotImplementedError naming what is missing, at import time, rather than
 leaving a function that would silently never run.
 """
@@ -55,6 +55,19 @@ def thread(f):
     return run
 
 
+def lock(f):
+    """Runs the function holding shared lock 0."""
+
+    def locked(*args, **kwargs):
+        uwsgi.lock()
+        try:
+            return f(*args, **kwargs)
+        finally:
+            uwsgi.unlock()
+
+    return locked
+
+
 def _not_provided(name, what):
     def decorator(*args, **kwargs):
         raise NotImplementedError(f"uwsgidecorators.{name}: {what} not provided by ngx-wsgi yet")
@@ -67,7 +80,6 @@ for _names, _what in (
     ("spool spoolforever spoolraw", "the spooler is"),
     ("mulefunc mule_brain mule_brainloop", "mules are"),
     ("signal timer rbtimer cron filemon", "uWSGI signals and timers are"),
-    ("lock", "uWSGI's shared locks are"),
     ("harakiri", "a per-request harakiri is"),
 ):
     for _name in _names.split():

@@ -209,35 +209,22 @@ impl Cache {
             (*header).blocksize = self.spec.blocksize;
             (*header).keysize = self.spec.keysize;
             (*header).bitmap = u64::from(self.spec.bitmap);
-            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-            libc::pthread_mutexattr_init(&mut attr);
-            libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
-            libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
-            let rc = libc::pthread_mutex_init(&raw mut (*header).lock, &attr);
-            libc::pthread_mutexattr_destroy(&mut attr);
-            if rc != 0 {
-                bail!(
-                    "pthread_mutex_init: {}",
-                    std::io::Error::from_raw_os_error(rc)
-                );
-            }
         }
+        // SAFETY: the lock's place in the new mapping, which no other process has yet.
+        unsafe { crate::locks::init(&raw mut (*header).lock)? };
         self.lock().reset();
         Ok(())
     }
 
     /// Takes the cache's lock; a holder that died is forgiven (its write may be partial).
     fn lock(&self) -> Locked<'_> {
-        // SAFETY: the mutex was initialized process-shared in this mapping, which lives as
-        // long as `self`.
-        let rc = unsafe { libc::pthread_mutex_lock(&raw mut (*self.header()).lock) };
-        if rc == libc::EOWNERDEAD {
+        // SAFETY: the mutex was made by locks::init in this mapping, which lives as long as
+        // `self`.
+        if unsafe { crate::locks::lock(&raw mut (*self.header()).lock) } {
             tracing::warn!(
                 "cache \"{}\": a process died holding its lock; its last write may be incomplete",
                 self.spec.name
             );
-            // SAFETY: we own the mutex now, as EOWNERDEAD says.
-            unsafe { libc::pthread_mutex_consistent(&raw mut (*self.header()).lock) };
         }
         Locked { cache: self }
     }
@@ -346,8 +333,8 @@ struct Locked<'a> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        // SAFETY: this guard took the lock in `Cache::lock`.
-        unsafe { libc::pthread_mutex_unlock(&raw mut (*self.cache.header()).lock) };
+        // SAFETY: this guard took the lock in `Cache::lock`, on this thread.
+        unsafe { crate::locks::unlock(&raw mut (*self.cache.header()).lock) };
     }
 }
 

@@ -9,6 +9,7 @@ mod fifo;
 mod handover;
 mod http;
 mod listeners;
+mod locks;
 mod logging;
 mod master;
 mod procname;

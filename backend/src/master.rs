@@ -536,6 +536,7 @@ fn serve(
     procname::set(config, None);
     // Before the first fork: every worker maps the same caches.
     crate::cache::install(config)?;
+    crate::locks::install(config.locks)?;
     let mut notifier = crate::systemd::Notifier::from_env();
     // The workers' counters: the stats server, cheaper mode, idle and systemd's STATUS=
     // read them, and the request log's `req: N/M`.

@@ -47,6 +47,9 @@ pub fn install(py: Python<'_>, config: &Config) -> PyResult<()> {
     native.add_function(wrap_pyfunction!(setprocname, &native)?)?;
     native.add_function(wrap_pyfunction!(set_logvar, &native)?)?;
     native.add_function(wrap_pyfunction!(get_logvar, &native)?)?;
+    native.add_function(wrap_pyfunction!(lock, &native)?)?;
+    native.add_function(wrap_pyfunction!(unlock, &native)?)?;
+    native.add_function(wrap_pyfunction!(is_locked, &native)?)?;
     native.add_function(wrap_pyfunction!(cache_get, &native)?)?;
     native.add_function(wrap_pyfunction!(cache_exists, &native)?)?;
     native.add_function(wrap_pyfunction!(cache_write, &native)?)?;
@@ -338,4 +341,20 @@ fn cache_math(
         _ => Math::Div,
     };
     Ok(py.detach(|| cache.math(&key, op, amount, expires)).ok())
+}
+
+#[pyfunction]
+fn lock(py: Python<'_>, n: u64) -> PyResult<()> {
+    py.detach(|| crate::locks::lock_user(n))
+        .map_err(pyo3::exceptions::PyValueError::new_err)
+}
+
+#[pyfunction]
+fn unlock(n: u64) -> PyResult<()> {
+    crate::locks::unlock_user(n).map_err(pyo3::exceptions::PyValueError::new_err)
+}
+
+#[pyfunction]
+fn is_locked(n: u64) -> PyResult<bool> {
+    crate::locks::is_locked_user(n).map_err(pyo3::exceptions::PyValueError::new_err)
 }

@@ -126,8 +126,8 @@ fn refused_and_accepted_options_say_so_from_every_source() {
         parse_args(["--socket", "/s", "--module", "m", "--lock-engine", "ipcsem"]).unwrap();
     assert_eq!(
         parsed.notes[0].text,
-        "option \"lock-engine\" ignored: ngx-wsgi's own shared state needs no lock engine: its \
-         counters are atomics in shared memory"
+        "option \"lock-engine\" ignored: ngx-wsgi's locks (uwsgi.lock(), the caches') are robust \
+         process-shared pthread mutexes: there is no engine to choose"
     );
     // A short letter of uWSGI's that ngx-wsgi refuses still names the option.
     let errors = parse_args(["--socket", "/s", "--module", "m", "-d", "/var/log/x.log"]);

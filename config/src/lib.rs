@@ -497,6 +497,10 @@ declare_config! {
         log_slow: u64 = 0, set(milliseconds),
             value("log-slow", "logging", "MS",
                 "with disable-logging: still log requests that took MS milliseconds or more");
+        /// `locks`: uWSGI's user locks beyond lock 0.
+        locks: u64 = 0, set(lock_count),
+            value("locks", "locks", "N",
+                "N more shared locks for the app, besides lock 0: uwsgi.lock(n), uwsgi.unlock(n)");
         /// `cache2`: shared caches, `name=NAME,items=N,...` each.
         #[serde(serialize_with = "displays", skip_serializing_if = "Vec::is_empty")]
         cache2: Vec<CacheSpec> = Vec::new(), push(cache2_spec),
@@ -790,6 +794,11 @@ fn mebibytes(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
 
 fn text(_: &str, value: Option<&str>) -> Result<String, ConfigError> {
     Ok(value.unwrap_or("").into())
+}
+
+fn lock_count(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
+    let n = count(name, value, "locks")?;
+    within(name, value, n, 65536, "a whole number of locks up to 65536")
 }
 
 fn cache2_spec(name: &str, value: Option<&str>) -> Result<CacheSpec, ConfigError> {

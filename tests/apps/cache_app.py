@@ -35,6 +35,30 @@ def application(environ, start_response):
         body = {"ok": uwsgi.cache_set("big", b"x" * int(q["n"]), 0, CACHE)}
     elif path == "/longkey":
         body = {"ok": uwsgi.cache_set("k" * int(q["n"]), b"v", 0, CACHE)}
+    elif path == "/locked-inc":
+        # A read-modify-write under a shared lock: no increment lost across workers.
+        uwsgi.lock(1)
+        try:
+            value = uwsgi.cache_get("plain", CACHE)
+            n = int(value) if value is not None else 0
+            uwsgi.cache_update("plain", str(n + 1).encode(), 0, CACHE)
+        finally:
+            uwsgi.unlock(1)
+        body = {"ok": True}
+    elif path == "/is-locked":
+        body = {"locked": uwsgi.is_locked(int(q["n"]))}
+    elif path == "/hold":
+        uwsgi.lock(2)
+        import time
+        time.sleep(float(q["s"]))
+        uwsgi.unlock(2)
+        body = {"ok": True}
+    elif path == "/badlock":
+        try:
+            uwsgi.lock(99)
+            body = "no error"
+        except ValueError as err:
+            body = str(err)
     elif path == "/nocache":
         try:
             uwsgi.cache_get("x", "nosuchcache")

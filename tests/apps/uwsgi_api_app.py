@@ -58,7 +58,7 @@ def application(environ, start_response):
         body = uwsgi.get_logvar("user_id")
     elif path == "/missing":
         try:
-            uwsgi.lock()
+            uwsgi.spool({b"task": b"x"})
             body = "no error"
         except NotImplementedError as err:
             body = str(err)
