@@ -137,3 +137,16 @@ def test_shared_locks_serialize_workers(daemon):
         holding.result()
     assert get(url, "/is-locked", n="2") == {"locked": False}
     assert get(url, "/badlock") == "there is no lock 99: locks are 0 to 2 (set locks = N for more)"
+
+
+def test_the_stats_server_shows_the_caches(daemon):
+    import json
+    from test_stats import read_stats
+    stats_port = free_port()
+    d, url = start(daemon, "--stats", f"127.0.0.1:{stats_port}")
+    get(url, "/set", k="a", v="1")
+    get(url, "/get", k="a")
+    get(url, "/get", k="missing")
+    [cache] = json.loads(read_stats(("127.0.0.1", stats_port)))["caches"]
+    assert {k: cache[k] for k in ("name", "max_items", "blocksize", "items", "hits", "miss")} == {
+        "name": "shared", "max_items": 100, "blocksize": 64, "items": 1, "hits": 1, "miss": 1}

@@ -753,6 +753,22 @@ pub fn by_name(name: Option<&str>) -> Result<&'static Cache, String> {
     }
 }
 
+/// The stats JSON's `caches`, with uWSGI's keys.
+pub fn stats_json() -> serde_json::Value {
+    let caches = CACHES.get().into_iter().flatten().map(|cache| {
+        let mut locked = cache.lock();
+        let header = locked.header();
+        serde_json::json!({
+            "name": cache.spec.name, "hash": "fnv1a", "hashsize": cache.layout.nslots,
+            "keysize": cache.spec.keysize, "max_items": cache.spec.items,
+            "blocks": cache.spec.blocks, "blocksize": cache.spec.blocksize,
+            "items": header.used, "hits": header.hits, "miss": header.misses,
+            "full": header.full, "last_modified_at": 0,
+        })
+    });
+    serde_json::Value::Array(caches.collect())
+}
+
 /// The master's periodic sweep of the caches that are not `lazy`.
 pub fn sweep_all() {
     for cache in CACHES.get().into_iter().flatten().filter(|c| !c.spec.lazy) {

@@ -165,7 +165,7 @@ impl SharedCounters {
                 })
             })
             .collect();
-        json!({
+        let mut stats = json!({
             "version": concat!("ngx-wsgi ", env!("CARGO_PKG_VERSION")),
             // TCP listeners' accept queues (unix sockets' are not readable this way).
             "listen_queue": listeners.iter().map(crate::listeners::queued).sum::<u32>(),
@@ -176,7 +176,13 @@ impl SharedCounters {
             "locks": [],
             "sockets": sockets,
             "workers": workers,
-        })
+        });
+        // As uWSGI: a "caches" list when there are caches.
+        let caches = crate::cache::stats_json();
+        if caches.as_array().is_some_and(|c| !c.is_empty()) {
+            stats["caches"] = caches;
+        }
+        stats
     }
 
     /// Answers every stats connection waiting on `server` (non-blocking).
