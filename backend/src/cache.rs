@@ -578,6 +578,23 @@ impl Locked<'_> {
             if mode == Write::Set {
                 return Err(Refused::Exists);
             }
+            // In place when the value fits the item's blocks (always, without bitmap).
+            let item = self.items()[index];
+            let room = match self.cache.spec.bitmap {
+                true => item.nblocks * self.cache.spec.blocksize,
+                false => self.cache.spec.blocksize,
+            };
+            if value.len() as u64 <= room {
+                self.block_bytes(item.first_block, value.len()).copy_from_slice(value);
+                let header = self.header();
+                header.lru_clock += 1;
+                let clock = header.lru_clock;
+                let item = &mut self.items()[index];
+                item.value_len = value.len() as u64;
+                item.expires = expires;
+                item.lru = clock;
+                return Ok(());
+            }
             self.remove(position, index);
         }
         let (index, first, nblocks) = self.allocate(value.len())?;
