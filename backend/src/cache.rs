@@ -585,7 +585,8 @@ impl Locked<'_> {
                 false => self.cache.spec.blocksize,
             };
             if value.len() as u64 <= room {
-                self.block_bytes(item.first_block, value.len()).copy_from_slice(value);
+                self.block_bytes(item.first_block, value.len())
+                    .copy_from_slice(value);
                 let header = self.header();
                 header.lru_clock += 1;
                 let clock = header.lru_clock;
