@@ -98,7 +98,8 @@ pub async fn serve(
     let io = parts.io.into_inner();
     let retiring = ctx.handover.retiring() || ctx.requests.recycled();
     if result.is_ok() && idle_at_stop == Some(true) && retiring {
-        let received = [io.unread_prefix(), &parts.read_buf[..]];
+        // In stream order: what hyper read and did not use, then what it had not read yet.
+        let received = [&parts.read_buf[..], io.unread_prefix()];
         match ctx
             .handover
             .give(&io.conn, Protocol::Http, &peer, &received)
