@@ -119,7 +119,7 @@ def test_what_is_not_provided_says_so(daemon):
     assert requests.get(f"{url}/missing").json() == \
         "uwsgi.spool(): the spooler is not provided by ngx-wsgi yet"
     assert requests.get(f"{url}/decorator").json() == \
-        "uwsgidecorators.timer: uWSGI signals and timers are not provided by ngx-wsgi yet"
+        "uwsgidecorators.filemon: file monitors are not provided by ngx-wsgi yet"
 
 
 @pytest.mark.parametrize("module", ["uwsgi", "uwsgidecorators"])

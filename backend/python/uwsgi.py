@@ -5,8 +5,8 @@ Provided: what the server is and does (numproc, worker_id(), masterpid(), opt, w
 total_requests(), mem(), ...), control (reload(), chain_reload(), stop(), log(),
 set_logvar(), setprocname()), the hooks (post_fork_hook, atexit), and the shared caches
 (cache2: cache_get(), cache_set(), ...), the shared locks (lock(), unlock(), is_locked()).
-Not provided yet: the spooler, mules,
-signals and timers, user harakiri: those functions raise NotImplementedError naming what
+uWSGI signals, timers and cron (register_signal(), signal(), add_timer(), add_cron()).
+Not provided yet: the spooler, mules, file monitors, user harakiri: those functions raise NotImplementedError naming what
 is missing, never a silent no-op.
 """
 
@@ -142,6 +142,51 @@ def _missing(name, what):
     return missing
 
 
+_signal_handlers = {}
+
+
+def register_signal(num, target, handler):
+    """Signal num runs handler(num) in one worker ("" or "worker"), every worker
+    ("workers") or worker N ("workerN")."""
+    _ngx_wsgi.register_signal(num, target)
+    _signal_handlers[num] = handler
+    return True
+
+
+def signal_registered(num):
+    return True if _ngx_wsgi.signal_registered(num) else None
+
+
+def signal(num):
+    """Raises signal num: its handler runs where it was registered to."""
+    _ngx_wsgi.raise_signal(num)
+    return True
+
+
+def add_timer(num, seconds):
+    """Raises signal num every `seconds` (from the master)."""
+    _ngx_wsgi.add_timer(num, seconds, 0)
+    return True
+
+
+def add_rb_timer(num, seconds, iterations=0):
+    """As add_timer, `iterations` times (0: forever)."""
+    _ngx_wsgi.add_timer(num, seconds, iterations)
+    return True
+
+
+def add_cron(num, minute, hour, day, month, weekday):
+    """Raises signal num when the local time matches (-1: any)."""
+    _ngx_wsgi.add_cron(num, minute, hour, day, month, weekday)
+    return True
+
+
+def _dispatch_signal(num):
+    handler = _signal_handlers.get(num)
+    if handler is not None:
+        handler(num)
+
+
 def lock(n=0):
     """Waits for shared lock n (0, or 1..N with locks = N), held by this thread."""
     _ngx_wsgi.lock(n)
@@ -209,8 +254,7 @@ def cache_num(key, cache=None):
 for _names, _what in (
     ("spool send_to_spooler", "the spooler is"),
     ("mule_msg mule_get_msg farm_msg farm_get_msg", "mules are"),
-    ("register_signal signal signal_registered add_timer add_rb_timer add_cron add_file_monitor",
-     "uWSGI signals and timers are"),
+    ("add_file_monitor", "file monitors are"),
     ("set_user_harakiri", "a per-request harakiri is"),
     ("parsefile", "reading uwsgi packet files is"),
 ):

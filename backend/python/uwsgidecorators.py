@@ -1,7 +1,7 @@
 """ngx-wsgi's `uwsgidecorators`: uWSGI's decorators over the `uwsgi` module.
 
-`postfork`, `thread` and `lock` work. The others need parts of the uwsgi API ngx-wsgi does not
-provide yet (the spooler, mules, signals and timers, user harakiri): applying
+`postfork`, `thread`, `lock`, `signal`, `timer`, `rbtimer` and `cron` work. The others need parts of the uwsgi API ngx-wsgi does not
+provide yet (the spooler, mules, file monitors, user harakiri): applying
 one raises NotImplementedError naming what is missing, at import time, rather than
 leaving a function that would silently never run.
 """
@@ -68,6 +68,68 @@ def lock(f):
     return locked
 
 
+def get_free_signal():
+    # Free in this process: with lazy-apps every worker imports the app and registers its
+    # handlers, and must pick the same numbers as the others (the table is shared).
+    for num in range(256):
+        if num not in uwsgi._signal_handlers:
+            return num
+    raise Exception("No free uwsgi signal available")
+
+
+class signal:
+    """@signal(num, target=""): the function handles uWSGI signal num."""
+
+    def __init__(self, num, **kwargs):
+        self.num = num
+        self.target = kwargs.get("target", "")
+
+    def __call__(self, f):
+        uwsgi.register_signal(self.num, self.target, f)
+        return f
+
+
+class timer:
+    """@timer(seconds, target="", signum=None): the function runs every `seconds`."""
+
+    def __init__(self, secs, **kwargs):
+        self.num = kwargs.get("signum", get_free_signal())
+        self.secs = secs
+        self.target = kwargs.get("target", "")
+
+    def __call__(self, f):
+        uwsgi.register_signal(self.num, self.target, f)
+        uwsgi.add_timer(self.num, self.secs)
+        return f
+
+
+class rbtimer(timer):
+    """@rbtimer(seconds, iterations=0, ...): as @timer, `iterations` times."""
+
+    def __init__(self, secs, **kwargs):
+        super().__init__(secs, **kwargs)
+        self.iterations = kwargs.get("iterations", 0)
+
+    def __call__(self, f):
+        uwsgi.register_signal(self.num, self.target, f)
+        uwsgi.add_rb_timer(self.num, self.secs, self.iterations)
+        return f
+
+
+class cron:
+    """@cron(minute, hour, day, month, weekday, target=""): -1 for any."""
+
+    def __init__(self, minute, hour, day, month, dayweek, **kwargs):
+        self.num = kwargs.get("signum", get_free_signal())
+        self.fields = (minute, hour, day, month, dayweek)
+        self.target = kwargs.get("target", "")
+
+    def __call__(self, f):
+        uwsgi.register_signal(self.num, self.target, f)
+        uwsgi.add_cron(self.num, *self.fields)
+        return f
+
+
 def _not_provided(name, what):
     def decorator(*args, **kwargs):
         raise NotImplementedError(f"uwsgidecorators.{name}: {what} not provided by ngx-wsgi yet")
@@ -79,7 +141,7 @@ def _not_provided(name, what):
 for _names, _what in (
     ("spool spoolforever spoolraw", "the spooler is"),
     ("mulefunc mule_brain mule_brainloop", "mules are"),
-    ("signal timer rbtimer cron filemon", "uWSGI signals and timers are"),
+    ("filemon", "file monitors are"),
     ("harakiri", "a per-request harakiri is"),
 ):
     for _name in _names.split():

@@ -15,6 +15,7 @@ mod master;
 mod procname;
 mod python;
 mod reqlog;
+mod signals;
 mod static_files;
 mod stats;
 mod systemd;

@@ -537,6 +537,7 @@ fn serve(
     // Before the first fork: every worker maps the same caches.
     crate::cache::install(config)?;
     crate::locks::install(config.locks)?;
+    crate::signals::install(config.processes)?;
     let mut notifier = crate::systemd::Notifier::from_env();
     // The workers' counters: the stats server, cheaper mode, idle and systemd's STATUS=
     // read them, and the request log's `req: N/M`.
@@ -801,6 +802,9 @@ fn serve(
         if let Some((counters, socket)) = &counters {
             counters.serve_pending(socket, config, listeners);
         }
+        if matches!(state, State::Running) {
+            crate::signals::fire_due();
+        }
         std::thread::sleep(TICK);
     }
     let mercy = match fast_stop {
@@ -974,6 +978,9 @@ fn spawn_worker(id: u32, spawner: &Spawner<'_>) -> anyhow::Result<Pid> {
     crate::uwsgi_api::set_master_pipe(std::os::fd::AsRawFd::as_raw_fd(&ready.write));
     // @postfork: after fork, and after the app loaded (with lazy-apps too).
     Python::attach(crate::uwsgi_api::run_post_fork_hook);
+    if let Err(err) = crate::signals::spawn_worker_thread(id) {
+        tracing::error!("{err:#}");
+    }
     use std::os::fd::AsFd;
     let code = match worker::run(
         config,

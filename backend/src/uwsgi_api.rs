@@ -47,6 +47,11 @@ pub fn install(py: Python<'_>, config: &Config) -> PyResult<()> {
     native.add_function(wrap_pyfunction!(setprocname, &native)?)?;
     native.add_function(wrap_pyfunction!(set_logvar, &native)?)?;
     native.add_function(wrap_pyfunction!(get_logvar, &native)?)?;
+    native.add_function(wrap_pyfunction!(register_signal, &native)?)?;
+    native.add_function(wrap_pyfunction!(signal_registered, &native)?)?;
+    native.add_function(wrap_pyfunction!(raise_signal, &native)?)?;
+    native.add_function(wrap_pyfunction!(add_timer, &native)?)?;
+    native.add_function(wrap_pyfunction!(add_cron, &native)?)?;
     native.add_function(wrap_pyfunction!(lock, &native)?)?;
     native.add_function(wrap_pyfunction!(unlock, &native)?)?;
     native.add_function(wrap_pyfunction!(is_locked, &native)?)?;
@@ -357,4 +362,48 @@ fn unlock(n: u64) -> PyResult<()> {
 #[pyfunction]
 fn is_locked(n: u64) -> PyResult<bool> {
     crate::locks::is_locked_user(n).map_err(pyo3::exceptions::PyValueError::new_err)
+}
+
+fn value_error(message: String) -> PyErr {
+    pyo3::exceptions::PyValueError::new_err(message)
+}
+
+#[pyfunction]
+fn register_signal(n: u8, target: &str) -> PyResult<()> {
+    crate::signals::register(n, target).map_err(value_error)
+}
+
+#[pyfunction]
+fn signal_registered(n: u8) -> bool {
+    crate::signals::registered(n)
+}
+
+#[pyfunction]
+fn raise_signal(n: u8) -> PyResult<()> {
+    crate::signals::raise(n).map_err(value_error)
+}
+
+#[pyfunction]
+fn add_timer(n: u8, seconds: u64, iterations: i64) -> PyResult<()> {
+    crate::signals::add_timer(n, seconds, iterations).map_err(value_error)
+}
+
+#[pyfunction]
+fn add_cron(n: u8, minute: i64, hour: i64, day: i64, month: i64, weekday: i64) -> PyResult<()> {
+    crate::signals::add_cron(n, [minute, hour, day, month, weekday]).map_err(value_error)
+}
+
+/// Runs the app's handler of uWSGI signal `n` (in a worker's signal thread).
+pub fn run_signal_handler(n: u8) {
+    Python::attach(|py| {
+        let dispatched = py
+            .import("uwsgi")
+            .and_then(|uwsgi| uwsgi.call_method1("_dispatch_signal", (n,)));
+        if let Err(err) = dispatched {
+            tracing::error!(
+                "the handler of uWSGI signal {n} raised:\n{}",
+                crate::python::format_exception(py, &err)
+            );
+        }
+    });
 }

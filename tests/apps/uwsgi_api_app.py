@@ -64,10 +64,10 @@ def application(environ, start_response):
             body = str(err)
     elif path == "/decorator":
         try:
-            from uwsgidecorators import timer
+            from uwsgidecorators import filemon
 
-            @timer(3)
-            def tick(signum):
+            @filemon("/tmp")
+            def changed(signum):
                 pass
 
             body = "no error"

@@ -1,0 +1,300 @@
+//! uWSGI signals and timers: `uwsgi.register_signal(n, target, handler)`,
+//! `uwsgi.signal(n)`, `add_timer`, `add_rb_timer`, `add_cron`, and the decorators on them.
+//!
+//! One table in memory the master and the workers share (made before the first fork):
+//! each signal's target and timer or cron entry, and a pending mask per worker. Raising a
+//! signal sets its bit in the target workers' masks and wakes them through their eventfd;
+//! a thread in each worker runs the Python handlers. Timers and cron entries are fired by
+//! the master's loop; a worker may add them (lazy-apps imports the app in each worker).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+
+const SIGNALS: usize = 256;
+
+/// Where a signal goes: `""`/`"worker"` one worker, `"workers"` all, `"workerN"` worker N.
+const TARGET_NONE: u32 = 0;
+const TARGET_ANY: u32 = 1;
+const TARGET_ALL: u32 = 2;
+/// `TARGET_WORKER + N`: worker N.
+const TARGET_WORKER: u32 = 16;
+
+#[repr(C)]
+struct Entry {
+    target: AtomicU32,
+    /// Timer period in seconds (0: none), its remaining iterations (0: forever; -1: done),
+    /// and when it fires next (unix seconds).
+    period: AtomicU64,
+    iterations: AtomicI64,
+    next: AtomicU64,
+    /// Cron: minute, hour, day, month, weekday, each +1 (0: no cron; 1 + -1 = any: 0 is
+    /// taken, so "any" is stored as 100).
+    cron: [AtomicU32; 5],
+    cron_last_minute: AtomicU64,
+}
+
+#[repr(C)]
+struct Table {
+    entries: [Entry; SIGNALS],
+    /// Round robin for "one worker".
+    next_worker: AtomicU32,
+}
+
+struct Signals {
+    table: NonNull<Table>,
+    /// One pending mask (256 bits) per worker, after the table.
+    pending: NonNull<[AtomicU64; 4]>,
+    wakeups: Vec<OwnedFd>,
+    processes: usize,
+}
+
+// SAFETY: the shared memory is only accessed through atomics.
+unsafe impl Send for Signals {}
+// SAFETY: as above.
+unsafe impl Sync for Signals {}
+
+static SIGNALS_TABLE: OnceLock<Signals> = OnceLock::new();
+
+/// Makes the table and one eventfd per worker, in the master before the first fork.
+pub fn install(processes: u32) -> anyhow::Result<()> {
+    let processes = processes as usize;
+    let len = std::mem::size_of::<Table>() + processes * std::mem::size_of::<[AtomicU64; 4]>();
+    // SAFETY: a fresh zeroed anonymous shared mapping aliases nothing; zero is a valid
+    // value for every atomic in it.
+    let base = unsafe {
+        nix::sys::mman::mmap_anonymous(
+            None,
+            std::num::NonZeroUsize::new(len).context("signal table")?,
+            nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+            nix::sys::mman::MapFlags::MAP_SHARED,
+        )
+    }
+    .context("mmap for the signal table")?;
+    let table = base.cast::<Table>();
+    // SAFETY: the masks follow the table inside the mapping, 8-byte aligned.
+    let pending = unsafe {
+        NonNull::new_unchecked(base.as_ptr().cast::<u8>().add(std::mem::size_of::<Table>()))
+            .cast::<[AtomicU64; 4]>()
+    };
+    let wakeups = (0..processes)
+        .map(|_| {
+            nix::sys::eventfd::EventFd::from_flags(
+                nix::sys::eventfd::EfdFlags::EFD_CLOEXEC
+                    | nix::sys::eventfd::EfdFlags::EFD_SEMAPHORE,
+            )
+            .map(OwnedFd::from)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .context("eventfd for the signals")?;
+    let _ = SIGNALS_TABLE.set(Signals {
+        table,
+        pending,
+        wakeups,
+        processes,
+    });
+    Ok(())
+}
+
+fn signals() -> Result<&'static Signals, String> {
+    SIGNALS_TABLE
+        .get()
+        .ok_or_else(|| "uWSGI signals are not set up in this process".into())
+}
+
+impl Signals {
+    fn entry(&self, n: u8) -> &Entry {
+        // SAFETY: the table lives as long as the process; n < 256.
+        unsafe { &(*self.table.as_ptr()).entries[n as usize] }
+    }
+
+    fn mask(&self, worker: usize) -> &[AtomicU64; 4] {
+        // SAFETY: worker < processes: inside the mapping.
+        unsafe { &*self.pending.as_ptr().add(worker) }
+    }
+
+    /// Sets signal n pending in worker `worker` (0-based) and wakes it.
+    fn deliver_to(&self, worker: usize, n: u8) {
+        self.mask(worker)[n as usize / 64].fetch_or(1 << (n % 64), Ordering::SeqCst);
+        let _ = nix::unistd::write(&self.wakeups[worker], &1u64.to_ne_bytes());
+    }
+
+    fn deliver(&self, n: u8) -> Result<(), String> {
+        match self.entry(n).target.load(Ordering::SeqCst) {
+            TARGET_NONE => return Err(format!("signal {n} is not registered")),
+            TARGET_ANY => {
+                // SAFETY: the table lives as long as the process.
+                let next = unsafe { &(*self.table.as_ptr()).next_worker };
+                let worker = next.fetch_add(1, Ordering::Relaxed) as usize % self.processes;
+                self.deliver_to(worker, n);
+            }
+            TARGET_ALL => (0..self.processes).for_each(|w| self.deliver_to(w, n)),
+            target => {
+                let worker = (target - TARGET_WORKER) as usize;
+                if worker == 0 || worker > self.processes {
+                    return Err(format!("signal {n}: there is no worker {worker}"));
+                }
+                self.deliver_to(worker - 1, n);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `uwsgi.register_signal`: where signal n goes.
+pub fn register(n: u8, target: &str) -> Result<(), String> {
+    let code = match target {
+        "" | "worker" => TARGET_ANY,
+        "workers" | "active-workers" => TARGET_ALL,
+        other => match other.strip_prefix("worker").and_then(|w| w.parse::<u32>().ok()) {
+            Some(w) if w >= 1 => TARGET_WORKER + w,
+            _ => {
+                return Err(format!(
+                    "signal target \"{other}\": ngx-wsgi delivers to \"worker\" (one), \"workers\" (all) \
+                     or \"workerN\"; mules, spoolers and the master are not provided"
+                ))
+            }
+        },
+    };
+    signals()?.entry(n).target.store(code, Ordering::SeqCst);
+    Ok(())
+}
+
+pub fn registered(n: u8) -> bool {
+    signals().is_ok_and(|s| s.entry(n).target.load(Ordering::SeqCst) != TARGET_NONE)
+}
+
+/// `uwsgi.signal(n)`: raised now, from any process.
+pub fn raise(n: u8) -> Result<(), String> {
+    signals()?.deliver(n)
+}
+
+/// `uwsgi.add_timer` (`iterations` 0: forever) and `add_rb_timer`.
+pub fn add_timer(n: u8, seconds: u64, iterations: i64) -> Result<(), String> {
+    if seconds == 0 {
+        return Err("a timer's period is at least 1 second".into());
+    }
+    let entry = signals()?.entry(n);
+    entry.iterations.store(iterations, Ordering::SeqCst);
+    entry.next.store(now() + seconds, Ordering::SeqCst);
+    entry.period.store(seconds, Ordering::SeqCst);
+    Ok(())
+}
+
+/// `uwsgi.add_cron(n, minute, hour, day, month, weekday)`, -1 for any.
+pub fn add_cron(n: u8, fields: [i64; 5]) -> Result<(), String> {
+    let ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6)];
+    let entry = signals()?.entry(n);
+    for ((slot, value), (low, high)) in entry.cron.iter().zip(fields).zip(ranges) {
+        let stored = match value {
+            -1 => 100,
+            v if (low..=high).contains(&v) => v as u32 + 1,
+            v => {
+                return Err(format!(
+                    "cron field {v} is out of {low}..{high} (or -1 for any)"
+                ))
+            }
+        };
+        slot.store(stored, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// The master's tick: fires the timers and cron entries that are due.
+pub fn fire_due() {
+    let Some(signals) = SIGNALS_TABLE.get() else {
+        return;
+    };
+    let now = now();
+    let minute = now / 60;
+    let local = local_time(now);
+    for n in 0..SIGNALS {
+        let entry = signals.entry(n as u8);
+        let period = entry.period.load(Ordering::Relaxed);
+        if period > 0 && entry.iterations.load(Ordering::Relaxed) >= 0 {
+            let next = entry.next.load(Ordering::Relaxed);
+            if now >= next {
+                entry.next.store(now + period, Ordering::Relaxed);
+                match entry.iterations.load(Ordering::Relaxed) {
+                    0 => {}
+                    1 => entry.iterations.store(-1, Ordering::Relaxed),
+                    left => entry.iterations.store(left - 1, Ordering::Relaxed),
+                }
+                if let Err(err) = signals.deliver(n as u8) {
+                    tracing::warn!("timer: {err}");
+                }
+            }
+        }
+        let cron: Vec<u32> = entry
+            .cron
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        if cron[0] != 0 && entry.cron_last_minute.load(Ordering::Relaxed) != minute {
+            let matches = cron
+                .iter()
+                .zip(local)
+                .all(|(field, value)| *field == 100 || *field == value + 1);
+            if matches {
+                entry.cron_last_minute.store(minute, Ordering::Relaxed);
+                if let Err(err) = signals.deliver(n as u8) {
+                    tracing::warn!("cron: {err}");
+                }
+            }
+        }
+    }
+}
+
+/// Minute, hour, day, month, weekday of `secs`, local time.
+fn local_time(secs: u64) -> [u32; 5] {
+    let t = secs as libc::time_t;
+    // SAFETY: all-zero is a valid tm, which localtime_r fills.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals.
+    unsafe { libc::localtime_r(&t, &mut tm) };
+    [
+        tm.tm_min as u32,
+        tm.tm_hour as u32,
+        tm.tm_mday as u32,
+        tm.tm_mon as u32 + 1,
+        tm.tm_wday as u32,
+    ]
+}
+
+/// In worker `id`: a thread that runs the Python handlers of the signals delivered to it.
+pub fn spawn_worker_thread(id: u32) -> anyhow::Result<()> {
+    let Some(signals) = SIGNALS_TABLE.get() else {
+        return Ok(());
+    };
+    let worker = id as usize - 1;
+    std::thread::Builder::new()
+        .name("uwsgi-signals".into())
+        .spawn(move || {
+            let mut buf = [0u8; 8];
+            loop {
+                if nix::unistd::read(signals.wakeups[worker].as_fd(), &mut buf).is_err() {
+                    return;
+                }
+                for (word, bits) in signals.mask(worker).iter().enumerate() {
+                    let mut pending = bits.swap(0, Ordering::SeqCst);
+                    while pending != 0 {
+                        let bit = pending.trailing_zeros();
+                        pending &= pending - 1;
+                        crate::uwsgi_api::run_signal_handler((word * 64) as u8 + bit as u8);
+                    }
+                }
+            }
+        })
+        .context("cannot start the signal handler thread")?;
+    Ok(())
+}

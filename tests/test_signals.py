@@ -1,0 +1,55 @@
+"""uWSGI signals, timers and cron from an app's decorators: a @timer fires at its period,
+a @cron fires when the time matches, a signal for "workers" runs in every worker and one
+for "worker" in exactly one; with lazy-apps too (the app registers them in each worker)."""
+
+import time
+
+import pytest
+import requests
+
+from conftest import APPS, free_port, wait_for
+
+APP = APPS / "signals_app.py"
+
+
+def lines(record, kind):
+    if not record.exists():
+        return []
+    return [line.split() for line in record.read_text().splitlines() if line.startswith(kind + " ")]
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_timers_cron_and_signals(daemon, tmp_path, lazy):
+    record = tmp_path / "record"
+    port = free_port()
+    extra = ["--lazy-apps"] if lazy else []
+    daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "2",
+           "--env", f"SIGNAL_RECORD={record}", *extra, ready=("127.0.0.1", port))
+    url = f"http://127.0.0.1:{port}"
+    # @timer(1): about once a second, in one worker each time.
+    wait_for(lambda: len(lines(record, "timer")) >= 4, 8, "four timer ticks")
+    stamps = [float(t) for _, _, t in lines(record, "timer")[:4]]
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert all(0.7 <= gap <= 1.5 for gap in gaps), gaps
+    # @cron(-1, ...): matches every minute, once in each.
+    wait_for(lambda: lines(record, "cron"), 3, "the cron job")
+    time.sleep(0.5)
+    minutes = [int(float(t)) // 60 for _, _, t in lines(record, "cron")]
+    assert len(minutes) == len(set(minutes)), minutes
+    # A signal for every worker runs in each; one for "worker" in one.
+    assert requests.get(f"{url}/raise?n=17", timeout=5).json() is True
+    wait_for(lambda: len(lines(record, "all")) == 2, 5, "the signal in both workers")
+    assert sorted(w for _, w, _ in lines(record, "all")) == ["1", "2"]
+    assert requests.get(f"{url}/raise?n=18", timeout=5).json() is True
+    wait_for(lambda: lines(record, "one"), 5, "the signal in one worker")
+    time.sleep(0.5)
+    assert len(lines(record, "one")) == 1
+
+
+def test_targets_ngx_wsgi_does_not_have_are_refused(daemon, tmp_path):
+    port = free_port()
+    daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--env", f"SIGNAL_RECORD={tmp_path}/r",
+           ready=("127.0.0.1", port))
+    assert requests.get(f"http://127.0.0.1:{port}/badtarget", timeout=5).json() == (
+        'signal target "mule1": ngx-wsgi delivers to "worker" (one), "workers" (all) or "workerN"; '
+        "mules, spoolers and the master are not provided")
