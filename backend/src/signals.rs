@@ -129,7 +129,12 @@ impl Signals {
             TARGET_ANY => {
                 // SAFETY: the table lives as long as the process.
                 let next = unsafe { &(*self.table.as_ptr()).next_worker };
-                let worker = next.fetch_add(1, Ordering::Relaxed) as usize % self.processes;
+                // In turn, skipping workers not running (cheaper mode, idle, a respawn).
+                let first = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let worker = (0..self.processes)
+                    .map(|i| (first + i) % self.processes)
+                    .find(|w| crate::stats::worker_accepting(*w as u32 + 1))
+                    .unwrap_or(first % self.processes);
                 self.deliver_to(worker, n);
             }
             TARGET_ALL => (0..self.processes).for_each(|w| self.deliver_to(w, n)),

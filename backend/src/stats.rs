@@ -555,6 +555,13 @@ pub fn request_numbers() -> (u64, u64) {
     (mine.requests.load(Ordering::Relaxed) + 1, total + 1)
 }
 
+/// Whether worker `id` runs and accepts requests (true without shared counters).
+pub fn worker_accepting(id: u32) -> bool {
+    SHARED
+        .get()
+        .is_none_or(|shared| shared.worker(id).accepting.load(Ordering::Relaxed) == 1)
+}
+
 /// In the master, when worker `id`'s process is gone.
 pub fn worker_gone(id: u32) {
     if let Some(shared) = SHARED.get() {
