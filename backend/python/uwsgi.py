@@ -134,9 +134,12 @@ def get_logvar(key):
     return _ngx_wsgi.get_logvar(str(key))
 
 
-def _missing(name, what):
+def _not_provided(qualified, name, what):
+    """A function that raises NotImplementedError naming what is missing (uwsgidecorators
+    uses it too)."""
+
     def missing(*args, **kwargs):
-        raise NotImplementedError(f"uwsgi.{name}(): {what} not provided by ngx-wsgi yet")
+        raise NotImplementedError(f"{qualified}: {what} not provided by ngx-wsgi yet")
 
     missing.__name__ = name
     return missing
@@ -259,5 +262,5 @@ for _names, _what in (
     ("parsefile", "reading uwsgi packet files is"),
 ):
     for _name in _names.split():
-        globals()[_name] = _missing(_name, _what)
+        globals()[_name] = _not_provided(f"uwsgi.{_name}()", _name, _what)
 del _names, _what, _name

@@ -130,14 +130,6 @@ class cron:
         return f
 
 
-def _not_provided(name, what):
-    def decorator(*args, **kwargs):
-        raise NotImplementedError(f"uwsgidecorators.{name}: {what} not provided by ngx-wsgi yet")
-
-    decorator.__name__ = name
-    return decorator
-
-
 for _names, _what in (
     ("spool spoolforever spoolraw", "the spooler is"),
     ("mulefunc mule_brain mule_brainloop", "mules are"),
@@ -145,5 +137,5 @@ for _names, _what in (
     ("harakiri", "a per-request harakiri is"),
 ):
     for _name in _names.split():
-        globals()[_name] = _not_provided(_name, _what)
+        globals()[_name] = uwsgi._not_provided(f"uwsgidecorators.{_name}", _name, _what)
 del _names, _what, _name

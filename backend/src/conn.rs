@@ -209,6 +209,19 @@ impl PrefixedConn {
     }
 }
 
+/// What both kinds of connection are to tokio.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Stream for T {}
+
+impl PrefixedConn {
+    fn stream(&mut self) -> std::pin::Pin<&mut dyn Stream> {
+        match &mut self.conn {
+            AsyncConn::Unix(s) => std::pin::Pin::new(s),
+            AsyncConn::Tcp(s) => std::pin::Pin::new(s),
+        }
+    }
+}
+
 impl tokio::io::AsyncRead for PrefixedConn {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
@@ -222,10 +235,7 @@ impl tokio::io::AsyncRead for PrefixedConn {
             this.read += n;
             return std::task::Poll::Ready(Ok(()));
         }
-        match &mut this.conn {
-            AsyncConn::Unix(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            AsyncConn::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-        }
+        this.stream().poll_read(cx, buf)
     }
 }
 
@@ -235,10 +245,7 @@ impl tokio::io::AsyncWrite for PrefixedConn {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<io::Result<usize>> {
-        match &mut self.conn {
-            AsyncConn::Unix(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            AsyncConn::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-        }
+        self.stream().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -246,10 +253,7 @@ impl tokio::io::AsyncWrite for PrefixedConn {
         cx: &mut std::task::Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> std::task::Poll<io::Result<usize>> {
-        match &mut self.conn {
-            AsyncConn::Unix(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
-            AsyncConn::Tcp(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
-        }
+        self.stream().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -260,19 +264,13 @@ impl tokio::io::AsyncWrite for PrefixedConn {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        match &mut self.conn {
-            AsyncConn::Unix(s) => std::pin::Pin::new(s).poll_flush(cx),
-            AsyncConn::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
-        }
+        self.stream().poll_flush(cx)
     }
 
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        match &mut self.conn {
-            AsyncConn::Unix(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            AsyncConn::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-        }
+        self.stream().poll_shutdown(cx)
     }
 }

@@ -21,7 +21,7 @@ use pyo3::prelude::*;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::conn::{AsyncConn, PrefixedConn};
-use crate::reqlog::{RequestRecord, Vars};
+use crate::reqlog::{RequestLine, Vars};
 use crate::worker::WorkerContext;
 use crate::wsgi::input::{Body, WsgiInput};
 use crate::wsgi::response::{lock, ResponseHead, ResponseState, Sink};
@@ -96,7 +96,7 @@ pub async fn serve(
     }
     let parts = connection.into_parts();
     let io = parts.io.into_inner();
-    let retiring = ctx.handover.retiring() || ctx.requests.recycled();
+    let retiring = ctx.retiring();
     if result.is_ok() && idle_at_stop == Some(true) && retiring {
         // In stream order: what hyper read and did not use, then what it had not read yet.
         let received = [&parts.read_buf[..], io.unread_prefix()];
@@ -449,45 +449,27 @@ fn copy_head(head: &http::request::Parts) -> http::request::Parts {
 }
 
 /// The request's log line, when one is written. `response_head`: the response's header
-/// count and head size.
+/// count and head size; `numbers`: its `req: N/M`.
 fn log(
     ctx: &WorkerContext,
     head: &http::request::Parts,
     (peer, remote): (&str, &str),
     outcome: &Outcome,
-    (started, (worker_requests, total_requests)): (Instant, (u64, u64)),
+    (started, numbers): (Instant, (u64, u64)),
     response_head: (usize, usize),
 ) {
-    let took = started.elapsed();
-    if !ctx.should_log(outcome, took) {
-        crate::reqlog::clear_logvars();
-        return;
-    }
-    let (status, size) = match outcome {
-        Outcome::Sent { status, bytes } => (*status, *bytes),
-        Outcome::AppFailed { .. } => (500, 0),
-        Outcome::Aborted { status, .. } => (*status, 0),
-        Outcome::PeerGone { .. } => (0, 0),
-    };
-    let uri = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    ctx.log_request(
-        &RequestRecord {
-            vars: Vars::Http { head, remote },
-            peer,
-            method: head.method.as_str(),
-            uri,
-            status,
-            size,
-            headers: response_head.0,
-            head_bytes: response_head.1,
-            started: std::time::SystemTime::now() - took,
-            duration: took,
-            core: crate::watchdog::thread_index(),
-            worker_requests,
-            total_requests,
-        },
-        outcome,
-    );
+    ctx.log_request(outcome, started, || RequestLine {
+        vars: Vars::Http { head, remote },
+        peer,
+        method: head.method.as_str().into(),
+        uri: head
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .into(),
+        response_head,
+        numbers,
+    });
 }
 
 fn build_response(head: &ResponseHead, body: WsgiBody) -> Response<WsgiBody> {

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ngx_wsgi_config::{Config, LogTarget};
 
+use crate::wsgi::Outcome;
+
 /// What a request log line can say about one request.
 pub struct RequestRecord<'a> {
     pub vars: Vars<'a>,
@@ -31,6 +33,45 @@ pub struct RequestRecord<'a> {
     pub total_requests: u64,
 }
 
+/// What a request's log line says of the request itself, whatever its outcome.
+pub struct RequestLine<'a> {
+    pub vars: Vars<'a>,
+    pub peer: &'a str,
+    pub method: Cow<'a, str>,
+    pub uri: Cow<'a, str>,
+    /// The response's header count and head size.
+    pub response_head: (usize, usize),
+    /// This worker's request number and every worker's (`req: N/M`).
+    pub numbers: (u64, u64),
+}
+
+impl<'a> RequestRecord<'a> {
+    /// The record of a request that ended with `outcome` after `took`.
+    pub fn new(line: &'a RequestLine<'a>, outcome: &Outcome, took: Duration) -> RequestRecord<'a> {
+        let (status, size) = match outcome {
+            Outcome::Sent { status, bytes } => (*status, *bytes),
+            Outcome::AppFailed { .. } => (500, 0),
+            Outcome::Aborted { status, .. } => (*status, 0),
+            Outcome::PeerGone { .. } => (0, 0),
+        };
+        RequestRecord {
+            vars: line.vars,
+            peer: line.peer,
+            method: &line.method,
+            uri: &line.uri,
+            status,
+            size,
+            headers: line.response_head.0,
+            head_bytes: line.response_head.1,
+            started: SystemTime::now() - took,
+            duration: took,
+            core: crate::watchdog::thread_index(),
+            worker_requests: line.numbers.0,
+            total_requests: line.numbers.1,
+        }
+    }
+}
+
 impl RequestRecord<'_> {
     /// Who sent the request, for error lines: the client nginx names, and the socket it
     /// came through.
@@ -43,6 +84,7 @@ impl RequestRecord<'_> {
 }
 
 /// The request's variables: a uwsgi vars block, or what the HTTP listener read.
+#[derive(Clone, Copy)]
 pub enum Vars<'a> {
     Uwsgi(&'a [u8]),
     Http {

@@ -16,6 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 
 const SIGNALS: usize = 256;
+/// A cron field that matches any value (-1 in `add_cron`).
+const CRON_ANY: u32 = 100;
 
 /// Where a signal goes: `""`/`"worker"` one worker, `"workers"` all, `"workerN"` worker N.
 const TARGET_NONE: u32 = 0;
@@ -32,8 +34,8 @@ struct Entry {
     period: AtomicU64,
     iterations: AtomicI64,
     next: AtomicU64,
-    /// Cron: minute, hour, day, month, weekday, each +1 (0: no cron; 1 + -1 = any: 0 is
-    /// taken, so "any" is stored as 100).
+    /// Cron: minute, hour, day, month, weekday, each stored +1 so that 0 means "no cron
+    /// entry"; [`CRON_ANY`] for -1 (any).
     cron: [AtomicU32; 5],
     cron_last_minute: AtomicU64,
 }
@@ -202,7 +204,7 @@ pub fn add_cron(n: u8, fields: [i64; 5]) -> Result<(), String> {
     let entry = signals()?.entry(n);
     for ((slot, value), (low, high)) in entry.cron.iter().zip(fields).zip(ranges) {
         let stored = match value {
-            -1 => 100,
+            -1 => CRON_ANY,
             v if (low..=high).contains(&v) => v as u32 + 1,
             v => {
                 return Err(format!(
@@ -222,7 +224,8 @@ pub fn fire_due() {
     };
     let now = now();
     let minute = now / 60;
-    let local = local_time(now);
+    // Made once per tick, and only when a cron entry needs it.
+    let mut local = None;
     for n in 0..SIGNALS {
         let entry = signals.entry(n as u8);
         let period = entry.period.load(Ordering::Relaxed);
@@ -240,16 +243,14 @@ pub fn fire_due() {
                 }
             }
         }
-        let cron: Vec<u32> = entry
-            .cron
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
-        if cron[0] != 0 && entry.cron_last_minute.load(Ordering::Relaxed) != minute {
-            let matches = cron
-                .iter()
-                .zip(local)
-                .all(|(field, value)| *field == 100 || *field == value + 1);
+        if entry.cron[0].load(Ordering::Relaxed) != 0
+            && entry.cron_last_minute.load(Ordering::Relaxed) != minute
+        {
+            let local: [u32; 5] = *local.get_or_insert_with(|| local_time(now));
+            let matches = entry.cron.iter().zip(local).all(|(field, value)| {
+                let field = field.load(Ordering::Relaxed);
+                field == CRON_ANY || field == value + 1
+            });
             if matches {
                 entry.cron_last_minute.store(minute, Ordering::Relaxed);
                 if let Err(err) = signals.deliver(n as u8) {

@@ -49,12 +49,13 @@ impl WorkerCounters {
     }
 }
 
-/// A metric family with one sample per worker: name, type, help, and the sample's value.
-type PerWorkerFamily = (
+/// A metric family with one sample per worker: name, type, help, and the value for a
+/// worker id.
+type PerWorkerFamily<'a> = (
     &'static str,
     &'static str,
     &'static str,
-    fn(&WorkerCounters) -> u64,
+    &'a dyn Fn(u32) -> u64,
 );
 
 /// The request duration histogram's upper bounds, in seconds (Prometheus' defaults).
@@ -293,121 +294,86 @@ impl SharedCounters {
                 }
             },
         );
-        let per_worker: [PerWorkerFamily; 4] = [
+        let now = unix_secs();
+        let memory: Vec<(u64, u64)> = ids
+            .clone()
+            .map(|id| memory(self.worker(id).pid.load(Ordering::Relaxed)))
+            .collect();
+        // One sample per worker each: (name, type, help, the value for worker id).
+        let per_worker: [PerWorkerFamily<'_>; 9] = [
             (
                 "exceptions_total",
                 "counter",
                 "Requests whose app raised an exception.",
-                |w| w.exceptions.load(Ordering::Relaxed),
+                &|id| load(&self.worker(id).exceptions),
             ),
             (
                 "harakiri_total",
                 "counter",
                 "Requests killed by harakiri.",
-                |w| w.harakiri_count.load(Ordering::Relaxed),
+                &|id| load(&self.worker(id).harakiri_count),
             ),
             (
                 "sent_bytes_total",
                 "counter",
                 "Response body bytes sent.",
-                |w| w.tx.load(Ordering::Relaxed),
+                &|id| load(&self.worker(id).tx),
             ),
             (
                 "worker_spawns_total",
                 "counter",
                 "Times this worker slot was started (1 plus its respawns).",
-                |w| w.respawn_count.load(Ordering::Relaxed),
+                &|id| load(&self.worker(id).respawn_count),
+            ),
+            (
+                "worker_busy_threads",
+                "gauge",
+                "Request threads running a request, by worker.",
+                &|id| {
+                    self.cores(id)
+                        .iter()
+                        .map(|c| u64::from(c.in_request.load(Ordering::Relaxed)))
+                        .sum()
+                },
+            ),
+            (
+                "worker_up",
+                "gauge",
+                "1 while the worker accepts requests.",
+                &|id| u64::from(self.worker(id).accepting.load(Ordering::Relaxed)),
+            ),
+            (
+                "worker_lifetime_seconds",
+                "gauge",
+                "Seconds since the worker was (re)started.",
+                &|id| now.saturating_sub(load(&self.worker(id).last_spawn)),
+            ),
+            (
+                "worker_rss_bytes",
+                "gauge",
+                "Resident memory of each worker.",
+                &|id| memory[id as usize - 1].0,
+            ),
+            (
+                "worker_vsz_bytes",
+                "gauge",
+                "Virtual memory of each worker.",
+                &|id| memory[id as usize - 1].1,
             ),
         ];
         for (name, kind, help, value) in per_worker {
             family(name, kind, help, &mut |out| {
                 for id in ids.clone() {
-                    let _ = writeln!(
-                        out,
-                        "ngx_wsgi_{name}{{worker=\"{id}\"}} {}",
-                        value(self.worker(id))
-                    );
+                    let _ = writeln!(out, "ngx_wsgi_{name}{{worker=\"{id}\"}} {}", value(id));
                 }
             });
         }
-        family(
-            "worker_busy_threads",
-            "gauge",
-            "Request threads running a request, by worker.",
-            &mut |out| {
-                for id in ids.clone() {
-                    let busy: u32 = self
-                        .cores(id)
-                        .iter()
-                        .map(|c| c.in_request.load(Ordering::Relaxed))
-                        .sum();
-                    let _ = writeln!(
-                        out,
-                        "ngx_wsgi_worker_busy_threads{{worker=\"{id}\"}} {busy}"
-                    );
-                }
-            },
-        );
         family(
             "worker_threads",
             "gauge",
             "Request threads per worker (threads).",
             &mut |out| {
                 let _ = writeln!(out, "ngx_wsgi_worker_threads {}", self.threads);
-            },
-        );
-        family(
-            "worker_up",
-            "gauge",
-            "1 while the worker accepts requests.",
-            &mut |out| {
-                for id in ids.clone() {
-                    let _ = writeln!(
-                        out,
-                        "ngx_wsgi_worker_up{{worker=\"{id}\"}} {}",
-                        self.worker(id).accepting.load(Ordering::Relaxed)
-                    );
-                }
-            },
-        );
-        let now = unix_secs();
-        family(
-            "worker_lifetime_seconds",
-            "gauge",
-            "Seconds since the worker was (re)started.",
-            &mut |out| {
-                for id in ids.clone() {
-                    let spawned = load(&self.worker(id).last_spawn);
-                    let _ = writeln!(
-                        out,
-                        "ngx_wsgi_worker_lifetime_seconds{{worker=\"{id}\"}} {}",
-                        now.saturating_sub(spawned)
-                    );
-                }
-            },
-        );
-        let memory: Vec<(u32, (u64, u64))> = ids
-            .clone()
-            .map(|id| (id, memory(self.worker(id).pid.load(Ordering::Relaxed))))
-            .collect();
-        family(
-            "worker_rss_bytes",
-            "gauge",
-            "Resident memory of each worker.",
-            &mut |out| {
-                for (id, (rss, _)) in &memory {
-                    let _ = writeln!(out, "ngx_wsgi_worker_rss_bytes{{worker=\"{id}\"}} {rss}");
-                }
-            },
-        );
-        family(
-            "worker_vsz_bytes",
-            "gauge",
-            "Virtual memory of each worker.",
-            &mut |out| {
-                for (id, (_, vsz)) in &memory {
-                    let _ = writeln!(out, "ngx_wsgi_worker_vsz_bytes{{worker=\"{id}\"}} {vsz}");
-                }
             },
         );
         family(

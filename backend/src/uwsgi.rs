@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use uwsgi_proto::{parse_request_head, HeadError, HeaderError, RequestHead, HEADER_LEN};
 
 use crate::conn::{AsyncConn, Conn, ConnReader};
-use crate::reqlog::{RequestRecord, Vars};
+use crate::reqlog::{RequestLine, Vars};
 use crate::static_files::StaticAnswer;
 use crate::worker::{InFlight, WorkerContext};
 use crate::wsgi::input::{Body, WsgiInput};
@@ -237,7 +237,7 @@ async fn serve_connection(
                 // An idle connection is handed over when the worker retires, closed when
                 // the daemon stops; a request that has begun to arrive is served.
                 _ = crate::worker::stopped(&mut stop_rx), if waiting_idle => {
-                    if ctx.handover.retiring() || ctx.requests.recycled() {
+                    if ctx.retiring() {
                         let protocol = ngx_wsgi_config::Protocol::Uwsgi;
                         match ctx.handover.give(&*stream, protocol, &peer, &[&received[..]]) {
                             Ok(()) => tracing::debug!("{peer}: idle connection handed over"),
@@ -493,8 +493,8 @@ fn run_request(
     Some((conn, received[body_end..].to_vec()))
 }
 
-/// The request's log line, when one is written: its strings are made only then (not per
-/// request with `disable-logging`). `head` is the response's header count and size.
+/// The request's log line, when one is written. `head` is the response's header count
+/// and size.
 fn log(
     ctx: &WorkerContext,
     vars: &[u8],
@@ -504,38 +504,19 @@ fn log(
     started: Instant,
     head: (usize, usize),
 ) {
-    let took = started.elapsed();
-    if !ctx.should_log(outcome, took) {
-        crate::reqlog::clear_logvars();
-        return;
-    }
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    let uri = server_vars.request_uri.or(server_vars.path_info);
-    let (status, size) = match outcome {
-        Outcome::Sent { status, bytes } => (*status, *bytes),
-        Outcome::AppFailed { .. } => (500, 0),
-        Outcome::Aborted { status, .. } => (*status, 0),
-        Outcome::PeerGone { .. } => (0, 0),
-    };
-    let (worker_requests, total_requests) = crate::stats::request_numbers();
-    ctx.log_request(
-        &RequestRecord {
-            vars: Vars::Uwsgi(vars),
-            peer,
-            method: &text(server_vars.method),
-            uri: &text(uri.unwrap_or_default()),
-            status,
-            size,
-            headers: head.0,
-            head_bytes: head.1,
-            started: std::time::SystemTime::now() - took,
-            duration: took,
-            core: crate::watchdog::thread_index(),
-            worker_requests,
-            total_requests,
-        },
-        outcome,
-    );
+    ctx.log_request(outcome, started, || RequestLine {
+        vars: Vars::Uwsgi(vars),
+        peer,
+        method: String::from_utf8_lossy(server_vars.method),
+        uri: String::from_utf8_lossy(
+            server_vars
+                .request_uri
+                .or(server_vars.path_info)
+                .unwrap_or_default(),
+        ),
+        response_head: head,
+        numbers: crate::stats::request_numbers(),
+    });
 }
 
 /// `static-map`, `check-static`: the file a GET or HEAD request gets instead of the app.

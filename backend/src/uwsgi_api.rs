@@ -33,35 +33,39 @@ pub fn install(py: Python<'_>, config: &Config) -> PyResult<()> {
     let _ = CONFIG.set(config.clone());
     let modules = py.import("sys")?.getattr("modules")?;
     let native = PyModule::new(py, "_ngx_wsgi")?;
-    native.add_function(wrap_pyfunction!(worker_id, &native)?)?;
-    native.add_function(wrap_pyfunction!(masterpid, &native)?)?;
-    native.add_function(wrap_pyfunction!(total_requests, &native)?)?;
-    native.add_function(wrap_pyfunction!(request_id, &native)?)?;
-    native.add_function(wrap_pyfunction!(workers_json, &native)?)?;
-    native.add_function(wrap_pyfunction!(mem, &native)?)?;
-    native.add_function(wrap_pyfunction!(logsize, &native)?)?;
-    native.add_function(wrap_pyfunction!(log, &native)?)?;
-    native.add_function(wrap_pyfunction!(reload, &native)?)?;
-    native.add_function(wrap_pyfunction!(chain_reload, &native)?)?;
-    native.add_function(wrap_pyfunction!(stop, &native)?)?;
-    native.add_function(wrap_pyfunction!(setprocname, &native)?)?;
-    native.add_function(wrap_pyfunction!(set_logvar, &native)?)?;
-    native.add_function(wrap_pyfunction!(get_logvar, &native)?)?;
-    native.add_function(wrap_pyfunction!(register_signal, &native)?)?;
-    native.add_function(wrap_pyfunction!(signal_registered, &native)?)?;
-    native.add_function(wrap_pyfunction!(raise_signal, &native)?)?;
-    native.add_function(wrap_pyfunction!(add_timer, &native)?)?;
-    native.add_function(wrap_pyfunction!(add_cron, &native)?)?;
-    native.add_function(wrap_pyfunction!(lock, &native)?)?;
-    native.add_function(wrap_pyfunction!(unlock, &native)?)?;
-    native.add_function(wrap_pyfunction!(is_locked, &native)?)?;
-    native.add_function(wrap_pyfunction!(cache_get, &native)?)?;
-    native.add_function(wrap_pyfunction!(cache_exists, &native)?)?;
-    native.add_function(wrap_pyfunction!(cache_write, &native)?)?;
-    native.add_function(wrap_pyfunction!(cache_del, &native)?)?;
-    native.add_function(wrap_pyfunction!(cache_clear, &native)?)?;
-    native.add_function(wrap_pyfunction!(cache_keys, &native)?)?;
-    native.add_function(wrap_pyfunction!(cache_math, &native)?)?;
+    for function in [
+        wrap_pyfunction!(worker_id, &native)?,
+        wrap_pyfunction!(masterpid, &native)?,
+        wrap_pyfunction!(total_requests, &native)?,
+        wrap_pyfunction!(request_id, &native)?,
+        wrap_pyfunction!(workers_json, &native)?,
+        wrap_pyfunction!(mem, &native)?,
+        wrap_pyfunction!(logsize, &native)?,
+        wrap_pyfunction!(log, &native)?,
+        wrap_pyfunction!(reload, &native)?,
+        wrap_pyfunction!(chain_reload, &native)?,
+        wrap_pyfunction!(stop, &native)?,
+        wrap_pyfunction!(setprocname, &native)?,
+        wrap_pyfunction!(set_logvar, &native)?,
+        wrap_pyfunction!(get_logvar, &native)?,
+        wrap_pyfunction!(register_signal, &native)?,
+        wrap_pyfunction!(signal_registered, &native)?,
+        wrap_pyfunction!(raise_signal, &native)?,
+        wrap_pyfunction!(add_timer, &native)?,
+        wrap_pyfunction!(add_cron, &native)?,
+        wrap_pyfunction!(lock, &native)?,
+        wrap_pyfunction!(unlock, &native)?,
+        wrap_pyfunction!(is_locked, &native)?,
+        wrap_pyfunction!(cache_get, &native)?,
+        wrap_pyfunction!(cache_exists, &native)?,
+        wrap_pyfunction!(cache_write, &native)?,
+        wrap_pyfunction!(cache_del, &native)?,
+        wrap_pyfunction!(cache_clear, &native)?,
+        wrap_pyfunction!(cache_keys, &native)?,
+        wrap_pyfunction!(cache_math, &native)?,
+    ] {
+        native.add_function(function)?;
+    }
     modules.set_item("_ngx_wsgi", &native)?;
 
     let uwsgi = PyModule::from_code(

@@ -14,7 +14,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use crate::conn::AsyncConn;
 use crate::handover::{Handover, HandoverSockets};
 use crate::listeners::{BoundListener, ListeningSocket};
-use crate::reqlog::{RequestLogger, RequestRecord};
+use crate::reqlog::{RequestLine, RequestLogger, RequestRecord};
 use crate::watchdog::RequestClock;
 use crate::wsgi::{Outcome, WsgiApp};
 use ngx_wsgi_config::{Config, Protocol};
@@ -63,6 +63,12 @@ impl WorkerContext {
             .unwrap_or_else(|_| unreachable!("app slot semaphore closed"))
     }
 
+    /// Whether this worker goes away while the others serve on (the master replaces it, or
+    /// `max-requests`): its idle connections are then handed over, not closed.
+    pub fn retiring(&self) -> bool {
+        self.handover.retiring() || self.requests.recycled()
+    }
+
     /// `limit-post`: why a body of at least `length` bytes is refused, if it is.
     pub fn refuse_body(&self, length: u64) -> Option<String> {
         let limit = self.limit_post.filter(|limit| length > *limit)?;
@@ -99,19 +105,26 @@ impl WorkerContext {
     }
 
     /// The request's log line, as uWSGI writes them (or as `log-format` says); a failure
-    /// is also logged as an error, with the traceback.
-    pub fn log_request(&self, record: &RequestRecord<'_>, outcome: &Outcome) {
-        self.write_request_line(record, outcome);
+    /// is also logged as an error, with the traceback. `line` is only made when a line is
+    /// written (not per request with `disable-logging`).
+    pub fn log_request<'a>(
+        &self,
+        outcome: &Outcome,
+        started: std::time::Instant,
+        line: impl FnOnce() -> RequestLine<'a>,
+    ) {
+        let took = started.elapsed();
+        if self.should_log(outcome, took) {
+            let line = line();
+            self.write_request_line(&RequestRecord::new(&line, outcome, took), outcome);
+        }
         crate::reqlog::clear_logvars();
     }
 
     fn write_request_line(&self, record: &RequestRecord<'_>, outcome: &Outcome) {
         let (method, uri) = (record.method, record.uri);
         match outcome {
-            Outcome::Sent { .. } if self.should_log(outcome, record.duration) => {
-                self.request_log.write(record)
-            }
-            Outcome::Sent { .. } => {}
+            Outcome::Sent { .. } => self.request_log.write(record),
             Outcome::AppFailed { traceback } => {
                 let peer = record.client();
                 tracing::error!(
