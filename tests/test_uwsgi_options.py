@@ -584,8 +584,15 @@ def test_a_pidfile_naming_no_daemon_is_never_signalled_and_not_restarted_forever
 def test_a_replacement_that_cannot_load_the_app_leaves_the_others_serving(daemon, nginx, app_sock, tmp_path):
     app = tmp_path / "app.py"
     app.write_text(APP.read_text())
+    # Both workers have imported the app (lazy-apps) when the daemon says READY=1, as it
+    # does to systemd: only then is the file broken.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(15)
     d2 = daemon("--socket", app_sock, "--wsgi-file", app, "--processes", "2", "--lazy-apps",
-                "--reload-on-exception", ready=app_sock)
+                "--reload-on-exception", env={"NOTIFY_SOCKET": str(tmp_path / "notify")}, ready=app_sock)
+    with notify:
+        assert b"READY=1" in notify.recv(4096)
     url2 = nginx(f"unix:{app_sock}").url
     app.write_text("this is not python\n")  # a broken deploy
     assert requests.get(url2 + "/raise", timeout=10).status_code == 500
