@@ -1,20 +1,27 @@
 # ngx-wsgi: `make demo` serves the example app through nginx, `make test` runs every test.
 # Both install what they need first (scripts/setup.sh: Debian packages and .venv).
 
-# The daemon embeds Debian's python3, not whatever python3 is first on PATH.
-export PYO3_PYTHON := /usr/bin/python3
+# The Python the daemon embeds: Debian's python3 (3.11) by default, not whatever python3
+# is first on PATH; PYTHON=/path/to/python3.X builds for another (`make deb` names it).
+PYTHON ?= /usr/bin/python3
+export PYO3_PYTHON := $(PYTHON)
 CARGO ?= cargo
+export CARGO
 BIN := target/release/ngx-wsgi
 
 MODULE := target/release/libngx_http_wsgi_module.so
 PREFIX ?= /usr/local
 
-.PHONY: all build-deps setup nginx-objs build demo test unit-test integration-test lint bench fuzz install uninstall clean
+.PHONY: all toolchain build-deps setup nginx-objs build demo test unit-test integration-test lint bench fuzz deb deb-test install uninstall clean
 
 all: build
 
+# Rust >= the workspace's rust-version, from rustup: says how to get it when missing.
+toolchain:
+	@bash scripts/check-toolchain.sh
+
 # What building needs (Debian packages); never test tools, never touches a running nginx.
-build-deps:
+build-deps: toolchain
 	@bash scripts/setup.sh build
 
 # What the tests and the demo need as well: nginx, wrk, curl, iproute2 and .venv.
@@ -25,13 +32,15 @@ setup:
 nginx-objs: build-deps
 	@bash scripts/nginx-objs.sh >/dev/null
 
-build: nginx-objs
-	$(CARGO) build --release --workspace
+# NGINX_BUILD_DIR (or NGINX_SOURCE_DIR) picks another nginx: see scripts/nginx-objs.sh.
+build: build-deps
+	NGINX_BUILD_DIR=$$(bash scripts/nginx-objs.sh) && export NGINX_BUILD_DIR && \
+		$(CARGO) build --release --workspace
 
 demo: setup build
 	@bash scripts/demo.sh
 
-test: setup build unit-test lint integration-test
+test: setup build unit-test lint integration-test deb-test
 
 unit-test:
 	$(CARGO) test --release --workspace
@@ -45,6 +54,16 @@ integration-test:
 
 bench: build
 	@bash bench/run.sh
+
+# Debian packages of the daemon and the module, in target/debian/ (scripts/deb.sh).
+deb: build
+	@bash scripts/setup.sh deb
+	@bash scripts/deb.sh
+
+# Installs those packages in a fresh Debian 12 root (debootstrap) and serves a page
+# through them; then purges them and checks nothing is left (scripts/deb-test.sh).
+deb-test: setup deb
+	@bash scripts/deb-test.sh
 
 # Runs every fuzz target (fuzz/) for FUZZ_SECONDS each (default 60).
 fuzz:

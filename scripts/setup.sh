@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building needs (`setup.sh build`: Debian's build packages) or what the
-# tests and the demo need too (`setup.sh test`: nginx, load and network tools, and .venv
-# with the PyPI packages the tests use), on Debian 12 as root. Safe to run again: it only
+# tests and the demo need too (`setup.sh test`: nginx, load and network tools, debootstrap
+# and lintian for the packages' test, and .venv with the PyPI packages the tests use), or
+# what `make deb` needs besides building (`setup.sh deb`), on Debian 12 as root. Safe to run again: it only
 # installs what is missing. It never stops, disables or restarts a running nginx (the
 # tests and the demo run nginx from their own prefixes), and `make`, `make build` and
 # `make install` only ever run the build part.
@@ -10,10 +11,15 @@ cd "$(dirname "$0")/.."
 what=${1:-test}
 
 # Building: the module compiles against nginx-dev's sources; the daemon embeds python3.
-packages=(nginx-dev libpcre2-dev libssl-dev zlib1g-dev python3 python3-dev libclang-dev pkg-config)
-if [ "$what" = test ]; then
-  packages+=(nginx python3-venv iproute2 wrk curl systemd logrotate)
-fi
+# (Rust itself comes from rustup: scripts/check-toolchain.sh says how.)
+case "$what" in
+  build) packages=(gcc nginx-dev libpcre2-dev libssl-dev zlib1g-dev python3 python3-dev libclang-dev pkg-config) ;;
+  # dpkg-shlibdeps finds the packages the binaries link to; help2man makes the man page.
+  deb) packages=(dpkg-dev help2man) ;;
+  test) packages=(gcc nginx-dev libpcre2-dev libssl-dev zlib1g-dev python3 python3-dev libclang-dev pkg-config
+                  nginx python3-venv iproute2 wrk curl systemd logrotate dpkg-dev help2man debootstrap lintian) ;;
+  *) echo "setup: unknown part '$what' (build, deb or test)" >&2; exit 2 ;;
+esac
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

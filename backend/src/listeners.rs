@@ -432,19 +432,18 @@ fn keep_at_exit(path: &Path) {
     unsafe { std::env::set_var(SYSTEMD_PATHS_ENV, paths) };
 }
 
-/// `--vacuum`: removes the unix socket files at exit, but not those systemd made.
-pub fn vacuum(config: &Config) {
+/// The unix socket files `--vacuum` removes at exit: those we bound, not systemd's.
+pub fn vacuum_paths(config: &Config) -> Vec<&Path> {
     let systemd = std::env::var(SYSTEMD_PATHS_ENV).unwrap_or_default();
-    let addrs = config
+    config
         .socket
         .iter()
         .chain(&config.http_socket)
-        .chain(&config.stats);
-    for addr in addrs {
-        if let ListenAddr::Unix(path) = addr {
-            if !systemd.lines().any(|kept| Path::new(kept) == path) {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-    }
+        .chain(&config.stats)
+        .filter_map(|addr| match addr {
+            ListenAddr::Unix(path) => Some(path.as_path()),
+            _ => None,
+        })
+        .filter(|path| !systemd.lines().any(|kept| Path::new(kept) == *path))
+        .collect()
 }

@@ -512,14 +512,27 @@ fn vacuum(config: &Config, sockets: bool) {
     if !config.vacuum {
         return;
     }
-    if sockets {
-        listeners::vacuum(config);
-    }
-    for fifo in &config.master_fifo {
-        let _ = std::fs::remove_file(fifo);
-    }
-    if let Some(pidfile) = config.pidfile() {
-        let _ = std::fs::remove_file(pidfile);
+    let socket_files = if sockets {
+        listeners::vacuum_paths(config)
+    } else {
+        Vec::new()
+    };
+    let files = socket_files
+        .into_iter()
+        .chain(config.master_fifo.iter().map(PathBuf::as_path))
+        .chain(config.pidfile());
+    for file in files {
+        match std::fs::remove_file(file) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            // Typically a root-owned directory (/run/ngx-wsgi) after the drop to uid: the
+            // file stays, and the next start replaces a stale socket file.
+            Err(err) => tracing::warn!(
+                "vacuum: cannot remove \"{}\": {err} (running as uid {}); it is left, and the next start replaces it",
+                file.display(),
+                nix::unistd::getuid()
+            ),
+        }
     }
 }
 
