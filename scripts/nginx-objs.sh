@@ -23,8 +23,11 @@ if [ -n "${NGINX_SOURCE_DIR:-}" ]; then
     exit 1
   fi
   if [ ! -f "$NGINX_SOURCE_DIR/objs/ngx_auto_config.h" ]; then
+    # A release tarball has ./configure; a git checkout, auto/configure.
+    configure=./configure
+    [ -x "$NGINX_SOURCE_DIR/configure" ] || configure=auto/configure
     # shellcheck disable=SC2086  # NGINX_CONFIGURE_ARGS is a list of arguments
-    (cd "$NGINX_SOURCE_DIR" && ./configure --with-compat ${NGINX_CONFIGURE_ARGS:-} >configure.log 2>&1) || {
+    (cd "$NGINX_SOURCE_DIR" && $configure --with-compat ${NGINX_CONFIGURE_ARGS:-} >configure.log 2>&1) || {
       echo "nginx-objs: configure failed, see $NGINX_SOURCE_DIR/configure.log" >&2
       exit 1
     }

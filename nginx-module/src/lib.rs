@@ -392,7 +392,11 @@ static mut NGX_HTTP_WSGI_COMMANDS: [ngx_command_t; 30] = [
     slot(
         ngx_string!("wsgi_limit_rate"),
         NGX_CONF_TAKE1,
+        #[cfg(not(ngx_limit_rate_complex))]
         ngx_conf_set_size_slot,
+        // nginx 1.27.0+: a size with variables, as uwsgi_limit_rate.
+        #[cfg(ngx_limit_rate_complex)]
+        ngx::ffi::ngx_http_set_complex_value_size_slot,
         field!(upstream.limit_rate),
         NONE,
     ),
@@ -664,7 +668,14 @@ fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
         u.next_upstream_timeout = UNSET_MSEC;
         u.send_lowat = UNSET_SIZE;
         u.buffer_size = UNSET_SIZE;
-        u.limit_rate = UNSET_SIZE;
+        #[cfg(not(ngx_limit_rate_complex))]
+        {
+            u.limit_rate = UNSET_SIZE;
+        }
+        #[cfg(ngx_limit_rate_complex)]
+        {
+            u.limit_rate = UNSET_PTR as _;
+        }
         u.busy_buffers_size_conf = UNSET_SIZE;
         u.max_temp_file_size_conf = UNSET_SIZE;
         u.temp_file_write_size_conf = UNSET_SIZE;
@@ -731,6 +742,17 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
     );
     merge(&mut c.buffering, p.buffering, UNSET_FLAG, 1);
     merge(&mut c.request_buffering, p.request_buffering, UNSET_FLAG, 1);
+    #[cfg(ngx_unbuffered_body_unverified)]
+    if c.request_buffering == 0 {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"wsgi_request_buffering off\" is not supported with this nginx version yet (on \
+             nginx 1.31.4 the request body does not reach the server and the request times out; \
+             it works with nginx 1.22): leave it on, the default"
+        );
+        return NGX_CONF_ERROR;
+    }
     merge(
         &mut c.ignore_client_abort,
         p.ignore_client_abort,
@@ -751,7 +773,15 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
     );
     merge(&mut c.send_lowat, p.send_lowat, UNSET_SIZE, 0);
     merge(&mut c.buffer_size, p.buffer_size, UNSET_SIZE, page);
+    #[cfg(not(ngx_limit_rate_complex))]
     merge(&mut c.limit_rate, p.limit_rate, UNSET_SIZE, 0);
+    #[cfg(ngx_limit_rate_complex)]
+    merge(
+        &mut c.limit_rate,
+        p.limit_rate,
+        UNSET_PTR as _,
+        ptr::null_mut(),
+    );
     if c.bufs.num == 0 {
         c.bufs = if p.bufs.num != 0 {
             p.bufs

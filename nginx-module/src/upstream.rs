@@ -98,6 +98,23 @@ pub struct RequestCtx {
     chunked: ngx::ffi::ngx_http_chunked_t,
 }
 
+/// nginx's chunked-body parser; trailers are not kept (nginx 1.27.2+ asks).
+///
+/// # Safety
+/// As `ngx_http_parse_chunked`: a live request, a buffer and its parser state.
+unsafe fn parse_chunked(
+    r: *mut ngx_http_request_t,
+    buf: *mut ngx_buf_t,
+    ctx: *mut ngx::ffi::ngx_http_chunked_t,
+) -> ngx_int_t {
+    #[cfg(not(ngx_parse_chunked_keep_trailers))]
+    // SAFETY: the caller's contract is ngx_http_parse_chunked's.
+    return unsafe { ngx_http_parse_chunked(r, buf, ctx) };
+    #[cfg(ngx_parse_chunked_keep_trailers)]
+    // SAFETY: as above; 0: trailers are skipped, as before 1.27.2.
+    return unsafe { ngx_http_parse_chunked(r, buf, ctx, 0) };
+}
+
 /// The request's module context.
 ///
 /// # Safety
@@ -746,7 +763,7 @@ fn buffered_chunked_filter_body(p: *mut ngx_event_pipe_t, buf: *mut ngx_buf_t) -
         let mut last_data: *mut ngx_buf_t = ptr::null_mut();
         let mut prev: *mut *mut ngx_buf_t = &mut buf.shadow;
         loop {
-            let rc = ngx_http_parse_chunked(r, buf, &mut ctx.chunked);
+            let rc = parse_chunked(r, buf, &mut ctx.chunked);
             if rc == NGX_OK as ngx_int_t {
                 let cl = ngx_chain_get_free_buf(p.pool, &mut p.free);
                 if cl.is_null() {
@@ -839,7 +856,7 @@ fn non_buffered_chunked_filter_body(data: *mut c_void, bytes: isize) -> ngx_int_
             ll = &mut (**ll).next;
         }
         loop {
-            let rc = ngx_http_parse_chunked(r, buf, &mut ctx.chunked);
+            let rc = parse_chunked(r, buf, &mut ctx.chunked);
             if rc == NGX_OK as ngx_int_t {
                 let cl = ngx_chain_get_free_buf((*r).pool, &mut u.free_bufs);
                 if cl.is_null() {
