@@ -5,8 +5,9 @@ Provided: what the server is and does (numproc, worker_id(), masterpid(), opt, w
 total_requests(), mem(), ...), control (reload(), chain_reload(), stop(), log(),
 set_logvar(), setprocname()), the hooks (post_fork_hook, atexit), and the shared caches
 (cache2: cache_get(), cache_set(), ...), the shared locks (lock(), unlock(), is_locked()).
-uWSGI signals, timers and cron (register_signal(), signal(), add_timer(), add_cron()).
-Not provided yet: the spooler, mules, file monitors, user harakiri: those functions raise NotImplementedError naming what
+uWSGI signals, timers and cron (register_signal(), signal(), add_timer(), add_cron()), the
+spooler (spool(), spooler_jobs(), the spooler hook).
+Not provided yet: mules, file monitors, user harakiri: those functions raise NotImplementedError naming what
 is missing, never a silent no-op.
 """
 
@@ -88,16 +89,72 @@ def logsize():
 
 
 def i_am_the_spooler():
-    """None, as uWSGI answers outside the spooler: there is no spooler."""
-    return None
+    """True in a spooler process, None elsewhere (as uWSGI answers)."""
+    return True if _ngx_wsgi.i_am_the_spooler() else None
+
+
+def spooler_pids():
+    """The running spooler processes' pids."""
+    return _ngx_wsgi.spooler_pids()
 
 
 def spooler_pid():
-    return 0
+    """The first spooler process's pid (0 without spooler)."""
+    pids = _ngx_wsgi.spooler_pids()
+    return pids[0] if pids else 0
 
 
 def spooler_jobs():
-    return []
+    """The task files waiting in the spooler directories (paths, as bytes)."""
+    return _ngx_wsgi.spooler_jobs()
+
+
+def _spool_bytes(key, value):
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value).encode()
+    raise TypeError(
+        f"uwsgi.spool(): the value of {key!r} is a {type(value).__name__}: pass str or bytes "
+        "(or use @spool(pass_arguments=True), which pickles the arguments)"
+    )
+
+
+def spool(*args, **kwargs):
+    """Writes a task for the spooler: a dict (or keyword arguments) of str or bytes.
+
+    Special keys: spooler (which spooler directory, default the first), priority (a
+    number: a subdirectory, lower runs first), at (a unix time before which it does not
+    run), body (bytes passed whole). Returns the task file's path (bytes)."""
+    if args:
+        if len(args) != 1 or not isinstance(args[0], dict):
+            raise TypeError("uwsgi.spool() takes one dict, or keyword arguments")
+        task = dict(args[0])
+        task.update(kwargs)
+    else:
+        task = dict(kwargs)
+    options = {}
+    variables = []
+    for key, value in task.items():
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        if name in ("spooler", "body"):
+            options[name] = value
+            continue
+        if name == "priority":
+            options[name] = _spool_bytes(name, value).decode()
+        variables.append((name.encode(), _spool_bytes(name, value)))
+    body = options.get("body", b"")
+    if isinstance(body, str):
+        body = body.encode()
+    spooler_dir = options.get("spooler")
+    if spooler_dir is not None:
+        spooler_dir = _os.fsdecode(spooler_dir)
+    return _ngx_wsgi.spool(variables, bytes(body), spooler_dir, options.get("priority"))
+
+
+send_to_spooler = spool
 
 
 def log(message):
@@ -255,7 +312,6 @@ def cache_num(key, cache=None):
 
 
 for _names, _what in (
-    ("spool send_to_spooler", "the spooler is"),
     ("mule_msg mule_get_msg farm_msg farm_get_msg", "mules are"),
     ("add_file_monitor", "file monitors are"),
     ("set_user_harakiri", "a per-request harakiri is"),

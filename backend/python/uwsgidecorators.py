@@ -1,11 +1,13 @@
 """ngx-wsgi's `uwsgidecorators`: uWSGI's decorators over the `uwsgi` module.
 
-`postfork`, `thread`, `lock`, `signal`, `timer`, `rbtimer` and `cron` work. The others need parts of the uwsgi API ngx-wsgi does not
-provide yet (the spooler, mules, file monitors, user harakiri): applying
+`postfork`, `thread`, `lock`, `signal`, `timer`, `rbtimer`, `cron`, `spool`,
+`spoolforever` and `spoolraw` work. The others need parts of the uwsgi API ngx-wsgi does
+not provide yet (mules, file monitors, user harakiri): applying
 one raises NotImplementedError naming what is missing, at import time, rather than
 leaving a function that would silently never run.
 """
 
+import pickle
 from threading import Thread
 
 import uwsgi
@@ -130,8 +132,93 @@ class cron:
         return f
 
 
+spooler_functions = {}
+
+
+def manage_spool_request(env):
+    """The spooler hook: runs the @spool function a task names."""
+    env = {(k.decode() if isinstance(k, bytes) else k): v for k, v in env.items()}
+    name = env.get("ud_spool_func", b"")
+    name = name.decode() if isinstance(name, bytes) else name
+    f = spooler_functions.get(name)
+    if f is None:
+        raise LookupError(
+            f"the task names @spool function {name!r}, which this app does not define "
+            f"(it has: {', '.join(sorted(spooler_functions)) or 'none'})"
+        )
+    if "args" in env:
+        args = pickle.loads(env.pop("args"))
+        kwargs = pickle.loads(env.pop("kwargs"))
+        ret = f(*args, **kwargs)
+    else:
+        ret = f(env)
+    fixed = env.get("ud_spool_ret")
+    return int(fixed) if fixed is not None else ret
+
+
+uwsgi.spooler = manage_spool_request
+
+# The spooler's own keys, taken out of the function's keyword arguments.
+_SPOOL_OPTIONS = ("spooler", "priority", "at", "body")
+
+
+class _spoolraw:
+    """Calling the decorated function writes a task; the spooler runs the function
+    (`.f`), and the task's fate follows its return value."""
+
+    ret = None
+
+    def __init__(self, f, pass_arguments):
+        self.f = f
+        self.pass_arguments = pass_arguments
+        self.__name__ = f.__name__
+        self.__doc__ = f.__doc__
+        spooler_functions[f.__name__] = f
+
+    def spool(self, *args, **kwargs):
+        task = {"ud_spool_func": self.f.__name__}
+        if self.ret is not None:
+            task["ud_spool_ret"] = str(self.ret)
+        if self.pass_arguments:
+            for key in _SPOOL_OPTIONS:
+                if key in kwargs:
+                    task[key] = kwargs.pop(key)
+            task.update(kwargs.pop("message_dict", {}))
+            task["args"] = pickle.dumps(args)
+            task["kwargs"] = pickle.dumps(kwargs)
+        else:
+            if args:
+                task.update(args[0])
+            task.update(kwargs)
+        return uwsgi.spool(task)
+
+    __call__ = spool
+
+
+class _spool(_spoolraw):
+    ret = uwsgi.SPOOL_OK
+
+
+class _spoolforever(_spoolraw):
+    ret = uwsgi.SPOOL_RETRY
+
+
+def _spool_decorator(kind):
+    def decorator(f=None, pass_arguments=False):
+        if f is None:
+            return lambda g: kind(g, pass_arguments)
+        return kind(f, pass_arguments)
+
+    decorator.__name__ = kind.__name__.lstrip("_")
+    return decorator
+
+
+spool = _spool_decorator(_spool)
+spoolforever = _spool_decorator(_spoolforever)
+spoolraw = _spool_decorator(_spoolraw)
+
+
 for _names, _what in (
-    ("spool spoolforever spoolraw", "the spooler is"),
     ("mulefunc mule_brain mule_brainloop", "mules are"),
     ("filemon", "file monitors are"),
     ("harakiri", "a per-request harakiri is"),

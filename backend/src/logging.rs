@@ -20,6 +20,13 @@ use tracing_subscriber::registry::LookupSpan;
 /// 0 in the master, N in worker N.
 static WORKER_ID: AtomicU32 = AtomicU32::new(0);
 
+/// N in spooler process N, 0 elsewhere.
+static SPOOLER_ID: AtomicU32 = AtomicU32::new(0);
+
+pub fn set_spooler_id(id: u32) {
+    SPOOLER_ID.store(id, Ordering::Relaxed);
+}
+
 pub fn set_worker_id(id: u32) {
     WORKER_ID.store(id, Ordering::Relaxed);
 }
@@ -139,9 +146,14 @@ where
     ) -> fmt::Result {
         SystemTime.format_time(&mut writer)?;
         let level = event.metadata().level().as_str().to_ascii_lowercase();
-        match WORKER_ID.load(Ordering::Relaxed) {
-            0 => write!(writer, " [{level}] master {}: ", std::process::id())?,
-            id => write!(writer, " [{level}] worker {id} ({}): ", std::process::id())?,
+        let pid = std::process::id();
+        match (
+            WORKER_ID.load(Ordering::Relaxed),
+            SPOOLER_ID.load(Ordering::Relaxed),
+        ) {
+            (0, 0) => write!(writer, " [{level}] master {pid}: ")?,
+            (0, spooler) => write!(writer, " [{level}] spooler {spooler} ({pid}): ")?,
+            (id, _) => write!(writer, " [{level}] worker {id} ({pid}): ")?,
         }
         if event.metadata().target() == "wsgi.errors" {
             write!(writer, "wsgi.errors: ")?;

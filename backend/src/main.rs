@@ -16,6 +16,7 @@ mod procname;
 mod python;
 mod reqlog;
 mod signals;
+mod spooler;
 mod static_files;
 mod stats;
 mod systemd;

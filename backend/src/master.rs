@@ -33,6 +33,7 @@ use crate::daemons::Daemons;
 use crate::handover::HandoverSockets;
 use crate::listeners::{self, BoundListener, ListeningSocket};
 use crate::reqlog::RequestLogger;
+use crate::spooler::Spoolers;
 use crate::{fifo, logging, procname, python, stats, worker};
 
 /// Exit code of a worker whose app failed to load (`--lazy-apps`): respawning would loop.
@@ -536,6 +537,28 @@ fn vacuum(config: &Config, sockets: bool) {
     }
 }
 
+/// Each `spooler` directory exists and is writable by the user the daemon runs as (it
+/// has dropped privileges by now): a clear error at start rather than tasks lost later.
+fn check_spooler_dirs(config: &Config) -> anyhow::Result<()> {
+    use nix::unistd::{access, AccessFlags};
+    for dir in &config.spooler {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "spooler {}: no such directory (make it, writable by the user the daemon runs as)",
+                dir.display()
+            );
+        }
+        if let Err(err) = access(dir, AccessFlags::W_OK | AccessFlags::X_OK) {
+            anyhow::bail!(
+                "spooler {}: not writable by uid {} ({err}): the spooler and the workers write tasks there",
+                dir.display(),
+                nix::unistd::getuid()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Loads the app, starts the workers and supervises them until a stop signal.
 fn serve(
     config: &Config,
@@ -551,6 +574,8 @@ fn serve(
     crate::cache::install(config)?;
     crate::locks::install(config.locks)?;
     crate::signals::install(config.processes)?;
+    crate::spooler::install(config)?;
+    check_spooler_dirs(config)?;
     let mut notifier = crate::systemd::Notifier::from_env();
     // The workers' counters: the stats server, cheaper mode, idle and systemd's STATUS=
     // read them, and the request log's `req: N/M`.
@@ -584,6 +609,8 @@ fn serve(
     for id in 1..=Cheaper::initial(config) {
         spawner.start(&mut workers, id)?;
     }
+    let mut spoolers = Spoolers::new(config);
+    spoolers.start_due(|slot, dir| spawn_spooler(slot, dir, config))?;
     let mut idle = IdleWatch::new(config);
     let mut old_workers = retire_old_workers();
     let mut state = State::Running;
@@ -676,7 +703,8 @@ fn serve(
             if let Some(notifier) = &notifier {
                 notifier.stopping("SIGINT/SIGQUIT, at once");
             }
-            signal_all(workers.keys().chain(&old_workers), Signal::SIGINT);
+            let everyone = workers.keys().chain(&old_workers).chain(spoolers.pids());
+            signal_all(everyone, Signal::SIGINT);
             state = State::Stopping {
                 deadline: Instant::now() + FAST_STOP_GRACE,
             };
@@ -688,7 +716,8 @@ fn serve(
                 "SIGTERM: stopping gracefully, in-flight requests finish (up to {} s)",
                 config.reload_mercy
             );
-            signal_all(workers.keys().chain(&old_workers), Signal::SIGTERM);
+            let everyone = workers.keys().chain(&old_workers).chain(spoolers.pids());
+            signal_all(everyone, Signal::SIGTERM);
             state = State::Stopping {
                 deadline: Instant::now() + Duration::from_secs(config.reload_mercy),
             };
@@ -712,7 +741,8 @@ fn serve(
             reload(
                 args,
                 sockets,
-                workers.keys().chain(&old_workers),
+                // Spooler processes finish their task and exit, as workers their requests.
+                workers.keys().chain(&old_workers).chain(spoolers.pids()),
                 old_workers_stop,
                 &mut daemons,
                 Duration::from_secs(config.reload_mercy),
@@ -793,23 +823,26 @@ fn serve(
             &mut workers,
             &mut old_workers,
             &cheaped,
-            &mut daemons,
+            (&mut daemons, &mut spoolers),
             &state,
             &spawner,
         )?;
         if matches!(state, State::Running) {
             daemons.check();
+            spoolers.start_due(|slot, dir| spawn_spooler(slot, dir, config))?;
         }
         if let State::Stopping { deadline } = state {
-            if workers.is_empty() && old_workers.is_empty() {
+            if workers.is_empty() && old_workers.is_empty() && spoolers.is_empty() {
                 break;
             }
             if Instant::now() >= deadline {
                 tracing::warn!(
-                    "{} worker(s) still busy after the grace period: killing them",
-                    workers.len() + old_workers.len()
+                    "{} worker(s) and {} spooler process(es) still busy after the grace period: killing them",
+                    workers.len() + old_workers.len(),
+                    spoolers.pids().count()
                 );
-                signal_all(workers.keys().chain(&old_workers), Signal::SIGKILL);
+                let everyone = workers.keys().chain(&old_workers).chain(spoolers.pids());
+                signal_all(everyone, Signal::SIGKILL);
             }
         }
         if let Some((counters, socket)) = &counters {
@@ -932,18 +965,12 @@ impl Spawner<'_> {
     }
 }
 
-fn spawn_worker(id: u32, spawner: &Spawner<'_>) -> anyhow::Result<Pid> {
-    let Spawner {
-        config,
-        app,
-        listeners,
-        ready,
-        request_log,
-        handover,
-    } = *spawner;
-    // A stop signal sent to a worker before it has its own handlers would hit the
-    // master's inherited ones and be lost: keep the signals blocked across fork(); the
-    // worker unblocks them once its handlers are in place, and gets any pending one then.
+/// Forks a child of the master: Some(its pid) in the master, None in the child.
+///
+/// A stop signal sent to the child before it has its own handlers would hit the master's
+/// inherited ones and be lost: the signals stay blocked across fork(); the child unblocks
+/// them once its handlers are in place, and gets any pending one then.
+fn fork_child() -> anyhow::Result<Option<Pid>> {
     let stop_signals = worker::stop_signals();
     stop_signals
         .thread_block()
@@ -954,11 +981,52 @@ fn spawn_worker(id: u32, spawner: &Spawner<'_>) -> anyhow::Result<Pid> {
             .thread_unblock()
             .context("unblocking signals after fork()")?;
     }
-    let pid = pid?;
-    if pid != 0 {
+    Ok(match pid? {
+        0 => None,
+        pid => Some(Pid::from_raw(pid)),
+    })
+}
+
+/// Forks spooler process `slot` (0-based) for `dir`: it runs that directory's tasks
+/// until told to stop (spooler.rs).
+fn spawn_spooler(slot: usize, dir: &Path, config: &Config) -> anyhow::Result<Pid> {
+    if let Some(pid) = fork_child()? {
+        return Ok(pid);
+    }
+    // In the child: never return into the master's loop.
+    logging::set_spooler_id(slot as u32 + 1);
+    crate::spooler::become_spooler();
+    if config.auto_procname {
+        procname::set_title(&format!("ngx-wsgi spooler {}", slot + 1));
+    }
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    // With lazy-apps the master has not imported the app: its @spool functions are
+    // registered by importing it here.
+    if config.lazy_apps {
+        if let Err(err) = Python::attach(|py| python::load_app(py, config)) {
+            tracing::error!("{err:#}");
+            std::process::exit(EXIT_APP_LOAD_FAILED);
+        }
+    }
+    Python::attach(crate::uwsgi_api::run_post_fork_hook);
+    let code = crate::spooler::run(config, slot, dir);
+    Python::attach(crate::uwsgi_api::run_atexit);
+    std::process::exit(code);
+}
+
+fn spawn_worker(id: u32, spawner: &Spawner<'_>) -> anyhow::Result<Pid> {
+    let Spawner {
+        config,
+        app,
+        listeners,
+        ready,
+        request_log,
+        handover,
+    } = *spawner;
+    if let Some(pid) = fork_child()? {
         tracing::info!("worker {id} started (pid {pid})");
-        stats::worker_started(id, pid);
-        return Ok(Pid::from_raw(pid));
+        stats::worker_started(id, pid.as_raw());
+        return Ok(pid);
     }
     // In the child: never return into the master's loop.
     logging::set_worker_id(id);
@@ -1018,7 +1086,7 @@ fn reap(
     workers: &mut Workers,
     old_workers: &mut Vec<Pid>,
     cheaped: &HashSet<u32>,
-    daemons: &mut Daemons,
+    (daemons, spoolers): (&mut Daemons, &mut Spoolers),
     state: &State,
     spawner: &Spawner,
 ) -> anyhow::Result<()> {
@@ -1032,12 +1100,15 @@ fn reap(
         };
         old_workers.retain(|old| *old != pid);
         let Some(WorkerState { id, retiring, .. }) = workers.remove(&pid) else {
-            let how = match how {
+            let text = match how {
                 (Some(code), _) => format!("exited with code {code}"),
                 (_, Some(signal)) => format!("was killed by {signal}"),
                 _ => "ended".to_string(),
             };
-            daemons.exited(pid, &how);
+            let stopping = matches!(state, State::Stopping { .. });
+            if !spoolers.exited(pid, how.0, &text, stopping) {
+                daemons.exited(pid, &text);
+            }
             continue;
         };
         stats::worker_gone(id);

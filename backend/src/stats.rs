@@ -178,6 +178,11 @@ impl SharedCounters {
             "sockets": sockets,
             "workers": workers,
         });
+        // As uWSGI: a "spoolers" list, one entry per spooler process, when there are any.
+        let spoolers = crate::spooler::stats_json(config);
+        if spoolers.as_array().is_some_and(|s| !s.is_empty()) {
+            stats["spoolers"] = spoolers;
+        }
         // As uWSGI: a "caches" list when there are caches.
         let caches = crate::cache::stats_json();
         if caches.as_array().is_some_and(|c| !c.is_empty()) {

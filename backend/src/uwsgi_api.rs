@@ -63,6 +63,10 @@ pub fn install(py: Python<'_>, config: &Config) -> PyResult<()> {
         wrap_pyfunction!(cache_clear, &native)?,
         wrap_pyfunction!(cache_keys, &native)?,
         wrap_pyfunction!(cache_math, &native)?,
+        wrap_pyfunction!(spool, &native)?,
+        wrap_pyfunction!(spooler_pids, &native)?,
+        wrap_pyfunction!(spooler_jobs, &native)?,
+        wrap_pyfunction!(i_am_the_spooler, &native)?,
     ] {
         native.add_function(function)?;
     }
@@ -165,7 +169,7 @@ fn run_hook(py: Python<'_>, name: &str) {
 
 fn master() -> Pid {
     match crate::logging::worker_id() {
-        0 => nix::unistd::getpid(),
+        0 if !crate::spooler::i_am_the_spooler() => nix::unistd::getpid(),
         _ => nix::unistd::getppid(),
     }
 }
@@ -259,6 +263,52 @@ fn bytes_of(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         return Ok(bytes.as_bytes().to_vec());
     }
     Ok(value.extract::<String>()?.into_bytes())
+}
+
+/// `uwsgi.spool()`: writes a task (vars in order, and a body) into a spooler directory;
+/// returns its file's path. uwsgi.py sorts out the special keys.
+#[pyfunction]
+#[pyo3(signature = (vars, body, spooler, priority))]
+fn spool<'py>(
+    py: Python<'py>,
+    vars: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Vec<u8>,
+    spooler: Option<std::path::PathBuf>,
+    priority: Option<String>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let config = CONFIG
+        .get()
+        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("ngx-wsgi is not configured"))?;
+    let task = crate::spooler::Task { vars, body };
+    let path = py
+        .detach(|| crate::spooler::enqueue(config, spooler.as_deref(), priority.as_deref(), &task))
+        .map_err(|err| match err {
+            crate::spooler::SpoolError::Write { .. } => {
+                pyo3::exceptions::PyOSError::new_err(err.to_string())
+            }
+            _ => pyo3::exceptions::PyValueError::new_err(err.to_string()),
+        })?;
+    Ok(PyBytes::new(py, path.as_os_str().as_encoded_bytes()))
+}
+
+#[pyfunction]
+fn spooler_pids() -> Vec<i32> {
+    crate::spooler::pids()
+}
+
+/// Every task file waiting in the spooler directories, as paths.
+#[pyfunction]
+fn spooler_jobs<'py>(py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
+    let dirs = CONFIG.get().map(|c| c.spooler.clone()).unwrap_or_default();
+    dirs.iter()
+        .flat_map(|dir| crate::spooler::task_files(dir))
+        .map(|path| PyBytes::new(py, path.as_os_str().as_encoded_bytes()))
+        .collect()
+}
+
+#[pyfunction]
+fn i_am_the_spooler() -> bool {
+    crate::spooler::i_am_the_spooler()
 }
 
 fn cache(name: Option<&str>) -> PyResult<&'static crate::cache::Cache> {

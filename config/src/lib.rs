@@ -517,6 +517,27 @@ declare_config! {
         cache_expire_freq: u64 = 3, set(positive::<u64>),
             value("cache-expire-freq", "cache", "SECONDS",
                 "how often the master removes expired items from the caches (default 3; not for lazy caches)");
+        /// `spooler`: directories of task files (uwsgi.spool(), @spool), each run by
+        /// `spooler-processes` processes the master starts.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        spooler: Vec<PathBuf> = Vec::new(), push(path),
+            value("spooler", "spooler", "DIR",
+                "run the tasks uwsgi.spool() and @spool write as files in DIR (it must exist), in \
+                 spooler processes the master starts; repeatable (the first is the default)")
+            .short('Q');
+        /// `spooler-processes`: processes per spooler directory.
+        spooler_processes: u32 = 1, set(workers),
+            value("spooler-processes", "spooler", "N", "processes running each spooler's tasks (default 1)");
+        /// `spooler-frequency`: how often an idle spooler looks at its directory (a task
+        /// written by this daemon wakes it at once).
+        spooler_frequency: u64 = 30, set(positive_seconds),
+            value("spooler-frequency", "spooler", "SECONDS",
+                "how often an idle spooler scans its directory for due tasks (default 30; a task spooled here, \
+                 or written into the directory, wakes it at once)")
+            .aliases(&["spooler-freq"]);
+        /// `spooler-max-tasks`: a spooler process is replaced after this many tasks.
+        spooler_max_tasks: u64 = 0, set(requests),
+            value("spooler-max-tasks", "spooler", "N", "replace a spooler process after it ran N tasks (0: never)");
         /// `log-format`: the request line, with uWSGI's `%(var)` variables.
         log_format: Option<String> = None, some(text),
             value("log-format", "logging", "FORMAT",

@@ -114,10 +114,10 @@ fn unknown_option_suggests_the_close_one() {
 #[test]
 fn unsupported_uwsgi_option_is_named_as_such() {
     assert_eq!(
-        errors("--socket /s --module m --spooler /tmp/spool"),
+        errors("--socket /s --module m --mules 2"),
         [
-            "option \"spooler\" is a uWSGI option ngx-wsgi does not provide: the spooler is not \
-         implemented yet: run background jobs with a task queue such as Celery or RQ meanwhile"
+            "option \"mules\" is a uWSGI option ngx-wsgi does not provide: mules are not \
+         implemented yet: run the work in a separate service (a systemd unit of its own) meanwhile"
         ]
     );
 }

@@ -58,7 +58,7 @@ def application(environ, start_response):
         body = uwsgi.get_logvar("user_id")
     elif path == "/missing":
         try:
-            uwsgi.spool({b"task": b"x"})
+            uwsgi.mule_msg(b"x")
             body = "no error"
         except NotImplementedError as err:
             body = str(err)
