@@ -32,9 +32,9 @@ def test_unknown_flag_is_an_error_with_a_suggestion():
 
 
 def test_unsupported_uwsgi_option_is_named_as_such():
-    out = run("--socket", "/tmp/x.sock", "--wsgi-file", "app.py", "--spooler", "/tmp/spool")
+    out = run("--socket", "/tmp/x.sock", "--wsgi-file", "app.py", "--emperor", "/etc/vassals")
     assert out.returncode == 2
-    assert 'option "spooler" is a uWSGI option ngx-wsgi does not provide: the spooler is not implemented yet' in out.stderr
+    assert 'option "emperor" is a uWSGI option ngx-wsgi does not provide: run one ngx-wsgi per app as a systemd unit' in out.stderr
 
 
 def test_copied_uwsgi_command_line_runs_with_notes(daemon, tmp_path):

@@ -87,7 +87,7 @@ def test_check_config_reports_every_error_with_file_and_line(tmp_path):
 [uwsgi]
 sokcet = /run/app.sock
 module = app
-spooler = /var/spool/x
+emperor = /etc/vassals
 processes = 2 # workers
 chmod-socket = 0999
 processes = -1
@@ -98,8 +98,8 @@ buffer-size = 12q
     assert out.stdout == ""
     lines = out.stderr.splitlines()
     assert f'ngx-wsgi: {bad}:2: unknown option "sokcet", did you mean "socket"?' in lines
-    assert any(line.startswith(f'ngx-wsgi: {bad}:4: option "spooler" is a uWSGI option ngx-wsgi does not '
-                               "provide: the spooler is not implemented yet") for line in lines)
+    assert any(line.startswith(f'ngx-wsgi: {bad}:4: option "emperor" is a uWSGI option ngx-wsgi does not '
+                               "provide: run one ngx-wsgi per app as a systemd unit") for line in lines)
     assert (f'ngx-wsgi: {bad}:6: invalid value "0999" for option "chmod-socket": '
             "expected 3 octal digits such as 660") in lines
     assert (f'ngx-wsgi: {bad}:7: invalid value "-1" for option "processes": '

@@ -187,7 +187,9 @@ def test_spooler_max_tasks_replaces_the_process(daemon, tmp_path):
     wait_for(lambda: len(runs(record, "plain")) == 5, 15, "5 tasks")
     pids = [r["pid"] for r in runs(record, "plain")]
     assert len(set(pids)) == 3, pids
-    assert "ran spooler-max-tasks tasks; starting its replacement" in d.log()
+    assert "spooler-max-tasks: ran 2 tasks: exiting, to be replaced" in d.log()
+    assert __import__("re").search(r"spooler 1 \(pid \d+\) retired itself \(reason above\); starting its replacement",
+                                   d.log())
 
 
 def test_the_api_around_the_spooler(daemon, tmp_path):

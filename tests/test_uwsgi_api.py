@@ -117,7 +117,7 @@ def test_what_is_not_provided_says_so(daemon):
     daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, ready=("127.0.0.1", port))
     url = f"http://127.0.0.1:{port}"
     assert requests.get(f"{url}/missing").json() == \
-        "uwsgi.mule_msg(): mules are not provided by ngx-wsgi yet"
+        "uwsgi.add_file_monitor(): file monitors are not provided by ngx-wsgi yet"
     assert requests.get(f"{url}/decorator").json() == \
         "uwsgidecorators.filemon: file monitors are not provided by ngx-wsgi yet"
 

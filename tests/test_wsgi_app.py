@@ -47,13 +47,13 @@ def test_one_config_file_serves_through_nginx_with_connection_reuse(daemon, ngin
 
 
 def test_invalid_config_fails_nginx_t_with_both_lines(tmp_path):
-    ini = write_ini(tmp_path, "sokcet = /run/app.sock\nmodule = app\nprocesses = -1\nspooler = /var/spool/x\n")
+    ini = write_ini(tmp_path, "sokcet = /run/app.sock\nmodule = app\nprocesses = -1\nemperor = /etc/vassals\n")
     code, out, where = nginx_t(tmp_path, ini)
     assert code == 1
     assert f'wsgi_app: {ini}:2: unknown option "sokcet", did you mean "socket"? {where}' in out
     assert (f'wsgi_app: {ini}:4: invalid value "-1" for option "processes": '
             f"expected a whole number of at least 1 {where}") in out
-    assert f'wsgi_app: {ini}:5: option "spooler" is a uWSGI option ngx-wsgi does not provide: the spooler is not implemented yet: run background jobs with a task queue such as Celery or RQ meanwhile {where}' in out
+    assert f'wsgi_app: {ini}:5: option "emperor" is a uWSGI option ngx-wsgi does not provide: run one ngx-wsgi per app as a systemd unit: systemctl enable --now ngx-wsgi@NAME (nginx-conf/ngx-wsgi@.service reads /etc/ngx-wsgi/NAME.ini) {where}' in out
     assert f"wsgi_app: {ini}: nowhere to listen: set socket, http-socket or http {where}" in out
     assert "test failed" in out
 

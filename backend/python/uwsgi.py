@@ -6,8 +6,9 @@ total_requests(), mem(), ...), control (reload(), chain_reload(), stop(), log(),
 set_logvar(), setprocname()), the hooks (post_fork_hook, atexit), and the shared caches
 (cache2: cache_get(), cache_set(), ...), the shared locks (lock(), unlock(), is_locked()).
 uWSGI signals, timers and cron (register_signal(), signal(), add_timer(), add_cron()), the
-spooler (spool(), spooler_jobs(), the spooler hook).
-Not provided yet: mules, file monitors, user harakiri: those functions raise NotImplementedError naming what
+spooler (spool(), spooler_jobs(), the spooler hook), mules (mule_msg(), mule_get_msg(),
+farms).
+Not provided yet: file monitors, user harakiri: those functions raise NotImplementedError naming what
 is missing, never a silent no-op.
 """
 
@@ -47,8 +48,8 @@ def worker_id():
 
 
 def mule_id():
-    """0: there are no mules."""
-    return 0
+    """N in mule N, 0 elsewhere."""
+    return _ngx_wsgi.mule_id()
 
 
 def masterpid():
@@ -155,6 +156,34 @@ def spool(*args, **kwargs):
 
 
 send_to_spooler = spool
+
+
+def _message_bytes(message):
+    if isinstance(message, str):
+        return message.encode()
+    return bytes(message)
+
+
+def mule_msg(message, target=None):
+    """Sends message (bytes or str) to a mule: any free one (target None or 0), mule N,
+    or farm "NAME". True when queued; None when that queue is full."""
+    return True if _ngx_wsgi.mule_msg(_message_bytes(message), target) else None
+
+
+def farm_msg(farm, message):
+    """Sends message to the mules of farm `farm`."""
+    return True if _ngx_wsgi.mule_msg(_message_bytes(message), str(farm)) else None
+
+
+def mule_get_msg(signals=True, farms=True, buffer_size=65536, timeout=-1):
+    """In a mule: waits for the next message (bytes) for it, the shared queue's and, with
+    farms, its farms'; up to `timeout` seconds (-1: until one comes), then None."""
+    return _ngx_wsgi.mule_get_msg(True, bool(farms), float(timeout))
+
+
+def farm_get_msg():
+    """In a mule: a message waiting in one of its farms' queues, or None at once."""
+    return _ngx_wsgi.mule_get_msg(False, True, 0.0)
 
 
 def log(message):
@@ -312,7 +341,6 @@ def cache_num(key, cache=None):
 
 
 for _names, _what in (
-    ("mule_msg mule_get_msg farm_msg farm_get_msg", "mules are"),
     ("add_file_monitor", "file monitors are"),
     ("set_user_harakiri", "a per-request harakiri is"),
     ("parsefile", "reading uwsgi packet files is"),

@@ -1,8 +1,9 @@
 """ngx-wsgi's `uwsgidecorators`: uWSGI's decorators over the `uwsgi` module.
 
 `postfork`, `thread`, `lock`, `signal`, `timer`, `rbtimer`, `cron`, `spool`,
-`spoolforever` and `spoolraw` work. The others need parts of the uwsgi API ngx-wsgi does
-not provide yet (mules, file monitors, user harakiri): applying
+`spoolforever`, `spoolraw`, `mulefunc`, `mule_brain` and `mule_brainloop` work. The others
+need parts of the uwsgi API ngx-wsgi does not provide yet (file monitors, user harakiri):
+applying
 one raises NotImplementedError naming what is missing, at import time, rather than
 leaving a function that would silently never run.
 """
@@ -218,8 +219,76 @@ spoolforever = _spool_decorator(_spoolforever)
 spoolraw = _spool_decorator(_spoolraw)
 
 
+mule_functions = {}
+
+
+def mule_msg_dispatcher(message):
+    """The mules' message hook: runs the @mulefunc call a message carries."""
+    call = pickle.loads(message)
+    if isinstance(call, dict) and call.get("service") == "uwsgi_mulefunc":
+        return mule_functions[call["func"]](*call["args"], **call["kwargs"])
+    return None
+
+
+uwsgi.mule_msg_hook = mule_msg_dispatcher
+
+
+class mulefunc:
+    """Calling the function in a worker runs it in a mule: any (`@mulefunc`), mule N
+    (`@mulefunc(N)`) or a farm's (`@mulefunc("NAME")`)."""
+
+    def __init__(self, f):
+        if callable(f):
+            self.target = 0
+            self._register(f)
+        else:
+            self.target = f
+            self.fname = None
+
+    def _register(self, f):
+        self.fname = f.__name__
+        mule_functions[f.__name__] = f
+
+    def real_call(self, *args, **kwargs):
+        call = {"service": "uwsgi_mulefunc", "func": self.fname, "args": args, "kwargs": kwargs}
+        uwsgi.mule_msg(pickle.dumps(call), self.target)
+
+    def __call__(self, *args, **kwargs):
+        if self.fname is None:
+            self._register(args[0])
+            return self.real_call
+        return self.real_call(*args, **kwargs)
+
+
+class mule_brain:
+    """Runs the function once in mule N, after it starts."""
+
+    def __init__(self, num):
+        self.num = num
+
+    def __call__(self, f):
+        def in_the_mule():
+            if uwsgi.mule_id() == self.num:
+                f()
+
+        postfork_chain.append(in_the_mule)
+        return f
+
+
+class mule_brainloop(mule_brain):
+    """Runs the function over and over in mule N."""
+
+    def __call__(self, f):
+        def in_the_mule():
+            if uwsgi.mule_id() == self.num:
+                while True:
+                    f()
+
+        postfork_chain.append(in_the_mule)
+        return f
+
+
 for _names, _what in (
-    ("mulefunc mule_brain mule_brainloop", "mules are"),
     ("filemon", "file monitors are"),
     ("harakiri", "a per-request harakiri is"),
 ):

@@ -27,6 +27,17 @@ pub fn set_spooler_id(id: u32) {
     SPOOLER_ID.store(id, Ordering::Relaxed);
 }
 
+/// N in mule N, 0 elsewhere (`uwsgi.mule_id()`).
+static MULE_ID: AtomicU32 = AtomicU32::new(0);
+
+pub fn set_mule_id(id: u32) {
+    MULE_ID.store(id, Ordering::Relaxed);
+}
+
+pub fn mule_id() -> u32 {
+    MULE_ID.load(Ordering::Relaxed)
+}
+
 pub fn set_worker_id(id: u32) {
     WORKER_ID.store(id, Ordering::Relaxed);
 }
@@ -147,13 +158,12 @@ where
         SystemTime.format_time(&mut writer)?;
         let level = event.metadata().level().as_str().to_ascii_lowercase();
         let pid = std::process::id();
-        match (
-            WORKER_ID.load(Ordering::Relaxed),
-            SPOOLER_ID.load(Ordering::Relaxed),
-        ) {
-            (0, 0) => write!(writer, " [{level}] master {pid}: ")?,
-            (0, spooler) => write!(writer, " [{level}] spooler {spooler} ({pid}): ")?,
-            (id, _) => write!(writer, " [{level}] worker {id} ({pid}): ")?,
+        let ids = [&WORKER_ID, &SPOOLER_ID, &MULE_ID].map(|id| id.load(Ordering::Relaxed));
+        match ids {
+            [0, 0, 0] => write!(writer, " [{level}] master {pid}: ")?,
+            [0, 0, mule] => write!(writer, " [{level}] mule {mule} ({pid}): ")?,
+            [0, spooler, _] => write!(writer, " [{level}] spooler {spooler} ({pid}): ")?,
+            [id, _, _] => write!(writer, " [{level}] worker {id} ({pid}): ")?,
         }
         if event.metadata().target() == "wsgi.errors" {
             write!(writer, "wsgi.errors: ")?;

@@ -31,9 +31,9 @@ use pyo3::prelude::*;
 use crate::cheaper::{self, Cheaper};
 use crate::daemons::Daemons;
 use crate::handover::HandoverSockets;
+use crate::helpers::{Helpers, Job};
 use crate::listeners::{self, BoundListener, ListeningSocket};
 use crate::reqlog::RequestLogger;
-use crate::spooler::Spoolers;
 use crate::{fifo, logging, procname, python, stats, worker};
 
 /// Exit code of a worker whose app failed to load (`--lazy-apps`): respawning would loop.
@@ -576,6 +576,7 @@ fn serve(
     crate::signals::install(config.processes)?;
     crate::spooler::install(config)?;
     check_spooler_dirs(config)?;
+    crate::mules::install(config)?;
     let mut notifier = crate::systemd::Notifier::from_env();
     // The workers' counters: the stats server, cheaper mode, idle and systemd's STATUS=
     // read them, and the request log's `req: N/M`.
@@ -609,8 +610,9 @@ fn serve(
     for id in 1..=Cheaper::initial(config) {
         spawner.start(&mut workers, id)?;
     }
-    let mut spoolers = Spoolers::new(config);
-    spoolers.start_due(|slot, dir| spawn_spooler(slot, dir, config))?;
+    // Spooler processes and mules.
+    let mut helpers = Helpers::new(config);
+    helpers.start_due(|job| spawn_helper(job, config))?;
     let mut idle = IdleWatch::new(config);
     let mut old_workers = retire_old_workers();
     let mut state = State::Running;
@@ -703,7 +705,7 @@ fn serve(
             if let Some(notifier) = &notifier {
                 notifier.stopping("SIGINT/SIGQUIT, at once");
             }
-            let everyone = workers.keys().chain(&old_workers).chain(spoolers.pids());
+            let everyone = workers.keys().chain(&old_workers).chain(helpers.pids());
             signal_all(everyone, Signal::SIGINT);
             state = State::Stopping {
                 deadline: Instant::now() + FAST_STOP_GRACE,
@@ -716,7 +718,7 @@ fn serve(
                 "SIGTERM: stopping gracefully, in-flight requests finish (up to {} s)",
                 config.reload_mercy
             );
-            let everyone = workers.keys().chain(&old_workers).chain(spoolers.pids());
+            let everyone = workers.keys().chain(&old_workers).chain(helpers.pids());
             signal_all(everyone, Signal::SIGTERM);
             state = State::Stopping {
                 deadline: Instant::now() + Duration::from_secs(config.reload_mercy),
@@ -741,8 +743,9 @@ fn serve(
             reload(
                 args,
                 sockets,
-                // Spooler processes finish their task and exit, as workers their requests.
-                workers.keys().chain(&old_workers).chain(spoolers.pids()),
+                // Spooler processes finish their task and exit, as workers their requests
+                // (mules stop at once).
+                workers.keys().chain(&old_workers).chain(helpers.pids()),
                 old_workers_stop,
                 &mut daemons,
                 Duration::from_secs(config.reload_mercy),
@@ -823,25 +826,25 @@ fn serve(
             &mut workers,
             &mut old_workers,
             &cheaped,
-            (&mut daemons, &mut spoolers),
+            (&mut daemons, &mut helpers),
             &state,
             &spawner,
         )?;
         if matches!(state, State::Running) {
             daemons.check();
-            spoolers.start_due(|slot, dir| spawn_spooler(slot, dir, config))?;
+            helpers.start_due(|job| spawn_helper(job, config))?;
         }
         if let State::Stopping { deadline } = state {
-            if workers.is_empty() && old_workers.is_empty() && spoolers.is_empty() {
+            if workers.is_empty() && old_workers.is_empty() && helpers.is_empty() {
                 break;
             }
             if Instant::now() >= deadline {
                 tracing::warn!(
-                    "{} worker(s) and {} spooler process(es) still busy after the grace period: killing them",
+                    "{} worker(s) and {} spooler process(es) or mule(s) still busy after the grace period: killing them",
                     workers.len() + old_workers.len(),
-                    spoolers.pids().count()
+                    helpers.pids().count()
                 );
-                let everyone = workers.keys().chain(&old_workers).chain(spoolers.pids());
+                let everyone = workers.keys().chain(&old_workers).chain(helpers.pids());
                 signal_all(everyone, Signal::SIGKILL);
             }
         }
@@ -987,29 +990,48 @@ fn fork_child() -> anyhow::Result<Option<Pid>> {
     })
 }
 
-/// Forks spooler process `slot` (0-based) for `dir`: it runs that directory's tasks
-/// until told to stop (spooler.rs).
-fn spawn_spooler(slot: usize, dir: &Path, config: &Config) -> anyhow::Result<Pid> {
+/// Forks a spooler process or a mule (helpers.rs): it runs its job until stopped.
+fn spawn_helper(job: &Job, config: &Config) -> anyhow::Result<Pid> {
     if let Some(pid) = fork_child()? {
         return Ok(pid);
     }
     // In the child: never return into the master's loop.
-    logging::set_spooler_id(slot as u32 + 1);
-    crate::spooler::become_spooler();
+    let title = match job {
+        Job::Spooler { slot, .. } => {
+            logging::set_spooler_id(*slot as u32 + 1);
+            crate::spooler::become_spooler();
+            format!("ngx-wsgi spooler {}", slot + 1)
+        }
+        Job::Mule { id, .. } => {
+            logging::set_mule_id(*id);
+            crate::mules::stop_at_once();
+            format!("ngx-wsgi mule {id}")
+        }
+    };
     if config.auto_procname {
-        procname::set_title(&format!("ngx-wsgi spooler {}", slot + 1));
+        procname::set_title(&title);
     }
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-    // With lazy-apps the master has not imported the app: its @spool functions are
-    // registered by importing it here.
-    if config.lazy_apps {
+    // With lazy-apps the master has not imported the app: its @spool and @mulefunc
+    // functions are registered by importing it here (not for a mule with a script).
+    let script_mule = matches!(
+        job,
+        Job::Mule {
+            script: Some(_),
+            ..
+        }
+    );
+    if config.lazy_apps && !script_mule {
         if let Err(err) = Python::attach(|py| python::load_app(py, config)) {
             tracing::error!("{err:#}");
             std::process::exit(EXIT_APP_LOAD_FAILED);
         }
     }
     Python::attach(crate::uwsgi_api::run_post_fork_hook);
-    let code = crate::spooler::run(config, slot, dir);
+    let code = match job {
+        Job::Spooler { slot, dir } => crate::spooler::run(config, *slot, dir),
+        Job::Mule { id, script } => crate::mules::run(*id, script.as_deref()),
+    };
     Python::attach(crate::uwsgi_api::run_atexit);
     std::process::exit(code);
 }
@@ -1086,7 +1108,7 @@ fn reap(
     workers: &mut Workers,
     old_workers: &mut Vec<Pid>,
     cheaped: &HashSet<u32>,
-    (daemons, spoolers): (&mut Daemons, &mut Spoolers),
+    (daemons, helpers): (&mut Daemons, &mut Helpers),
     state: &State,
     spawner: &Spawner,
 ) -> anyhow::Result<()> {
@@ -1106,7 +1128,7 @@ fn reap(
                 _ => "ended".to_string(),
             };
             let stopping = matches!(state, State::Stopping { .. });
-            if !spoolers.exited(pid, how.0, &text, stopping) {
+            if !helpers.exited(pid, how.0, &text, stopping) {
                 daemons.exited(pid, &text);
             }
             continue;

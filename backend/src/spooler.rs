@@ -360,125 +360,21 @@ pub fn i_am_the_spooler() -> bool {
     I_AM_THE_SPOOLER.load(Ordering::Relaxed)
 }
 
-/// The master's side: which process runs which slot, and their replacements.
-pub struct Spoolers {
-    slots: Vec<Slot>,
-}
-
-struct Slot {
-    dir: PathBuf,
-    pid: Option<nix::unistd::Pid>,
-    born: Instant,
-    /// When a replacement is due (a process that died young waits a second).
-    respawn_at: Option<Instant>,
-    given_up: bool,
-}
-
-impl Spoolers {
-    pub fn new(config: &Config) -> Self {
-        let slots = slots(config)
-            .into_iter()
-            .map(|dir| Slot {
-                dir,
-                pid: None,
-                born: Instant::now(),
-                respawn_at: Some(Instant::now()),
-                given_up: false,
-            })
-            .collect();
-        Spoolers { slots }
+/// The master records spooler process `slot`'s pid (None: gone; `respawned`: it will be
+/// replaced), for the workers and the stats server.
+pub fn record(slot: usize, pid: Option<nix::unistd::Pid>, respawned: bool) {
+    if let Some(table) = TABLE.get() {
+        let raw = pid.map_or(0, |p| p.as_raw());
+        table.pids[slot].store(raw, Ordering::Relaxed);
     }
-
-    /// Starts the processes that are due (all of them at first).
-    pub fn start_due(
-        &mut self,
-        mut spawn: impl FnMut(usize, &Path) -> anyhow::Result<nix::unistd::Pid>,
-    ) -> anyhow::Result<()> {
-        let now = Instant::now();
-        for (index, slot) in self.slots.iter_mut().enumerate() {
-            if slot.pid.is_some() || slot.given_up || slot.respawn_at.is_none_or(|at| at > now) {
-                continue;
-            }
-            let pid = spawn(index, &slot.dir)?;
-            if let Some(table) = TABLE.get() {
-                table.pids[index].store(pid.as_raw(), Ordering::Relaxed);
-            }
-            tracing::info!(
-                "spooler {} started (pid {pid}) on {}",
-                index + 1,
-                slot.dir.display()
-            );
-            slot.pid = Some(pid);
-            slot.born = now;
-            slot.respawn_at = None;
-        }
-        Ok(())
-    }
-
-    pub fn pids(&self) -> impl Iterator<Item = &nix::unistd::Pid> {
-        self.slots.iter().filter_map(|s| s.pid.as_ref())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.iter().all(|s| s.pid.is_none())
-    }
-
-    /// A child exited: true if it was a spooler process. Its replacement is scheduled
-    /// unless `stopping`, or it could not load the app.
-    pub fn exited(
-        &mut self,
-        pid: nix::unistd::Pid,
-        code: Option<i32>,
-        how: &str,
-        stopping: bool,
-    ) -> bool {
-        let Some((index, slot)) = self
-            .slots
-            .iter_mut()
-            .enumerate()
-            .find(|(_, s)| s.pid == Some(pid))
-        else {
-            return false;
-        };
-        slot.pid = None;
-        if let Some(table) = TABLE.get() {
-            table.pids[index].store(0, Ordering::Relaxed);
-        }
+    if respawned {
         if let Some(count) = RESPAWNS
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_mut(index)
+            .get_mut(slot)
         {
             *count += 1;
         }
-        let n = index + 1;
-        if stopping {
-            tracing::info!("spooler {n} (pid {pid}) {how}");
-            return true;
-        }
-        match code {
-            Some(crate::worker::EXIT_RECYCLED) => {
-                tracing::info!(
-                    "spooler {n} (pid {pid}) ran spooler-max-tasks tasks; starting its replacement"
-                )
-            }
-            Some(crate::master::EXIT_APP_LOAD_FAILED) => {
-                tracing::error!(
-                    "spooler {n} could not load the app (see above); not respawning it: its tasks wait in {} for a reload",
-                    slot.dir.display()
-                );
-                slot.given_up = true;
-                return true;
-            }
-            _ => tracing::error!("spooler {n} (pid {pid}) {how}; respawning it"),
-        }
-        // One that died within a second of its start waits a second: no respawn loop.
-        let young = slot.born.elapsed() < Duration::from_secs(1);
-        slot.respawn_at = Some(match young {
-            true => Instant::now() + Duration::from_secs(1),
-            false => Instant::now(),
-        });
-        true
     }
 }
 
@@ -545,6 +441,9 @@ pub fn run(config: &Config, slot: usize, dir: &Path) -> i32 {
                         table.tasks[slot].fetch_add(1, Ordering::Relaxed);
                     }
                     if config.spooler_max_tasks > 0 && done >= config.spooler_max_tasks {
+                        tracing::info!(
+                            "spooler-max-tasks: ran {done} tasks: exiting, to be replaced"
+                        );
                         return crate::worker::EXIT_RECYCLED;
                     }
                 }

@@ -67,6 +67,9 @@ pub fn install(py: Python<'_>, config: &Config) -> PyResult<()> {
         wrap_pyfunction!(spooler_pids, &native)?,
         wrap_pyfunction!(spooler_jobs, &native)?,
         wrap_pyfunction!(i_am_the_spooler, &native)?,
+        wrap_pyfunction!(mule_id, &native)?,
+        wrap_pyfunction!(mule_msg, &native)?,
+        wrap_pyfunction!(mule_get_msg, &native)?,
     ] {
         native.add_function(function)?;
     }
@@ -309,6 +312,53 @@ fn spooler_jobs<'py>(py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
 #[pyfunction]
 fn i_am_the_spooler() -> bool {
     crate::spooler::i_am_the_spooler()
+}
+
+#[pyfunction]
+fn mule_id() -> u32 {
+    crate::mules::mule_id()
+}
+
+fn mule_error(err: crate::mules::MuleError) -> PyErr {
+    use crate::mules::MuleError;
+    match err {
+        MuleError::Io(..) => pyo3::exceptions::PyOSError::new_err(err.to_string()),
+        _ => pyo3::exceptions::PyValueError::new_err(err.to_string()),
+    }
+}
+
+/// `uwsgi.mule_msg()`: to any mule (target None or 0), mule N, or farm NAME; false when
+/// that queue is full.
+#[pyfunction]
+#[pyo3(signature = (message, target=None))]
+fn mule_msg(py: Python<'_>, message: Vec<u8>, target: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    use crate::mules::Target;
+    let target = match target {
+        None => Target::Any,
+        Some(t) if t.is_none() => Target::Any,
+        Some(t) => match t.extract::<u32>() {
+            Ok(n) => Target::Mule(n),
+            Err(_) => Target::Farm(String::from_utf8_lossy(&bytes_of(t)?).into_owned()),
+        },
+    };
+    py.detach(|| crate::mules::send_message(&target, &message))
+        .map_err(mule_error)
+}
+
+/// In a mule: the next message (`own`: its queue and the shared one; `farms`: its
+/// farms'), waiting up to `timeout` seconds (negative: until one comes).
+#[pyfunction]
+fn mule_get_msg<'py>(
+    py: Python<'py>,
+    own: bool,
+    farms: bool,
+    timeout: f64,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let timeout = (timeout >= 0.0).then(|| std::time::Duration::from_secs_f64(timeout));
+    let message = py
+        .detach(|| crate::mules::receive(farms, own, timeout))
+        .map_err(mule_error)?;
+    Ok(message.map(|m| PyBytes::new(py, &m)))
 }
 
 fn cache(name: Option<&str>) -> PyResult<&'static crate::cache::Cache> {

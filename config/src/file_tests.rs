@@ -226,7 +226,7 @@ fn ini_errors_name_file_line_and_fix_all_at_once() {
 [uwsgi]
 sokcet = /run/app.sock
 module = app
-mules = 2
+emperor = /etc/vassals
 chmod-socket = 999
 processes = -2
 buffer-size = 10x
@@ -241,7 +241,7 @@ socket = /run/app.sock
         load_errors(&path),
         [
             format!("{p}:2: unknown option \"sokcet\", did you mean \"socket\"?"),
-            format!("{p}:4: option \"mules\" is a uWSGI option ngx-wsgi does not provide: mules are not implemented yet: run the work in a separate service (a systemd unit of its own) meanwhile"),
+            format!("{p}:4: option \"emperor\" is a uWSGI option ngx-wsgi does not provide: run one ngx-wsgi per app as a systemd unit: systemctl enable --now ngx-wsgi@NAME (nginx-conf/ngx-wsgi@.service reads /etc/ngx-wsgi/NAME.ini)"),
             format!("{p}:5: invalid value \"999\" for option \"chmod-socket\": expected 3 octal digits such as 660"),
             format!("{p}:6: invalid value \"-2\" for option \"processes\": expected a whole number of at least 1"),
             format!("{p}:7: invalid value \"10x\" for option \"buffer-size\": expected a size in bytes of at least 1 (e.g. 32768, 32k or 64k)"),

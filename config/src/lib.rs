@@ -538,6 +538,22 @@ declare_config! {
         /// `spooler-max-tasks`: a spooler process is replaced after this many tasks.
         spooler_max_tasks: u64 = 0, set(requests),
             value("spooler-max-tasks", "spooler", "N", "replace a spooler process after it ran N tasks (0: never)");
+        /// `mules`: this many mules waiting for messages (`uwsgi.mule_msg()`, `@mulefunc`).
+        mules: u64 = 0, set(mule_count),
+            value("mules", "mules", "N",
+                "start N mules: processes that serve no request and run what the workers send them \
+                 (uwsgi.mule_msg(), @mulefunc)");
+        /// `mule`: one more mule, running a script (or waiting for messages, bare).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        mule: Vec<String> = Vec::new(), push(mule_script),
+            optional("mule", "mules", "SCRIPT.py",
+                "start a mule running SCRIPT.py (respawned when it ends), or with no value one waiting for \
+                 messages; repeatable; these come first in mule ids");
+        /// `farm`: a named group of mules sharing a queue: `NAME:1,2`.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        farm: Vec<String> = Vec::new(), push(farm_spec),
+            value("farm", "mules", "NAME:IDS",
+                "a group of mules (NAME:1,2) reading one queue: uwsgi.mule_msg(msg, \"NAME\"), farm_get_msg(); repeatable");
         /// `log-format`: the request line, with uWSGI's `%(var)` variables.
         log_format: Option<String> = None, some(text),
             value("log-format", "logging", "FORMAT",
@@ -805,6 +821,43 @@ fn workers(name: &str, value: Option<&str>) -> Result<u32, ConfigError> {
 
 fn requests(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
     count(name, value, "requests")
+}
+
+fn mule_count(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
+    let n = count(name, value, "mules")?;
+    within(name, value, n, 256, "a whole number of mules from 0 to 256")
+}
+
+/// A bare `mule` (no value, or a true boolean in a file) waits for messages; otherwise
+/// the value is a Python script.
+fn mule_script(name: &str, value: Option<&str>) -> Result<String, ConfigError> {
+    match value.unwrap_or("").trim() {
+        "" | "1" | "true" | "yes" | "on" => Ok(String::new()),
+        script if script.ends_with(".py") => Ok(script.to_string()),
+        other => Err(bad(
+            name,
+            other,
+            "a Python script (.py), or no value for a mule waiting for messages",
+        )),
+    }
+}
+
+fn farm_spec(name: &str, value: Option<&str>) -> Result<String, ConfigError> {
+    let text = value.unwrap_or("").trim();
+    let valid = text.split_once(':').is_some_and(|(farm, ids)| {
+        !farm.is_empty()
+            && ids
+                .split(',')
+                .all(|id| id.trim().parse::<u32>().is_ok_and(|n| n >= 1))
+    });
+    match valid {
+        true => Ok(text.to_string()),
+        false => Err(bad(
+            name,
+            text,
+            "NAME:IDS, a name and mule numbers such as heavy:1,2",
+        )),
+    }
 }
 
 fn mebibytes(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {

@@ -114,10 +114,11 @@ fn unknown_option_suggests_the_close_one() {
 #[test]
 fn unsupported_uwsgi_option_is_named_as_such() {
     assert_eq!(
-        errors("--socket /s --module m --mules 2"),
+        errors("--socket /s --module m --emperor /etc/vassals"),
         [
-            "option \"mules\" is a uWSGI option ngx-wsgi does not provide: mules are not \
-         implemented yet: run the work in a separate service (a systemd unit of its own) meanwhile"
+            "option \"emperor\" is a uWSGI option ngx-wsgi does not provide: run one ngx-wsgi per \
+         app as a systemd unit: systemctl enable --now ngx-wsgi@NAME (nginx-conf/ngx-wsgi@.service \
+         reads /etc/ngx-wsgi/NAME.ini)"
         ]
     );
 }
@@ -235,6 +236,8 @@ fn every_declared_option_is_applied() {
             "smart-attach-daemon" | "smart-attach-daemon2" => Some("/run/x.pid x"),
             "logger" | "req-logger" => Some("stdio"),
             "cache2" => Some("name=c,items=10"),
+            "farm" => Some("heavy:1"),
+            "mule" => Some("job.py"),
             _ if spec.arity == Arity::Flag => None,
             _ => Some("1"),
         };

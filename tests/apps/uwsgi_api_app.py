@@ -58,7 +58,7 @@ def application(environ, start_response):
         body = uwsgi.get_logvar("user_id")
     elif path == "/missing":
         try:
-            uwsgi.mule_msg(b"x")
+            uwsgi.add_file_monitor(1, "/tmp")
             body = "no error"
         except NotImplementedError as err:
             body = str(err)
