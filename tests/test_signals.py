@@ -53,3 +53,28 @@ def test_targets_ngx_wsgi_does_not_have_are_refused(daemon, tmp_path):
     assert requests.get(f"http://127.0.0.1:{port}/badtarget", timeout=5).json() == (
         'signal target "mule1": ngx-wsgi delivers to "worker" (one), "workers" (all) or "workerN"; '
         "mules, spoolers and the master are not provided")
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_filemon_runs_when_the_watched_directory_changes(daemon, tmp_path, lazy):
+    record = tmp_path / "record"
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    port = free_port()
+    extra = ["--lazy-apps"] if lazy else []
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "2",
+               "--env", f"SIGNAL_RECORD={record}", "--env", f"WATCHED={watched}", *extra,
+               ready=("127.0.0.1", port))
+    d.wait_log(f"file monitor: signal \\d+ when {watched} changes")
+    time.sleep(0.2)
+    assert lines(record, "filemon") == []
+    (watched / "new.txt").write_text("a")
+    wait_for(lambda: lines(record, "filemon"), 5, "the handler after a file was added")
+    time.sleep(0.5)
+    count = len(lines(record, "filemon"))
+    (watched / "new.txt").unlink()
+    wait_for(lambda: len(lines(record, "filemon")) > count, 5, "the handler after a file was removed")
+    # A path that is not there: the app hears why.
+    url = f"http://127.0.0.1:{port}"
+    assert requests.get(f"{url}/badmonitor", timeout=5).json() == (
+        "cannot monitor /nonexistent/dir: No such file or directory (os error 2)")

@@ -112,14 +112,38 @@ def test_chain_reload_from_the_app_replaces_every_worker(daemon):
     assert len(after) == 2 and not before & after
 
 
-def test_what_is_not_provided_says_so(daemon):
+def test_set_user_harakiri_and_the_harakiri_decorator(daemon, tmp_path):
+    """A request that outlives its set_user_harakiri(N) is killed with its worker, as by
+    harakiri (none is set here); disarmed with 0, it runs on."""
+    port = free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, ready=("127.0.0.1", port))
+    url = f"http://127.0.0.1:{port}"
+    assert requests.get(f"{url}/user_harakiri?disarm", timeout=10).json() == "survived"
+    first = d.worker_pids()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/user_harakiri", timeout=10)
+    d.wait_log(r"HARAKIRI: .* has run for 1\.\d s, over set_user_harakiri\(1\): killing this worker")
+    wait_for(lambda: d.worker_pids() and d.worker_pids() != first, 10, "the worker replaced")
+    # @harakiri(1): a call in time returns; one over the limit takes the worker with it.
+    assert requests.get(f"{url}/decorated?0.1", timeout=10).json() == "in time"
+    assert requests.get(f"{url}/decorated?0.1", timeout=10).json() == "in time"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/decorated?3", timeout=10)
+    assert len(re.findall(r"over set_user_harakiri\(1\)", d.log())) == 2
+
+
+def test_parsefile_reads_a_spool_file(daemon, tmp_path):
     port = free_port()
     daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, ready=("127.0.0.1", port))
     url = f"http://127.0.0.1:{port}"
-    assert requests.get(f"{url}/missing").json() == \
-        "uwsgi.add_file_monitor(): file monitors are not provided by ngx-wsgi yet"
-    assert requests.get(f"{url}/decorator").json() == \
-        "uwsgidecorators.filemon: file monitors are not provided by ngx-wsgi yet"
+    task = tmp_path / "task"
+    # A uwsgi packet as uWSGI's spooler writes one: modifier1 17, two vars.
+    vars_block = b"".join(len(x).to_bytes(2, "little") + x for x in (b"name", b"value", b"n", b"42"))
+    task.write_bytes(bytes([17]) + len(vars_block).to_bytes(2, "little") + b"\x00" + vars_block)
+    assert requests.get(f"{url}/parsefile?{task}", timeout=5).json() == {"name": "value", "n": "42"}
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x11\xff\x00\x00ab")
+    assert requests.get(f"{url}/parsefile?{junk}", timeout=5).json() is None
 
 
 @pytest.mark.parametrize("module", ["uwsgi", "uwsgidecorators"])

@@ -7,9 +7,7 @@ set_logvar(), setprocname()), the hooks (post_fork_hook, atexit), and the shared
 (cache2: cache_get(), cache_set(), ...), the shared locks (lock(), unlock(), is_locked()).
 uWSGI signals, timers and cron (register_signal(), signal(), add_timer(), add_cron()), the
 spooler (spool(), spooler_jobs(), the spooler hook), mules (mule_msg(), mule_get_msg(),
-farms).
-Not provided yet: file monitors, user harakiri: those functions raise NotImplementedError naming what
-is missing, never a silent no-op.
+farms), file monitors (add_file_monitor()), set_user_harakiri(), parsefile().
 """
 
 import json as _json
@@ -220,17 +218,6 @@ def get_logvar(key):
     return _ngx_wsgi.get_logvar(str(key))
 
 
-def _not_provided(qualified, name, what):
-    """A function that raises NotImplementedError naming what is missing (uwsgidecorators
-    uses it too)."""
-
-    def missing(*args, **kwargs):
-        raise NotImplementedError(f"{qualified}: {what} not provided by ngx-wsgi yet")
-
-    missing.__name__ = name
-    return missing
-
-
 _signal_handlers = {}
 
 
@@ -267,6 +254,24 @@ def add_rb_timer(num, seconds, iterations=0):
 def add_cron(num, minute, hour, day, month, weekday):
     """Raises signal num when the local time matches (-1: any)."""
     _ngx_wsgi.add_cron(num, minute, hour, day, month, weekday)
+    return True
+
+
+def parsefile(path):
+    """The vars of a file holding a uwsgi packet (a spool file), as a dict of bytes; None
+    when it cannot be read as one (the log says why)."""
+    return _ngx_wsgi.parsefile(_os.fsdecode(path))
+
+
+def set_user_harakiri(seconds):
+    """The running request (and its worker) is killed as by harakiri if it still runs
+    `seconds` from now; 0 disarms it."""
+    _ngx_wsgi.set_user_harakiri(int(seconds))
+
+
+def add_file_monitor(num, path):
+    """Raises signal num when path (a file, or a directory and its entries) changes."""
+    _ngx_wsgi.add_file_monitor(num, _os.fsdecode(path))
     return True
 
 
@@ -338,13 +343,3 @@ def cache_num(key, cache=None):
     """A value cache_inc and friends keep, as an int (0 when missing)."""
     value = _ngx_wsgi.cache_get(key, cache)
     return int.from_bytes(value, _sys.byteorder, signed=True) if value is not None and len(value) == 8 else 0
-
-
-for _names, _what in (
-    ("add_file_monitor", "file monitors are"),
-    ("set_user_harakiri", "a per-request harakiri is"),
-    ("parsefile", "reading uwsgi packet files is"),
-):
-    for _name in _names.split():
-        globals()[_name] = _not_provided(f"uwsgi.{_name}()", _name, _what)
-del _names, _what, _name

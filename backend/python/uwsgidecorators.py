@@ -1,11 +1,8 @@
 """ngx-wsgi's `uwsgidecorators`: uWSGI's decorators over the `uwsgi` module.
 
 `postfork`, `thread`, `lock`, `signal`, `timer`, `rbtimer`, `cron`, `spool`,
-`spoolforever`, `spoolraw`, `mulefunc`, `mule_brain` and `mule_brainloop` work. The others
-need parts of the uwsgi API ngx-wsgi does not provide yet (file monitors, user harakiri):
-applying
-one raises NotImplementedError naming what is missing, at import time, rather than
-leaving a function that would silently never run.
+`spoolforever`, `spoolraw`, `mulefunc`, `mule_brain`, `mule_brainloop`, `filemon` and
+`harakiri`: every decorator of uWSGI 2.0's.
 """
 
 import pickle
@@ -117,6 +114,39 @@ class rbtimer(timer):
         uwsgi.register_signal(self.num, self.target, f)
         uwsgi.add_rb_timer(self.num, self.secs, self.iterations)
         return f
+
+
+class filemon:
+    """@filemon(path, target=""): the function runs when path changes."""
+
+    def __init__(self, fsobj, **kwargs):
+        self.num = kwargs.get("signum", get_free_signal())
+        self.fsobj = fsobj
+        self.target = kwargs.get("target", "")
+
+    def __call__(self, f):
+        uwsgi.register_signal(self.num, self.target, f)
+        uwsgi.add_file_monitor(self.num, self.fsobj)
+        return f
+
+
+class harakiri:
+    """@harakiri(seconds): a request running the function longer is killed, with its
+    worker, as by harakiri."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def __call__(self, f):
+        def limited(*args, **kwargs):
+            uwsgi.set_user_harakiri(self.seconds)
+            try:
+                return f(*args, **kwargs)
+            finally:
+                uwsgi.set_user_harakiri(0)
+
+        limited.__name__ = f.__name__
+        return limited
 
 
 class cron:
@@ -286,12 +316,3 @@ class mule_brainloop(mule_brain):
 
         postfork_chain.append(in_the_mule)
         return f
-
-
-for _names, _what in (
-    ("filemon", "file monitors are"),
-    ("harakiri", "a per-request harakiri is"),
-):
-    for _name in _names.split():
-        globals()[_name] = uwsgi._not_provided(f"uwsgidecorators.{_name}", _name, _what)
-del _names, _what, _name

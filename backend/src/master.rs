@@ -626,6 +626,7 @@ fn serve(
     let mut last_cheaper_check = Instant::now();
     let mut last_cache_sweep = Instant::now();
     let mut fifo = fifo::MasterFifo::open(&config.master_fifo)?;
+    let mut file_monitors = crate::signals::FileMonitors::new();
     let mut daemons = Daemons::start(config.attached_daemons());
     let mut brutal_reload = false;
     let mut fast_stop = false;
@@ -853,6 +854,7 @@ fn serve(
         }
         if matches!(state, State::Running) {
             crate::signals::fire_due();
+            file_monitors.check();
         }
         std::thread::sleep(TICK);
     }

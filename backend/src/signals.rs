@@ -6,6 +6,8 @@
 //! signal sets its bit in the target workers' masks and wakes them through their eventfd;
 //! a thread in each worker runs the Python handlers. Timers and cron entries are fired by
 //! the master's loop; a worker may add them (lazy-apps imports the app in each worker).
+//! File monitors (`add_file_monitor`, `@filemon`) are paths in the same table: the master
+//! watches them with inotify and raises their signal when they change.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
@@ -40,9 +42,23 @@ struct Entry {
     cron_last_minute: AtomicU64,
 }
 
+/// At most this many file monitors, of paths up to `MONITOR_PATH` bytes.
+const MONITORS: usize = 64;
+const MONITOR_PATH: usize = 1024;
+
+#[repr(C)]
+struct Monitor {
+    /// 0: free; n + 1: claimed for signal n.
+    signal: AtomicU32,
+    /// The path's length once it is written (0 before).
+    ready: AtomicU32,
+    path: std::cell::UnsafeCell<[u8; MONITOR_PATH]>,
+}
+
 #[repr(C)]
 struct Table {
     entries: [Entry; SIGNALS],
+    monitors: [Monitor; MONITORS],
     /// Round robin for "one worker".
     next_worker: AtomicU32,
 }
@@ -109,9 +125,13 @@ fn signals() -> Result<&'static Signals, String> {
 }
 
 impl Signals {
+    fn table(&self) -> &Table {
+        // SAFETY: the table lives as long as the process.
+        unsafe { self.table.as_ref() }
+    }
+
     fn entry(&self, n: u8) -> &Entry {
-        // SAFETY: the table lives as long as the process; n < 256.
-        unsafe { &(*self.table.as_ptr()).entries[n as usize] }
+        &self.table().entries[n as usize]
     }
 
     fn mask(&self, worker: usize) -> &[AtomicU64; 4] {
@@ -215,6 +235,121 @@ pub fn add_cron(n: u8, fields: [i64; 5]) -> Result<(), String> {
         slot.store(stored, Ordering::SeqCst);
     }
     Ok(())
+}
+
+/// `uwsgi.add_file_monitor(n, path)`: signal n is raised when `path` (a file, or a
+/// directory and its entries) changes.
+pub fn add_file_monitor(n: u8, path: &str) -> Result<(), String> {
+    let bytes = path.as_bytes();
+    if bytes.is_empty() || bytes.len() > MONITOR_PATH {
+        return Err(format!(
+            "a monitored path is 1 to {MONITOR_PATH} bytes long"
+        ));
+    }
+    if let Err(err) = std::fs::metadata(path) {
+        return Err(format!("cannot monitor {path}: {err}"));
+    }
+    let table = signals()?.table();
+    for monitor in &table.monitors {
+        let claimed = monitor.signal.compare_exchange(
+            0,
+            u32::from(n) + 1,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        if claimed.is_ok() {
+            // SAFETY: this process claimed the slot: nobody else writes its path, and the
+            // master reads it only once `ready` is set below.
+            let path = unsafe { &mut *monitor.path.get() };
+            path[..bytes.len()].copy_from_slice(bytes);
+            monitor.ready.store(bytes.len() as u32, Ordering::Release);
+            return Ok(());
+        }
+    }
+    Err(format!("at most {MONITORS} file monitors"))
+}
+
+/// The master's inotify watches of the file monitors.
+pub struct FileMonitors {
+    inotify: Option<nix::sys::inotify::Inotify>,
+    /// Per table slot: watched yet.
+    watched: [bool; MONITORS],
+    signal_of: std::collections::HashMap<nix::sys::inotify::WatchDescriptor, u8>,
+}
+
+impl FileMonitors {
+    pub fn new() -> Self {
+        FileMonitors {
+            inotify: None,
+            watched: [false; MONITORS],
+            signal_of: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The master's tick: watches monitors added since, raises the signals of those that
+    /// changed (once per tick each).
+    pub fn check(&mut self) {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let Some(signals) = SIGNALS_TABLE.get() else {
+            return;
+        };
+        let table = signals.table();
+        for (slot, monitor) in table.monitors.iter().enumerate() {
+            let len = monitor.ready.load(Ordering::Acquire) as usize;
+            if self.watched[slot] || len == 0 {
+                continue;
+            }
+            self.watched[slot] = true;
+            let n = (monitor.signal.load(Ordering::SeqCst) - 1) as u8;
+            // SAFETY: `ready` is set: the path is written and no longer changes.
+            let path = unsafe { &*monitor.path.get() }[..len].to_vec();
+            let path: std::path::PathBuf =
+                <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(path).into();
+            if self.inotify.is_none() {
+                self.inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+                    .map_err(|err| tracing::error!("file monitors: inotify: {err}"))
+                    .ok();
+            }
+            let Some(inotify) = &self.inotify else {
+                continue;
+            };
+            let flags = AddWatchFlags::IN_MODIFY
+                | AddWatchFlags::IN_ATTRIB
+                | AddWatchFlags::IN_CLOSE_WRITE
+                | AddWatchFlags::IN_CREATE
+                | AddWatchFlags::IN_DELETE
+                | AddWatchFlags::IN_MOVED_FROM
+                | AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_DELETE_SELF
+                | AddWatchFlags::IN_MOVE_SELF;
+            match inotify.add_watch(&path, flags) {
+                Ok(wd) => {
+                    tracing::info!("file monitor: signal {n} when {} changes", path.display());
+                    self.signal_of.insert(wd, n);
+                }
+                Err(err) => tracing::error!("file monitor on {}: {err}", path.display()),
+            }
+        }
+        let Some(inotify) = &self.inotify else {
+            return;
+        };
+        let mut changed = std::collections::BTreeSet::new();
+        while let Ok(events) = inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            changed.extend(
+                events
+                    .iter()
+                    .filter_map(|e| self.signal_of.get(&e.wd).copied()),
+            );
+        }
+        for n in changed {
+            if let Err(err) = signals.deliver(n) {
+                tracing::warn!("file monitor: {err}");
+            }
+        }
+    }
 }
 
 /// The master's tick: fires the timers and cron entries that are due.

@@ -63,35 +63,27 @@ pub enum TaskError {
     At(String),
 }
 
+/// A packet's vars, in order: (key, value).
+pub type Vars = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One task: its vars, in order, and its body.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Task {
-    pub vars: Vec<(Vec<u8>, Vec<u8>)>,
+    pub vars: Vars,
     pub body: Vec<u8>,
 }
 
 impl Task {
     pub fn parse(bytes: &[u8]) -> Result<Task, TaskError> {
-        let header: [u8; HEADER_LEN] = bytes
-            .get(..HEADER_LEN)
-            .and_then(|h| h.try_into().ok())
-            .ok_or(TaskError::Short(bytes.len()))?;
-        let header = PacketHeader::parse(header);
-        if header.modifier1 != MODIFIER1_SPOOL {
-            return Err(TaskError::Modifier(header.modifier1));
+        if let Some(&modifier1) = bytes.first() {
+            if modifier1 != MODIFIER1_SPOOL {
+                return Err(TaskError::Modifier(modifier1));
+            }
         }
-        let declared = usize::from(header.datasize);
-        let rest = &bytes[HEADER_LEN..];
-        let block = rest.get(..declared).ok_or(TaskError::Truncated {
-            declared,
-            available: rest.len(),
-        })?;
-        let vars = uwsgi_proto::parse_vars(block)
-            .map(|pair| pair.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (vars, declared) = packet(bytes)?;
         Ok(Task {
             vars,
-            body: rest[declared..].to_vec(),
+            body: bytes[HEADER_LEN + declared..].to_vec(),
         })
     }
 
@@ -118,6 +110,29 @@ impl Task {
             .ok_or_else(|| TaskError::At(text.to_string()))?;
         Ok(Some(seconds))
     }
+}
+
+/// The vars of the uwsgi packet `bytes` starts with (any modifier1), and their length.
+fn packet(bytes: &[u8]) -> Result<(Vars, usize), TaskError> {
+    let header: [u8; HEADER_LEN] = bytes
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(TaskError::Short(bytes.len()))?;
+    let declared = usize::from(PacketHeader::parse(header).datasize);
+    let rest = &bytes[HEADER_LEN..];
+    let block = rest.get(..declared).ok_or(TaskError::Truncated {
+        declared,
+        available: rest.len(),
+    })?;
+    let vars = uwsgi_proto::parse_vars(block)
+        .map(|pair| pair.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((vars, declared))
+}
+
+/// `uwsgi.parsefile()`: the vars of a file's uwsgi packet.
+pub fn packet_vars(bytes: &[u8]) -> Result<Vars, TaskError> {
+    packet(bytes).map(|(vars, _)| vars)
 }
 
 /// Why `uwsgi.spool()` refused a task.

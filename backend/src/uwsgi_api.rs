@@ -53,6 +53,9 @@ pub fn install(py: Python<'_>, config: &Config) -> PyResult<()> {
         wrap_pyfunction!(raise_signal, &native)?,
         wrap_pyfunction!(add_timer, &native)?,
         wrap_pyfunction!(add_cron, &native)?,
+        wrap_pyfunction!(add_file_monitor, &native)?,
+        wrap_pyfunction!(set_user_harakiri, &native)?,
+        wrap_pyfunction!(parsefile, &native)?,
         wrap_pyfunction!(lock, &native)?,
         wrap_pyfunction!(unlock, &native)?,
         wrap_pyfunction!(is_locked, &native)?,
@@ -495,6 +498,44 @@ fn add_timer(n: u8, seconds: u64, iterations: i64) -> PyResult<()> {
 #[pyfunction]
 fn add_cron(n: u8, minute: i64, hour: i64, day: i64, month: i64, weekday: i64) -> PyResult<()> {
     crate::signals::add_cron(n, [minute, hour, day, month, weekday]).map_err(value_error)
+}
+
+#[pyfunction]
+fn add_file_monitor(n: u8, path: std::path::PathBuf) -> PyResult<()> {
+    let path = path
+        .to_str()
+        .ok_or_else(|| value_error(format!("{} is not UTF-8", path.display())))?
+        .to_owned();
+    crate::signals::add_file_monitor(n, &path).map_err(value_error)
+}
+
+/// `uwsgi.parsefile(path)`: the vars of a uwsgi packet in a file (any modifier1), or
+/// None (with a log line saying why), as uWSGI answers.
+#[pyfunction]
+fn parsefile<'py>(
+    py: Python<'py>,
+    path: std::path::PathBuf,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let parsed = std::fs::read(&path)
+        .map_err(|err| err.to_string())
+        .and_then(|bytes| crate::spooler::packet_vars(&bytes).map_err(|err| err.to_string()));
+    let vars = match parsed {
+        Ok(vars) => vars,
+        Err(why) => {
+            tracing::warn!("uwsgi.parsefile({}): {why}", path.display());
+            return Ok(None);
+        }
+    };
+    let dict = PyDict::new(py);
+    for (key, value) in vars {
+        dict.set_item(PyBytes::new(py, &key), PyBytes::new(py, &value))?;
+    }
+    Ok(Some(dict))
+}
+
+#[pyfunction]
+fn set_user_harakiri(seconds: u64) -> PyResult<()> {
+    crate::watchdog::set_user_harakiri(seconds).map_err(value_error)
 }
 
 /// Runs the app's handler of uWSGI signal `n` (in a worker's signal thread).

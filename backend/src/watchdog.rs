@@ -41,6 +41,8 @@ struct Running {
     what: String,
     /// The uwsgi connection the request came on, for the harakiri thread's 504.
     conn: Option<RawFd>,
+    /// `uwsgi.set_user_harakiri(seconds)`: when, and the seconds asked.
+    user_deadline: Option<(Instant, u64)>,
 }
 
 /// Who answers a request, when harakiri is on: nobody yet, the app (its response head went
@@ -76,8 +78,11 @@ pub struct RequestClock {
     /// has run this long.
     born: Instant,
     min_lifetime: Duration,
-    /// One per request thread, used when harakiri is on.
+    /// One per request thread, used when harakiri is on (or once the app has called
+    /// `uwsgi.set_user_harakiri()`).
     threads: Vec<ThreadSlot>,
+    user_armed: AtomicBool,
+    thread_started: AtomicBool,
     stop: watch::Sender<bool>,
 }
 
@@ -112,6 +117,8 @@ impl RequestClock {
             min_lifetime: Duration::from_secs(config.min_worker_lifetime),
             served: AtomicU64::new(0),
             recycled: AtomicBool::new(false),
+            user_armed: AtomicBool::new(false),
+            thread_started: AtomicBool::new(false),
             threads: (0..config.threads)
                 .map(|_| ThreadSlot {
                     running: Mutex::new(None),
@@ -142,13 +149,14 @@ impl RequestClock {
         conn: Option<RawFd>,
         describe: impl FnOnce() -> String,
     ) -> RequestTimer<'_> {
-        if self.harakiri.is_some() {
+        if self.tracking() {
             if let Some(slot) = self.threads.get(THREAD_INDEX.get()) {
                 slot.answered.store(ANSWER_OPEN, Ordering::SeqCst);
                 *lock(&slot.running) = Some(Running {
                     since: started,
                     what: describe(),
                     conn,
+                    user_deadline: None,
                 });
             }
         }
@@ -164,11 +172,26 @@ impl RequestClock {
         self.recycled.load(Ordering::SeqCst)
     }
 
-    /// Starts the harakiri thread, if harakiri is on.
+    /// Whether requests are timed for harakiri: `harakiri` is set, or the app has called
+    /// `uwsgi.set_user_harakiri()` (until then a request costs nothing here).
+    fn tracking(&self) -> bool {
+        self.harakiri.is_some() || self.user_armed.load(Ordering::Relaxed)
+    }
+
+    /// Makes the clock reachable from [`claim_answer`] and [`set_user_harakiri`], and
+    /// starts the harakiri thread if harakiri is on.
     pub fn spawn_harakiri_thread(self: &Arc<Self>) -> anyhow::Result<()> {
-        let Some(limit) = self.harakiri else {
+        let _ = CLOCK.set(self.clone());
+        match self.harakiri {
+            Some(_) => self.start_thread(),
+            None => Ok(()),
+        }
+    }
+
+    fn start_thread(self: &Arc<Self>) -> anyhow::Result<()> {
+        if self.thread_started.swap(true, Ordering::SeqCst) {
             return Ok(());
-        };
+        }
         // Each thread's Python stack goes to the log when the harakiri thread raises SIGUSR2.
         Python::attach(|py| {
             py.run(
@@ -178,7 +201,6 @@ impl RequestClock {
             )
         })
         .context("cannot set up faulthandler for harakiri")?;
-        let _ = CLOCK.set(self.clone());
         let clock = self.clone();
         std::thread::Builder::new()
             .name("harakiri".into())
@@ -190,12 +212,21 @@ impl RequestClock {
                         continue;
                     };
                     let ran = request.since.elapsed();
-                    if ran >= limit {
+                    let over = match (request.user_deadline, clock.harakiri) {
+                        (Some((deadline, seconds)), _) if Instant::now() >= deadline => Some((
+                            format!("set_user_harakiri({seconds})"),
+                            Duration::from_secs(seconds),
+                        )),
+                        (_, Some(limit)) if ran >= limit => {
+                            Some((format!("harakiri = {} s", limit.as_secs()), limit))
+                        }
+                        _ => None,
+                    };
+                    if let Some((why, limit)) = over {
                         tracing::error!(
-                            "HARAKIRI: {} has run for {:.1} s, over harakiri = {} s: killing this worker (pid {}); the master starts a new one. Python stacks of its threads:",
+                            "HARAKIRI: {} has run for {:.1} s, over {why}: killing this worker (pid {}); the master starts a new one. Python stacks of its threads:",
                             request.what,
                             ran.as_secs_f64(),
-                            limit.as_secs(),
                             std::process::id()
                         );
                         crate::stats::harakiri();
@@ -234,7 +265,8 @@ impl RequestClock {
 /// Called before a response head goes out on a uwsgi connection: `false` when the harakiri
 /// thread has answered the request already (the worker is about to die: write nothing).
 pub fn claim_answer() -> bool {
-    let Some(slot) = CLOCK.get().and_then(|c| c.threads.get(THREAD_INDEX.get())) else {
+    let clock = CLOCK.get().filter(|c| c.tracking());
+    let Some(slot) = clock.and_then(|c| c.threads.get(THREAD_INDEX.get())) else {
         return true; // harakiri is off
     };
     match slot.answered.compare_exchange(
@@ -246,6 +278,40 @@ pub fn claim_answer() -> bool {
         Ok(_) => true,
         Err(current) => current == ANSWER_BY_APP,
     }
+}
+
+/// `uwsgi.set_user_harakiri(seconds)`: the request this thread runs is killed (with its
+/// worker, as by harakiri) if it still runs `seconds` from now; 0 disarms it.
+pub fn set_user_harakiri(seconds: u64) -> Result<(), String> {
+    let clock = CLOCK
+        .get()
+        .ok_or("set_user_harakiri() applies to a request: call it in a worker")?;
+    if !clock.user_armed.swap(true, Ordering::SeqCst) {
+        clock
+            .start_thread()
+            .map_err(|err| format!("set_user_harakiri(): {err:#}"))?;
+    }
+    let slot = clock
+        .threads
+        .get(THREAD_INDEX.get())
+        .ok_or("set_user_harakiri() applies to a request: call it from the request's thread")?;
+    let now = Instant::now();
+    let deadline = (seconds > 0).then(|| (now + Duration::from_secs(seconds), seconds));
+    let mut running = lock(&slot.running);
+    match running.as_mut() {
+        Some(request) => request.user_deadline = deadline,
+        // The first call: this request started before requests were timed.
+        None if deadline.is_some() => {
+            *running = Some(Running {
+                since: now,
+                what: "the request that called set_user_harakiri()".to_string(),
+                conn: None,
+                user_deadline: deadline,
+            })
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 /// The 504 a stuck request gets instead of a dropped connection; nginx passes it on.
@@ -287,7 +353,7 @@ fn answer_504(fd: RawFd, limit: Duration) {
 impl Drop for RequestTimer<'_> {
     fn drop(&mut self) {
         let clock = self.clock;
-        if clock.harakiri.is_some() {
+        if clock.tracking() {
             if let Some(slot) = clock.threads.get(THREAD_INDEX.get()) {
                 *lock(&slot.running) = None;
             }

@@ -7,7 +7,7 @@ import time
 from urllib.parse import parse_qs
 
 import uwsgi
-from uwsgidecorators import cron, signal, timer
+from uwsgidecorators import cron, filemon, signal, timer
 
 RECORD = os.environ["SIGNAL_RECORD"]
 
@@ -37,10 +37,22 @@ def someone(num):
     record("one")
 
 
+if os.environ.get("WATCHED"):
+    @filemon(os.environ["WATCHED"])
+    def changed(num):
+        record("filemon")
+
+
 def application(environ, start_response):
     q = parse_qs(environ["QUERY_STRING"])
     if environ["PATH_INFO"] == "/raise":
         body = uwsgi.signal(int(q["n"][0]))
+    elif environ["PATH_INFO"] == "/badmonitor":
+        try:
+            uwsgi.add_file_monitor(40, "/nonexistent/dir")
+            body = "no error"
+        except ValueError as err:
+            body = str(err)
     elif environ["PATH_INFO"] == "/badtarget":
         try:
             uwsgi.register_signal(30, "mule1", record)

@@ -3,9 +3,10 @@ sees, as JSON. Runs under ngx-wsgi and under real uWSGI alike."""
 
 import json
 import os
+import time
 
 import uwsgi
-from uwsgidecorators import postfork
+from uwsgidecorators import harakiri, postfork
 
 RECORD = os.environ.get("POSTFORK_RECORD")
 
@@ -16,6 +17,12 @@ def reconnect():
     if RECORD:
         with open(RECORD, "a") as f:
             f.write(f"{uwsgi.worker_id()} {os.getpid()}\n")
+
+
+@harakiri(1)
+def limited_to_one_second(seconds):
+    time.sleep(seconds)
+    return "in time"
 
 
 def text(value):
@@ -56,23 +63,18 @@ def application(environ, start_response):
     elif path == "/logvar":
         uwsgi.set_logvar("user_id", "42")
         body = uwsgi.get_logvar("user_id")
-    elif path == "/missing":
-        try:
-            uwsgi.add_file_monitor(1, "/tmp")
-            body = "no error"
-        except NotImplementedError as err:
-            body = str(err)
-    elif path == "/decorator":
-        try:
-            from uwsgidecorators import filemon
-
-            @filemon("/tmp")
-            def changed(signum):
-                pass
-
-            body = "no error"
-        except NotImplementedError as err:
-            body = str(err)
+    elif path == "/parsefile":
+        parsed = uwsgi.parsefile(environ["QUERY_STRING"])
+        body = None if parsed is None else {k.decode(): v.decode() for k, v in parsed.items()}
+    elif path == "/user_harakiri":
+        # Armed for 1 s, then (?disarm) disarmed before a 2 s sleep.
+        uwsgi.set_user_harakiri(1)
+        if "disarm" in environ["QUERY_STRING"]:
+            uwsgi.set_user_harakiri(0)
+        time.sleep(2)
+        body = "survived"
+    elif path == "/decorated":
+        body = limited_to_one_second(float(environ["QUERY_STRING"] or "0"))
     elif path == "/chain":
         body = uwsgi.chain_reload()
     elif path == "/procname":
