@@ -78,3 +78,25 @@ def test_filemon_runs_when_the_watched_directory_changes(daemon, tmp_path, lazy)
     url = f"http://127.0.0.1:{port}"
     assert requests.get(f"{url}/badmonitor", timeout=5).json() == (
         "cannot monitor /nonexistent/dir: No such file or directory (os error 2)")
+
+
+def test_the_cron_option_runs_a_command_and_cron_harakiri_stops_a_long_one(daemon, tmp_path):
+    """uWSGI's `cron` option: a shell command run by the master when the time matches
+    (-1: any, so every minute, the first at start); `cron-harakiri` kills a long one."""
+    out = tmp_path / "out"
+    port = free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--env", f"SIGNAL_RECORD={tmp_path}/r",
+               "--cron", f"-1 -1 -1 -1 -1 echo ran as $(id -u) >> {out}",
+               "--unique-cron", f"-1 -1 -1 -1 -1 sleep 30; echo too late >> {out}",
+               "--cron-harakiri", "1", ready=("127.0.0.1", port))
+    wait_for(lambda: out.exists() and out.read_text(), 5, "the cron command")
+    assert out.read_text() == "ran as 0\n"
+    d.wait_log(r"cron: killing `sleep 30; echo too late >> .*` \(pid \d+\) after 1 s \(cron-harakiri\)")
+    assert "too late" not in out.read_text()
+
+
+def test_a_bad_cron_schedule_is_refused_naming_the_field(tmp_path):
+    from conftest import check_config
+    out = check_config("--socket", tmp_path / "s", "--wsgi-file", APP, "--cron", "61 -1 -1 -1 -1 true")
+    assert out.returncode == 2
+    assert 'the minute is "61", not 0 to 59, -1 (any) or -N (every N)' in out.stderr

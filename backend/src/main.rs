@@ -4,6 +4,7 @@ mod autoreload;
 mod cache;
 mod cheaper;
 mod conn;
+mod cron_jobs;
 mod daemons;
 mod fifo;
 mod handover;

@@ -627,6 +627,7 @@ fn serve(
     let mut last_cache_sweep = Instant::now();
     let mut fifo = fifo::MasterFifo::open(&config.master_fifo)?;
     let mut file_monitors = crate::signals::FileMonitors::new();
+    let mut cron_jobs = crate::cron_jobs::CronJobs::new(config);
     let mut daemons = Daemons::start(config.attached_daemons());
     let mut brutal_reload = false;
     let mut fast_stop = false;
@@ -855,6 +856,7 @@ fn serve(
         if matches!(state, State::Running) {
             crate::signals::fire_due();
             file_monitors.check();
+            cron_jobs.tick();
         }
         std::thread::sleep(TICK);
     }

@@ -397,7 +397,7 @@ pub fn fire_due() {
 }
 
 /// Minute, hour, day, month, weekday of `secs`, local time.
-fn local_time(secs: u64) -> [u32; 5] {
+pub fn local_time(secs: u64) -> [u32; 5] {
     let t = secs as libc::time_t;
     // SAFETY: all-zero is a valid tm, which localtime_r fills.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };

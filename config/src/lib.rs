@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod catalogue;
+pub mod cron;
 mod daemon;
 mod expand;
 mod ini;
@@ -554,6 +555,19 @@ declare_config! {
         farm: Vec<String> = Vec::new(), push(farm_spec),
             value("farm", "mules", "NAME:IDS",
                 "a group of mules (NAME:1,2) reading one queue: uwsgi.mule_msg(msg, \"NAME\"), farm_get_msg(); repeatable");
+        /// `cron`: shell commands the master runs on a schedule.
+        #[serde(serialize_with = "displays", skip_serializing_if = "Vec::is_empty")]
+        cron: Vec<cron::CronSpec> = Vec::new(), push(cron_spec),
+            value("cron", "signals", "MIN HOUR DAY MONTH WEEKDAY COMMAND",
+                "run COMMAND (sh -c, as the daemon's user) when the local time matches; -1 any, -N every N; repeatable");
+        /// `unique-cron`: as `cron`, not started again while the previous run goes on.
+        #[serde(serialize_with = "displays", skip_serializing_if = "Vec::is_empty")]
+        unique_cron: Vec<cron::CronSpec> = Vec::new(), push(cron_spec),
+            value("unique-cron", "signals", "MIN HOUR DAY MONTH WEEKDAY COMMAND",
+                "as cron, but skipped while its previous run is still going; repeatable");
+        /// `cron-harakiri`: a cron command running longer is killed.
+        cron_harakiri: u64 = 0, set(seconds),
+            value("cron-harakiri", "signals", "SECONDS", "kill a cron command still running after SECONDS (0: never)");
         /// `log-format`: the request line, with uWSGI's `%(var)` variables.
         log_format: Option<String> = None, some(text),
             value("log-format", "logging", "FORMAT",
@@ -873,6 +887,10 @@ fn text(_: &str, value: Option<&str>) -> Result<String, ConfigError> {
 fn lock_count(name: &str, value: Option<&str>) -> Result<u64, ConfigError> {
     let n = count(name, value, "locks")?;
     within(name, value, n, 65536, "a whole number of locks up to 65536")
+}
+
+fn cron_spec(name: &str, value: Option<&str>) -> Result<cron::CronSpec, ConfigError> {
+    cron::CronSpec::parse(name, value.unwrap_or(""))
 }
 
 fn cache2_spec(name: &str, value: Option<&str>) -> Result<CacheSpec, ConfigError> {

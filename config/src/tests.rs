@@ -237,6 +237,7 @@ fn every_declared_option_is_applied() {
             "logger" | "req-logger" => Some("stdio"),
             "cache2" => Some("name=c,items=10"),
             "farm" => Some("heavy:1"),
+            "cron" | "unique-cron" => Some("-1 -1 -1 -1 -1 true"),
             "mule" => Some("job.py"),
             _ if spec.arity == Arity::Flag => None,
             _ => Some("1"),
