@@ -787,6 +787,22 @@ pub fn stats_json() -> serde_json::Value {
     serde_json::Value::Array(caches.collect())
 }
 
+/// The stats JSON's `locks` for the caches, as uWSGI names them: `{"cache_NAME": 0}`, 1
+/// while a process holds that cache's lock.
+pub fn lock_entries() -> Vec<serde_json::Value> {
+    CACHES
+        .get()
+        .into_iter()
+        .flatten()
+        .map(|cache| {
+            // SAFETY: the mutex was made by locks::init in this mapping, which lives as
+            // long as the cache.
+            let held = unsafe { crate::locks::is_held(&raw mut (*cache.header()).lock) };
+            serde_json::json!({ format!("cache_{}", cache.spec.name): u8::from(held) })
+        })
+        .collect()
+}
+
 /// The master's periodic sweep of the caches that are not `lazy`.
 pub fn sweep_all() {
     for cache in CACHES.get().into_iter().flatten().filter(|c| !c.spec.lazy) {

@@ -131,12 +131,21 @@ pub fn unlock_user(n: u64) -> Result<(), String> {
 /// `uwsgi.is_locked(n)`: whether anyone holds user lock `n`.
 pub fn is_locked_user(n: u64) -> Result<bool, String> {
     let mutex = user_lock(n)?;
-    // SAFETY: made by `init`; a lock taken here is released at once.
+    // SAFETY: made by `init` in `install`; the mapping is never unmapped.
+    Ok(unsafe { is_held(mutex) })
+}
+
+/// Whether anyone holds the mutex (taken and released at once to see).
+///
+/// # Safety
+/// `mutex` must have been made by [`init`] and stay mapped.
+pub unsafe fn is_held(mutex: *mut libc::pthread_mutex_t) -> bool {
+    // SAFETY: as the caller promises; a lock taken here is released at once.
     match unsafe { libc::pthread_mutex_trylock(mutex) } {
         0 => {
             // SAFETY: just taken by this thread.
             unsafe { unlock(mutex) };
-            Ok(false)
+            false
         }
         libc::EOWNERDEAD => {
             // SAFETY: held by this thread now; made consistent, then released.
@@ -144,8 +153,17 @@ pub fn is_locked_user(n: u64) -> Result<bool, String> {
                 libc::pthread_mutex_consistent(mutex);
                 unlock(mutex);
             }
-            Ok(false)
+            false
         }
-        _ => Ok(true),
+        _ => true,
     }
+}
+
+/// The stats JSON's `locks` for the user locks, as uWSGI names them: `{"user N": 0}`, 1
+/// while someone holds it (uWSGI gives the holder's pid, which a robust mutex does not tell).
+pub fn stats_entries() -> Vec<serde_json::Value> {
+    let count = USER_LOCKS.get().map_or(0, |l| l.count as u64);
+    (0..count)
+        .map(|n| serde_json::json!({ format!("user {n}"): u8::from(is_locked_user(n).unwrap_or(false)) }))
+        .collect()
 }

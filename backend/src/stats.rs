@@ -174,7 +174,9 @@ impl SharedCounters {
             "pid": std::process::id(),
             "uid": nix::unistd::getuid().as_raw(), "gid": nix::unistd::getgid().as_raw(),
             "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
-            "locks": [],
+            // uWSGI's user and cache locks (its internal ones, signal, timer, ..., do not
+            // exist here: atomics do their work).
+            "locks": crate::locks::stats_entries().into_iter().chain(crate::cache::lock_entries()).collect::<Vec<_>>(),
             "sockets": sockets,
             "workers": workers,
         });

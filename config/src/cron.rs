@@ -18,7 +18,7 @@ impl CronField {
     pub fn matches(self, value: u32) -> bool {
         match self {
             CronField::Any => true,
-            CronField::Every(n) => value % n == 0,
+            CronField::Every(n) => value.checked_rem(n) == Some(0),
             CronField::At(at) => value == at,
         }
     }
