@@ -17,8 +17,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 suite=bookworm
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-security_mirror=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+# The mirrors this machine's apt uses (DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR to choose).
+host_uri() {
+  grep -h -o -E "https?://[^ ]+/$1/?( |$)" /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+    /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | tr -d ' '
+}
+mirror=${DEBIAN_MIRROR:-$(host_uri debian)}
+mirror=${mirror:-http://deb.debian.org/debian}
+security_mirror=${DEBIAN_SECURITY_MIRROR:-$(host_uri debian-security)}
+security_mirror=${security_mirror:-http://deb.debian.org/debian-security}
 cache=.build/debian-$suite-minbase.tar
 daemon_deb=$(ls target/debian/ngx-wsgi_*.deb)
 module_deb=$(ls target/debian/libnginx-mod-http-wsgi_*.deb)
@@ -67,6 +74,9 @@ deb $mirror $suite main
 deb $mirror $suite-updates main
 deb $security_mirror $suite-security main
 EOF
+# The host's apt settings for reaching the archive (a proxy, a snapshot mirror's dates).
+apt-config dump 2>/dev/null | grep -E '^Acquire::(Check-Valid-Until|Check-Date|https?::Proxy) ' \
+  >"$root/etc/apt/apt.conf.d/99host-access" || true
 # As in any chroot: packages do not start services (nginx's postinst would).
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod 0755 "$root/usr/sbin/policy-rc.d"
