@@ -20,7 +20,7 @@ suite=bookworm
 # The mirrors this machine's apt uses (DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR to choose).
 host_uri() {
   grep -h -o -E "https?://[^ ]+/$1/?( |$)" /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
-    /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | tr -d ' '
+    /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | tr -d ' ' || true
 }
 mirror=${DEBIAN_MIRROR:-$(host_uri debian)}
 mirror=${mirror:-http://deb.debian.org/debian}
