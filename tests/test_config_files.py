@@ -149,7 +149,7 @@ def test_max_requests_recycles_the_worker_without_failing_a_request(daemon, tmp_
             pids.append(wait_for(lambda: s.get(f"{url}/pid", timeout=5).text, 10, "a worker"))
     assert pids[0] == pids[1] == pids[2] != pids[3], pids
     assert pids[3] == pids[4] == pids[5] != pids[6], pids
-    assert "served 3 requests (max-requests)" in d.log()
+    assert "request 3 started, max-requests = 3" in d.log()
     assert "retired itself (reason above); starting its replacement" in d.log()
 
 

@@ -84,7 +84,7 @@ def test_min_worker_lifetime_holds_max_requests_back(daemon):
     assert len(pids) == 1, "max-requests 1 waited for min-worker-lifetime"
     time.sleep(1)
     pid_of(url)  # the first request after 2 s retires the worker
-    d.wait_log(r"served \d+ requests \(max-requests\)")
+    d.wait_log(r"request \d+ started, max-requests = 1")
     assert wait_for(lambda: pid_of(url) not in pids, 10, "a new worker")
 
 

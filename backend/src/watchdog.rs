@@ -70,7 +70,9 @@ pub struct RequestClock {
     /// `reload-on-rss` and `reload-on-as`, in bytes (0: off).
     max_rss: u64,
     max_as: u64,
-    served: AtomicU64,
+    /// Requests started: the Nth of `max-requests` stops the worker taking more as it
+    /// starts (so requests the other threads would begin meanwhile go elsewhere).
+    started: AtomicU64,
     recycled: AtomicBool,
     /// `harakiri-graceful-timeout` and `-signal`: what harakiri sends before SIGKILL.
     graceful: Option<(Duration, Signal)>,
@@ -115,7 +117,7 @@ impl RequestClock {
                 )
             }),
             min_lifetime: Duration::from_secs(config.min_worker_lifetime),
-            served: AtomicU64::new(0),
+            started: AtomicU64::new(0),
             recycled: AtomicBool::new(false),
             user_armed: AtomicBool::new(false),
             thread_started: AtomicBool::new(false),
@@ -161,6 +163,13 @@ impl RequestClock {
             }
         }
         crate::stats::request_started();
+        let started_n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        if started_n >= self.max_requests && self.born.elapsed() >= self.min_lifetime {
+            self.recycle(format_args!(
+                "request {started_n} started, max-requests = {}",
+                self.max_requests
+            ));
+        }
         RequestTimer {
             clock: self,
             started,
@@ -359,12 +368,8 @@ impl Drop for RequestTimer<'_> {
             }
         }
         crate::stats::request_done(self.started.elapsed());
-        let served = clock.served.fetch_add(1, Ordering::Relaxed) + 1;
         if clock.born.elapsed() < clock.min_lifetime {
             return;
-        }
-        if served >= clock.max_requests {
-            clock.recycle(format_args!("served {served} requests (max-requests)"));
         }
         if clock.max_rss > 0 || clock.max_as > 0 {
             // As uWSGI does, after each request: one read of /proc/self/statm.
