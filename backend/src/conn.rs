@@ -167,6 +167,11 @@ impl AsyncConn {
 
     /// Reads what has arrived, waiting for something to arrive.
     pub async fn read_available(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        // Room for a whole request head in one read: an empty Vec would grow from 64
+        // bytes, one recvfrom() per doubling (4 per kept-alive request with nginx's vars).
+        if buf.capacity() - buf.len() < READ_ROOM / 2 {
+            buf.reserve(READ_ROOM);
+        }
         loop {
             let read = match self {
                 AsyncConn::Unix(s) => {
@@ -185,6 +190,9 @@ impl AsyncConn {
         }
     }
 }
+
+/// How much [`AsyncConn::read_available`] makes room for.
+const READ_ROOM: usize = 8 * 1024;
 
 /// An HTTP connection, with bytes of it already read elsewhere (by the worker that handed
 /// it over) to be read first.
