@@ -156,3 +156,32 @@ def test_the_modules_import_outside_a_request_too(daemon, tmp_path, module):
     daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", app, ready=("127.0.0.1", port))
     # Imported in the master (worker id 0) and forked.
     assert requests.get(f"http://127.0.0.1:{port}/").text == "0"
+
+
+def test_what_is_not_provided_says_so(daemon, tmp_path):
+    """uWSGI's module has more than the API ngx-wsgi provides (RPC, sharedarea, queues,
+    websockets, ...): using such a name says so; hasattr() answers False, as packages that
+    probe for features expect."""
+    app = tmp_path / "app.py"
+    app.write_text(
+        "import json, uwsgi\n"
+        "def application(e, s):\n"
+        "    out = {'hasattr': hasattr(uwsgi, 'rpc')}\n"
+        "    try:\n"
+        "        uwsgi.rpc('node', 'func')\n"
+        "    except AttributeError as err:\n"
+        "        out['call'] = str(err)\n"
+        "    import uwsgidecorators\n"
+        "    try:\n"
+        "        uwsgidecorators.rpc\n"
+        "    except AttributeError as err:\n"
+        "        out['decorator'] = str(err)\n"
+        "    s('200 OK', [])\n"
+        "    return [json.dumps(out).encode()]\n")
+    port = free_port()
+    daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", app, ready=("127.0.0.1", port))
+    got = requests.get(f"http://127.0.0.1:{port}/", timeout=5).json()
+    assert got["hasattr"] is False
+    assert got["call"] == ("module 'uwsgi' has no attribute 'rpc': ngx-wsgi does not provide uwsgi.rpc "
+                           "(docs/uwsgi-api.md lists what it provides)")
+    assert "ngx-wsgi does not provide uwsgidecorators.rpc" in got["decorator"]

@@ -343,3 +343,12 @@ def cache_num(key, cache=None):
     """A value cache_inc and friends keep, as an int (0 when missing)."""
     value = _ngx_wsgi.cache_get(key, cache)
     return int.from_bytes(value, _sys.byteorder, signed=True) if value is not None and len(value) == 8 else 0
+
+
+def __getattr__(name):
+    # A part of uWSGI's module ngx-wsgi does not provide (RPC, sharedarea, queue, websockets,
+    # metrics, async, ...) says so; hasattr() still answers False.
+    raise AttributeError(
+        f"module 'uwsgi' has no attribute {name!r}: ngx-wsgi does not provide uwsgi.{name} "
+        "(docs/uwsgi-api.md lists what it provides)"
+    )

@@ -2,7 +2,8 @@
 
 `postfork`, `thread`, `lock`, `signal`, `timer`, `rbtimer`, `cron`, `spool`,
 `spoolforever`, `spoolraw`, `mulefunc`, `mule_brain`, `mule_brainloop`, `filemon` and
-`harakiri`: every decorator of uWSGI 2.0's.
+`harakiri`. uWSGI's `rpc` and `farm_loop` are not provided (no RPC here; farms are read
+with `uwsgi.farm_get_msg()`): using them raises AttributeError saying so.
 """
 
 import pickle
@@ -316,3 +317,10 @@ class mule_brainloop(mule_brain):
 
         postfork_chain.append(in_the_mule)
         return f
+
+
+def __getattr__(name):
+    raise AttributeError(
+        f"module 'uwsgidecorators' has no attribute {name!r}: ngx-wsgi does not provide "
+        f"uwsgidecorators.{name} (docs/uwsgi-api.md lists what it provides)"
+    )
