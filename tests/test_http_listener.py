@@ -133,3 +133,30 @@ def test_a_request_followed_by_a_half_close_is_answered(daemon):
                 data += chunk
         answered += data.startswith(b"HTTP/1.1 200") and data.endswith(f"n={n}".encode())
     assert answered == 200
+
+
+def test_a_response_written_as_the_daemon_stops_says_connection_close(daemon):
+    """A kept-alive client must not send its next request on a connection the stopping
+    daemon is about to close: the last response says so. A worker replaced while the
+    others serve (max-requests here) keeps it alive: its connections are handed over."""
+    import http.client
+    port = free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--max-requests", "2",
+               ready=("127.0.0.1", port))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = []
+    for _ in range(2):
+        conn.request("GET", "/sleep?seconds=0")
+        response = conn.getresponse()
+        headers.append((response.getheader("Connection"), response.read()))
+    # The second request retired the worker (max-requests 2), still keeping the connection
+    # alive: the next request on it goes to the replacement.
+    assert [h[0] for h in headers] == [None, None]
+    d.wait_log("request 2 started, max-requests = 2")
+    stopper = threading.Timer(0.3, d.signal, (signal.SIGTERM,))
+    stopper.start()
+    conn.request("GET", "/sleep?seconds=1")
+    response = conn.getresponse()
+    assert (response.status, response.getheader("Connection")) == (200, "close")
+    assert response.read() != headers[0][1], "served by the replacement worker"
+    assert d.wait_exit() == 0

@@ -224,7 +224,24 @@ async fn handle(
         }
         response
     });
-    Ok(response)
+    Ok(closing_if_stopping(&ctx, response))
+}
+
+/// A response written while the worker stops with nobody to hand its connections to (the
+/// daemon stops) says `Connection: close`, so a kept-alive client does not send its next
+/// request on a connection about to close. A retiring worker (reload, max-requests, ...)
+/// hands its idle connections over instead, and keeps them alive.
+fn closing_if_stopping(
+    ctx: &WorkerContext,
+    mut response: Response<WsgiBody>,
+) -> Response<WsgiBody> {
+    if ctx.requests.stopping() && !ctx.retiring() {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// Reads the whole request body: the bytes, and a temporary file when it outgrew memory.

@@ -176,6 +176,11 @@ impl RequestClock {
         }
     }
 
+    /// Whether the worker is stopping (a stop signal, a retirement, max-requests, ...).
+    pub fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
     /// Whether the worker stopped because it reached `max-requests`.
     pub fn recycled(&self) -> bool {
         self.recycled.load(Ordering::SeqCst)
