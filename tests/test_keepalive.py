@@ -196,3 +196,28 @@ def test_var_names_are_right_whatever_order_they_come_in(ka_daemon, app_sock):
         sent = {k: v for k, v in extra}
         got = {k: v for k, v in environ.items() if k.startswith("HTTP_X_")}
         assert got == sent, (extra, got)
+
+
+def test_max_requests_is_exact_on_kept_alive_connections(daemon, nginx, tmp_path):
+    """max-requests N: no worker serves more than N, even with threads serving several
+    kept-alive connections from nginx at once; a request that arrives past the limit goes,
+    with what was read of it, to a worker that serves on. Nothing is lost."""
+    import concurrent.futures
+    import requests
+    sock = str(tmp_path / "app.sock")
+    d = daemon("--socket", sock, "--wsgi-file", APPS / "pep3333.py", "--processes", "2", "--threads", "4",
+               "--max-requests", "20", ready=sock)
+    n = nginx(f"unix:{sock}", module=True, directives="wsgi_pass app;",
+              http_extra=f"upstream app {{ server unix:{sock}; keepalive 32; }}")
+
+    def client(_):
+        with requests.Session() as s:
+            return [s.get(f"{n.url}/sleep?seconds=0", timeout=10).status_code for _ in range(25)]
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        statuses = [code for codes in pool.map(client, range(16)) for code in codes]
+    assert statuses == [200] * 400
+    served = {}
+    for pid, count in re.findall(r"\[pid: (\d+)\|app: \d+\|req: (\d+)/", d.log()):
+        served[pid] = max(served.get(pid, 0), int(count))
+    assert len(served) >= 400 // 20 and max(served.values()) <= 20, sorted(served.values())

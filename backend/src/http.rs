@@ -180,6 +180,9 @@ async fn handle(
     };
     let has_body = length > 0 || head.headers.contains_key(http::header::CONTENT_LENGTH);
     let permit = ctx.app_slot().await;
+    // Served here even past max-requests: hyper has the request, and no other worker could
+    // be given it (the uwsgi path hands such a request over).
+    ctx.requests.admit();
     // From now: the body has been read already, which is the client's time, not the app's.
     let _timer = ctx.requests.start(Instant::now(), None, || {
         format!("{} {} (from {peer})", head.method, head.uri)

@@ -150,7 +150,7 @@ fn serve_if_complete(
             }
         };
         match parse_request_head(&buf[..received], ctx.buffer_size) {
-            Ok(Some(head)) => {
+            Ok(Some(head)) if ctx.requests.admit() => {
                 run_request(ctx, conn, peer, &buf[..received], &head, allow_keep_alive).map(
                     |(conn, received)| PendingConn {
                         conn,
@@ -159,8 +159,9 @@ fn serve_if_complete(
                     },
                 )
             }
-            // Not all there yet, or refused: the async path waits, or answers and drains.
-            Ok(None) | Err(_) => Some(PendingConn {
+            // Not all there yet, past max-requests (to be handed over), or refused: the
+            // async path waits, hands it over, or answers and drains.
+            Ok(_) | Err(_) => Some(PendingConn {
                 conn,
                 received: buf[..received].to_vec(),
                 idle: false,
@@ -281,6 +282,18 @@ async fn serve_connection(
             }
         };
         let slot = ctx.app_slot().await;
+        if !ctx.requests.admit() {
+            // This worker has started its max-requests: the request, with what has been
+            // read of it, goes to a worker that serves on.
+            let protocol = ngx_wsgi_config::Protocol::Uwsgi;
+            match ctx.handover.give(&*stream, protocol, &peer, &[&received[..]]) {
+                Ok(()) => tracing::debug!("{peer}: request past max-requests handed over"),
+                Err(err) => tracing::error!(
+                    "{peer}: cannot hand a request past max-requests over ({err}); connection closed"
+                ),
+            }
+            return;
+        }
         let allow_keep_alive = !*stop_rx.borrow();
         let conn = Conn::Registered(stream.clone());
         let Some((_, leftover)) =

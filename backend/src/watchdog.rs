@@ -163,17 +163,33 @@ impl RequestClock {
             }
         }
         crate::stats::request_started();
-        let started_n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
-        if started_n >= self.max_requests && self.born.elapsed() >= self.min_lifetime {
-            self.recycle(format_args!(
-                "request {started_n} started, max-requests = {}",
-                self.max_requests
-            ));
-        }
         RequestTimer {
             clock: self,
             started,
         }
+    }
+
+    /// Counts a request about to start, before [`RequestClock::start`]: the Nth of
+    /// `max-requests` stops the worker taking more as it starts (so the other threads do
+    /// not begin requests past the limit meanwhile). False when N have started already:
+    /// the request goes to another worker if the caller can hand it over.
+    pub fn admit(&self) -> bool {
+        let limited = self.born.elapsed() >= self.min_lifetime;
+        let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        if !limited || n < self.max_requests {
+            return true;
+        }
+        // The Nth, or (past min-worker-lifetime) the first request after it: the worker
+        // takes no more; a request past the Nth goes elsewhere if the caller can send it.
+        self.recycle(format_args!(
+            "request {n} started, max-requests = {}",
+            self.max_requests
+        ));
+        if n == self.max_requests {
+            return true;
+        }
+        self.started.fetch_sub(1, Ordering::SeqCst);
+        false
     }
 
     /// Whether the worker is stopping (a stop signal, a retirement, max-requests, ...).
