@@ -36,6 +36,10 @@ fail() { echo "deb-test: FAILED: $*" >&2; exit 1; }
 say "lintian $daemon_deb $module_deb"
 lintian --allow-root --fail-on error,warning "$daemon_deb" "$module_deb" || fail "lintian (above)"
 
+# debootstrap fetches with its own downloader: the proxy apt uses, if any, for it too.
+eval "$(apt-config shell http_proxy Acquire::http::Proxy 2>/dev/null || true)"
+[ -z "${http_proxy:-}" ] || export http_proxy
+
 if [ ! -f "$cache" ]; then
   say "debootstrap --variant=minbase $suite ($mirror), kept as $cache"
   fresh=$(mktemp -d "${TMPDIR:-/tmp}/ngx-wsgi-debootstrap.XXXXXX")
