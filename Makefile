@@ -24,8 +24,9 @@ toolchain:
 build-deps: toolchain
 	@bash scripts/setup.sh build
 
-# What the tests and the demo need as well: nginx, wrk, curl, iproute2 and .venv.
-setup:
+# What the tests and the demo need as well: nginx, wrk, curl, iproute2 and .venv (after
+# the toolchain check: a machine without Rust hears so before anything is installed).
+setup: toolchain
 	@bash scripts/setup.sh test
 
 # The nginx build directory the module compiles against (see scripts/nginx-objs.sh).

@@ -41,6 +41,11 @@ def test_make_without_cargo_says_how_to_get_rust(tmp_path):
     # It stopped before anything else ran (no apt, no cargo, no nginx configure).
     assert "setup:" not in out.stdout + out.stderr
     assert "No such file or directory" not in out.stderr
+    # The README's two commands too: before installing anything.
+    for target in ("demo", "test"):
+        out = run_make(target, str(bin_dir), tmp_path)
+        assert out.returncode != 0 and "cargo (Rust's build tool) was not found" in out.stderr, target
+        assert "setup:" not in out.stdout + out.stderr, target
 
 
 def test_make_with_debians_old_rustc_names_both_versions(tmp_path):
