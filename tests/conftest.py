@@ -4,6 +4,7 @@ Every process runs from a per-test temporary directory and is stopped after the 
 nothing touches the system nginx service.
 """
 
+import json
 import os
 import pathlib
 import random
@@ -25,6 +26,22 @@ def check_config(*args, cwd=None):
     """`ngx-wsgi --check-config ARGS`: what a user sees checking a config."""
     return subprocess.run([BIN, "--check-config", *map(str, args)], capture_output=True, text=True,
                           timeout=20, cwd=cwd)
+
+
+def json_records(path, kind=None):
+    """The JSON lines a test app appended to `path` (its background work's record), those
+    whose "kind" is `kind` when given."""
+    if not path.exists():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return [r for r in lines if kind is None or r["kind"] == kind]
+
+
+def get_json(url, path):
+    """(status, decoded JSON body) of GET url+path."""
+    import requests
+    r = requests.get(url + path, timeout=10)
+    return r.status_code, r.json()
 
 
 def free_port():

@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from conftest import APPS, VENV, check_config, free_port, wait_for
+from conftest import APPS, VENV, check_config, free_port
 
 APP = APPS / "cache_app.py"
 SHARED = "name=shared,items=100,blocksize=64"
@@ -160,38 +160,18 @@ def test_the_stats_server_shows_the_caches(daemon):
 def test_the_stats_server_lists_the_locks_as_uwsgi_names_them(daemon, tmp_path):
     """`locks`: uWSGI's user locks ("user N") and cache locks ("cache_NAME"), with the
     names real uWSGI (pyuwsgi) gives them for the same options; 1 while held."""
-    import json
-    import subprocess
-    from conftest import APPS, VENV
-    from test_stats import read_stats
-    uwsgi_stats = str(tmp_path / "uwsgi-stats.sock")
-    proc = subprocess.Popen([str(VENV / "bin" / "uwsgi"), "--master", "--socket", str(tmp_path / "u.sock"),
-                             "--wsgi-file", str(APPS / "pep3333.py"), "--locks", "2",
-                             "--cache2", "name=shared,items=100,blocksize=64", "--stats", uwsgi_stats],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def stats(addr):
-        def read():
-            try:
-                return json.loads(read_stats(addr))
-            except (ConnectionRefusedError, FileNotFoundError):
-                return None
-        return wait_for(read, 15, f"stats on {addr}")
-
-    try:
-        theirs = [name for lock in stats(uwsgi_stats)["locks"] for name in lock]
-    finally:
-        proc.kill()
-        proc.wait()
+    from test_stats import uwsgi_stats, wait_stats
+    their_stats = uwsgi_stats(tmp_path, "--locks", "2", "--cache2", "name=shared,items=100,blocksize=64")
+    theirs = [name for lock in their_stats["locks"] for name in lock]
     stats_port = free_port()
     d, url = start(daemon, "--locks", "2", "--stats", f"127.0.0.1:{stats_port}")
-    ours = stats(("127.0.0.1", stats_port))["locks"]
+    ours = wait_stats(("127.0.0.1", stats_port))["locks"]
     assert [name for lock in ours for name in lock] == ["user 0", "user 1", "user 2", "cache_shared"]
     assert [n for n in theirs if n.startswith(("user", "cache_"))] == ["user 0", "user 1", "user 2", "cache_shared"]
     assert all(value == 0 for lock in ours for value in lock.values())
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         holding = pool.submit(get, url, "/hold", s="1")
         time.sleep(0.4)
-        held = stats(("127.0.0.1", stats_port))["locks"]
+        held = wait_stats(("127.0.0.1", stats_port))["locks"]
         assert {"user 2": 1} in held and {"user 1": 0} in held
         holding.result()

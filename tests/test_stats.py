@@ -26,22 +26,32 @@ def keys(stats):
     return (set(stats), set(worker), set(worker["cores"][0]), set(worker["apps"][0]), set(stats["sockets"][0]))
 
 
-def uwsgi_stats_keys(tmp_path):
-    port, sock = free_port(), str(tmp_path / "uwsgi.sock")
-    proc = subprocess.Popen([str(VENV / "bin" / "uwsgi"), "--socket", sock, "--wsgi-file", str(APPS / "pep3333.py"),
-                             "--master", "--processes", "2", "--threads", "2", "--stats", f"127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def wait_stats(addr):
+    """The stats JSON on `addr`, once the server there listens."""
     def stats():
         try:
-            return json.loads(read_stats(("127.0.0.1", port)))
-        except ConnectionRefusedError:
+            return json.loads(read_stats(addr))
+        except (ConnectionRefusedError, FileNotFoundError):
             return None  # not listening yet
 
+    return wait_for(stats, 15, f"stats on {addr}")
+
+
+def uwsgi_stats(tmp_path, *options):
+    """The stats JSON of real uWSGI (pyuwsgi) serving pep3333.py with `options`."""
+    sock, stats = str(tmp_path / "uwsgi.sock"), str(tmp_path / "uwsgi-stats.sock")
+    proc = subprocess.Popen([str(VENV / "bin" / "uwsgi"), "--master", "--socket", sock, "--wsgi-file",
+                             str(APPS / "pep3333.py"), *map(str, options), "--stats", stats],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        return keys(wait_for(stats, 15, "uWSGI's stats"))
+        return wait_stats(stats)
     finally:
         proc.kill()
         proc.wait()
+
+
+def uwsgi_stats_keys(tmp_path):
+    return keys(uwsgi_stats(tmp_path, "--processes", "2", "--threads", "2"))
 
 
 def test_stats_json_has_uwsgis_keys_and_counts_requests(daemon, tmp_path):

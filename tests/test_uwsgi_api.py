@@ -1,6 +1,7 @@
 """`import uwsgi` and `uwsgidecorators`: an app written for uWSGI runs unchanged. The same
 app runs under real uWSGI (pyuwsgi) in the same test, and the two agree on the shape of
-what it sees; what is not provided yet raises NotImplementedError naming it."""
+what it sees; a name of uWSGI's module ngx-wsgi does not provide raises AttributeError
+naming it (hasattr() answers False)."""
 
 import os
 import re

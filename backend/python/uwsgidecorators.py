@@ -87,21 +87,29 @@ class signal:
 
     def __call__(self, f):
         uwsgi.register_signal(self.num, self.target, f)
+        self._arm()
         return f
 
+    def _arm(self):
+        """What raises the signal: nothing but uwsgi.signal() for @signal."""
 
-class timer:
+
+class _signal_source(signal):
+    """A decorator whose function handles a free signal that `_arm` ties to a source."""
+
+    def __init__(self, **kwargs):
+        super().__init__(kwargs.get("signum", get_free_signal()), **kwargs)
+
+
+class timer(_signal_source):
     """@timer(seconds, target="", signum=None): the function runs every `seconds`."""
 
     def __init__(self, secs, **kwargs):
-        self.num = kwargs.get("signum", get_free_signal())
+        super().__init__(**kwargs)
         self.secs = secs
-        self.target = kwargs.get("target", "")
 
-    def __call__(self, f):
-        uwsgi.register_signal(self.num, self.target, f)
+    def _arm(self):
         uwsgi.add_timer(self.num, self.secs)
-        return f
 
 
 class rbtimer(timer):
@@ -111,24 +119,30 @@ class rbtimer(timer):
         super().__init__(secs, **kwargs)
         self.iterations = kwargs.get("iterations", 0)
 
-    def __call__(self, f):
-        uwsgi.register_signal(self.num, self.target, f)
+    def _arm(self):
         uwsgi.add_rb_timer(self.num, self.secs, self.iterations)
-        return f
 
 
-class filemon:
+class filemon(_signal_source):
     """@filemon(path, target=""): the function runs when path changes."""
 
     def __init__(self, fsobj, **kwargs):
-        self.num = kwargs.get("signum", get_free_signal())
+        super().__init__(**kwargs)
         self.fsobj = fsobj
-        self.target = kwargs.get("target", "")
 
-    def __call__(self, f):
-        uwsgi.register_signal(self.num, self.target, f)
+    def _arm(self):
         uwsgi.add_file_monitor(self.num, self.fsobj)
-        return f
+
+
+class cron(_signal_source):
+    """@cron(minute, hour, day, month, weekday, target=""): -1 for any."""
+
+    def __init__(self, minute, hour, day, month, dayweek, **kwargs):
+        super().__init__(**kwargs)
+        self.fields = (minute, hour, day, month, dayweek)
+
+    def _arm(self):
+        uwsgi.add_cron(self.num, *self.fields)
 
 
 class harakiri:
@@ -148,20 +162,6 @@ class harakiri:
 
         limited.__name__ = f.__name__
         return limited
-
-
-class cron:
-    """@cron(minute, hour, day, month, weekday, target=""): -1 for any."""
-
-    def __init__(self, minute, hour, day, month, dayweek, **kwargs):
-        self.num = kwargs.get("signum", get_free_signal())
-        self.fields = (minute, hour, day, month, dayweek)
-        self.target = kwargs.get("target", "")
-
-    def __call__(self, f):
-        uwsgi.register_signal(self.num, self.target, f)
-        uwsgi.add_cron(self.num, *self.fields)
-        return f
 
 
 spooler_functions = {}
@@ -300,23 +300,21 @@ class mule_brain:
     def __call__(self, f):
         def in_the_mule():
             if uwsgi.mule_id() == self.num:
-                f()
+                self._run(f)
 
         postfork_chain.append(in_the_mule)
         return f
+
+    def _run(self, f):
+        f()
 
 
 class mule_brainloop(mule_brain):
     """Runs the function over and over in mule N."""
 
-    def __call__(self, f):
-        def in_the_mule():
-            if uwsgi.mule_id() == self.num:
-                while True:
-                    f()
-
-        postfork_chain.append(in_the_mule)
-        return f
+    def _run(self, f):
+        while True:
+            f()
 
 
 def __getattr__(name):

@@ -76,17 +76,7 @@ pub fn install(extra: u64) -> anyhow::Result<()> {
         .checked_mul(std::mem::size_of::<libc::pthread_mutex_t>())
         .and_then(std::num::NonZeroUsize::new)
         .context("locks")?;
-    // SAFETY: a fresh anonymous shared mapping aliases nothing.
-    let base = unsafe {
-        nix::sys::mman::mmap_anonymous(
-            None,
-            len,
-            nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
-            nix::sys::mman::MapFlags::MAP_SHARED,
-        )
-    }
-    .context("mmap for the locks")?
-    .cast::<libc::pthread_mutex_t>();
+    let base = crate::shm::map(len, "the locks")?.cast::<libc::pthread_mutex_t>();
     for n in 0..count {
         // SAFETY: slot `n` is inside the new mapping, aligned (page-aligned base), unused.
         unsafe { init(base.as_ptr().add(n))? };

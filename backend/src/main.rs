@@ -18,6 +18,7 @@ mod mules;
 mod procname;
 mod python;
 mod reqlog;
+mod shm;
 mod signals;
 mod spooler;
 mod static_files;

@@ -82,17 +82,9 @@ static SIGNALS_TABLE: OnceLock<Signals> = OnceLock::new();
 pub fn install(processes: u32) -> anyhow::Result<()> {
     let processes = processes as usize;
     let len = std::mem::size_of::<Table>() + processes * std::mem::size_of::<[AtomicU64; 4]>();
-    // SAFETY: a fresh zeroed anonymous shared mapping aliases nothing; zero is a valid
-    // value for every atomic in it.
-    let base = unsafe {
-        nix::sys::mman::mmap_anonymous(
-            None,
-            std::num::NonZeroUsize::new(len).context("signal table")?,
-            nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
-            nix::sys::mman::MapFlags::MAP_SHARED,
-        )
-    }
-    .context("mmap for the signal table")?;
+    let len = std::num::NonZeroUsize::new(len).context("signal table")?;
+    // Zero-filled: a valid value of every atomic in it, and of every free monitor slot.
+    let base = crate::shm::map(len, "the signal table")?;
     let table = base.cast::<Table>();
     // SAFETY: the masks follow the table inside the mapping, 8-byte aligned.
     let pending = unsafe {

@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use ngx_wsgi_config::Config;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use pyo3::prelude::*;
@@ -294,17 +293,8 @@ pub fn install(config: &Config) -> anyhow::Result<()> {
     let Some(len) = std::num::NonZeroUsize::new(slots * 16) else {
         return Ok(());
     };
-    // SAFETY: a fresh anonymous mapping aliases nothing; zero-filled memory is a valid
-    // value of every atomic in it; it is never unmapped.
-    let base = unsafe {
-        nix::sys::mman::mmap_anonymous(
-            None,
-            len,
-            nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
-            nix::sys::mman::MapFlags::MAP_SHARED,
-        )
-    }
-    .context("mmap for the spooler table")?;
+    // Zero-filled: a valid value of every atomic in it.
+    let base = crate::shm::map(len, "the spooler table")?;
     // SAFETY: the mapping holds `slots` u64 (8-byte aligned: page-aligned base), then
     // twice `slots` i32 (16 bytes a slot in all), and lives for the rest of the process.
     let (tasks, pids, running) = unsafe {

@@ -13,7 +13,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
 use serde_json::{json, Value};
 
 use crate::listeners::{BoundListener, ListeningSocket};
@@ -97,17 +96,8 @@ impl SharedCounters {
         let len = processes * std::mem::size_of::<WorkerCounters>()
             + processes * threads * std::mem::size_of::<CoreCounters>();
         let len = NonZeroUsize::new(len).context("no workers to count")?;
-        // SAFETY: a fresh anonymous mapping aliases nothing; it is zero-filled, which is a
-        // valid value for every atomic in it.
-        let base = unsafe {
-            mmap_anonymous(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-            )
-        }
-        .context("mmap for the stats counters")?;
+        // Zero-filled: a valid value for every atomic in it.
+        let base = crate::shm::map(len, "the stats counters")?;
         let counters: &'static SharedCounters = Box::leak(Box::new(SharedCounters {
             base: base.cast(),
             processes,
