@@ -175,3 +175,30 @@ def test_the_stats_server_lists_the_locks_as_uwsgi_names_them(daemon, tmp_path):
         held = wait_stats(("127.0.0.1", stats_port))["locks"]
         assert {"user 2": 1} in held and {"user 1": 0} in held
         holding.result()
+
+
+def test_a_flask_app_shares_its_cache_across_two_workers_and_four_threads(daemon):
+    port = free_port()
+    daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "flask_cache_app.py", "--home", VENV,
+           "--processes", "2", "--threads", "4", "--cache2", "name=flask,items=100,blocksize=256", "--disable-logging",
+           ready=("127.0.0.1", port))
+    url = f"http://127.0.0.1:{port}"
+
+    def visit(_):
+        with requests.Session() as s:
+            return [s.get(f"{url}/view/home", timeout=10).json() for _ in range(25)]
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        pages = [page for visits in pool.map(visit, range(16)) for page in visits]
+    # Both workers among them (the kernel picks which takes a connection: more if needed).
+    pids = {p["pid"] for p in pages}
+    for _ in range(300):
+        if len(pids) == 2:
+            break
+        pages.append(requests.get(f"{url}/view/home", timeout=10).json())
+        pids.add(pages[-1]["pid"])
+    assert len(pids) == 2, "both workers served"
+    # Every view counted once, whichever worker and thread served it...
+    assert get(url, "/views/home") == {"views": len(pages)}
+    # ... and one rendering cached for all of them.
+    assert len({p["html"] for p in pages}) == 1

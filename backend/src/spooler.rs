@@ -497,7 +497,7 @@ fn wait_for_tasks(inotify: Option<&Inotify>, wait: Duration, stop: &AtomicBool) 
 }
 
 fn run_task(path: &Path, slot: usize, reported_broken: &mut HashSet<PathBuf>) -> Outcome {
-    let mut file = match std::fs::OpenOptions::new()
+    let file = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
@@ -512,11 +512,8 @@ fn run_task(path: &Path, slot: usize, reported_broken: &mut HashSet<PathBuf>) ->
         }
     };
     // Another spooler process (or daemon) runs it: leave it. The lock is held until
-    // the task is done (and its file removed).
-    let Ok(locked) = file.try_clone() else {
-        return Outcome::Left;
-    };
-    let Ok(_lock) = nix::fcntl::Flock::lock(locked, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    // the task is done (and its file removed), as long as `file` lives.
+    let Ok(mut file) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
     else {
         return Outcome::Left;
     };

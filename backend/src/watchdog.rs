@@ -174,9 +174,9 @@ impl RequestClock {
     /// not begin requests past the limit meanwhile). False when N have started already:
     /// the request goes to another worker if the caller can hand it over.
     pub fn admit(&self) -> bool {
-        let limited = self.born.elapsed() >= self.min_lifetime;
-        let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-        if !limited || n < self.max_requests {
+        // Relaxed: the count only has to be exact, it orders nothing else.
+        let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < self.max_requests || self.born.elapsed() < self.min_lifetime {
             return true;
         }
         // The Nth, or (past min-worker-lifetime) the first request after it: the worker
@@ -188,7 +188,7 @@ impl RequestClock {
         if n == self.max_requests {
             return true;
         }
-        self.started.fetch_sub(1, Ordering::SeqCst);
+        self.started.fetch_sub(1, Ordering::Relaxed);
         false
     }
 
@@ -389,10 +389,7 @@ impl Drop for RequestTimer<'_> {
             }
         }
         crate::stats::request_done(self.started.elapsed());
-        if clock.born.elapsed() < clock.min_lifetime {
-            return;
-        }
-        if clock.max_rss > 0 || clock.max_as > 0 {
+        if (clock.max_rss > 0 || clock.max_as > 0) && clock.born.elapsed() >= clock.min_lifetime {
             // As uWSGI does, after each request: one read of /proc/self/statm.
             let (rss, vsz) = crate::stats::memory(std::process::id() as i32);
             const MIB: u64 = 1024 * 1024;
