@@ -221,3 +221,103 @@ def test_max_requests_is_exact_on_kept_alive_connections(daemon, nginx, tmp_path
     for pid, count in re.findall(r"\[pid: (\d+)\|app: \d+\|req: (\d+)/", d.log()):
         served[pid] = max(served.get(pid, 0), int(count))
     assert len(served) >= 400 // 20 and max(served.values()) <= 20, sorted(served.values())
+
+
+def _send(conn, path, query="", keepalive=True):
+    """Sends a request on a kept-alive connection without reading the answer."""
+    pairs = request_vars(path, extra=[*(KEEPALIVE if keepalive else []), ("QUERY_STRING", query)])
+    pairs = [p for p in pairs if p != ("QUERY_STRING", "")] if query else pairs
+    conn.sock.sendall(packet(pairs))
+
+
+def _read(conn, method="GET"):
+    response = http.client.HTTPResponse(conn.sock, method=method)
+    response.begin()
+    return response.status, response.read()
+
+
+def _connections_on_each(app_sock, workers):
+    """Kept-alive connections, each having served one request, until every one of
+    `workers` pids holds at least two: {pid: [connections]}."""
+    held = {}
+    for _ in range(200):
+        conn = UwsgiConnection(app_sock)
+        pid = int(conn.request("/pid")[1])
+        held.setdefault(pid, []).append(conn)
+        if len(held) == workers and all(len(c) >= 2 for c in held.values()):
+            return held
+    raise AssertionError(f"connections did not reach {workers} workers: {held}")
+
+
+@pytest.mark.parametrize("layout", [("--processes", "2"), ("--threads", "2")], ids=["processes", "threads"])
+def test_a_busy_threads_idle_connections_go_to_a_free_thread(daemon, app_sock, layout):
+    """Head-of-line blocking: while a request runs 3 s, the other idle connections its
+    thread held are taken over by the free one, and their requests are answered at once
+    (they waited for the slow one before). The slow one is answered too."""
+    d = daemon("--socket", app_sock, "--wsgi-file", APPS / "pep3333.py", *layout, ready=app_sock)
+    # With threads, both answer with one pid: tell them apart by a connection served
+    # while the other is busy.
+    if layout[0] == "--processes":
+        held = _connections_on_each(app_sock, 2)
+        busy_pid = next(iter(held))
+        slow, *others = held[busy_pid]
+        others += [c for pid, conns in held.items() if pid != busy_pid for c in conns]
+    else:
+        slow, *others = [UwsgiConnection(app_sock) for _ in range(8)]
+        for conn in [slow, *others]:
+            assert conn.request("/pid")[0].status == 200
+    _send(slow, "/sleep", "seconds=3")
+    time.sleep(0.3)
+    started = time.monotonic()
+    for conn in others:
+        _send(conn, "/pid")
+    answers = [_read(conn) for conn in others]
+    took = time.monotonic() - started
+    assert all(status == 200 for status, _ in answers), answers
+    assert took < 1.5, f"the requests on the busy thread's idle connections waited {took:.1f} s"
+    if layout[0] == "--processes":
+        assert {int(body) for _, body in answers} == set(held) - {busy_pid}
+    # Each connection still serves, wherever it is now.
+    for conn in others:
+        assert conn.request("/pid")[0].status == 200
+    assert _read(slow)[0] == 200
+    assert "cannot hand" not in d.log(), d.log()
+
+
+def test_a_connection_taken_over_from_a_busy_thread_closes_cleanly(daemon, app_sock):
+    """A connection that moved while its first thread is still busy ends as any other: a
+    response delimited by the close gets its end of file at once, not when the slow
+    request ends (the busy worker still has the descriptor)."""
+    daemon("--socket", app_sock, "--wsgi-file", APPS / "pep3333.py", "--processes", "2", ready=app_sock)
+    held = _connections_on_each(app_sock, 2)
+    busy_pid = next(iter(held))
+    slow, other = held[busy_pid][:2]
+    _send(slow, "/sleep", "seconds=4")
+    time.sleep(0.3)
+    started = time.monotonic()
+    response, body = other.request("/pid", keepalive=False)
+    assert response.status == 200 and int(body) != busy_pid
+    assert other.closed_by_peer()
+    assert time.monotonic() - started < 1.5
+    assert _read(slow)[0] == 200
+
+
+def test_with_every_thread_busy_requests_wait_and_are_answered(daemon, app_sock):
+    """No thread free: a request on an idle connection waits in the shared queue, and the
+    first thread to be free answers it; nothing is lost."""
+    daemon("--socket", app_sock, "--wsgi-file", APPS / "pep3333.py", "--threads", "2", ready=app_sock)
+    conns = [UwsgiConnection(app_sock) for _ in range(6)]
+    for conn in conns:
+        assert conn.request("/pid")[0].status == 200
+    first, second, *waiting = conns
+    _send(first, "/sleep", "seconds=1")
+    _send(second, "/sleep", "seconds=1.5")
+    time.sleep(0.3)
+    started = time.monotonic()
+    for conn in waiting:
+        _send(conn, "/pid")
+    answers = [_read(conn) for conn in waiting]
+    assert [status for status, _ in answers] == [200] * len(waiting)
+    # Answered by the first free thread, not after both slow requests.
+    assert time.monotonic() - started < 1.1
+    assert _read(first)[0] == 200 and _read(second)[0] == 200

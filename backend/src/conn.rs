@@ -167,26 +167,57 @@ impl AsyncConn {
 
     /// Reads what has arrived, waiting for something to arrive.
     pub async fn read_available(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        loop {
+            self.readable().await?;
+            match self.try_read_available(buf) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits until the runtime says the connection is readable (or was, and no read
+    /// has said otherwise since).
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            AsyncConn::Unix(s) => s.readable().await,
+            AsyncConn::Tcp(s) => s.readable().await,
+        }
+    }
+
+    /// Writes all of `data`, waiting for room as needed.
+    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let written = match self {
+                AsyncConn::Unix(s) => {
+                    s.writable().await?;
+                    s.try_write(data)
+                }
+                AsyncConn::Tcp(s) => {
+                    s.writable().await?;
+                    s.try_write(data)
+                }
+            };
+            match written {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => data = &data[n..],
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what has arrived without waiting: WouldBlock if nothing has.
+    pub fn try_read_available(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         // Room for a whole request head in one read: an empty Vec would grow from 64
         // bytes, one recvfrom() per doubling (4 per kept-alive request with nginx's vars).
         if buf.capacity() - buf.len() < READ_ROOM / 2 {
             buf.reserve(READ_ROOM);
         }
-        loop {
-            let read = match self {
-                AsyncConn::Unix(s) => {
-                    s.readable().await?;
-                    s.try_read_buf(buf)
-                }
-                AsyncConn::Tcp(s) => {
-                    s.readable().await?;
-                    s.try_read_buf(buf)
-                }
-            };
-            match read {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return other,
-            }
+        match self {
+            AsyncConn::Unix(s) => s.try_read_buf(buf),
+            AsyncConn::Tcp(s) => s.try_read_buf(buf),
         }
     }
 }

@@ -22,7 +22,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use crate::conn::Conn;
-use crate::worker::{InFlight, WorkerContext};
+use crate::worker::{InFlight, ThreadContext};
 use ngx_wsgi_config::Protocol;
 
 /// The largest message: a protocol tag, a peer name and the start of a request head.
@@ -121,7 +121,7 @@ impl Handover {
 /// the worker stops; each is served as the slow path serves a kept-alive connection.
 pub async fn receive_loop(
     receive: OwnedFd,
-    ctx: Arc<WorkerContext>,
+    ctx: Arc<ThreadContext>,
     stop_rx: watch::Receiver<bool>,
     in_flight: Arc<InFlight>,
 ) -> anyhow::Result<()> {

@@ -22,7 +22,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::conn::{AsyncConn, PrefixedConn};
 use crate::reqlog::{RequestLine, Vars};
-use crate::worker::WorkerContext;
+use crate::worker::{ThreadContext, WorkerContext};
 use crate::wsgi::input::{Body, WsgiInput};
 use crate::wsgi::response::{lock, ResponseHead, ResponseState, Sink};
 use crate::wsgi::{close_iterable, EnvironSource, Outcome};
@@ -41,7 +41,7 @@ pub async fn serve(
     conn: AsyncConn,
     prefix: Vec<u8>,
     peer: String,
-    ctx: Arc<WorkerContext>,
+    ctx: Arc<ThreadContext>,
     mut stop_rx: watch::Receiver<bool>,
 ) {
     let (remote, local_port) = match &conn {
@@ -134,7 +134,7 @@ impl Drop for ActiveRequest {
 
 async fn handle(
     request: Request<Incoming>,
-    ctx: Arc<WorkerContext>,
+    ctx: Arc<ThreadContext>,
     peer: String,
     remote: (String, u16),
     local_port: u16,
@@ -187,6 +187,7 @@ async fn handle(
     let _timer = ctx.requests.start(Instant::now(), None, || {
         format!("{} {} (from {peer})", head.method, head.uri)
     });
+    let running = ctx.thread.running();
     let response = Python::attach(|py| {
         let source: Box<dyn std::io::Read + Send + Sync> = match spooled {
             Some(file) => Box::new(file),
@@ -200,7 +201,7 @@ async fn handle(
             local_port,
         };
         let log = RequestLog {
-            ctx: ctx.clone(),
+            ctx: ctx.worker.clone(),
             peer: peer.clone(),
             head: copy_head(&head),
             remote: info.remote.0.clone(),
@@ -227,6 +228,7 @@ async fn handle(
         }
         response
     });
+    drop(running);
     Ok(closing_if_stopping(&ctx, response))
 }
 

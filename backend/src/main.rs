@@ -10,6 +10,7 @@ mod fifo;
 mod handover;
 mod helpers;
 mod http;
+mod idle;
 mod listeners;
 mod locks;
 mod logging;

@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{recv, MsgFlags};
 use pyo3::prelude::*;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use uwsgi_proto::{parse_request_head, HeadError, HeaderError, RequestHead, HEADER_LEN};
 
 use crate::conn::{AsyncConn, Conn, ConnReader};
+use crate::idle::Waited;
 use crate::reqlog::{RequestLine, Vars};
 use crate::static_files::StaticAnswer;
-use crate::worker::{InFlight, WorkerContext};
+use crate::worker::{InFlight, ThreadContext, WorkerContext};
 use crate::wsgi::input::{Body, WsgiInput};
 use crate::wsgi::response::{lock, KeepAlive, ResponseState, Sink, DRAIN_LIMIT};
 use crate::wsgi::{EnvironSource, Outcome};
@@ -68,7 +68,7 @@ impl UwsgiListener {
 pub async fn accept_loop(
     listener: UwsgiListener,
     name: String,
-    ctx: Arc<WorkerContext>,
+    ctx: Arc<ThreadContext>,
     stop_rx: watch::Receiver<bool>,
     in_flight: Arc<InFlight>,
 ) -> anyhow::Result<()> {
@@ -133,7 +133,7 @@ struct PendingConn {
 /// The fast path: serves the request now if its whole head has arrived. Returns the
 /// connection when there is more to do on it, for [`serve_connection`].
 fn serve_if_complete(
-    ctx: &WorkerContext,
+    ctx: &ThreadContext,
     conn: Conn,
     peer: &str,
     allow_keep_alive: bool,
@@ -176,7 +176,7 @@ pub async fn serve_handed_over(
     conn: Conn,
     received: Vec<u8>,
     peer: String,
-    ctx: Arc<WorkerContext>,
+    ctx: Arc<ThreadContext>,
     stop_rx: watch::Receiver<bool>,
 ) {
     let pending = PendingConn {
@@ -192,7 +192,7 @@ pub async fn serve_handed_over(
 async fn serve_connection(
     pending: PendingConn,
     peer: String,
-    ctx: Arc<WorkerContext>,
+    ctx: Arc<ThreadContext>,
     mut stop_rx: watch::Receiver<bool>,
 ) {
     let PendingConn {
@@ -201,16 +201,62 @@ async fn serve_connection(
         mut idle,
     } = pending;
     // Registered once for the connection's life: its requests run on it as it is.
-    let mut stream = match AsyncConn::register(conn) {
+    let stream = match AsyncConn::register(conn) {
         Ok(stream) => stream,
         Err(err) => {
             tracing::error!("{peer}: cannot register the connection: {err}; connection closed");
             return;
         }
     };
+    // Listed with this thread while it serves it: if the thread gets stuck in a long
+    // request, the connection goes to a free one (`idle.rs`).
+    let entry = ctx.thread.list(&stream, &peer);
+    match next_requests(
+        &ctx,
+        &stream,
+        &entry,
+        &peer,
+        &mut received,
+        &mut idle,
+        &mut stop_rx,
+    )
+    .await
+    {
+        Ended::Closed => {
+            ctx.thread.forget(&entry);
+            // It may be open in another process too (it came from another worker): the
+            // peer sees the end only when it is shut.
+            let _ = socket2::SockRef::from(&*stream).shutdown(std::net::Shutdown::Write);
+        }
+        Ended::HandedOver => ctx.thread.forget(&entry),
+        // The mover took it off the list.
+        Ended::Given => {}
+    }
+}
+
+/// How [`next_requests`] let go of a connection.
+enum Ended {
+    Closed,
+    /// Given to the handover socket by this task (retiring, max-requests).
+    HandedOver,
+    /// Given by the mover while this thread was busy.
+    Given,
+}
+
+/// Serves the requests of a registered connection, one after another, for as long as it
+/// is kept alive.
+async fn next_requests(
+    ctx: &ThreadContext,
+    stream: &Arc<AsyncConn>,
+    entry: &Arc<crate::idle::IdleConn>,
+    peer: &str,
+    received: &mut Vec<u8>,
+    idle: &mut bool,
+    stop_rx: &mut watch::Receiver<bool>,
+) -> Ended {
     loop {
         let head = loop {
-            match parse_request_head(&received, ctx.buffer_size) {
+            match parse_request_head(received, ctx.buffer_size) {
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
                 Err(err) => {
@@ -219,65 +265,76 @@ async fn serve_connection(
                             HeaderError::TooLarge { .. } => "431 Request Header Fields Too Large",
                             _ => "400 Bad Request",
                         };
-                        // No request runs: this task holds the only handle.
-                        if let Some(stream) = Arc::get_mut(&mut stream) {
-                            reject(stream, status, &err.to_string()).await;
-                        }
+                        reject(stream, status, &err.to_string()).await;
                     }
                     tracing::error!("{peer}: {err}; connection closed");
-                    return;
+                    return Ended::Closed;
                 }
             }
-            let waiting_idle = idle && received.is_empty();
-            let limit = if waiting_idle {
-                idle_timeout()
-            } else {
-                ctx.head_timeout
-            };
-            let read = tokio::select! {
-                // An idle connection is handed over when the worker retires, closed when
-                // the daemon stops; a request that has begun to arrive is served.
-                _ = crate::worker::stopped(&mut stop_rx), if waiting_idle => {
-                    if ctx.retiring() {
+            let read = if *idle && received.is_empty() {
+                // Between requests: the mover may take it meanwhile.
+                let waited = ctx
+                    .thread
+                    .wait_next_request(stream, entry, received, stop_rx, idle_timeout())
+                    .await;
+                match waited {
+                    Waited::Read(read) => read,
+                    Waited::Given => return Ended::Given,
+                    // Closed when its idle time is up, as nginx would close it.
+                    Waited::Expired => return Ended::Closed,
+                    // An idle connection is handed over when the worker retires, closed
+                    // when the daemon stops; a request that has begun to arrive is served.
+                    Waited::Stopped if ctx.retiring() => {
                         let protocol = ngx_wsgi_config::Protocol::Uwsgi;
-                        match ctx.handover.give(&*stream, protocol, &peer, &[&received[..]]) {
-                            Ok(()) => tracing::debug!("{peer}: idle connection handed over"),
-                            Err(err) => tracing::warn!("{peer}: cannot hand the idle connection over ({err}); closed"),
-                        }
+                        return match ctx.handover.give(&**stream, protocol, peer, &[]) {
+                            Ok(()) => {
+                                tracing::debug!("{peer}: idle connection handed over");
+                                Ended::HandedOver
+                            }
+                            Err(err) => {
+                                tracing::warn!(
+                                    "{peer}: cannot hand the idle connection over ({err}); closed"
+                                );
+                                Ended::Closed
+                            }
+                        };
                     }
-                    return;
+                    Waited::Stopped => return Ended::Closed,
                 }
-                read = tokio::time::timeout(limit, stream.read_available(&mut received)) => read,
-            };
-            let Ok(read) = read else {
-                if !waiting_idle {
-                    tracing::error!(
-                        "{peer}: no complete uwsgi request head after {} s ({}); connection closed",
-                        limit.as_secs_f32(),
-                        truncation(&received).replace("connection closed after", "received")
-                    );
+            } else {
+                let limit = ctx.head_timeout;
+                match tokio::time::timeout(limit, stream.read_available(received)).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        tracing::error!(
+                            "{peer}: no complete uwsgi request head after {} s ({}); connection closed",
+                            limit.as_secs_f32(),
+                            truncation(received).replace("connection closed after", "received")
+                        );
+                        return Ended::Closed;
+                    }
                 }
-                return;
             };
+            let waiting_idle = *idle && received.is_empty();
             match read {
                 // The peer closed a kept-alive connection between requests: its right.
-                Ok(0) if waiting_idle => return,
+                Ok(0) if waiting_idle => return Ended::Closed,
                 // A peer that closes with our last response still unread (its client went
                 // away) resets the connection: between requests, that is a close too.
                 Err(err) if waiting_idle && err.kind() == std::io::ErrorKind::ConnectionReset => {
                     tracing::debug!("{peer}: connection reset between requests");
-                    return;
+                    return Ended::Closed;
                 }
                 Ok(0) => {
-                    tracing::error!("{peer}: {}; connection closed", truncation(&received));
-                    return;
+                    tracing::error!("{peer}: {}; connection closed", truncation(received));
+                    return Ended::Closed;
                 }
                 Ok(_) => {}
                 Err(err) => {
                     tracing::error!(
                         "{peer}: reading the uwsgi request failed: {err}; connection closed"
                     );
-                    return;
+                    return Ended::Closed;
                 }
             }
         };
@@ -286,24 +343,31 @@ async fn serve_connection(
             // This worker has started its max-requests: the request, with what has been
             // read of it, goes to a worker that serves on.
             let protocol = ngx_wsgi_config::Protocol::Uwsgi;
-            match ctx.handover.give(&*stream, protocol, &peer, &[&received[..]]) {
-                Ok(()) => tracing::debug!("{peer}: request past max-requests handed over"),
-                Err(err) => tracing::error!(
-                    "{peer}: cannot hand a request past max-requests over ({err}); connection closed"
-                ),
-            }
-            return;
+            return match ctx
+                .handover
+                .give(&**stream, protocol, peer, &[&received[..]])
+            {
+                Ok(()) => {
+                    tracing::debug!("{peer}: request past max-requests handed over");
+                    Ended::HandedOver
+                }
+                Err(err) => {
+                    tracing::error!(
+                        "{peer}: cannot hand a request past max-requests over ({err}); connection closed"
+                    );
+                    Ended::Closed
+                }
+            };
         }
         let allow_keep_alive = !*stop_rx.borrow();
         let conn = Conn::Registered(stream.clone());
-        let Some((_, leftover)) =
-            run_request(&ctx, conn, &peer, &received, &head, allow_keep_alive)
+        let Some((_, leftover)) = run_request(ctx, conn, peer, received, &head, allow_keep_alive)
         else {
-            return;
+            return Ended::Closed;
         };
         drop(slot);
-        received = leftover;
-        idle = true;
+        *received = leftover;
+        *idle = true;
     }
 }
 
@@ -372,7 +436,7 @@ impl<'a> ServerVars<'a> {
 /// asked with NGX_WSGI_KEEPALIVE and the response could be delimited: docs/protocol.md);
 /// otherwise the connection is closed, as uWSGI and stock nginx expect.
 fn run_request(
-    ctx: &WorkerContext,
+    ctx: &ThreadContext,
     conn: Conn,
     peer: &str,
     received: &[u8],
@@ -380,6 +444,7 @@ fn run_request(
     allow_keep_alive: bool,
 ) -> Option<(Conn, Vec<u8>)> {
     let started = Instant::now();
+    let _running = ctx.thread.running();
     let conn = Arc::new(conn);
     let vars = &received[head.vars.clone()];
     let body_start = head.vars.end;
@@ -638,20 +703,15 @@ fn error_response(status: &str, reason: &str) -> String {
 /// to the client (a 431 instead of uWSGI's 502), and a browser pointed at the socket
 /// reads the reason. The rest of the input is then drained briefly, so closing does
 /// not reset the connection and destroy the answer.
-async fn reject(conn: &mut AsyncConn, status: &str, reason: &str) {
+async fn reject(conn: &AsyncConn, status: &str, reason: &str) {
     let response = error_response(status, reason);
-    let answered = match conn {
-        AsyncConn::Unix(s) => answer(s, response.as_bytes()).await,
-        AsyncConn::Tcp(s) => answer(s, response.as_bytes()).await,
-    };
+    let answered = conn.write_all(response.as_bytes()).await.is_ok()
+        && socket2::SockRef::from(conn)
+            .shutdown(std::net::Shutdown::Write)
+            .is_ok();
     // A lingering close, as in [`linger`]: the body that follows a refused head (of a size
     // the head may not tell) is read and dropped until the peer is done.
     if answered {
         drain_rest(conn, None, Duration::from_secs(5)).await;
     }
-}
-
-/// Writes a complete answer and shuts the writing side; false if the peer is gone.
-async fn answer(stream: &mut (impl AsyncWrite + Unpin), response: &[u8]) -> bool {
-    stream.write_all(response).await.is_ok() && stream.shutdown().await.is_ok()
 }

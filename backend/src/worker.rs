@@ -13,6 +13,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::conn::AsyncConn;
 use crate::handover::{Handover, HandoverSockets};
+use crate::idle::{RequestThread, RequestThreads};
 use crate::listeners::{BoundListener, ListeningSocket};
 use crate::reqlog::{RequestLine, RequestLogger, RequestRecord};
 use crate::watchdog::RequestClock;
@@ -48,21 +49,37 @@ pub struct WorkerContext {
     pub handover: Arc<Handover>,
 }
 
-thread_local! {
+/// What a request thread's requests see: the worker's context and the thread itself,
+/// made once per thread and passed down as a value.
+pub struct ThreadContext {
+    pub worker: Arc<WorkerContext>,
+    /// What the idle-connection mover knows of this thread (`idle.rs`).
+    pub thread: RequestThread,
     /// One app call at a time per request thread, as with uWSGI's threads.
-    static APP_SLOT: Arc<Semaphore> = Arc::new(Semaphore::new(1));
+    app_slot: Arc<Semaphore>,
 }
 
-impl WorkerContext {
+impl std::ops::Deref for ThreadContext {
+    type Target = WorkerContext;
+
+    fn deref(&self) -> &WorkerContext {
+        &self.worker
+    }
+}
+
+impl ThreadContext {
     /// Waits until this thread is free to run the app.
     pub async fn app_slot(&self) -> OwnedSemaphorePermit {
-        let slot = APP_SLOT.with(Arc::clone);
         // The semaphore is never closed, so acquiring only waits.
-        slot.acquire_owned()
+        self.app_slot
+            .clone()
+            .acquire_owned()
             .await
             .unwrap_or_else(|_| unreachable!("app slot semaphore closed"))
     }
+}
 
+impl WorkerContext {
     /// Whether this worker goes away while the others serve on (the master replaces it, or
     /// `max-requests`): its idle connections are then handed over, not closed.
     pub fn retiring(&self) -> bool {
@@ -214,11 +231,20 @@ pub fn run(
         request_log,
         handover: handover.clone(),
     });
+    let request_threads = RequestThreads::new(config.threads as usize);
+    // With one request thread in the whole daemon, nobody could take a busy thread's idle
+    // connections.
+    if config.processes * config.threads > 1 {
+        request_threads
+            .spawn_mover(handover.clone(), stop_rx.clone())
+            .context("cannot start the idle-connection mover")?;
+    }
     let mut threads = Vec::new();
     for index in 1..config.threads {
         let sockets = dup_listeners(listeners)?;
         let receive = handover_sockets.receive.try_clone()?;
-        let (ctx, stop_rx) = (ctx.clone(), stop_rx.clone());
+        let stop_rx = stop_rx.clone();
+        let ctx = thread_context(&ctx, request_threads.thread(index as usize));
         let thread = std::thread::Builder::new()
             .name(format!("request-{index}"))
             .spawn(move || {
@@ -240,6 +266,7 @@ pub fn run(
     // write of 4 bytes is atomic on a pipe; a master gone meanwhile is no error here.
     let _ = nix::unistd::write(ready, &std::process::id().to_ne_bytes());
     // The main thread serves too.
+    let ctx = thread_context(&ctx, request_threads.thread(0));
     let result = serve_thread(ctx, sockets, receive, stop_rx);
     for thread in threads {
         let _ = thread.join();
@@ -247,6 +274,14 @@ pub fn run(
     result.map(|()| match requests.recycled() {
         true => EXIT_RECYCLED,
         false => 0,
+    })
+}
+
+fn thread_context(worker: &Arc<WorkerContext>, thread: RequestThread) -> Arc<ThreadContext> {
+    Arc::new(ThreadContext {
+        worker: worker.clone(),
+        thread,
+        app_slot: Arc::new(Semaphore::new(1)),
     })
 }
 
@@ -266,7 +301,7 @@ fn dup_listeners(
 }
 
 fn serve_thread(
-    ctx: Arc<WorkerContext>,
+    ctx: Arc<ThreadContext>,
     sockets: Vec<(Protocol, ListeningSocket, String)>,
     handed_over: std::os::fd::OwnedFd,
     stop_rx: watch::Receiver<bool>,
@@ -398,7 +433,7 @@ fn fast_exit(signal: &str) {
 async fn http_accept_loop(
     socket: ListeningSocket,
     name: String,
-    ctx: Arc<WorkerContext>,
+    ctx: Arc<ThreadContext>,
     mut stop_rx: watch::Receiver<bool>,
     in_flight: Arc<InFlight>,
 ) -> anyhow::Result<()> {

@@ -1,0 +1,307 @@
+//! Kept-alive uwsgi connections between two requests, and how they leave a busy thread.
+//!
+//! nginx keeps idle connections to the daemon and sends each request on the one it put
+//! back last, not knowing which request thread holds it. A thread running a slow request
+//! would hold its other idle connections with it, and a request nginx sends on one of them
+//! would wait for the slow one to end (head-of-line blocking), while other workers idle.
+//!
+//! So each request thread lists its idle connections here, and one thread per worker, the
+//! mover, looks at the request threads every [`TICK`]: the idle connections of a thread
+//! that has been in the same app call since its last look go to the handover socket every
+//! worker takes from (`handover.rs`). A free thread of any worker takes each up; when none
+//! is free they wait there, in one queue, for the first that is (uWSGI's shared accept
+//! queue, for connections kept alive). A fast request never waits for the mover: only a
+//! thread busy for more than a tick loses its idle connections, so the steady state moves
+//! nothing.
+//!
+//! Who may touch an idle connection is decided by one compare-and-swap on its
+//! [`IdleConn::state`]: its task claims it before reading (`IDLE` to `ACTIVE`), the mover
+//! before sending it (`IDLE` to `GIVING`, then `GIVEN`, or back to `IDLE` if it could not).
+//! The task closes a connection only once it has claimed it, so the mover never sends a
+//! descriptor that was closed, and after `GIVEN` the task lets go of it without a word.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use crate::conn::AsyncConn;
+use crate::handover::Handover;
+
+/// How often the mover looks: a request that has run this long (two at most) frees its
+/// thread's idle connections.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Looks without a request running on any thread before the mover sleeps.
+const QUIET_TICKS: u32 = 100;
+
+/// The task serving it is reading or running a request on it.
+const ACTIVE: u8 = 0;
+/// Waiting for its next request: the mover may take it.
+const IDLE: u8 = 1;
+/// The mover is sending it to the handover socket.
+const GIVING: u8 = 2;
+/// Sent: another thread serves it now.
+const GIVEN: u8 = 3;
+
+/// A kept-alive connection's entry in its thread's idle list. Made once per connection.
+pub struct IdleConn {
+    /// Valid while the state is `IDLE` or `GIVING` (the task closes it only once claimed).
+    fd: RawFd,
+    peer: String,
+    state: AtomicU8,
+    /// The mover is done with it: given, or left where it was.
+    settled: Notify,
+}
+
+/// Why [`RequestThread::wait_next_request`] returned; the connection is claimed unless
+/// it was given.
+pub enum Waited {
+    /// Bytes of the next request were read (0: the peer closed).
+    Read(std::io::Result<usize>),
+    /// The worker stops.
+    Stopped,
+    /// Nothing came within the idle timeout.
+    Expired,
+    /// The mover gave it to another thread: let go of it without closing it.
+    Given,
+}
+
+/// One request thread as the mover sees it.
+struct ThreadState {
+    /// Odd while the thread runs a request: incremented as each starts and ends, so the
+    /// mover tells "the same request as at the last look" from "a new one".
+    running: AtomicU64,
+    idle: Mutex<Vec<Arc<IdleConn>>>,
+}
+
+/// The request threads of a worker, and its mover.
+pub struct RequestThreads {
+    threads: Box<[ThreadState]>,
+    mover: OnceLock<std::thread::Thread>,
+    /// The mover sleeps (no request ran for a while) and must be woken by the next.
+    mover_asleep: AtomicBool,
+}
+
+impl RequestThreads {
+    pub fn new(count: usize) -> Arc<RequestThreads> {
+        let threads = (0..count.max(1))
+            .map(|_| ThreadState {
+                running: AtomicU64::new(0),
+                idle: Mutex::new(Vec::new()),
+            })
+            .collect();
+        Arc::new(RequestThreads {
+            threads,
+            mover: OnceLock::new(),
+            mover_asleep: AtomicBool::new(false),
+        })
+    }
+
+    /// Request thread `index`'s handle.
+    pub fn thread(self: &Arc<Self>, index: usize) -> RequestThread {
+        RequestThread {
+            index,
+            threads: self.clone(),
+        }
+    }
+
+    /// Starts the mover, which hands busy threads' idle connections over until the worker
+    /// stops. Not started when the daemon has a single request thread: there is nobody to
+    /// hand them to.
+    pub fn spawn_mover(
+        self: &Arc<Self>,
+        handover: Arc<Handover>,
+        stop_rx: watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        let threads = self.clone();
+        let mover = std::thread::Builder::new()
+            .name("idle-mover".into())
+            .spawn(move || threads.move_loop(&handover, &stop_rx))?;
+        let _ = self.mover.set(mover.thread().clone());
+        Ok(())
+    }
+
+    fn move_loop(&self, handover: &Handover, stop_rx: &watch::Receiver<bool>) {
+        let mut seen = vec![0u64; self.threads.len()];
+        let mut quiet = 0;
+        while !*stop_rx.borrow() {
+            std::thread::sleep(TICK);
+            let mut any_running = false;
+            for (thread, seen) in self.threads.iter().zip(seen.iter_mut()) {
+                let running = thread.running.load(Ordering::SeqCst);
+                if running % 2 == 1 {
+                    any_running = true;
+                    if running == *seen && !handover.retiring() {
+                        thread.give_idle(handover);
+                    }
+                }
+                *seen = running;
+            }
+            quiet = if any_running { 0 } else { quiet + 1 };
+            if quiet >= QUIET_TICKS {
+                // Said before looking once more, so a request starting meanwhile either
+                // is seen here or sees the mover asleep and wakes it.
+                self.mover_asleep.store(true, Ordering::SeqCst);
+                let running = self
+                    .threads
+                    .iter()
+                    .any(|t| t.running.load(Ordering::SeqCst) % 2 == 1);
+                if !running {
+                    std::thread::park();
+                }
+                self.mover_asleep.store(false, Ordering::SeqCst);
+                quiet = 0;
+            }
+        }
+    }
+}
+
+impl ThreadState {
+    /// Hands this thread's idle connections over; those that cannot go stay.
+    fn give_idle(&self, handover: &Handover) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|conn| {
+            if conn
+                .state
+                .compare_exchange(IDLE, GIVING, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                return true; // being served: it stays this thread's
+            }
+            // SAFETY: the descriptor stays open while the state is GIVING: its task closes
+            // it only after claiming it, which fails until the state changes below.
+            let fd = unsafe { BorrowedFd::borrow_raw(conn.fd) };
+            let given = handover.give(&fd, ngx_wsgi_config::Protocol::Uwsgi, &conn.peer, &[]);
+            let state = match &given {
+                Ok(()) => GIVEN,
+                Err(_) => IDLE,
+            };
+            conn.state.store(state, Ordering::SeqCst);
+            conn.settled.notify_one();
+            match given {
+                Ok(()) => {
+                    tracing::debug!(
+                        "{}: idle connection of a busy thread handed over",
+                        conn.peer
+                    );
+                    false
+                }
+                Err(err) => {
+                    tracing::debug!("{}: cannot hand an idle connection over: {err}", conn.peer);
+                    true
+                }
+            }
+        });
+    }
+}
+
+/// One request thread's handle: what it tells the mover.
+pub struct RequestThread {
+    pub index: usize,
+    threads: Arc<RequestThreads>,
+}
+
+impl RequestThread {
+    fn state(&self) -> &ThreadState {
+        &self.threads.threads[self.index]
+    }
+
+    /// Marks this thread as running a request until the guard is dropped.
+    pub fn running(&self) -> Running<'_> {
+        let state = self.state();
+        state.running.fetch_add(1, Ordering::SeqCst);
+        let threads = &self.threads;
+        if threads.mover_asleep.load(Ordering::SeqCst)
+            && threads.mover_asleep.swap(false, Ordering::SeqCst)
+        {
+            if let Some(mover) = threads.mover.get() {
+                mover.unpark();
+            }
+        }
+        Running(state)
+    }
+
+    /// Lists a kept-alive connection this thread serves from now on, claimed. Until it
+    /// is given or [`RequestThread::forget`] says it is closed, it stays listed.
+    pub fn list(&self, conn: &AsyncConn, peer: &str) -> Arc<IdleConn> {
+        let entry = Arc::new(IdleConn {
+            fd: conn.as_fd().as_raw_fd(),
+            peer: peer.to_string(),
+            state: AtomicU8::new(ACTIVE),
+            settled: Notify::new(),
+        });
+        let mut idle = self.state().idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.push(entry.clone());
+        entry
+    }
+
+    /// Waits for the next request on a kept-alive connection, listed as idle meanwhile,
+    /// and reads what came of it into `received`. On return the connection is claimed
+    /// (this task may read, serve and close it) unless [`Waited::Given`].
+    pub async fn wait_next_request(
+        &self,
+        conn: &AsyncConn,
+        entry: &Arc<IdleConn>,
+        received: &mut Vec<u8>,
+        stop_rx: &mut watch::Receiver<bool>,
+        timeout: Duration,
+    ) -> Waited {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // From here the mover may take it.
+        entry.state.store(IDLE, Ordering::SeqCst);
+        loop {
+            let woken = tokio::select! {
+                biased;
+                _ = crate::worker::stopped(stop_rx) => Waited::Stopped,
+                _ = entry.settled.notified() => {
+                    if entry.state.load(Ordering::SeqCst) == GIVEN {
+                        return Waited::Given;
+                    }
+                    continue;
+                }
+                ready = tokio::time::timeout_at(deadline, conn.readable()) => match ready {
+                    Ok(Ok(())) => Waited::Read(Ok(0)),
+                    Ok(Err(err)) => Waited::Read(Err(err)),
+                    Err(_) => Waited::Expired,
+                },
+            };
+            match entry
+                .state
+                .compare_exchange(IDLE, ACTIVE, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => {}
+                Err(GIVEN) => return Waited::Given,
+                // The mover is sending it: its verdict comes through `settled`.
+                Err(_) => continue,
+            }
+            if !matches!(woken, Waited::Read(Ok(_))) {
+                return woken;
+            }
+            match conn.try_read_available(received) {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Woken by readiness left from the last request: idle again.
+                    entry.state.store(IDLE, Ordering::SeqCst);
+                }
+                read => return Waited::Read(read),
+            }
+        }
+    }
+
+    /// Takes the entry of a connection this thread closes (claimed) off its list.
+    pub fn forget(&self, entry: &Arc<IdleConn>) {
+        let mut idle = self.state().idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|e| !Arc::ptr_eq(e, entry));
+    }
+}
+
+/// While it lives, its thread runs a request.
+pub struct Running<'a>(&'a ThreadState);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_add(1, Ordering::SeqCst);
+    }
+}
