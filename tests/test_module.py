@@ -105,10 +105,14 @@ def test_debians_uwsgi_params_are_sent_without_include(daemon, nginx, tmp_path):
 def test_wsgi_param_overrides_adds_and_skips_empty(daemon, nginx, tmp_path):
     _, n = start(daemon, nginx, tmp_path, location_extra=(
         'wsgi_param SERVER_NAME override.example; wsgi_param X_APP_ENV "$request_method-$uri"; '
-        'wsgi_param X_EMPTY "$http_x_absent" if_not_empty; wsgi_param HTTP_X_REAL "from-param";'))
+        'wsgi_param X_EMPTY "$http_x_absent" if_not_empty; wsgi_param HTTP_X_REAL "from-param"; '
+        'wsgi_param X_BRACED ${request_method}; wsgi_param X_MISSING $http_x_nope; '
+        'wsgi_param X_HEADER $http_x_real;'))
     env = requests.get(f"{n.url}/environ", headers={"X-Real": "from-client"}).json()
     assert env["SERVER_NAME"] == "override.example"
     assert env["X_APP_ENV"] == "GET-/environ"
+    # A param that is one variable alone is read by its index: the same values.
+    assert (env["X_BRACED"], env["X_MISSING"], env["X_HEADER"]) == ("GET", "", "from-client")
     assert "X_EMPTY" not in env
     assert env["HTTP_X_REAL"] == "from-param", "a param named HTTP_* replaces the client's header"
 

@@ -22,14 +22,15 @@ use ngx::ffi::{
     ngx_conf_set_flag_slot, ngx_conf_set_msec_slot, ngx_conf_set_num_slot, ngx_conf_set_path_slot,
     ngx_conf_set_size_slot, ngx_conf_set_str_array_slot, ngx_conf_t, ngx_flag_t, ngx_hash_init_t,
     ngx_http_compile_complex_value, ngx_http_compile_complex_value_t, ngx_http_complex_value_t,
-    ngx_http_conf_ctx_t, ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_module_t,
-    ngx_http_upstream_add, ngx_http_upstream_bind_set_slot, ngx_http_upstream_conf_t,
-    ngx_http_upstream_hide_headers_hash, ngx_module_t, ngx_msec_t, ngx_path_init_t, ngx_pcalloc,
-    ngx_str_t, ngx_uint_t, ngx_url_t, NGX_CONF_1MORE, NGX_CONF_BITMASK_SET, NGX_CONF_FLAG,
-    NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE1234, NGX_CONF_TAKE2, NGX_CONF_TAKE23,
-    NGX_HTTP_LIF_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_TIMEOUT,
-    NGX_LOG_EMERG, NGX_OK,
+    ngx_http_conf_ctx_t, ngx_http_core_loc_conf_t, ngx_http_core_module,
+    ngx_http_get_variable_index, ngx_http_module_t, ngx_http_upstream_add,
+    ngx_http_upstream_bind_set_slot, ngx_http_upstream_conf_t, ngx_http_upstream_hide_headers_hash,
+    ngx_int_t, ngx_module_t, ngx_msec_t, ngx_path_init_t, ngx_pcalloc, ngx_str_t, ngx_uint_t,
+    ngx_url_t, NGX_CONF_1MORE, NGX_CONF_BITMASK_SET, NGX_CONF_FLAG, NGX_CONF_TAKE1,
+    NGX_CONF_TAKE12, NGX_CONF_TAKE1234, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_HTTP_LIF_CONF,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE,
+    NGX_HTTP_SRV_CONF, NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_LOG_EMERG,
+    NGX_OK,
 };
 use ngx::{ngx_conf_log_error, ngx_string};
 
@@ -47,6 +48,20 @@ pub struct WsgiParam {
     key: ngx_str_t,
     value: ngx_http_complex_value_t,
     skip_empty: bool,
+    /// The value is one variable (`$name`, as most of `uwsgi_params` are): its index, read
+    /// per request with no script run and no copy; -1 otherwise.
+    variable: ngx_int_t,
+}
+
+/// The variable a param's value is made of alone (`$name` or `${name}`), if it is.
+fn lone_variable(value: &[u8]) -> Option<&[u8]> {
+    let name = value.strip_prefix(b"$")?;
+    let name = match name.strip_prefix(b"{") {
+        Some(braced) => braced.strip_suffix(b"}")?,
+        None => name,
+    };
+    let is_name = !name.is_empty() && name.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_');
+    is_name.then_some(name)
 }
 
 /// The location configuration.
@@ -628,8 +643,18 @@ unsafe fn push_param(
                 key,
                 value: mem::zeroed(),
                 skip_empty,
+                variable: -1,
             },
         );
+        if let Some(name) = lone_variable(bytes(&value)) {
+            let mut name = ngx_str_t {
+                len: name.len(),
+                data: name.as_ptr() as *mut u8,
+            };
+            // An unknown name is reported when the variables are resolved, as for any.
+            (*param).variable = ngx_http_get_variable_index(cf, &mut name);
+            return (*param).variable != ngx::ffi::NGX_ERROR as ngx_int_t;
+        }
         let mut ccv: ngx_http_compile_complex_value_t = mem::zeroed();
         ccv.cf = cf;
         ccv.value = &mut value;
@@ -1003,6 +1028,7 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
                     key: param.key,
                     value: param.value,
                     skip_empty: param.skip_empty,
+                    variable: param.variable,
                 },
             );
         }

@@ -18,8 +18,8 @@ use ngx::ffi::{
     NGX_HTTP_UPSTREAM_INVALID_HEADER, NGX_LOG_ERR, NGX_OK,
 };
 use ngx::ffi::{
-    ngx_event_pipe_add_free_buf, ngx_http_complex_value_t, ngx_http_parse_chunked,
-    ngx_http_upstream_resolved_t, ngx_parse_url, ngx_url_t,
+    ngx_event_pipe_add_free_buf, ngx_http_complex_value_t, ngx_http_get_flushed_variable,
+    ngx_http_parse_chunked, ngx_http_upstream_resolved_t, ngx_parse_url, ngx_uint_t, ngx_url_t,
 };
 use ngx::ngx_string;
 
@@ -246,66 +246,245 @@ unsafe fn resolve_pass_value(r: *mut ngx_http_request_t, value: &ngx_http_comple
     }
 }
 
-/// The request's uwsgi vars: the params, then the request headers as HTTP_* (repeated
-/// headers joined with ", ", Cookie with "; ", as nginx 1.23+ does), minus those a param
-/// named HTTP_* replaces.
+/// A request header's name as the uwsgi var's after "HTTP_": upper case, '-' as '_'.
+fn var_char(c: u8) -> u8 {
+    match c {
+        b'-' => b'_',
+        c => c.to_ascii_uppercase(),
+    }
+}
+
+/// Whether two header names make the same var.
+fn same_var(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| var_char(x) == var_char(y))
+}
+
+/// The request's headers, in the order they came.
+///
+/// # Safety
+/// `r` is a live request.
+unsafe fn headers<'a>(
+    r: *mut ngx_http_request_t,
+) -> impl Iterator<Item = &'a ngx_table_elt_t> + Clone {
+    // SAFETY: per the contract; the list and its parts belong to the request.
+    let first: *const ngx_list_part_t = unsafe { &(*r).headers_in.headers.part };
+    std::iter::successors(Some(first), |&part| {
+        // SAFETY: each part of the request's header list is valid, its `next` null or valid.
+        let next = unsafe { (*part).next };
+        (!next.is_null()).then_some(next as *const ngx_list_part_t)
+    })
+    .flat_map(|part| {
+        // SAFETY: a part holds `nelts` headers at `elts`.
+        unsafe {
+            core::slice::from_raw_parts((*part).elts as *const ngx_table_elt_t, (*part).nelts)
+        }
+    })
+}
+
+/// One header var per header name, in the order the names first came: repeated headers
+/// joined with ", " (Cookie with "; "), as nginx 1.23+ does. Headers a param named HTTP_*
+/// replaces are left out. Each item: the first header of its name, and the others.
+///
+/// # Safety
+/// `r` is a live request.
+unsafe fn header_vars(
+    r: *mut ngx_http_request_t,
+    params: &[WsgiParam],
+) -> impl Iterator<
+    Item = (
+        &ngx_table_elt_t,
+        impl Iterator<Item = &ngx_table_elt_t> + Clone,
+    ),
+> {
+    // SAFETY: per the contract; every walk below is over the same live list.
+    let all = unsafe { headers(r) };
+    all.enumerate().filter_map(move |(i, header)| {
+        let name = bytes(&header.key);
+        let replaced = params.iter().any(|p| {
+            bytes(&p.key)
+                .strip_prefix(b"HTTP_")
+                .is_some_and(|k| same_var(k, name))
+        });
+        // SAFETY: as above.
+        let mut earlier = unsafe { headers(r) }.take(i);
+        if replaced || earlier.any(|e| same_var(bytes(&e.key), name)) {
+            return None;
+        }
+        // SAFETY: as above.
+        let repeats = unsafe { headers(r) }
+            .skip(i + 1)
+            .filter(move |e| same_var(bytes(&e.key), name));
+        Some((header, repeats))
+    })
+}
+
+/// The separator of a header's repeated values.
+fn separator(name: &[u8]) -> &'static [u8] {
+    match same_var(name, b"Cookie") {
+        true => b"; ",
+        false => b", ",
+    }
+}
+
+/// A param's value for this request: a lone variable read by its index, anything else
+/// through nginx's script engine (a constant costs nothing there).
+///
+/// # Safety
+/// `r` is a live request of the location whose param this is.
+unsafe fn param_value(r: *mut ngx_http_request_t, param: &WsgiParam) -> Option<ngx_str_t> {
+    // SAFETY: per the contract; the index and the complex value were made at
+    // configuration time for this location.
+    unsafe {
+        if param.variable >= 0 {
+            let value = ngx_http_get_flushed_variable(r, param.variable as ngx_uint_t);
+            if value.is_null() {
+                return None;
+            }
+            if (*value).not_found() != 0 {
+                return Some(ngx_str_t {
+                    len: 0,
+                    data: ptr::null_mut(),
+                });
+            }
+            return Some(ngx_str_t {
+                len: (*value).len() as usize,
+                data: (*value).data,
+            });
+        }
+        let mut value = ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        };
+        let complex = &param.value as *const ngx_http_complex_value_t as *mut _;
+        (ngx_http_complex_value(r, complex, &mut value) == NGX_OK as ngx_int_t).then_some(value)
+    }
+}
+
+/// Writes a uwsgi packet into a buffer measured for it beforehand.
+struct PacketWriter<'a> {
+    out: &'a mut [u8],
+    at: usize,
+}
+
+impl PacketWriter<'_> {
+    fn put(&mut self, data: &[u8]) {
+        self.out[self.at..self.at + data.len()].copy_from_slice(data);
+        self.at += data.len();
+    }
+
+    /// A field's length; fields were checked to fit in 16 bits when measured.
+    fn len(&mut self, len: usize) {
+        self.put(&(len as u16).to_le_bytes());
+    }
+
+    fn var(&mut self, key: &[u8], value: &[u8]) {
+        self.len(key.len());
+        self.put(key);
+        self.len(value.len());
+        self.put(value);
+    }
+
+    /// "HTTP_" and the header's name, as a var's key.
+    fn header_key(&mut self, name: &[u8]) {
+        self.len(5 + name.len());
+        self.put(b"HTTP_");
+        for (slot, &c) in self.out[self.at..self.at + name.len()].iter_mut().zip(name) {
+            *slot = var_char(c);
+        }
+        self.at += name.len();
+    }
+}
+
+/// The request's uwsgi packet (header and vars; the body follows in its own buffers),
+/// in one buffer from the request pool: the params (evaluated once, into the pool), the
+/// request headers as HTTP_* vars, and the keep-alive var. Measured first, then written,
+/// with no allocation but the pool's.
 ///
 /// # Safety
 /// `r` is a live request in a `wsgi_pass` location.
-unsafe fn request_vars(r: *mut ngx_http_request_t) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
-    // SAFETY: per the contract; params were compiled at configuration time, the header
-    // list belongs to the request.
+unsafe fn encode_packet(
+    r: *mut ngx_http_request_t,
+    conf: &WsgiLocConf,
+) -> Result<*mut ngx_buf_t, Option<uwsgi_proto::EncodeError>> {
+    use uwsgi_proto::{EncodeError, KEEPALIVE_CHUNKED, KEEPALIVE_VAR, MAX_VARS_LEN};
+    let field = |len: usize, key: &[u8]| match u16::try_from(len) {
+        Ok(_) => Ok(len),
+        Err(_) => Err(Some(EncodeError::FieldTooLong(
+            String::from_utf8_lossy(key).into_owned(),
+        ))),
+    };
+    // SAFETY: per the contract; params were compiled at configuration time, the values and
+    // the packet go in the request pool, the header list belongs to the request.
     unsafe {
-        let conf = loc_conf(r);
-        let mut vars: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        if !conf.params.is_null() {
-            let params = &*conf.params;
-            let params = core::slice::from_raw_parts(params.elts as *const WsgiParam, params.nelts);
-            for param in params {
-                let mut value = ngx_str_t {
-                    len: 0,
-                    data: ptr::null_mut(),
-                };
-                if ngx_http_complex_value(r, &param.value as *const _ as *mut _, &mut value)
-                    != NGX_OK as ngx_int_t
-                {
-                    return None;
+        let params: &[WsgiParam] = match conf.params.as_ref() {
+            Some(a) => core::slice::from_raw_parts(a.elts as *const WsgiParam, a.nelts),
+            None => &[],
+        };
+        let values = match params.len() {
+            0 => &mut [][..],
+            n => {
+                let values =
+                    ngx_palloc((*r).pool, n * mem::size_of::<ngx_str_t>()) as *mut ngx_str_t;
+                if values.is_null() {
+                    return Err(None);
                 }
-                if param.skip_empty && value.len == 0 {
-                    continue;
-                }
-                vars.push((bytes(&param.key).to_vec(), bytes(&value).to_vec()));
+                core::slice::from_raw_parts_mut(values, n)
+            }
+        };
+        let mut size = 4 + KEEPALIVE_VAR.len() + KEEPALIVE_CHUNKED.len();
+        for (param, value) in params.iter().zip(values.iter_mut()) {
+            *value = param_value(r, param).ok_or(None)?;
+            if !(param.skip_empty && value.len == 0) {
+                size += 4 + param.key.len + field(value.len, bytes(&param.key))?;
             }
         }
-        if conf.upstream.pass_request_headers == 0 {
-            return Some(vars);
+        let pass_headers = conf.upstream.pass_request_headers != 0;
+        if pass_headers {
+            for (header, repeats) in header_vars(r, params) {
+                let name = bytes(&header.key);
+                let joined: usize = repeats.map(|e| 2 + e.value.len).sum();
+                size += 4 + 5 + name.len() + field(header.value.len + joined, name)?;
+            }
         }
-        let params_end = vars.len();
-        let mut part: *const ngx_list_part_t = &(*r).headers_in.headers.part;
-        while !part.is_null() {
-            let headers =
-                core::slice::from_raw_parts((*part).elts as *const ngx_table_elt_t, (*part).nelts);
-            for header in headers {
-                let mut key = b"HTTP_".to_vec();
-                key.extend(bytes(&header.key).iter().map(|&c| match c {
-                    b'-' => b'_',
-                    c => c.to_ascii_uppercase(),
-                }));
-                if vars[..params_end].iter().any(|(k, _)| *k == key) {
-                    continue;
-                }
-                let value = bytes(&header.value);
-                match vars[params_end..].iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, joined)) => {
-                        joined.extend_from_slice(if key == b"HTTP_COOKIE" { b"; " } else { b", " });
-                        joined.extend_from_slice(value);
-                    }
-                    None => vars.push((key, value.to_vec())),
+        if size > MAX_VARS_LEN {
+            return Err(Some(EncodeError::PacketTooLarge(size)));
+        }
+        let b = ngx_create_temp_buf((*r).pool, 4 + size);
+        if b.is_null() {
+            return Err(None);
+        }
+        let mut w = PacketWriter {
+            out: core::slice::from_raw_parts_mut((*b).last, 4 + size),
+            at: 0,
+        };
+        w.put(&[conf.modifier1 as u8]);
+        w.len(size);
+        w.put(&[conf.modifier2 as u8]);
+        for (param, value) in params.iter().zip(values.iter()) {
+            if !(param.skip_empty && value.len == 0) {
+                w.var(bytes(&param.key), bytes(value));
+            }
+        }
+        if pass_headers {
+            for (header, repeats) in header_vars(r, params) {
+                let name = bytes(&header.key);
+                let joined: usize = repeats.clone().map(|e| 2 + e.value.len).sum();
+                w.header_key(name);
+                w.len(header.value.len + joined);
+                w.put(bytes(&header.value));
+                for repeat in repeats {
+                    w.put(separator(name));
+                    w.put(bytes(&repeat.value));
                 }
             }
-            part = (*part).next;
         }
-        Some(vars)
+        // Ask to keep the connection, for delimited and chunked responses
+        // (docs/protocol.md); a stock server ignores the var and closes, and nginx then
+        // does too.
+        w.var(KEEPALIVE_VAR, KEEPALIVE_CHUNKED);
+        debug_assert_eq!(w.at, 4 + size);
+        (*b).last = (*b).last.add(4 + size);
+        Ok(b)
     }
 }
 
@@ -314,38 +493,25 @@ extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 fn create_request_body(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls create_request with a live request whose upstream we set up.
-    let Some(mut vars) = (unsafe { request_vars(r) }) else {
-        return NGX_ERROR as ngx_int_t;
-    };
-    // Ask to keep the connection, for delimited and chunked responses (docs/protocol.md); a
-    // stock server ignores the var and closes, and nginx then does too.
-    vars.push((b"NGX_WSGI_KEEPALIVE".to_vec(), b"chunked".to_vec()));
     // SAFETY: a live request in a wsgi_pass location.
     let conf = unsafe { loc_conf(r) };
-    let packet = match uwsgi_proto::encode_request(
-        conf.modifier1 as u8,
-        vars.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-    ) {
-        Ok(mut packet) => {
-            packet[3] = conf.modifier2 as u8;
-            packet
-        }
+    // SAFETY: as above.
+    let b = match unsafe { encode_packet(r, conf) } {
+        Ok(b) => b,
         Err(err) => {
-            log_error(r, &format!("wsgi request not sent: {err}"));
+            if let Some(err) = err {
+                log_error(r, &format!("wsgi request not sent: {err}"));
+            }
             return NGX_ERROR as ngx_int_t;
         }
     };
     // SAFETY: buffers and chain links come from the request pool; the body chain is the
     // one nginx read, copied link by link as ngx_http_uwsgi_create_request does.
     unsafe {
-        let b = ngx_create_temp_buf((*r).pool, packet.len());
         let cl = ngx_alloc_chain_link((*r).pool);
-        if b.is_null() || cl.is_null() {
+        if cl.is_null() {
             return NGX_ERROR as ngx_int_t;
         }
-        ptr::copy_nonoverlapping(packet.as_ptr(), (*b).last, packet.len());
-        (*b).last = (*b).last.add(packet.len());
         (*cl).buf = b;
         let u = &mut *(*r).upstream;
         let mut last = cl;

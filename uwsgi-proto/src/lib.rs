@@ -18,6 +18,12 @@ pub const HEADER_LEN: usize = 4;
 /// The largest vars block the 16-bit `datasize` can describe.
 pub const MAX_VARS_LEN: usize = u16::MAX as usize;
 
+/// The var a client that can reuse the connection sends (docs/protocol.md), with the
+/// value saying it also reads chunked responses: our module sends it with every request,
+/// the daemon reads it, and keeps it out of the app's environ.
+pub const KEEPALIVE_VAR: &[u8] = b"NGX_WSGI_KEEPALIVE";
+pub const KEEPALIVE_CHUNKED: &[u8] = b"chunked";
+
 /// `modifier1` of a plain WSGI request.
 pub const MODIFIER1_WSGI: u8 = 0;
 
