@@ -417,9 +417,12 @@ impl<'a> ServerVars<'a> {
     fn find(vars: &'a [u8]) -> Self {
         let mut found = ServerVars::default();
         for (key, value) in uwsgi_proto::parse_vars(vars).flatten() {
+            if key == uwsgi_proto::KEEPALIVE_VAR {
+                found.keep_alive = Some(value);
+                continue;
+            }
             match key {
                 b"REQUEST_METHOD" => found.method = value,
-                b"NGX_WSGI_KEEPALIVE" => found.keep_alive = Some(value),
                 b"REQUEST_URI" => found.request_uri = Some(value),
                 b"PATH_INFO" => found.path_info = Some(value),
                 b"REMOTE_ADDR" => found.remote_addr = Some(value),

@@ -24,6 +24,28 @@ pub const MAX_VARS_LEN: usize = u16::MAX as usize;
 pub const KEEPALIVE_VAR: &[u8] = b"NGX_WSGI_KEEPALIVE";
 pub const KEEPALIVE_CHUNKED: &[u8] = b"chunked";
 
+/// What a client said with [`KEEPALIVE_VAR`] it can do with a kept-alive connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    /// No var (stock uwsgi): the connection closes after the response.
+    Off,
+    /// `1`: reuse after a response delimited by Content-Length (or without a body).
+    Length,
+    /// `chunked`: chunked responses too.
+    Chunked,
+}
+
+impl KeepAlive {
+    /// From the var's value, if the request had it.
+    pub fn from_var(value: Option<&[u8]>) -> KeepAlive {
+        match value {
+            Some(b"1") => KeepAlive::Length,
+            Some(KEEPALIVE_CHUNKED) => KeepAlive::Chunked,
+            _ => KeepAlive::Off,
+        }
+    }
+}
+
 /// `modifier1` of a plain WSGI request.
 pub const MODIFIER1_WSGI: u8 = 0;
 

@@ -95,7 +95,7 @@ impl EnvironSource<'_> {
                         b"REQUEST_SCHEME" | b"UWSGI_SCHEME" => value.eq_ignore_ascii_case(b"https"),
                         _ => false,
                     };
-                    if key == b"NGX_WSGI_KEEPALIVE" {
+                    if key == uwsgi_proto::KEEPALIVE_VAR {
                         continue; // a protocol var (docs/protocol.md), not the app's
                     }
                     match key.strip_prefix(b"HTTP_") {

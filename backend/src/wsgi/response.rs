@@ -108,27 +108,7 @@ pub enum Framing {
     Chunked,
 }
 
-/// What a uwsgi client said it can do with a kept-alive connection (NGX_WSGI_KEEPALIVE).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeepAlive {
-    /// Stock uwsgi: the connection closes after the response.
-    Off,
-    /// `1`: reuse after a response delimited by Content-Length (or without a body).
-    Length,
-    /// `chunked`: chunked responses too.
-    Chunked,
-}
-
-impl KeepAlive {
-    /// From the NGX_WSGI_KEEPALIVE var's value (docs/protocol.md).
-    pub fn from_var(value: Option<&[u8]>) -> KeepAlive {
-        match value {
-            Some(b"1") => KeepAlive::Length,
-            Some(b"chunked") => KeepAlive::Chunked,
-            _ => KeepAlive::Off,
-        }
-    }
-}
+pub use uwsgi_proto::KeepAlive;
 
 /// The state `start_response` and `write()` share with the server for one request.
 pub struct ResponseState {
