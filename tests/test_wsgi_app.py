@@ -201,3 +201,22 @@ def test_keepalive_parameter_chooses_how_many_connections_are_kept(daemon, nginx
     assert out.returncode == 1
     assert ('invalid parameter "keepalive=lots" of "wsgi_app": expected keepalive=N (idle connections kept '
             f"per worker) or keepalive=off {where}") in out.stderr
+
+
+def test_the_default_pool_keeps_every_connection_a_busy_site_uses(daemon, nginx, tmp_path):
+    """With wsgi_app's default, 48 requests in flight at once (more than the 32 the pool
+    used to hold), three times over, use the same 48 connections: none is closed after
+    its request and made again for the next round (connection churn)."""
+    import concurrent.futures
+    sock = tmp_path / "app.sock"
+    ini = write_ini(tmp_path, f"socket = {sock}\nwsgi-file = {APPS}/pep3333.py\nprocesses = 2\nthreads = 24\n")
+    d = daemon(ini, env={"NGX_WSGI_LOG": "debug"}, ready=str(sock))
+    n = nginx(None, module=True, directives=f"wsgi_app {ini};")
+    with concurrent.futures.ThreadPoolExecutor(48) as pool:
+        for _ in range(3):
+            answers = list(pool.map(lambda _: requests.get(f"{n.url}/sleep?seconds=0.4", timeout=20), range(48)))
+            assert [a.status_code for a in answers] == [200] * 48
+    wait_for(lambda: d.log().count(" => ") >= 144, 5, "every request in the log")
+    accepted = d.log().count("connection accepted")
+    # 48, and the test's readiness probe.
+    assert 48 <= accepted <= 50, f"{accepted} connections for 3 rounds of 48 concurrent requests"
