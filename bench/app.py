@@ -2,11 +2,26 @@
 
 import time
 
+try:  # the Flask workload of bench/run.py: a small JSON view, as a real app's
+    from flask import Flask, jsonify
+
+    flask_app = Flask(__name__)
+
+    @flask_app.route("/flask/<name>")
+    def hello(name):
+        return jsonify(hello=name, length=len(name))
+except ImportError:
+    flask_app = None
+
 BIG = b"x" * 65536
 
 
 def application(environ, start_response):
     path = environ["PATH_INFO"]
+    if path.startswith("/flask/"):
+        if flask_app is None:
+            raise RuntimeError("the Flask workload needs Flask in the venv (make test installs it)")
+        return flask_app(environ, start_response)
     if path == "/64k":
         body = BIG
     elif path == "/sleep":  # the slow endpoint of bench/hol.py: ?ms=N

@@ -29,6 +29,7 @@ WORKLOADS = {
     "hello": ("/hello", []),
     "64k": ("/64k", []),
     "post16k": ("/echo", ["-s", str(ROOT / "bench" / "post16k.lua")]),
+    "flask": ("/flask/world", []),
 }
 
 
@@ -102,13 +103,18 @@ def main():
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--only", nargs="*", help="run only the targets whose name contains one of these")
+    parser.add_argument("--workloads", nargs="*", choices=list(WORKLOADS), help="run only these workloads")
     args = parser.parse_args()
+    workloads = {w: WORKLOADS[w] for w in args.workloads or WORKLOADS}
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="ngx-wsgi-bench-"))
     os.chmod(work, 0o755)
     app = ROOT / "bench" / "app.py"
     procs_n = str(args.processes)
-    common = ["--processes", procs_n, "--master", "--disable-logging", "--listen", "1024", "--wsgi-file", str(app)]
+    # The venv (Flask) for every backend; uWSGI's pyuwsgi runs in it anyway.
+    venv = str(ROOT / ".venv")
+    common = ["--processes", procs_n, "--master", "--disable-logging", "--listen", "1024", "--wsgi-file", str(app),
+              "--virtualenv", venv]
     ngx_wsgi = str(ROOT / "target" / "release" / "ngx-wsgi")
     http_port, granian_port = 18090, 18091
     uwsgi_pass = "include /etc/nginx/uwsgi_params; uwsgi_pass unix:{sock};"
@@ -116,7 +122,7 @@ def main():
     # The daemon and nginx's wsgi_app read the same file.
     one_config = work / "app.ini"
     one_config.write_text(f"[uwsgi]\nsocket = {work / 'ngx-wsgi-app.sock'}\nprocesses = {procs_n}\nmaster = true\n"
-                          f"disable-logging = true\nlisten = 1024\nwsgi-file = {app}\n")
+                          f"disable-logging = true\nlisten = 1024\nwsgi-file = {app}\nvirtualenv = {venv}\n")
     # name: (backend command, where it listens, nginx location directives, upstream block)
     targets = {
         "uwsgi_pass + ngx-wsgi": (
@@ -169,7 +175,7 @@ def main():
 
     results = {}
     try:
-        for workload, (path, extra) in WORKLOADS.items():
+        for workload, (path, extra) in workloads.items():
             for _ in range(args.rounds):
                 for name in targets:
                     backend = tree(procs[name].pid)
@@ -198,7 +204,7 @@ def main():
           f"{args.processes} processes per backend, nginx 1 worker; medians\n")
     print("| workload | stack | requests/s | p99 ms | backend CPU µs/req | nginx CPU µs/req | errors | req/s vs uWSGI stack |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for workload in WORKLOADS:
+    for workload in workloads:
         base = statistics.median(r[0] for r in results[(workload, baseline)]) if baseline in targets else None
         for name in targets:
             rows = results[(workload, name)]

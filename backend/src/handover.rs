@@ -167,6 +167,9 @@ pub async fn receive_loop(
             }
             drop(guard);
         });
+        // Its request first: the next connection waiting goes to whichever thread is free
+        // then, this one or another worker's, not to this thread by default.
+        tokio::task::yield_now().await;
     }
 }
 

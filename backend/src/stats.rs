@@ -498,6 +498,21 @@ pub fn worker_busy(id: u32) -> bool {
     })
 }
 
+/// In a worker: whether a request thread of some serving worker is free, for the mover
+/// (`idle.rs`): handing a waiting request over helps only if someone can take it up.
+/// False without shared counters.
+pub fn a_thread_is_free() -> bool {
+    SHARED.get().is_some_and(|shared| {
+        (1..=shared.processes as u32).any(|id| {
+            shared.worker(id).accepting.load(Ordering::Relaxed) == 1
+                && shared
+                    .cores(id)
+                    .iter()
+                    .any(|c| c.in_request.load(Ordering::Relaxed) == 0)
+        })
+    })
+}
+
 /// In the master: the requests the workers have served (for `idle`).
 pub fn total_requests(ids: impl Iterator<Item = u32>) -> u64 {
     SHARED.get().map_or(0, |shared| {

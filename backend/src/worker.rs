@@ -306,6 +306,7 @@ fn serve_thread(
     handed_over: std::os::fd::OwnedFd,
     stop_rx: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    ctx.thread.started();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
