@@ -317,3 +317,46 @@ pub fn socket_access(
          does not say they are nginx's user (chown-socket); {FIX}"
     ))
 }
+
+/// The variable an nginx directive's value is made of alone (`$name` or `${name}`), if it
+/// is: `wsgi_param` reads such a value by the variable's index, with no script run.
+pub fn lone_variable(value: &[u8]) -> Option<&[u8]> {
+    let name = value.strip_prefix(b"$")?;
+    let name = match name.strip_prefix(b"{") {
+        Some(braced) => braced.strip_suffix(b"}")?,
+        None => name,
+    };
+    let is_name = !name.is_empty() && name.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_');
+    is_name.then_some(name)
+}
+
+#[cfg(test)]
+mod lone_variable_tests {
+    use super::lone_variable;
+
+    #[test]
+    fn a_value_that_is_one_variable_names_it() {
+        assert_eq!(
+            lone_variable(b"$request_method"),
+            Some(&b"request_method"[..])
+        );
+        assert_eq!(lone_variable(b"${http_x_real}"), Some(&b"http_x_real"[..]));
+        // Anything else goes through nginx's script engine.
+        for value in [
+            &b"$request_method-$uri"[..],
+            b"text",
+            b"$",
+            b"${}",
+            b"${uri",
+            b"$uri/",
+            b"",
+        ] {
+            assert_eq!(
+                lone_variable(value),
+                None,
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+        }
+    }
+}

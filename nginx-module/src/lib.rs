@@ -53,17 +53,6 @@ pub struct WsgiParam {
     variable: ngx_int_t,
 }
 
-/// The variable a param's value is made of alone (`$name` or `${name}`), if it is.
-fn lone_variable(value: &[u8]) -> Option<&[u8]> {
-    let name = value.strip_prefix(b"$")?;
-    let name = match name.strip_prefix(b"{") {
-        Some(braced) => braced.strip_suffix(b"}")?,
-        None => name,
-    };
-    let is_name = !name.is_empty() && name.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_');
-    is_name.then_some(name)
-}
-
 /// The location configuration.
 #[repr(C)]
 pub struct WsgiLocConf {
@@ -646,7 +635,7 @@ unsafe fn push_param(
                 variable: -1,
             },
         );
-        if let Some(name) = lone_variable(bytes(&value)) {
+        if let Some(name) = ngx_wsgi_config::nginx::lone_variable(bytes(&value)) {
             let mut name = ngx_str_t {
                 len: name.len(),
                 data: name.as_ptr() as *mut u8,

@@ -24,6 +24,7 @@ use ngx::ffi::{
 use ngx::ngx_string;
 
 use crate::{bytes, ngx_http_wsgi_module, WsgiLocConf, WsgiParam};
+use uwsgi_proto::{header_separator, header_var_char, same_header_var};
 
 /// Logs an error on the request's connection log (nginx's error_log), as NGX_LOG_ERR.
 fn log_error(r: *mut ngx_http_request_t, message: &str) {
@@ -246,19 +247,6 @@ unsafe fn resolve_pass_value(r: *mut ngx_http_request_t, value: &ngx_http_comple
     }
 }
 
-/// A request header's name as the uwsgi var's after "HTTP_": upper case, '-' as '_'.
-fn var_char(c: u8) -> u8 {
-    match c {
-        b'-' => b'_',
-        c => c.to_ascii_uppercase(),
-    }
-}
-
-/// Whether two header names make the same var.
-fn same_var(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| var_char(x) == var_char(y))
-}
-
 /// The request's headers, in the order they came.
 ///
 /// # Safety
@@ -303,27 +291,19 @@ unsafe fn header_vars(
         let replaced = params.iter().any(|p| {
             bytes(&p.key)
                 .strip_prefix(b"HTTP_")
-                .is_some_and(|k| same_var(k, name))
+                .is_some_and(|k| same_header_var(k, name))
         });
         // SAFETY: as above.
         let mut earlier = unsafe { headers(r) }.take(i);
-        if replaced || earlier.any(|e| same_var(bytes(&e.key), name)) {
+        if replaced || earlier.any(|e| same_header_var(bytes(&e.key), name)) {
             return None;
         }
         // SAFETY: as above.
         let repeats = unsafe { headers(r) }
             .skip(i + 1)
-            .filter(move |e| same_var(bytes(&e.key), name));
+            .filter(move |e| same_header_var(bytes(&e.key), name));
         Some((header, repeats))
     })
-}
-
-/// The separator of a header's repeated values.
-fn separator(name: &[u8]) -> &'static [u8] {
-    match same_var(name, b"Cookie") {
-        true => b"; ",
-        false => b", ",
-    }
 }
 
 /// A param's value for this request: a lone variable read by its index, anything else
@@ -389,7 +369,7 @@ impl PacketWriter<'_> {
         self.len(5 + name.len());
         self.put(b"HTTP_");
         for (slot, &c) in self.out[self.at..self.at + name.len()].iter_mut().zip(name) {
-            *slot = var_char(c);
+            *slot = header_var_char(c);
         }
         self.at += name.len();
     }
@@ -473,7 +453,7 @@ unsafe fn encode_packet(
                 w.len(header.value.len + joined);
                 w.put(bytes(&header.value));
                 for repeat in repeats {
-                    w.put(separator(name));
+                    w.put(header_separator(name));
                     w.put(bytes(&repeat.value));
                 }
             }

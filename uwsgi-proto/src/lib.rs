@@ -46,6 +46,31 @@ impl KeepAlive {
     }
 }
 
+/// A request header's name as a var's after "HTTP_" (CGI's rule): upper case, '-' as '_'.
+pub fn header_var_char(c: u8) -> u8 {
+    match c {
+        b'-' => b'_',
+        c => c.to_ascii_uppercase(),
+    }
+}
+
+/// Whether two header names make the same HTTP_* var.
+pub fn same_header_var(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(&x, &y)| header_var_char(x) == header_var_char(y))
+}
+
+/// What joins the values of a repeated header in its one var, as nginx 1.23+ joins them:
+/// "; " for Cookie, ", " for the others.
+pub fn header_separator(name: &[u8]) -> &'static [u8] {
+    match same_header_var(name, b"Cookie") {
+        true => b"; ",
+        false => b", ",
+    }
+}
+
 /// `modifier1` of a plain WSGI request.
 pub const MODIFIER1_WSGI: u8 = 0;
 
@@ -299,6 +324,27 @@ pub fn encode_request<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_names_make_the_same_var_whatever_their_case_and_dashes() {
+        assert!(same_header_var(b"X-Many", b"x-many"));
+        assert!(same_header_var(b"X_FORWARDED_FOR", b"X-Forwarded-For"));
+        assert!(!same_header_var(b"X-Many", b"X-Manz"));
+        assert!(!same_header_var(b"Accept", b"Accept-Encoding"));
+        assert_eq!(header_separator(b"cookie"), b"; ");
+        assert_eq!(header_separator(b"Accept"), b", ");
+    }
+
+    #[test]
+    fn the_keepalive_var_says_what_the_client_can_read() {
+        assert_eq!(KeepAlive::from_var(None), KeepAlive::Off);
+        assert_eq!(KeepAlive::from_var(Some(b"1")), KeepAlive::Length);
+        assert_eq!(
+            KeepAlive::from_var(Some(KEEPALIVE_CHUNKED)),
+            KeepAlive::Chunked
+        );
+        assert_eq!(KeepAlive::from_var(Some(b"yes")), KeepAlive::Off);
+    }
 
     fn sample() -> Vec<(&'static [u8], &'static [u8])> {
         vec![
