@@ -28,7 +28,7 @@
 //! descriptor that was closed, and after `GIVEN` the task lets go of it without a word.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -37,8 +37,8 @@ use tokio::sync::{watch, Notify};
 use crate::conn::AsyncConn;
 use crate::handover::Handover;
 
-/// How often the mover looks: a request that has run this long (two at most) frees its
-/// thread's idle connections.
+/// How often the mover looks: requests waiting behind one that has run this long (two at
+/// most) may move.
 const TICK: Duration = Duration::from_millis(1);
 
 /// Looks without a request running on any thread before the mover sleeps.
@@ -83,7 +83,7 @@ struct ThreadState {
     running: AtomicU64,
     idle: Mutex<Vec<Arc<IdleConn>>>,
     /// The thread's id (gettid), once it serves; 0 before.
-    tid: std::sync::atomic::AtomicI32,
+    tid: AtomicI32,
 }
 
 /// The request threads of a worker, and its mover.
@@ -100,7 +100,7 @@ impl RequestThreads {
             .map(|_| ThreadState {
                 running: AtomicU64::new(0),
                 idle: Mutex::new(Vec::new()),
-                tid: std::sync::atomic::AtomicI32::new(0),
+                tid: AtomicI32::new(0),
             })
             .collect();
         Arc::new(RequestThreads {
@@ -118,8 +118,8 @@ impl RequestThreads {
         }
     }
 
-    /// Starts the mover, which hands busy threads' idle connections over until the worker
-    /// stops. Not started when the daemon has a single request thread: there is nobody to
+    /// Starts the mover, which hands over requests waiting on busy threads until the
+    /// worker stops. Not started when the daemon has a single request thread: there is nobody to
     /// hand them to.
     pub fn spawn_mover(
         self: &Arc<Self>,
