@@ -29,7 +29,7 @@ paths=("$@")
 [ ${#paths[@]} -gt 0 ] || paths=(/hello /64k /echo)
 app=$root/bench/app.py
 bin=${NGX_WSGI_BIN:-$root/target/release/ngx-wsgi}
-common=(--processes 1 --master --disable-logging --wsgi-file "$app")
+common=(--processes 1 --master --disable-logging --wsgi-file "$app" --virtualenv "$root/.venv")
 # Backends run under callgrind only for their own measurement (phase 2); here plainly.
 plain() { setsid "${@:2}" > "$work/$1.log" 2>&1 & pids+=($!); }
 start_backends() {
