@@ -215,10 +215,29 @@ impl AsyncConn {
         if buf.capacity() - buf.len() < READ_ROOM / 2 {
             buf.reserve(READ_ROOM);
         }
-        match self {
+        let room = buf.capacity() - buf.len();
+        let read = match self {
             AsyncConn::Unix(s) => s.try_read_buf(buf),
             AsyncConn::Tcp(s) => s.try_read_buf(buf),
+        };
+        if let Ok(n @ 1..) = read {
+            if n < room {
+                self.drained();
+            }
         }
+        read
+    }
+
+    /// A read came back short: the socket had no more, so the runtime's "readable" is
+    /// stale. Cleared here, the next wait sleeps in epoll_wait until data comes (edge
+    /// triggered: data arriving from now on is a new event) instead of trying a read that
+    /// returns EAGAIN first, one wasted system call per kept-alive request.
+    fn drained(&self) {
+        let stale = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
+        let _ = match self {
+            AsyncConn::Unix(s) => s.try_io(tokio::io::Interest::READABLE, stale),
+            AsyncConn::Tcp(s) => s.try_io(tokio::io::Interest::READABLE, stale),
+        };
     }
 }
 
