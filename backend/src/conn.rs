@@ -5,15 +5,17 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+
+use tokio::io::unix::AsyncFd;
 
 pub enum Conn {
     Unix(UnixStream),
     Tcp(TcpStream),
     /// Kept alive: registered with the runtime, non-blocking.
-    Registered(Arc<AsyncConn>),
+    Registered(Arc<UwsgiConn>),
 }
 
 /// Waits until `fd` is ready for `events`; for sockets in non-blocking mode.
@@ -150,9 +152,9 @@ pub enum AsyncConn {
 }
 
 impl AsyncConn {
-    /// Registers a connection with the runtime (once: a registered one stays as it is).
-    pub fn register(conn: Conn) -> io::Result<Arc<AsyncConn>> {
-        Ok(Arc::new(match conn {
+    /// Registers an HTTP connection another worker handed over with the runtime.
+    pub fn register(conn: Conn) -> io::Result<AsyncConn> {
+        Ok(match conn {
             Conn::Unix(s) => {
                 s.set_nonblocking(true)?;
                 AsyncConn::Unix(tokio::net::UnixStream::from_std(s)?)
@@ -161,8 +163,45 @@ impl AsyncConn {
                 s.set_nonblocking(true)?;
                 AsyncConn::Tcp(tokio::net::TcpStream::from_std(s)?)
             }
+            Conn::Registered(_) => {
+                return Err(io::Error::other("a uwsgi connection is not an HTTP one"))
+            }
+        })
+    }
+}
+
+/// A kept-alive uwsgi connection: non-blocking, registered with the runtime for reading
+/// only. Its responses go out with writev straight to the socket (`Conn::write_parts`), so
+/// a write wakes nobody (tokio's streams register for writing too, and each response then
+/// cost an epoll_wait that woke for EPOLLOUT alone).
+pub struct UwsgiConn(AsyncFd<OwnedFd>);
+
+impl UwsgiConn {
+    /// Registers a connection with the runtime (once: a registered one stays as it is).
+    pub fn register(conn: Conn) -> io::Result<Arc<UwsgiConn>> {
+        let fd: OwnedFd = match conn {
+            Conn::Unix(s) => {
+                s.set_nonblocking(true)?;
+                s.into()
+            }
+            Conn::Tcp(s) => {
+                s.set_nonblocking(true)?;
+                s.into()
+            }
             Conn::Registered(s) => return Ok(s),
-        }))
+        };
+        // SAFETY: the AsyncFd owns the descriptor, so it stays open and the same for as
+        // long as it is registered.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+            .map_err(|err| err.into_parts().1)?;
+        Ok(Arc::new(UwsgiConn(fd)))
+    }
+
+    /// Waits until the runtime says the connection is readable (or was, and no read
+    /// has said otherwise since).
+    pub async fn readable(&self) -> io::Result<()> {
+        // The guard is dropped without clearing: the read that follows says.
+        self.0.readable().await.map(drop)
     }
 
     /// Reads what has arrived, waiting for something to arrive.
@@ -176,38 +215,6 @@ impl AsyncConn {
         }
     }
 
-    /// Waits until the runtime says the connection is readable (or was, and no read
-    /// has said otherwise since).
-    pub async fn readable(&self) -> io::Result<()> {
-        match self {
-            AsyncConn::Unix(s) => s.readable().await,
-            AsyncConn::Tcp(s) => s.readable().await,
-        }
-    }
-
-    /// Writes all of `data`, waiting for room as needed.
-    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            let written = match self {
-                AsyncConn::Unix(s) => {
-                    s.writable().await?;
-                    s.try_write(data)
-                }
-                AsyncConn::Tcp(s) => {
-                    s.writable().await?;
-                    s.try_write(data)
-                }
-            };
-            match written {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => data = &data[n..],
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(())
-    }
-
     /// Reads what has arrived without waiting: WouldBlock if nothing has.
     pub fn try_read_available(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         // Room for a whole request head in one read: an empty Vec would grow from 64
@@ -215,13 +222,28 @@ impl AsyncConn {
         if buf.capacity() - buf.len() < READ_ROOM / 2 {
             buf.reserve(READ_ROOM);
         }
-        let room = buf.capacity() - buf.len();
-        let read = match self {
-            AsyncConn::Unix(s) => s.try_read_buf(buf),
-            AsyncConn::Tcp(s) => s.try_read_buf(buf),
-        };
-        if let Ok(n @ 1..) = read {
-            if n < room {
+        let spare = buf.spare_capacity_mut();
+        let room = spare.len();
+        let read = self.0.try_io(tokio::io::Interest::READABLE, |fd| {
+            // SAFETY: recv writes at most `room` bytes into the spare capacity, which is
+            // that long and ours for the call.
+            let n = unsafe {
+                libc::recv(
+                    fd.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    room,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match n {
+                -1 => Err(io::Error::last_os_error()),
+                n => Ok(n as usize),
+            }
+        });
+        if let Ok(n) = read {
+            // SAFETY: recv initialized the first `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            if n > 0 && n < room {
                 self.drained();
             }
         }
@@ -233,15 +255,36 @@ impl AsyncConn {
     /// triggered: data arriving from now on is a new event) instead of trying a read that
     /// returns EAGAIN first, one wasted system call per kept-alive request.
     fn drained(&self) {
-        let stale = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
-        let _ = match self {
-            AsyncConn::Unix(s) => s.try_io(tokio::io::Interest::READABLE, stale),
-            AsyncConn::Tcp(s) => s.try_io(tokio::io::Interest::READABLE, stale),
-        };
+        let stale = |_: &OwnedFd| Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
+        let _ = self.0.try_io(tokio::io::Interest::READABLE, stale);
+    }
+
+    /// Writes all of `data`, waiting for room with poll(2) as a request's writes do (the
+    /// connection is not registered for writing); for short answers.
+    pub fn write_all(&self, data: &[u8]) -> io::Result<()> {
+        let mut data = data;
+        while !data.is_empty() {
+            match nix::unistd::write(self.as_fd(), data) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => data = &data[n..],
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => {
+                    wait_ready(self.as_fd(), nix::poll::PollFlags::POLLOUT)?
+                }
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+        Ok(())
     }
 }
 
-/// How much [`AsyncConn::read_available`] makes room for.
+impl AsFd for UwsgiConn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.get_ref().as_fd()
+    }
+}
+
+/// How much [`UwsgiConn::try_read_available`] makes room for.
 const READ_ROOM: usize = 8 * 1024;
 
 /// An HTTP connection, with bytes of it already read elsewhere (by the worker that handed

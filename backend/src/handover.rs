@@ -158,10 +158,8 @@ pub async fn receive_loop(
                 Protocol::Uwsgi => {
                     crate::uwsgi::serve_handed_over(conn, head, peer, ctx, stop_rx).await
                 }
-                Protocol::Http => match crate::conn::AsyncConn::register(conn).map(Arc::into_inner)
-                {
-                    Ok(Some(conn)) => crate::http::serve(conn, head, peer, ctx, stop_rx).await,
-                    Ok(None) => {}
+                Protocol::Http => match crate::conn::AsyncConn::register(conn) {
+                    Ok(conn) => crate::http::serve(conn, head, peer, ctx, stop_rx).await,
                     Err(err) => tracing::error!("{peer}: cannot register the connection: {err}"),
                 },
             }

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use crate::conn::AsyncConn;
+use crate::conn::UwsgiConn;
 use crate::handover::Handover;
 
 /// How often the mover looks: requests waiting behind one that has run this long (two at
@@ -324,7 +324,7 @@ impl RequestThread {
 
     /// Lists a kept-alive connection this thread serves from now on, claimed. Until it
     /// is given or [`RequestThread::forget`] says it is closed, it stays listed.
-    pub fn list(&self, conn: &AsyncConn, peer: &str) -> Arc<IdleConn> {
+    pub fn list(&self, conn: &UwsgiConn, peer: &str) -> Arc<IdleConn> {
         let entry = Arc::new(IdleConn {
             fd: conn.as_fd().as_raw_fd(),
             peer: peer.to_string(),
@@ -341,7 +341,7 @@ impl RequestThread {
     /// (this task may read, serve and close it) unless [`Waited::Given`].
     pub async fn wait_next_request(
         &self,
-        conn: &AsyncConn,
+        conn: &UwsgiConn,
         entry: &Arc<IdleConn>,
         received: &mut Vec<u8>,
         stop_rx: &mut watch::Receiver<bool>,

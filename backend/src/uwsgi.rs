@@ -20,7 +20,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use uwsgi_proto::{parse_request_head, HeadError, HeaderError, RequestHead, HEADER_LEN};
 
-use crate::conn::{AsyncConn, Conn, ConnReader};
+use crate::conn::{Conn, ConnReader, UwsgiConn};
 use crate::idle::Waited;
 use crate::reqlog::{RequestLine, Vars};
 use crate::static_files::StaticAnswer;
@@ -201,7 +201,7 @@ async fn serve_connection(
         mut idle,
     } = pending;
     // Registered once for the connection's life: its requests run on it as it is.
-    let stream = match AsyncConn::register(conn) {
+    let stream = match UwsgiConn::register(conn) {
         Ok(stream) => stream,
         Err(err) => {
             tracing::error!("{peer}: cannot register the connection: {err}; connection closed");
@@ -247,7 +247,7 @@ enum Ended {
 /// is kept alive.
 async fn next_requests(
     ctx: &ThreadContext,
-    stream: &Arc<AsyncConn>,
+    stream: &Arc<UwsgiConn>,
     entry: &Arc<crate::idle::IdleConn>,
     peer: &str,
     received: &mut Vec<u8>,
@@ -659,7 +659,7 @@ fn linger(conn: Arc<Conn>, unread: u64, timeout: Duration) {
         return; // still shared (cannot happen after a request): dropping it closes it
     };
     let _ = socket2::SockRef::from(&conn).shutdown(std::net::Shutdown::Write);
-    let conn = match AsyncConn::register(conn) {
+    let conn = match UwsgiConn::register(conn) {
         Ok(conn) => conn,
         Err(_) => return,
     };
@@ -672,7 +672,7 @@ fn linger(conn: Arc<Conn>, unread: u64, timeout: Duration) {
 
 /// Reads and drops what the peer still sends, after an answer: `unread` bytes at most
 /// (None: until it closes), `idle` at most between two reads, [`LINGER_TIME`] in all.
-async fn drain_rest(conn: &AsyncConn, unread: Option<u64>, idle: Duration) {
+async fn drain_rest(conn: &UwsgiConn, unread: Option<u64>, idle: Duration) {
     let drain = async {
         let mut sink = Vec::with_capacity(64 * 1024);
         let mut left = unread.unwrap_or(u64::MAX);
@@ -706,9 +706,9 @@ fn error_response(status: &str, reason: &str) -> String {
 /// to the client (a 431 instead of uWSGI's 502), and a browser pointed at the socket
 /// reads the reason. The rest of the input is then drained briefly, so closing does
 /// not reset the connection and destroy the answer.
-async fn reject(conn: &AsyncConn, status: &str, reason: &str) {
+async fn reject(conn: &UwsgiConn, status: &str, reason: &str) {
     let response = error_response(status, reason);
-    let answered = conn.write_all(response.as_bytes()).await.is_ok()
+    let answered = conn.write_all(response.as_bytes()).is_ok()
         && socket2::SockRef::from(conn)
             .shutdown(std::net::Shutdown::Write)
             .is_ok();
