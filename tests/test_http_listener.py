@@ -120,19 +120,29 @@ def test_nothing_is_lost_through_reloads(daemon):
 
 
 def test_a_request_followed_by_a_half_close_is_answered(daemon):
+    """6 clients at once, 100 requests each, every one followed by shutdown(SHUT_WR) as
+    some clients do once their request is sent: every one gets its whole answer."""
+    import concurrent.futures
     port = free_port()
-    daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--threads", "2",
+    daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "2", "--threads", "2",
            ready=("127.0.0.1", port))
-    answered = 0
-    for n in range(200):
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(f"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {len(str(n)) + 2}\r\n\r\nn={n}".encode())
-            s.shutdown(socket.SHUT_WR)
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        answered += data.startswith(b"HTTP/1.1 200") and data.endswith(f"n={n}".encode())
-    assert answered == 200
+
+    def client(c):
+        answered = 0
+        for i in range(100):
+            n = c * 1000 + i
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                body = f"n={n}"
+                s.sendall(f"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
+                s.shutdown(socket.SHUT_WR)
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            answered += data.startswith(b"HTTP/1.1 200") and data.endswith(body.encode())
+        return answered
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(client, range(6))) == [100] * 6
 
 
 def test_a_response_written_as_the_daemon_stops_says_connection_close(daemon):
