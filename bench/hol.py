@@ -14,7 +14,6 @@ import os
 import pathlib
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from run import ROOT, parse_wrk, tree, wait_ready  # noqa: E402
+from run import ROOT, parse_wrk, stop, wait_ready  # noqa: E402
 
 
 def wrk_latency(text):
@@ -116,15 +115,7 @@ def main():
                 n, rps, _, errors = parse_wrk(out)
                 results.setdefault(name, []).append((rps, *wrk_latency(out), n, errors, slow.ok, slow.failed))
     finally:
-        nginx.send_signal(signal.SIGQUIT)
-        for proc in procs.values():
-            os.killpg(proc.pid, signal.SIGINT)
-        for proc in [nginx, *procs.values()]:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop(nginx, list(procs.values()))
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{args.rounds} interleaved rounds of {args.duration} s: wrk -t1 -c{args.connections} on /hello while one "

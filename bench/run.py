@@ -86,6 +86,19 @@ def wait_ready(addr, proc, timeout=20):
     sys.exit(f"no backend listening on {addr}: {proc.args}")
 
 
+def stop(nginx, backends):
+    """Stops nginx and the backends (their process groups), killing what does not stop."""
+    nginx.send_signal(signal.SIGQUIT)
+    for proc in backends:
+        os.killpg(proc.pid, signal.SIGINT)
+    for proc in [nginx, *backends]:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:  # a backend slow to stop must not lose the results
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def parse_wrk(text):
     requests = int(re.search(r"(\d+) requests in", text).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -189,15 +202,7 @@ def main():
                         (rps, p99, (after[0] - before[0]) / n * 1e6, (after[1] - before[1]) / n * 1e6, errors))
         rss = {name: peak_rss_kib([p for p in tree(procs[name].pid) if p != procs[name].pid]) for name in targets}
     finally:
-        nginx.send_signal(signal.SIGQUIT)
-        for proc in procs.values():
-            os.killpg(proc.pid, signal.SIGINT)
-        for proc in [nginx, *procs.values()]:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:  # a backend slow to stop must not lose the results
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop(nginx, list(procs.values()))
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{args.rounds} interleaved rounds of {args.duration} s, wrk -t1 -c{args.connections}, "

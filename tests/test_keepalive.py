@@ -236,6 +236,24 @@ def _read(conn, method="GET"):
     return response.status, response.read()
 
 
+def _served_once(app_sock, count):
+    """`count` kept-alive connections, each having served one request."""
+    conns = [UwsgiConnection(app_sock) for _ in range(count)]
+    for conn in conns:
+        assert conn.request("/pid")[0].status == 200
+    return conns
+
+
+def _ask_all(conns):
+    """Sends a request on every connection at once, then reads every answer: (answers,
+    seconds until the last)."""
+    started = time.monotonic()
+    for conn in conns:
+        _send(conn, "/pid")
+    answers = [_read(conn) for conn in conns]
+    return answers, time.monotonic() - started
+
+
 def _connections_on_each(app_sock, workers):
     """Kept-alive connections, each having served one request, until every one of
     `workers` pids holds at least two: {pid: [connections]}."""
@@ -263,16 +281,10 @@ def test_a_busy_threads_idle_connections_go_to_a_free_thread(daemon, app_sock, l
         slow, *others = held[busy_pid]
         others += [c for pid, conns in held.items() if pid != busy_pid for c in conns]
     else:
-        slow, *others = [UwsgiConnection(app_sock) for _ in range(8)]
-        for conn in [slow, *others]:
-            assert conn.request("/pid")[0].status == 200
+        slow, *others = _served_once(app_sock, 8)
     _send(slow, "/sleep", "seconds=3")
     time.sleep(0.3)
-    started = time.monotonic()
-    for conn in others:
-        _send(conn, "/pid")
-    answers = [_read(conn) for conn in others]
-    took = time.monotonic() - started
+    answers, took = _ask_all(others)
     assert all(status == 200 for status, _ in answers), answers
     assert took < 1.5, f"the requests on the busy thread's idle connections waited {took:.1f} s"
     if layout[0] == "--processes":
@@ -306,18 +318,12 @@ def test_with_every_thread_busy_requests_wait_and_are_answered(daemon, app_sock)
     """No thread free: a request on an idle connection waits in the shared queue, and the
     first thread to be free answers it; nothing is lost."""
     daemon("--socket", app_sock, "--wsgi-file", APPS / "pep3333.py", "--threads", "2", ready=app_sock)
-    conns = [UwsgiConnection(app_sock) for _ in range(6)]
-    for conn in conns:
-        assert conn.request("/pid")[0].status == 200
-    first, second, *waiting = conns
+    first, second, *waiting = _served_once(app_sock, 6)
     _send(first, "/sleep", "seconds=1")
     _send(second, "/sleep", "seconds=1.5")
     time.sleep(0.3)
-    started = time.monotonic()
-    for conn in waiting:
-        _send(conn, "/pid")
-    answers = [_read(conn) for conn in waiting]
+    answers, took = _ask_all(waiting)
     assert [status for status, _ in answers] == [200] * len(waiting)
     # Answered by the first free thread, not after both slow requests.
-    assert time.monotonic() - started < 1.1
+    assert took < 1.1
     assert _read(first)[0] == 200 and _read(second)[0] == 200

@@ -224,13 +224,18 @@ impl ThreadState {
     /// that come), and a request that comes on one later is moved at the next look.
     fn give_waiting(&self, handover: &Handover) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.is_empty() {
+        // The idle ones (the list holds those being served too), and which of them have
+        // bytes waiting, looked at before claiming any: a connection closed meanwhile is not
+        // claimed below (its task claimed it before closing), so whatever its number now
+        // is, nothing is sent.
+        let candidates: Vec<&Arc<IdleConn>> = idle
+            .iter()
+            .filter(|conn| conn.state.load(Ordering::SeqCst) == IDLE)
+            .collect();
+        if candidates.is_empty() {
             return;
         }
-        // Which have bytes waiting, looked at before claiming any: a connection closed
-        // meanwhile is not claimed below (its task claimed it before closing), so whatever
-        // its number now is, nothing is sent.
-        let mut polled: Vec<libc::pollfd> = idle
+        let mut polled: Vec<libc::pollfd> = candidates
             .iter()
             .map(|conn| libc::pollfd {
                 fd: conn.fd,
@@ -245,7 +250,7 @@ impl ThreadState {
             return;
         }
         let mut given = Vec::new();
-        for (conn, polled) in idle.iter().zip(&polled) {
+        for (conn, polled) in candidates.iter().zip(&polled) {
             if polled.revents & libc::POLLIN == 0
                 || conn
                     .state
@@ -256,7 +261,7 @@ impl ThreadState {
             }
             let state = match Self::give(conn, handover) {
                 true => {
-                    given.push(Arc::as_ptr(conn));
+                    given.push(Arc::as_ptr(*conn));
                     GIVEN
                 }
                 false => IDLE,
@@ -351,9 +356,10 @@ impl RequestThread {
         // From here the mover may take it.
         entry.state.store(IDLE, Ordering::SeqCst);
         loop {
+            // None: readable, to be read once claimed.
             let woken = tokio::select! {
                 biased;
-                _ = crate::worker::stopped(stop_rx) => Waited::Stopped,
+                _ = crate::worker::stopped(stop_rx) => Some(Waited::Stopped),
                 _ = entry.settled.notified() => {
                     if entry.state.load(Ordering::SeqCst) == GIVEN {
                         return Waited::Given;
@@ -361,9 +367,9 @@ impl RequestThread {
                     continue;
                 }
                 ready = tokio::time::timeout_at(deadline, conn.readable()) => match ready {
-                    Ok(Ok(())) => Waited::Read(Ok(0)),
-                    Ok(Err(err)) => Waited::Read(Err(err)),
-                    Err(_) => Waited::Expired,
+                    Ok(Ok(())) => None,
+                    Ok(Err(err)) => Some(Waited::Read(Err(err))),
+                    Err(_) => Some(Waited::Expired),
                 },
             };
             match entry
@@ -382,8 +388,8 @@ impl RequestThread {
                     continue;
                 }
             }
-            if !matches!(woken, Waited::Read(Ok(_))) {
-                return woken;
+            if let Some(waited) = woken {
+                return waited;
             }
             match conn.try_read_available(received) {
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {

@@ -285,19 +285,7 @@ async fn next_requests(
                     // An idle connection is handed over when the worker retires, closed
                     // when the daemon stops; a request that has begun to arrive is served.
                     Waited::Stopped if ctx.retiring() => {
-                        let protocol = ngx_wsgi_config::Protocol::Uwsgi;
-                        return match ctx.handover.give(&**stream, protocol, peer, &[]) {
-                            Ok(()) => {
-                                tracing::debug!("{peer}: idle connection handed over");
-                                Ended::HandedOver
-                            }
-                            Err(err) => {
-                                tracing::warn!(
-                                    "{peer}: cannot hand the idle connection over ({err}); closed"
-                                );
-                                Ended::Closed
-                            }
-                        };
+                        return hand_over(ctx, stream, peer, &[], "the idle connection");
                     }
                     Waited::Stopped => return Ended::Closed,
                 }
@@ -342,22 +330,7 @@ async fn next_requests(
         if !ctx.requests.admit() {
             // This worker has started its max-requests: the request, with what has been
             // read of it, goes to a worker that serves on.
-            let protocol = ngx_wsgi_config::Protocol::Uwsgi;
-            return match ctx
-                .handover
-                .give(&**stream, protocol, peer, &[&received[..]])
-            {
-                Ok(()) => {
-                    tracing::debug!("{peer}: request past max-requests handed over");
-                    Ended::HandedOver
-                }
-                Err(err) => {
-                    tracing::error!(
-                        "{peer}: cannot hand a request past max-requests over ({err}); connection closed"
-                    );
-                    Ended::Closed
-                }
-            };
+            return hand_over(ctx, stream, peer, received, "a request past max-requests");
         }
         let allow_keep_alive = !*stop_rx.borrow();
         let conn = Conn::Registered(stream.clone());
@@ -368,6 +341,32 @@ async fn next_requests(
         drop(slot);
         *received = leftover;
         *idle = true;
+    }
+}
+
+/// Gives a connection, with what was read of its next request, to the serving workers
+/// (`handover.rs`); `what` names it in the log. A request that cannot go is lost: an error.
+fn hand_over(
+    ctx: &ThreadContext,
+    stream: &UwsgiConn,
+    peer: &str,
+    received: &[u8],
+    what: &str,
+) -> Ended {
+    let protocol = ngx_wsgi_config::Protocol::Uwsgi;
+    match ctx.handover.give(stream, protocol, peer, &[received]) {
+        Ok(()) => {
+            tracing::debug!("{peer}: {what} handed over");
+            Ended::HandedOver
+        }
+        Err(err) if received.is_empty() => {
+            tracing::warn!("{peer}: cannot hand {what} over ({err}); connection closed");
+            Ended::Closed
+        }
+        Err(err) => {
+            tracing::error!("{peer}: cannot hand {what} over ({err}); connection closed");
+            Ended::Closed
+        }
     }
 }
 
