@@ -187,7 +187,7 @@ async fn handle(
     let _timer = ctx.requests.start(Instant::now(), None, || {
         format!("{} {} (from {peer})", head.method, head.uri)
     });
-    let running = ctx.thread.running();
+    ctx.thread.wake_mover();
     let response = Python::attach(|py| {
         let source: Box<dyn std::io::Read + Send + Sync> = match spooled {
             Some(file) => Box::new(file),
@@ -228,7 +228,6 @@ async fn handle(
         }
         response
     });
-    drop(running);
     Ok(closing_if_stopping(&ctx, response))
 }
 

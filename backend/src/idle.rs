@@ -28,7 +28,7 @@
 //! descriptor that was closed, and after `GIVEN` the task lets go of it without a word.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -76,11 +76,9 @@ pub enum Waited {
     Given,
 }
 
-/// One request thread as the mover sees it.
+/// One request thread as the mover sees it (with its stats counters, which say whether
+/// and which request it is in).
 struct ThreadState {
-    /// Odd while the thread runs a request: incremented as each starts and ends, so the
-    /// mover tells "the same request as at the last look" from "a new one".
-    running: AtomicU64,
     idle: Mutex<Vec<Arc<IdleConn>>>,
     /// The thread's id (gettid), once it serves; 0 before.
     tid: AtomicI32,
@@ -98,7 +96,6 @@ impl RequestThreads {
     pub fn new(count: usize) -> Arc<RequestThreads> {
         let threads = (0..count.max(1))
             .map(|_| ThreadState {
-                running: AtomicU64::new(0),
                 idle: Mutex::new(Vec::new()),
                 tid: AtomicI32::new(0),
             })
@@ -146,17 +143,25 @@ impl RequestThreads {
         if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle_priority) } != 0 {
             tracing::debug!("the idle-connection mover keeps the normal scheduling policy");
         }
-        // Per thread: its `running` at the last look, and for how many looks since.
-        let mut seen = vec![(0u64, 0u32); self.threads.len()];
+        // Per thread: the request it was in at the last look (the stats counters say:
+        // `CoreCounters::current_request`), and for how many looks since.
+        let mut seen: Vec<(Option<u64>, u32)> = vec![(None, 0); self.threads.len()];
         let mut quiet = 0;
         while !*stop_rx.borrow() {
             std::thread::sleep(TICK);
+            let cores = crate::stats::my_threads();
             let mut any_running = false;
-            for (thread, (last, looks)) in self.threads.iter().zip(seen.iter_mut()) {
-                let running = thread.running.load(Ordering::SeqCst);
-                *looks = if running == *last { *looks + 1 } else { 0 };
-                *last = running;
-                if running % 2 == 0 {
+            for ((thread, core), (last, looks)) in
+                self.threads.iter().zip(cores).zip(seen.iter_mut())
+            {
+                let current = core.current_request();
+                *looks = if current.is_some() && current == *last {
+                    *looks + 1
+                } else {
+                    0
+                };
+                *last = current;
+                if current.is_none() {
                     continue;
                 }
                 any_running = true;
@@ -169,11 +174,7 @@ impl RequestThreads {
                 // Said before looking once more, so a request starting meanwhile either
                 // is seen here or sees the mover asleep and wakes it.
                 self.mover_asleep.store(true, Ordering::SeqCst);
-                let running = self
-                    .threads
-                    .iter()
-                    .any(|t| t.running.load(Ordering::SeqCst) % 2 == 1);
-                if !running {
+                if !cores.iter().any(|core| core.current_request().is_some()) {
                     std::thread::park();
                 }
                 self.mover_asleep.store(false, Ordering::SeqCst);
@@ -312,10 +313,10 @@ impl RequestThread {
             .store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
     }
 
-    /// Marks this thread as running a request until the guard is dropped.
-    pub fn running(&self) -> Running<'_> {
-        let state = self.state();
-        state.running.fetch_add(1, Ordering::SeqCst);
+    /// Wakes the mover if it sleeps, once a request has started on this thread (after
+    /// `stats::request_started`, whose SeqCst store pairs with the mover's: either it sees
+    /// the request before sleeping, or this sees it asleep).
+    pub fn wake_mover(&self) {
         let threads = &self.threads;
         if threads.mover_asleep.load(Ordering::SeqCst)
             && threads.mover_asleep.swap(false, Ordering::SeqCst)
@@ -324,7 +325,6 @@ impl RequestThread {
                 mover.unpark();
             }
         }
-        Running(state)
     }
 
     /// Lists a kept-alive connection this thread serves from now on, claimed. Until it
@@ -405,14 +405,5 @@ impl RequestThread {
     pub fn forget(&self, entry: &Arc<IdleConn>) {
         let mut idle = self.state().idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain(|e| !Arc::ptr_eq(e, entry));
-    }
-}
-
-/// While it lives, its thread runs a request.
-pub struct Running<'a>(&'a ThreadState);
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.running.fetch_add(1, Ordering::SeqCst);
     }
 }

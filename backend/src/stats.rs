@@ -69,6 +69,20 @@ pub struct CoreCounters {
     in_request: AtomicU32,
 }
 
+impl CoreCounters {
+    /// Which request the thread is in, as the idle-connection mover (`idle.rs`) tells
+    /// them apart: the number of requests it finished, if it is in one now.
+    pub fn current_request(&self) -> Option<u64> {
+        // SeqCst, as request_started's store: see RequestThread::wake_mover.
+        (self.in_request.load(Ordering::SeqCst) != 0).then(|| self.requests.load(Ordering::Relaxed))
+    }
+}
+
+/// In a worker: its request threads' counters (none before `attach`).
+pub fn my_threads() -> &'static [CoreCounters] {
+    MINE.get().map_or(&[], |(_, cores)| cores)
+}
+
 /// The counters of every worker and thread, in one shared anonymous mapping.
 pub struct SharedCounters {
     base: NonNull<u8>,
@@ -595,7 +609,8 @@ pub fn request_done(running: Duration) {
 pub fn request_started() {
     if let Some((_, cores)) = MINE.get() {
         if let Some(core) = cores.get(crate::watchdog::thread_index()) {
-            core.in_request.store(1, Ordering::Relaxed);
+            // SeqCst: the mover reads it before sleeping (RequestThread::wake_mover).
+            core.in_request.store(1, Ordering::SeqCst);
         }
     }
 }

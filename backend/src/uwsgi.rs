@@ -446,7 +446,6 @@ fn run_request(
     allow_keep_alive: bool,
 ) -> Option<(Conn, Vec<u8>)> {
     let started = Instant::now();
-    let _running = ctx.thread.running();
     let conn = Arc::new(conn);
     let vars = &received[head.vars.clone()];
     let body_start = head.vars.end;
@@ -493,6 +492,7 @@ fn run_request(
         .start(started, Some(conn.as_fd().as_raw_fd()), || {
             format!("{} (from {})", request_line(), client())
         });
+    ctx.thread.wake_mover();
     let keep_alive = match allow_keep_alive {
         true => KeepAlive::from_var(server_vars.keep_alive),
         false => KeepAlive::Off,
