@@ -117,6 +117,8 @@ def main():
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--only", nargs="*", help="run only the targets whose name contains one of these")
     parser.add_argument("--workloads", nargs="*", choices=list(WORKLOADS), help="run only these workloads")
+    parser.add_argument("--static-bin", help="also run wsgi_app with this daemon, built with Python linked "
+                        "statically (make static-daemon: target/python-static/release/ngx-wsgi)")
     args = parser.parse_args()
     workloads = {w: WORKLOADS[w] for w in args.workloads or WORKLOADS}
 
@@ -128,14 +130,16 @@ def main():
     venv = str(ROOT / ".venv")
     common = ["--processes", procs_n, "--master", "--disable-logging", "--listen", "1024", "--wsgi-file", str(app),
               "--virtualenv", venv]
-    ngx_wsgi = str(ROOT / "target" / "release" / "ngx-wsgi")
+    ngx_wsgi = os.environ.get("NGX_WSGI_BIN", str(ROOT / "target" / "release" / "ngx-wsgi"))
     http_port, granian_port = 18090, 18091
     uwsgi_pass = "include /etc/nginx/uwsgi_params; uwsgi_pass unix:{sock};"
     proxy_pass = "proxy_pass http://{name}; proxy_http_version 1.1; proxy_set_header Connection \"\";"
     # The daemon and nginx's wsgi_app read the same file.
-    one_config = work / "app.ini"
-    one_config.write_text(f"[uwsgi]\nsocket = {work / 'ngx-wsgi-app.sock'}\nprocesses = {procs_n}\nmaster = true\n"
-                          f"disable-logging = true\nlisten = 1024\nwsgi-file = {app}\nvirtualenv = {venv}\n")
+    def one_config(name):
+        path = work / f"{name}.ini"
+        path.write_text(f"[uwsgi]\nsocket = {work / name}.sock\nprocesses = {procs_n}\nmaster = true\n"
+                        f"disable-logging = true\nlisten = 1024\nwsgi-file = {app}\nvirtualenv = {venv}\n")
+        return path
     # name: (backend command, where it listens, nginx location directives, upstream block)
     targets = {
         "uwsgi_pass + ngx-wsgi": (
@@ -146,7 +150,7 @@ def main():
             str(work / "ngx-wsgi-ka.sock"), "wsgi_pass ngx_wsgi_ka;",
             f"upstream ngx_wsgi_ka {{ server unix:{work / 'ngx-wsgi-ka.sock'}; keepalive 32; }}"),
         "wsgi_app + ngx-wsgi, one config": (
-            [ngx_wsgi, str(one_config)], str(work / "ngx-wsgi-app.sock"), f"wsgi_app {one_config};", None),
+            [ngx_wsgi, str(one_config("app"))], str(work / "app.sock"), f"wsgi_app {work / 'app.ini'};", None),
         "uwsgi_pass + uWSGI": (
             [str(ROOT / ".venv" / "bin" / "uwsgi"), "--socket", str(work / "uWSGI.sock"), *common,
              "--buffer-size", "65535", "--die-on-term"],
@@ -161,6 +165,10 @@ def main():
             ("127.0.0.1", granian_port), proxy_pass.format(name="granian"),
             f"upstream granian {{ server 127.0.0.1:{granian_port}; keepalive 32; }}"),
     }
+    if args.static_bin:
+        targets["wsgi_app + ngx-wsgi, Python linked statically"] = (
+            [args.static_bin, str(one_config("static"))], str(work / "static.sock"),
+            f"wsgi_app {work / 'static.ini'};", None)
     targets = {name: t for name, t in targets.items() if not args.only or any(o in name for o in args.only)}
     baseline = "uwsgi_pass + uWSGI"
     procs, ports = {}, {}

@@ -28,7 +28,18 @@ arch=$(dpkg --print-architecture)
 # Which Python the daemon embeds: the libpython it links to.
 libpython=$(objdump -p "$bin" | sed -n 's/^ *NEEDED *\(libpython[0-9.]*\)\.so.*/\1/p')
 python=${libpython#libpython}
-[ -n "$python" ] || { echo "deb: $bin links to no libpython (objdump -p)" >&2; exit 1; }
+if [ -z "$python" ]; then
+  # A daemon built with PYTHON_LINK=static carries its interpreter: a package of it would
+  # keep that interpreter through every Python security update apt installs.
+  if nm "$bin" 2>/dev/null | grep -q ' T Py_Initialize$'; then
+    echo "deb: $bin has Python linked in (PYTHON_LINK=static): the packages are built with" \
+      "Python as a shared library, which Debian's Python security updates reach;" \
+      "run make deb PYTHON_LINK=shared (the default)" >&2
+  else
+    echo "deb: $bin links to no libpython (objdump -p)" >&2
+  fi
+  exit 1
+fi
 
 # Which nginx the module is for: the sources it was compiled against.
 nginx_objs=$(bash scripts/nginx-objs.sh)

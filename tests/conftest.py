@@ -18,6 +18,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = os.environ.get("NGX_WSGI_BIN", str(ROOT / "target" / "release" / "ngx-wsgi"))
+# The daemon with the interpreter linked in (`make PYTHON_LINK=static`), built by `make test`.
+STATIC_BIN = os.environ.get("NGX_WSGI_STATIC_BIN", str(ROOT / "target" / "python-static" / "release" / "ngx-wsgi"))
 APPS = ROOT / "tests" / "apps"
 VENV = ROOT / ".venv"
 
@@ -81,10 +83,10 @@ def can_connect(addr):
 class Daemon:
     """One ngx-wsgi master and its workers."""
 
-    def __init__(self, tmp_path, args, env=None, cwd=None):
+    def __init__(self, tmp_path, args, env=None, cwd=None, binary=BIN):
         self.log_path = tmp_path / f"ngx-wsgi-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
-        self.args = [BIN, *map(str, args)]
+        self.args = [binary, *map(str, args)]
         self.proc = subprocess.Popen(
             self.args,
             stdout=self._log,
@@ -242,11 +244,11 @@ class Nginx:
 
 @pytest.fixture
 def daemon(tmp_path):
-    """Starts ngx-wsgi with the given arguments: daemon(*args, ready=addr)."""
+    """Starts ngx-wsgi with the given arguments: daemon(*args, ready=addr[, binary=STATIC_BIN])."""
     started = []
 
-    def start(*args, ready=None, env=None, cwd=None):
-        d = Daemon(tmp_path, args, env=env, cwd=cwd)
+    def start(*args, ready=None, env=None, cwd=None, binary=BIN):
+        d = Daemon(tmp_path, args, env=env, cwd=cwd, binary=binary)
         started.append(d)
         if ready is not None:
             d.wait_ready(ready)

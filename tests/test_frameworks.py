@@ -1,13 +1,17 @@
 """Point 3 with real frameworks from PyPI (installed in .venv, loaded with --home):
-Flask and Django behind stock nginx uwsgi_pass, and over HTTP."""
+Flask and Django behind stock nginx uwsgi_pass, and over HTTP; and behind nginx with the
+interpreter linked into the daemon (`make PYTHON_LINK=static`), whose C extension modules
+(the standard library's and the wheels') must find the interpreter in the daemon itself."""
 
 import hashlib
 import os
+import re
+import subprocess
 
 import pytest
 import requests
 
-from conftest import APPS, VENV, free_port
+from conftest import APPS, BIN, STATIC_BIN, VENV, free_port
 
 FRAMEWORKS = {
     "flask": ["--wsgi-file", APPS / "flaskapp" / "app.py", "--callable", "app"],
@@ -15,13 +19,17 @@ FRAMEWORKS = {
 }
 
 
-@pytest.fixture(params=[(f, t) for f in FRAMEWORKS for t in ("nginx", "http")], ids=lambda p: "-".join(p))
+LINKED = {"shared": BIN, "static": STATIC_BIN}
+
+
+@pytest.fixture(params=[(f, t, "shared") for f in FRAMEWORKS for t in ("nginx", "http")]
+                + [(f, "nginx", "static") for f in FRAMEWORKS], ids=lambda p: "-".join(p))
 def framework(request, daemon, nginx, tmp_path):
-    name, transport = request.param
+    name, transport, linked = request.param
     args = [*FRAMEWORKS[name], "--home", VENV, "--processes", "2", "--threads", "2"]
     if transport == "nginx":
         sock = str(tmp_path / "app.sock")
-        d = daemon("--socket", sock, *args, ready=sock)
+        d = daemon("--socket", sock, *args, ready=sock, binary=LINKED[linked])
         return name, nginx(f"unix:{sock}").url, d
     port = free_port()
     d = daemon("--http-socket", f"127.0.0.1:{port}", *args, ready=("127.0.0.1", port))
@@ -78,3 +86,24 @@ def test_failing_view_is_a_500_with_its_traceback_in_our_log(framework):
     # stderr, which is our log.
     d.wait_log(f"KeyError: '{name} view failure'")
     d.wait_log("Traceback \\(most recent call last\\)")
+
+
+def needed_libraries(binary):
+    out = subprocess.run(["objdump", "-p", binary], capture_output=True, text=True, check=True).stdout
+    return re.findall(r"^\s*NEEDED\s+(\S+)", out, re.M)
+
+
+@pytest.mark.parametrize("linked", LINKED)
+def test_c_extension_modules_load_in_either_build(linked, daemon, tmp_path):
+    # The static build carries the interpreter itself, where the shared one loads it.
+    libpython = [lib for lib in needed_libraries(LINKED[linked]) if lib.startswith("libpython")]
+    assert bool(libpython) == (linked == "shared"), libpython
+    port = free_port()
+    daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "extensions.py", "--home", VENV,
+           ready=("127.0.0.1", port), binary=LINKED[linked])
+    loaded = requests.get(f"http://127.0.0.1:{port}/").json()
+    # Each was loaded from its own shared object (not built in), and works: what a
+    # missing interpreter symbol would make an ImportError.
+    assert set(loaded) == {"_ctypes", "_decimal", "_hashlib", "_json", "_sqlite3", "_ssl", "markupsafe._speedups"}
+    for module, (path, works) in loaded.items():
+        assert path.endswith(".so") and works, (module, path, works)

@@ -1,0 +1,72 @@
+//! Links the Python interpreter into the daemon when the build asks for it.
+//!
+//! By default pyo3 links Debian's shared `libpython3.X.so`, so that Debian's Python
+//! security updates reach the daemon without a rebuild. `make PYTHON_LINK=static` hands
+//! pyo3 a config (scripts/pyo3-static-config.sh) with `shared=false` and
+//! `suppress_build_script_link_lines=true`: this script then links `libpython3.X.a` the
+//! way `/usr/bin/python3.X` is linked (README, "Linking Python statically"): the whole
+//! archive, since extension modules (lib-dynload, wheels) call interpreter functions the
+//! daemon itself never does; with its symbols exported to them; as a position-dependent
+//! executable, since Debian's archive is not position-independent code; and with the
+//! libraries the interpreter's built-in modules use (sysconfig's MODLIBS, LIBS, SYSLIBS).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=PYO3_CONFIG_FILE");
+    let Some(path) = std::env::var_os("PYO3_CONFIG_FILE") else {
+        return;
+    };
+    println!("cargo:rerun-if-changed={}", path.to_string_lossy());
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("PYO3_CONFIG_FILE {}: {e}", path.to_string_lossy()));
+    let config: BTreeMap<&str, &str> = text
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .collect();
+    if config.get("shared") != Some(&"false") {
+        return;
+    }
+    let want = |key: &str| {
+        *config.get(key).unwrap_or_else(|| {
+            panic!(
+                "PYO3_CONFIG_FILE {} links Python statically but names no {key}",
+                path.to_string_lossy()
+            )
+        })
+    };
+    let (lib_dir, lib_name, python) = (want("lib_dir"), want("lib_name"), want("executable"));
+    println!("cargo:rustc-link-search=native={lib_dir}");
+    println!("cargo:rustc-link-lib=static:+whole-archive,-bundle={lib_name}");
+    for lib in interpreter_libraries(python) {
+        println!("cargo:rustc-link-lib=dylib={lib}");
+    }
+    println!("cargo:rustc-link-arg=-Wl,--export-dynamic");
+    println!("cargo:rustc-link-arg=-no-pie");
+}
+
+/// The `-l` libraries `python` says its static library needs, each once, in order.
+fn interpreter_libraries(python: &str) -> Vec<String> {
+    let script = "import sysconfig\n\
+                  print(' '.join(sysconfig.get_config_var(v) or '' for v in ('MODLIBS', 'LIBS', 'SYSLIBS')))";
+    let out = Command::new(python)
+        .args(["-c", script])
+        .output()
+        .unwrap_or_else(|e| panic!("running {python} for its link libraries: {e}"));
+    assert!(
+        out.status.success(),
+        "{python} could not say its link libraries: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut libs: Vec<String> = Vec::new();
+    for lib in String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|flag| flag.strip_prefix("-l"))
+    {
+        if !libs.iter().any(|seen| seen == lib) {
+            libs.push(lib.to_owned());
+        }
+    }
+    libs
+}
