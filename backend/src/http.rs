@@ -24,7 +24,7 @@ use crate::conn::{AsyncConn, PrefixedConn};
 use crate::reqlog::{RequestLine, Vars};
 use crate::worker::{ThreadContext, WorkerContext};
 use crate::wsgi::input::{Body, WsgiInput};
-use crate::wsgi::response::{lock, ResponseHead, ResponseState, Sink};
+use crate::wsgi::response::{lock, ResponseHead, ResponseState, ResponseWriter};
 use crate::wsgi::{close_iterable, EnvironSource, Outcome};
 use ngx_wsgi_config::Protocol;
 
@@ -317,13 +317,7 @@ fn run_app(
     permit: OwnedSemaphorePermit,
     mut log: RequestLog,
 ) -> (Response<WsgiBody>, Option<(RequestLog, Outcome)>) {
-    let state = ResponseState::new(
-        Sink::Collect {
-            head: None,
-            early_body: Vec::new(),
-        },
-        head_only,
-    );
+    let state = ResponseState::new(Collected::default(), head_only);
     let started = (|| -> PyResult<Option<Pending>> {
         let environ = ctx.app.environ(py, source, Bound::new(py, input)?)?;
         let iterable = ctx.app.call(py, environ, &state)?;
@@ -365,14 +359,10 @@ fn run_app(
     let mut state = lock(&state);
     match started {
         Ok(rest) => {
-            let empty = Sink::Collect {
-                head: None,
-                early_body: Vec::new(),
-            };
-            let Sink::Collect {
+            let Collected {
                 head: Some(head),
                 early_body,
-            } = std::mem::replace(&mut state.sink, empty)
+            } = std::mem::take(&mut state.writer)
             else {
                 let outcome = Outcome::AppFailed {
                     traceback: "the app returned without calling start_response".into(),
@@ -421,6 +411,29 @@ fn run_app(
                 Some((log, outcome)),
             )
         }
+    }
+}
+
+/// What the app's response starts with, kept for hyper to send: the head once the app
+/// commits it, and what it produced before its iterable's first non-empty chunk (or all
+/// of an in-memory body). hyper frames the response.
+#[derive(Default)]
+struct Collected {
+    head: Option<ResponseHead>,
+    early_body: Vec<u8>,
+}
+
+impl ResponseWriter for Collected {
+    fn send(&mut self, head: Option<&ResponseHead>, data: &[u8]) -> std::io::Result<u64> {
+        if let Some(head) = head {
+            self.head = Some(head.clone());
+        }
+        self.early_body.extend_from_slice(data);
+        Ok(data.len() as u64)
+    }
+
+    fn finish(&mut self) -> std::io::Result<bool> {
+        Ok(true)
     }
 }
 
@@ -794,5 +807,42 @@ impl Drop for WsgiBody {
                 })
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(state: &mut ResponseState<Collected>, code: u16, status: &str) {
+        state.head = Some(ResponseHead {
+            code,
+            status: status.into(),
+            headers: vec![],
+        });
+    }
+
+    #[test]
+    fn collected_keeps_head_and_early_body_and_honours_head_only() {
+        let response = ResponseState::new(Collected::default(), false);
+        let mut state = lock(&response);
+        assert!(
+            state.send_body(b"x").is_err(),
+            "a body before start_response is an error"
+        );
+        started(&mut state, 204, "204 No Content");
+        state.send_body(b"abc").unwrap();
+        state.send_body(b"de").unwrap();
+        assert!(state.head_sent);
+        assert_eq!(state.body_bytes, 5);
+        assert_eq!(state.writer.head.as_ref().unwrap().code, 204);
+        assert_eq!(state.writer.early_body, b"abcde");
+
+        let head_only = ResponseState::new(Collected::default(), true);
+        let mut state = lock(&head_only);
+        started(&mut state, 200, "200 OK");
+        state.send_body(b"abc").unwrap();
+        assert_eq!(state.body_bytes, 0);
+        assert!(state.writer.early_body.is_empty());
     }
 }

@@ -14,9 +14,8 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
 pub use environ::EnvironSource;
 use input::{ClientDisconnected, WsgiInput};
 use objects::{ErrorsStream, FileWrapper};
-use response::{lock, Framing, ResponseHead, SharedResponse, StartResponse, INTERNAL_ERROR_BODY};
+use response::{lock, ResponseWriter, SharedResponse, StartResponse};
 
-use crate::conn::Conn;
 use crate::python::format_exception;
 
 /// The app and the per-worker objects every environ shares.
@@ -112,11 +111,11 @@ impl WsgiApp {
     }
 
     /// Calls the app; the returned iterable is the response body.
-    pub fn call<'py>(
+    pub fn call<'py, W: ResponseWriter + 'static>(
         &self,
         py: Python<'py>,
         environ: Bound<'py, PyDict>,
-        response: &SharedResponse,
+        response: &SharedResponse<W>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let start_response = Bound::new(
             py,
@@ -132,16 +131,16 @@ impl WsgiApp {
         Ok(returned)
     }
 
-    /// Runs one request whose response is written straight to `conn` (uwsgi protocol).
-    pub fn respond_on_socket(
+    /// Runs one request whose response goes out through its writer as the app produces
+    /// it (uwsgi protocol).
+    pub fn respond<W: ResponseWriter + 'static>(
         &self,
         py: Python<'_>,
         environ: Bound<'_, PyDict>,
-        response: &SharedResponse,
-        conn: &Arc<Conn>,
+        response: &SharedResponse<W>,
     ) -> Outcome {
         let result = self.call(py, environ, response).and_then(|iterable| {
-            let sent = self.send_iterable(py, &iterable, response, conn);
+            let sent = self.send_iterable(py, &iterable, response);
             // PEP 3333: close() is called whatever happened while iterating.
             let closed = close_iterable(&iterable);
             sent.and(closed)
@@ -156,44 +155,27 @@ impl WsgiApp {
             Err(err) => {
                 let head_sent = state.head_sent;
                 drop(state);
-                self.failure(py, err, head_sent, status, conn)
+                self.failure(py, err, head_sent, status, response)
             }
         }
     }
 
-    fn send_iterable(
+    fn send_iterable<W: ResponseWriter>(
         &self,
         py: Python<'_>,
         iterable: &Bound<'_, PyAny>,
-        response: &SharedResponse,
-        conn: &Arc<Conn>,
+        response: &SharedResponse<W>,
     ) -> PyResult<()> {
         let head_only = lock(response).head_only;
         if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
             if let Some((fd, offset)) = wrapper.borrow().file_position(py) {
-                let (shared, conn) = (response.clone(), conn.clone());
-                let sent = py.detach(move || -> std::io::Result<bool> {
-                    let mut state = lock(&shared);
-                    state.send_head()?;
-                    // sendfile(2) when the bytes go out as they are in the file; a chunked
-                    // body is iterated below instead.
-                    let limit = match state.framing {
-                        Framing::UntilClose => None,
-                        Framing::Length(remaining) => Some(remaining),
-                        Framing::Empty => return Ok(true),
-                        Framing::Chunked => return Ok(false),
-                    };
-                    // SAFETY: `fd` belongs to the file object the wrapper holds, which stays
-                    // open while this request runs (close() is called after).
-                    let file = unsafe { BorrowedFd::borrow_raw(fd) };
-                    let sent = conn.sendfile(file, offset, limit)?;
-                    state.body_bytes += sent;
-                    if let Framing::Length(remaining) = &mut state.framing {
-                        *remaining -= sent;
-                    }
-                    Ok(true)
-                });
-                if sent.map_err(io_to_py)? {
+                // SAFETY: `fd` belongs to the file object the wrapper holds, which stays
+                // open while this request runs (close() is called after).
+                let file = unsafe { BorrowedFd::borrow_raw(fd) };
+                if py
+                    .detach(|| lock(response).send_file(file, offset))
+                    .map_err(io_to_py)?
+                {
                     return py
                         .detach(|| lock(response).finish())
                         .map(drop)
@@ -220,13 +202,13 @@ impl WsgiApp {
     }
 
     /// Turns an exception into the right outcome, sending a 500 when nothing was sent yet.
-    fn failure(
+    fn failure<W: ResponseWriter>(
         &self,
         py: Python<'_>,
         err: PyErr,
         head_sent: bool,
         status: u16,
-        conn: &Arc<Conn>,
+        response: &SharedResponse<W>,
     ) -> Outcome {
         if err.is_instance_of::<ClientDisconnected>(py) || err.is_instance_of::<PeerWriteError>(py)
         {
@@ -238,11 +220,8 @@ impl WsgiApp {
         if head_sent {
             return Outcome::Aborted { status, traceback };
         }
-        let head = ResponseHead::internal_error().to_http1();
         // Best effort: the peer may be gone too, and the app error is what gets logged.
-        if crate::watchdog::claim_answer() {
-            let _ = py.detach(|| conn.write_parts(&[&head, INTERNAL_ERROR_BODY]));
-        }
+        py.detach(|| lock(response).writer.send_internal_error());
         Outcome::AppFailed { traceback }
     }
 }

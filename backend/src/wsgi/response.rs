@@ -1,14 +1,12 @@
 //! `start_response`, `write()` and the response head they build (PEP 3333).
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
-
-use crate::conn::Conn;
 
 /// A validated status and header list.
 #[derive(Debug, Clone)]
@@ -56,7 +54,7 @@ impl ResponseHead {
     }
 
     /// Responses that never have a body, whatever the app yields.
-    fn has_no_body(&self) -> bool {
+    pub fn has_no_body(&self) -> bool {
         self.code < 200 || self.code == 204 || self.code == 304
     }
 
@@ -84,117 +82,57 @@ fn push_latin1(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-/// Where the response goes once its head is committed.
-pub enum Sink {
-    /// Written straight to the connection (uwsgi protocol).
-    Socket(Arc<Conn>),
-    /// Kept for an HTTP library to send: the head, and what `write()` produced.
-    Collect {
-        head: Option<ResponseHead>,
-        early_body: Vec<u8>,
-    },
-}
+/// Where a response goes once the app commits its head. Each protocol frames its own
+/// responses: `uwsgi::response` writes them to nginx's connection as the app produces
+/// them, `http` collects the head and first bytes for hyper to send.
+pub trait ResponseWriter: Send {
+    /// Sends body bytes, after the head when `head` is given: the first call commits it,
+    /// in the same write as the first bytes. Returns how many body bytes went out.
+    fn send(&mut self, head: Option<&ResponseHead>, data: &[u8]) -> io::Result<u64>;
 
-/// How the body of a response on a uwsgi connection ends (docs/protocol.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// Stock uwsgi: the body ends when the connection closes.
-    UntilClose,
-    /// No body at all: HEAD, 1xx, 204, 304.
-    Empty,
-    /// `Content-Length`: this many bytes still to send.
-    Length(u64),
-    /// Chunked transfer encoding.
-    Chunked,
-}
+    /// Ends the body (after the head went out); whether the connection can carry
+    /// another request.
+    fn finish(&mut self) -> io::Result<bool>;
 
-pub use uwsgi_proto::KeepAlive;
+    /// Sends the rest of `file` from `offset` as the body, where this protocol sends a
+    /// file's bytes as they are (sendfile(2)): the bytes sent, or `None` when the body
+    /// must be iterated instead. Called after the head went out.
+    fn send_file(&mut self, _file: BorrowedFd<'_>, _offset: i64) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// The app failed before committing a head: answer 500 where this protocol answers
+    /// here (best effort: the peer may be gone too).
+    fn send_internal_error(&mut self) {}
+}
 
 /// The state `start_response` and `write()` share with the server for one request.
-pub struct ResponseState {
+/// `W` is the protocol's writer; `start_response` sees it as `dyn ResponseWriter`.
+pub struct ResponseState<W: ?Sized + ResponseWriter> {
     pub head: Option<ResponseHead>,
     pub head_sent: bool,
     /// HEAD request: the head is sent, the body is not.
     pub head_only: bool,
     pub body_bytes: u64,
-    /// The size of the head as written (for the request log's `hsize`).
-    pub head_len: usize,
-    pub sink: Sink,
-    /// What the client can do with a reused connection (NGX_WSGI_KEEPALIVE).
-    keep_alive: KeepAlive,
-    /// Decided when the head is committed.
-    pub framing: Framing,
-    /// The app's body did not match its Content-Length: the connection cannot be reused.
-    framing_broken: bool,
-    /// Set by [`ResponseState::finish`]: the response is complete and delimited.
-    reusable: bool,
-    /// The request body's bytes not read yet: over [`DRAIN_LIMIT`] when the head goes
-    /// out, the connection will not be kept (it is lingered on and closed instead).
-    unread_body: Option<Arc<AtomicU64>>,
+    /// Last, so that a `SharedResponse<UwsgiWriter>` is also a `SharedResponse`.
+    pub writer: W,
 }
 
-/// Request body left unread by the app that is read and dropped to keep a connection;
-/// beyond it, the connection is closed (after a lingering read: see `uwsgi::linger`).
-pub const DRAIN_LIMIT: u64 = 1 << 20;
+pub type SharedResponse<W = dyn ResponseWriter> = Arc<Mutex<ResponseState<W>>>;
 
-pub type SharedResponse = Arc<Mutex<ResponseState>>;
-
-impl ResponseState {
-    pub fn new(sink: Sink, head_only: bool) -> SharedResponse {
-        Self::with_keep_alive(sink, head_only, KeepAlive::Off)
-    }
-
-    pub fn with_keep_alive(sink: Sink, head_only: bool, keep_alive: KeepAlive) -> SharedResponse {
+impl<W: ResponseWriter> ResponseState<W> {
+    pub fn new(writer: W, head_only: bool) -> SharedResponse<W> {
         Arc::new(Mutex::new(ResponseState {
             head: None,
             head_sent: false,
             head_only,
             body_bytes: 0,
-            head_len: 0,
-            sink,
-            keep_alive,
-            framing: Framing::UntilClose,
-            framing_broken: false,
-            reusable: false,
-            unread_body: None,
+            writer,
         }))
     }
+}
 
-    /// Watches the request body's unread bytes (see `unread_body`).
-    pub fn watch_body(&mut self, unread: Arc<AtomicU64>) {
-        self.unread_body = Some(unread);
-    }
-
-    /// The head's bytes for a uwsgi connection; decides the framing of the body.
-    fn head_bytes(&mut self) -> io::Result<Vec<u8>> {
-        let head = self.head.as_ref().ok_or_else(|| {
-            io::Error::other("the app returned a body without calling start_response")
-        })?;
-        // A body the app left mostly unread ends the connection: say so in the head.
-        let keep_alive = match &self.unread_body {
-            Some(unread) if unread.load(Ordering::Relaxed) > DRAIN_LIMIT => KeepAlive::Off,
-            _ => self.keep_alive,
-        };
-        self.framing = match (keep_alive, head.content_length()) {
-            (KeepAlive::Off, _) => Framing::UntilClose,
-            _ if self.head_only || head.has_no_body() => Framing::Empty,
-            (_, Some(length)) => Framing::Length(length),
-            (KeepAlive::Chunked, None) => Framing::Chunked,
-            // A client that cannot read chunks gets the body delimited by closing.
-            (KeepAlive::Length, None) => Framing::UntilClose,
-        };
-        if self.framing == Framing::UntilClose {
-            return Ok(head.to_http1());
-        }
-        Ok(match self.framing {
-            Framing::Chunked => head.to_http1_with(&[
-                ("Connection", "keep-alive"),
-                ("Transfer-Encoding", "chunked"),
-            ]),
-            _ => head.to_http1_with(&[("Connection", "keep-alive")]),
-        })
-    }
-
+impl<W: ?Sized + ResponseWriter> ResponseState<W> {
     /// Commits the head: after this, status and headers cannot change.
     pub fn send_head(&mut self) -> io::Result<()> {
         self.send_body(b"")
@@ -203,96 +141,34 @@ impl ResponseState {
     /// Sends body bytes, committing the head first (in the same system call).
     pub fn send_body(&mut self, data: &[u8]) -> io::Result<()> {
         let data = if self.head_only { &[][..] } else { data };
-        if let Sink::Collect {
-            head: slot,
-            early_body,
-        } = &mut self.sink
-        {
-            if !self.head_sent {
-                let head = self.head.as_ref().ok_or_else(|| {
-                    io::Error::other("the app returned a body without calling start_response")
-                })?;
-                *slot = Some(head.clone());
-                self.head_sent = true;
-            }
-            early_body.extend_from_slice(data);
-            self.body_bytes += data.len() as u64;
-            return Ok(());
-        }
-        let head = if self.head_sent {
-            Vec::new()
-        } else {
-            self.head_bytes()?
-        };
-        let mut size_line = String::new();
-        let mut payload = data;
-        let mut trailer: &[u8] = b"";
-        match &mut self.framing {
-            Framing::UntilClose => {}
-            Framing::Empty => payload = &[],
-            Framing::Length(remaining) => {
-                if payload.len() as u64 > *remaining {
-                    self.framing_broken = true;
-                    payload = &payload[..*remaining as usize];
-                }
-                *remaining -= payload.len() as u64;
-            }
-            Framing::Chunked if payload.is_empty() => {}
-            Framing::Chunked => {
-                size_line = format!("{:x}\r\n", payload.len());
-                trailer = b"\r\n";
-            }
-        }
-        if let Sink::Socket(conn) = &self.sink {
-            if !head.is_empty() && !crate::watchdog::claim_answer() {
-                return Err(io::Error::other(
-                    "harakiri has answered this request already",
-                ));
-            }
-            conn.write_parts(&[&head, size_line.as_bytes(), payload, trailer])?;
-        }
-        if !head.is_empty() {
-            self.head_len = head.len();
-        }
+        let head = self.head.as_ref().ok_or_else(|| {
+            io::Error::other("the app returned a body without calling start_response")
+        })?;
+        let sent = self.writer.send((!self.head_sent).then_some(head), data)?;
         self.head_sent = true;
-        self.body_bytes += payload.len() as u64;
+        self.body_bytes += sent;
         Ok(())
     }
 
-    /// Ends the body (the last chunk) and tells whether the connection can be reused.
+    /// Sends the rest of a file as the body where the protocol can (see
+    /// [`ResponseWriter::send_file`]); false when the body must be iterated instead.
+    pub fn send_file(&mut self, file: BorrowedFd<'_>, offset: i64) -> io::Result<bool> {
+        self.send_head()?;
+        let sent = self.writer.send_file(file, offset)?;
+        self.body_bytes += sent.unwrap_or(0);
+        Ok(sent.is_some())
+    }
+
+    /// Ends the body, committing an empty one's head; whether the connection can be reused.
     pub fn finish(&mut self) -> io::Result<bool> {
         self.send_head()?;
-        match self.framing {
-            Framing::Chunked => {
-                if let Sink::Socket(conn) = &self.sink {
-                    conn.write_all(b"0\r\n\r\n")?;
-                }
-            }
-            Framing::Length(remaining) if remaining > 0 => self.framing_broken = true,
-            _ => {}
-        }
-        self.reusable = self.keep_alive != KeepAlive::Off
-            && self.framing != Framing::UntilClose
-            && !self.framing_broken;
-        Ok(self.reusable)
-    }
-
-    /// Whether the connection can carry another request after this response.
-    pub fn reusable(&self) -> bool {
-        self.reusable
-    }
-
-    /// Lets go of the connection, so the server can take it back for the next request
-    /// even if the app keeps `start_response` alive.
-    pub fn release_connection(&mut self) {
-        self.sink = Sink::Collect {
-            head: None,
-            early_body: Vec::new(),
-        };
+        self.writer.finish()
     }
 }
 
-pub fn lock(response: &SharedResponse) -> MutexGuard<'_, ResponseState> {
+pub fn lock<W: ?Sized + ResponseWriter>(
+    response: &SharedResponse<W>,
+) -> MutexGuard<'_, ResponseState<W>> {
     // A panic while holding this lock cannot leave it half-updated in a way we care
     // about more than serving the error: take the state as it is.
     response
@@ -461,107 +337,6 @@ mod tests {
         );
     }
 
-    /// A response state writing to one end of a socket pair, and the other end.
-    fn socket_response(
-        head_only: bool,
-        keep_alive: KeepAlive,
-    ) -> (SharedResponse, std::os::unix::net::UnixStream) {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        let sink = Sink::Socket(Arc::new(Conn::Unix(ours)));
-        (
-            ResponseState::with_keep_alive(sink, head_only, keep_alive),
-            theirs,
-        )
-    }
-
-    fn head(status: &str, headers: &[(&str, &str)]) -> ResponseHead {
-        ResponseHead {
-            code: status[..3].parse().unwrap(),
-            status: status.into(),
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-        }
-    }
-
-    fn written(response: SharedResponse, mut theirs: std::os::unix::net::UnixStream) -> String {
-        drop(response); // closes our end
-        let mut out = String::new();
-        std::io::Read::read_to_string(&mut theirs, &mut out).unwrap();
-        out
-    }
-
-    #[test]
-    fn kept_alive_body_without_length_is_chunked() {
-        let (response, theirs) = socket_response(false, KeepAlive::Chunked);
-        let mut state = lock(&response);
-        state.head = Some(head("200 OK", &[("Content-Type", "text/plain")]));
-        state.send_body(b"abc").unwrap();
-        state.send_body(b"").unwrap();
-        state.send_body(b"de").unwrap();
-        assert!(state.finish().unwrap());
-        drop(state);
-        assert_eq!(
-            written(response, theirs),
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\n\
-             Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
-        );
-    }
-
-    #[test]
-    fn a_client_without_chunked_gets_an_unframed_body_and_a_close() {
-        let (response, theirs) = socket_response(false, KeepAlive::Length);
-        let mut state = lock(&response);
-        state.head = Some(head("200 OK", &[]));
-        state.send_body(b"streamed").unwrap();
-        assert!(!state.finish().unwrap());
-        drop(state);
-        assert_eq!(written(response, theirs), "HTTP/1.1 200 OK\r\n\r\nstreamed");
-    }
-
-    #[test]
-    fn kept_alive_body_that_breaks_its_length_ends_the_connection() {
-        for (body, sent) in [(&b"abc"[..], "abc"), (&b"abcdefghijkl"[..], "abcdefghij")] {
-            let (response, theirs) = socket_response(false, KeepAlive::Length);
-            let mut state = lock(&response);
-            state.head = Some(head("200 OK", &[("Content-Length", "10")]));
-            state.send_body(body).unwrap();
-            assert!(!state.finish().unwrap(), "{body:?} is not 10 bytes");
-            drop(state);
-            assert!(written(response, theirs).ends_with(&format!("\r\n\r\n{sent}")));
-        }
-    }
-
-    #[test]
-    fn kept_alive_head_and_204_have_no_body() {
-        for (status, head_only) in [
-            ("200 OK", true),
-            ("204 No Content", false),
-            ("304 Not Modified", false),
-        ] {
-            let (response, theirs) = socket_response(head_only, KeepAlive::Length);
-            let mut state = lock(&response);
-            state.head = Some(head(status, &[("Content-Length", "5")]));
-            state.send_body(b"hello").unwrap();
-            assert!(state.finish().unwrap());
-            assert_eq!(state.framing, Framing::Empty);
-            drop(state);
-            assert!(written(response, theirs).ends_with("Connection: keep-alive\r\n\r\n"));
-        }
-    }
-
-    #[test]
-    fn without_keep_alive_the_response_is_uwsgis() {
-        let (response, theirs) = socket_response(false, KeepAlive::Off);
-        let mut state = lock(&response);
-        state.head = Some(head("200 OK", &[]));
-        state.send_body(b"body").unwrap();
-        assert!(!state.finish().unwrap());
-        drop(state);
-        assert_eq!(written(response, theirs), "HTTP/1.1 200 OK\r\n\r\nbody");
-    }
-
     #[test]
     fn internal_error_length_matches_its_body() {
         let head = ResponseHead::internal_error();
@@ -572,51 +347,5 @@ mod tests {
             .unwrap()
             .1;
         assert_eq!(length.parse::<usize>().unwrap(), INTERNAL_ERROR_BODY.len());
-    }
-
-    #[test]
-    fn collect_sink_keeps_head_and_early_body_and_honours_head_only() {
-        let response = ResponseState::new(
-            Sink::Collect {
-                head: None,
-                early_body: Vec::new(),
-            },
-            false,
-        );
-        let mut state = lock(&response);
-        assert!(
-            state.send_body(b"x").is_err(),
-            "a body before start_response is an error"
-        );
-        state.head = Some(ResponseHead {
-            code: 204,
-            status: "204 No Content".into(),
-            headers: vec![],
-        });
-        state.send_body(b"abc").unwrap();
-        assert!(state.head_sent);
-        assert_eq!(state.body_bytes, 3);
-        match &state.sink {
-            Sink::Collect { head, early_body } => {
-                assert_eq!(head.as_ref().unwrap().code, 204);
-                assert_eq!(early_body, b"abc");
-            }
-            Sink::Socket(_) => unreachable!(),
-        }
-        let head_only = ResponseState::new(
-            Sink::Collect {
-                head: None,
-                early_body: Vec::new(),
-            },
-            true,
-        );
-        let mut state = lock(&head_only);
-        state.head = Some(ResponseHead {
-            code: 200,
-            status: "200 OK".into(),
-            headers: vec![],
-        });
-        state.send_body(b"abc").unwrap();
-        assert_eq!(state.body_bytes, 0);
     }
 }

@@ -7,6 +7,8 @@
 //! the GIL released around each read, write and sendfile. Only a peer whose head is not
 //! all there yet is handed to the runtime, so slow peers cost no thread.
 
+mod response;
+
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -18,7 +20,9 @@ use nix::sys::socket::{recv, MsgFlags};
 use pyo3::prelude::*;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
-use uwsgi_proto::{parse_request_head, HeadError, HeaderError, RequestHead, HEADER_LEN};
+use uwsgi_proto::{parse_request_head, HeadError, HeaderError, KeepAlive, RequestHead, HEADER_LEN};
+
+use response::{UwsgiWriter, DRAIN_LIMIT};
 
 use crate::conn::{Conn, ConnReader, UwsgiConn};
 use crate::idle::Waited;
@@ -26,7 +30,7 @@ use crate::reqlog::{RequestLine, Vars};
 use crate::static_files::StaticAnswer;
 use crate::worker::{InFlight, ThreadContext, WorkerContext};
 use crate::wsgi::input::{Body, WsgiInput};
-use crate::wsgi::response::{lock, KeepAlive, ResponseState, Sink, DRAIN_LIMIT};
+use crate::wsgi::response::{lock, ResponseState};
 use crate::wsgi::{EnvironSource, Outcome};
 
 /// A listening uwsgi socket, already in non-blocking mode.
@@ -525,16 +529,12 @@ fn run_request(
             Ok(environ) => environ,
             Err(err) => return failed(err),
         };
-        let response = ResponseState::with_keep_alive(
-            Sink::Socket(conn.clone()),
-            server_vars.method == b"HEAD",
-            keep_alive,
-        );
-        if let Some(unread_body) = unread_body {
-            lock(&response).watch_body(unread_body);
-        }
-        let outcome = ctx.app.respond_on_socket(py, environ, &response, &conn);
-        let mut reusable = matches!(outcome, Outcome::Sent { .. }) && lock(&response).reusable();
+        let head_only = server_vars.method == b"HEAD";
+        let writer = UwsgiWriter::new(conn.clone(), head_only, keep_alive, unread_body);
+        let response = ResponseState::new(writer, head_only);
+        let outcome = ctx.app.respond(py, environ, &response);
+        let mut reusable =
+            matches!(outcome, Outcome::Sent { .. }) && lock(&response).writer.reusable();
         let mut input = input.borrow_mut();
         if reusable {
             let body = input.body_mut();
@@ -546,10 +546,10 @@ fn run_request(
         // The app may keep its environ or start_response alive: they let go of the socket.
         input.body_mut().release_source();
         let mut response = lock(&response);
-        response.release_connection();
+        response.writer.release();
         let head_size = (
             response.head.as_ref().map_or(0, |h| h.headers.len()),
-            response.head_len,
+            response.writer.head_len,
         );
         (outcome, reusable, unread, head_size)
     });
