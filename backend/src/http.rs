@@ -306,8 +306,8 @@ fn tempfile() -> std::io::Result<std::fs::File> {
         .open(std::env::temp_dir())
 }
 
-/// Calls the app and pulls its body until the head is committed (PEP 3333: the head goes
-/// out with the first non-empty chunk); the rest streams from [`WsgiBody`].
+/// Runs the app until its head is committed (`WsgiApp::start`); the rest of the body
+/// streams from [`WsgiBody`].
 fn run_app(
     py: Python<'_>,
     ctx: &WorkerContext,
@@ -320,41 +320,11 @@ fn run_app(
     let state = ResponseState::new(Collected::default(), head_only);
     let started = (|| -> PyResult<Option<Pending>> {
         let environ = ctx.app.environ(py, source, Bound::new(py, input)?)?;
-        let iterable = ctx.app.call(py, environ, &state)?;
-        let send = |data: &[u8]| {
-            lock(&state)
-                .send_body(data)
-                .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))
-        };
-        // Pull until the head is committed; `Some(iterator)` when more body may follow.
-        // A list or tuple is already in memory: take it whole, so the response gets a
-        // Content-Length instead of chunked encoding.
-        let in_memory = iterable.is_instance_of::<pyo3::types::PyList>()
-            || iterable.is_instance_of::<pyo3::types::PyTuple>();
-        let pulled = iterable.try_iter().and_then(|iterator| {
-            for chunk in iterator.clone() {
-                let chunk = chunk?;
-                let data = crate::wsgi::chunk_bytes(&chunk)?;
-                send(data)?;
-                if !in_memory && lock(&state).head_sent && (!data.is_empty() || head_only) {
-                    return Ok(Some(iterator));
-                }
-            }
-            send(b"")?;
-            Ok(None)
-        });
-        match pulled {
-            Ok(Some(iterator)) => Ok(Some(Pending {
-                iterable: iterable.unbind(),
-                iterator: iterator.into_any().unbind(),
-            })),
-            finished => {
-                let closed = close_iterable(&iterable);
-                finished?;
-                closed?;
-                Ok(None)
-            }
-        }
+        let rest = ctx.app.start(py, environ, &state)?;
+        Ok(rest.map(|(iterable, iterator)| Pending {
+            iterable: iterable.unbind(),
+            iterator: iterator.into_any().unbind(),
+        }))
     })();
     let mut state = lock(&state);
     match started {

@@ -9,7 +9,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyTuple, PyType};
 
 pub use environ::EnvironSource;
 use input::{ClientDisconnected, WsgiInput};
@@ -28,6 +28,14 @@ pub struct WsgiApp {
     multiprocess: bool,
     /// `add-header`: headers added to every response the app starts.
     added_headers: Arc<[(String, String)]>,
+}
+
+/// How much of the app's body [`WsgiApp::pull`] sends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pull {
+    Everything,
+    /// Up to the head and the first body bytes.
+    UntilHead,
 }
 
 /// How a request ended, for the request log line.
@@ -140,7 +148,7 @@ impl WsgiApp {
         response: &SharedResponse<W>,
     ) -> Outcome {
         let result = self.call(py, environ, response).and_then(|iterable| {
-            let sent = self.send_iterable(py, &iterable, response);
+            let sent = self.pull(py, &iterable, response, Pull::Everything);
             // PEP 3333: close() is called whatever happened while iterating.
             let closed = close_iterable(&iterable);
             sent.and(closed)
@@ -148,7 +156,7 @@ impl WsgiApp {
         let state = lock(response);
         let status = state.head.as_ref().map_or(0, |h| h.code);
         match result {
-            Ok(()) => Outcome::Sent {
+            Ok(_) => Outcome::Sent {
                 status,
                 bytes: state.body_bytes,
             },
@@ -160,12 +168,45 @@ impl WsgiApp {
         }
     }
 
-    fn send_iterable<W: ResponseWriter>(
+    /// Calls the app and pulls its body until the head is committed with its first bytes
+    /// (PEP 3333: the head goes out with the first non-empty chunk), for a protocol whose
+    /// library pulls the rest as the client takes it (the HTTP listener). Returns the
+    /// iterable and its iterator when more body may follow; otherwise the iterable is
+    /// closed. A body in memory (a list or tuple) is taken whole, so the response can
+    /// say its length.
+    pub fn start<'py, W: ResponseWriter + 'static>(
         &self,
-        py: Python<'_>,
-        iterable: &Bound<'_, PyAny>,
+        py: Python<'py>,
+        environ: Bound<'py, PyDict>,
         response: &SharedResponse<W>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyIterator>)>> {
+        let iterable = self.call(py, environ, response)?;
+        let in_memory = iterable.is_instance_of::<PyList>() || iterable.is_instance_of::<PyTuple>();
+        let pull = if in_memory {
+            Pull::Everything
+        } else {
+            Pull::UntilHead
+        };
+        match self.pull(py, &iterable, response, pull) {
+            Ok(Some(iterator)) => Ok(Some((iterable, iterator))),
+            finished => {
+                let closed = close_iterable(&iterable);
+                finished?;
+                closed?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Sends the app's body through the writer: the iterator, when it stopped at the
+    /// head ([`Pull::UntilHead`]) with more to come.
+    fn pull<'py, W: ResponseWriter>(
+        &self,
+        py: Python<'py>,
+        iterable: &Bound<'py, PyAny>,
+        response: &SharedResponse<W>,
+        pull: Pull,
+    ) -> PyResult<Option<Bound<'py, PyIterator>>> {
         let head_only = lock(response).head_only;
         if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
             if let Some((fd, offset)) = wrapper.borrow().file_position(py) {
@@ -178,12 +219,13 @@ impl WsgiApp {
                 {
                     return py
                         .detach(|| lock(response).finish())
-                        .map(drop)
+                        .map(|_| None)
                         .map_err(io_to_py);
                 }
             }
         }
-        for chunk in iterable.try_iter()? {
+        let iterator = iterable.try_iter()?;
+        for chunk in iterator.clone() {
             let chunk = chunk?;
             let data = chunk_bytes(&chunk)?;
             if data.is_empty() && lock(response).head_sent {
@@ -194,10 +236,13 @@ impl WsgiApp {
             if head_only {
                 break;
             }
+            if pull == Pull::UntilHead && !data.is_empty() {
+                return Ok(Some(iterator));
+            }
         }
         // An empty body still commits the head; a chunked one gets its last chunk.
         py.detach(|| lock(response).finish())
-            .map(drop)
+            .map(|_| None)
             .map_err(io_to_py)
     }
 
