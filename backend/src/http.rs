@@ -184,9 +184,11 @@ async fn handle(
     // be given it (the uwsgi path hands such a request over).
     ctx.requests.admit();
     // From now: the body has been read already, which is the client's time, not the app's.
-    let _timer = ctx.requests.start(Instant::now(), None, || {
-        format!("{} {} (from {peer})", head.method, head.uri)
-    });
+    let _timer = ctx
+        .requests
+        .start(ctx.thread.index, Instant::now(), None, || {
+            format!("{} {} (from {peer})", head.method, head.uri)
+        });
     ctx.thread.wake_mover();
     let response = Python::attach(|py| {
         let source: Box<dyn std::io::Read + Send + Sync> = match spooled {
@@ -212,6 +214,7 @@ async fn handle(
             response_head: (0, 0),
             // Now, while this request is not counted yet: its line may be written after.
             numbers: crate::stats::request_numbers(),
+            core: ctx.thread.index,
         };
         let head_only = head.method == http::Method::HEAD;
         let (response, finished) = run_app(
@@ -424,6 +427,8 @@ pub struct RequestLog {
     response_head: (usize, usize),
     /// This worker's request number and every worker's (`req: N/M`).
     numbers: (u64, u64),
+    /// The request thread's index (`core`).
+    core: usize,
 }
 
 impl RequestLog {
@@ -431,7 +436,7 @@ impl RequestLog {
         crate::stats::response_done(outcome);
         self.ctx.after_request(outcome);
         log(
-            &self.ctx,
+            (&self.ctx, self.core),
             &self.head,
             (&self.peer, &self.remote),
             outcome,
@@ -453,9 +458,9 @@ fn copy_head(head: &http::request::Parts) -> http::request::Parts {
 }
 
 /// The request's log line, when one is written. `response_head`: the response's header
-/// count and head size; `numbers`: its `req: N/M`.
+/// count and head size; `numbers`: its `req: N/M`; `core`: the request thread's index.
 fn log(
-    ctx: &WorkerContext,
+    (ctx, core): (&WorkerContext, usize),
     head: &http::request::Parts,
     (peer, remote): (&str, &str),
     outcome: &Outcome,
@@ -473,6 +478,7 @@ fn log(
             .into(),
         response_head,
         numbers,
+        core,
     });
 }
 
@@ -500,7 +506,7 @@ fn build_response(head: &ResponseHead, body: WsgiBody) -> Response<WsgiBody> {
 
 /// `static-map`, `check-static`: a GET or HEAD request for a file gets it, not the app.
 fn static_response(
-    ctx: &WorkerContext,
+    ctx: &ThreadContext,
     head: &http::request::Parts,
     (peer, remote): (&str, &str),
     started: Instant,
@@ -559,7 +565,7 @@ fn static_response(
     let response_head = (headers.len(), head_size(status, headers));
     let numbers = crate::stats::request_numbers();
     log(
-        ctx,
+        (ctx, ctx.thread.index),
         head,
         (peer, remote),
         &outcome,

@@ -43,6 +43,8 @@ pub struct RequestLine<'a> {
     pub response_head: (usize, usize),
     /// This worker's request number and every worker's (`req: N/M`).
     pub numbers: (u64, u64),
+    /// The request thread's index (`core`).
+    pub core: usize,
 }
 
 impl<'a> RequestRecord<'a> {
@@ -65,7 +67,7 @@ impl<'a> RequestRecord<'a> {
             head_bytes: line.response_head.1,
             started: SystemTime::now() - took,
             duration: took,
-            core: crate::watchdog::thread_index(),
+            core: line.core,
             worker_requests: line.numbers.0,
             total_requests: line.numbers.1,
         }

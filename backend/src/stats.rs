@@ -588,7 +588,7 @@ pub fn harakiri() {
 }
 
 /// Counts a finished request in this worker's slot (no-op without `stats`).
-pub fn request_done(running: Duration) {
+pub fn request_done(thread: usize, running: Duration) {
     if let Some((worker, cores)) = MINE.get() {
         worker.requests.fetch_add(1, Ordering::Relaxed);
         let seconds = running.as_secs_f64();
@@ -598,17 +598,17 @@ pub fn request_done(running: Duration) {
         worker
             .running_time_us
             .fetch_add(running.as_micros() as u64, Ordering::Relaxed);
-        if let Some(core) = cores.get(crate::watchdog::thread_index()) {
+        if let Some(core) = cores.get(thread) {
             core.requests.fetch_add(1, Ordering::Relaxed);
             core.in_request.store(0, Ordering::Relaxed);
         }
     }
 }
 
-/// Marks this thread busy with a request.
-pub fn request_started() {
+/// Marks request thread `thread` busy with a request.
+pub fn request_started(thread: usize) {
     if let Some((_, cores)) = MINE.get() {
-        if let Some(core) = cores.get(crate::watchdog::thread_index()) {
+        if let Some(core) = cores.get(thread) {
             // SeqCst: the mover reads it before sleeping (RequestThread::wake_mover).
             core.in_request.store(1, Ordering::SeqCst);
         }

@@ -22,13 +22,10 @@ use tokio::sync::watch;
 const CHECK_EVERY: Duration = Duration::from_millis(200);
 
 thread_local! {
-    /// This request thread's index in [`RequestClock::threads`].
+    /// This request thread's index in [`RequestClock::threads`], for the one caller that
+    /// comes without a context: the app, calling `uwsgi.set_user_harakiri()`. The server's
+    /// own code passes the index along (`worker::ThreadContext`).
     static THREAD_INDEX: Cell<usize> = const { Cell::new(0) };
-}
-
-/// This request thread's index (0 for the worker's main thread).
-pub fn thread_index() -> usize {
-    THREAD_INDEX.get()
 }
 
 /// Called once by each request thread before it serves.
@@ -52,7 +49,7 @@ const ANSWER_OPEN: u8 = 0;
 const ANSWER_BY_APP: u8 = 1;
 const ANSWER_BY_HARAKIRI: u8 = 2;
 
-/// The worker's clock, for [`claim_answer`], which the response writer calls.
+/// The worker's clock, for [`set_user_harakiri`], which the app calls.
 static CLOCK: OnceLock<Arc<RequestClock>> = OnceLock::new();
 
 /// What the harakiri thread knows of one request thread.
@@ -92,6 +89,8 @@ pub struct RequestClock {
 pub struct RequestTimer<'a> {
     clock: &'a RequestClock,
     started: Instant,
+    /// The request thread's index.
+    thread: usize,
 }
 
 impl RequestClock {
@@ -142,17 +141,18 @@ impl RequestClock {
         let _ = self.stop.send(true);
     }
 
-    /// Times a request that started at `started` on `conn` (a uwsgi connection, which
-    /// harakiri may answer); `describe` names it in a harakiri log line (and is only called
-    /// when harakiri is on).
+    /// Times a request that request thread `thread` started at `started` on `conn` (a
+    /// uwsgi connection, which harakiri may answer); `describe` names it in a harakiri
+    /// log line (and is only called when harakiri is on).
     pub fn start(
         &self,
+        thread: usize,
         started: Instant,
         conn: Option<RawFd>,
         describe: impl FnOnce() -> String,
     ) -> RequestTimer<'_> {
         if self.tracking() {
-            if let Some(slot) = self.threads.get(THREAD_INDEX.get()) {
+            if let Some(slot) = self.threads.get(thread) {
                 slot.answered.store(ANSWER_OPEN, Ordering::SeqCst);
                 *lock(&slot.running) = Some(Running {
                     since: started,
@@ -162,10 +162,11 @@ impl RequestClock {
                 });
             }
         }
-        crate::stats::request_started();
+        crate::stats::request_started(thread);
         RequestTimer {
             clock: self,
             started,
+            thread,
         }
     }
 
@@ -208,8 +209,8 @@ impl RequestClock {
         self.harakiri.is_some() || self.user_armed.load(Ordering::Relaxed)
     }
 
-    /// Makes the clock reachable from [`claim_answer`] and [`set_user_harakiri`], and
-    /// starts the harakiri thread if harakiri is on.
+    /// Makes the clock reachable from [`set_user_harakiri`], and starts the harakiri
+    /// thread if harakiri is on.
     pub fn spawn_harakiri_thread(self: &Arc<Self>) -> anyhow::Result<()> {
         let _ = CLOCK.set(self.clone());
         match self.harakiri {
@@ -292,21 +293,29 @@ impl RequestClock {
     }
 }
 
-/// Called before a response head goes out on a uwsgi connection: `false` when the harakiri
-/// thread has answered the request already (the worker is about to die: write nothing).
-pub fn claim_answer() -> bool {
-    let clock = CLOCK.get().filter(|c| c.tracking());
-    let Some(slot) = clock.and_then(|c| c.threads.get(THREAD_INDEX.get())) else {
-        return true; // harakiri is off
-    };
-    match slot.answered.compare_exchange(
-        ANSWER_OPEN,
-        ANSWER_BY_APP,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    ) {
-        Ok(_) => true,
-        Err(current) => current == ANSWER_BY_APP,
+impl RequestClock {
+    /// Called before a response head goes out on a uwsgi connection from request thread
+    /// `thread`: `false` when the harakiri thread has answered its request already (the
+    /// worker is about to die: write nothing).
+    pub fn claim_answer(&self, thread: usize) -> bool {
+        let Some(slot) = self.threads.get(thread).filter(|_| self.tracking()) else {
+            return true; // harakiri is off
+        };
+        slot.claim_answer()
+    }
+}
+
+impl ThreadSlot {
+    fn claim_answer(&self) -> bool {
+        match self.answered.compare_exchange(
+            ANSWER_OPEN,
+            ANSWER_BY_APP,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => true,
+            Err(current) => current == ANSWER_BY_APP,
+        }
     }
 }
 
@@ -384,11 +393,11 @@ impl Drop for RequestTimer<'_> {
     fn drop(&mut self) {
         let clock = self.clock;
         if clock.tracking() {
-            if let Some(slot) = clock.threads.get(THREAD_INDEX.get()) {
+            if let Some(slot) = clock.threads.get(self.thread) {
                 *lock(&slot.running) = None;
             }
         }
-        crate::stats::request_done(self.started.elapsed());
+        crate::stats::request_done(self.thread, self.started.elapsed());
         if (clock.max_rss > 0 || clock.max_as > 0) && clock.born.elapsed() >= clock.min_lifetime {
             // As uWSGI does, after each request: one read of /proc/self/statm.
             let (rss, vsz) = crate::stats::memory(std::process::id() as i32);

@@ -491,11 +491,12 @@ fn run_request(
         );
         return None;
     }
-    let _timer = ctx
-        .requests
-        .start(started, Some(conn.as_fd().as_raw_fd()), || {
-            format!("{} (from {})", request_line(), client())
-        });
+    let _timer = ctx.requests.start(
+        ctx.thread.index,
+        started,
+        Some(conn.as_fd().as_raw_fd()),
+        || format!("{} (from {})", request_line(), client()),
+    );
     ctx.thread.wake_mover();
     let keep_alive = match allow_keep_alive {
         true => KeepAlive::from_var(server_vars.keep_alive),
@@ -530,7 +531,8 @@ fn run_request(
             Err(err) => return failed(err),
         };
         let head_only = server_vars.method == b"HEAD";
-        let writer = UwsgiWriter::new(conn.clone(), head_only, keep_alive, unread_body);
+        let claim = (ctx.requests.clone(), ctx.thread.index);
+        let writer = UwsgiWriter::new(conn.clone(), claim, head_only, keep_alive, unread_body);
         let response = ResponseState::new(writer, head_only);
         let outcome = ctx.app.respond(py, environ, &response);
         let mut reusable =
@@ -576,7 +578,7 @@ fn run_request(
 /// The request's log line, when one is written. `head` is the response's header count
 /// and size.
 fn log(
-    ctx: &WorkerContext,
+    ctx: &ThreadContext,
     vars: &[u8],
     server_vars: &ServerVars<'_>,
     peer: &str,
@@ -586,6 +588,7 @@ fn log(
 ) {
     ctx.log_request(outcome, started, || RequestLine {
         vars: Vars::Uwsgi(vars),
+        core: ctx.thread.index,
         peer,
         method: String::from_utf8_lossy(server_vars.method),
         uri: String::from_utf8_lossy(

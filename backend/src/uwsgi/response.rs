@@ -9,6 +9,7 @@ use std::sync::Arc;
 use uwsgi_proto::KeepAlive;
 
 use crate::conn::Conn;
+use crate::watchdog::RequestClock;
 use crate::wsgi::response::{ResponseHead, ResponseWriter, INTERNAL_ERROR_BODY};
 
 /// Request body left unread by the app that is read and dropped to keep a connection;
@@ -32,6 +33,9 @@ pub enum Framing {
 pub struct UwsgiWriter {
     /// `None` once the request is over (see [`UwsgiWriter::release`]).
     conn: Option<Arc<Conn>>,
+    /// The worker's clock and the request thread's index: harakiri may have answered.
+    clock: Arc<RequestClock>,
+    thread: usize,
     /// HEAD request: the head goes out, the body does not.
     head_only: bool,
     /// What nginx can do with a reused connection (NGX_WSGI_KEEPALIVE).
@@ -52,12 +56,15 @@ pub struct UwsgiWriter {
 impl UwsgiWriter {
     pub fn new(
         conn: Arc<Conn>,
+        (clock, thread): (Arc<RequestClock>, usize),
         head_only: bool,
         keep_alive: KeepAlive,
         unread_body: Option<Arc<AtomicU64>>,
     ) -> Self {
         UwsgiWriter {
             conn: Some(conn),
+            clock,
+            thread,
             head_only,
             keep_alive,
             framing: Framing::UntilClose,
@@ -133,7 +140,7 @@ impl ResponseWriter for UwsgiWriter {
                 trailer = b"\r\n";
             }
         }
-        if !head.is_empty() && !crate::watchdog::claim_answer() {
+        if !head.is_empty() && !self.clock.claim_answer(self.thread) {
             return Err(io::Error::other(
                 "harakiri has answered this request already",
             ));
@@ -176,7 +183,7 @@ impl ResponseWriter for UwsgiWriter {
     fn send_internal_error(&mut self) {
         let head = ResponseHead::internal_error().to_http1();
         if let Ok(conn) = self.conn() {
-            if crate::watchdog::claim_answer() {
+            if self.clock.claim_answer(self.thread) {
                 let _ = conn.write_parts(&[&head, INTERNAL_ERROR_BODY]);
             }
         }
@@ -194,7 +201,15 @@ mod tests {
         keep_alive: KeepAlive,
     ) -> (SharedResponse<UwsgiWriter>, std::os::unix::net::UnixStream) {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        let writer = UwsgiWriter::new(Arc::new(Conn::Unix(ours)), head_only, keep_alive, None);
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let clock = Arc::new(RequestClock::new(&ngx_wsgi_config::Config::default(), stop));
+        let writer = UwsgiWriter::new(
+            Arc::new(Conn::Unix(ours)),
+            (clock, 0),
+            head_only,
+            keep_alive,
+            None,
+        );
         (ResponseState::new(writer, head_only), theirs)
     }
 
