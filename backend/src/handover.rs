@@ -19,10 +19,8 @@ use nix::sys::socket::{
     SockFlag, SockType,
 };
 use tokio::io::unix::AsyncFd;
-use tokio::sync::watch;
 
 use crate::conn::Conn;
-use crate::worker::{InFlight, ThreadContext};
 use ngx_wsgi_config::Protocol;
 
 /// The largest message: a protocol tag, a peer name and the start of a request head.
@@ -117,63 +115,46 @@ impl Handover {
     }
 }
 
-/// Takes up connections other workers hand over, on this request thread's runtime, until
-/// the worker stops; each is served as the slow path serves a kept-alive connection.
-pub async fn receive_loop(
-    receive: OwnedFd,
-    ctx: Arc<ThreadContext>,
-    stop_rx: watch::Receiver<bool>,
-    in_flight: Arc<InFlight>,
-) -> anyhow::Result<()> {
-    // SAFETY: the AsyncFd owns the socket, so the descriptor stays open and the same for as
-    // long as it is registered.
-    let socket = unsafe { AsyncFd::register_with_interest(receive, tokio::io::Interest::READABLE) }
-        .map_err(|err| err.into_parts().1)?;
-    let mut stop_watch = stop_rx.clone();
-    let stop = crate::worker::stopped(&mut stop_watch);
-    tokio::pin!(stop);
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    loop {
-        let mut ready = tokio::select! {
-            biased;
-            _ = &mut stop => return Ok(()),
-            ready = socket.readable() => ready?,
-        };
-        let Ok(received) = ready.try_io(|fd| take(fd.get_ref(), &mut buf)) else {
-            continue; // another worker took it
-        };
-        let (protocol, conn, peer, head) = match received {
-            Ok(Some(taken)) => taken,
-            Ok(None) => continue,
-            Err(err) => {
-                tracing::error!("taking a handed-over connection: {err}");
-                continue;
+/// The receiving end, on one request thread's runtime: whichever thread is free takes the
+/// next connection handed over.
+pub struct Incoming {
+    socket: AsyncFd<OwnedFd>,
+    buf: Vec<u8>,
+}
+
+impl Incoming {
+    pub fn new(receive: OwnedFd) -> io::Result<Incoming> {
+        // SAFETY: the AsyncFd owns the socket, so the descriptor stays open and the same
+        // for as long as it is registered.
+        let socket =
+            unsafe { AsyncFd::register_with_interest(receive, tokio::io::Interest::READABLE) }
+                .map_err(|err| err.into_parts().1)?;
+        Ok(Incoming {
+            socket,
+            buf: vec![0u8; MAX_MESSAGE],
+        })
+    }
+
+    /// The next connection handed over: its protocol, the socket, its peer's name and the
+    /// bytes read of its next request.
+    pub async fn next(&mut self) -> io::Result<Taken> {
+        loop {
+            let mut ready = self.socket.readable().await?;
+            let Ok(received) = ready.try_io(|fd| take(fd.get_ref(), &mut self.buf)) else {
+                continue; // another worker took it
+            };
+            match received {
+                Ok(Some(taken)) => return Ok(taken),
+                Ok(None) => continue,
+                Err(err) => tracing::error!("taking a handed-over connection: {err}"),
             }
-        };
-        tracing::debug!("{peer}: connection taken over from a retiring worker");
-        let guard = in_flight.enter();
-        let (ctx, stop_rx) = (ctx.clone(), stop_rx.clone());
-        tokio::spawn(async move {
-            match protocol {
-                Protocol::Uwsgi => {
-                    crate::uwsgi::serve_handed_over(conn, head, peer, ctx, stop_rx).await
-                }
-                Protocol::Http => match crate::conn::AsyncConn::register(conn) {
-                    Ok(conn) => crate::http::serve(conn, head, peer, ctx, stop_rx).await,
-                    Err(err) => tracing::error!("{peer}: cannot register the connection: {err}"),
-                },
-            }
-            drop(guard);
-        });
-        // Its request first: the next connection waiting goes to whichever thread is free
-        // then, this one or another worker's, not to this thread by default.
-        tokio::task::yield_now().await;
+        }
     }
 }
 
 /// A connection taken over: its protocol, the socket, its peer's name and the bytes read
 /// of its next request.
-type Taken = (Protocol, Conn, String, Vec<u8>);
+pub type Taken = (Protocol, Conn, String, Vec<u8>);
 
 /// Receives one message: the connection, its peer's name and the bytes read of it.
 fn take(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<Taken>> {

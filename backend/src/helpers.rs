@@ -133,12 +133,12 @@ impl Helpers {
             return true;
         }
         match code {
-            Some(crate::worker::EXIT_RECYCLED) => {
+            Some(crate::process::EXIT_RECYCLED) => {
                 tracing::info!(
                     "{name} (pid {pid}) retired itself (reason above); starting its replacement"
                 )
             }
-            Some(crate::master::EXIT_APP_LOAD_FAILED) => {
+            Some(crate::process::EXIT_APP_LOAD_FAILED) => {
                 tracing::error!(
                     "{name} could not load the app (see above); not respawning it until a reload"
                 );

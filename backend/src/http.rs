@@ -21,17 +21,19 @@ use pyo3::prelude::*;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::conn::{AsyncConn, PrefixedConn};
+use crate::context::{ThreadContext, WorkerContext};
+use crate::outcome::Outcome;
 use crate::reqlog::{RequestLine, Vars};
-use crate::worker::{ThreadContext, WorkerContext};
 use crate::wsgi::input::{Body, WsgiInput};
 use crate::wsgi::response::{lock, ResponseHead, ResponseState, ResponseWriter};
-use crate::wsgi::{close_iterable, EnvironSource, Outcome};
+use crate::wsgi::{close_iterable, EnvironSource};
 use ngx_wsgi_config::Protocol;
 
 const MEMORY_BODY_LIMIT: usize = 1 << 20;
 
 /// Serves one HTTP connection until the client closes it or the worker stops. `prefix`:
-/// bytes of it another worker read before handing it over.
+/// bytes of it another worker read before handing it over. `head_in` is told when the
+/// first request's head has been read (the accept loop waits for it).
 ///
 /// When the worker stops, a request in progress is finished and its response says
 /// `Connection: close`; an idle connection is handed over to the serving workers if this
@@ -43,6 +45,7 @@ pub async fn serve(
     peer: String,
     ctx: Arc<ThreadContext>,
     mut stop_rx: watch::Receiver<bool>,
+    head_in: Option<tokio::sync::oneshot::Sender<()>>,
 ) {
     let (remote, local_port) = match &conn {
         AsyncConn::Tcp(s) => (
@@ -56,9 +59,13 @@ pub async fn serve(
     // Requests whose response is not all written yet: hyper drops a response's body once
     // it is, and the body holds one of these.
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let head_in = std::sync::Mutex::new(head_in);
     let service = {
         let (ctx, peer, active) = (ctx.clone(), peer.clone(), active.clone());
         hyper::service::service_fn(move |request| {
+            if let Some(head_in) = head_in.lock().ok().and_then(|mut slot| slot.take()) {
+                let _ = head_in.send(());
+            }
             let guard = ActiveRequest::enter(&active);
             let handled = handle(
                 request,

@@ -359,7 +359,7 @@ impl RequestThread {
             // None: readable, to be read once claimed.
             let woken = tokio::select! {
                 biased;
-                _ = crate::worker::stopped(stop_rx) => Some(Waited::Stopped),
+                _ = crate::process::stopped(stop_rx) => Some(Waited::Stopped),
                 _ = entry.settled.notified() => {
                     if entry.state.load(Ordering::SeqCst) == GIVEN {
                         return Waited::Given;

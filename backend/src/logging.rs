@@ -4,7 +4,6 @@
 //! `logging` and `print`, `wsgi.errors` and the daemon's lines all land in one place.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,36 +15,6 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
-
-/// 0 in the master, N in worker N.
-static WORKER_ID: AtomicU32 = AtomicU32::new(0);
-
-/// N in spooler process N, 0 elsewhere.
-static SPOOLER_ID: AtomicU32 = AtomicU32::new(0);
-
-pub fn set_spooler_id(id: u32) {
-    SPOOLER_ID.store(id, Ordering::Relaxed);
-}
-
-/// N in mule N, 0 elsewhere (`uwsgi.mule_id()`).
-static MULE_ID: AtomicU32 = AtomicU32::new(0);
-
-pub fn set_mule_id(id: u32) {
-    MULE_ID.store(id, Ordering::Relaxed);
-}
-
-pub fn mule_id() -> u32 {
-    MULE_ID.load(Ordering::Relaxed)
-}
-
-pub fn set_worker_id(id: u32) {
-    WORKER_ID.store(id, Ordering::Relaxed);
-}
-
-/// N in worker N, 0 in the master.
-pub fn worker_id() -> u32 {
-    WORKER_ID.load(Ordering::Relaxed)
-}
 
 pub fn init(config: &Config) -> anyhow::Result<()> {
     reopen(config)?;
@@ -158,8 +127,7 @@ where
         SystemTime.format_time(&mut writer)?;
         let level = event.metadata().level().as_str().to_ascii_lowercase();
         let pid = std::process::id();
-        let ids = [&WORKER_ID, &SPOOLER_ID, &MULE_ID].map(|id| id.load(Ordering::Relaxed));
-        match ids {
+        match crate::process::ids() {
             [0, 0, 0] => write!(writer, " [{level}] master {pid}: ")?,
             [0, 0, mule] => write!(writer, " [{level}] mule {mule} ({pid}): ")?,
             [0, spooler, _] => write!(writer, " [{level}] spooler {spooler} ({pid}): ")?,

@@ -33,11 +33,10 @@ use crate::daemons::Daemons;
 use crate::handover::HandoverSockets;
 use crate::helpers::{Helpers, Job};
 use crate::listeners::{self, BoundListener, ListeningSocket};
+use crate::process::{self, EXIT_APP_LOAD_FAILED};
 use crate::reqlog::RequestLogger;
 use crate::{fifo, logging, procname, python, stats, worker};
 
-/// Exit code of a worker whose app failed to load (`--lazy-apps`): respawning would loop.
-pub const EXIT_APP_LOAD_FAILED: i32 = 3;
 /// Set in the environment of a probe process that only loads the app and exits.
 pub const CHECK_APP_ENV: &str = "NGX_WSGI_CHECK_APP";
 const OLD_WORKERS_ENV: &str = "NGX_WSGI_OLD_WORKERS";
@@ -177,7 +176,7 @@ impl ChainReload {
         while let Some(id) = self.pending.pop() {
             if let Some((pid, worker)) = workers.iter_mut().find(|(_, w)| w.id == id) {
                 worker.retiring = Some("chain reload");
-                let _ = kill(*pid, worker::RETIRE);
+                let _ = kill(*pid, process::RETIRE);
                 self.current = Some((id, Instant::now()));
                 return true;
             }
@@ -200,7 +199,7 @@ fn check_workers(workers: &mut Workers, config: &Config, last_memory_check: &mut
                     worker.id
                 );
                 worker.retiring = Some("max-worker-lifetime");
-                let _ = kill(*pid, worker::RETIRE);
+                let _ = kill(*pid, process::RETIRE);
             }
         }
     }
@@ -246,7 +245,7 @@ fn cheap_one(workers: &mut Workers, cheaped: &mut HashSet<u32>, fewest: u32) -> 
     };
     worker.retiring = Some("cheaper");
     cheaped.insert(worker.id);
-    let _ = kill(*pid, worker::RETIRE);
+    let _ = kill(*pid, process::RETIRE);
     true
 }
 
@@ -314,7 +313,7 @@ impl IdleWatch {
 fn replace_all_workers(workers: &mut Workers, why: &'static str) {
     for (pid, worker) in workers.iter_mut().filter(|(_, w)| w.retiring.is_none()) {
         worker.retiring = Some(why);
-        let _ = kill(*pid, worker::RETIRE);
+        let _ = kill(*pid, process::RETIRE);
     }
 }
 
@@ -324,7 +323,7 @@ pub fn check_app(config: &Config) -> i32 {
         tracing::error!("{err:#}");
         return EXIT_APP_LOAD_FAILED;
     }
-    match python::initialize(config)
+    match python::initialize(config, crate::uwsgi_api::install)
         .and_then(|()| Python::attach(|py| python::load_app(py, config)).map(drop))
     {
         Ok(()) => 0,
@@ -568,7 +567,7 @@ fn serve(
     signals: &Signals,
     request_log: &Arc<RequestLogger>,
 ) -> anyhow::Result<i32> {
-    python::initialize(config)?;
+    python::initialize(config, crate::uwsgi_api::install)?;
     procname::set(config, None);
     // Before the first fork: every worker maps the same caches.
     crate::cache::install(config)?;
@@ -731,7 +730,7 @@ fn serve(
             let old_workers_stop = if std::mem::take(&mut brutal_reload) {
                 Signal::SIGINT
             } else {
-                worker::RETIRE
+                process::RETIRE
             };
             let stats = stats_socket.zip(config.stats.as_ref());
             if let Some(notifier) = &notifier {
@@ -978,7 +977,7 @@ impl Spawner<'_> {
 /// inherited ones and be lost: the signals stay blocked across fork(); the child unblocks
 /// them once its handlers are in place, and gets any pending one then.
 fn fork_child() -> anyhow::Result<Option<Pid>> {
-    let stop_signals = worker::stop_signals();
+    let stop_signals = process::stop_signals();
     stop_signals
         .thread_block()
         .context("blocking signals for fork()")?;
@@ -1002,12 +1001,12 @@ fn spawn_helper(job: &Job, config: &Config) -> anyhow::Result<Pid> {
     // In the child: never return into the master's loop.
     let title = match job {
         Job::Spooler { slot, .. } => {
-            logging::set_spooler_id(*slot as u32 + 1);
+            process::set_spooler_id(*slot as u32 + 1);
             crate::spooler::become_spooler();
             format!("ngx-wsgi spooler {}", slot + 1)
         }
         Job::Mule { id, .. } => {
-            logging::set_mule_id(*id);
+            process::set_mule_id(*id);
             crate::mules::stop_at_once();
             format!("ngx-wsgi mule {id}")
         }
@@ -1055,7 +1054,7 @@ fn spawn_worker(id: u32, spawner: &Spawner<'_>) -> anyhow::Result<Pid> {
         return Ok(pid);
     }
     // In the child: never return into the master's loop.
-    logging::set_worker_id(id);
+    process::set_worker_id(id);
     procname::set(config, Some(id));
     stats::attach(id);
     if config.limit_as > 0 {
@@ -1165,7 +1164,7 @@ fn reap(
                 "worker {id} (pid {pid}) retired ({}); starting its replacement",
                 retiring.unwrap_or_default()
             ),
-            (Some(worker::EXIT_RECYCLED), _) => {
+            (Some(process::EXIT_RECYCLED), _) => {
                 tracing::info!(
                     "worker {id} (pid {pid}) retired itself (reason above); starting its replacement"
                 )
@@ -1195,7 +1194,7 @@ fn retire_old_workers() -> Vec<Pid> {
     };
     let stop = match std::env::var(OLD_WORKERS_STOP_ENV).as_deref() {
         Ok("SIGINT") => Signal::SIGINT,
-        _ => worker::RETIRE,
+        _ => process::RETIRE,
     };
     // SAFETY: single-threaded here; nothing else reads the environment.
     unsafe {

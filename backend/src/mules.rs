@@ -146,7 +146,7 @@ pub fn install(config: &Config) -> anyhow::Result<()> {
 }
 
 pub fn mule_id() -> u32 {
-    crate::logging::mule_id()
+    crate::process::mule_id()
 }
 
 /// Sends `message`; false when the queue is full (the message is not sent).
@@ -255,12 +255,12 @@ pub fn stop_at_once() {
         Signal::SIGINT,
         Signal::SIGQUIT,
         Signal::SIGHUP,
-        crate::worker::RETIRE,
+        crate::process::RETIRE,
     ] {
         // SAFETY: restoring the default disposition installs no handler of ours.
         let _ = unsafe { signal(sig, SigHandler::SigDfl) };
     }
-    let _ = crate::worker::stop_signals().thread_unblock();
+    let _ = crate::process::stop_signals().thread_unblock();
 }
 
 /// The mule process: runs its script, or hands each message to the app's

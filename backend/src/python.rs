@@ -9,7 +9,12 @@ use pyo3::types::PyList;
 
 /// Starts the interpreter in this process, without Python's signal handlers, so the
 /// master keeps SIGINT/SIGTERM for itself. Starts no thread: the master forks after this.
-pub fn initialize(config: &Config) -> anyhow::Result<()> {
+/// `install_api` makes the `uwsgi` module importable (`uwsgi_api::install`), once the
+/// paths are set and before the app is imported.
+pub fn initialize(
+    config: &Config,
+    install_api: impl FnOnce(Python<'_>, &Config) -> PyResult<()>,
+) -> anyhow::Result<()> {
     // Environment first: the app may read it at import time, and `os.environ` is
     // snapshotted when the interpreter starts.
     for (key, value) in &config.env {
@@ -36,7 +41,7 @@ pub fn initialize(config: &Config) -> anyhow::Result<()> {
             sys_path.insert(index, dir.to_string_lossy().as_ref())?;
         }
         sys_path.insert(0, "")?;
-        crate::uwsgi_api::install(py, config)?;
+        install_api(py, config)?;
         // `pyargv`: sys.argv as uWSGI gives it, the program name and the words given.
         if let Some(pyargv) = &config.pyargv {
             let mut argv = vec!["ngx-wsgi"];

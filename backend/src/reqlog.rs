@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ngx_wsgi_config::{Config, LogTarget};
 
-use crate::wsgi::Outcome;
+use crate::outcome::Outcome;
 
 /// What a request log line can say about one request.
 pub struct RequestRecord<'a> {
@@ -347,7 +347,7 @@ impl RequestLogger {
             "ltime" => ctime(r.started),
             "ftime" => strftime("%d/%b/%Y:%H:%M:%S %z", r.started),
             "pid" => std::process::id().to_string(),
-            "wid" => crate::logging::worker_id().to_string(),
+            "wid" => crate::process::worker_id().to_string(),
             "core" => r.core.to_string(),
             "switches" => "1".into(),
             "headers" => r.headers.to_string(),

@@ -423,11 +423,27 @@ pub fn spawn_worker_thread(id: u32) -> anyhow::Result<()> {
                     while pending != 0 {
                         let bit = pending.trailing_zeros();
                         pending &= pending - 1;
-                        crate::uwsgi_api::run_signal_handler((word * 64) as u8 + bit as u8);
+                        run_signal_handler((word * 64) as u8 + bit as u8);
                     }
                 }
             }
         })
         .context("cannot start the signal handler thread")?;
     Ok(())
+}
+
+/// Runs the app's handler of uWSGI signal `n` (in a worker's signal thread).
+fn run_signal_handler(n: u8) {
+    use pyo3::prelude::*;
+    Python::attach(|py| {
+        let dispatched = py
+            .import("uwsgi")
+            .and_then(|uwsgi| uwsgi.call_method1("_dispatch_signal", (n,)));
+        if let Err(err) = dispatched {
+            tracing::error!(
+                "the handler of uWSGI signal {n} raised:\n{}",
+                crate::python::format_exception(py, &err)
+            );
+        }
+    });
 }

@@ -392,14 +392,14 @@ enum Outcome {
 }
 
 /// The spooler process: runs the tasks of `dir` until told to stop. Returns the exit
-/// code (worker::EXIT_RECYCLED after `spooler-max-tasks`).
+/// code (process::EXIT_RECYCLED after `spooler-max-tasks`).
 pub fn run(config: &Config, slot: usize, dir: &Path) -> i32 {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGQUIT,
-        crate::worker::RETIRE as i32,
+        crate::process::RETIRE as i32,
     ] {
         if let Err(err) = signal_hook::flag::register(signal, stop.clone()) {
             tracing::error!("spooler: cannot handle signal {signal}: {err}");
@@ -411,7 +411,7 @@ pub fn run(config: &Config, slot: usize, dir: &Path) -> i32 {
         Arc::new(AtomicBool::new(false)),
     );
     // The master blocked these around fork(); a stop sent meanwhile arrives now.
-    let _ = crate::worker::stop_signals().thread_unblock();
+    let _ = crate::process::stop_signals().thread_unblock();
 
     let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
         .map_err(|err| {
@@ -449,7 +449,7 @@ pub fn run(config: &Config, slot: usize, dir: &Path) -> i32 {
                         tracing::info!(
                             "spooler-max-tasks: ran {done} tasks: exiting, to be replaced"
                         );
-                        return crate::worker::EXIT_RECYCLED;
+                        return crate::process::EXIT_RECYCLED;
                     }
                 }
                 Outcome::NotDue(at) => next_due = Some(next_due.map_or(at, |n| n.min(at))),

@@ -16,7 +16,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use crate::listeners::{BoundListener, ListeningSocket};
-use crate::wsgi::Outcome;
+use crate::outcome::Outcome;
 use ngx_wsgi_config::Config;
 
 /// One worker's counters. All-zero is the valid "nothing yet" state (fresh mmap memory).

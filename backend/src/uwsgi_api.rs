@@ -174,7 +174,7 @@ fn run_hook(py: Python<'_>, name: &str) {
 }
 
 fn master() -> Pid {
-    match crate::logging::worker_id() {
+    match crate::process::worker_id() {
         0 if !crate::spooler::i_am_the_spooler() => nix::unistd::getpid(),
         _ => nix::unistd::getppid(),
     }
@@ -182,7 +182,7 @@ fn master() -> Pid {
 
 #[pyfunction]
 fn worker_id() -> u32 {
-    crate::logging::worker_id()
+    crate::process::worker_id()
 }
 
 #[pyfunction]
@@ -536,19 +536,4 @@ fn parsefile<'py>(
 #[pyfunction]
 fn set_user_harakiri(seconds: u64) -> PyResult<()> {
     crate::watchdog::set_user_harakiri(seconds).map_err(value_error)
-}
-
-/// Runs the app's handler of uWSGI signal `n` (in a worker's signal thread).
-pub fn run_signal_handler(n: u8) {
-    Python::attach(|py| {
-        let dispatched = py
-            .import("uwsgi")
-            .and_then(|uwsgi| uwsgi.call_method1("_dispatch_signal", (n,)));
-        if let Err(err) = dispatched {
-            tracing::error!(
-                "the handler of uWSGI signal {n} raised:\n{}",
-                crate::python::format_exception(py, &err)
-            );
-        }
-    });
 }

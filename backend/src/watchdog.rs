@@ -102,7 +102,7 @@ impl RequestClock {
             max_requests: match config.max_requests {
                 0 => u64::MAX,
                 n => n.saturating_add(
-                    u64::from(crate::logging::worker_id())
+                    u64::from(crate::process::worker_id())
                         .saturating_mul(config.max_requests_delta),
                 ),
             },

@@ -4,202 +4,22 @@
 //! No request crosses threads, so serving one costs no hand-off. Signals: SIGTERM stops
 //! accepting and lets in-flight requests finish; SIGINT and SIGQUIT exit at once.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
 use pyo3::prelude::*;
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 
 use crate::conn::AsyncConn;
+use crate::context::{InFlight, ThreadContext, WorkerContext};
 use crate::handover::{Handover, HandoverSockets};
-use crate::idle::{RequestThread, RequestThreads};
+use crate::idle::RequestThreads;
 use crate::listeners::{BoundListener, ListeningSocket};
-use crate::reqlog::{RequestLine, RequestLogger, RequestRecord};
+use crate::process::{stop_signals, stopped, EXIT_RECYCLED};
+use crate::reqlog::RequestLogger;
 use crate::watchdog::RequestClock;
-use crate::wsgi::{Outcome, WsgiApp};
+use crate::wsgi::WsgiApp;
 use ngx_wsgi_config::{Config, Protocol};
-
-/// What every request thread of a worker shares.
-pub struct WorkerContext {
-    pub app: WsgiApp,
-    pub buffer_size: usize,
-    pub log_requests: bool,
-    /// `log-4xx`, `log-5xx`, `log-slow`: lines kept with `disable-logging`.
-    pub log_4xx: bool,
-    pub log_5xx: bool,
-    pub log_slow: Option<std::time::Duration>,
-    /// `limit-post`: the largest request body served.
-    pub limit_post: Option<u64>,
-    /// `harakiri` and `max-requests`.
-    pub requests: Arc<RequestClock>,
-    /// `socket-timeout`: how long a peer may take to send its request head once connected.
-    /// nginx sends it at once; a peer that does not is stuck or hostile, and would hold up
-    /// a graceful stop.
-    pub head_timeout: std::time::Duration,
-    /// `reload-on-exception`: the worker retires after a request whose app raised.
-    pub reload_on_exception: bool,
-    /// `so-keepalive`: TCP keepalive on accepted connections.
-    pub so_keepalive: bool,
-    /// `static-map`, `check-static`: files served before the app.
-    pub static_files: Option<crate::static_files::StaticFiles>,
-    /// The request log line's format and where it goes.
-    pub request_log: Arc<RequestLogger>,
-    /// Where idle connections go when this worker retires.
-    pub handover: Arc<Handover>,
-}
-
-/// What a request thread's requests see: the worker's context and the thread itself,
-/// made once per thread and passed down as a value.
-pub struct ThreadContext {
-    pub worker: Arc<WorkerContext>,
-    /// What the idle-connection mover knows of this thread (`idle.rs`).
-    pub thread: RequestThread,
-    /// One app call at a time per request thread, as with uWSGI's threads.
-    app_slot: Arc<Semaphore>,
-}
-
-impl std::ops::Deref for ThreadContext {
-    type Target = WorkerContext;
-
-    fn deref(&self) -> &WorkerContext {
-        &self.worker
-    }
-}
-
-impl ThreadContext {
-    /// Waits until this thread is free to run the app.
-    pub async fn app_slot(&self) -> OwnedSemaphorePermit {
-        // The semaphore is never closed, so acquiring only waits.
-        self.app_slot
-            .clone()
-            .acquire_owned()
-            .await
-            .unwrap_or_else(|_| unreachable!("app slot semaphore closed"))
-    }
-}
-
-impl WorkerContext {
-    /// Whether this worker goes away while the others serve on (the master replaces it, or
-    /// `max-requests`): its idle connections are then handed over, not closed.
-    pub fn retiring(&self) -> bool {
-        self.handover.retiring() || self.requests.recycled()
-    }
-
-    /// `limit-post`: why a body of at least `length` bytes is refused, if it is.
-    pub fn refuse_body(&self, length: u64) -> Option<String> {
-        let limit = self.limit_post.filter(|limit| length > *limit)?;
-        Some(format!(
-            "request body of {length} bytes is over limit-post = {limit} bytes"
-        ))
-    }
-
-    /// Whether [`WorkerContext::log_request`] writes a line for this outcome: failures
-    /// always, the others unless `disable-logging` (with its `log-4xx`, `log-5xx` and
-    /// `log-slow` exceptions).
-    pub fn should_log(&self, outcome: &Outcome, took: std::time::Duration) -> bool {
-        match outcome {
-            Outcome::Sent { status, .. } => {
-                self.log_requests
-                    || (self.log_4xx && (400..500).contains(status))
-                    || (self.log_5xx && *status >= 500)
-                    || self.log_slow.is_some_and(|slow| took >= slow)
-            }
-            _ => true,
-        }
-    }
-
-    /// What a worker does once a request is over: `reload-on-exception` retires it after
-    /// one in which the app raised.
-    pub fn after_request(&self, outcome: &Outcome) {
-        if self.reload_on_exception
-            && matches!(outcome, Outcome::AppFailed { .. } | Outcome::Aborted { .. })
-        {
-            self.requests.recycle(format_args!(
-                "the app raised an exception (reload-on-exception)"
-            ));
-        }
-    }
-
-    /// The request's log line, as uWSGI writes them (or as `log-format` says); a failure
-    /// is also logged as an error, with the traceback. `line` is only made when a line is
-    /// written (not per request with `disable-logging`).
-    pub fn log_request<'a>(
-        &self,
-        outcome: &Outcome,
-        started: std::time::Instant,
-        line: impl FnOnce() -> RequestLine<'a>,
-    ) {
-        let took = started.elapsed();
-        if self.should_log(outcome, took) {
-            let line = line();
-            self.write_request_line(&RequestRecord::new(&line, outcome, took), outcome);
-        }
-        crate::reqlog::clear_logvars();
-    }
-
-    fn write_request_line(&self, record: &RequestRecord<'_>, outcome: &Outcome) {
-        let (method, uri) = (record.method, record.uri);
-        match outcome {
-            Outcome::Sent { .. } => self.request_log.write(record),
-            Outcome::AppFailed { traceback } => {
-                let peer = record.client();
-                tracing::error!(
-                    "{peer} {method} {uri} => 500: the app raised an exception\n{traceback}"
-                );
-                self.request_log.write(record);
-            }
-            Outcome::Aborted { status, traceback } => {
-                let peer = record.client();
-                tracing::error!(
-                    "{peer} {method} {uri} => {status}, response aborted: the app raised after the headers were sent\n{traceback}"
-                );
-                self.request_log.write(record);
-            }
-            Outcome::PeerGone { reason } => {
-                let peer = record.client();
-                tracing::warn!("{peer} {method} {uri}: {reason}; connection closed")
-            }
-        }
-    }
-}
-
-/// Counts the connections a thread is serving, so a graceful stop can wait for them.
-#[derive(Default)]
-pub struct InFlight {
-    count: AtomicUsize,
-    idle: Notify,
-}
-
-pub struct InFlightGuard(Arc<InFlight>);
-
-impl InFlight {
-    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        InFlightGuard(self.clone())
-    }
-
-    pub async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.count.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-/// Exit code of a worker that stopped after `max-requests`: the master replaces it.
-pub const EXIT_RECYCLED: i32 = 4;
 
 /// Runs a worker until it is told to stop; returns the process exit code.
 pub fn run(
@@ -244,7 +64,7 @@ pub fn run(
         let sockets = dup_listeners(listeners)?;
         let receive = handover_sockets.receive.try_clone()?;
         let stop_rx = stop_rx.clone();
-        let ctx = thread_context(&ctx, request_threads.thread(index as usize));
+        let ctx = ThreadContext::new(&ctx, request_threads.thread(index as usize));
         let thread = std::thread::Builder::new()
             .name(format!("request-{index}"))
             .spawn(move || {
@@ -266,7 +86,7 @@ pub fn run(
     // write of 4 bytes is atomic on a pipe; a master gone meanwhile is no error here.
     let _ = nix::unistd::write(ready, &std::process::id().to_ne_bytes());
     // The main thread serves too.
-    let ctx = thread_context(&ctx, request_threads.thread(0));
+    let ctx = ThreadContext::new(&ctx, request_threads.thread(0));
     let result = serve_thread(ctx, sockets, receive, stop_rx);
     for thread in threads {
         let _ = thread.join();
@@ -274,14 +94,6 @@ pub fn run(
     result.map(|()| match requests.recycled() {
         true => EXIT_RECYCLED,
         false => 0,
-    })
-}
-
-fn thread_context(worker: &Arc<WorkerContext>, thread: RequestThread) -> Arc<ThreadContext> {
-    Arc::new(ThreadContext {
-        worker: worker.clone(),
-        thread,
-        app_slot: Arc::new(Semaphore::new(1)),
     })
 }
 
@@ -313,7 +125,7 @@ fn serve_thread(
         .context("cannot start the I/O runtime")?;
     runtime.block_on(async move {
         let in_flight = Arc::new(InFlight::default());
-        let mut loops = vec![tokio::spawn(crate::handover::receive_loop(
+        let mut loops = vec![tokio::spawn(handover_loop(
             handed_over,
             ctx.clone(),
             stop_rx.clone(),
@@ -351,27 +163,6 @@ fn serve_thread(
         Ok(())
     })
 }
-
-/// The signals the master blocks around fork() and the worker handles.
-pub fn stop_signals() -> nix::sys::signal::SigSet {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    for signal in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGHUP,
-        RETIRE,
-    ] {
-        set.add(signal);
-    }
-    set
-}
-
-/// What the master sends a worker it replaces while the others serve on (reload, chain
-/// reload, cheaper, max-worker-lifetime, ...): stop as SIGTERM does, and hand idle
-/// kept-alive connections over to them instead of closing them.
-pub const RETIRE: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGUSR1;
 
 /// Watches the stop signals on a thread of its own, so they act even while every
 /// request thread is busy in the app.
@@ -421,10 +212,6 @@ fn spawn_signal_thread(
     Ok(())
 }
 
-pub async fn stopped(stop_rx: &mut watch::Receiver<bool>) {
-    let _ = stop_rx.wait_for(|stop| *stop).await;
-}
-
 fn fast_exit(signal: &str) {
     tracing::info!("{signal}: exiting now");
     std::process::exit(0);
@@ -448,10 +235,17 @@ async fn http_accept_loop(
         ListeningSocket::Tcp(s) => Listener::Tcp(tokio::net::TcpListener::from_std(s)?),
     };
     loop {
+        // Only a free thread takes a new connection: one taken while the app runs here
+        // (or streams a body) would wait for it, where another thread, or another
+        // worker, could serve it now.
+        let free_then_accept = async {
+            drop(ctx.app_slot().await);
+            accept(&listener, &name, ctx.so_keepalive).await
+        };
         let accepted = tokio::select! {
             biased;
             _ = stopped(&mut stop_rx) => return Ok(()),
-            accepted = accept(&listener, &name, ctx.so_keepalive) => accepted,
+            accepted = free_then_accept => accepted,
         };
         let (conn, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -463,11 +257,28 @@ async fn http_accept_loop(
             }
         };
         let guard = in_flight.enter();
-        let (ctx, stop_rx) = (ctx.clone(), stop_rx.clone());
+        let (head_in, head_read) = tokio::sync::oneshot::channel();
+        let (task_ctx, task_stop_rx) = (ctx.clone(), stop_rx.clone());
         tokio::spawn(async move {
-            crate::http::serve(conn, Vec::new(), peer, ctx, stop_rx).await;
+            crate::http::serve(
+                conn,
+                Vec::new(),
+                peer,
+                task_ctx,
+                task_stop_rx,
+                Some(head_in),
+            )
+            .await;
             drop(guard);
         });
+        // As a uWSGI thread reads the request it accepted before it accepts another: the
+        // next connection is taken once this one's request head is in (its request then
+        // holds the thread, above), it ended, or socket-timeout passed.
+        tokio::select! {
+            biased;
+            _ = stopped(&mut stop_rx) => return Ok(()),
+            _ = tokio::time::timeout(ctx.head_timeout, head_read) => {}
+        }
     }
 
     /// Accepts a connection and names its peer for log lines: the client address over
@@ -491,5 +302,44 @@ async fn http_accept_loop(
                 (AsyncConn::Tcp(stream), addr.to_string())
             }
         })
+    }
+}
+
+/// Takes up connections other workers hand over, on this request thread's runtime, until
+/// the worker stops; each is served as the slow path serves a kept-alive connection.
+async fn handover_loop(
+    receive: std::os::fd::OwnedFd,
+    ctx: Arc<ThreadContext>,
+    stop_rx: watch::Receiver<bool>,
+    in_flight: Arc<InFlight>,
+) -> anyhow::Result<()> {
+    let mut incoming = crate::handover::Incoming::new(receive)?;
+    let mut stop_watch = stop_rx.clone();
+    let stop = stopped(&mut stop_watch);
+    tokio::pin!(stop);
+    loop {
+        let (protocol, conn, peer, head) = tokio::select! {
+            biased;
+            _ = &mut stop => return Ok(()),
+            taken = incoming.next() => taken?,
+        };
+        tracing::debug!("{peer}: connection taken over from a retiring worker");
+        let guard = in_flight.enter();
+        let (ctx, stop_rx) = (ctx.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            match protocol {
+                Protocol::Uwsgi => {
+                    crate::uwsgi::serve_handed_over(conn, head, peer, ctx, stop_rx).await
+                }
+                Protocol::Http => match AsyncConn::register(conn) {
+                    Ok(conn) => crate::http::serve(conn, head, peer, ctx, stop_rx, None).await,
+                    Err(err) => tracing::error!("{peer}: cannot register the connection: {err}"),
+                },
+            }
+            drop(guard);
+        });
+        // Its request first: the next connection waiting goes to whichever thread is free
+        // then, this one or another worker's, not to this thread by default.
+        tokio::task::yield_now().await;
     }
 }

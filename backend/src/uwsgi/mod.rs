@@ -25,13 +25,14 @@ use uwsgi_proto::{parse_request_head, HeadError, HeaderError, KeepAlive, Request
 use response::{UwsgiWriter, DRAIN_LIMIT};
 
 use crate::conn::{Conn, ConnReader, UwsgiConn};
+use crate::context::{InFlight, ThreadContext, WorkerContext};
 use crate::idle::Waited;
+use crate::outcome::Outcome;
 use crate::reqlog::{RequestLine, Vars};
 use crate::static_files::StaticAnswer;
-use crate::worker::{InFlight, ThreadContext, WorkerContext};
 use crate::wsgi::input::{Body, WsgiInput};
 use crate::wsgi::response::{lock, ResponseState};
-use crate::wsgi::{EnvironSource, Outcome};
+use crate::wsgi::EnvironSource;
 
 /// A listening uwsgi socket, already in non-blocking mode.
 pub enum UwsgiListener {
@@ -85,7 +86,7 @@ pub async fn accept_loop(
     let unix_peer = format!("unix:{name}");
     // Made once, not per connection: waiting on a watch channel registers a waiter.
     let mut stop_watch = stop_rx.clone();
-    let stop = crate::worker::stopped(&mut stop_watch);
+    let stop = crate::process::stopped(&mut stop_watch);
     tokio::pin!(stop);
     loop {
         let mut ready = tokio::select! {

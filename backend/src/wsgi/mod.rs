@@ -16,6 +16,7 @@ use input::{ClientDisconnected, WsgiInput};
 use objects::{ErrorsStream, FileWrapper};
 use response::{lock, ResponseWriter, SharedResponse, StartResponse};
 
+use crate::outcome::Outcome;
 use crate::python::format_exception;
 
 /// The app and the per-worker objects every environ shares.
@@ -36,18 +37,6 @@ enum Pull {
     Everything,
     /// Up to the head and the first body bytes.
     UntilHead,
-}
-
-/// How a request ended, for the request log line.
-pub enum Outcome {
-    /// The response was sent: status code and body bytes.
-    Sent { status: u16, bytes: u64 },
-    /// The app raised before committing a response; a 500 was sent (or attempted).
-    AppFailed { traceback: String },
-    /// The app raised after the head was sent: the response is cut short.
-    Aborted { status: u16, traceback: String },
-    /// The peer went away (short body, closed socket); nothing more can be sent.
-    PeerGone { reason: String },
 }
 
 impl WsgiApp {

@@ -1,0 +1,202 @@
+//! What a worker's requests see: the worker's shared context, each request thread's
+//! own, and the count of requests in flight a stopping worker waits for.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::handover::Handover;
+use crate::idle::RequestThread;
+use crate::outcome::Outcome;
+use crate::reqlog::{RequestLine, RequestLogger, RequestRecord};
+use crate::watchdog::RequestClock;
+use crate::wsgi::WsgiApp;
+
+/// What every request thread of a worker shares.
+pub struct WorkerContext {
+    pub app: WsgiApp,
+    pub buffer_size: usize,
+    pub log_requests: bool,
+    /// `log-4xx`, `log-5xx`, `log-slow`: lines kept with `disable-logging`.
+    pub log_4xx: bool,
+    pub log_5xx: bool,
+    pub log_slow: Option<std::time::Duration>,
+    /// `limit-post`: the largest request body served.
+    pub limit_post: Option<u64>,
+    /// `harakiri` and `max-requests`.
+    pub requests: Arc<RequestClock>,
+    /// `socket-timeout`: how long a peer may take to send its request head once connected.
+    /// nginx sends it at once; a peer that does not is stuck or hostile, and would hold up
+    /// a graceful stop.
+    pub head_timeout: std::time::Duration,
+    /// `reload-on-exception`: the worker retires after a request whose app raised.
+    pub reload_on_exception: bool,
+    /// `so-keepalive`: TCP keepalive on accepted connections.
+    pub so_keepalive: bool,
+    /// `static-map`, `check-static`: files served before the app.
+    pub static_files: Option<crate::static_files::StaticFiles>,
+    /// The request log line's format and where it goes.
+    pub request_log: Arc<RequestLogger>,
+    /// Where idle connections go when this worker retires.
+    pub handover: Arc<Handover>,
+}
+
+/// What a request thread's requests see: the worker's context and the thread itself,
+/// made once per thread and passed down as a value.
+pub struct ThreadContext {
+    pub worker: Arc<WorkerContext>,
+    /// What the idle-connection mover knows of this thread (`idle.rs`).
+    pub thread: RequestThread,
+    /// One app call at a time per request thread, as with uWSGI's threads.
+    app_slot: Arc<Semaphore>,
+}
+
+impl std::ops::Deref for ThreadContext {
+    type Target = WorkerContext;
+
+    fn deref(&self) -> &WorkerContext {
+        &self.worker
+    }
+}
+
+impl ThreadContext {
+    /// Waits until this thread is free to run the app.
+    pub async fn app_slot(&self) -> OwnedSemaphorePermit {
+        // The semaphore is never closed, so acquiring only waits.
+        self.app_slot
+            .clone()
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| unreachable!("app slot semaphore closed"))
+    }
+}
+
+impl WorkerContext {
+    /// Whether this worker goes away while the others serve on (the master replaces it, or
+    /// `max-requests`): its idle connections are then handed over, not closed.
+    pub fn retiring(&self) -> bool {
+        self.handover.retiring() || self.requests.recycled()
+    }
+
+    /// `limit-post`: why a body of at least `length` bytes is refused, if it is.
+    pub fn refuse_body(&self, length: u64) -> Option<String> {
+        let limit = self.limit_post.filter(|limit| length > *limit)?;
+        Some(format!(
+            "request body of {length} bytes is over limit-post = {limit} bytes"
+        ))
+    }
+
+    /// Whether [`WorkerContext::log_request`] writes a line for this outcome: failures
+    /// always, the others unless `disable-logging` (with its `log-4xx`, `log-5xx` and
+    /// `log-slow` exceptions).
+    pub fn should_log(&self, outcome: &Outcome, took: std::time::Duration) -> bool {
+        match outcome {
+            Outcome::Sent { status, .. } => {
+                self.log_requests
+                    || (self.log_4xx && (400..500).contains(status))
+                    || (self.log_5xx && *status >= 500)
+                    || self.log_slow.is_some_and(|slow| took >= slow)
+            }
+            _ => true,
+        }
+    }
+
+    /// What a worker does once a request is over: `reload-on-exception` retires it after
+    /// one in which the app raised.
+    pub fn after_request(&self, outcome: &Outcome) {
+        if self.reload_on_exception
+            && matches!(outcome, Outcome::AppFailed { .. } | Outcome::Aborted { .. })
+        {
+            self.requests.recycle(format_args!(
+                "the app raised an exception (reload-on-exception)"
+            ));
+        }
+    }
+
+    /// The request's log line, as uWSGI writes them (or as `log-format` says); a failure
+    /// is also logged as an error, with the traceback. `line` is only made when a line is
+    /// written (not per request with `disable-logging`).
+    pub fn log_request<'a>(
+        &self,
+        outcome: &Outcome,
+        started: std::time::Instant,
+        line: impl FnOnce() -> RequestLine<'a>,
+    ) {
+        let took = started.elapsed();
+        if self.should_log(outcome, took) {
+            let line = line();
+            self.write_request_line(&RequestRecord::new(&line, outcome, took), outcome);
+        }
+        crate::reqlog::clear_logvars();
+    }
+
+    fn write_request_line(&self, record: &RequestRecord<'_>, outcome: &Outcome) {
+        let (method, uri) = (record.method, record.uri);
+        match outcome {
+            Outcome::Sent { .. } => self.request_log.write(record),
+            Outcome::AppFailed { traceback } => {
+                let peer = record.client();
+                tracing::error!(
+                    "{peer} {method} {uri} => 500: the app raised an exception\n{traceback}"
+                );
+                self.request_log.write(record);
+            }
+            Outcome::Aborted { status, traceback } => {
+                let peer = record.client();
+                tracing::error!(
+                    "{peer} {method} {uri} => {status}, response aborted: the app raised after the headers were sent\n{traceback}"
+                );
+                self.request_log.write(record);
+            }
+            Outcome::PeerGone { reason } => {
+                let peer = record.client();
+                tracing::warn!("{peer} {method} {uri}: {reason}; connection closed")
+            }
+        }
+    }
+}
+
+/// Counts the connections a thread is serving, so a graceful stop can wait for them.
+#[derive(Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl InFlight {
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl ThreadContext {
+    pub fn new(worker: &Arc<WorkerContext>, thread: RequestThread) -> Arc<ThreadContext> {
+        Arc::new(ThreadContext {
+            worker: worker.clone(),
+            thread,
+            app_slot: Arc::new(Semaphore::new(1)),
+        })
+    }
+}
