@@ -226,7 +226,8 @@ fn bind(spec: &Listener, config: &Config) -> anyhow::Result<BoundListener> {
             socket
                 .bind(&SockAddr::unix(path)?)
                 .with_context(|| format!("cannot bind unix socket \"{}\"", path.display()))?;
-            socket.listen(backlog)?;
+            // Mode and owner before listen(): nginx connecting in between would be refused
+            // (its workers run as another user) and answer 502.
             if let Some(mode) = config.chmod_socket {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                     .with_context(|| format!("cannot chmod \"{}\"", path.display()))?;
@@ -234,6 +235,7 @@ fn bind(spec: &Listener, config: &Config) -> anyhow::Result<BoundListener> {
             if let Some(owner) = &config.chown_socket {
                 chown_socket(path, owner)?;
             }
+            socket.listen(backlog)?;
             ListeningSocket::Unix(UnixListener::from(OwnedFd::from(socket)))
         }
         ListenAddr::Abstract(name) => {
