@@ -22,7 +22,7 @@ use ngx::{ngx_conf_log_error, ngx_log_error};
 use ngx_wsgi_config::nginx::{check, upstream_url, NginxSide, Severity, WorkerUser};
 use ngx_wsgi_config::{load_file, Parsed};
 
-use crate::{bytes, core_loc_conf, directive_args, WsgiLocConf};
+use crate::{core_loc_conf, directive_args, WsgiLocConf};
 
 /// Idle connections to the daemon each nginx worker keeps for reuse, unless
 /// `wsgi_app FILE keepalive=N;` says otherwise. nginx closes a connection after its
@@ -49,7 +49,7 @@ pub struct AppBinding {
 }
 
 fn show(s: &ngx_str_t) -> String {
-    String::from_utf8_lossy(bytes(s)).into_owned()
+    String::from_utf8_lossy(s.as_bytes()).into_owned()
 }
 
 /// `wsgi_app FILE [keepalive=N|off];` (called through `crate::ngx_http_wsgi_app`, which
@@ -215,7 +215,7 @@ unsafe fn reuse_connections(
         }
         *slots.add((*keepalive).ctx_index) = keepalive_conf;
         let mut command = (*keepalive).commands;
-        while (*command).name.len != 0 && bytes(&(*command).name) != b"keepalive" {
+        while (*command).name.len != 0 && (*command).name.as_bytes() != b"keepalive" {
             command = command.add(1);
         }
         let set = (*command)

@@ -438,18 +438,7 @@ pub static mut ngx_http_wsgi_module: ngx_module_t = ngx_module_t {
 unsafe fn directive_args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
     // SAFETY: during a directive handler, cf->args is an array of ngx_str_t holding the
     // directive's words, alive for the whole configuration parse.
-    unsafe {
-        let args = &*(*cf).args;
-        core::slice::from_raw_parts(args.elts as *const ngx_str_t, args.nelts)
-    }
-}
-
-fn bytes(s: &ngx_str_t) -> &[u8] {
-    if s.len == 0 {
-        return &[];
-    }
-    // SAFETY: an ngx_str_t from nginx points at `len` readable bytes.
-    unsafe { core::slice::from_raw_parts(s.data, s.len) }
+    unsafe { (*(*cf).args).as_slice::<ngx_str_t>() }
 }
 
 /// The core module's location configuration of the block being parsed.
@@ -521,7 +510,7 @@ fn wsgi_pass_directive(
     // SAFETY: cf is the configuration of the location this directive is in.
     let clcf = unsafe { core_loc_conf(cf) };
     clcf.handler = Some(upstream::ngx_http_wsgi_handler);
-    if bytes(&address).contains(&b'$') {
+    if address.as_bytes().contains(&b'$') {
         // Evaluated for each request (upstream::resolve_pass_value), as uwsgi_pass does.
         // SAFETY: cf is valid; the compiled value lives in the configuration pool.
         unsafe {
@@ -541,7 +530,7 @@ fn wsgi_pass_directive(
         }
         return NGX_CONF_OK;
     }
-    if let Some(rest) = bytes(&address).strip_prefix(b"uwsgi://") {
+    if let Some(rest) = address.as_bytes().strip_prefix(b"uwsgi://") {
         address = ngx_str_t {
             len: rest.len(),
             data: rest.as_ptr() as *mut u8,
@@ -556,7 +545,7 @@ fn wsgi_pass_directive(
     if conf.upstream.upstream.is_null() {
         return NGX_CONF_ERROR;
     }
-    if bytes(&address).ends_with(b"/") {
+    if address.as_bytes().ends_with(b"/") {
         clcf.set_auto_redirect(1);
     }
     NGX_CONF_OK
@@ -580,7 +569,7 @@ fn wsgi_param_directive(
 ) -> *mut c_char {
     // SAFETY: nginx calls this with its configuration and our location configuration.
     let (conf, args) = unsafe { (&mut *(conf as *mut WsgiLocConf), directive_args(cf)) };
-    let skip_empty = match args.get(3).map(bytes) {
+    let skip_empty = match args.get(3).map(ngx_str_t::as_bytes) {
         None => false,
         Some(b"if_not_empty") => true,
         Some(other) => {
@@ -635,7 +624,7 @@ unsafe fn push_param(
                 variable: -1,
             },
         );
-        if let Some(name) = ngx_wsgi_config::nginx::lone_variable(bytes(&value)) {
+        if let Some(name) = ngx_wsgi_config::nginx::lone_variable(value.as_bytes()) {
             let mut name = ngx_str_t {
                 len: name.len(),
                 data: name.as_ptr() as *mut u8,
@@ -980,11 +969,10 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
         let user: &[WsgiParam] = if conf.user_params.is_null() {
             &[]
         } else {
-            let a = &*conf.user_params;
-            core::slice::from_raw_parts(a.elts as *const WsgiParam, a.nelts)
+            (*conf.user_params).as_slice::<WsgiParam>()
         };
         for (name, value, skip_empty) in DEFAULT_PARAMS {
-            if user.iter().any(|u| bytes(&u.key) == name.as_bytes()) {
+            if user.iter().any(|u| u.key.as_bytes() == name.as_bytes()) {
                 continue;
             }
             let key = ngx_str_t {

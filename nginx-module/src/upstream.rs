@@ -23,7 +23,7 @@ use ngx::ffi::{
 };
 use ngx::ngx_string;
 
-use crate::{bytes, ngx_http_wsgi_module, WsgiLocConf, WsgiParam};
+use crate::{ngx_http_wsgi_module, WsgiLocConf, WsgiParam};
 use uwsgi_proto::{header_separator, header_var_char, same_header_var};
 
 /// Logs an error on the request's connection log (nginx's error_log), as NGX_LOG_ERR.
@@ -203,7 +203,7 @@ unsafe fn resolve_pass_value(r: *mut ngx_http_request_t, value: &ngx_http_comple
         {
             return false;
         }
-        let mut address = bytes(&evaluated);
+        let mut address = evaluated.as_bytes();
         if let Some(rest) = address.strip_prefix(b"uwsgi://") {
             address = rest;
         }
@@ -287,21 +287,22 @@ unsafe fn header_vars(
     // SAFETY: per the contract; every walk below is over the same live list.
     let all = unsafe { headers(r) };
     all.enumerate().filter_map(move |(i, header)| {
-        let name = bytes(&header.key);
+        let name = header.key.as_bytes();
         let replaced = params.iter().any(|p| {
-            bytes(&p.key)
+            p.key
+                .as_bytes()
                 .strip_prefix(b"HTTP_")
                 .is_some_and(|k| same_header_var(k, name))
         });
         // SAFETY: as above.
         let mut earlier = unsafe { headers(r) }.take(i);
-        if replaced || earlier.any(|e| same_header_var(bytes(&e.key), name)) {
+        if replaced || earlier.any(|e| same_header_var(e.key.as_bytes(), name)) {
             return None;
         }
         // SAFETY: as above.
         let repeats = unsafe { headers(r) }
             .skip(i + 1)
-            .filter(move |e| same_header_var(bytes(&e.key), name));
+            .filter(move |e| same_header_var(e.key.as_bytes(), name));
         Some((header, repeats))
     })
 }
@@ -397,7 +398,7 @@ unsafe fn encode_packet(
     // the packet go in the request pool, the header list belongs to the request.
     unsafe {
         let params: &[WsgiParam] = match conf.params.as_ref() {
-            Some(a) => core::slice::from_raw_parts(a.elts as *const WsgiParam, a.nelts),
+            Some(a) => a.as_slice::<WsgiParam>(),
             None => &[],
         };
         let values = match params.len() {
@@ -415,13 +416,13 @@ unsafe fn encode_packet(
         for (param, value) in params.iter().zip(values.iter_mut()) {
             *value = param_value(r, param).ok_or(None)?;
             if !(param.skip_empty && value.len == 0) {
-                size += 4 + param.key.len + field(value.len, bytes(&param.key))?;
+                size += 4 + param.key.len + field(value.len, param.key.as_bytes())?;
             }
         }
         let pass_headers = conf.upstream.pass_request_headers != 0;
         if pass_headers {
             for (header, repeats) in header_vars(r, params) {
-                let name = bytes(&header.key);
+                let name = header.key.as_bytes();
                 let joined: usize = repeats.map(|e| 2 + e.value.len).sum();
                 size += 4 + 5 + name.len() + field(header.value.len + joined, name)?;
             }
@@ -442,19 +443,19 @@ unsafe fn encode_packet(
         w.put(&[conf.modifier2 as u8]);
         for (param, value) in params.iter().zip(values.iter()) {
             if !(param.skip_empty && value.len == 0) {
-                w.var(bytes(&param.key), bytes(value));
+                w.var(param.key.as_bytes(), value.as_bytes());
             }
         }
         if pass_headers {
             for (header, repeats) in header_vars(r, params) {
-                let name = bytes(&header.key);
+                let name = header.key.as_bytes();
                 let joined: usize = repeats.clone().map(|e| 2 + e.value.len).sum();
                 w.header_key(name);
                 w.len(header.value.len + joined);
-                w.put(bytes(&header.value));
+                w.put(header.value.as_bytes());
                 for repeat in repeats {
                     w.put(header_separator(name));
-                    w.put(bytes(&repeat.value));
+                    w.put(repeat.value.as_bytes());
                 }
             }
         }
@@ -630,7 +631,7 @@ fn process_header_body(r: *mut ngx_http_request_t) -> ngx_int_t {
                 // The server's promise to keep the connection (docs/protocol.md).
                 let lowcase_key = core::slice::from_raw_parts(h.lowcase_key, h.key.len);
                 if lowcase_key == b"connection"
-                    && bytes(&h.value).eq_ignore_ascii_case(b"keep-alive")
+                    && h.value.as_bytes().eq_ignore_ascii_case(b"keep-alive")
                 {
                     if let Some(ctx) = request_ctx(r) {
                         ctx.server_keeps_alive = true;
@@ -649,7 +650,7 @@ fn process_header_body(r: *mut ngx_http_request_t) -> ngx_int_t {
             if rc == NGX_HTTP_PARSE_HEADER_DONE as ngx_int_t {
                 if u.headers_in.status_n == 0 {
                     if let Some(status) = u.headers_in.status.as_ref() {
-                        let line = bytes(&status.value);
+                        let line = status.value.as_bytes();
                         let code = line
                             .get(..3)
                             .and_then(|d| std::str::from_utf8(d).ok()?.parse::<usize>().ok());
