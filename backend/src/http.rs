@@ -354,12 +354,8 @@ fn run_app(
             };
             log.status = head.code;
             log.bytes = state.body_bytes;
-            log.response_head = (head.headers.len(), head.to_http1().len());
-            log.content_length = head
-                .headers
-                .iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, value)| value.trim().parse().ok());
+            log.response_head = (head.header_count, head.http1_len());
+            log.content_length = head.content_length();
             let finished = match rest {
                 Some(_) => None,
                 None => Some(Outcome::Sent {
@@ -493,17 +489,16 @@ fn build_response(head: &ResponseHead, body: WsgiBody) -> Response<WsgiBody> {
     let mut response = Response::new(body);
     *response.status_mut() =
         StatusCode::from_u16(head.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Some(reason) = head.status.get(4..).filter(|r| !r.is_empty()) {
-        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()) {
+    if !head.reason().is_empty() {
+        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.reason().to_vec()) {
             response.extensions_mut().insert(reason);
         }
     }
     let headers = response.headers_mut();
-    for (name, value) in &head.headers {
-        let value: Vec<u8> = value.chars().map(|c| c as u8).collect();
+    for (name, value) in head.headers() {
         if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_bytes(&value),
+            http::HeaderName::from_bytes(name),
+            http::HeaderValue::from_bytes(value),
         ) {
             headers.append(name, value);
         }
@@ -797,12 +792,8 @@ impl Drop for WsgiBody {
 mod tests {
     use super::*;
 
-    fn started(state: &mut ResponseState<Collected>, code: u16, status: &str) {
-        state.head = Some(ResponseHead {
-            code,
-            status: status.into(),
-            headers: vec![],
-        });
+    fn started(state: &mut ResponseState<Collected>, status: &str) {
+        state.head = Some(ResponseHead::new(status, &[]));
     }
 
     #[test]
@@ -813,7 +804,7 @@ mod tests {
             state.send_body(b"x").is_err(),
             "a body before start_response is an error"
         );
-        started(&mut state, 204, "204 No Content");
+        started(&mut state, "204 No Content");
         state.send_body(b"abc").unwrap();
         state.send_body(b"de").unwrap();
         assert!(state.head_sent);
@@ -823,7 +814,7 @@ mod tests {
 
         let head_only = ResponseState::new(Collected::default(), true);
         let mut state = lock(&head_only);
-        started(&mut state, 200, "200 OK");
+        started(&mut state, "200 OK");
         state.send_body(b"abc").unwrap();
         assert_eq!(state.body_bytes, 0);
         assert!(state.writer.early_body.is_empty());

@@ -551,7 +551,7 @@ fn run_request(
         let mut response = lock(&response);
         response.writer.release();
         let head_size = (
-            response.head.as_ref().map_or(0, |h| h.headers.len()),
+            response.head.as_ref().map_or(0, |h| h.header_count),
             response.writer.head_len,
         );
         (outcome, reusable, unread, head_size)

@@ -214,14 +214,7 @@ mod tests {
     }
 
     fn head(status: &str, headers: &[(&str, &str)]) -> ResponseHead {
-        ResponseHead {
-            code: status[..3].parse().unwrap(),
-            status: status.into(),
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-        }
+        ResponseHead::new(status, headers)
     }
 
     fn written(

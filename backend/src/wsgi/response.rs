@@ -8,16 +8,59 @@ use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 
-/// A validated status and header list.
+/// A validated status and header list, kept as the HTTP/1.1 lines they become: the status
+/// line and one line per header, each ending in CRLF, in latin-1 (PEP 3333's native
+/// strings), written once as `start_response` checks them.
 #[derive(Debug, Clone)]
 pub struct ResponseHead {
     pub code: u16,
-    /// The status as the app gave it, e.g. `"200 OK"`.
-    pub status: String,
-    pub headers: Vec<(String, String)>,
+    lines: Vec<u8>,
+    /// Where the reason phrase ends in `lines` (before the status line's CRLF).
+    reason_end: usize,
+    pub header_count: usize,
+    /// The Content-Length the app declared, if it is a number.
+    content_length: Option<u64>,
 }
 
 impl ResponseHead {
+    /// A head with status `status` (`"200 OK"`, checked by the caller) and no headers.
+    fn with_status(code: u16, status: &str) -> ResponseHead {
+        let mut lines = Vec::with_capacity(256);
+        lines.extend_from_slice(b"HTTP/1.1 ");
+        push_latin1(&mut lines, status);
+        let reason_end = lines.len();
+        lines.extend_from_slice(b"\r\n");
+        ResponseHead {
+            code,
+            lines,
+            reason_end,
+            header_count: 0,
+            content_length: None,
+        }
+    }
+
+    /// A head built by the server itself (its own answers, tests).
+    pub fn new(status: &str, headers: &[(&str, &str)]) -> ResponseHead {
+        let code = status.get(..3).and_then(|c| c.parse().ok()).unwrap_or(500);
+        let mut head = ResponseHead::with_status(code, status);
+        for (name, value) in headers {
+            head.push_header(name, value);
+        }
+        head
+    }
+
+    /// Adds a header line (checked by the caller).
+    pub fn push_header(&mut self, name: &str, value: &str) {
+        push_latin1(&mut self.lines, name);
+        self.lines.extend_from_slice(b": ");
+        push_latin1(&mut self.lines, value);
+        self.lines.extend_from_slice(b"\r\n");
+        self.header_count += 1;
+        if name.eq_ignore_ascii_case("content-length") {
+            self.content_length = value.trim().parse().ok();
+        }
+    }
+
     /// The head as an HTTP/1.1 response, as uWSGI writes it to nginx.
     pub fn to_http1(&self) -> Vec<u8> {
         self.to_http1_with(&[])
@@ -25,32 +68,42 @@ impl ResponseHead {
 
     /// The head with headers of the server's own after the app's.
     pub fn to_http1_with(&self, server_headers: &[(&str, &str)]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.headers.len() * 40);
-        out.extend_from_slice(b"HTTP/1.1 ");
-        push_latin1(&mut out, &self.status);
-        out.extend_from_slice(b"\r\n");
-        let server = server_headers.iter().map(|(n, v)| (*n, *v));
-        for (name, value) in self
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .chain(server)
-        {
-            push_latin1(&mut out, name);
-            out.extend_from_slice(b": ");
-            push_latin1(&mut out, value);
-            out.extend_from_slice(b"\r\n");
+        let mut out = Vec::with_capacity(self.lines.len() + 2 + server_headers.len() * 32);
+        out.extend_from_slice(&self.lines);
+        for (name, value) in server_headers {
+            for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+                out.extend_from_slice(part);
+            }
         }
         out.extend_from_slice(b"\r\n");
         out
     }
 
+    /// The size of [`ResponseHead::to_http1`]'s bytes.
+    pub fn http1_len(&self) -> usize {
+        self.lines.len() + 2
+    }
+
+    /// The reason phrase, in latin-1 (may be empty).
+    pub fn reason(&self) -> &[u8] {
+        self.lines.get(13..self.reason_end).unwrap_or_default()
+    }
+
+    /// Each header's name and value, in latin-1, in the app's order.
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let after_status = self.reason_end + 2;
+        self.lines[after_status..]
+            .split(|b| *b == b'\n')
+            .filter_map(|line| line.strip_suffix(b"\r"))
+            .filter_map(|line| {
+                let colon = line.iter().position(|b| *b == b':')?;
+                Some((&line[..colon], &line[colon + 2..]))
+            })
+    }
+
     /// The Content-Length the app declared, if it is a number.
     pub fn content_length(&self) -> Option<u64> {
-        self.headers
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, value)| value.trim().parse().ok())
+        self.content_length
     }
 
     /// Responses that never have a body, whatever the app yields.
@@ -59,14 +112,10 @@ impl ResponseHead {
     }
 
     pub fn internal_error() -> ResponseHead {
-        ResponseHead {
-            code: 500,
-            status: "500 Internal Server Error".into(),
-            headers: vec![
-                ("Content-Type".into(), "text/plain".into()),
-                ("Content-Length".into(), "21".into()),
-            ],
-        }
+        ResponseHead::new(
+            "500 Internal Server Error",
+            &[("Content-Type", "text/plain"), ("Content-Length", "21")],
+        )
     }
 }
 
@@ -220,7 +269,9 @@ impl StartResponse {
                 _ => {}
             }
             let mut head = validate_head(status, headers)?;
-            head.headers.extend(this.added_headers.iter().cloned());
+            for (name, value) in this.added_headers.iter() {
+                head.push_header(name, value);
+            }
             state.head = Some(head);
         }
         slf.getattr(pyo3::intern!(slf.py(), "write"))
@@ -245,18 +296,18 @@ impl StartResponse {
 
 /// Checks status and headers as PEP 3333 requires of the app.
 fn validate_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<ResponseHead> {
-    let status: String = native_string(status, "status")?;
+    let status = native_str(status, "status")?;
     let code = status
         .get(..3)
         .filter(|digits| digits.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|digits| digits.parse::<u16>().ok())
         .filter(|code| *code >= 100 && (status.len() == 3 || status.as_bytes()[3] == b' '))
         .ok_or_else(|| PyValueError::new_err(format!("status {status:?} is not \"NNN Reason\"")))?;
-    check_no_control(&status, "status")?;
+    check_no_control(status, "status")?;
     let list = headers.cast::<pyo3::types::PyList>().map_err(|_| {
         PyTypeError::new_err("response headers must be a list of (name, value) tuples")
     })?;
-    let mut parsed = Vec::with_capacity(list.len());
+    let mut head = ResponseHead::with_status(code, status);
     for item in list.iter() {
         let pair = item
             .cast::<PyTuple>()
@@ -267,24 +318,24 @@ fn validate_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyRes
                     "response header {item} is not a (name, value) tuple"
                 ))
             })?;
-        let name = native_string(&pair.get_item(0)?, "header name")?;
-        let value = native_string(&pair.get_item(1)?, "header value")?;
+        let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
+        let (name, value) = (
+            native_str(&name, "header name")?,
+            native_str(&value, "header value")?,
+        );
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             return Err(PyValueError::new_err(format!(
                 "invalid response header name {name:?}"
             )));
         }
-        check_no_control(&value, "header value")?;
-        parsed.push((name, value));
+        check_no_control(value, "header value")?;
+        head.push_header(name, value);
     }
-    Ok(ResponseHead {
-        code,
-        status,
-        headers: parsed,
-    })
+    Ok(head)
 }
 
-fn native_string(value: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
+/// A native string's text (borrowed from the object: no copy).
+fn native_str<'a>(value: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
     let text = value
         .cast::<PyString>()
         .map_err(|_| {
@@ -297,9 +348,8 @@ fn native_string(value: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
                     .unwrap_or_default()
             ))
         })?
-        .to_str()?
-        .to_string();
-    if text.chars().any(|c| c as u32 > 0xFF) {
+        .to_str()?;
+    if !text.is_ascii() && text.chars().any(|c| c as u32 > 0xFF) {
         return Err(PyValueError::new_err(format!(
             "{what} {text:?} is not latin-1"
         )));
@@ -326,11 +376,7 @@ mod tests {
 
     #[test]
     fn head_serializes_as_http11_in_latin1() {
-        let head = ResponseHead {
-            code: 200,
-            status: "200 OK".into(),
-            headers: vec![("X-Name".into(), "caf\u{e9}".into())],
-        };
+        let head = ResponseHead::new("200 OK", &[("X-Name", "caf\u{e9}")]);
         assert_eq!(
             head.to_http1(),
             b"HTTP/1.1 200 OK\r\nX-Name: caf\xe9\r\n\r\n"
@@ -340,12 +386,37 @@ mod tests {
     #[test]
     fn internal_error_length_matches_its_body() {
         let head = ResponseHead::internal_error();
-        let length = &head
-            .headers
-            .iter()
-            .find(|(n, _)| n == "Content-Length")
-            .unwrap()
-            .1;
-        assert_eq!(length.parse::<usize>().unwrap(), INTERNAL_ERROR_BODY.len());
+        assert_eq!(
+            head.content_length(),
+            Some(INTERNAL_ERROR_BODY.len() as u64)
+        );
+    }
+
+    #[test]
+    fn head_gives_back_its_reason_and_headers_in_order() {
+        let head = ResponseHead::new(
+            "404 Not Found",
+            &[
+                ("X-A", "1"),
+                ("Set-Cookie", "a=b; c"),
+                ("X-Empty", ""),
+                ("content-LENGTH", " 7 "),
+            ],
+        );
+        assert_eq!(head.code, 404);
+        assert_eq!(head.reason(), b"Not Found");
+        let headers: Vec<_> = head.headers().collect();
+        assert_eq!(
+            headers,
+            [
+                (&b"X-A"[..], &b"1"[..]),
+                (b"Set-Cookie", b"a=b; c"),
+                (b"X-Empty", b""),
+                (b"content-LENGTH", b" 7 "),
+            ]
+        );
+        assert_eq!((head.header_count, head.content_length()), (4, Some(7)));
+        assert_eq!(head.http1_len(), head.to_http1().len());
+        assert_eq!(ResponseHead::new("200", &[]).reason(), b"");
     }
 }
