@@ -217,6 +217,26 @@ mod tests {
         ResponseHead::new(status, headers)
     }
 
+    /// Answers with `status`, `headers` and the body chunks: whether the connection can
+    /// be reused, the framing chosen, and what the peer received.
+    fn answer(
+        keep_alive: KeepAlive,
+        head_only: bool,
+        (status, headers): (&str, &[(&str, &str)]),
+        body: &[&[u8]],
+    ) -> (bool, Framing, String) {
+        let (response, theirs) = socket_response(head_only, keep_alive);
+        let mut state = lock(&response);
+        state.head = Some(head(status, headers));
+        for chunk in body {
+            state.send_body(chunk).unwrap();
+        }
+        let reusable = state.finish().unwrap();
+        let framing = state.writer.framing;
+        drop(state);
+        (reusable, framing, written(response, theirs))
+    }
+
     fn written(
         response: SharedResponse<UwsgiWriter>,
         mut theirs: std::os::unix::net::UnixStream,
@@ -229,16 +249,11 @@ mod tests {
 
     #[test]
     fn kept_alive_body_without_length_is_chunked() {
-        let (response, theirs) = socket_response(false, KeepAlive::Chunked);
-        let mut state = lock(&response);
-        state.head = Some(head("200 OK", &[("Content-Type", "text/plain")]));
-        state.send_body(b"abc").unwrap();
-        state.send_body(b"").unwrap();
-        state.send_body(b"de").unwrap();
-        assert!(state.finish().unwrap());
-        drop(state);
+        let head = ("200 OK", &[("Content-Type", "text/plain")][..]);
+        let (reusable, _, out) = answer(KeepAlive::Chunked, false, head, &[b"abc", b"", b"de"]);
+        assert!(reusable);
         assert_eq!(
-            written(response, theirs),
+            out,
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\n\
              Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
         );
@@ -246,25 +261,18 @@ mod tests {
 
     #[test]
     fn a_client_without_chunked_gets_an_unframed_body_and_a_close() {
-        let (response, theirs) = socket_response(false, KeepAlive::Length);
-        let mut state = lock(&response);
-        state.head = Some(head("200 OK", &[]));
-        state.send_body(b"streamed").unwrap();
-        assert!(!state.finish().unwrap());
-        drop(state);
-        assert_eq!(written(response, theirs), "HTTP/1.1 200 OK\r\n\r\nstreamed");
+        let (reusable, _, out) = answer(KeepAlive::Length, false, ("200 OK", &[]), &[b"streamed"]);
+        assert!(!reusable);
+        assert_eq!(out, "HTTP/1.1 200 OK\r\n\r\nstreamed");
     }
 
     #[test]
     fn kept_alive_body_that_breaks_its_length_ends_the_connection() {
         for (body, sent) in [(&b"abc"[..], "abc"), (&b"abcdefghijkl"[..], "abcdefghij")] {
-            let (response, theirs) = socket_response(false, KeepAlive::Length);
-            let mut state = lock(&response);
-            state.head = Some(head("200 OK", &[("Content-Length", "10")]));
-            state.send_body(body).unwrap();
-            assert!(!state.finish().unwrap(), "{body:?} is not 10 bytes");
-            drop(state);
-            assert!(written(response, theirs).ends_with(&format!("\r\n\r\n{sent}")));
+            let head = ("200 OK", &[("Content-Length", "10")][..]);
+            let (reusable, _, out) = answer(KeepAlive::Length, false, head, &[body]);
+            assert!(!reusable, "{body:?} is not 10 bytes");
+            assert!(out.ends_with(&format!("\r\n\r\n{sent}")));
         }
     }
 
@@ -275,25 +283,18 @@ mod tests {
             ("204 No Content", false),
             ("304 Not Modified", false),
         ] {
-            let (response, theirs) = socket_response(head_only, KeepAlive::Length);
-            let mut state = lock(&response);
-            state.head = Some(head(status, &[("Content-Length", "5")]));
-            state.send_body(b"hello").unwrap();
-            assert!(state.finish().unwrap());
-            assert_eq!(state.writer.framing, Framing::Empty);
-            drop(state);
-            assert!(written(response, theirs).ends_with("Connection: keep-alive\r\n\r\n"));
+            let head = (status, &[("Content-Length", "5")][..]);
+            let (reusable, framing, out) = answer(KeepAlive::Length, head_only, head, &[b"hello"]);
+            assert!(reusable);
+            assert_eq!(framing, Framing::Empty);
+            assert!(out.ends_with("Connection: keep-alive\r\n\r\n"));
         }
     }
 
     #[test]
     fn without_keep_alive_the_response_is_uwsgis() {
-        let (response, theirs) = socket_response(false, KeepAlive::Off);
-        let mut state = lock(&response);
-        state.head = Some(head("200 OK", &[]));
-        state.send_body(b"body").unwrap();
-        assert!(!state.finish().unwrap());
-        drop(state);
-        assert_eq!(written(response, theirs), "HTTP/1.1 200 OK\r\n\r\nbody");
+        let (reusable, _, out) = answer(KeepAlive::Off, false, ("200 OK", &[]), &[b"body"]);
+        assert!(!reusable);
+        assert_eq!(out, "HTTP/1.1 200 OK\r\n\r\nbody");
     }
 }

@@ -51,14 +51,19 @@ impl ResponseHead {
 
     /// Adds a header line (checked by the caller).
     pub fn push_header(&mut self, name: &str, value: &str) {
+        // The first Content-Length counts, as before (HTTP clients read the first too).
+        if name.eq_ignore_ascii_case("content-length")
+            && !self
+                .headers()
+                .any(|(n, _)| n.eq_ignore_ascii_case(b"content-length"))
+        {
+            self.content_length = value.trim().parse().ok();
+        }
         push_latin1(&mut self.lines, name);
         self.lines.extend_from_slice(b": ");
         push_latin1(&mut self.lines, value);
         self.lines.extend_from_slice(b"\r\n");
         self.header_count += 1;
-        if name.eq_ignore_ascii_case("content-length") {
-            self.content_length = value.trim().parse().ok();
-        }
     }
 
     /// The head as an HTTP/1.1 response, as uWSGI writes it to nginx.
@@ -86,7 +91,10 @@ impl ResponseHead {
 
     /// The reason phrase, in latin-1 (may be empty).
     pub fn reason(&self) -> &[u8] {
-        self.lines.get(13..self.reason_end).unwrap_or_default()
+        const REASON_START: usize = "HTTP/1.1 200 ".len();
+        self.lines
+            .get(REASON_START..self.reason_end)
+            .unwrap_or_default()
     }
 
     /// Each header's name and value, in latin-1, in the app's order.
@@ -418,5 +426,10 @@ mod tests {
         assert_eq!((head.header_count, head.content_length()), (4, Some(7)));
         assert_eq!(head.http1_len(), head.to_http1().len());
         assert_eq!(ResponseHead::new("200", &[]).reason(), b"");
+        let twice = ResponseHead::new(
+            "200 OK",
+            &[("Content-Length", "3"), ("Content-Length", "9")],
+        );
+        assert_eq!(twice.content_length(), Some(3));
     }
 }
