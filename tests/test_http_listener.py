@@ -3,6 +3,7 @@ outcome, with keep-alive and with `Connection: close`, through max-requests recy
 and reloads; a request followed by shutdown(SHUT_WR) is answered; a retiring worker's
 last response on a kept-alive connection says `Connection: close`."""
 
+import os
 import signal
 import socket
 import threading
@@ -170,3 +171,134 @@ def test_a_response_written_as_the_daemon_stops_says_connection_close(daemon):
     assert (response.status, response.getheader("Connection")) == (200, "close")
     assert response.read() != headers[0][1], "served by the replacement worker"
     assert d.wait_exit() == 0
+
+
+class KeptAlive:
+    """One kept-alive HTTP/1.1 connection on a raw socket: a request can be sent without
+    reading its answer yet."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buffer = b""
+
+    def send(self, path):
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+
+    def read(self):
+        """(status, body), or None if the connection ended without an answer."""
+        client = Client(0, keep_alive=True)
+        client.sock, client.buffer = self.sock, self.buffer
+        try:
+            head, body = client.read_response()
+        except (ConnectionError, OSError, EOFError):
+            return None
+        self.buffer = client.buffer
+        return int(head.split(b" ")[1]), body
+
+    def ask(self, path):
+        self.send(path)
+        return self.read()
+
+
+def _kept_alive_on_each(port, workers):
+    """Kept-alive HTTP connections, each having served one request, until every one of
+    `workers` pids holds at least three: {pid: [connections]}."""
+    held = {}
+    for _ in range(200):
+        conn = KeptAlive(port)
+        pid = int(conn.ask("/pid")[1])
+        held.setdefault(pid, []).append(conn)
+        if len(held) == workers and all(len(c) >= 3 for c in held.values()):
+            return held
+    raise AssertionError(f"connections did not reach {workers} workers: {held}")
+
+
+def test_requests_on_a_busy_workers_idle_connections_go_to_a_free_one(daemon):
+    """Head-of-line blocking over HTTP: while a request runs 3 s, requests that arrive on
+    the other kept-alive connections its worker holds are answered at once by the free
+    worker, on the same connections."""
+    port = free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "2",
+               ready=("127.0.0.1", port))
+    held = _kept_alive_on_each(port, 2)
+    busy_pid = next(iter(held))
+    slow, *waiting = held[busy_pid]
+    slow.send("/sleep?seconds=3")
+    time.sleep(0.3)
+    started = time.monotonic()
+    for conn in waiting:
+        conn.send("/pid")
+    answers = [conn.read() for conn in waiting]
+    took = time.monotonic() - started
+    assert [a and a[0] for a in answers] == [200] * len(waiting), answers
+    assert {int(a[1]) for a in answers} == set(held) - {busy_pid}
+    assert took < 1.5, f"the requests waited {took:.1f} s for the busy worker"
+    assert slow.read()[0] == 200
+    # Each connection still serves, wherever it is now.
+    assert all(conn.ask("/pid")[0] == 200 for conn in waiting)
+    assert "cannot hand" not in d.log(), d.log()
+
+
+def test_a_killed_worker_loses_only_the_request_it_was_running(daemon):
+    """SIGKILL takes the request the worker was running; requests sent meanwhile on the
+    other kept-alive connections it held were answered by the other worker, not lost with
+    it."""
+    port = free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "2",
+               ready=("127.0.0.1", port))
+    held = _kept_alive_on_each(port, 2)
+    busy_pid = next(iter(held))
+    slow, *waiting = held[busy_pid]
+    slow.send("/sleep?seconds=5")
+    time.sleep(0.3)
+    for conn in waiting:
+        conn.send("/pid")
+    time.sleep(0.3)
+    os.kill(busy_pid, signal.SIGKILL)
+    d.wait_log(rf"\(pid {busy_pid}\) was killed by SIGKILL")
+    answers = [conn.read() for conn in waiting]
+    assert slow.read() is None, "the request it was running is lost with it"
+    assert [a and a[0] for a in answers] == [200] * len(waiting), answers
+
+
+def test_max_requests_is_exact_over_http(daemon):
+    """max-requests N over HTTP: no worker serves more than N, with 16 kept-alive clients
+    on 2 workers of 4 threads; a request past the limit stays in the socket and goes to a
+    worker that serves on. Nothing is lost."""
+    import concurrent.futures
+    import re
+    import requests
+    port = free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "2",
+               "--threads", "4", "--max-requests", "20", ready=("127.0.0.1", port))
+
+    def client(_):
+        with requests.Session() as s:
+            return [s.get(f"http://127.0.0.1:{port}/sleep?seconds=0", timeout=10).status_code
+                    for _ in range(25)]
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        statuses = [code for codes in pool.map(client, range(16)) for code in codes]
+    assert statuses == [200] * 400
+    served = {}
+    for pid, count in re.findall(r"\[pid: (\d+)\|app: \d+\|req: (\d+)/", d.log()):
+        served[pid] = max(served.get(pid, 0), int(count))
+    assert len(served) >= 400 // 20 and max(served.values()) <= 20, sorted(served.values())
+
+
+def test_a_request_head_that_stalls_holds_the_thread_for_socket_timeout_only(daemon):
+    """A client that sends part of a request head and stops holds its thread (the thread
+    reads the request it admitted, as a uWSGI thread does) for socket-timeout at most: the
+    connection is then closed, and the next client is served by the one thread."""
+    port = free_port()
+    daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--socket-timeout", "1",
+           ready=("127.0.0.1", port))
+    stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
+    stalled.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n")
+    time.sleep(0.2)
+    started = time.monotonic()
+    answer = KeptAlive(port).ask("/pid")
+    took = time.monotonic() - started
+    assert answer and answer[0] == 200, answer
+    assert 0.5 < took < 2.5, f"answered after {took:.1f} s"
+    assert stalled.recv(65536) == b"", "the stalled connection is closed"

@@ -308,6 +308,28 @@ impl PrefixedConn {
     pub fn unread_prefix(&self) -> &[u8] {
         &self.prefix[self.read..]
     }
+
+    /// Ready once the connection looks readable (bytes, its end, or an error), without
+    /// reading: a readiness left from an earlier read may be stale, which a read then says
+    /// (it would block).
+    pub fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if !self.unread_prefix().is_empty() {
+            return std::task::Poll::Ready(());
+        }
+        let ready = match &self.conn {
+            AsyncConn::Tcp(s) => s.poll_read_ready(cx),
+            AsyncConn::Unix(s) => s.poll_read_ready(cx),
+        };
+        ready.map(|_| ())
+    }
+
+    /// Puts bytes read from the connection back, to be read first (or handed over with it).
+    pub fn unread(&mut self, bytes: &[u8]) {
+        let mut prefix = bytes.to_vec();
+        prefix.extend_from_slice(self.unread_prefix());
+        self.prefix = prefix;
+        self.read = 0;
+    }
 }
 
 /// What both kinds of connection are to tokio.

@@ -62,13 +62,16 @@ impl std::ops::Deref for ThreadContext {
 
 impl ThreadContext {
     /// Waits until this thread is free to run the app.
-    pub async fn app_slot(&self) -> OwnedSemaphorePermit {
-        // The semaphore is never closed, so acquiring only waits.
-        self.app_slot
-            .clone()
-            .acquire_owned()
-            .await
-            .unwrap_or_else(|_| unreachable!("app slot semaphore closed"))
+    pub fn app_slot(
+        &self,
+    ) -> impl std::future::Future<Output = OwnedSemaphorePermit> + Send + 'static {
+        let slot = self.app_slot.clone();
+        async move {
+            // The semaphore is never closed, so acquiring only waits.
+            slot.acquire_owned()
+                .await
+                .unwrap_or_else(|_| unreachable!("app slot semaphore closed"))
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Kept-alive uwsgi connections between two requests, and how they leave a busy thread.
+//! Kept-alive connections between two requests (uwsgi and HTTP), and how they leave a
+//! busy thread.
 //!
 //! nginx keeps idle connections to the daemon and sends each request on the one it put
 //! back last, not knowing which request thread holds it. A thread running a slow request
@@ -27,7 +28,7 @@
 //! The task closes a connection only once it has claimed it, so the mover never sends a
 //! descriptor that was closed, and after `GIVEN` the task lets go of it without a word.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -36,6 +37,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::conn::UwsgiConn;
 use crate::handover::Handover;
+use ngx_wsgi_config::Protocol;
 
 /// How often the mover looks: requests waiting behind one that has run this long (two at
 /// most) may move.
@@ -58,9 +60,52 @@ pub struct IdleConn {
     /// Valid while the state is `IDLE` or `GIVING` (the task closes it only once claimed).
     fd: RawFd,
     peer: String,
+    protocol: Protocol,
     state: AtomicU8,
     /// The mover is done with it: given, or left where it was.
     settled: Notify,
+}
+
+/// What [`IdleConn::claim`] found.
+pub enum Claim {
+    /// The task has it: it may read, serve and close it.
+    Claimed,
+    /// The mover sent it away: let go of it without closing it.
+    Given,
+    /// The mover is sending it: wait for [`IdleConn::settled`], then claim again.
+    Giving,
+}
+
+impl IdleConn {
+    /// Lists a claimed connection as waiting for its next request: the mover may take it
+    /// from now on. A connection already given stays given.
+    pub fn release(&self) {
+        let _ = self
+            .state
+            .compare_exchange(ACTIVE, IDLE, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Takes the connection back from the mover's reach, before reading from or closing it.
+    pub fn claim(&self) -> Claim {
+        match self
+            .state
+            .compare_exchange(IDLE, ACTIVE, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) | Err(ACTIVE) => Claim::Claimed,
+            Err(GIVEN) => Claim::Given,
+            Err(_) => Claim::Giving,
+        }
+    }
+
+    /// Whether the mover sent it to another thread.
+    pub fn given(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == GIVEN
+    }
+
+    /// Waits until the mover is done with the connection (given, or left where it was).
+    pub async fn settled(&self) {
+        self.settled.notified().await
+    }
 }
 
 /// Why [`RequestThread::wait_next_request`] returned; the connection is claimed unless
@@ -278,7 +323,7 @@ impl ThreadState {
         // SAFETY: the descriptor stays open while the state is GIVING: its task closes it
         // only after claiming it, which fails until the state changes.
         let fd = unsafe { BorrowedFd::borrow_raw(conn.fd) };
-        match handover.give(&fd, ngx_wsgi_config::Protocol::Uwsgi, &conn.peer, &[]) {
+        match handover.give(&fd, conn.protocol, &conn.peer, &[]) {
             Ok(()) => {
                 tracing::debug!(
                     "{}: a request on an idle connection of a busy thread handed over",
@@ -329,10 +374,11 @@ impl RequestThread {
 
     /// Lists a kept-alive connection this thread serves from now on, claimed. Until it
     /// is given or [`RequestThread::forget`] says it is closed, it stays listed.
-    pub fn list(&self, conn: &UwsgiConn, peer: &str) -> Arc<IdleConn> {
+    pub fn list(&self, conn: BorrowedFd<'_>, protocol: Protocol, peer: &str) -> Arc<IdleConn> {
         let entry = Arc::new(IdleConn {
-            fd: conn.as_fd().as_raw_fd(),
+            fd: conn.as_raw_fd(),
             peer: peer.to_string(),
+            protocol,
             state: AtomicU8::new(ACTIVE),
             settled: Notify::new(),
         });

@@ -16,6 +16,7 @@ use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ngx_wsgi_config::Protocol;
 use nix::sys::socket::{recv, MsgFlags};
 use pyo3::prelude::*;
 use tokio::io::unix::AsyncFd;
@@ -215,7 +216,7 @@ async fn serve_connection(
     };
     // Listed with this thread while it serves it: if the thread gets stuck in a long
     // request, the connection goes to a free one (`idle.rs`).
-    let entry = ctx.thread.list(&stream, &peer);
+    let entry = ctx.thread.list(stream.as_fd(), Protocol::Uwsgi, &peer);
     match next_requests(
         &ctx,
         &stream,
@@ -358,7 +359,7 @@ fn hand_over(
     received: &[u8],
     what: &str,
 ) -> Ended {
-    let protocol = ngx_wsgi_config::Protocol::Uwsgi;
+    let protocol = Protocol::Uwsgi;
     match ctx.handover.give(stream, protocol, peer, &[received]) {
         Ok(()) => {
             tracing::debug!("{peer}: {what} handed over");

@@ -6,7 +6,9 @@
 //! connection and could not wait for body bytes that only this thread would read.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io::{Seek, Write};
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -22,12 +24,16 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::conn::{AsyncConn, PrefixedConn};
 use crate::context::{ThreadContext, WorkerContext};
+use crate::idle::Claim;
 use crate::outcome::Outcome;
 use crate::reqlog::{RequestLine, Vars};
 use crate::wsgi::input::{Body, WsgiInput};
 use crate::wsgi::response::{lock, ResponseHead, ResponseState, ResponseWriter};
 use crate::wsgi::{close_iterable, EnvironSource};
+use gate::{ActiveRequest, Gate, GatedConn};
 use ngx_wsgi_config::Protocol;
+
+mod gate;
 
 const MEMORY_BODY_LIMIT: usize = 1 << 20;
 
@@ -56,19 +62,21 @@ pub async fn serve(
         ),
         AsyncConn::Unix(_) => (("127.0.0.1".to_string(), 0), 0),
     };
-    // Requests whose response is not all written yet: hyper drops a response's body once
-    // it is, and the body holds one of these.
-    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Listed with the thread from the start: between requests the mover may take it.
+    let entry = ctx.thread.list(conn.as_fd(), Protocol::Http, &peer);
+    let gate = Gate::new(entry.clone());
     let head_in = std::sync::Mutex::new(head_in);
     let service = {
-        let (ctx, peer, active) = (ctx.clone(), peer.clone(), active.clone());
+        let (ctx, peer, gate) = (ctx.clone(), peer.clone(), gate.clone());
         hyper::service::service_fn(move |request| {
             if let Some(head_in) = head_in.lock().ok().and_then(|mut slot| slot.take()) {
                 let _ = head_in.send(());
             }
-            let guard = ActiveRequest::enter(&active);
+            // The request counts as active until hyper drops its response's body.
+            let (admitted, guard) = gate.take_admission();
             let handled = handle(
                 request,
+                admitted,
                 ctx.clone(),
                 peer.clone(),
                 remote.clone(),
@@ -83,28 +91,58 @@ pub async fn serve(
     let mut builder = hyper::server::conn::http1::Builder::new();
     // A client may shut its writing side once its request is sent: it still gets the answer.
     builder.half_close(true);
-    let mut connection =
-        builder.serve_connection(TokioIo::new(PrefixedConn::new(conn, prefix)), service);
+    let io = GatedConn::new(PrefixedConn::new(conn, prefix), gate.clone(), ctx.clone());
+    let mut connection = builder.serve_connection(TokioIo::new(io), service);
+    // When the worker stops: whether the connection was idle then (no request read or
+    // answered on it), so that it can be handed over.
     let mut idle_at_stop = None;
-    let result = loop {
-        tokio::select! {
-            result = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)) => break result,
-            _ = stop_rx.wait_for(|stop| *stop), if idle_at_stop.is_none() => {
-                idle_at_stop = Some(active.load(std::sync::atomic::Ordering::SeqCst) == 0);
-                // Finish the request in progress, then close instead of keeping alive.
-                std::pin::Pin::new(&mut connection).graceful_shutdown();
-            }
+    let stop = crate::process::stopped(&mut stop_rx);
+    tokio::pin!(stop);
+    let mut stop_seen = false;
+    let result = std::future::poll_fn(|cx| loop {
+        if let Poll::Ready(result) = connection.poll_without_shutdown(cx) {
+            return Poll::Ready(result);
         }
-    };
+        if idle_at_stop.is_some() {
+            return Poll::Pending;
+        }
+        stop_seen = stop_seen || stop.as_mut().poll(cx).is_ready();
+        // Not while hyper still holds some of a response: once shut down, it would drop
+        // what it has not written (the write's readiness polls this again).
+        if !stop_seen || gate.writing() {
+            return Poll::Pending;
+        }
+        idle_at_stop = Some(gate.idle());
+        // Finish the request in progress, then close instead of keeping alive.
+        Pin::new(&mut connection).graceful_shutdown();
+    })
+    .await;
+    if entry.given() {
+        // The mover sent it, with the request waiting on it, to a free thread: this task
+        // only lets go of its descriptor.
+        return;
+    }
     if let Err(err) = &result {
         if !err.is_incomplete_message() {
             tracing::warn!("{peer}: HTTP connection error: {err}");
         }
     }
     let parts = connection.into_parts();
-    let io = parts.io.into_inner();
+    let io = parts.io.into_inner().io;
+    // Out of the mover's reach before it is handed over or closed.
+    loop {
+        match entry.claim() {
+            Claim::Claimed => break,
+            Claim::Given => return,
+            Claim::Giving => entry.settled().await,
+        }
+    }
+    ctx.thread.forget(&entry);
     let retiring = ctx.retiring();
-    if result.is_ok() && idle_at_stop == Some(true) && retiring {
+    // Idle when the worker stopped, or closed by hyper with the head of a request admitted
+    // but not complete yet (it is in `read_buf`): another worker serves it.
+    let unserved = idle_at_stop == Some(true) || gate.admission_pending();
+    if result.is_ok() && unserved && retiring {
         // In stream order: what hyper read and did not use, then what it had not read yet.
         let received = [&parts.read_buf[..], io.unread_prefix()];
         match ctx
@@ -123,24 +161,12 @@ pub async fn serve(
     let _ = socket2::SockRef::from(&io.conn).shutdown(std::net::Shutdown::Write);
 }
 
-/// Counts a request as active until its response's body is dropped.
-pub struct ActiveRequest(Arc<std::sync::atomic::AtomicUsize>);
-
-impl ActiveRequest {
-    fn enter(active: &Arc<std::sync::atomic::AtomicUsize>) -> ActiveRequest {
-        active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        ActiveRequest(active.clone())
-    }
-}
-
-impl Drop for ActiveRequest {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
+/// Answers one request. `admitted`: the thread's app slot, taken (and the request
+/// admitted) before its head was read (`gate.rs`); None for a request a pipelining client
+/// sent with the previous one.
 async fn handle(
     request: Request<Incoming>,
+    admitted: Option<OwnedSemaphorePermit>,
     ctx: Arc<ThreadContext>,
     peer: String,
     remote: (String, u16),
@@ -186,10 +212,16 @@ async fn handle(
         }
     };
     let has_body = length > 0 || head.headers.contains_key(http::header::CONTENT_LENGTH);
-    let permit = ctx.app_slot().await;
-    // Served here even past max-requests: hyper has the request, and no other worker could
-    // be given it (the uwsgi path hands such a request over).
-    ctx.requests.admit();
+    let permit = match admitted {
+        Some(permit) => permit,
+        None => {
+            let permit = ctx.app_slot().await;
+            // Served here even past max-requests: hyper read it with the one before, and
+            // no other worker could be given it.
+            ctx.requests.admit();
+            permit
+        }
+    };
     // From now: the body has been read already, which is the client's time, not the app's.
     let _timer = ctx
         .requests

@@ -1,0 +1,290 @@
+//! What lets hyper read the next request on a kept-alive HTTP connection: the thread's
+//! app slot and the worker's admission, before a byte of it is read.
+//!
+//! Between two requests the connection is listed with its request thread as idle
+//! (`idle.rs`), and hyper's reads wait here: for the connection to be readable, then for
+//! the thread to be free; only then is the connection claimed back from the mover and
+//! read, and the worker asked to admit one more request (`max-requests`; a stopping
+//! worker admits none: the bytes read go back, to be handed over with the connection).
+//! Until then the request stays in the socket, whole, so that:
+//!
+//! - a thread busy with a slow request does not hold up the requests that arrive on its
+//!   other connections: the mover hands those connections to a free thread, as it does
+//!   uwsgi ones (head-of-line blocking);
+//! - a worker past `max-requests`, or retiring, hands the connection over with the request
+//!   unread, instead of serving one request more than it may;
+//! - a worker killed with SIGKILL takes with it the requests it was running, not the ones
+//!   queued behind them.
+//!
+//! Once admitted, the request's head must be in within `socket-timeout` (the thread is
+//! held for it meanwhile, as a uWSGI thread is while it reads a request), and reads pass
+//! until its response is all written. A request hyper finds whole in what it read with
+//! the previous one (a pipelining client) was not admitted here: it is served as it comes,
+//! and the connection then stays with its thread (hyper's buffer may hold more of it).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::conn::PrefixedConn;
+use crate::context::ThreadContext;
+use crate::idle::{Claim, IdleConn};
+
+/// What a connection's reads, its requests and its serve loop share.
+pub struct Gate {
+    /// The connection's entry in its thread's idle list.
+    pub entry: Arc<IdleConn>,
+    /// Requests read or being read whose response is not all written yet.
+    active: AtomicUsize,
+    /// The app slot of the request admitted whose head hyper reads now: its request takes it.
+    admitted: Mutex<Option<OwnedSemaphorePermit>>,
+    /// hyper dispatched a request this gate did not admit: reads pass from then on, and
+    /// the connection no longer moves.
+    pinned: AtomicBool,
+    /// hyper holds bytes of a response the socket did not take yet.
+    writing: AtomicBool,
+}
+
+impl Gate {
+    pub fn new(entry: Arc<IdleConn>) -> Arc<Gate> {
+        Arc::new(Gate {
+            entry,
+            active: AtomicUsize::new(0),
+            admitted: Mutex::new(None),
+            pinned: AtomicBool::new(false),
+            writing: AtomicBool::new(false),
+        })
+    }
+
+    /// Called as hyper hands a request to the service: the slot admitted for it, or None
+    /// for a request that came whole with the previous one (the caller then waits for the
+    /// slot and admits it itself). It counts as active until the guard is dropped.
+    pub fn take_admission(self: &Arc<Self>) -> (Option<OwnedSemaphorePermit>, ActiveRequest) {
+        let admitted = self.admitted().take();
+        if admitted.is_none() {
+            self.pinned.store(true, Ordering::SeqCst);
+            self.active.fetch_add(1, Ordering::SeqCst);
+        }
+        (admitted, ActiveRequest(self.clone()))
+    }
+
+    /// hyper holds bytes of a response it could not write yet.
+    pub fn writing(&self) -> bool {
+        self.writing.load(Ordering::SeqCst)
+    }
+
+    /// No request is being read or answered on the connection.
+    pub fn idle(&self) -> bool {
+        self.active.load(Ordering::SeqCst) == 0
+    }
+
+    fn admitted(&self) -> std::sync::MutexGuard<'_, Option<OwnedSemaphorePermit>> {
+        self.admitted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request was admitted and its head is being read: hyper has not handed it to its
+    /// service yet.
+    pub fn admission_pending(&self) -> bool {
+        self.admitted().is_some()
+    }
+
+    fn between_requests(&self) -> bool {
+        self.idle() && !self.pinned.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a request as active until its response's body is dropped.
+pub struct ActiveRequest(Arc<Gate>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The connection as hyper reads and writes it.
+pub struct GatedConn {
+    pub io: PrefixedConn,
+    gate: Arc<Gate>,
+    ctx: Arc<ThreadContext>,
+    /// Between requests, once the next one's bytes are there: the thread's app slot.
+    slot: Option<Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>>,
+    /// The mover is sending the connection: its verdict.
+    settling: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The admitted request's head must be in by then.
+    head_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The worker admits no more requests: the serve loop hands the connection over or
+    /// closes it (it is told by the worker's stop).
+    refused: bool,
+}
+
+impl GatedConn {
+    pub fn new(io: PrefixedConn, gate: Arc<Gate>, ctx: Arc<ThreadContext>) -> GatedConn {
+        GatedConn {
+            io,
+            gate,
+            ctx,
+            slot: None,
+            settling: None,
+            head_deadline: None,
+            refused: false,
+        }
+    }
+
+    /// Between requests: ready with the thread's app slot once the connection looks
+    /// readable, the thread is free and the connection is claimed back from the mover.
+    /// Err: the mover gave it away meanwhile.
+    fn poll_claim(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<OwnedSemaphorePermit>> {
+        loop {
+            if let Some(settling) = self.settling.as_mut() {
+                std::task::ready!(settling.as_mut().poll(cx));
+                self.settling = None;
+            }
+            if self.slot.is_none() {
+                // Listed as waiting for its next request: the mover may move it from here.
+                self.gate.entry.release();
+                std::task::ready!(self.io.poll_read_ready(cx));
+                self.slot = Some(Box::pin(self.ctx.app_slot()));
+            }
+            let slot = self.slot.as_mut().map(|slot| slot.as_mut().poll(cx));
+            let Some(Poll::Ready(permit)) = slot else {
+                return Poll::Pending;
+            };
+            self.slot = None;
+            match self.gate.entry.claim() {
+                Claim::Claimed => return Poll::Ready(Ok(permit)),
+                Claim::Given => return Poll::Ready(Err(given())),
+                Claim::Giving => self.settle(),
+            }
+        }
+    }
+
+    /// Between requests: reads the next request's first bytes once it may (see
+    /// [`GatedConn::poll_claim`]), and admits the request, which then holds the slot.
+    fn poll_admitted_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.refused {
+            return Poll::Pending;
+        }
+        let permit = std::task::ready!(self.poll_claim(cx))?;
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            // The readiness was stale: the thread is not held, the mover may take it again.
+            Poll::Pending => {
+                self.gate.entry.release();
+                return Poll::Pending;
+            }
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            // The client closed the connection: nothing to admit.
+            Poll::Ready(Ok(())) if buf.filled().len() == before => return Poll::Ready(Ok(())),
+            Poll::Ready(Ok(())) => {}
+        }
+        let requests = &self.ctx.requests;
+        if requests.stopping() || !requests.admit() {
+            // Not this worker's to serve: the bytes go back, and its stop makes the serve
+            // loop hand the connection over with them (or close it if the daemon stops).
+            let read = buf.filled()[before..].to_vec();
+            buf.set_filled(before);
+            self.io.unread(&read);
+            self.refused = true;
+            return Poll::Pending;
+        }
+        self.gate.active.fetch_add(1, Ordering::SeqCst);
+        *self.gate.admitted() = Some(permit);
+        self.head_deadline = Some(Box::pin(tokio::time::sleep(self.ctx.head_timeout)));
+        Poll::Ready(Ok(()))
+    }
+
+    fn settle(&mut self) {
+        let entry = self.gate.entry.clone();
+        self.settling = Some(Box::pin(async move { entry.settled().await }));
+    }
+
+    /// Whether the admitted request's head is still being read.
+    fn head_pending(&self) -> bool {
+        self.head_deadline.is_some() && self.gate.admitted().is_some()
+    }
+}
+
+/// The error hyper ends the connection with once the mover gave it to another thread
+/// (the serve loop then sees the entry given, and lets go of it without a word).
+fn given() -> io::Error {
+    io::Error::other("the connection was handed to another thread")
+}
+
+impl AsyncRead for GatedConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.gate.between_requests() {
+            return this.poll_admitted_read(cx, buf);
+        }
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if read.is_pending() && this.head_pending() {
+            if let Some(deadline) = this.head_deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    this.head_deadline = None;
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the request head did not come within socket-timeout",
+                    )));
+                }
+            }
+        } else if !this.head_pending() {
+            this.head_deadline = None;
+        }
+        read
+    }
+}
+
+impl AsyncWrite for GatedConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.gate
+            .writing
+            .store(written.is_pending(), Ordering::SeqCst);
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.gate
+            .writing
+            .store(written.is_pending(), Ordering::SeqCst);
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper flushes its connection once it has written all it buffered.
+        self.gate.writing.store(false, Ordering::SeqCst);
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
