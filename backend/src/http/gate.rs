@@ -146,15 +146,20 @@ impl GatedConn {
                 std::task::ready!(settling.as_mut().poll(cx));
                 self.settling = None;
             }
-            if self.slot.is_none() {
-                // Listed as waiting for its next request: the mover may move it from here.
-                self.gate.entry.release();
-                std::task::ready!(self.io.poll_read_ready(cx));
-                self.slot = Some(Box::pin(self.ctx.app_slot()));
-            }
-            let slot = self.slot.as_mut().map(|slot| slot.as_mut().poll(cx));
-            let Some(Poll::Ready(permit)) = slot else {
-                return Poll::Pending;
+            let permit = match self.slot.as_mut() {
+                Some(slot) => std::task::ready!(slot.as_mut().poll(cx)),
+                None => {
+                    // Listed as waiting for its next request: the mover may move it from here.
+                    self.gate.entry.release();
+                    std::task::ready!(self.io.poll_read_ready(cx));
+                    match self.ctx.try_app_slot() {
+                        Some(permit) => permit,
+                        None => {
+                            self.slot = Some(Box::pin(self.ctx.app_slot()));
+                            continue;
+                        }
+                    }
+                }
             };
             self.slot = None;
             match self.gate.entry.claim() {
