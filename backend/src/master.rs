@@ -52,6 +52,8 @@ struct Signals {
     term: Arc<AtomicBool>,
     int: Arc<AtomicBool>,
     hup: Arc<AtomicBool>,
+    /// Made once systemd's descriptors are taken (it opens descriptors).
+    wakeup: Option<Wakeup>,
 }
 
 impl Signals {
@@ -61,12 +63,54 @@ impl Signals {
             term: Arc::default(),
             int: Arc::default(),
             hup: Arc::default(),
+            wakeup: None,
         };
         signal_hook::flag::register(SIGTERM, signals.term.clone())?;
         signal_hook::flag::register(SIGINT, signals.int.clone())?;
         signal_hook::flag::register(SIGQUIT, signals.int.clone())?;
         signal_hook::flag::register(SIGHUP, signals.hup.clone())?;
         Ok(signals)
+    }
+
+    /// Sleeps until the next tick, or until a signal or a child's exit wakes the loop.
+    fn sleep(&self, timeout: Duration) {
+        match &self.wakeup {
+            Some(wakeup) => wakeup.sleep(timeout),
+            None => std::thread::sleep(timeout),
+        }
+    }
+}
+
+/// Wakes the master's loop as soon as a child exits or a signal asks something of it,
+/// rather than at its next tick: a worker that exits (max-requests, a crash, SIGKILL) is
+/// replaced at once. One byte per signal, written by the handler.
+struct Wakeup {
+    read: std::os::unix::net::UnixStream,
+}
+
+impl Wakeup {
+    fn register() -> anyhow::Result<Wakeup> {
+        use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+        let (read, write) =
+            std::os::unix::net::UnixStream::pair().context("cannot make the wake-up socket")?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        for signal in [SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP] {
+            signal_hook::low_level::pipe::register(signal, write.try_clone()?)?;
+        }
+        Ok(Wakeup { read })
+    }
+
+    /// Sleeps until a signal came or `timeout` passed.
+    fn sleep(&self, timeout: Duration) {
+        let mut polled = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&self.read),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let _ = nix::poll::poll(&mut polled, millis);
+        let mut drained = [0u8; 64];
+        while matches!(std::io::Read::read(&mut &self.read, &mut drained), Ok(1..)) {}
     }
 }
 
@@ -337,9 +381,10 @@ pub fn check_app(config: &Config) -> i32 {
 pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
     // First of all, so a stop signal during start-up (an import can take seconds) is
     // not fatal: it is acted on as soon as the workers are up.
-    let signals = Signals::register()?;
+    let mut signals = Signals::register()?;
     // Before anything else opens a descriptor: systemd's start at 3.
     let passed = crate::systemd::take_listen_fds();
+    signals.wakeup = Some(Wakeup::register()?);
     // Written first, as uWSGI does: a supervisor may look for it as soon as we start.
     // A reload re-executes the same process: same pid, and maybe no longer root.
     let reloaded = std::env::var_os(listeners::INHERITED_FDS_ENV).is_some();
@@ -857,7 +902,7 @@ fn serve(
             file_monitors.check();
             cron_jobs.tick();
         }
-        std::thread::sleep(TICK);
+        signals.sleep(TICK);
     }
     let mercy = match fast_stop {
         true => FAST_STOP_GRACE,
@@ -988,7 +1033,13 @@ fn fork_child() -> anyhow::Result<Option<Pid>> {
             .context("unblocking signals after fork()")?;
     }
     Ok(match pid? {
-        0 => None,
+        0 => {
+            // The master's handler would wake the master for this process's children.
+            // SAFETY: resets one signal's disposition in the new, still single-threaded
+            // child; no handler state is touched.
+            unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+            None
+        }
         pid => Some(Pid::from_raw(pid)),
     })
 }
