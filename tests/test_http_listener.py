@@ -302,3 +302,29 @@ def test_a_request_head_that_stalls_holds_the_thread_for_socket_timeout_only(dae
     assert answer and answer[0] == 200, answer
     assert 0.5 < took < 2.5, f"answered after {took:.1f} s"
     assert stalled.recv(65536) == b"", "the stalled connection is closed"
+
+
+def test_with_every_thread_busy_a_killed_worker_loses_only_the_request_it_was_running(daemon):
+    """Both workers busy: requests sent on the kept-alive connections of one of them wait
+    in the shared queue (not in that worker), so when it is killed they are answered by the
+    first worker free; only the request it was running is lost."""
+    port = free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "2",
+               ready=("127.0.0.1", port))
+    held = _kept_alive_on_each(port, 2)
+    killed_pid, other_pid = list(held)
+    slow, *waiting = held[killed_pid]
+    busy = held[other_pid][0]
+    slow.send("/sleep?seconds=5")
+    busy.send("/sleep?seconds=1.5")
+    time.sleep(0.3)
+    for conn in waiting:
+        conn.send("/pid")
+    time.sleep(0.3)
+    os.kill(killed_pid, signal.SIGKILL)
+    d.wait_log(rf"\(pid {killed_pid}\) was killed by SIGKILL")
+    answers = [conn.read() for conn in waiting]
+    assert [a and a[0] for a in answers] == [200] * len(waiting), answers
+    assert killed_pid not in {int(a[1]) for a in answers}
+    assert slow.read() is None, "the request it was running is lost with it"
+    assert busy.read()[0] == 200

@@ -9,18 +9,20 @@
 //! So each request thread lists its idle connections here, and one thread per worker, the
 //! mover, looks at the request threads every [`TICK`]. When a thread has been in the same
 //! request since its last look and holds up requests another could serve (it waits: sleep,
-//! I/O, a lock; or it has computed for [`COMPUTING_LOOKS`] looks; and a thread of some
+//! I/O, a lock; or it has computed for [`COMPUTING_LOOKS`] looks while a thread of some
 //! worker is free, as the stats counters say), those of its idle connections on which a
 //! request has arrived go to the handover socket every worker takes from (`handover.rs`).
-//! A free thread of any worker takes each up, one at a time (it serves that request before
-//! it takes another); when none is free they wait there, in one queue, for the first that
-//! is: uWSGI's shared accept queue, for connections kept alive.
+//! Only a free thread takes from it, one connection at a time (it serves that request
+//! before it takes another); when none is free they wait there, in one queue, for the
+//! first that is: uWSGI's shared accept queue, for connections kept alive. The master
+//! holds that socket too, so what waits there outlives a worker killed meanwhile.
 //!
 //! What is not moved, and why: idle connections with no request on them (moving them all
 //! piled them onto the one thread free at that moment); requests of a thread that merely
-//! shares the CPU with others; anything while every thread is busy (the request would wait
-//! as long in the queue). A fast request never waits for the mover, so a loaded steady
-//! state moves nothing. The mover runs at the idle scheduling priority (see `move_loop`).
+//! shares the CPU with others; requests behind a computing one while every thread is busy
+//! (they wait for the CPU, wherever they are). A fast request never waits for the mover,
+//! so a loaded steady state moves nothing. The mover runs at the idle scheduling priority
+//! (see `move_loop`).
 //!
 //! Who may touch an idle connection is decided by one compare-and-swap on its
 //! [`IdleConn::state`]: its task claims it before reading (`IDLE` to `ACTIVE`), the mover
@@ -236,15 +238,15 @@ impl RequestThreads {
 const COMPUTING_LOOKS: u32 = 10;
 
 impl ThreadState {
-    /// Whether this thread, in the same request for `looks` looks, holds up requests a
-    /// free thread could serve: it waits (sleep, I/O, a lock: /proc says it is not
-    /// runnable) and another thread of the daemon is free, or it has computed for
-    /// [`COMPUTING_LOOKS`].
+    /// Whether this thread, in the same request for `looks` looks, holds up requests
+    /// another thread could serve: it waits (sleep, I/O, a lock: /proc says it is not
+    /// runnable), or it has computed for [`COMPUTING_LOOKS`] and a thread of the daemon
+    /// is free. Behind a waiting request, the requests move even when every thread is busy:
+    /// in the shared queue the first thread to be free takes them, and they outlive this
+    /// worker if it is killed. Behind a computing one they stay (the CPU is what they wait
+    /// for, wherever they are).
     fn holding_up(&self, looks: u32) -> bool {
-        if !crate::stats::a_thread_is_free() {
-            return false; // the requests would wait as long in the queue
-        }
-        looks >= COMPUTING_LOOKS || self.waiting()
+        self.waiting() || (looks >= COMPUTING_LOOKS && crate::stats::a_thread_is_free())
     }
 
     /// Whether the thread sleeps rather than runs (its state in /proc/self/task/TID/stat).

@@ -318,10 +318,16 @@ async fn handover_loop(
     let stop = stopped(&mut stop_watch);
     tokio::pin!(stop);
     loop {
+        // Only a free thread takes one: the others wait in the shared queue (held by the
+        // master too, so a worker killed meanwhile loses none) for the first that is.
+        let free_then_take = async {
+            drop(ctx.app_slot().await);
+            incoming.next().await
+        };
         let (protocol, conn, peer, head) = tokio::select! {
             biased;
             _ = &mut stop => return Ok(()),
-            taken = incoming.next() => taken?,
+            taken = free_then_take => taken?,
         };
         tracing::debug!("{peer}: connection taken over from a retiring worker");
         let guard = in_flight.enter();
