@@ -328,3 +328,25 @@ def test_with_every_thread_busy_a_killed_worker_loses_only_the_request_it_was_ru
     assert killed_pid not in {int(a[1]) for a in answers}
     assert slow.read() is None, "the request it was running is lost with it"
     assert busy.read()[0] == 200
+
+
+def test_a_request_body_that_stalls_holds_the_thread_for_socket_timeout_only(daemon):
+    """The body is read while the request holds its thread: a client that stops sending
+    it is answered 400 and closed after socket-timeout (1 s here), and the next client is
+    served by the one thread."""
+    port = free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--socket-timeout", "1",
+               ready=("127.0.0.1", port))
+    stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
+    stalled.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+    time.sleep(0.2)
+    started = time.monotonic()
+    answer = KeptAlive(port).ask("/pid")
+    took = time.monotonic() - started
+    assert answer and answer[0] == 200, answer
+    assert 0.5 < took < 2.5, f"answered after {took:.1f} s"
+    said = b""
+    while chunk := stalled.recv(65536):
+        said += chunk
+    assert said.startswith(b"HTTP/1.1 400") and b"connection: close" in said.lower(), said
+    assert "nothing came for socket-timeout (1 s) after 3 bytes" in d.log(), d.log()

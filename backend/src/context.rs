@@ -61,12 +61,12 @@ impl std::ops::Deref for ThreadContext {
 }
 
 impl ThreadContext {
-    /// Waits until this thread is free to run the app.
     /// The thread's app slot if it is free now.
     pub fn try_app_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.app_slot.clone().try_acquire_owned().ok()
     }
 
+    /// Waits until this thread is free to run the app.
     pub fn app_slot(
         &self,
     ) -> impl std::future::Future<Output = OwnedSemaphorePermit> + Send + 'static {

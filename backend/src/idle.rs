@@ -8,9 +8,10 @@
 //!
 //! So each request thread lists its idle connections here, and one thread per worker, the
 //! mover, looks at the request threads every [`TICK`]. When a thread has been in the same
-//! request since its last look and holds up requests another could serve (it waits: sleep,
-//! I/O, a lock; or it has computed for [`COMPUTING_LOOKS`] looks while a thread of some
-//! worker is free, as the stats counters say), those of its idle connections on which a
+//! request since its last look and holds up requests another could serve (while a thread
+//! of some worker is free, as the stats counters say: it waits, for sleep, I/O or a lock,
+//! or it has computed for [`COMPUTING_LOOKS`] looks; while none is: it has waited that
+//! long), those of its idle connections on which a
 //! request has arrived go to the handover socket every worker takes from (`handover.rs`).
 //! Only a free thread takes from it, one connection at a time (it serves that request
 //! before it takes another); when none is free they wait there, in one queue, for the
@@ -20,7 +21,8 @@
 //! What is not moved, and why: idle connections with no request on them (moving them all
 //! piled them onto the one thread free at that moment); requests of a thread that merely
 //! shares the CPU with others; requests behind a computing one while every thread is busy
-//! (they wait for the CPU, wherever they are). A fast request never waits for the mover,
+//! (they wait for the CPU, wherever they are), or behind one that has waited less than
+//! [`COMPUTING_LOOKS`] looks then. A fast request never waits for the mover,
 //! so a loaded steady state moves nothing. The mover runs at the idle scheduling priority
 //! (see `move_loop`).
 //!
@@ -239,14 +241,18 @@ const COMPUTING_LOOKS: u32 = 10;
 
 impl ThreadState {
     /// Whether this thread, in the same request for `looks` looks, holds up requests
-    /// another thread could serve: it waits (sleep, I/O, a lock: /proc says it is not
-    /// runnable), or it has computed for [`COMPUTING_LOOKS`] and a thread of the daemon
-    /// is free. Behind a waiting request, the requests move even when every thread is busy:
-    /// in the shared queue the first thread to be free takes them, and they outlive this
-    /// worker if it is killed. Behind a computing one they stay (the CPU is what they wait
-    /// for, wherever they are).
+    /// another thread could serve. While a thread of the daemon is free: it waits (sleep,
+    /// I/O, a lock: /proc says it is not runnable), or it has computed for
+    /// [`COMPUTING_LOOKS`]. While every thread is busy: it has been waiting for
+    /// [`COMPUTING_LOOKS`]; the requests then go to the shared queue, where the first
+    /// thread to be free takes them and where they outlive this worker if it is killed.
+    /// Not sooner: a thread waiting for the GIL is not runnable either, and under load
+    /// every request of a worker with threads would move.
     fn holding_up(&self, looks: u32) -> bool {
-        self.waiting() || (looks >= COMPUTING_LOOKS && crate::stats::a_thread_is_free())
+        match crate::stats::a_thread_is_free() {
+            true => looks >= COMPUTING_LOOKS || self.waiting(),
+            false => looks >= COMPUTING_LOOKS && self.waiting(),
+        }
     }
 
     /// Whether the thread sleeps rather than runs (its state in /proc/self/task/TID/stat).

@@ -16,11 +16,13 @@
 //! - a worker killed with SIGKILL takes with it the requests it was running, not the ones
 //!   queued behind them.
 //!
-//! Once admitted, the request's head must be in within `socket-timeout` (the thread is
-//! held for it meanwhile, as a uWSGI thread is while it reads a request), and reads pass
-//! until its response is all written. A request hyper finds whole in what it read with
-//! the previous one (a pipelining client) was not admitted here: it is served as it comes,
-//! and the connection then stays with its thread (hyper's buffer may hold more of it).
+//! Once admitted, the request holds the thread while it is read, as a uWSGI thread does:
+//! its head must be in within `socket-timeout`, and each read of its body too (`mod.rs`).
+//! Reads then pass until hyper has its response. A request hyper finds whole in what it
+//! read with the previous one (a pipelining client) was not admitted here: it is served as
+//! it comes, and the connection then stays with its thread. A pipelining client whose next
+//! request came only in part with the previous one is not seen as such: its connection
+//! could move with that part left in hyper's buffer (no client in use pipelines).
 
 use std::future::Future;
 use std::io;
@@ -40,14 +42,16 @@ use crate::idle::{Claim, IdleConn};
 pub struct Gate {
     /// The connection's entry in its thread's idle list.
     pub entry: Arc<IdleConn>,
-    /// Requests read or being read whose response is not all written yet.
+    /// Requests admitted or dispatched whose response body hyper has not dropped yet
+    /// (it drops it once the last frame is in its write buffer).
     active: AtomicUsize,
     /// The app slot of the request admitted whose head hyper reads now: its request takes it.
     admitted: Mutex<Option<OwnedSemaphorePermit>>,
     /// hyper dispatched a request this gate did not admit: reads pass from then on, and
     /// the connection no longer moves.
     pinned: AtomicBool,
-    /// hyper holds bytes of a response the socket did not take yet.
+    /// The last write hyper asked for would block: it holds bytes of a response the socket
+    /// did not take yet (until it flushes the connection).
     writing: AtomicBool,
 }
 
@@ -145,12 +149,19 @@ impl GatedConn {
             if let Some(settling) = self.settling.as_mut() {
                 std::task::ready!(settling.as_mut().poll(cx));
                 self.settling = None;
+                if self.gate.entry.given() {
+                    return Poll::Ready(Err(given()));
+                }
             }
             let permit = match self.slot.as_mut() {
                 Some(slot) => std::task::ready!(slot.as_mut().poll(cx)),
                 None => {
-                    // Listed as waiting for its next request: the mover may move it from here.
-                    self.gate.entry.release();
+                    // Listed as waiting for its next request: the mover may move it from
+                    // here, unless bytes of it are in the prefix (handed over with it),
+                    // which the mover could not send along.
+                    if self.io.unread_prefix().is_empty() {
+                        self.gate.entry.release();
+                    }
                     std::task::ready!(self.io.poll_read_ready(cx));
                     match self.ctx.try_app_slot() {
                         Some(permit) => permit,
@@ -194,6 +205,8 @@ impl GatedConn {
             Poll::Ready(Ok(())) => {}
         }
         let requests = &self.ctx.requests;
+        // Refused: Pending with no waker of its own is enough, because refusing means the
+        // worker's stop was sent already, and the serve loop polls that stop.
         if requests.stopping() || !requests.admit() {
             // Not this worker's to serve: the bytes go back, and its stop makes the serve
             // loop hand the connection over with them (or close it if the daemon stops).

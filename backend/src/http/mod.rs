@@ -181,18 +181,21 @@ async fn handle(
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    // The body is not read (or not all of it): the connection closes after the answer,
+    // rather than hyper reading what is left of the body as if it were a next request.
     let too_large = |reason: String| {
         tracing::error!("{peer} {} {} => 413: {reason}", head.method, head.uri);
-        Ok(plain_response(
+        Ok(closing(plain_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Content Too Large",
-        ))
+        )))
     };
     // A declared length is refused before reading; a chunked body once it passes the limit.
     if let Some(reason) = declared.and_then(|length| ctx.refuse_body(length)) {
         return too_large(reason);
     }
-    let (first, spooled, length) = match read_body(incoming, ctx.limit_post).await {
+    let (first, spooled, length) = match read_body(incoming, ctx.limit_post, ctx.head_timeout).await
+    {
         Ok(ReadBody::Whole {
             memory,
             spooled,
@@ -208,7 +211,10 @@ async fn handle(
                 head.method,
                 head.uri
             );
-            return Ok(plain_response(StatusCode::BAD_REQUEST, "Bad Request"));
+            return Ok(closing(plain_response(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+            )));
         }
     };
     let has_body = length > 0 || head.headers.contains_key(http::header::CONTENT_LENGTH);
@@ -277,17 +283,11 @@ async fn handle(
 /// daemon stops) says `Connection: close`, so a kept-alive client does not send its next
 /// request on a connection about to close. A retiring worker (reload, max-requests, ...)
 /// hands its idle connections over instead, and keeps them alive.
-fn closing_if_stopping(
-    ctx: &WorkerContext,
-    mut response: Response<WsgiBody>,
-) -> Response<WsgiBody> {
-    if ctx.requests.stopping() && !ctx.retiring() {
-        response.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
+fn closing_if_stopping(ctx: &WorkerContext, response: Response<WsgiBody>) -> Response<WsgiBody> {
+    match ctx.requests.stopping() && !ctx.retiring() {
+        true => closing(response),
+        false => response,
     }
-    response
 }
 
 /// Reads the whole request body: the bytes, and a temporary file when it outgrew memory.
@@ -303,11 +303,26 @@ enum ReadBody {
     OverLimit { read: u64 },
 }
 
-async fn read_body(mut incoming: Incoming, limit: Option<u64>) -> anyhow::Result<ReadBody> {
+/// The request holds its thread meanwhile (`gate.rs`): a client that sends nothing for
+/// `socket-timeout` (`silence`) is given up, as uWSGI gives up a read.
+async fn read_body(
+    mut incoming: Incoming,
+    limit: Option<u64>,
+    silence: std::time::Duration,
+) -> anyhow::Result<ReadBody> {
     let mut memory = Vec::new();
     let mut file: Option<std::fs::File> = None;
     let mut length = 0u64;
-    while let Some(frame) = incoming.frame().await {
+    loop {
+        let Ok(frame) = tokio::time::timeout(silence, incoming.frame()).await else {
+            anyhow::bail!(
+                "nothing came for socket-timeout ({} s) after {length} bytes",
+                silence.as_secs()
+            );
+        };
+        let Some(frame) = frame else {
+            break;
+        };
         let Ok(data) = frame?.into_data() else {
             continue;
         };
@@ -621,6 +636,15 @@ fn head_size(status: StatusCode, headers: &http::HeaderMap) -> usize {
         .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
         .sum();
     status_line + fields + 2
+}
+
+/// The response, saying the connection closes after it.
+fn closing(mut response: Response<WsgiBody>) -> Response<WsgiBody> {
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 fn plain_response(status: StatusCode, text: &'static str) -> Response<WsgiBody> {
