@@ -10,8 +10,9 @@
 //! mover, looks at the request threads every [`TICK`]. When a thread has been in the same
 //! request since its last look and holds up requests another could serve (while a thread
 //! of some worker is free, as the stats counters say: it waits, for sleep, I/O or a lock,
-//! or it has computed for [`COMPUTING_LOOKS`] looks; while none is: it has waited that
-//! long), those of its idle connections on which a
+//! or it has computed for [`COMPUTING_LOOKS`] looks; while none is: it waits in a system
+//! call other than a futex, or in a futex, which may be the GIL, for that many looks),
+//! those of its idle connections on which a
 //! request has arrived go to the handover socket every worker takes from (`handover.rs`).
 //! Only a free thread takes from it, one connection at a time (it serves that request
 //! before it takes another); when none is free they wait there, in one queue, for the
@@ -21,8 +22,8 @@
 //! What is not moved, and why: idle connections with no request on them (moving them all
 //! piled them onto the one thread free at that moment); requests of a thread that merely
 //! shares the CPU with others; requests behind a computing one while every thread is busy
-//! (they wait for the CPU, wherever they are), or behind one that has waited less than
-//! [`COMPUTING_LOOKS`] looks then. A fast request never waits for the mover,
+//! (they wait for the CPU, wherever they are), or behind one that may be waiting for the
+//! GIL then. A fast request never waits for the mover,
 //! so a loaded steady state moves nothing. The mover runs at the idle scheduling priority
 //! (see `move_loop`).
 //!
@@ -246,13 +247,24 @@ impl ThreadState {
     /// [`COMPUTING_LOOKS`]. While every thread is busy: it has been waiting for
     /// [`COMPUTING_LOOKS`]; the requests then go to the shared queue, where the first
     /// thread to be free takes them and where they outlive this worker if it is killed.
-    /// Not sooner: a thread waiting for the GIL is not runnable either, and under load
-    /// every request of a worker with threads would move.
+    /// Sooner if it waits in a system call other than a futex: a thread waiting for the
+    /// GIL (a futex) is not runnable either, and under load every request of a worker
+    /// with threads would move.
     fn holding_up(&self, looks: u32) -> bool {
         match crate::stats::a_thread_is_free() {
             true => looks >= COMPUTING_LOOKS || self.waiting(),
-            false => looks >= COMPUTING_LOOKS && self.waiting(),
+            false => self.waiting() && (looks >= COMPUTING_LOOKS || !self.in_futex()),
         }
+    }
+
+    /// Whether the thread is in a futex wait (the GIL, or a lock of the app's), as
+    /// /proc/self/task/TID/syscall says: the number of the system call it is in first.
+    fn in_futex(&self) -> bool {
+        let tid = self.tid.load(Ordering::Relaxed);
+        let Ok(syscall) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+            return true; // unknown: as if it might be the GIL
+        };
+        syscall.split_whitespace().next() == Some(&libc::SYS_futex.to_string())
     }
 
     /// Whether the thread sleeps rather than runs (its state in /proc/self/task/TID/stat).
