@@ -392,9 +392,9 @@ impl RequestThread {
         }
     }
 
-    /// Lists a kept-alive connection this thread serves from now on, claimed. Until it
-    /// is given or [`RequestThread::forget`] says it is closed, it stays listed.
-    pub fn list(&self, conn: BorrowedFd<'_>, protocol: Protocol, peer: &str) -> Arc<IdleConn> {
+    /// Lists a kept-alive connection this thread serves from now on, claimed. It stays
+    /// listed until it is given or the returned [`Listed`] is dropped.
+    pub fn list(&self, conn: BorrowedFd<'_>, protocol: Protocol, peer: &str) -> Listed {
         let entry = Arc::new(IdleConn {
             fd: conn.as_raw_fd(),
             peer: peer.to_string(),
@@ -404,7 +404,13 @@ impl RequestThread {
         });
         let mut idle = self.state().idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.push(entry.clone());
-        entry
+        Listed {
+            entry,
+            thread: RequestThread {
+                index: self.index,
+                threads: self.threads.clone(),
+            },
+        }
     }
 
     /// Waits for the next request on a kept-alive connection, listed as idle meanwhile,
@@ -467,9 +473,75 @@ impl RequestThread {
         }
     }
 
-    /// Takes the entry of a connection this thread closes (claimed) off its list.
-    pub fn forget(&self, entry: &Arc<IdleConn>) {
+    /// Takes an entry off this thread's list.
+    fn forget(&self, entry: &Arc<IdleConn>) {
         let mut idle = self.state().idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain(|e| !Arc::ptr_eq(e, entry));
+    }
+}
+
+/// A connection's entry in its thread's idle list, for as long as its task holds it.
+/// Dropped, it claims the connection back (so the mover never sends a descriptor its task
+/// let go of) and takes it off the list, however the task ends: its own way, or a panic.
+/// A task drops it before it closes the connection.
+pub struct Listed {
+    entry: Arc<IdleConn>,
+    thread: RequestThread,
+}
+
+impl std::ops::Deref for Listed {
+    type Target = Arc<IdleConn>;
+
+    fn deref(&self) -> &Arc<IdleConn> {
+        &self.entry
+    }
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        // The mover holds it for one sendmsg at most.
+        while matches!(self.entry.claim(), Claim::Giving) {
+            std::thread::yield_now();
+        }
+        self.thread.forget(&self.entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn listed_count(threads: &RequestThreads) -> usize {
+        threads.threads[0]
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    #[test]
+    fn an_entry_leaves_the_list_however_its_task_ends() {
+        let threads = RequestThreads::new(1);
+        let (conn, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let thread = threads.thread(0);
+        // Dropped where it was made: the task's own way.
+        let listed = thread.list(conn.as_fd(), Protocol::Http, "peer");
+        assert_eq!(listed_count(&threads), 1);
+        drop(listed);
+        assert_eq!(listed_count(&threads), 0);
+        // Dropped by a panic while the connection waited for its next request (idle):
+        // claimed back and off the list, so the mover cannot send that number any more.
+        let seen = Mutex::new(None);
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let listed = thread.list(conn.as_fd(), Protocol::Http, "peer");
+            listed.release();
+            *seen.lock().unwrap() = Some(Arc::clone(&listed));
+            panic!("the task failed");
+        }));
+        assert!(failed.is_err());
+        let entry = seen.lock().unwrap().take().expect("listed");
+        assert_eq!(entry.state.load(Ordering::SeqCst), ACTIVE);
+        assert_eq!(listed_count(&threads), 0);
     }
 }

@@ -137,7 +137,7 @@ pub async fn serve(
             Claim::Giving => entry.settled().await,
         }
     }
-    ctx.thread.forget(&entry);
+    drop(entry);
     let retiring = ctx.retiring();
     // Idle when the worker stopped, or closed by hyper with the head of a request admitted
     // but not complete yet (it is in `read_buf`): another worker serves it.

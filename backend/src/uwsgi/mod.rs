@@ -217,7 +217,7 @@ async fn serve_connection(
     // Listed with this thread while it serves it: if the thread gets stuck in a long
     // request, the connection goes to a free one (`idle.rs`).
     let entry = ctx.thread.list(stream.as_fd(), Protocol::Uwsgi, &peer);
-    match next_requests(
+    let ended = next_requests(
         &ctx,
         &stream,
         &entry,
@@ -226,17 +226,13 @@ async fn serve_connection(
         &mut idle,
         &mut stop_rx,
     )
-    .await
-    {
-        Ended::Closed => {
-            ctx.thread.forget(&entry);
-            // It may be open in another process too (it came from another worker): the
-            // peer sees the end only when it is shut.
-            let _ = socket2::SockRef::from(&*stream).shutdown(std::net::Shutdown::Write);
-        }
-        Ended::HandedOver => ctx.thread.forget(&entry),
-        // The mover took it off the list.
-        Ended::Given => {}
+    .await;
+    // Off the list before it is shut or let go of.
+    drop(entry);
+    if let Ended::Closed = ended {
+        // It may be open in another process too (it came from another worker): the
+        // peer sees the end only when it is shut.
+        let _ = socket2::SockRef::from(&*stream).shutdown(std::net::Shutdown::Write);
     }
 }
 
