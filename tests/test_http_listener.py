@@ -1,7 +1,10 @@
 """The daemon's own HTTP listener loses nothing: clients that record every request's
 outcome, with keep-alive and with `Connection: close`, through max-requests recycling
 and reloads; a request followed by shutdown(SHUT_WR) is answered; a retiring worker's
-last response on a kept-alive connection says `Connection: close`."""
+last response on a kept-alive connection says `Connection: close`. Requests on a busy
+worker's kept-alive connections go to a free one; a killed worker takes only the request
+it was running; max-requests N serves at most N; a stalled request holds its thread for
+socket-timeout at most."""
 
 import os
 import signal
@@ -9,7 +12,9 @@ import socket
 import threading
 import time
 
-from conftest import APPS, free_port, wait_for
+import pytest
+
+from conftest import APPS, free_port, held_by_each, wait_for
 
 APP = APPS / "pep3333.py"
 
@@ -203,14 +208,10 @@ class KeptAlive:
 def _kept_alive_on_each(port, workers):
     """Kept-alive HTTP connections, each having served one request, until every one of
     `workers` pids holds at least three: {pid: [connections]}."""
-    held = {}
-    for _ in range(200):
+    def connect():
         conn = KeptAlive(port)
-        pid = int(conn.ask("/pid")[1])
-        held.setdefault(pid, []).append(conn)
-        if len(held) == workers and all(len(c) >= 3 for c in held.values()):
-            return held
-    raise AssertionError(f"connections did not reach {workers} workers: {held}")
+        return conn, int(conn.ask("/pid")[1])
+    return held_by_each(connect, workers, at_least=3)
 
 
 def test_requests_on_a_busy_workers_idle_connections_go_to_a_free_one(daemon):
@@ -239,26 +240,34 @@ def test_requests_on_a_busy_workers_idle_connections_go_to_a_free_one(daemon):
     assert "cannot hand" not in d.log(), d.log()
 
 
-def test_a_killed_worker_loses_only_the_request_it_was_running(daemon):
+@pytest.mark.parametrize("other", ["free", "busy"])
+def test_a_killed_worker_loses_only_the_request_it_was_running(daemon, other):
     """SIGKILL takes the request the worker was running; requests sent meanwhile on the
-    other kept-alive connections it held were answered by the other worker, not lost with
-    it."""
+    other kept-alive connections it held are answered by another worker, not lost with it:
+    at once when the other worker is free; when it is busy too, they wait in the shared
+    queue (not in the killed worker) for the first worker free."""
     port = free_port()
     d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "2",
                ready=("127.0.0.1", port))
     held = _kept_alive_on_each(port, 2)
-    busy_pid = next(iter(held))
-    slow, *waiting = held[busy_pid]
+    killed_pid, other_pid = list(held)
+    slow, *waiting = held[killed_pid]
+    busy = held[other_pid][0]
     slow.send("/sleep?seconds=5")
+    if other == "busy":
+        busy.send("/sleep?seconds=1.5")
     time.sleep(0.3)
     for conn in waiting:
         conn.send("/pid")
     time.sleep(0.3)
-    os.kill(busy_pid, signal.SIGKILL)
-    d.wait_log(rf"\(pid {busy_pid}\) was killed by SIGKILL")
+    os.kill(killed_pid, signal.SIGKILL)
+    d.wait_log(rf"\(pid {killed_pid}\) was killed by SIGKILL")
     answers = [conn.read() for conn in waiting]
-    assert slow.read() is None, "the request it was running is lost with it"
     assert [a and a[0] for a in answers] == [200] * len(waiting), answers
+    assert killed_pid not in {int(a[1]) for a in answers}
+    assert slow.read() is None, "the request it was running is lost with it"
+    if other == "busy":
+        assert busy.read()[0] == 200
 
 
 def test_max_requests_is_exact_over_http(daemon):
@@ -286,65 +295,37 @@ def test_max_requests_is_exact_over_http(daemon):
     assert len(served) >= 400 // 20 and max(served.values()) <= 20, sorted(served.values())
 
 
-def test_a_request_head_that_stalls_holds_the_thread_for_socket_timeout_only(daemon):
-    """A client that sends part of a request head and stops holds its thread (the thread
-    reads the request it admitted, as a uWSGI thread does) for socket-timeout at most: the
-    connection is then closed, and the next client is served by the one thread."""
+def _stall_then_ask(daemon, sent):
+    """A daemon with one thread and socket-timeout 1 s; a client sends `sent` and stops;
+    another client asks for /pid, and is answered by the one thread once socket-timeout
+    has given up on the first: (daemon, the stalled socket)."""
     port = free_port()
-    daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--socket-timeout", "1",
-           ready=("127.0.0.1", port))
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--socket-timeout", "1",
+               ready=("127.0.0.1", port))
     stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
-    stalled.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n")
+    stalled.sendall(sent)
     time.sleep(0.2)
     started = time.monotonic()
     answer = KeptAlive(port).ask("/pid")
     took = time.monotonic() - started
     assert answer and answer[0] == 200, answer
     assert 0.5 < took < 2.5, f"answered after {took:.1f} s"
+    return d, stalled
+
+
+def test_a_request_head_that_stalls_holds_the_thread_for_socket_timeout_only(daemon):
+    """A client that sends part of a request head and stops holds its thread (the thread
+    reads the request it admitted, as a uWSGI thread does) for socket-timeout at most: the
+    connection is then closed, and the next client is served by the one thread."""
+    _, stalled = _stall_then_ask(daemon, b"GET /pid HTTP/1.1\r\nHost: x\r\n")
     assert stalled.recv(65536) == b"", "the stalled connection is closed"
-
-
-def test_with_every_thread_busy_a_killed_worker_loses_only_the_request_it_was_running(daemon):
-    """Both workers busy: requests sent on the kept-alive connections of one of them wait
-    in the shared queue (not in that worker), so when it is killed they are answered by the
-    first worker free; only the request it was running is lost."""
-    port = free_port()
-    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "2",
-               ready=("127.0.0.1", port))
-    held = _kept_alive_on_each(port, 2)
-    killed_pid, other_pid = list(held)
-    slow, *waiting = held[killed_pid]
-    busy = held[other_pid][0]
-    slow.send("/sleep?seconds=5")
-    busy.send("/sleep?seconds=1.5")
-    time.sleep(0.3)
-    for conn in waiting:
-        conn.send("/pid")
-    time.sleep(0.3)
-    os.kill(killed_pid, signal.SIGKILL)
-    d.wait_log(rf"\(pid {killed_pid}\) was killed by SIGKILL")
-    answers = [conn.read() for conn in waiting]
-    assert [a and a[0] for a in answers] == [200] * len(waiting), answers
-    assert killed_pid not in {int(a[1]) for a in answers}
-    assert slow.read() is None, "the request it was running is lost with it"
-    assert busy.read()[0] == 200
 
 
 def test_a_request_body_that_stalls_holds_the_thread_for_socket_timeout_only(daemon):
     """The body is read while the request holds its thread: a client that stops sending
     it is answered 400 and closed after socket-timeout (1 s here), and the next client is
     served by the one thread."""
-    port = free_port()
-    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--socket-timeout", "1",
-               ready=("127.0.0.1", port))
-    stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
-    stalled.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
-    time.sleep(0.2)
-    started = time.monotonic()
-    answer = KeptAlive(port).ask("/pid")
-    took = time.monotonic() - started
-    assert answer and answer[0] == 200, answer
-    assert 0.5 < took < 2.5, f"answered after {took:.1f} s"
+    d, stalled = _stall_then_ask(daemon, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
     said = b""
     while chunk := stalled.recv(65536):
         said += chunk

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import APPS, VENV, can_connect, wait_for
+from conftest import APPS, VENV, can_connect, held_by_each, wait_for
 from test_bad_input import packet, request_vars
 
 KEEPALIVE = [("NGX_WSGI_KEEPALIVE", "chunked")]
@@ -257,14 +257,10 @@ def _ask_all(conns):
 def _connections_on_each(app_sock, workers):
     """Kept-alive connections, each having served one request, until every one of
     `workers` pids holds at least two: {pid: [connections]}."""
-    held = {}
-    for _ in range(200):
+    def connect():
         conn = UwsgiConnection(app_sock)
-        pid = int(conn.request("/pid")[1])
-        held.setdefault(pid, []).append(conn)
-        if len(held) == workers and all(len(c) >= 2 for c in held.values()):
-            return held
-    raise AssertionError(f"connections did not reach {workers} workers: {held}")
+        return conn, int(conn.request("/pid")[1])
+    return held_by_each(connect, workers, at_least=2)
 
 
 @pytest.mark.parametrize("layout", [("--processes", "2"), ("--threads", "2")], ids=["processes", "threads"])

@@ -426,14 +426,14 @@ impl RequestThread {
     ) -> Waited {
         let deadline = tokio::time::Instant::now() + timeout;
         // From here the mover may take it.
-        entry.state.store(IDLE, Ordering::SeqCst);
+        entry.release();
         loop {
             // None: readable, to be read once claimed.
             let woken = tokio::select! {
                 biased;
                 _ = crate::process::stopped(stop_rx) => Some(Waited::Stopped),
-                _ = entry.settled.notified() => {
-                    if entry.state.load(Ordering::SeqCst) == GIVEN {
+                _ = entry.settled() => {
+                    if entry.given() {
                         return Waited::Given;
                     }
                     continue;
@@ -444,17 +444,14 @@ impl RequestThread {
                     Err(_) => Some(Waited::Expired),
                 },
             };
-            match entry
-                .state
-                .compare_exchange(IDLE, ACTIVE, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => {}
-                Err(GIVEN) => return Waited::Given,
+            match entry.claim() {
+                Claim::Claimed => {}
+                Claim::Given => return Waited::Given,
                 // The mover is sending it: wait for its verdict (`settled` keeps a wake-up
                 // given before this waits), without spinning on the readiness meanwhile.
-                Err(_) => {
-                    entry.settled.notified().await;
-                    if entry.state.load(Ordering::SeqCst) == GIVEN {
+                Claim::Giving => {
+                    entry.settled().await;
+                    if entry.given() {
                         return Waited::Given;
                     }
                     continue;
@@ -466,7 +463,7 @@ impl RequestThread {
             match conn.try_read_available(received) {
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
                     // Woken by readiness left from the last request: idle again.
-                    entry.state.store(IDLE, Ordering::SeqCst);
+                    entry.release();
                 }
                 read => return Waited::Read(read),
             }

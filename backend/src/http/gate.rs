@@ -78,6 +78,12 @@ impl Gate {
         (admitted, ActiveRequest(self.clone()))
     }
 
+    /// Notes whether a write hyper asked for would block (it then holds bytes).
+    fn wrote(&self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        self.writing.store(written.is_pending(), Ordering::SeqCst);
+        written
+    }
+
     /// hyper holds bytes of a response it could not write yet.
     pub fn writing(&self) -> bool {
         self.writing.load(Ordering::SeqCst)
@@ -274,10 +280,7 @@ impl AsyncWrite for GatedConn {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let written = Pin::new(&mut self.io).poll_write(cx, buf);
-        self.gate
-            .writing
-            .store(written.is_pending(), Ordering::SeqCst);
-        written
+        self.gate.wrote(written)
     }
 
     fn poll_write_vectored(
@@ -286,10 +289,7 @@ impl AsyncWrite for GatedConn {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        self.gate
-            .writing
-            .store(written.is_pending(), Ordering::SeqCst);
-        written
+        self.gate.wrote(written)
     }
 
     fn is_write_vectored(&self) -> bool {
