@@ -127,8 +127,11 @@ pub struct GatedConn {
     slot: Option<Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>>,
     /// The mover is sending the connection: its verdict.
     settling: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    /// The admitted request's head must be in by then.
+    /// When the admitted request's head must be in: made at the first admission, reset
+    /// for each next one (no allocation per request).
     head_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The deadline applies: a request was admitted and hyper has not dispatched it yet.
+    head_armed: bool,
     /// The worker admits no more requests: the serve loop hands the connection over or
     /// closes it (it is told by the worker's stop).
     refused: bool,
@@ -143,6 +146,7 @@ impl GatedConn {
             slot: None,
             settling: None,
             head_deadline: None,
+            head_armed: false,
             refused: false,
         }
     }
@@ -224,7 +228,12 @@ impl GatedConn {
         }
         self.gate.active.fetch_add(1, Ordering::SeqCst);
         *self.gate.admitted() = Some(permit);
-        self.head_deadline = Some(Box::pin(tokio::time::sleep(self.ctx.head_timeout)));
+        let deadline = tokio::time::Instant::now() + self.ctx.head_timeout;
+        match self.head_deadline.as_mut() {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.head_deadline = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.head_armed = true;
         Poll::Ready(Ok(()))
     }
 
@@ -235,7 +244,7 @@ impl GatedConn {
 
     /// Whether the admitted request's head is still being read.
     fn head_pending(&self) -> bool {
-        self.head_deadline.is_some() && self.gate.admitted().is_some()
+        self.head_armed && self.gate.admitted().is_some()
     }
 }
 
@@ -259,7 +268,7 @@ impl AsyncRead for GatedConn {
         if read.is_pending() && this.head_pending() {
             if let Some(deadline) = this.head_deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {
-                    this.head_deadline = None;
+                    this.head_armed = false;
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "the request head did not come within socket-timeout",
@@ -267,7 +276,7 @@ impl AsyncRead for GatedConn {
                 }
             }
         } else if !this.head_pending() {
-            this.head_deadline = None;
+            this.head_armed = false;
         }
         read
     }
