@@ -2,7 +2,7 @@
 //! own, and the count of requests in flight a stopping worker waits for.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -11,6 +11,7 @@ use crate::idle::RequestThread;
 use crate::outcome::Outcome;
 use crate::reqlog::{RequestLine, RequestLogger, RequestRecord};
 use crate::watchdog::RequestClock;
+use crate::wsgi::environ::EnvironCache;
 use crate::wsgi::WsgiApp;
 
 /// What every request thread of a worker shares.
@@ -50,6 +51,8 @@ pub struct ThreadContext {
     pub thread: RequestThread,
     /// One app call at a time per request thread, as with uWSGI's threads.
     app_slot: Arc<Semaphore>,
+    /// What this thread's uwsgi requests leave to build the next environ from.
+    pub environ_cache: Mutex<EnvironCache>,
 }
 
 impl std::ops::Deref for ThreadContext {
@@ -205,6 +208,7 @@ impl ThreadContext {
             worker: worker.clone(),
             thread,
             app_slot: Arc::new(Semaphore::new(1)),
+            environ_cache: Mutex::default(),
         })
     }
 }

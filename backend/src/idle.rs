@@ -34,6 +34,7 @@
 //! descriptor that was closed, and after `GIVEN` the task lets go of it without a word.
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -422,9 +423,12 @@ impl RequestThread {
         entry: &Arc<IdleConn>,
         received: &mut Vec<u8>,
         stop_rx: &mut watch::Receiver<bool>,
-        timeout: Duration,
+        (mut timer, timeout): (Pin<&mut tokio::time::Sleep>, Duration),
     ) -> Waited {
-        let deadline = tokio::time::Instant::now() + timeout;
+        // One timer per connection, pushed back at each wait: a later deadline only
+        // updates the registered one, where a new timer per wait is registered with the
+        // runtime's timer wheel and taken off it again (a lock each time).
+        timer.as_mut().reset(tokio::time::Instant::now() + timeout);
         // From here the mover may take it.
         entry.release();
         loop {
@@ -438,10 +442,10 @@ impl RequestThread {
                     }
                     continue;
                 }
-                ready = tokio::time::timeout_at(deadline, conn.readable()) => match ready {
-                    Ok(Ok(())) => None,
-                    Ok(Err(err)) => Some(Waited::Read(Err(err))),
-                    Err(_) => Some(Waited::Expired),
+                () = timer.as_mut() => Some(Waited::Expired),
+                ready = conn.readable() => match ready {
+                    Ok(()) => None,
+                    Err(err) => Some(Waited::Read(Err(err))),
                 },
             };
             match entry.claim() {

@@ -150,8 +150,108 @@ pub struct RequestHead {
     pub header: PacketHeader,
     /// `buf[vars]` is the vars block.
     pub vars: std::ops::Range<usize>,
+    /// Where each var of the block lies, found while the block was checked.
+    pub spans: VarSpans,
     /// `CONTENT_LENGTH`, 0 when absent or empty.
     pub content_length: u64,
+}
+
+impl RequestHead {
+    /// The vars of the head at the start of `buf` (the buffer it was parsed from).
+    pub fn vars<'a>(&'a self, buf: &'a [u8]) -> Vars<'a> {
+        Vars::new(&buf[self.vars.clone()], &self.spans)
+    }
+}
+
+/// Where one var of a vars block lies: its name at `start`, then its value after the
+/// value's 2-byte length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VarSpan {
+    start: u32,
+    name_len: u16,
+    value_len: u16,
+}
+
+/// The vars of a request head: nginx sends a few dozen, which stay inline.
+pub type VarSpans = smallvec::SmallVec<[VarSpan; 40]>;
+
+/// A vars block decoded once ([`decode_vars`]): its vars in order, by position, for
+/// every reader of the request (the server's own vars, the environ, the log line)
+/// without decoding it again.
+#[derive(Clone, Copy)]
+pub struct Vars<'a> {
+    block: &'a [u8],
+    spans: &'a [VarSpan],
+}
+
+impl<'a> Vars<'a> {
+    /// The vars of `block`, as [`decode_vars`] found them in it.
+    pub fn new(block: &'a [u8], spans: &'a [VarSpan]) -> Self {
+        Vars { block, spans }
+    }
+
+    /// The vars block as received.
+    pub fn block(&self) -> &'a [u8] {
+        self.block
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The `(name, value)` pairs in order, from the one at position `first`.
+    pub fn iter_from(
+        &self,
+        first: usize,
+    ) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let block = self.block;
+        self.spans
+            .get(first..)
+            .unwrap_or_default()
+            .iter()
+            .map(move |span| {
+                let name = span.start as usize;
+                let value = name + usize::from(span.name_len) + 2;
+                (
+                    &block[name..name + usize::from(span.name_len)],
+                    &block[value..value + usize::from(span.value_len)],
+                )
+            })
+    }
+
+    /// The `(name, value)` pairs in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        self.iter_from(0)
+    }
+}
+
+/// Decodes a vars block: where each of its vars lies.
+pub fn decode_vars(block: &[u8]) -> Result<VarSpans, VarsError> {
+    decode_vars_seeing(block, |_, _| Ok::<_, VarsError>(()))
+}
+
+/// Decodes a vars block, showing each var to `see` on the way (one pass for what the
+/// caller looks for too).
+fn decode_vars_seeing<E: From<VarsError>>(
+    block: &[u8],
+    mut see: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+) -> Result<VarSpans, E> {
+    let mut spans = VarSpans::new();
+    for pair in parse_vars(block) {
+        let (name, value) = pair?;
+        see(name, value)?;
+        // Both lengths came from 2-byte fields, and the block is at most 64 KiB.
+        spans.push(VarSpan {
+            start: (name.as_ptr() as usize - block.as_ptr() as usize) as u32,
+            name_len: name.len() as u16,
+            value_len: value.len() as u16,
+        });
+    }
+    Ok(spans)
 }
 
 /// Why a request head cannot be served.
@@ -183,8 +283,7 @@ pub fn parse_request_head(
         return Ok(None);
     };
     let mut content_length = 0;
-    for pair in parse_vars(block) {
-        let (key, value) = pair?;
+    let spans = decode_vars_seeing(block, |key, value| {
         if key == b"CONTENT_LENGTH" && !value.is_empty() {
             content_length = std::str::from_utf8(value)
                 .ok()
@@ -193,10 +292,12 @@ pub fn parse_request_head(
                     HeadError::BadContentLength(String::from_utf8_lossy(value).into_owned())
                 })?;
         }
-    }
+        Ok::<_, HeadError>(())
+    })?;
     Ok(Some(RequestHead {
         header,
         vars,
+        spans,
         content_length,
     }))
 }

@@ -458,6 +458,14 @@ impl ResponseWriter for Collected {
     fn finish(&mut self) -> std::io::Result<bool> {
         Ok(true)
     }
+
+    fn send_may_wait(&self) -> bool {
+        false // hyper sends what was collected, after the app call
+    }
+
+    fn finish_may_wait(&self) -> bool {
+        false
+    }
 }
 
 /// What the request log line needs, carried by a streaming body until it ends.

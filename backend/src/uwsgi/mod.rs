@@ -256,6 +256,7 @@ async fn next_requests(
     idle: &mut bool,
     stop_rx: &mut watch::Receiver<bool>,
 ) -> Ended {
+    let mut idle_timer = std::pin::pin!(tokio::time::sleep(idle_timeout()));
     loop {
         let head = loop {
             match parse_request_head(received, ctx.buffer_size) {
@@ -277,7 +278,13 @@ async fn next_requests(
                 // Between requests: the mover may take it meanwhile.
                 let waited = ctx
                     .thread
-                    .wait_next_request(stream, entry, received, stop_rx, idle_timeout())
+                    .wait_next_request(
+                        stream,
+                        entry,
+                        received,
+                        stop_rx,
+                        (idle_timer.as_mut(), idle_timeout()),
+                    )
                     .await;
                 match waited {
                     Waited::Read(read) => read,
@@ -415,9 +422,9 @@ struct ServerVars<'a> {
 }
 
 impl<'a> ServerVars<'a> {
-    fn find(vars: &'a [u8]) -> Self {
+    fn find(vars: uwsgi_proto::Vars<'a>) -> Self {
         let mut found = ServerVars::default();
-        for (key, value) in uwsgi_proto::parse_vars(vars).flatten() {
+        for (key, value) in vars.iter() {
             if key == uwsgi_proto::KEEPALIVE_VAR {
                 found.keep_alive = Some(value);
                 continue;
@@ -449,12 +456,13 @@ fn run_request(
 ) -> Option<(Conn, Vec<u8>)> {
     let started = Instant::now();
     let conn = Arc::new(conn);
-    let vars = &received[head.vars.clone()];
+    let decoded = head.vars(received);
+    let vars = decoded.block();
     let body_start = head.vars.end;
     let body_end = received
         .len()
         .min(body_start.saturating_add(head.content_length as usize));
-    let server_vars = ServerVars::find(vars);
+    let server_vars = ServerVars::find(decoded);
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     let request_line = || {
         let uri = server_vars
@@ -523,7 +531,10 @@ fn run_request(
             Ok(input) => input,
             Err(err) => return failed(err),
         };
-        let source = EnvironSource::Uwsgi { vars };
+        let source = EnvironSource::Uwsgi {
+            vars: decoded,
+            cache: &ctx.environ_cache,
+        };
         let environ = match ctx.app.environ(py, &source, input.clone()) {
             Ok(environ) => environ,
             Err(err) => return failed(err),
@@ -536,7 +547,8 @@ fn run_request(
         let mut reusable =
             matches!(outcome, Outcome::Sent { .. }) && lock(&response).writer.reusable();
         let mut input = input.borrow_mut();
-        if reusable {
+        // Reading what the app left of the body may wait for nginx: without the GIL.
+        if reusable && input.body_mut().unread() > 0 {
             let body = input.body_mut();
             reusable = py
                 .detach(|| body.discard_unread(DRAIN_LIMIT))

@@ -92,8 +92,9 @@ impl UwsgiWriter {
             .ok_or_else(|| io::Error::other("the request is over: its connection is gone"))
     }
 
-    /// The head's bytes; decides the framing of the body.
-    fn head_bytes(&mut self, head: &ResponseHead) -> Vec<u8> {
+    /// Decides the framing of the body; returns the header lines the server adds to the
+    /// app's for it.
+    fn frame(&mut self, head: &ResponseHead) -> &'static [u8] {
         // A body the app left mostly unread ends the connection: say so in the head.
         let keep_alive = match &self.unread_body {
             Some(unread) if unread.load(Ordering::Relaxed) > DRAIN_LIMIT => KeepAlive::Off,
@@ -108,19 +109,21 @@ impl UwsgiWriter {
             (KeepAlive::Length, None) => Framing::UntilClose,
         };
         match self.framing {
-            Framing::UntilClose => head.to_http1(),
-            Framing::Chunked => head.to_http1_with(&[
-                ("Connection", "keep-alive"),
-                ("Transfer-Encoding", "chunked"),
-            ]),
-            _ => head.to_http1_with(&[("Connection", "keep-alive")]),
+            Framing::UntilClose => b"",
+            Framing::Chunked => b"Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n",
+            _ => b"Connection: keep-alive\r\n",
         }
     }
 }
 
 impl ResponseWriter for UwsgiWriter {
     fn send(&mut self, head: Option<&ResponseHead>, data: &[u8]) -> io::Result<u64> {
-        let head = head.map(|head| self.head_bytes(head)).unwrap_or_default();
+        // Written as they are, with the server's lines after the app's, in one writev.
+        let head = match head {
+            Some(head) => head.http1_parts(self.frame(head)),
+            None => [&[][..]; 3],
+        };
+        let head_len = head.iter().map(|part| part.len()).sum::<usize>();
         let mut size_line = String::new();
         let mut payload = data;
         let mut trailer: &[u8] = b"";
@@ -140,15 +143,22 @@ impl ResponseWriter for UwsgiWriter {
                 trailer = b"\r\n";
             }
         }
-        if !head.is_empty() && !self.clock.claim_answer(self.thread) {
+        if head_len > 0 && !self.clock.claim_answer(self.thread) {
             return Err(io::Error::other(
                 "harakiri has answered this request already",
             ));
         }
-        self.conn()?
-            .write_parts(&[&head, size_line.as_bytes(), payload, trailer])?;
-        if !head.is_empty() {
-            self.head_len = head.len();
+        let [lines, server_lines, end] = head;
+        self.conn()?.write_parts(&[
+            lines,
+            server_lines,
+            end,
+            size_line.as_bytes(),
+            payload,
+            trailer,
+        ])?;
+        if head_len > 0 {
+            self.head_len = head_len;
         }
         Ok(payload.len() as u64)
     }
@@ -178,6 +188,11 @@ impl ResponseWriter for UwsgiWriter {
             *remaining -= sent;
         }
         Ok(Some(sent))
+    }
+
+    fn finish_may_wait(&self) -> bool {
+        // Only a chunked body's last chunk is written; the others end as they are.
+        self.framing == Framing::Chunked
     }
 
     fn send_internal_error(&mut self) {

@@ -1,12 +1,18 @@
 //! The CGI part of the environ, from a uwsgi vars block or an HTTP request head.
 
+use std::sync::Mutex;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 /// Where the CGI variables of a request come from.
 pub enum EnvironSource<'a> {
-    /// A uwsgi vars block, already validated by the connection reader.
-    Uwsgi { vars: &'a [u8] },
+    /// A uwsgi vars block, already validated by the connection reader, and what the
+    /// request thread kept from its previous requests to build the environ from.
+    Uwsgi {
+        vars: uwsgi_proto::Vars<'a>,
+        cache: &'a Mutex<EnvironCache>,
+    },
     /// An HTTP/1.1 request served by the workers themselves.
     Http(HttpRequestInfo<'a>),
 }
@@ -18,6 +24,10 @@ pub struct HttpRequestInfo<'a> {
     pub remote: (String, u16),
     pub local_port: u16,
 }
+
+/// Keys every environ has with the same value (`wsgi.version`, `wsgi.errors`...), set by
+/// the app's owner.
+pub type FixedKeys = [(Py<PyString>, Py<PyAny>)];
 
 /// Decodes bytes as latin-1, WSGI's "native string" encoding: CPython's own decoder, one
 /// pass and one copy (every var of every request goes through here).
@@ -33,34 +43,336 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyStrin
     }
 }
 
-/// Var names cached by their position in the vars block: nginx sends the same params in
-/// the same order with every request, so a name usually comes back where it was last time,
-/// and its str (with its hash computed) is reused instead of made again. Bounded: past
-/// [`KEY_CACHE_SLOTS`] positions, names are made each time.
-const KEY_CACHE_SLOTS: usize = 64;
+/// How many var positions a request thread remembers the name and value of; past them,
+/// names and values are decoded each time.
+const VAR_SLOTS: usize = 64;
 
-/// A var's name as received, and the str made from it.
-type CachedKey = Option<(Box<[u8]>, Py<PyString>)>;
+/// How many shapes of the params part (which params, in which order) a request thread
+/// keeps a template for: a site served over both http and https has two (nginx leaves
+/// HTTPS out when it is empty), a server with several locations one per set of params.
+const TEMPLATES: usize = 4;
 
-thread_local! {
-    static KEY_CACHE: std::cell::RefCell<Vec<CachedKey>> =
-        std::cell::RefCell::new((0..KEY_CACHE_SLOTS).map(|_| None).collect());
+/// What a request thread keeps from one uwsgi request to build the next one's environ with
+/// less work. nginx sends its params first, the same names in the same order with every
+/// request and most values the same (method, protocol, document root, server name and
+/// port...), then the request's headers. For each shape of the params part the thread
+/// keeps a template: the environ those params made, with the keys PEP 3333 requires and
+/// the wsgi.* keys that do not change. A request whose params have a template's names in
+/// its order gets a copy of that template (CPython copies a dict's table whole) once the
+/// params whose value changed are set in it; only its headers are then added one by one.
+/// The name and value of each position are kept too, so a header that came with the same
+/// value last time is not decoded again.
+///
+/// Only the request thread that owns it uses it (the lock is never contended); the
+/// values it shares with the environs it made are immutable strs.
+#[derive(Default)]
+pub struct EnvironCache {
+    /// Most recently used first.
+    templates: Vec<Template>,
+    /// By position in the vars block.
+    slots: Vec<Option<VarSlot>>,
 }
 
-fn cached_key<'py>(py: Python<'py>, position: usize, key: &[u8]) -> PyResult<Bound<'py, PyString>> {
-    if position >= KEY_CACHE_SLOTS {
-        return latin1(py, key);
+/// The environ one shape of params makes.
+struct Template {
+    params: Vec<TemplateParam>,
+    environ: Py<PyDict>,
+    /// Whether the params say the client used https (the header part may say it too).
+    https: bool,
+}
+
+/// A param as the template's environ has it.
+struct TemplateParam {
+    name: Box<[u8]>,
+    /// The environ's key, the str made from `name`.
+    key: Py<PyString>,
+    value: Vec<u8>,
+    /// HTTPS, REQUEST_SCHEME or UWSGI_SCHEME: its value decides `https`.
+    scheme: bool,
+}
+
+/// The name and value a position of the vars block had last time, and their strs.
+struct VarSlot {
+    name: Box<[u8]>,
+    key: Py<PyString>,
+    value: Vec<u8>,
+    text: Py<PyString>,
+}
+
+/// Whether a var belongs to the params part: nginx sends the request's headers (HTTP_*)
+/// after its params, and wsgi_pass its keep-alive var last.
+fn is_param(name: &[u8]) -> bool {
+    !name.starts_with(b"HTTP_") && name != uwsgi_proto::KEEPALIVE_VAR
+}
+
+/// Whether a var says the client used https: HTTPS, REQUEST_SCHEME or UWSGI_SCHEME, as
+/// nginx sets them.
+fn says_https(name: &[u8], value: &[u8]) -> bool {
+    match name {
+        b"HTTPS" => value.eq_ignore_ascii_case(b"on") || value == b"1",
+        b"REQUEST_SCHEME" | b"UWSGI_SCHEME" => value.eq_ignore_ascii_case(b"https"),
+        _ => false,
     }
-    KEY_CACHE.with_borrow_mut(|slots| {
-        if let Some((name, text)) = &slots[position] {
-            if **name == *key {
-                return Ok(text.bind(py).clone());
+}
+
+fn is_scheme_var(name: &[u8]) -> bool {
+    matches!(name, b"HTTPS" | b"REQUEST_SCHEME" | b"UWSGI_SCHEME")
+}
+
+impl EnvironCache {
+    /// The strs of the var at `position`: those made last time when the name and value
+    /// are the same.
+    fn strings<'py>(
+        &mut self,
+        py: Python<'py>,
+        position: usize,
+        name: &[u8],
+        value: &[u8],
+    ) -> PyResult<(Bound<'py, PyString>, Bound<'py, PyString>)> {
+        if position >= VAR_SLOTS {
+            return Ok((latin1(py, name)?, latin1(py, value)?));
+        }
+        if self.slots.len() <= position {
+            self.slots.resize_with(position + 1, || None);
+        }
+        let slot = &mut self.slots[position];
+        match slot {
+            Some(slot) if *slot.name == *name => {
+                if slot.value != value {
+                    slot.text = latin1(py, value)?.unbind();
+                    slot.value.clear();
+                    slot.value.extend_from_slice(value);
+                }
+                Ok((slot.key.bind(py).clone(), slot.text.bind(py).clone()))
+            }
+            _ => {
+                let (key, text) = (latin1(py, name)?, latin1(py, value)?);
+                *slot = Some(VarSlot {
+                    name: name.into(),
+                    key: key.clone().unbind(),
+                    value: value.to_vec(),
+                    text: text.clone().unbind(),
+                });
+                Ok((key, text))
             }
         }
-        let text = latin1(py, key)?;
-        slots[position] = Some((key.into(), text.clone().unbind()));
-        Ok(text)
-    })
+    }
+
+    /// The environ of a uwsgi request (its CGI part and the fixed keys), and whether the
+    /// client used https.
+    fn environ<'py>(
+        &mut self,
+        py: Python<'py>,
+        vars: uwsgi_proto::Vars<'_>,
+        fixed: &FixedKeys,
+    ) -> PyResult<(Bound<'py, PyDict>, bool)> {
+        if let Some(index) = self.templates.iter().position(|t| t.matches(&vars)) {
+            self.templates[..=index].rotate_right(1);
+            let template = &mut self.templates[0];
+            template.update(py, &vars)?;
+            let environ = template.environ.bind(py).copy()?;
+            let mut adder = VarAdder::new(environ, template.https);
+            let params = template.params.len();
+            for (position, (name, value)) in (params..).zip(vars.iter_from(params)) {
+                adder.add(py, self, position, name, value)?;
+            }
+            return adder.finish(py);
+        }
+        // Var by var; the params part becomes a template for the next requests.
+        let mut adder = VarAdder::new(presized_dict(py, ENVIRON_SIZE)?, false);
+        let mut params = Some(Vec::new());
+        for (position, (name, value)) in vars.iter().enumerate() {
+            if params.is_some() && !(is_param(name) && position < VAR_SLOTS) {
+                self.remember(py, params.take().unwrap_or_default(), &adder, fixed)?;
+            }
+            adder.add(py, self, position, name, value)?;
+            if let Some(params) = params.as_mut() {
+                params.push((name, value));
+            }
+        }
+        if let Some(params) = params {
+            self.remember(py, params, &adder, fixed)?;
+        }
+        let (environ, https) = adder.finish(py)?;
+        complete(py, &environ, fixed)?;
+        Ok((environ, https))
+    }
+
+    /// Makes a template of the params part of a request without one, from the environ
+    /// they made: unless a param was repeated (the last one wins, which a template does
+    /// not know how to update).
+    fn remember(
+        &mut self,
+        py: Python<'_>,
+        params: Vec<(&[u8], &[u8])>,
+        adder: &VarAdder<'_, '_>,
+        fixed: &FixedKeys,
+    ) -> PyResult<()> {
+        if params.is_empty() || adder.environ.len() != params.len() {
+            return Ok(());
+        }
+        let environ = adder.environ.copy()?;
+        complete(py, &environ, fixed)?;
+        let params = params
+            .into_iter()
+            .enumerate()
+            .map(|(position, (name, value))| {
+                let key = match self.slots.get(position) {
+                    Some(Some(slot)) => slot.key.clone_ref(py),
+                    _ => latin1(py, name)?.unbind(),
+                };
+                Ok(TemplateParam {
+                    name: name.into(),
+                    key,
+                    value: value.to_vec(),
+                    scheme: is_scheme_var(name),
+                })
+            })
+            .collect::<PyResult<_>>()?;
+        self.templates.truncate(TEMPLATES - 1);
+        self.templates.insert(
+            0,
+            Template {
+                params,
+                environ: environ.unbind(),
+                https: adder.https,
+            },
+        );
+        Ok(())
+    }
+}
+
+impl Template {
+    /// Whether the request's vars start with this template's params, by name.
+    fn matches(&self, vars: &uwsgi_proto::Vars<'_>) -> bool {
+        vars.len() >= self.params.len()
+            && self
+                .params
+                .iter()
+                .zip(vars.iter())
+                .all(|(param, (name, _))| name == &*param.name)
+    }
+
+    /// Sets in the template the params whose value is not what it was last time.
+    fn update(&mut self, py: Python<'_>, vars: &uwsgi_proto::Vars<'_>) -> PyResult<()> {
+        let environ = self.environ.bind(py);
+        let mut scheme_changed = false;
+        for (param, (_, value)) in self.params.iter_mut().zip(vars.iter()) {
+            if param.value != value {
+                environ.set_item(param.key.bind(py), latin1(py, value)?)?;
+                param.value.clear();
+                param.value.extend_from_slice(value);
+                scheme_changed |= param.scheme;
+            }
+        }
+        if scheme_changed {
+            self.https = self
+                .params
+                .iter()
+                .any(|param| param.scheme && says_https(&param.name, &param.value));
+        }
+        Ok(())
+    }
+}
+
+/// An environ filled var by var: the header part of a request, or every var of one
+/// without a template.
+struct VarAdder<'v, 'py> {
+    environ: Bound<'py, PyDict>,
+    https: bool,
+    /// nginx forwards every request header as HTTP_*, Content-Length and Content-Type
+    /// included; CGI and PEP 3333 have those only as CONTENT_* (which nginx's params
+    /// set). They fill in CONTENT_* when that is empty.
+    header_fallbacks: Vec<(&'v [u8], &'v [u8])>,
+    /// nginx before 1.23 sends a repeated request header as several vars of one name;
+    /// they are joined as nginx 1.23+ joins them (", ", Cookie "; "). One bit per header
+    /// name, by a cheap hash: only a name whose bit is set already may be a repeat, and
+    /// only then is the environ asked (no allocation per request).
+    headers_seen: u64,
+}
+
+impl<'v, 'py> VarAdder<'v, 'py> {
+    fn new(environ: Bound<'py, PyDict>, https: bool) -> Self {
+        VarAdder {
+            environ,
+            https,
+            header_fallbacks: Vec::new(),
+            headers_seen: 0,
+        }
+    }
+
+    fn add(
+        &mut self,
+        py: Python<'py>,
+        cache: &mut EnvironCache,
+        position: usize,
+        name: &'v [u8],
+        value: &'v [u8],
+    ) -> PyResult<()> {
+        self.https |= says_https(name, value);
+        if name == uwsgi_proto::KEEPALIVE_VAR {
+            return Ok(()); // a protocol var (docs/protocol.md), not the app's
+        }
+        match name.strip_prefix(b"HTTP_") {
+            Some(cgi_name @ (b"CONTENT_LENGTH" | b"CONTENT_TYPE")) => {
+                self.header_fallbacks.push((cgi_name, value));
+            }
+            Some(_) => {
+                let bit = 1u64 << (name_hash(name) % 64);
+                let maybe_repeated = self.headers_seen & bit != 0;
+                self.headers_seen |= bit;
+                let (key, text) = cache.strings(py, position, name, value)?;
+                let earlier = match maybe_repeated {
+                    true => self.environ.get_item(&key)?,
+                    false => None,
+                };
+                match earlier {
+                    Some(earlier) => {
+                        let separator = if name == b"HTTP_COOKIE" { "; " } else { ", " };
+                        self.environ
+                            .set_item(key, earlier.add(separator)?.add(text)?)?
+                    }
+                    None => self.environ.set_item(key, text)?,
+                }
+            }
+            None => {
+                let (key, text) = cache.strings(py, position, name, value)?;
+                self.environ.set_item(key, text)?
+            }
+        }
+        Ok(())
+    }
+
+    /// The environ once every var is in, and whether the client used https.
+    fn finish(self, py: Python<'py>) -> PyResult<(Bound<'py, PyDict>, bool)> {
+        for (name, value) in self.header_fallbacks {
+            let key = latin1(py, name)?;
+            let current = self.environ.get_item(&key)?;
+            if current.is_none_or(|v| !v.is_truthy().unwrap_or(true)) {
+                self.environ.set_item(key, latin1(py, value)?)?;
+            }
+        }
+        Ok((self.environ, self.https))
+    }
+}
+
+/// Adds what every environ has: the keys PEP 3333 requires that nginx may omit
+/// (SCRIPT_NAME, a bare client's QUERY_STRING), empty, and the fixed wsgi.* keys.
+fn complete(py: Python<'_>, environ: &Bound<'_, PyDict>, fixed: &FixedKeys) -> PyResult<()> {
+    let empty = pyo3::intern!(py, "");
+    for key in [
+        pyo3::intern!(py, "SCRIPT_NAME"),
+        pyo3::intern!(py, "PATH_INFO"),
+        pyo3::intern!(py, "QUERY_STRING"),
+    ] {
+        if !environ.contains(key)? {
+            environ.set_item(key, empty)?;
+        }
+    }
+    for (key, value) in fixed {
+        environ.set_item(key.bind(py), value.bind(py))?;
+    }
+    Ok(())
 }
 
 /// A cheap hash of a var name (length and two bytes), for telling apart the header names
@@ -92,82 +404,32 @@ fn presized_dict(py: Python<'_>, items: isize) -> PyResult<Bound<'_, PyDict>> {
 }
 
 impl EnvironSource<'_> {
-    /// The CGI variables as a dict, and whether the client used https (for
-    /// `wsgi.url_scheme`: what nginx says in HTTPS, REQUEST_SCHEME or UWSGI_SCHEME).
-    pub fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyDict>, bool)> {
-        let environ = presized_dict(py, ENVIRON_SIZE)?;
-        let mut https = false;
+    /// The environ but for `wsgi.input` and `wsgi.url_scheme`, and whether the client
+    /// used https (for `wsgi.url_scheme`: what nginx says in HTTPS, REQUEST_SCHEME or
+    /// UWSGI_SCHEME).
+    pub fn to_dict<'py>(
+        &self,
+        py: Python<'py>,
+        fixed: &FixedKeys,
+    ) -> PyResult<(Bound<'py, PyDict>, bool)> {
         match self {
-            EnvironSource::Uwsgi { vars } => {
-                // nginx forwards every request header as HTTP_*, Content-Length and
-                // Content-Type included; CGI and PEP 3333 have those only as CONTENT_*
-                // (which nginx's params set). They fill in CONTENT_* when that is empty.
-                let mut header_fallbacks = Vec::new();
-                // nginx before 1.23 sends a repeated request header as several vars of one
-                // name; they are joined as nginx 1.23+ joins them (", ", Cookie "; "). One bit
-                // per header name, by a cheap hash: only a name whose bit is set already may
-                // be a repeat, and only then is the environ asked (no allocation per request).
-                let mut headers_seen = 0u64;
-                for (position, pair) in uwsgi_proto::parse_vars(vars).enumerate() {
-                    let (key, value) =
-                        pair.map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-                    https |= match key {
-                        b"HTTPS" => value.eq_ignore_ascii_case(b"on") || value == b"1",
-                        b"REQUEST_SCHEME" | b"UWSGI_SCHEME" => value.eq_ignore_ascii_case(b"https"),
-                        _ => false,
-                    };
-                    if key == uwsgi_proto::KEEPALIVE_VAR {
-                        continue; // a protocol var (docs/protocol.md), not the app's
-                    }
-                    match key.strip_prefix(b"HTTP_") {
-                        Some(cgi_key @ (b"CONTENT_LENGTH" | b"CONTENT_TYPE")) => {
-                            header_fallbacks.push((cgi_key, value))
-                        }
-                        Some(_) => {
-                            let bit = 1u64 << (name_hash(key) % 64);
-                            let maybe_repeated = headers_seen & bit != 0;
-                            headers_seen |= bit;
-                            let name = cached_key(py, position, key)?;
-                            let text = latin1(py, value)?;
-                            let earlier = match maybe_repeated {
-                                true => environ.get_item(&name)?,
-                                false => None,
-                            };
-                            match earlier {
-                                Some(earlier) => {
-                                    let separator = if key == b"HTTP_COOKIE" { "; " } else { ", " };
-                                    environ.set_item(name, earlier.add(separator)?.add(text)?)?
-                                }
-                                None => environ.set_item(name, text)?,
-                            }
-                        }
-                        None => {
-                            environ.set_item(cached_key(py, position, key)?, latin1(py, value)?)?
-                        }
-                    }
-                }
-                for (key, value) in header_fallbacks {
-                    let key = latin1(py, key)?;
-                    let current = environ.get_item(&key)?;
-                    if current.is_none_or(|v| !v.is_truthy().unwrap_or(true)) {
-                        environ.set_item(key, latin1(py, value)?)?;
-                    }
-                }
+            EnvironSource::Uwsgi { vars, cache } => {
+                // A panic while the cache was being updated may have left a template
+                // whose values are not its bytes': start afresh.
+                let mut cache = cache.lock().unwrap_or_else(|poisoned| {
+                    let mut cache = poisoned.into_inner();
+                    *cache = EnvironCache::default();
+                    cache
+                });
+                cache.environ(py, *vars, fixed)
             }
-            EnvironSource::Http(info) => http_environ(py, &environ, info)?,
-        }
-        // PEP 3333 requires these; nginx may omit SCRIPT_NAME, a bare client QUERY_STRING.
-        let empty = pyo3::intern!(py, "");
-        for key in [
-            pyo3::intern!(py, "SCRIPT_NAME"),
-            pyo3::intern!(py, "PATH_INFO"),
-            pyo3::intern!(py, "QUERY_STRING"),
-        ] {
-            if !environ.contains(key)? {
-                environ.set_item(key, empty)?;
+            EnvironSource::Http(info) => {
+                let environ = presized_dict(py, ENVIRON_SIZE)?;
+                http_environ(py, &environ, info)?;
+                complete(py, &environ, fixed)?;
+                Ok((environ, false))
             }
         }
-        Ok((environ, https))
     }
 }
 
@@ -277,6 +539,12 @@ mod tests {
         assert_eq!(percent_decode(b"/%zz"), b"/%zz");
     }
 
+    /// The vars of a block, decoded (the spans leaked: a test's few bytes).
+    fn decoded(block: &[u8]) -> uwsgi_proto::Vars<'_> {
+        let spans = Box::leak(Box::new(uwsgi_proto::decode_vars(block).unwrap()));
+        uwsgi_proto::Vars::new(block, spans)
+    }
+
     fn with_python<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
         Python::initialize();
         Python::attach(f)
@@ -294,7 +562,10 @@ mod tests {
                 ],
             )
             .unwrap();
-            let source = EnvironSource::Uwsgi { vars: &packet[4..] };
+            let source = EnvironSource::Uwsgi {
+                vars: decoded(&packet[4..]),
+                cache: &Mutex::default(),
+            };
             let header_copies = uwsgi_proto::encode_request(
                 0,
                 vec![
@@ -306,9 +577,10 @@ mod tests {
             )
             .unwrap();
             let (copies, _) = EnvironSource::Uwsgi {
-                vars: &header_copies[4..],
+                vars: decoded(&header_copies[4..]),
+                cache: &Mutex::default(),
             }
-            .to_dict(py)
+            .to_dict(py, &[])
             .unwrap();
             let get =
                 |k: &str| -> String { copies.get_item(k).unwrap().unwrap().extract().unwrap() };
@@ -318,7 +590,7 @@ mod tests {
             );
             assert!(!copies.contains("HTTP_CONTENT_TYPE").unwrap());
             assert!(!copies.contains("HTTP_CONTENT_LENGTH").unwrap());
-            let (environ, https) = source.to_dict(py).unwrap();
+            let (environ, https) = source.to_dict(py, &[]).unwrap();
             let path: String = environ
                 .get_item("PATH_INFO")
                 .unwrap()
@@ -344,6 +616,116 @@ mod tests {
         });
     }
 
+    /// The environ and https flag of each request in turn, built with one thread's cache
+    /// (templates and all) and with a fresh cache each time (var by var), are the same.
+    #[test]
+    fn an_environ_from_a_template_is_the_one_made_var_by_var() {
+        let params = |https: bool, uri: &'static [u8], query: &'static [u8]| {
+            let mut vars: Vec<(&[u8], &[u8])> = vec![
+                (b"QUERY_STRING", query),
+                (b"REQUEST_METHOD", b"GET"),
+                (b"CONTENT_TYPE", b""),
+                (b"CONTENT_LENGTH", b""),
+                (b"REQUEST_URI", uri),
+                (b"PATH_INFO", uri),
+                (b"REQUEST_SCHEME", if https { b"https" } else { b"http" }),
+            ];
+            if https {
+                vars.push((b"HTTPS", b"on"));
+            }
+            vars.extend([
+                (&b"REMOTE_ADDR"[..], &b"127.0.0.1"[..]),
+                (b"SERVER_PORT", b"80"),
+            ]);
+            vars
+        };
+        let with = |mut vars: Vec<(&'static [u8], &'static [u8])>,
+                    more: &[(&'static [u8], &'static [u8])]| {
+            vars.extend_from_slice(more);
+            vars
+        };
+        let requests = [
+            params(false, b"/a", b""),
+            with(
+                params(false, b"/b", b"x=1"),
+                &[(b"HTTP_HOST", b"h"), (b"NGX_WSGI_KEEPALIVE", b"1")],
+            ),
+            with(
+                params(false, b"/b", b"x=1"),
+                &[
+                    (b"HTTP_HOST", b"h"),
+                    (b"HTTP_COOKIE", b"a=1"),
+                    (b"HTTP_COOKIE", b"b=2"),
+                ],
+            ),
+            // https: another shape of params, then back to http, then https again.
+            with(params(true, b"/s", b""), &[(b"HTTP_HOST", b"h")]),
+            with(params(false, b"/c", b""), &[(b"HTTP_HOST", b"other")]),
+            with(params(true, b"/s2", b""), &[(b"HTTP_HOST", b"h")]),
+            // Header copies of CONTENT_*, a param repeated, a param after the headers.
+            with(
+                params(false, b"/d", b""),
+                &[(b"HTTP_CONTENT_TYPE", b"text/plain"), (b"HTTP_HOST", b"h")],
+            ),
+            with(params(false, b"/e", b""), &[(b"QUERY_STRING", b"again")]),
+            with(
+                params(false, b"/f", b""),
+                &[(b"HTTP_HOST", b"h"), (b"SCRIPT_NAME", b"/app")],
+            ),
+            vec![(b"QUERY_STRING", b"q"), (b"QUERY_STRING", b"last")],
+            vec![
+                (b"QUERY_STRING", b"q"),
+                (b"QUERY_STRING", b"last wins again"),
+            ],
+            vec![(b"REQUEST_METHOD", b"POST")],
+            vec![(b"REQUEST_METHOD", b"PUT"), (b"HTTP_X", b"1")],
+            params(false, b"/a", b""),
+        ];
+        with_python(|py| {
+            let fixed = [(
+                PyString::intern(py, "wsgi.run_once").unbind(),
+                pyo3::types::PyBool::new(py, false)
+                    .to_owned()
+                    .into_any()
+                    .unbind(),
+            )];
+            let cache = Mutex::default();
+            let mut kept = Vec::new();
+            for (round, vars) in requests.iter().chain(&requests).enumerate() {
+                let packet = uwsgi_proto::encode_request(0, vars.clone()).unwrap();
+                let vars = decoded(&packet[4..]);
+                let (cached, cached_https) = EnvironSource::Uwsgi {
+                    vars,
+                    cache: &cache,
+                }
+                .to_dict(py, &fixed)
+                .unwrap();
+                let (fresh, fresh_https) = EnvironSource::Uwsgi {
+                    vars,
+                    cache: &Mutex::default(),
+                }
+                .to_dict(py, &fixed)
+                .unwrap();
+                assert!(
+                    cached.eq(&fresh).unwrap(),
+                    "request {round}: {cached} != {fresh}"
+                );
+                assert_eq!(cached_https, fresh_https, "request {round}");
+                // What the app does to its environ stays in it.
+                cached.set_item("PATH_INFO", "changed by the app").unwrap();
+                cached.del_item("REQUEST_METHOD").ok();
+                kept.push(cached);
+            }
+            // Templates of three shapes: the http params, the https params, a lone
+            // REQUEST_METHOD; a repeated param makes none.
+            assert_eq!(cache.lock().unwrap().templates.len(), 3);
+            assert_eq!(
+                kept[0].get_item("PATH_INFO").unwrap().unwrap().to_string(),
+                "changed by the app"
+            );
+        });
+    }
+
     #[test]
     fn repeated_uwsgi_header_vars_are_joined_as_nginx_123_joins_them() {
         with_python(|py| {
@@ -361,9 +743,12 @@ mod tests {
                 ],
             )
             .unwrap();
-            let (environ, _) = EnvironSource::Uwsgi { vars: &packet[4..] }
-                .to_dict(py)
-                .unwrap();
+            let (environ, _) = EnvironSource::Uwsgi {
+                vars: decoded(&packet[4..]),
+                cache: &Mutex::default(),
+            }
+            .to_dict(py, &[])
+            .unwrap();
             let get =
                 |k: &str| -> String { environ.get_item(k).unwrap().unwrap().extract().unwrap() };
             assert_eq!(get("HTTP_COOKIE"), "a=1; b=2");
@@ -395,7 +780,7 @@ mod tests {
                 remote: ("127.0.0.1".into(), 5555),
                 local_port: 8080,
             };
-            let (environ, https) = EnvironSource::Http(info).to_dict(py).unwrap();
+            let (environ, https) = EnvironSource::Http(info).to_dict(py, &[]).unwrap();
             assert!(!https);
             let get =
                 |k: &str| -> String { environ.get_item(k).unwrap().unwrap().extract().unwrap() };

@@ -9,12 +9,12 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple};
 
 pub use environ::EnvironSource;
 use input::{ClientDisconnected, WsgiInput};
 use objects::{ErrorsStream, FileWrapper};
-use response::{lock, ResponseWriter, SharedResponse, StartResponse};
+use response::{lock, ResponseState, ResponseWriter, SharedResponse, StartResponse};
 
 use crate::outcome::Outcome;
 use crate::python::format_exception;
@@ -22,11 +22,8 @@ use crate::python::format_exception;
 /// The app and the per-worker objects every environ shares.
 pub struct WsgiApp {
     app: Py<PyAny>,
-    version: Py<PyTuple>,
-    errors: Py<ErrorsStream>,
-    file_wrapper: Py<PyType>,
-    multithread: bool,
-    multiprocess: bool,
+    /// The keys every environ has with the same value: `wsgi.version`, `wsgi.errors`...
+    fixed_keys: Vec<(Py<PyString>, Py<PyAny>)>,
     /// `add-header`: headers added to every response the app starts.
     added_headers: Arc<[(String, String)]>,
 }
@@ -47,13 +44,25 @@ impl WsgiApp {
             .filter_map(|line| line.split_once(':'))
             .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
             .collect();
+        let flag = |value: bool| pyo3::types::PyBool::new(py, value).to_owned().into_any();
+        let fixed_keys = [
+            ("wsgi.version", PyTuple::new(py, [1, 0])?.into_any()),
+            (
+                "wsgi.errors",
+                Bound::new(py, ErrorsStream::new())?.into_any(),
+            ),
+            ("wsgi.multithread", flag(config.threads > 1)),
+            ("wsgi.multiprocess", flag(config.processes > 1)),
+            ("wsgi.run_once", flag(false)),
+            ("wsgi.input_terminated", flag(true)),
+            ("wsgi.file_wrapper", py.get_type::<FileWrapper>().into_any()),
+        ];
         Ok(WsgiApp {
             app,
-            version: PyTuple::new(py, [1, 0])?.unbind(),
-            errors: Py::new(py, ErrorsStream::new())?,
-            file_wrapper: py.get_type::<FileWrapper>().unbind(),
-            multithread: config.threads > 1,
-            multiprocess: config.processes > 1,
+            fixed_keys: fixed_keys
+                .into_iter()
+                .map(|(key, value)| (PyString::intern(py, key).unbind(), value.unbind()))
+                .collect(),
             added_headers,
         })
     }
@@ -65,45 +74,14 @@ impl WsgiApp {
         source: &EnvironSource<'_>,
         input: Bound<'py, WsgiInput>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let (environ, https) = source.to_dict(py)?;
+        let (environ, https) = source.to_dict(py, &self.fixed_keys)?;
         let scheme = if https {
             pyo3::intern!(py, "https")
         } else {
             pyo3::intern!(py, "http")
         };
-        let flag = |value: bool| pyo3::types::PyBool::new(py, value).to_owned().into_any();
-        let wsgi_keys = [
-            (
-                pyo3::intern!(py, "wsgi.version"),
-                self.version.bind(py).clone().into_any(),
-            ),
-            (
-                pyo3::intern!(py, "wsgi.url_scheme"),
-                scheme.clone().into_any(),
-            ),
-            (pyo3::intern!(py, "wsgi.input"), input.into_any()),
-            (
-                pyo3::intern!(py, "wsgi.errors"),
-                self.errors.bind(py).clone().into_any(),
-            ),
-            (
-                pyo3::intern!(py, "wsgi.multithread"),
-                flag(self.multithread),
-            ),
-            (
-                pyo3::intern!(py, "wsgi.multiprocess"),
-                flag(self.multiprocess),
-            ),
-            (pyo3::intern!(py, "wsgi.run_once"), flag(false)),
-            (pyo3::intern!(py, "wsgi.input_terminated"), flag(true)),
-            (
-                pyo3::intern!(py, "wsgi.file_wrapper"),
-                self.file_wrapper.bind(py).clone().into_any(),
-            ),
-        ];
-        for (key, value) in wsgi_keys {
-            environ.set_item(key, value)?;
-        }
+        environ.set_item(pyo3::intern!(py, "wsgi.url_scheme"), scheme)?;
+        environ.set_item(pyo3::intern!(py, "wsgi.input"), input)?;
         Ok(environ)
     }
 
@@ -220,8 +198,13 @@ impl WsgiApp {
             if data.is_empty() && lock(response).head_sent {
                 continue;
             }
-            py.detach(|| lock(response).send_body(data))
-                .map_err(io_to_py)?;
+            send_step(
+                py,
+                response,
+                |state| state.writer.send_may_wait(),
+                |state| state.send_body(data),
+            )
+            .map_err(io_to_py)?;
             if head_only {
                 break;
             }
@@ -230,9 +213,14 @@ impl WsgiApp {
             }
         }
         // An empty body still commits the head; a chunked one gets its last chunk.
-        py.detach(|| lock(response).finish())
-            .map(|_| None)
-            .map_err(io_to_py)
+        send_step(
+            py,
+            response,
+            |state| state.finish_may_wait(),
+            |state| state.finish(),
+        )
+        .map(|_| None)
+        .map_err(io_to_py)
     }
 
     /// Turns an exception into the right outcome, sending a 500 when nothing was sent yet.
@@ -257,6 +245,25 @@ impl WsgiApp {
         // Best effort: the peer may be gone too, and the app error is what gets logged.
         py.detach(|| lock(response).writer.send_internal_error());
         Outcome::AppFailed { traceback }
+    }
+}
+
+/// Runs a step of sending the response: with the GIL released when it may wait for the
+/// peer, as a socket write may; a step that waits for nothing (the HTTP listener's writer
+/// fills memory, a body delimited by its length ends without a write) keeps it, which
+/// saves a release and a re-take (about 1,000 instructions).
+fn send_step<W: ResponseWriter, T: Send>(
+    py: Python<'_>,
+    response: &SharedResponse<W>,
+    may_wait: impl FnOnce(&ResponseState<W>) -> bool,
+    step: impl FnOnce(&mut ResponseState<W>) -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
+    let mut state = lock(response);
+    if may_wait(&state) {
+        drop(state);
+        py.detach(|| step(&mut lock(response)))
+    } else {
+        step(&mut state)
     }
 }
 

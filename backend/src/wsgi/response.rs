@@ -20,6 +20,8 @@ pub struct ResponseHead {
     pub header_count: usize,
     /// The Content-Length the app declared, if it is a number.
     content_length: Option<u64>,
+    /// Whether the app declared one (a number or not): only the first counts.
+    has_content_length: bool,
 }
 
 impl ResponseHead {
@@ -36,6 +38,7 @@ impl ResponseHead {
             reason_end,
             header_count: 0,
             content_length: None,
+            has_content_length: false,
         }
     }
 
@@ -52,11 +55,8 @@ impl ResponseHead {
     /// Adds a header line (checked by the caller).
     pub fn push_header(&mut self, name: &str, value: &str) {
         // The first Content-Length counts, as before (HTTP clients read the first too).
-        if name.eq_ignore_ascii_case("content-length")
-            && !self
-                .headers()
-                .any(|(n, _)| n.eq_ignore_ascii_case(b"content-length"))
-        {
+        if !self.has_content_length && name.eq_ignore_ascii_case("content-length") {
+            self.has_content_length = true;
             self.content_length = value.trim().parse().ok();
         }
         push_latin1(&mut self.lines, name);
@@ -68,20 +68,14 @@ impl ResponseHead {
 
     /// The head as an HTTP/1.1 response, as uWSGI writes it to nginx.
     pub fn to_http1(&self) -> Vec<u8> {
-        self.to_http1_with(&[])
+        self.http1_parts(b"").concat()
     }
 
-    /// The head with headers of the server's own after the app's.
-    pub fn to_http1_with(&self, server_headers: &[(&str, &str)]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.lines.len() + 2 + server_headers.len() * 32);
-        out.extend_from_slice(&self.lines);
-        for (name, value) in server_headers {
-            for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
-                out.extend_from_slice(part);
-            }
-        }
-        out.extend_from_slice(b"\r\n");
-        out
+    /// The head as an HTTP/1.1 response in parts to write as they are: the app's lines,
+    /// `server_lines` (header lines of the server's own, each ending in CRLF), the
+    /// blank line.
+    pub fn http1_parts<'a>(&'a self, server_lines: &'a [u8]) -> [&'a [u8]; 3] {
+        [&self.lines, server_lines, b"\r\n"]
     }
 
     /// The size of [`ResponseHead::to_http1`]'s bytes.
@@ -161,6 +155,17 @@ pub trait ResponseWriter: Send {
     /// The app failed before committing a head: answer 500 where this protocol answers
     /// here (best effort: the peer may be gone too).
     fn send_internal_error(&mut self) {}
+
+    /// Whether `send` may wait for the peer (a socket write does): the request thread
+    /// releases the GIL around it then. A writer that keeps the bytes in memory says no.
+    fn send_may_wait(&self) -> bool {
+        true
+    }
+
+    /// Whether `finish` may wait for the peer (it writes a last chunk, say).
+    fn finish_may_wait(&self) -> bool {
+        true
+    }
 }
 
 /// The state `start_response` and `write()` share with the server for one request.
@@ -214,6 +219,12 @@ impl<W: ?Sized + ResponseWriter> ResponseState<W> {
         let sent = self.writer.send_file(file, offset)?;
         self.body_bytes += sent.unwrap_or(0);
         Ok(sent.is_some())
+    }
+
+    /// Whether [`ResponseState::finish`] may wait for the peer: when it commits the head
+    /// or the writer writes something to end the body.
+    pub fn finish_may_wait(&self) -> bool {
+        (!self.head_sent && self.writer.send_may_wait()) || self.writer.finish_may_wait()
     }
 
     /// Ends the body, committing an empty one's head; whether the connection can be reused.
@@ -431,5 +442,10 @@ mod tests {
             &[("Content-Length", "3"), ("Content-Length", "9")],
         );
         assert_eq!(twice.content_length(), Some(3));
+        let first_not_a_number = ResponseHead::new(
+            "200 OK",
+            &[("Content-Length", "x"), ("content-length", "9")],
+        );
+        assert_eq!(first_not_a_number.content_length(), None);
     }
 }
