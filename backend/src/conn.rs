@@ -144,6 +144,26 @@ impl Read for ConnReader {
     }
 }
 
+impl crate::wsgi::input::BodyRead for ConnReader {
+    fn read_uninit(&mut self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+        let fd = self.0.as_fd();
+        loop {
+            // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the call, and
+            // read(2) writes only the bytes it returns as read.
+            let read = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if read >= 0 {
+                return Ok(read as usize);
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => wait_ready(fd, nix::poll::PollFlags::POLLIN)?,
+                _ => return Err(err),
+            }
+        }
+    }
+}
+
 /// A connection registered with the runtime: HTTP connections, and uwsgi ones while
 /// their request head arrives.
 pub enum AsyncConn {

@@ -236,7 +236,7 @@ async fn handle(
         });
     ctx.thread.wake_mover();
     let response = Python::attach(|py| {
-        let source: Box<dyn std::io::Read + Send + Sync> = match spooled {
+        let source: crate::wsgi::input::BodySource = match spooled {
             Some(file) => Box::new(file),
             None => Box::new(std::io::empty()),
         };

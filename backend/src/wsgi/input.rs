@@ -4,6 +4,7 @@
 //! large upload is never held in memory; the GIL is released during every blocking read.
 
 use std::io::{self, Read};
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -22,7 +23,24 @@ create_exception!(
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Where the body bytes come from, after what was already read with the request head.
-pub type BodySource = Box<dyn Read + Send + Sync>;
+pub type BodySource = Box<dyn BodyRead>;
+
+/// A source of body bytes: a connection, a spooled file, nothing.
+pub trait BodyRead: Read + Send + Sync {
+    /// Reads into memory that may not be initialized yet (a bytes object just allocated),
+    /// as `read` does; the bytes it says it read are initialized. By default the memory
+    /// is zeroed first; a connection reads into it as it is.
+    fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        buf.fill(MaybeUninit::new(0));
+        // SAFETY: every byte of `buf` was initialized just above.
+        let buf = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
+        self.read(buf)
+    }
+}
+
+impl BodyRead for io::Empty {}
+
+impl BodyRead for std::fs::File {}
 
 /// The request body of one request: `CONTENT_LENGTH` bytes, no more.
 pub struct Body {
@@ -99,6 +117,13 @@ impl Body {
             }
         };
         self.buffer.truncate(start + got);
+        self.count_read(got)?;
+        Ok(true)
+    }
+
+    /// Counts `got` bytes read from the source; a read of none before the end of the body
+    /// means the client closed.
+    fn count_read(&mut self, got: usize) -> io::Result<()> {
         if got == 0 {
             let received = self.announced - self.remaining;
             return Err(io::Error::new(
@@ -113,7 +138,36 @@ impl Body {
         if let Some(shared) = &self.shared_remaining {
             shared.store(self.remaining, Ordering::Relaxed);
         }
-        Ok(true)
+        Ok(())
+    }
+
+    /// How many bytes a read of at most `limit` (all with `None`) hands out: what is
+    /// buffered and what is still to come, up to the limit.
+    pub fn read_len(&self, limit: Option<usize>) -> usize {
+        let left = (self.buffered().len() as u64).saturating_add(self.remaining);
+        let left = usize::try_from(left).unwrap_or(usize::MAX);
+        limit.map_or(left, |n| n.min(left))
+    }
+
+    /// Fills `out` (at most [`Body::read_len`] bytes) with the next body bytes: the
+    /// buffered ones, then the rest straight from the source, with no buffer between.
+    /// Every byte of `out` is initialized when this returns `Ok`.
+    pub fn read_into(&mut self, out: &mut [MaybeUninit<u8>]) -> io::Result<()> {
+        let buffered = self.buffered().len().min(out.len());
+        out[..buffered].write_copy_of_slice(self.take(buffered));
+        let mut filled = buffered;
+        while filled < out.len() {
+            // Never past the body: what follows it is the next request.
+            let room =
+                (out.len() - filled).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+            let got = match self.source.read_uninit(&mut out[filled..filled + room]) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                other => other?,
+            };
+            self.count_read(got)?;
+            filled += got;
+        }
+        Ok(())
     }
 
     /// Reads from the source until `limit` bytes (all with `None`) are buffered or the
@@ -217,12 +271,36 @@ impl WsgiInput {
 impl WsgiInput {
     #[pyo3(signature = (size=None))]
     fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let len = self.body.read_len(size_arg(size));
         let body = &mut self.body;
-        let len = py
-            .detach(|| body.fill_for_read(size_arg(size)))
-            .map_err(to_py_err)?;
-        // Straight from our buffer into the bytes object: one copy.
-        Ok(PyBytes::new(py, self.body.take(len)))
+        if len <= body.buffered().len() {
+            return Ok(PyBytes::new(py, body.take(len)));
+        }
+        // The bytes still in the socket are read straight into a new bytes object, as
+        // they are (uWSGI does the same): no buffer between, nothing zeroed first. The
+        // GIL is released meanwhile; nobody else can see the object yet.
+        let size = isize::try_from(len)
+            .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("a body longer than isize"))?;
+        // SAFETY: with a null pointer CPython allocates a bytes object of `size` bytes
+        // whose contents are not initialized, or returns NULL with an error set, which
+        // from_owned_ptr_or_err turns into that error.
+        let bytes = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size),
+            )?
+        };
+        // SAFETY: the object is a new bytes object of `len` bytes that only this function
+        // holds: its buffer is valid for writes of `len` bytes, and nothing reads it until
+        // read_into has initialized every byte (on an error it is dropped unseen).
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(
+                pyo3::ffi::PyBytes_AsString(bytes.as_ptr()).cast::<MaybeUninit<u8>>(),
+                len,
+            )
+        };
+        py.detach(|| body.read_into(out)).map_err(to_py_err)?;
+        Ok(bytes.cast_into()?)
     }
 
     #[pyo3(signature = (size=None))]
@@ -276,6 +354,7 @@ mod tests {
 
     /// A source that hands out its bytes a few at a time, like a socket.
     struct Trickle(Vec<u8>, usize);
+    impl BodyRead for Trickle {}
     impl Read for Trickle {
         fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
             let n = out.len().min(self.1).min(self.0.len());
@@ -291,6 +370,35 @@ mod tests {
             Box::new(Trickle(rest.to_vec(), 3)),
             announced,
         )
+    }
+
+    /// What read_into puts in `len` bytes of memory that was not initialized.
+    fn read_into(b: &mut Body, len: usize) -> io::Result<Vec<u8>> {
+        let mut out = vec![MaybeUninit::<u8>::uninit(); len];
+        b.read_into(&mut out)?;
+        // SAFETY: read_into returned Ok, so it initialized every byte of `out`.
+        Ok(out
+            .iter()
+            .map(|byte| unsafe { byte.assume_init() })
+            .collect())
+    }
+
+    #[test]
+    fn read_into_takes_the_prefix_then_the_stream_and_stops_at_the_body_end() {
+        let mut b = body(b"abc", b"defgh", 8);
+        assert_eq!(b.read_len(Some(100)), 8);
+        assert_eq!(read_into(&mut b, 6).unwrap(), b"abcdef");
+        assert_eq!(b.read_len(None), 2);
+        assert_eq!(read_into(&mut b, 2).unwrap(), b"gh");
+        assert_eq!(b.unread(), 0);
+        // A client that closes early: an error naming how much came.
+        let mut short = body(b"ab", b"cd", 10);
+        let err = read_into(&mut short, 10).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(
+            err.to_string().contains("after 4 of 10 body bytes"),
+            "{err}"
+        );
     }
 
     #[test]
