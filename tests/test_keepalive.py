@@ -80,6 +80,29 @@ def test_many_requests_share_one_connection(ka_daemon, app_sock):
     wait_for(lambda: len(re.findall(r"GET /pid => generated .*\(HTTP/1.1 200\)", d.log())) == 2, 5, "both /pid requests in the log")
 
 
+def test_a_request_sent_while_the_thread_was_busy_past_the_idle_timeout_is_answered(ka_daemon, app_sock):
+    """The idle timeout (1 s here) is for a connection nothing comes on. A request sent on
+    a kept-alive connection while the one thread runs a longer request (2.5 s) is answered
+    once the thread is free, not dropped as if the connection had expired."""
+    kept = UwsgiConnection(app_sock)
+    r, _ = kept.request("/pid")
+    assert r.status == 200
+    slow = socket.socket(socket.AF_UNIX)
+    slow.settimeout(10)
+    slow.connect(app_sock)
+    slow.sendall(packet(request_vars("/sleep", extra=[("QUERY_STRING", "seconds=2.5")])))
+    time.sleep(0.3)  # the thread is in the slow request
+    started = time.monotonic()
+    r, body = kept.request("/pid")
+    assert r.status == 200 and body.isdigit(), "the request waited for the thread and was answered"
+    assert time.monotonic() - started > 1.5, "it did wait for the slow request"
+    slow_answer = http.client.HTTPResponse(slow, method="GET")
+    slow_answer.begin()
+    assert slow_answer.status == 200
+    slow.close()
+    kept.close()
+
+
 def test_a_client_that_reads_lengths_only_is_never_sent_chunks(ka_daemon, app_sock):
     conn = UwsgiConnection(app_sock)
     r, body = conn.request("/pid", extra=[("NGX_WSGI_KEEPALIVE", "1")], keepalive=False)

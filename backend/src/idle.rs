@@ -442,11 +442,13 @@ impl RequestThread {
                     }
                     continue;
                 }
-                () = timer.as_mut() => Some(Waited::Expired),
+                // Before the timer: a request that came while this thread ran a long one
+                // is served, not dropped as if the connection had expired.
                 ready = conn.readable() => match ready {
                     Ok(()) => None,
                     Err(err) => Some(Waited::Read(Err(err))),
                 },
+                () = timer.as_mut() => Some(Waited::Expired),
             };
             match entry.claim() {
                 Claim::Claimed => {}

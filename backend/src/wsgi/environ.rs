@@ -105,18 +105,20 @@ fn is_param(name: &[u8]) -> bool {
     !name.starts_with(b"HTTP_") && name != uwsgi_proto::KEEPALIVE_VAR
 }
 
-/// Whether a var says the client used https: HTTPS, REQUEST_SCHEME or UWSGI_SCHEME, as
-/// nginx sets them.
-fn says_https(name: &[u8], value: &[u8]) -> bool {
+/// What a var says of the client's scheme: `Some(https)` for HTTPS, REQUEST_SCHEME and
+/// UWSGI_SCHEME, as nginx sets them; `None` for the others.
+fn scheme_var(name: &[u8], value: &[u8]) -> Option<bool> {
     match name {
-        b"HTTPS" => value.eq_ignore_ascii_case(b"on") || value == b"1",
-        b"REQUEST_SCHEME" | b"UWSGI_SCHEME" => value.eq_ignore_ascii_case(b"https"),
-        _ => false,
+        b"HTTPS" => Some(value.eq_ignore_ascii_case(b"on") || value == b"1"),
+        b"REQUEST_SCHEME" | b"UWSGI_SCHEME" => Some(value.eq_ignore_ascii_case(b"https")),
+        _ => None,
     }
 }
 
-fn is_scheme_var(name: &[u8]) -> bool {
-    matches!(name, b"HTTPS" | b"REQUEST_SCHEME" | b"UWSGI_SCHEME")
+/// Whether a var's name is one of the fixed wsgi.* keys' namespace: the fixed keys win
+/// over such a var, as they are set after the CGI vars.
+fn is_wsgi_key(name: &[u8]) -> bool {
+    name.starts_with(b"wsgi.")
 }
 
 impl EnvironCache {
@@ -176,7 +178,12 @@ impl EnvironCache {
             for (position, (name, value)) in (params..).zip(vars.iter_from(params)) {
                 adder.add(py, self, position, name, value)?;
             }
-            return adder.finish(py);
+            let wsgi_key_seen = adder.wsgi_key_seen;
+            let (environ, https) = adder.finish(py)?;
+            if wsgi_key_seen {
+                complete(py, &environ, fixed)?;
+            }
+            return Ok((environ, https));
         }
         // Var by var; the params part becomes a template for the next requests.
         let mut adder = VarAdder::new(presized_dict(py, ENVIRON_SIZE)?, false);
@@ -208,7 +215,10 @@ impl EnvironCache {
         adder: &VarAdder<'_, '_>,
         fixed: &FixedKeys,
     ) -> PyResult<()> {
-        if params.is_empty() || adder.environ.len() != params.len() {
+        if params.is_empty()
+            || adder.environ.len() != params.len()
+            || params.iter().any(|(name, _)| is_wsgi_key(name))
+        {
             return Ok(());
         }
         let environ = adder.environ.copy()?;
@@ -225,7 +235,7 @@ impl EnvironCache {
                     name: name.into(),
                     key,
                     value: value.to_vec(),
-                    scheme: is_scheme_var(name),
+                    scheme: scheme_var(name, value).is_some(),
                 })
             })
             .collect::<PyResult<_>>()?;
@@ -269,7 +279,7 @@ impl Template {
             self.https = self
                 .params
                 .iter()
-                .any(|param| param.scheme && says_https(&param.name, &param.value));
+                .any(|param| param.scheme && scheme_var(&param.name, &param.value) == Some(true));
         }
         Ok(())
     }
@@ -289,6 +299,8 @@ struct VarAdder<'v, 'py> {
     /// name, by a cheap hash: only a name whose bit is set already may be a repeat, and
     /// only then is the environ asked (no allocation per request).
     headers_seen: u64,
+    /// A var named wsgi.*: the fixed keys are set again once every var is in.
+    wsgi_key_seen: bool,
 }
 
 impl<'v, 'py> VarAdder<'v, 'py> {
@@ -298,6 +310,7 @@ impl<'v, 'py> VarAdder<'v, 'py> {
             https,
             header_fallbacks: Vec::new(),
             headers_seen: 0,
+            wsgi_key_seen: false,
         }
     }
 
@@ -309,7 +322,8 @@ impl<'v, 'py> VarAdder<'v, 'py> {
         name: &'v [u8],
         value: &'v [u8],
     ) -> PyResult<()> {
-        self.https |= says_https(name, value);
+        self.https |= scheme_var(name, value) == Some(true);
+        self.wsgi_key_seen |= is_wsgi_key(name);
         if name == uwsgi_proto::KEEPALIVE_VAR {
             return Ok(()); // a protocol var (docs/protocol.md), not the app's
         }
@@ -677,6 +691,13 @@ mod tests {
                 (b"QUERY_STRING", b"q"),
                 (b"QUERY_STRING", b"last wins again"),
             ],
+            // A var in the fixed keys' namespace, after the headers and among the params:
+            // the fixed keys win, with a template as without.
+            with(
+                params(false, b"/g", b""),
+                &[(b"HTTP_HOST", b"h"), (b"wsgi.run_once", b"yes")],
+            ),
+            vec![(b"wsgi.run_once", b"yes"), (b"REQUEST_METHOD", b"GET")],
             vec![(b"REQUEST_METHOD", b"POST")],
             vec![(b"REQUEST_METHOD", b"PUT"), (b"HTTP_X", b"1")],
             params(false, b"/a", b""),

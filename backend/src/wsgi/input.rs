@@ -164,21 +164,17 @@ impl Body {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 other => other?,
             };
+            // `out` goes to Python as initialized: a source that says it read more than it
+            // was given is not believed.
+            if got > room {
+                return Err(io::Error::other(format!(
+                    "the body source said it read {got} bytes into {room}"
+                )));
+            }
             self.count_read(got)?;
             filled += got;
         }
         Ok(())
-    }
-
-    /// Reads from the source until `limit` bytes (all with `None`) are buffered or the
-    /// body ends; returns how many [`Body::take`] will hand out.
-    pub fn fill_for_read(&mut self, limit: Option<usize>) -> io::Result<usize> {
-        loop {
-            let have = self.buffered().len();
-            if limit.is_some_and(|n| have >= n) || !self.fill()? {
-                return Ok(limit.map_or(have, |n| n.min(have)));
-            }
-        }
     }
 
     /// Reads from the source until a whole line (up to and including `\n`), `limit` bytes
@@ -198,17 +194,12 @@ impl Body {
         }
     }
 
-    /// Hands out `len` buffered bytes (as counted by a `fill_for_*` call).
+    /// Hands out `len` buffered bytes (at most what is buffered: see `fill_for_line`,
+    /// `read_len`).
     pub fn take(&mut self, len: usize) -> &[u8] {
         let start = self.pos;
         self.pos += len;
         &self.buffer[start..start + len]
-    }
-
-    /// Takes up to `limit` bytes (all with `None`), reading from the source as needed.
-    pub fn read(&mut self, limit: Option<usize>) -> io::Result<Vec<u8>> {
-        let len = self.fill_for_read(limit)?;
-        Ok(self.take(len).to_vec())
     }
 
     /// Takes one line (up to and including `\n`), at most `limit` bytes.
@@ -281,9 +272,12 @@ impl WsgiInput {
         // GIL is released meanwhile; nobody else can see the object yet.
         let size = isize::try_from(len)
             .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("a body longer than isize"))?;
-        // SAFETY: with a null pointer CPython allocates a bytes object of `size` bytes
-        // whose contents are not initialized, or returns NULL with an error set, which
-        // from_owned_ptr_or_err turns into that error.
+        // At least one byte (len > what is buffered): CPython's shared empty bytes object
+        // is never the one written into below.
+        debug_assert!(len > 0);
+        // SAFETY: with a null pointer and a size over 0, CPython allocates a new bytes
+        // object of `size` bytes whose contents are not initialized, or returns NULL with
+        // an error set, which from_owned_ptr_or_err turns into that error.
         let bytes = unsafe {
             Bound::from_owned_ptr_or_err(
                 py,
@@ -383,6 +377,12 @@ mod tests {
             .collect())
     }
 
+    /// What `wsgi.input.read(limit)` returns: up to `limit` bytes (all with `None`).
+    fn read(b: &mut Body, limit: Option<usize>) -> io::Result<Vec<u8>> {
+        let len = b.read_len(limit);
+        read_into(b, len)
+    }
+
     #[test]
     fn read_into_takes_the_prefix_then_the_stream_and_stops_at_the_body_end() {
         let mut b = body(b"abc", b"defgh", 8);
@@ -404,22 +404,22 @@ mod tests {
     #[test]
     fn read_all_joins_prefix_and_stream() {
         let mut b = body(b"ab", b"cdefgh", 8);
-        assert_eq!(b.read(None).unwrap(), b"abcdefgh");
-        assert_eq!(b.read(None).unwrap(), b"");
+        assert_eq!(read(&mut b, None).unwrap(), b"abcdefgh");
+        assert_eq!(read(&mut b, None).unwrap(), b"");
     }
 
     #[test]
     fn read_sized_returns_exactly_that_many() {
         let mut b = body(b"", b"0123456789", 10);
-        assert_eq!(b.read(Some(7)).unwrap(), b"0123456");
-        assert_eq!(b.read(Some(7)).unwrap(), b"789");
+        assert_eq!(read(&mut b, Some(7)).unwrap(), b"0123456");
+        assert_eq!(read(&mut b, Some(7)).unwrap(), b"789");
     }
 
     #[test]
     fn never_reads_past_content_length() {
         // A keep-alive peer may send the next request right after the body.
         let mut b = body(b"", b"bodyNEXT REQUEST", 4);
-        assert_eq!(b.read(None).unwrap(), b"body");
+        assert_eq!(read(&mut b, None).unwrap(), b"body");
     }
 
     #[test]
@@ -441,7 +441,7 @@ mod tests {
     #[test]
     fn short_body_is_an_error_naming_the_sizes() {
         let mut b = body(b"ab", b"cd", 10);
-        let err = b.read(None).unwrap_err();
+        let err = read(&mut b, None).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         assert_eq!(
             err.to_string(),

@@ -184,10 +184,14 @@ impl WsgiApp {
                     .detach(|| lock(response).send_file(file, offset))
                     .map_err(io_to_py)?
                 {
-                    return py
-                        .detach(|| lock(response).finish())
-                        .map(|_| None)
-                        .map_err(io_to_py);
+                    return send_step(
+                        py,
+                        response,
+                        |state| state.finish_may_wait(),
+                        |state| state.finish(),
+                    )
+                    .map(|_| None)
+                    .map_err(io_to_py);
                 }
             }
         }
@@ -258,13 +262,14 @@ fn send_step<W: ResponseWriter, T: Send>(
     may_wait: impl FnOnce(&ResponseState<W>) -> bool,
     step: impl FnOnce(&mut ResponseState<W>) -> std::io::Result<T> + Send,
 ) -> std::io::Result<T> {
-    let mut state = lock(response);
-    if may_wait(&state) {
-        drop(state);
-        py.detach(|| step(&mut lock(response)))
-    } else {
-        step(&mut state)
+    // With the GIL held the lock is only tried: an app thread in write() holds it while
+    // its bytes go out, and every Python thread would wait with this one.
+    if let Ok(mut state) = response.try_lock() {
+        if !may_wait(&state) {
+            return step(&mut state);
+        }
     }
+    py.detach(|| step(&mut lock(response)))
 }
 
 pyo3::create_exception!(
