@@ -10,14 +10,14 @@ use core::ffi::{c_char, c_void};
 use core::{mem, ptr};
 use std::path::Path;
 
-use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::core::{CoreModuleMainConf, NgxCoreModule, Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_array_create, ngx_array_push, ngx_command_t, ngx_conf_full_name, ngx_conf_t,
-    ngx_core_conf_t, ngx_core_module, ngx_http_conf_ctx_t, ngx_http_core_module,
-    ngx_http_core_srv_conf_t, ngx_http_max_module, ngx_http_module_t, ngx_http_upstream_add,
+    ngx_http_conf_ctx_t, ngx_http_max_module, ngx_http_module_t, ngx_http_upstream_add,
     ngx_http_upstream_module, ngx_http_upstream_srv_conf_t, ngx_module_t, ngx_pcalloc, ngx_pnalloc,
     ngx_str_t, ngx_url_t, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
 };
+use ngx::http::{HttpModuleServerConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_log_error};
 use ngx_wsgi_config::nginx::{check, upstream_url, NginxSide, Severity, WorkerUser};
 use ngx_wsgi_config::{load_file, Parsed};
@@ -270,16 +270,13 @@ pub unsafe fn check_app(cf: *mut ngx_conf_t, conf: &WsgiLocConf) -> bool {
     let Some(app) = (unsafe { conf.app.as_ref() }) else {
         return true;
     };
-    // SAFETY: during a merge, cf->ctx is this location's ngx_http_conf_ctx_t, whose core
-    // module slots are merged before ours (nginx merges module by module, core first).
-    let (clcf, cscf) = unsafe {
-        let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
-        let index = ngx_http_core_module.ctx_index;
-        (
-            core_loc_conf(cf),
-            &*(*(*ctx).srv_conf.add(index) as *const ngx_http_core_srv_conf_t),
-        )
-    };
+    // During a merge, cf->ctx is this location's ngx_http_conf_ctx_t, whose core module
+    // slots are merged before ours (nginx merges module by module, core first).
+    // SAFETY: cf is the configuration being merged.
+    let clcf = unsafe { core_loc_conf(cf) };
+    // SAFETY: as above.
+    let cscf = NgxHttpCoreModule::server_conf(unsafe { &*cf })
+        .expect("the core module's server configuration");
     let buffers = cscf.large_client_header_buffers;
     let side = NginxSide {
         read_timeout_ms: conf.upstream.read_timeout as u64,
@@ -331,12 +328,10 @@ unsafe fn worker_user(cf: *mut ngx_conf_t) -> WorkerUser {
             .map_or_else(|| euid.to_string(), |u| u.name);
         return WorkerUser::lookup(&name, euid.as_raw(), egid.as_raw());
     }
-    // SAFETY: the core module's configuration exists from the start of parsing; its user
-    // fields are NGX_CONF_UNSET until a `user` directive (usually the first line) sets them.
-    let ccf = unsafe {
-        let conf_ctx = (*(*cf).cycle).conf_ctx;
-        &*(*conf_ctx.add(ngx_core_module.index) as *const ngx_core_conf_t)
-    };
+    // The core module's configuration exists from the start of parsing; its user fields
+    // are NGX_CONF_UNSET until a `user` directive (usually the first line) sets them.
+    // SAFETY: cf is the configuration being parsed.
+    let ccf = NgxCoreModule::main_conf(unsafe { &*cf }).expect("the core module's configuration");
     if ccf.user != u32::MAX && !ccf.username.is_null() {
         // SAFETY: username is the NUL-terminated name the `user` directive stored.
         let name = unsafe { core::ffi::CStr::from_ptr(ccf.username) }

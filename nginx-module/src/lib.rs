@@ -22,16 +22,16 @@ use ngx::ffi::{
     ngx_conf_set_flag_slot, ngx_conf_set_msec_slot, ngx_conf_set_num_slot, ngx_conf_set_path_slot,
     ngx_conf_set_size_slot, ngx_conf_set_str_array_slot, ngx_conf_t, ngx_flag_t, ngx_hash_init_t,
     ngx_http_compile_complex_value, ngx_http_compile_complex_value_t, ngx_http_complex_value_t,
-    ngx_http_conf_ctx_t, ngx_http_core_loc_conf_t, ngx_http_core_module,
-    ngx_http_get_variable_index, ngx_http_module_t, ngx_http_upstream_add,
-    ngx_http_upstream_bind_set_slot, ngx_http_upstream_conf_t, ngx_http_upstream_hide_headers_hash,
-    ngx_int_t, ngx_module_t, ngx_msec_t, ngx_path_init_t, ngx_pcalloc, ngx_str_t, ngx_uint_t,
-    ngx_url_t, NGX_CONF_1MORE, NGX_CONF_BITMASK_SET, NGX_CONF_FLAG, NGX_CONF_TAKE1,
-    NGX_CONF_TAKE12, NGX_CONF_TAKE1234, NGX_CONF_TAKE2, NGX_CONF_TAKE23, NGX_HTTP_LIF_CONF,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE,
-    NGX_HTTP_SRV_CONF, NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_LOG_EMERG,
-    NGX_OK,
+    ngx_http_core_loc_conf_t, ngx_http_get_variable_index, ngx_http_module_t,
+    ngx_http_upstream_add, ngx_http_upstream_bind_set_slot, ngx_http_upstream_conf_t,
+    ngx_http_upstream_hide_headers_hash, ngx_int_t, ngx_module_t, ngx_msec_t, ngx_path_init_t,
+    ngx_pcalloc, ngx_str_t, ngx_uint_t, ngx_url_t, NGX_CONF_1MORE, NGX_CONF_BITMASK_SET,
+    NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE1234, NGX_CONF_TAKE2,
+    NGX_CONF_TAKE23, NGX_HTTP_LIF_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_HTTP_UPSTREAM_FT_ERROR,
+    NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_LOG_EMERG, NGX_OK,
 };
+use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 
 // nginx's NGX_CONF_UNSET_* markers: casts of -1 that bindgen does not carry over.
@@ -447,12 +447,27 @@ unsafe fn directive_args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
 /// `cf` is the configuration nginx passes to a directive handler or a merge callback of
 /// an HTTP module, so its ctx is an ngx_http_conf_ctx_t.
 unsafe fn core_loc_conf<'a>(cf: *mut ngx_conf_t) -> &'a mut ngx_http_core_loc_conf_t {
-    // SAFETY: as above; the core module's loc_conf slot is always filled.
-    unsafe {
-        let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
-        let index = ngx_http_core_module.ctx_index;
-        &mut *(*(*ctx).loc_conf.add(index) as *mut ngx_http_core_loc_conf_t)
+    // SAFETY: as above: `cf` is valid for the callback.
+    let cf = unsafe { &*cf };
+    // The core module's slot is filled in every HTTP block (nginx makes it first).
+    NgxHttpCoreModule::location_conf_mut(cf).expect("the core module's location configuration")
+}
+
+/// This module, for the `ngx` crate's typed access to its configurations.
+pub struct WsgiModule;
+
+impl ngx::http::HttpModule for WsgiModule {
+    fn module() -> &'static ngx_module_t {
+        // SAFETY: nginx writes the module (its indexes) only while it loads the
+        // configuration, before any of this module's code asks for it.
+        unsafe { &*core::ptr::addr_of!(ngx_http_wsgi_module) }
     }
+}
+
+// SAFETY: this module's slot in a location's configuration holds the WsgiLocConf that
+// create_loc_conf made for it.
+unsafe impl HttpModuleLocationConf for WsgiModule {
+    type LocationConf = WsgiLocConf;
 }
 
 /// Runs a configuration-phase callback's body, turning a panic into a configuration error

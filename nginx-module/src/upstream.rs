@@ -23,7 +23,9 @@ use ngx::ffi::{
 };
 use ngx::ngx_string;
 
-use crate::{ngx_http_wsgi_module, WsgiLocConf, WsgiParam};
+use ngx::http::{HttpModule, HttpModuleLocationConf};
+
+use crate::{ngx_http_wsgi_module, WsgiLocConf, WsgiModule, WsgiParam};
 use uwsgi_proto::{header_separator, header_var_char, same_header_var};
 
 /// Logs an error on the request's connection log (nginx's error_log), as NGX_LOG_ERR.
@@ -73,20 +75,20 @@ fn pipe_request(p: *mut ngx_event_pipe_t) -> *mut ngx_http_request_t {
     unsafe { (*p).input_ctx as *mut ngx_http_request_t }
 }
 
-/// This module's index in the per-request and per-location configuration arrays.
+/// This module's index in the per-request context array.
 fn module_index() -> usize {
-    // SAFETY: ctx_index is written by nginx while it loads the configuration, before any
-    // request runs; here it is only read, by value.
-    unsafe { ngx_http_wsgi_module.ctx_index }
+    WsgiModule::module().ctx_index
 }
 
 /// Our location configuration of a request.
 ///
 /// # Safety
-/// `r` is a live request in a location where this module has a configuration.
+/// `r` is a live request.
 unsafe fn loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a mut WsgiLocConf {
-    // SAFETY: per the contract; loc_conf has a slot for every HTTP module.
-    unsafe { &mut *(*(*r).loc_conf.add(module_index()) as *mut WsgiLocConf) }
+    // SAFETY: per the contract.
+    let r = unsafe { &*r };
+    // Our handlers run only in locations with wsgi_pass, whose configuration is ours.
+    WsgiModule::location_conf_mut(r).expect("ngx_http_wsgi_module's location configuration")
 }
 
 /// Per-request state, in the request pool: the status-line parser's, and whether the
