@@ -61,7 +61,7 @@ pub fn wsgi_app_directive(
 ) -> *mut c_char {
     // SAFETY: nginx calls this with its configuration and our location configuration.
     let (conf, args) = unsafe { (&mut *(conf as *mut WsgiLocConf), directive_args(cf)) };
-    if !conf.app.is_null() {
+    if conf.app.is_some() {
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"wsgi_app\" directive is duplicate");
         return NGX_CONF_ERROR;
     }
@@ -144,13 +144,16 @@ pub fn wsgi_app_directive(
     // SAFETY: cf->pool lives as long as this configuration; the pool drops the binding
     // (a cleanup handler) when the configuration is freed.
     let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
-    conf.app = pool.allocate(AppBinding {
+    let binding = pool.allocate(AppBinding {
         file,
         parsed,
         nginx_file,
         nginx_line,
     });
-    if conf.app.is_null() {
+    // SAFETY: null (out of memory) or the binding just written in the configuration
+    // pool, which outlives the location configuration that refers to it.
+    conf.app = unsafe { binding.as_ref() };
+    if conf.app.is_none() {
         return NGX_CONF_ERROR;
     }
     NGX_CONF_OK
@@ -266,8 +269,7 @@ unsafe fn reuse_connections(
 /// # Safety
 /// `cf` is the configuration nginx passes to a merge callback; `conf` is merged.
 pub unsafe fn check_app(cf: *mut ngx_conf_t, conf: &WsgiLocConf) -> bool {
-    // SAFETY: conf.app is null or the binding wsgi_app allocated in the configuration pool.
-    let Some(app) = (unsafe { conf.app.as_ref() }) else {
+    let Some(app) = conf.app else {
         return true;
     };
     // During a merge, cf->ctx is this location's ngx_http_conf_ctx_t, whose core module

@@ -66,8 +66,9 @@ pub struct WsgiLocConf {
     /// `wsgi_modifier1`, `wsgi_modifier2`: the packet header's modifiers.
     modifier1: ngx_uint_t,
     modifier2: ngx_uint_t,
-    /// `wsgi_app`: the daemon's config read for this location, null without one.
-    app: *mut app::AppBinding,
+    /// `wsgi_app`: the daemon's config read for this location, in the configuration pool;
+    /// None without one (create_loc_conf zeroes the configuration).
+    app: Option<&'static app::AppBinding>,
 }
 
 /// The params Debian's `uwsgi_params` file sets, which `wsgi_pass` sends without an
