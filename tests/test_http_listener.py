@@ -240,6 +240,30 @@ def test_requests_on_a_busy_workers_idle_connections_go_to_a_free_one(daemon):
     assert "cannot hand" not in d.log(), d.log()
 
 
+def test_a_pipelining_clients_half_sent_request_stays_with_its_worker(daemon):
+    """A client that pipelines sends its second request partly with the first: hyper holds
+    that part. While the worker runs a slow request, the rest arrives: the connection stays
+    with its worker (the part hyper holds could not go with it) and the request is answered
+    there, after the slow one, instead of reaching another worker cut in two (a 400)."""
+    port = free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "2",
+               ready=("127.0.0.1", port))
+    held = _kept_alive_on_each(port, 2)
+    busy_pid = next(iter(held))
+    slow, pipelining, *_ = held[busy_pid]
+    pipelining.sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\nGET /pid HTTP/1.1\r\nHo")
+    first = pipelining.read()
+    assert first is not None and (first[0], int(first[1])) == (200, busy_pid), first
+    slow.send("/sleep?seconds=2")
+    time.sleep(0.5)  # the worker is in the slow request; the mover looks every few ms
+    pipelining.sock.sendall(b"st: x\r\n\r\n")
+    second = pipelining.read()
+    assert second is not None and second[0] == 200 and int(second[1]) == busy_pid, second
+    assert slow.read()[0] == 200
+    # A client that does not pipeline is still moved: nothing pinned the others.
+    assert "cannot hand" not in d.log(), d.log()
+
+
 @pytest.mark.parametrize("other", ["free", "busy"])
 def test_a_killed_worker_loses_only_the_request_it_was_running(daemon, other):
     """SIGKILL takes the request the worker was running; requests sent meanwhile on the

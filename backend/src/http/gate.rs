@@ -18,11 +18,10 @@
 //!
 //! Once admitted, the request holds the thread while it is read, as a uWSGI thread does:
 //! its head must be in within `socket-timeout`, and each read of its body too (`mod.rs`).
-//! Reads then pass until hyper has its response. A request hyper finds whole in what it
-//! read with the previous one (a pipelining client) was not admitted here: it is served as
-//! it comes, and the connection then stays with its thread. A pipelining client whose next
-//! request came only in part with the previous one is not seen as such: its connection
-//! could move with that part left in hyper's buffer (no client in use pipelines).
+//! Reads then pass until hyper has its response. Bytes of a request that came with the
+//! previous one (a pipelining client) were not admitted here: once hyper has read any
+//! (`framer.rs` tells where requests begin), the connection stays with its thread, since
+//! hyper holds them; such requests are served as they come (no client in use pipelines).
 
 use std::future::Future;
 use std::io;
@@ -34,6 +33,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::framer::Framer;
 use crate::conn::PrefixedConn;
 use crate::context::ThreadContext;
 use crate::idle::{Claim, IdleConn};
@@ -135,6 +135,10 @@ pub struct GatedConn {
     /// The worker admits no more requests: the serve loop hands the connection over or
     /// closes it (it is told by the worker's stop).
     refused: bool,
+    /// Where the requests begin in what hyper read, and how many this gate admitted: one
+    /// begun and not admitted is a pipelining client's (see [`GatedConn::follow`]).
+    framer: Framer,
+    admissions: u64,
 }
 
 impl GatedConn {
@@ -148,6 +152,24 @@ impl GatedConn {
             head_deadline: None,
             head_armed: false,
             refused: false,
+            framer: Framer::default(),
+            admissions: 0,
+        }
+    }
+
+    /// Follows the bytes hyper just read. If they hold the start of a request this gate
+    /// did not admit (a client that pipelines), hyper holds it, or part of it: the
+    /// connection stays with this thread from now on (it is pinned), since another
+    /// thread's hyper would get that request without the bytes this one holds. So does
+    /// a connection whose requests can no longer be told apart.
+    fn follow(&mut self, read: &[u8]) {
+        self.framer.feed(read);
+        if self
+            .framer
+            .started()
+            .is_none_or(|begun| begun > self.admissions)
+        {
+            self.gate.pinned.store(true, Ordering::SeqCst);
         }
     }
 
@@ -228,6 +250,8 @@ impl GatedConn {
         }
         self.gate.active.fetch_add(1, Ordering::SeqCst);
         *self.gate.admitted() = Some(permit);
+        self.admissions += 1;
+        self.follow(&buf.filled()[before..]);
         let deadline = tokio::time::Instant::now() + self.ctx.head_timeout;
         match self.head_deadline.as_mut() {
             Some(sleep) => sleep.as_mut().reset(deadline),
@@ -264,7 +288,11 @@ impl AsyncRead for GatedConn {
         if this.gate.between_requests() {
             return this.poll_admitted_read(cx, buf);
         }
+        let before = buf.filled().len();
         let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            this.follow(&buf.filled()[before..]);
+        }
         if read.is_pending() && this.head_pending() {
             if let Some(deadline) = this.head_deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {

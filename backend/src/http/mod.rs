@@ -33,6 +33,7 @@ use crate::wsgi::{close_iterable, EnvironSource};
 use gate::{ActiveRequest, Gate, GatedConn};
 use ngx_wsgi_config::Protocol;
 
+mod framer;
 mod gate;
 
 const MEMORY_BODY_LIMIT: usize = 1 << 20;
