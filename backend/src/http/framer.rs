@@ -50,6 +50,12 @@ impl Framer {
         (self.state != State::Unknown).then_some(self.started)
     }
 
+    /// Whether `requests` requests have begun and the stream is between two of them:
+    /// where an admission read must start.
+    pub fn between(&self, requests: u64) -> bool {
+        self.state == State::Head && self.head.is_empty() && self.started == requests
+    }
+
     /// Follows `bytes`, the next ones hyper read.
     pub fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
@@ -115,13 +121,13 @@ impl Framer {
     }
 }
 
-/// Where a head ends in `bytes` (after its blank line: CRLF CRLF, or LF LF as hyper also
-/// takes), looking from `from`.
+/// Where a head ends in `bytes`, looking from `from`: after its blank line, which as
+/// httparse reads it is CRLF or LF after a line's LF (CRLF CRLF, LF LF, LF CRLF).
 fn head_end(bytes: &[u8], from: usize) -> Option<usize> {
     let mut at = from;
     while let Some(i) = bytes.get(at..)?.iter().position(|b| *b == b'\n') {
         let lf = at + i;
-        if (lf >= 1 && bytes[lf - 1] == b'\n') || (lf >= 3 && &bytes[lf - 3..lf] == b"\r\n\r") {
+        if (lf >= 1 && bytes[lf - 1] == b'\n') || (lf >= 2 && &bytes[lf - 2..lf] == b"\n\r") {
             return Some(lf + 1);
         }
         at = lf + 1;
@@ -253,6 +259,12 @@ mod tests {
             Some(0),
             "empty lines begin nothing"
         );
+        // Line ends as httparse takes them: LF, and a blank CRLF after an LF.
+        let mixed: &[u8] =
+            b"GET /a HTTP/1.1\nHost: x\n\r\nGET /b HTTP/1.1\n\r\nGET /c HTTP/1.1\r\nHo";
+        for cut in 0..=mixed.len() {
+            assert_eq!(started(mixed, &[cut]), Some(3), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -163,6 +163,9 @@ impl GatedConn {
     /// thread's hyper would get that request without the bytes this one holds. So does
     /// a connection whose requests can no longer be told apart.
     fn follow(&mut self, read: &[u8]) {
+        if self.gate.pinned.load(Ordering::SeqCst) {
+            return; // for good: nothing more to tell
+        }
         self.framer.feed(read);
         if self
             .framer
@@ -250,6 +253,11 @@ impl GatedConn {
         }
         self.gate.active.fetch_add(1, Ordering::SeqCst);
         *self.gate.admitted() = Some(permit);
+        // An admission read starts a request: if the stream is not between requests here
+        // (bytes read to drain a body the app left, say), the count cannot be trusted.
+        if !self.framer.between(self.admissions) {
+            self.gate.pinned.store(true, Ordering::SeqCst);
+        }
         self.admissions += 1;
         self.follow(&buf.filled()[before..]);
         let deadline = tokio::time::Instant::now() + self.ctx.head_timeout;
