@@ -1,10 +1,12 @@
 """The daemon's own HTTP listener under faults, beside uWSGI's `http-socket`.
 
-Clients on raw sockets loop on a request and record every outcome: answered (a whole
-200 response with a body) or lost (the connection ended, or stayed silent for
-10 s, without one). With ngx-wsgi they keep their connection alive (and reconnect when
-it closes it); uWSGI's `http-socket` answers one request per connection, so with it they
-connect for each. Three faults, each in its own run of both servers, in turn:
+Clients on raw sockets loop on a request and record every request's outcome: 2xx (a
+whole 200 response with a body), 5xx, another status, reset, closed (the connection
+ended without an answer), silent (no answer for 10 s) or refused (no connection); lost
+is every request sent that was not answered 2xx. With ngx-wsgi they keep their
+connection alive (and reconnect when it closes it); uWSGI's `http-socket` answers one
+request per connection, so with it they connect for each. Three faults, each in its own
+run of both servers, in turn:
 
 - `kill`: 4 processes x 1 thread, 12 clients on a 20 ms request (so requests queue), one
   worker killed with SIGKILL every second. A killed worker may take the request it was
@@ -17,6 +19,7 @@ after each answer). Usage: bench/http_faults.py [--duration S] [--rounds N]
 """
 
 import argparse
+import collections
 import os
 import pathlib
 import random
@@ -34,37 +37,49 @@ from run import ROOT, wait_ready  # noqa: E402
 SILENCE = 10  # seconds without an answer before a request counts as lost
 
 
+OUTCOMES = ("2xx", "5xx", "other status", "reset", "closed", "silent", "refused")
+
+
 class Client(threading.Thread):
-    """One client: sends `path` again and again, counting answers and losses."""
+    """One client: sends `path` again and again, counting each request's outcome."""
 
     def __init__(self, port, path, keep_alive):
         super().__init__(daemon=True)
         self.port, self.path, self.keep_alive = port, path, keep_alive
-        self.answered = self.lost = 0
+        self.outcomes = collections.Counter()
         self.stop = threading.Event()
         self.sock, self.buffer = None, b""
 
     def run(self):
         while not self.stop.is_set():
-            if self.request():
-                self.answered += 1
-            else:
-                self.lost += 1
+            outcome = self.request()
+            self.outcomes[outcome] += 1
+            if outcome != "2xx":
                 self.close()
 
     def request(self):
+        """Sends one request: its outcome, one of OUTCOMES."""
         try:
             if self.sock is None:
                 self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=SILENCE)
                 self.buffer = b""
+        except OSError:
+            return "refused"
+        try:
             connection = "keep-alive" if self.keep_alive else "close"
             self.sock.sendall(f"GET {self.path} HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\n\r\n".encode())
             head, body = self.read_response()
+        except socket.timeout:
+            return "silent"
+        except (ConnectionResetError, BrokenPipeError):
+            return "reset"
         except (OSError, EOFError, ValueError):
-            return False
+            return "closed"
         if not self.keep_alive or b"connection: close" in head.lower():
             self.close()
-        return head.startswith(b"HTTP/1.1 200") and bool(body)
+        if head.startswith(b"HTTP/1.1 200") and body:
+            return "2xx"
+        return "5xx" if head.startswith(b"HTTP/1.1 5") else "other status"
 
     def read_response(self):
         while b"\r\n\r\n" not in self.buffer:
@@ -158,7 +173,7 @@ def run_one(name, stack, port, duration, work):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    return sum(c.answered for c in clients), sum(c.lost for c in clients), faults, died
+    return sum((c.outcomes for c in clients), collections.Counter()), faults, died
 
 
 def main():
@@ -173,19 +188,22 @@ def main():
         for name in SCENARIOS:
             for stack in ("ngx-wsgi", "uWSGI"):
                 port += 1
-                answered, lost, faults, died = run_one(name, stack, port, args.duration, work)
-                row = results.setdefault((name, stack), [0, 0, 0, 0])
-                row[0] += answered
-                row[1] += lost
-                row[2] += faults
-                row[3] += died
+                outcomes, faults, died = run_one(name, stack, port, args.duration, work)
+                row = results.setdefault((name, stack), [collections.Counter(), 0, 0])
+                row[0] += outcomes
+                row[1] += faults
+                row[2] += died
     print(f"\n{args.rounds} interleaved rounds of {args.duration} s, HTTP clients straight to each server "
           "(sums)\n")
-    print("| fault | server | answered | lost | faults | lost per fault | runs the server died in |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for (name, stack), (answered, lost, faults, died) in results.items():
+    print(f"| fault | server | sent | {' | '.join(OUTCOMES)} | lost | faults | lost per fault "
+          "| runs the server died in |")
+    print("|---|---|" + "---:|" * (len(OUTCOMES) + 5))
+    for (name, stack), (outcomes, faults, died) in results.items():
+        sent = sum(outcomes.values())
+        lost = sent - outcomes["2xx"]
         per = f"{lost / faults:.2f}" if faults else "-"
-        print(f"| {name} | {stack} | {answered} | {lost} | {faults} | {per} | {died} |")
+        counts = " | ".join(str(outcomes[o]) for o in OUTCOMES)
+        print(f"| {name} | {stack} | {sent} | {counts} | {lost} | {faults} | {per} | {died} |")
     print(f"\nlogs: {work}")
 
 

@@ -70,14 +70,14 @@ def wait_for(predicate, timeout=15.0, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def held_by_each(connect_and_ask_pid, workers, at_least):
+def held_by_each(connect, ask_pid, workers, at_least):
     """Kept-alive connections, each having served one request, until every one of
-    `workers` pids holds at least `at_least`: {pid: [connections]}.
-    `connect_and_ask_pid()` opens one and returns (connection, pid that answered)."""
+    `workers` pids holds at least `at_least`: {pid: [connections]}. `connect()` opens
+    one, `ask_pid(conn)` asks it which worker answers."""
     held = {}
     for _ in range(200):
-        conn, pid = connect_and_ask_pid()
-        held.setdefault(pid, []).append(conn)
+        conn = connect()
+        held.setdefault(ask_pid(conn), []).append(conn)
         if len(held) == workers and all(len(c) >= at_least for c in held.values()):
             return held
     raise AssertionError(f"connections did not reach {workers} workers: {held}")

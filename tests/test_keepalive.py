@@ -278,12 +278,9 @@ def _ask_all(conns):
 
 
 def _connections_on_each(app_sock, workers):
-    """Kept-alive connections, each having served one request, until every one of
-    `workers` pids holds at least two: {pid: [connections]}."""
-    def connect():
-        conn = UwsgiConnection(app_sock)
-        return conn, int(conn.request("/pid")[1])
-    return held_by_each(connect, workers, at_least=2)
+    """`held_by_each` (conftest) for kept-alive uwsgi connections, two on each worker."""
+    return held_by_each(lambda: UwsgiConnection(app_sock), lambda conn: int(conn.request("/pid")[1]),
+                        workers, at_least=2)
 
 
 @pytest.mark.parametrize("layout", [("--processes", "2"), ("--threads", "2")], ids=["processes", "threads"])
