@@ -30,6 +30,22 @@ fn wait_ready(fd: BorrowedFd<'_>, events: nix::poll::PollFlags) -> io::Result<()
     }
 }
 
+/// Runs `op` on `fd` until it does not report that it would block, waiting for `events`
+/// in between (a socket in non-blocking mode); interrupted calls are made again.
+fn when_ready<T>(
+    fd: BorrowedFd<'_>,
+    events: nix::poll::PollFlags,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    loop {
+        match op() {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => wait_ready(fd, events)?,
+            other => return other,
+        }
+    }
+}
+
 impl Conn {
     pub fn write_all(&self, data: &[u8]) -> io::Result<()> {
         self.write_parts(&[data])
@@ -38,7 +54,8 @@ impl Conn {
     /// Writes several buffers (head, chunk size line, data, ...) with as few system calls
     /// as the socket allows: one, when they fit in its send buffer.
     pub fn write_parts(&self, parts: &[&[u8]]) -> io::Result<()> {
-        let mut slices: Vec<io::IoSlice<'_>> = parts
+        // On the stack: a response's parts are few (head, server lines, chunk framing, data).
+        let mut slices: smallvec::SmallVec<[io::IoSlice<'_>; 8]> = parts
             .iter()
             .filter(|p| !p.is_empty())
             .map(|p| io::IoSlice::new(p))
@@ -68,21 +85,25 @@ impl Conn {
     }
 
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let read = match self {
-                Conn::Unix(s) => (&*s).read(buf),
-                Conn::Tcp(s) => (&*s).read(buf),
-                Conn::Registered(_) => {
-                    nix::unistd::read(self.as_fd(), buf).map_err(io::Error::from)
-                }
-            };
+        when_ready(self.as_fd(), nix::poll::PollFlags::POLLIN, || match self {
+            Conn::Unix(s) => (&*s).read(buf),
+            Conn::Tcp(s) => (&*s).read(buf),
+            Conn::Registered(_) => nix::unistd::read(self.as_fd(), buf).map_err(io::Error::from),
+        })
+    }
+
+    /// Reads into memory that may not be initialized yet, as `read` does.
+    fn read_uninit(&self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+        let fd = self.as_fd();
+        when_ready(fd, nix::poll::PollFlags::POLLIN, || {
+            // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the call, and
+            // read(2) writes only the bytes it returns as read.
+            let read = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             match read {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    wait_ready(self.as_fd(), nix::poll::PollFlags::POLLIN)?
-                }
-                other => return other,
+                -1 => Err(io::Error::last_os_error()),
+                read => Ok(read as usize),
             }
-        }
+        })
     }
 
     /// Sends `file` from `offset` with sendfile(2), to its end or `limit` bytes at most;
@@ -146,21 +167,7 @@ impl Read for ConnReader {
 
 impl crate::wsgi::input::BodyRead for ConnReader {
     fn read_uninit(&mut self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
-        let fd = self.0.as_fd();
-        loop {
-            // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the call, and
-            // read(2) writes only the bytes it returns as read.
-            let read = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if read >= 0 {
-                return Ok(read as usize);
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => {}
-                io::ErrorKind::WouldBlock => wait_ready(fd, nix::poll::PollFlags::POLLIN)?,
-                _ => return Err(err),
-            }
-        }
+        self.0.read_uninit(buf)
     }
 }
 

@@ -112,6 +112,18 @@ impl IdleConn {
     pub async fn settled(&self) {
         self.settled.notified().await
     }
+
+    /// Claims the connection, waiting for the mover's verdict if it is sending it: true
+    /// when this task has it, false when it was given away.
+    pub async fn reclaim(&self) -> bool {
+        loop {
+            match self.claim() {
+                Claim::Claimed => return true,
+                Claim::Given => return false,
+                Claim::Giving => self.settled().await,
+            }
+        }
+    }
 }
 
 /// Why [`RequestThread::wait_next_request`] returned; the connection is claimed unless
@@ -450,18 +462,10 @@ impl RequestThread {
                 },
                 () = timer.as_mut() => Some(Waited::Expired),
             };
-            match entry.claim() {
-                Claim::Claimed => {}
-                Claim::Given => return Waited::Given,
-                // The mover is sending it: wait for its verdict (`settled` keeps a wake-up
-                // given before this waits), without spinning on the readiness meanwhile.
-                Claim::Giving => {
-                    entry.settled().await;
-                    if entry.given() {
-                        return Waited::Given;
-                    }
-                    continue;
-                }
+            // If the mover is sending it: its verdict (`settled` keeps a wake-up given
+            // before this waits), without spinning on the readiness meanwhile.
+            if !entry.reclaim().await {
+                return Waited::Given;
             }
             if let Some(waited) = woken {
                 return waited;

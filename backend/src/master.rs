@@ -52,8 +52,6 @@ struct Signals {
     term: Arc<AtomicBool>,
     int: Arc<AtomicBool>,
     hup: Arc<AtomicBool>,
-    /// Made once systemd's descriptors are taken (it opens descriptors).
-    wakeup: Option<Wakeup>,
 }
 
 impl Signals {
@@ -63,21 +61,12 @@ impl Signals {
             term: Arc::default(),
             int: Arc::default(),
             hup: Arc::default(),
-            wakeup: None,
         };
         signal_hook::flag::register(SIGTERM, signals.term.clone())?;
         signal_hook::flag::register(SIGINT, signals.int.clone())?;
         signal_hook::flag::register(SIGQUIT, signals.int.clone())?;
         signal_hook::flag::register(SIGHUP, signals.hup.clone())?;
         Ok(signals)
-    }
-
-    /// Sleeps until the next tick, or until a signal or a child's exit wakes the loop.
-    fn sleep(&self, timeout: Duration) {
-        match &self.wakeup {
-            Some(wakeup) => wakeup.sleep(timeout),
-            None => std::thread::sleep(timeout),
-        }
     }
 }
 
@@ -381,10 +370,11 @@ pub fn check_app(config: &Config) -> i32 {
 pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
     // First of all, so a stop signal during start-up (an import can take seconds) is
     // not fatal: it is acted on as soon as the workers are up.
-    let mut signals = Signals::register()?;
+    let signals = Signals::register()?;
     // Before anything else opens a descriptor: systemd's start at 3.
     let passed = crate::systemd::take_listen_fds();
-    signals.wakeup = Some(Wakeup::register()?);
+    // Once systemd's descriptors are taken: it opens descriptors.
+    let wakeup = Wakeup::register()?;
     // Written first, as uWSGI does: a supervisor may look for it as soon as we start.
     // A reload re-executes the same process: same pid, and maybe no longer root.
     let reloaded = std::env::var_os(listeners::INHERITED_FDS_ENV).is_some();
@@ -448,6 +438,7 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
         &listeners,
         stats_socket.as_ref(),
         &signals,
+        &wakeup,
         &request_log,
     );
     vacuum(&config, true);
@@ -610,6 +601,7 @@ fn serve(
     listeners: &[BoundListener],
     stats_socket: Option<&ListeningSocket>,
     signals: &Signals,
+    wakeup: &Wakeup,
     request_log: &Arc<RequestLogger>,
 ) -> anyhow::Result<i32> {
     python::initialize(config, crate::uwsgi_api::install)?;
@@ -902,7 +894,8 @@ fn serve(
             file_monitors.check();
             cron_jobs.tick();
         }
-        signals.sleep(TICK);
+        // Until the next tick, or until a signal or a child's exit wakes the loop.
+        wakeup.sleep(TICK);
     }
     let mercy = match fast_stop {
         true => FAST_STOP_GRACE,

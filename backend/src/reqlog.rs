@@ -88,7 +88,8 @@ impl RequestRecord<'_> {
 /// The request's variables: a uwsgi vars block, or what the HTTP listener read.
 #[derive(Clone, Copy)]
 pub enum Vars<'a> {
-    Uwsgi(&'a [u8]),
+    /// Decoded with the request head.
+    Uwsgi(uwsgi_proto::Vars<'a>),
     Http {
         head: &'a http::request::Parts,
         remote: &'a str,
@@ -99,8 +100,8 @@ impl Vars<'_> {
     /// A variable by its CGI name (`REMOTE_USER`, `HTTP_REFERER`, ...).
     pub fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         match self {
-            Vars::Uwsgi(block) => uwsgi_proto::parse_vars(block)
-                .flatten()
+            Vars::Uwsgi(vars) => vars
+                .iter()
                 .find(|(key, _)| *key == name.as_bytes())
                 .map(|(_, value)| String::from_utf8_lossy(value)),
             Vars::Http { head, remote } => match name {
@@ -119,7 +120,7 @@ impl Vars<'_> {
     /// uWSGI's `{N vars in M bytes}`: N counts names and values, M is the vars block's size.
     fn count_and_size(&self) -> (usize, usize) {
         match self {
-            Vars::Uwsgi(block) => (uwsgi_proto::parse_vars(block).count() * 2, block.len()),
+            Vars::Uwsgi(vars) => (vars.len() * 2, vars.block().len()),
             Vars::Http { head, .. } => {
                 // The vars uWSGI's own HTTP parser makes: the CGI ones and one per header.
                 let cgi = [
@@ -252,15 +253,12 @@ impl RequestLogger {
             true => (r.duration.as_micros(), "micros"),
             false => (r.duration.as_millis(), "msecs"),
         };
-        let mut vars = 0;
-        let vars_bytes;
+        let (vars, vars_bytes) = r.vars.count_and_size();
         let (mut addr, mut user, mut proto, mut forwarded) = (None, None, None, None);
         match &r.vars {
-            // One pass over the vars block for everything the line needs from it.
-            Vars::Uwsgi(block) => {
-                vars_bytes = block.len();
-                for (key, value) in uwsgi_proto::parse_vars(block).flatten() {
-                    vars += 2;
+            // One pass over the decoded vars for everything the line needs from them.
+            Vars::Uwsgi(decoded) => {
+                for (key, value) in decoded.iter() {
                     let slot = match key {
                         b"REMOTE_ADDR" => &mut addr,
                         b"REMOTE_USER" => &mut user,
@@ -272,9 +270,6 @@ impl RequestLogger {
                 }
             }
             Vars::Http { .. } => {
-                let counted = r.vars.count_and_size();
-                vars = counted.0;
-                vars_bytes = counted.1;
                 addr = r.vars.get("REMOTE_ADDR");
                 user = r.vars.get("REMOTE_USER");
                 proto = r.vars.get("SERVER_PROTOCOL");

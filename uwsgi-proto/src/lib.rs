@@ -175,9 +175,9 @@ pub struct VarSpan {
 /// The vars of a request head: nginx sends a few dozen, which stay inline.
 pub type VarSpans = smallvec::SmallVec<[VarSpan; 40]>;
 
-/// A vars block decoded once ([`decode_vars`]): its vars in order, by position, for the
-/// readers of every request (the server's own vars, the environ) without decoding it
-/// again.
+/// A vars block decoded once ([`decode_vars`]): its vars in order, by position, for every
+/// reader of the request (the server's own vars, the environ, the log line) without
+/// decoding it again.
 #[derive(Clone, Copy)]
 pub struct Vars<'a> {
     block: &'a [u8],

@@ -24,7 +24,6 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::conn::{AsyncConn, PrefixedConn};
 use crate::context::{ThreadContext, WorkerContext};
-use crate::idle::Claim;
 use crate::outcome::Outcome;
 use crate::reqlog::{RequestLine, Vars};
 use crate::wsgi::input::{Body, WsgiInput};
@@ -131,12 +130,8 @@ pub async fn serve(
     let parts = connection.into_parts();
     let io = parts.io.into_inner().io;
     // Out of the mover's reach before it is handed over or closed.
-    loop {
-        match entry.claim() {
-            Claim::Claimed => break,
-            Claim::Given => return,
-            Claim::Giving => entry.settled().await,
-        }
+    if !entry.reclaim().await {
+        return;
     }
     drop(entry);
     let retiring = ctx.retiring();
@@ -311,16 +306,29 @@ async fn read_body(
     limit: Option<u64>,
     silence: std::time::Duration,
 ) -> anyhow::Result<ReadBody> {
+    // Most requests have no body: nothing to wait for, and no timer.
+    if incoming.is_end_stream() {
+        return Ok(ReadBody::Whole {
+            memory: Vec::new(),
+            spooled: None,
+            length: 0,
+        });
+    }
     let mut memory = Vec::new();
     let mut file: Option<std::fs::File> = None;
     let mut length = 0u64;
+    // One timer for the body, pushed back after each frame.
+    let mut quiet = std::pin::pin!(tokio::time::sleep(silence));
     loop {
-        let Ok(frame) = tokio::time::timeout(silence, incoming.frame()).await else {
-            anyhow::bail!(
+        let frame = tokio::select! {
+            biased;
+            frame = incoming.frame() => frame,
+            () = quiet.as_mut() => anyhow::bail!(
                 "nothing came for socket-timeout ({} s) after {length} bytes",
                 silence.as_secs()
-            );
+            ),
         };
+        quiet.as_mut().reset(tokio::time::Instant::now() + silence);
         let Some(frame) = frame else {
             break;
         };
@@ -460,7 +468,7 @@ impl ResponseWriter for Collected {
         Ok(true)
     }
 
-    fn send_may_wait(&self) -> bool {
+    fn sends_to_peer() -> bool {
         false // hyper sends what was collected, after the app call
     }
 

@@ -457,7 +457,6 @@ fn run_request(
     let started = Instant::now();
     let conn = Arc::new(conn);
     let decoded = head.vars(received);
-    let vars = decoded.block();
     let body_start = head.vars.end;
     let body_end = received
         .len()
@@ -488,7 +487,7 @@ fn run_request(
         crate::stats::response_done(&outcome);
         log(
             ctx,
-            vars,
+            decoded,
             &server_vars,
             peer,
             &outcome,
@@ -567,7 +566,15 @@ fn run_request(
     });
     crate::stats::response_done(&outcome);
     ctx.after_request(&outcome);
-    log(ctx, vars, &server_vars, peer, &outcome, started, head_size);
+    log(
+        ctx,
+        decoded,
+        &server_vars,
+        peer,
+        &outcome,
+        started,
+        head_size,
+    );
     if matches!(outcome, Outcome::Aborted { .. } | Outcome::PeerGone { .. }) {
         conn.shutdown();
         return None;
@@ -589,7 +596,7 @@ fn run_request(
 /// and size.
 fn log(
     ctx: &ThreadContext,
-    vars: &[u8],
+    vars: uwsgi_proto::Vars<'_>,
     server_vars: &ServerVars<'_>,
     peer: &str,
     outcome: &Outcome,

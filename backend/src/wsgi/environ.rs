@@ -187,44 +187,44 @@ impl EnvironCache {
         }
         // Var by var; the params part becomes a template for the next requests.
         let mut adder = VarAdder::new(presized_dict(py, ENVIRON_SIZE)?, false);
-        let mut params = Some(Vec::new());
+        let mut in_params = true;
         for (position, (name, value)) in vars.iter().enumerate() {
-            if params.is_some() && !(is_param(name) && position < VAR_SLOTS) {
-                self.remember(py, params.take().unwrap_or_default(), &adder, fixed)?;
+            if in_params && !(is_param(name) && position < VAR_SLOTS) {
+                in_params = false;
+                self.remember(py, &vars, position, &adder, fixed)?;
             }
             adder.add(py, self, position, name, value)?;
-            if let Some(params) = params.as_mut() {
-                params.push((name, value));
-            }
         }
-        if let Some(params) = params {
-            self.remember(py, params, &adder, fixed)?;
+        if in_params {
+            self.remember(py, &vars, vars.len(), &adder, fixed)?;
         }
         let (environ, https) = adder.finish(py)?;
         complete(py, &environ, fixed)?;
         Ok((environ, https))
     }
 
-    /// Makes a template of the params part of a request without one, from the environ
-    /// they made: unless a param was repeated (the last one wins, which a template does
-    /// not know how to update).
+    /// Makes a template of the params part of a request without one (its first `params`
+    /// vars), from the environ they made: unless a param was repeated (the last one
+    /// wins, which a template does not know how to update).
     fn remember(
         &mut self,
         py: Python<'_>,
-        params: Vec<(&[u8], &[u8])>,
+        vars: &uwsgi_proto::Vars<'_>,
+        params: usize,
         adder: &VarAdder<'_, '_>,
         fixed: &FixedKeys,
     ) -> PyResult<()> {
-        if params.is_empty()
-            || adder.environ.len() != params.len()
-            || params.iter().any(|(name, _)| is_wsgi_key(name))
+        if params == 0
+            || adder.environ.len() != params
+            || vars.iter().take(params).any(|(name, _)| is_wsgi_key(name))
         {
             return Ok(());
         }
         let environ = adder.environ.copy()?;
         complete(py, &environ, fixed)?;
-        let params = params
-            .into_iter()
+        let params = vars
+            .iter()
+            .take(params)
             .enumerate()
             .map(|(position, (name, value))| {
                 let key = match self.slots.get(position) {

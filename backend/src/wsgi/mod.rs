@@ -202,12 +202,11 @@ impl WsgiApp {
             if data.is_empty() && lock(response).head_sent {
                 continue;
             }
-            send_step(
-                py,
-                response,
-                |state| state.writer.send_may_wait(),
-                |state| state.send_body(data),
-            )
+            let send = |state: &mut ResponseState<W>| state.send_body(data);
+            match W::sends_to_peer() {
+                true => py.detach(|| send(&mut lock(response))),
+                false => send_step(py, response, |_| false, send),
+            }
             .map_err(io_to_py)?;
             if head_only {
                 break;

@@ -156,9 +156,13 @@ pub trait ResponseWriter: Send {
     /// here (best effort: the peer may be gone too).
     fn send_internal_error(&mut self) {}
 
-    /// Whether `send` may wait for the peer (a socket write does): the request thread
-    /// releases the GIL around it then. A writer that keeps the bytes in memory says no.
-    fn send_may_wait(&self) -> bool {
+    /// Whether `send` writes to the peer, where it may wait (a socket write does): the
+    /// request thread releases the GIL around it then, without even trying the response's
+    /// lock first. A writer that keeps the bytes in memory says no.
+    fn sends_to_peer() -> bool
+    where
+        Self: Sized,
+    {
         true
     }
 
@@ -192,6 +196,12 @@ impl<W: ResponseWriter> ResponseState<W> {
             writer,
         }))
     }
+
+    /// Whether [`ResponseState::finish`] may wait for the peer: when it commits the head
+    /// or the writer writes something to end the body.
+    pub fn finish_may_wait(&self) -> bool {
+        (!self.head_sent && W::sends_to_peer()) || self.writer.finish_may_wait()
+    }
 }
 
 impl<W: ?Sized + ResponseWriter> ResponseState<W> {
@@ -219,12 +229,6 @@ impl<W: ?Sized + ResponseWriter> ResponseState<W> {
         let sent = self.writer.send_file(file, offset)?;
         self.body_bytes += sent.unwrap_or(0);
         Ok(sent.is_some())
-    }
-
-    /// Whether [`ResponseState::finish`] may wait for the peer: when it commits the head
-    /// or the writer writes something to end the body.
-    pub fn finish_may_wait(&self) -> bool {
-        (!self.head_sent && self.writer.send_may_wait()) || self.writer.finish_may_wait()
     }
 
     /// Ends the body, committing an empty one's head; whether the connection can be reused.
