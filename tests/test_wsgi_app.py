@@ -220,3 +220,56 @@ def test_the_default_pool_keeps_every_connection_a_busy_site_uses(daemon, nginx,
     accepted = d.log().count("connection accepted")
     # 48, and the test's readiness probe.
     assert 48 <= accepted <= 50, f"{accepted} connections for 3 rounds of 48 concurrent requests"
+
+
+def test_a_large_page_for_a_slow_client_stays_in_memory_unless_the_user_chose_the_buffers(daemon, nginx,
+                                                                                           tmp_path):
+    """wsgi_app reads responses into 8 buffers of 16 KiB (wsgi_pass keeps uwsgi_pass's 8
+    of 4 KiB): a 120 KiB page for a client that does not read yet stays in nginx's memory,
+    where with 4 KiB buffers nginx writes it to a temporary file (its error log says so);
+    `wsgi_buffers`, in the location or one enclosing it, is kept. Every page arrives whole."""
+    import socket
+    import time
+    sock = tmp_path / "app.sock"
+    ini = write_ini(tmp_path, f"socket = {sock}\nwsgi-file = {APPS}/pep3333.py\n")
+    daemon(ini, ready=str(sock))
+    # nginx's send buffer small, so what the client does not read waits in nginx's buffers.
+    n = nginx(None, module=True, conf_text=f"""
+{{load_module}}
+user root; worker_processes 1; pid {{prefix}}/nginx.pid; error_log {{prefix}}/error.log info;
+events {{{{ }}}}
+http {{{{
+    access_log off;
+    server {{{{
+        listen 127.0.0.1:{{port}} sndbuf=8k;
+        location /pass/ {{{{ rewrite ^/pass(/.*)$ $1 break; wsgi_pass unix:{sock}; }}}}
+        location /app/ {{{{ rewrite ^/app(/.*)$ $1 break; wsgi_app {ini}; }}}}
+        location /chosen/ {{{{ rewrite ^/chosen(/.*)$ $1 break; wsgi_app {ini}; wsgi_buffers 8 4k; }}}}
+        location /inherited/ {{{{
+            wsgi_buffers 8 4k;
+            location /inherited/big {{{{ rewrite ^/inherited(/.*)$ $1 break; wsgi_app {ini}; }}}}
+        }}}}
+    }}}}
+}}}}
+""")
+
+    def slow_get(prefix):
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", n.port))
+        client.sendall(f"GET {prefix}/big?kib=120 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        time.sleep(1)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+        client.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert body == b"x" * (120 * 1024), f"{prefix}: {len(body)} bytes of 122880"
+        return [line for line in n.error_log().splitlines()
+                if "buffered to a temporary file" in line and f"GET {prefix}/big" in line]
+
+    assert slow_get("/pass"), "wsgi_pass's 8 x 4 KiB buffers: the page went to a temporary file"
+    assert slow_get("/app") == [], n.error_log()
+    assert slow_get("/chosen"), "the location's own wsgi_buffers 8 4k were kept"
+    assert slow_get("/inherited"), "the enclosing location's wsgi_buffers 8 4k were kept"

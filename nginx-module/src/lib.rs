@@ -69,6 +69,9 @@ pub struct WsgiLocConf {
     /// `wsgi_app`: the daemon's config read for this location, in the configuration pool;
     /// None without one (create_loc_conf zeroes the configuration).
     app: Option<&'static app::AppBinding>,
+    /// `wsgi_buffers` is in this level or an enclosing one: `wsgi_app` keeps the user's
+    /// buffers rather than its own (merged from the parent).
+    buffers_chosen: bool,
 }
 
 /// The params Debian's `uwsgi_params` file sets, which `wsgi_pass` sends without an
@@ -292,7 +295,7 @@ static mut NGX_HTTP_WSGI_COMMANDS: [ngx_command_t; 30] = [
     slot(
         ngx_string!("wsgi_buffers"),
         NGX_CONF_TAKE2,
-        ngx_conf_set_bufs_slot,
+        ngx_http_wsgi_buffers,
         field!(upstream.bufs),
         NONE,
     ),
@@ -498,6 +501,22 @@ extern "C" fn ngx_http_wsgi_app(
     conf_guarded(cf, "wsgi_app directive", NGX_CONF_ERROR, || {
         app::wsgi_app_directive(cf, cmd, conf)
     })
+}
+
+/// `wsgi_buffers NUMBER SIZE;`: nginx's own parser, and a note that the user chose them.
+extern "C" fn ngx_http_wsgi_buffers(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the directive's arguments and this level's WsgiLocConf, where
+    // the command's offset names the ngx_bufs_t the slot parses into.
+    let rv = unsafe { ngx_conf_set_bufs_slot(cf, cmd, conf) };
+    if rv == NGX_CONF_OK {
+        // SAFETY: conf is this level's WsgiLocConf, made by create_loc_conf.
+        unsafe { (*(conf as *mut WsgiLocConf)).buffers_chosen = true };
+    }
+    rv
 }
 
 /// `wsgi_pass ADDRESS;`: `unix:/path`, `host:port` or an upstream block's name.
@@ -752,6 +771,8 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
             return NGX_CONF_ERROR;
         }
     }
+    conf.buffers_chosen |= prev.buffers_chosen;
+    let app_buffers = conf.app.is_some() && !conf.buffers_chosen;
     let (c, p) = (&mut conf.upstream, &prev.upstream);
     merge(
         &mut c.next_upstream_tries,
@@ -802,7 +823,9 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
         ptr::null_mut(),
     );
     if c.bufs.num == 0 {
-        c.bufs = if p.bufs.num != 0 {
+        c.bufs = if app_buffers {
+            app::APP_BUFFERS
+        } else if p.bufs.num != 0 {
             p.bufs
         } else {
             ngx::ffi::ngx_bufs_t { num: 8, size: page }
