@@ -2,7 +2,8 @@
 # Instructions per request of the whole stack, counted by callgrind, for each way nginx
 # reaches a Python backend: our module's wsgi_pass with upstream keepalive (to ngx-wsgi),
 # proxy_pass with upstream keepalive (to ngx-wsgi's HTTP listener) and stock uwsgi_pass
-# (to uWSGI, the classic stack). nginx (one process, master_process off) runs under
+# (to uWSGI, the classic stack); and wsgi_app, which passes to the same ngx-wsgi as
+# wsgi_pass with the buffers it chooses (its worker is the wsgi_pass row's). nginx (one process, master_process off) runs under
 # callgrind: for each target its counters are zeroed after a warm-up, wrk sends PATH on
 # one connection for a few seconds, and they are dumped. Then each backend's worker (one
 # worker, one thread) is measured under callgrind as phase 2 below says. Printed:
@@ -34,7 +35,7 @@ common=(--processes 1 --master --disable-logging --wsgi-file "$app" --virtualenv
 plain() { setsid "${@:2}" > "$work/$1.log" 2>&1 & pids+=($!); }
 start_backends() {
   local how=$1 wanted=${2:-all}
-  if [ "$wanted" = all ] || [ "$wanted" = ngx-wsgi ]; then $how ngx-wsgi "$bin" --socket "$work/ngx-wsgi.sock" "${common[@]}"; fi
+  if [ "$wanted" = all ] || [ "$wanted" = ngx-wsgi ]; then $how ngx-wsgi "$bin" "$work/ngx-wsgi.ini"; fi
   if [ "$wanted" = all ]; then $how ngx-wsgi-http "$bin" --http-socket 127.0.0.1:18311 "${common[@]}"; fi
   if [ "$wanted" = all ] || [ "$wanted" = uWSGI ]; then
     $how uWSGI "$root/.venv/bin/python" "$root/.venv/bin/uwsgi" --socket "$work/uWSGI.sock" "${common[@]}" \
@@ -50,6 +51,16 @@ wait_backends() {
   done
   echo "a backend did not start (port 18311 taken?): $(cat "$work"/*.log)" >&2; exit 1
 }
+# ngx-wsgi reads the file nginx's wsgi_app reads: the same settings as "${common[@]}".
+cat > "$work/ngx-wsgi.ini" <<INI
+[uwsgi]
+socket = $work/ngx-wsgi.sock
+processes = 1
+master = true
+disable-logging = true
+wsgi-file = $app
+virtualenv = $root/.venv
+INI
 start_backends plain
 wait_backends
 cat > "$work/nginx.conf" <<CONF
@@ -60,6 +71,7 @@ http {
   access_log off; client_body_temp_path $work/body; client_body_buffer_size 64k;
   upstream wsgi { server unix:$work/ngx-wsgi.sock; keepalive 32; }
   upstream http { server 127.0.0.1:18311; keepalive 32; }
+  server { listen 127.0.0.1:18314; location / { wsgi_app $work/ngx-wsgi.ini; } }
   server { listen 127.0.0.1:18310 backlog=1024; listen 127.0.0.1:18312; listen 127.0.0.1:18313;
     location / {
       if (\$server_port = 18310) { wsgi_pass wsgi; }
@@ -101,7 +113,7 @@ measure() {
 # Phase 1: nginx's instructions per request, its counters zeroed and dumped around wrk.
 declare -A nginx_per create_per
 for path in "${paths[@]}"; do
-  for port in 18310 18312 18313; do
+  for port in 18310 18314 18312 18313; do
     measure "$port" 1 "$path" > /dev/null
     callgrind_control -z "$nginx_pid" > /dev/null 2>&1
     requests=$(measure "$port" 4 "$path")
@@ -109,7 +121,7 @@ for path in "${paths[@]}"; do
     sleep 1
     nginx_per[$port$path]=$(($(last_total "$work/nginx.out") / requests))
     create_per[$port$path]=n/a
-    if [ "$port" = 18310 ]; then
+    if [ "$port" = 18310 ] || [ "$port" = 18314 ]; then
       create_per[$port$path]=$(callgrind_annotate --inclusive=yes "$(ls -t "$work"/nginx.out.* | head -1)" 2>/dev/null \
         | awk -v n="$requests" '!found && /upstream::create_request[^_]/ {found = 1; gsub(",", "", $1); print int($1 / n)}')
     fi
@@ -131,10 +143,13 @@ worker_total() { # $1: backend name; the worker is the process of the set that r
 for path in "${paths[@]}"; do
   for target in 18310:ngx-wsgi 18313:uWSGI; do
     IFS=: read -r port name <<< "$target"
+    # What the backend's command line holds, to find its processes.
+    cmdline=$work/uWSGI.sock
+    [ "$name" = ngx-wsgi ] && cmdline=$work/ngx-wsgi.ini
     totals=() counts=()
     for seconds in 2 8; do
-      pkill -INT -f "$work/$name.sock" || true
-      for _ in $(seq 100); do pgrep -f "$work/$name.sock" > /dev/null || break; sleep 0.2; done
+      pkill -INT -f "$cmdline" || true
+      for _ in $(seq 100); do pgrep -f "$cmdline" > /dev/null || break; sleep 0.2; done
       rm -f "$work/$name.sock" "$work/grind-$name".*
       grind() { setsid valgrind --tool=callgrind --callgrind-out-file="$work/grind-$1.%p" "${@:2}" > "$work/$1.log" 2>&1 & }
       start_backends grind "$name"
@@ -142,8 +157,8 @@ for path in "${paths[@]}"; do
       # nginx's cached connection to the previous run is gone: a GET finds out.
       for _ in 1 2 3; do curl -s -o /dev/null "http://127.0.0.1:$port/hello"; done
       counts+=("$(measure "$port" "$seconds" "$path")")
-      pkill -INT -f "$work/$name.sock" || true
-      for _ in $(seq 150); do pgrep -f "$work/$name.sock" > /dev/null || break; sleep 0.2; done
+      pkill -INT -f "$cmdline" || true
+      for _ in $(seq 150); do pgrep -f "$cmdline" > /dev/null || break; sleep 0.2; done
       totals+=("$(worker_total "$name")")
     done
     worker_per[$port$path]=$(( (totals[1] - totals[0]) / (counts[1] - counts[0]) ))
@@ -151,9 +166,10 @@ for path in "${paths[@]}"; do
 done
 printf '| path | stack | nginx instructions/request | of which create_request | backend worker instructions/request | whole stack |\n|---|---|---:|---:|---:|---:|\n'
 for path in "${paths[@]}"; do
-  for target in "18310:wsgi_pass keepalive + ngx-wsgi" "18312:proxy_pass keepalive + ngx-wsgi http" "18313:uwsgi_pass + uWSGI"; do
+  for target in "18310:wsgi_pass keepalive + ngx-wsgi" "18314:wsgi_app + ngx-wsgi (its buffers)" "18312:proxy_pass keepalive + ngx-wsgi http" "18313:uwsgi_pass + uWSGI"; do
     IFS=: read -r port name <<< "$target"
     worker=${worker_per[$port$path]:-}
+    [ "$port" = 18314 ] && worker=${worker_per[18310$path]:-}
     whole=${worker:+$((nginx_per[$port$path] + worker))}
     printf '| %s | %s | %s | %s | %s | %s |\n' "$path" "$name" "${nginx_per[$port$path]}" "${create_per[$port$path]}" \
       "${worker:-n/a}" "${whole:-n/a}"
