@@ -87,11 +87,13 @@ def wait_ready(addr, proc, timeout=20):
 
 
 def stop(nginx, backends):
-    """Stops nginx and the backends (their process groups), killing what does not stop."""
-    nginx.send_signal(signal.SIGQUIT)
+    """Stops nginx (None: not started yet) and the backends (their process groups),
+    killing what does not stop."""
+    if nginx is not None:
+        nginx.send_signal(signal.SIGQUIT)
     for proc in backends:
         os.killpg(proc.pid, signal.SIGINT)
-    for proc in [nginx, *backends]:
+    for proc in [p for p in [nginx, *backends] if p is not None]:
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:  # a backend slow to stop must not lose the results
@@ -166,36 +168,38 @@ def main():
             f"upstream granian {{ server 127.0.0.1:{granian_port}; keepalive 32; }}"),
     }
     if args.static_bin:
+        # Backends start in bench/: a path relative to where the script was run from.
+        args.static_bin = str(pathlib.Path(args.static_bin).resolve())
         targets["wsgi_app + ngx-wsgi, Python linked statically"] = (
             [args.static_bin, str(one_config("static"))], str(work / "static.sock"),
             f"wsgi_app {work / 'static.ini'};", None)
     targets = {name: t for name, t in targets.items() if not args.only or any(o in name for o in args.only)}
     baseline = "uwsgi_pass + uWSGI"
-    procs, ports = {}, {}
-    for i, (name, (cmd, ready, _, _)) in enumerate(targets.items()):
-        procs[name] = subprocess.Popen(cmd, cwd=ROOT / "bench", stdout=subprocess.DEVNULL,
-                                       stderr=open(work / f"backend-{i}.log", "wb"), start_new_session=True)
-        wait_ready(ready, procs[name])
-    servers, upstreams = [], []
-    for i, (name, (_, _, location, upstream)) in enumerate(targets.items()):
-        ports[name] = 18080 + i
-        servers.append(f"server {{ listen 127.0.0.1:{ports[name]} backlog=1024; location / {{ {location} }} }}")
-        if upstream:
-            upstreams.append(upstream)
-    module = ROOT / "target" / "release" / "libngx_http_wsgi_module.so"
-    (work / "nginx.conf").write_text(f"""
-        load_module {module};
-        user root; worker_processes 1; pid {work}/nginx.pid; error_log {work}/nginx-error.log;
-        events {{ worker_connections 4096; }}
-        http {{ access_log off; client_body_temp_path {work}/body; client_body_buffer_size 64k;
-               {' '.join(upstreams)} {' '.join(servers)} }}""")
-    nginx = subprocess.Popen(["nginx", "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
-                             start_new_session=True)
-    time.sleep(1)
-    nginx_pids = [p for p in tree(nginx.pid) if p != nginx.pid]
-
-    results = {}
+    procs, ports, results, nginx = {}, {}, {}, None
+    # Whatever was started is stopped, even when a later start fails.
     try:
+        for i, (name, (cmd, ready, _, _)) in enumerate(targets.items()):
+            procs[name] = subprocess.Popen(cmd, cwd=ROOT / "bench", stdout=subprocess.DEVNULL,
+                                           stderr=open(work / f"backend-{i}.log", "wb"), start_new_session=True)
+            wait_ready(ready, procs[name])
+        servers, upstreams = [], []
+        for i, (name, (_, _, location, upstream)) in enumerate(targets.items()):
+            ports[name] = 18080 + i
+            servers.append(f"server {{ listen 127.0.0.1:{ports[name]} backlog=1024; location / {{ {location} }} }}")
+            if upstream:
+                upstreams.append(upstream)
+        module = ROOT / "target" / "release" / "libngx_http_wsgi_module.so"
+        (work / "nginx.conf").write_text(f"""
+            load_module {module};
+            user root; worker_processes 1; pid {work}/nginx.pid; error_log {work}/nginx-error.log;
+            events {{ worker_connections 4096; }}
+            http {{ access_log off; client_body_temp_path {work}/body; client_body_buffer_size 64k;
+                   {' '.join(upstreams)} {' '.join(servers)} }}""")
+        nginx = subprocess.Popen(["nginx", "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
+                                 start_new_session=True)
+        time.sleep(1)
+        nginx_pids = [p for p in tree(nginx.pid) if p != nginx.pid]
+
         for workload, (path, extra) in workloads.items():
             for _ in range(args.rounds):
                 for name in targets:
