@@ -273,3 +273,18 @@ http {{{{
     assert slow_get("/app") == [], n.error_log()
     assert slow_get("/chosen"), "the location's own wsgi_buffers 8 4k were kept"
     assert slow_get("/inherited"), "the enclosing location's wsgi_buffers 8 4k were kept"
+
+
+def test_sizes_set_for_page_sized_buffers_keep_them_with_wsgi_app(tmp_path):
+    """A location that sets a size nginx checks against the buffers, below wsgi_app's 16
+    KiB and valid with uwsgi_pass's page-sized ones, keeps the page-sized ones: `nginx -t`
+    passes, as it did before wsgi_app chose its own; one set too small for any buffers still
+    fails, naming the directive."""
+    ini = write_ini(tmp_path, f"socket = {tmp_path / 'app.sock'}\nwsgi-file = {APPS}/pep3333.py\n")
+    for extra in ["wsgi_busy_buffers_size 8k;", "wsgi_temp_file_write_size 8k;", "wsgi_max_temp_file_size 8k;",
+                  "wsgi_max_temp_file_size 0;"]:
+        code, out, _ = nginx_t(tmp_path, ini, extra=extra)
+        assert code == 0, f"{extra}: {out}"
+    code, out, _ = nginx_t(tmp_path, ini, extra="wsgi_busy_buffers_size 1k;")
+    assert code == 1
+    assert '"wsgi_busy_buffers_size" must be equal to or greater than the maximum of the value of' in out

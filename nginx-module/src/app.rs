@@ -33,8 +33,11 @@ use crate::{core_loc_conf, directive_args, WsgiLocConf};
 /// idle connection at the cost of a descriptor, not a thread.
 const KEEPALIVE_CONNECTIONS: &str = "512";
 
-/// The buffers a response is read into past its head, unless `wsgi_buffers` is set
-/// (`uwsgi_pass`'s default, kept by `wsgi_pass`, is 8 of a memory page). nginx reads
+/// The buffers a response is read into past its head, unless `wsgi_buffers` is set, or
+/// one of the sizes nginx checks against them is set below their size
+/// (`wsgi_busy_buffers_size`, `wsgi_temp_file_write_size`, a `wsgi_max_temp_file_size`
+/// but 0), which then keeps `uwsgi_pass`'s default, 8 of a memory page, as `wsgi_pass`
+/// does. nginx reads
 /// into one buffer per `readv` and allocates them one by one as a response needs them, so
 /// a small response uses none and the size sets the system calls of a large one: a 64
 /// KiB page took 22 system calls of nginx's worker with 4 KiB buffers and 10 with 16 KiB

@@ -772,7 +772,20 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
         }
     }
     conf.buffers_chosen |= prev.buffers_chosen;
-    let app_buffers = conf.app.is_some() && !conf.buffers_chosen;
+    // Sizes checked against the buffers' below: set by the user smaller than wsgi_app's
+    // buffers (and valid with the page-sized ones), they keep the page-sized ones.
+    let (c, p) = (&conf.upstream, &prev.upstream);
+    let set = |own: usize, inherited: usize| if own != UNSET_SIZE { own } else { inherited };
+    let below_app_buffers = |size: usize| size != UNSET_SIZE && size < app::APP_BUFFERS.size;
+    let max_temp_file_size = set(c.max_temp_file_size_conf, p.max_temp_file_size_conf);
+    let sized_for_pages =
+        below_app_buffers(set(c.busy_buffers_size_conf, p.busy_buffers_size_conf))
+            || below_app_buffers(set(
+                c.temp_file_write_size_conf,
+                p.temp_file_write_size_conf,
+            ))
+            || (max_temp_file_size != 0 && below_app_buffers(max_temp_file_size));
+    let app_buffers = conf.app.is_some() && !conf.buffers_chosen && !sized_for_pages;
     let (c, p) = (&mut conf.upstream, &prev.upstream);
     merge(
         &mut c.next_upstream_tries,

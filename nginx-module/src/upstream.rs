@@ -58,6 +58,9 @@ fn guarded(
     }
     // SAFETY: nginx passes each callback the live request it runs for (the body filters
     // get it through the context the content handler set); Request wraps it as it is.
+    // nginx writes to the request through its own pointers too, during the calls made
+    // from the body (as for any module's handler, and ngx's own handler macro): nothing
+    // read through this reference is kept across such a call.
     let request = unsafe { Request::from_ngx_http_request(r) };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut *request)));
     outcome.unwrap_or_else(|_| {
@@ -589,9 +592,10 @@ extern "C" fn process_header(r: *mut ngx_http_request_t) -> ngx_int_t {
 fn process_header_body(request: &mut Request) -> ngx_int_t {
     let umcf = NgxHttpUpstreamModule::main_conf_mut(request)
         .expect("the upstream module's main configuration");
-    // SAFETY: the request's upstream, made by the content handler.
-    let u = unsafe { &mut *upstream(request) };
     loop {
+        // Taken afresh each time: nginx's header handlers below write to the upstream.
+        // SAFETY: the request's upstream, made by the content handler.
+        let u = unsafe { &mut *upstream(request) };
         // SAFETY: the upstream's buffer holds the response read so far.
         let rc = unsafe { ngx_http_parse_header_line(raw(request), &mut u.buffer, 1) };
         if rc == NGX_OK as ngx_int_t {
@@ -722,7 +726,7 @@ fn process_header_body(request: &mut Request) -> ngx_int_t {
                 || request.method() == Method::HEAD
                 || u.headers_in.content_length_n == 0
             {
-                u.set_keepalive(reusable(request) as u32);
+                u.set_keepalive(reusable(server_keeps_alive(request), u) as u32);
             }
             return NGX_OK as ngx_int_t;
         }
@@ -734,13 +738,17 @@ fn process_header_body(request: &mut Request) -> ngx_int_t {
     }
 }
 
+/// Whether the server promised to keep the connection (docs/protocol.md). Not called
+/// while the caller holds the context: it has the answer.
+fn server_keeps_alive(request: &Request) -> bool {
+    // SAFETY: per the above, no other reference to the context is alive.
+    unsafe { request_ctx(request) }.is_some_and(|ctx| ctx.server_keeps_alive)
+}
+
 /// Whether the connection can go back to nginx's keepalive cache once this response is
 /// read: the server promised it, and did not also say "close".
-fn reusable(request: &Request) -> bool {
-    // SAFETY: a callback at a time holds the context; read only here.
-    let promised = unsafe { request_ctx(request) }.is_some_and(|ctx| ctx.server_keeps_alive);
-    // SAFETY: the request's upstream, made by the content handler.
-    promised && unsafe { (*upstream(request)).headers_in.connection_close() } == 0
+fn reusable(server_keeps_alive: bool, u: &ngx_http_upstream_t) -> bool {
+    server_keeps_alive && u.headers_in.connection_close() == 0
 }
 
 extern "C" fn input_filter_init(data: *mut c_void) -> ngx_int_t {
@@ -748,10 +756,11 @@ extern "C" fn input_filter_init(data: *mut c_void) -> ngx_int_t {
 }
 
 fn input_filter_init_body(request: &mut Request) -> ngx_int_t {
-    let keep = reusable(request);
+    let promised = server_keeps_alive(request);
     let head = request.method() == Method::HEAD;
     // SAFETY: the request's upstream, made by the content handler, with its pipe.
     let u = unsafe { &mut *upstream(request) };
+    let keep = reusable(promised, u);
     // SAFETY: as above.
     let pipe = unsafe { &mut *u.pipe };
     let status = u.headers_in.status_n;
@@ -848,7 +857,9 @@ fn buffered_copy_filter_body(
         }
         p.length -= size;
         if p.length == 0 {
-            (*upstream(request)).set_keepalive(reusable(request) as u32);
+            let promised = server_keeps_alive(request);
+            let u = &mut *upstream(request);
+            u.set_keepalive(reusable(promised, u) as u32);
         }
     }
     NGX_OK as ngx_int_t
@@ -901,7 +912,8 @@ fn non_buffered_copy_filter_body(request: &mut Request, bytes: isize) -> ngx_int
         }
         u.length -= bytes as i64;
         if u.length == 0 {
-            u.set_keepalive(reusable(request) as u32);
+            let promised = server_keeps_alive(request);
+            u.set_keepalive(reusable(promised, u) as u32);
         }
     }
     NGX_OK as ngx_int_t
@@ -973,12 +985,13 @@ fn buffered_chunked_filter_body(
             }
             if rc == NGX_DONE as ngx_int_t {
                 p.length = 0;
-                let mut keep = reusable(request);
+                let u = &mut *upstream(request);
+                let mut keep = reusable(ctx.server_keeps_alive, u);
                 if buf.pos != buf.last {
                     log_error(request, "upstream sent data after the final chunk");
                     keep = false;
                 }
-                (*upstream(request)).set_keepalive(keep as u32);
+                u.set_keepalive(keep as u32);
                 break;
             }
             if rc == NGX_AGAIN as ngx_int_t {
@@ -1057,7 +1070,7 @@ fn non_buffered_chunked_filter_body(request: &mut Request, bytes: isize) -> ngx_
                 continue;
             }
             if rc == NGX_DONE as ngx_int_t {
-                let mut keep = reusable(request);
+                let mut keep = reusable(ctx.server_keeps_alive, u);
                 u.length = 0;
                 if (*buf).pos != (*buf).last {
                     log_error(request, "upstream sent data after the final chunk");
