@@ -637,43 +637,46 @@ unsafe fn push_param(
     mut value: ngx_str_t,
     skip_empty: bool,
 ) -> bool {
-    // SAFETY: per this function's contract; nginx's array and script APIs are used as its
-    // own modules use them, with memory from the configuration pool.
-    unsafe {
+    if array.is_null() {
+        // SAFETY: per this function's contract; the array lives in the configuration pool.
+        *array = unsafe { ngx_array_create((*cf).pool, 16, mem::size_of::<WsgiParam>()) };
         if array.is_null() {
-            *array = ngx_array_create((*cf).pool, 16, mem::size_of::<WsgiParam>());
-            if array.is_null() {
-                return false;
-            }
-        }
-        let param = ngx_array_push(*array) as *mut WsgiParam;
-        if param.is_null() {
             return false;
         }
-        ptr::write(
-            param,
-            WsgiParam {
-                key,
-                value: mem::zeroed(),
-                skip_empty,
-                variable: -1,
-            },
-        );
-        if let Some(name) = ngx_wsgi_config::nginx::lone_variable(value.as_bytes()) {
-            let mut name = ngx_str_t {
-                len: name.len(),
-                data: name.as_ptr() as *mut u8,
-            };
-            // An unknown name is reported when the variables are resolved, as for any.
-            (*param).variable = ngx_http_get_variable_index(cf, &mut name);
-            return (*param).variable != ngx::ffi::NGX_ERROR as ngx_int_t;
-        }
-        let mut ccv: ngx_http_compile_complex_value_t = mem::zeroed();
-        ccv.cf = cf;
-        ccv.value = &mut value;
-        ccv.complex_value = &mut (*param).value;
-        ngx_http_compile_complex_value(&mut ccv) == NGX_OK as isize
     }
+    // SAFETY: per this function's contract, an array of WsgiParam: room for one more.
+    let param = unsafe { ngx_array_push(*array) } as *mut WsgiParam;
+    if param.is_null() {
+        return false;
+    }
+    // SAFETY: the new element, uninitialized until written here; an all-zero complex
+    // value is an empty one, as nginx's modules start them.
+    let param = unsafe {
+        param.write(WsgiParam {
+            key,
+            value: mem::zeroed(),
+            skip_empty,
+            variable: -1,
+        });
+        &mut *param
+    };
+    if let Some(name) = ngx_wsgi_config::nginx::lone_variable(value.as_bytes()) {
+        let mut name = ngx_str_t {
+            len: name.len(),
+            data: name.as_ptr() as *mut u8,
+        };
+        // An unknown name is reported when the variables are resolved, as for any.
+        // SAFETY: cf is valid during the directive.
+        param.variable = unsafe { ngx_http_get_variable_index(cf, &mut name) };
+        return param.variable != ngx::ffi::NGX_ERROR as ngx_int_t;
+    }
+    // SAFETY: an all-zero compile request is an empty one, as nginx's modules start them.
+    let mut ccv: ngx_http_compile_complex_value_t = unsafe { mem::zeroed() };
+    ccv.cf = cf;
+    ccv.value = &mut value;
+    ccv.complex_value = &mut param.value;
+    // SAFETY: cf is valid; the compiled value goes in the param, in the configuration pool.
+    unsafe { ngx_http_compile_complex_value(&mut ccv) == NGX_OK as isize }
 }
 
 extern "C" fn ngx_http_wsgi_create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
@@ -683,54 +686,53 @@ extern "C" fn ngx_http_wsgi_create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void 
 }
 
 fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
-    // SAFETY: cf is valid during configuration; pcalloc'd memory lives in its pool and
-    // all-zero is a valid start for every field (set to "unset" below where it matters).
-    unsafe {
-        let conf = ngx_pcalloc((*cf).pool, mem::size_of::<WsgiLocConf>()) as *mut WsgiLocConf;
-        if conf.is_null() {
-            return ptr::null_mut();
-        }
-        (*conf).modifier1 = UNSET_UINT;
-        (*conf).modifier2 = UNSET_UINT;
-        let u = &mut (*conf).upstream;
-        u.next_upstream_tries = UNSET_UINT;
-        u.buffering = UNSET_FLAG;
-        u.request_buffering = UNSET_FLAG;
-        u.ignore_client_abort = UNSET_FLAG;
-        u.force_ranges = UNSET_FLAG;
-        u.local = UNSET_PTR as _;
-        u.socket_keepalive = UNSET_FLAG;
-        u.connect_timeout = UNSET_MSEC;
-        u.send_timeout = UNSET_MSEC;
-        u.read_timeout = UNSET_MSEC;
-        u.next_upstream_timeout = UNSET_MSEC;
-        u.send_lowat = UNSET_SIZE;
-        u.buffer_size = UNSET_SIZE;
-        #[cfg(not(ngx_limit_rate_complex))]
-        {
-            u.limit_rate = UNSET_SIZE;
-        }
-        #[cfg(ngx_limit_rate_complex)]
-        {
-            u.limit_rate = UNSET_PTR as _;
-        }
-        u.busy_buffers_size_conf = UNSET_SIZE;
-        u.max_temp_file_size_conf = UNSET_SIZE;
-        u.temp_file_write_size_conf = UNSET_SIZE;
-        u.pass_request_headers = UNSET_FLAG;
-        u.pass_request_body = UNSET_FLAG;
-        u.intercept_errors = UNSET_FLAG;
-        u.hide_headers = UNSET_PTR as _;
-        u.pass_headers = UNSET_PTR as _;
-        u.ssl_name = UNSET_PTR as _;
-        u.ssl_certificate = UNSET_PTR as _;
-        u.ssl_certificate_key = UNSET_PTR as _;
-        u.ssl_passwords = UNSET_PTR as _;
-        u.cyclic_temp_file = 0;
-        u.set_change_buffering(1);
-        u.module = ngx_string!("wsgi");
-        conf as *mut c_void
+    // SAFETY: cf is valid during configuration; the memory lives in its pool.
+    let conf = unsafe { ngx_pcalloc((*cf).pool, mem::size_of::<WsgiLocConf>()) };
+    // SAFETY: zeroed just now; all-zero is a valid start for every field (set to "unset"
+    // below where it matters).
+    let Some(conf) = (unsafe { (conf as *mut WsgiLocConf).as_mut() }) else {
+        return ptr::null_mut();
+    };
+    conf.modifier1 = UNSET_UINT;
+    conf.modifier2 = UNSET_UINT;
+    let u = &mut conf.upstream;
+    u.next_upstream_tries = UNSET_UINT;
+    u.buffering = UNSET_FLAG;
+    u.request_buffering = UNSET_FLAG;
+    u.ignore_client_abort = UNSET_FLAG;
+    u.force_ranges = UNSET_FLAG;
+    u.local = UNSET_PTR as _;
+    u.socket_keepalive = UNSET_FLAG;
+    u.connect_timeout = UNSET_MSEC;
+    u.send_timeout = UNSET_MSEC;
+    u.read_timeout = UNSET_MSEC;
+    u.next_upstream_timeout = UNSET_MSEC;
+    u.send_lowat = UNSET_SIZE;
+    u.buffer_size = UNSET_SIZE;
+    #[cfg(not(ngx_limit_rate_complex))]
+    {
+        u.limit_rate = UNSET_SIZE;
     }
+    #[cfg(ngx_limit_rate_complex)]
+    {
+        u.limit_rate = UNSET_PTR as _;
+    }
+    u.busy_buffers_size_conf = UNSET_SIZE;
+    u.max_temp_file_size_conf = UNSET_SIZE;
+    u.temp_file_write_size_conf = UNSET_SIZE;
+    u.pass_request_headers = UNSET_FLAG;
+    u.pass_request_body = UNSET_FLAG;
+    u.intercept_errors = UNSET_FLAG;
+    u.hide_headers = UNSET_PTR as _;
+    u.pass_headers = UNSET_PTR as _;
+    u.ssl_name = UNSET_PTR as _;
+    u.ssl_certificate = UNSET_PTR as _;
+    u.ssl_certificate_key = UNSET_PTR as _;
+    u.ssl_passwords = UNSET_PTR as _;
+    u.cyclic_temp_file = 0;
+    u.set_change_buffering(1);
+    u.module = ngx_string!("wsgi");
+    ptr::from_mut(conf).cast()
 }
 
 fn merge<T: PartialEq + Copy>(value: &mut T, parent: T, unset: T, default: T) {
