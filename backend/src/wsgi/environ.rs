@@ -253,14 +253,22 @@ impl EnvironCache {
 }
 
 impl Template {
-    /// Whether the request's vars start with this template's params, by name.
+    /// Whether the request's params are this template's, by name: all of them, so that a
+    /// location sending more params than another gets a template of its own rather than
+    /// its extra params decoded one by one behind the shorter one's.
     fn matches(&self, vars: &uwsgi_proto::Vars<'_>) -> bool {
-        vars.len() >= self.params.len()
+        let n = self.params.len();
+        vars.len() >= n
             && self
                 .params
                 .iter()
                 .zip(vars.iter())
                 .all(|(param, (name, _))| name == &*param.name)
+            && (n == VAR_SLOTS
+                || vars
+                    .iter_from(n)
+                    .next()
+                    .is_none_or(|(name, _)| !is_param(name)))
     }
 
     /// Sets in the template the params whose value is not what it was last time.
@@ -744,6 +752,50 @@ mod tests {
                 kept[0].get_item("PATH_INFO").unwrap().unwrap().to_string(),
                 "changed by the app"
             );
+        });
+    }
+
+    #[test]
+    fn params_of_two_locations_one_with_more_get_a_template_each() {
+        // Two locations: uwsgi_params, and uwsgi_params with SCRIPT_NAME after them.
+        let short: Vec<(&[u8], &[u8])> = vec![
+            (b"REQUEST_METHOD", b"GET"),
+            (b"PATH_INFO", b"/a"),
+            (b"HTTP_HOST", b"h"),
+        ];
+        let long: Vec<(&[u8], &[u8])> = vec![
+            (b"REQUEST_METHOD", b"GET"),
+            (b"PATH_INFO", b"/b"),
+            (b"SCRIPT_NAME", b"/app"),
+            (b"HTTP_HOST", b"h"),
+        ];
+        with_python(|py| {
+            let cache = Mutex::default();
+            for vars in [&short, &long, &short, &long] {
+                let packet = uwsgi_proto::encode_request(0, vars.clone()).unwrap();
+                let (environ, _) = EnvironSource::Uwsgi {
+                    vars: decoded(&packet[4..]),
+                    cache: &cache,
+                }
+                .to_dict(py, &[])
+                .unwrap();
+                let script_name = environ
+                    .get_item("SCRIPT_NAME")
+                    .unwrap()
+                    .map(|v| v.to_string());
+                let sent = vars.iter().any(|(name, _)| name == b"SCRIPT_NAME");
+                let expected = if sent { "/app" } else { "" };
+                assert_eq!(script_name.as_deref(), Some(expected), "{environ}");
+            }
+            let mut shapes: Vec<usize> = cache
+                .lock()
+                .unwrap()
+                .templates
+                .iter()
+                .map(|t| t.params.len())
+                .collect();
+            shapes.sort();
+            assert_eq!(shapes, [2, 3]);
         });
     }
 
