@@ -72,20 +72,6 @@ fn guarded(
     })
 }
 
-/// A copy of `bytes` in the request pool.
-fn copy_to_pool(request: &Request, bytes: &[u8]) -> Option<ngx_str_t> {
-    let data = request.pool().alloc_unaligned(bytes.len()) as *mut u8;
-    if data.is_null() {
-        return None;
-    }
-    // SAFETY: room for the bytes, allocated just now.
-    unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len()) };
-    Some(ngx_str_t {
-        len: bytes.len(),
-        data,
-    })
-}
-
 /// The request as nginx's functions take it.
 fn raw(request: &mut Request) -> *mut ngx_http_request_t {
     ptr::from_mut(request).cast()
@@ -577,7 +563,8 @@ fn process_status_line_body(request: &mut Request) -> ngx_int_t {
     let line = unsafe {
         core::slice::from_raw_parts(status.start, status.end.offset_from(status.start) as usize)
     };
-    let Some(copy) = copy_to_pool(request, line) else {
+    // SAFETY: the request's pool.
+    let Some(copy) = (unsafe { ngx_str_t::from_bytes(request.pool().as_ptr(), line) }) else {
         return NGX_ERROR as ngx_int_t;
     };
     u.headers_in.status_line = copy;
