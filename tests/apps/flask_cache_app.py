@@ -16,8 +16,9 @@ def view(page):
     # The rendered page cached once, for 60 s; whoever comes first renders it.
     html = uwsgi.cache_get(f"html:{page}", "flask")
     if html is None:
-        html = f"<h1>{page}</h1> rendered by {os.getpid()}".encode()
-        uwsgi.cache_set(f"html:{page}", html, 60, "flask")
+        # Two workers may render it at once: cache_set keeps the first, and both serve it.
+        uwsgi.cache_set(f"html:{page}", f"<h1>{page}</h1> rendered by {os.getpid()}".encode(), 60, "flask")
+        html = uwsgi.cache_get(f"html:{page}", "flask")
     return jsonify(pid=os.getpid(), html=html.decode())
 
 
