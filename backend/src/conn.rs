@@ -3,7 +3,7 @@
 //! one that stays registered with the runtime and non-blocking, waited on with poll(2)
 //! when it would block, so reusing it costs no mode switch per request.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -62,34 +62,24 @@ impl Conn {
             .collect();
         let mut slices = &mut slices[..];
         while !slices.is_empty() {
-            let written = match self {
-                Conn::Unix(s) => (&*s).write_vectored(slices),
-                Conn::Tcp(s) => (&*s).write_vectored(slices),
-                // Straight to the socket: tokio's cached readiness is not updated while
-                // this thread runs a request, so its try_* calls would keep refusing.
-                Conn::Registered(_) => {
-                    nix::sys::uio::writev(self.as_fd(), slices).map_err(io::Error::from)
-                }
-            };
-            match written {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    wait_ready(self.as_fd(), nix::poll::PollFlags::POLLOUT)?
-                }
-                Err(err) => return Err(err),
+            // Straight to the socket, whatever holds it: tokio's cached readiness is not
+            // updated while this thread runs a request, so its try_* calls would keep
+            // refusing.
+            let written = when_ready(self.as_fd(), nix::poll::PollFlags::POLLOUT, || {
+                nix::sys::uio::writev(self.as_fd(), slices).map_err(io::Error::from)
+            })?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
             }
+            io::IoSlice::advance_slices(&mut slices, written);
         }
         Ok(())
     }
 
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        when_ready(self.as_fd(), nix::poll::PollFlags::POLLIN, || match self {
-            Conn::Unix(s) => (&*s).read(buf),
-            Conn::Tcp(s) => (&*s).read(buf),
-            Conn::Registered(_) => nix::unistd::read(self.as_fd(), buf).map_err(io::Error::from),
-        })
+        // SAFETY: read_uninit writes only bytes read(2) returns, so `buf` stays
+        // initialized.
+        self.read_uninit(unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) })
     }
 
     /// Reads into memory that may not be initialized yet, as `read` does.
@@ -120,15 +110,14 @@ impl Conn {
             if want == 0 {
                 return Ok(sent);
             }
-            match nix::sys::sendfile::sendfile(self.as_fd(), file, Some(&mut offset), want) {
-                Ok(0) => return Ok(sent),
-                Ok(n) => sent += n as u64,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(nix::errno::Errno::EAGAIN) => {
-                    wait_ready(self.as_fd(), nix::poll::PollFlags::POLLOUT)?
-                }
-                Err(errno) => return Err(errno.into()),
+            let n = when_ready(self.as_fd(), nix::poll::PollFlags::POLLOUT, || {
+                nix::sys::sendfile::sendfile(self.as_fd(), file, Some(&mut offset), want)
+                    .map_err(io::Error::from)
+            })?;
+            if n == 0 {
+                return Ok(sent);
             }
+            sent += n as u64;
         }
     }
 

@@ -47,8 +47,9 @@ pub struct Gate {
     active: AtomicUsize,
     /// The app slot of the request admitted whose head hyper reads now: its request takes it.
     admitted: Mutex<Option<OwnedSemaphorePermit>>,
-    /// hyper dispatched a request this gate did not admit: reads pass from then on, and
-    /// the connection no longer moves.
+    /// Bytes of a request this gate did not admit were read (the framer sees it, see
+    /// [`GatedConn::follow`]), or its count could not be trusted: reads pass from then
+    /// on, and the connection no longer moves.
     pinned: AtomicBool,
     /// The last write hyper asked for would block: it holds bytes of a response the socket
     /// did not take yet (until it flushes the connection).
@@ -72,6 +73,8 @@ impl Gate {
     pub fn take_admission(self: &Arc<Self>) -> (Option<OwnedSemaphorePermit>, ActiveRequest) {
         let admitted = self.admitted().take();
         if admitted.is_none() {
+            // The framer pinned the connection already when that request's first bytes
+            // were read; should it have lost count, this still does before dispatch.
             self.pinned.store(true, Ordering::SeqCst);
             self.active.fetch_add(1, Ordering::SeqCst);
         }

@@ -471,10 +471,6 @@ impl ResponseWriter for Collected {
     fn sends_to_peer() -> bool {
         false // hyper sends what was collected, after the app call
     }
-
-    fn finish_may_wait(&self) -> bool {
-        false
-    }
 }
 
 /// What the request log line needs, carried by a streaming body until it ends.

@@ -119,11 +119,13 @@ impl UwsgiWriter {
 impl ResponseWriter for UwsgiWriter {
     fn send(&mut self, head: Option<&ResponseHead>, data: &[u8]) -> io::Result<u64> {
         // Written as they are, with the server's lines after the app's, in one writev.
-        let head = match head {
-            Some(head) => head.http1_parts(self.frame(head)),
-            None => [&[][..]; 3],
-        };
-        let head_len = head.iter().map(|part| part.len()).sum::<usize>();
+        let head = head.map(|head| {
+            let server_lines = self.frame(head);
+            (
+                head.http1_parts(server_lines),
+                head.http1_len() + server_lines.len(),
+            )
+        });
         let mut size_line = String::new();
         let mut payload = data;
         let mut trailer: &[u8] = b"";
@@ -143,12 +145,12 @@ impl ResponseWriter for UwsgiWriter {
                 trailer = b"\r\n";
             }
         }
-        if head_len > 0 && !self.clock.claim_answer(self.thread) {
+        if head.is_some() && !self.clock.claim_answer(self.thread) {
             return Err(io::Error::other(
                 "harakiri has answered this request already",
             ));
         }
-        let [lines, server_lines, end] = head;
+        let [lines, server_lines, end] = head.map_or([&[][..]; 3], |(parts, _)| parts);
         self.conn()?.write_parts(&[
             lines,
             server_lines,
@@ -157,7 +159,7 @@ impl ResponseWriter for UwsgiWriter {
             payload,
             trailer,
         ])?;
-        if head_len > 0 {
+        if let Some((_, head_len)) = head {
             self.head_len = head_len;
         }
         Ok(payload.len() as u64)

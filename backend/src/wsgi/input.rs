@@ -101,24 +101,40 @@ impl Body {
             self.pos = 0;
         }
         let want = READ_CHUNK.min(self.remaining as usize);
+        self.buffer.reserve(want);
         let start = self.buffer.len();
-        self.buffer.resize(start + want, 0);
-        let got = loop {
-            match self.source.read(&mut self.buffer[start..]) {
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        let got = match got {
-            Ok(n) => n,
-            Err(err) => {
-                self.buffer.truncate(start);
-                return Err(err);
-            }
-        };
-        self.buffer.truncate(start + got);
-        self.count_read(got)?;
+        // Out of `self` while read_source borrows it; the bytes go straight into the
+        // buffer's spare capacity, not zeroed first.
+        let mut spare = std::mem::take(&mut self.buffer);
+        let got = self.read_source(&mut spare.spare_capacity_mut()[..want]);
+        self.buffer = spare;
+        // SAFETY: read_source initialized the `got` bytes after `start` it says it read.
+        unsafe { self.buffer.set_len(start + got?) };
         Ok(true)
+    }
+
+    /// Reads the next body bytes from the source into `out` (not past the body): how
+    /// many, all initialized, and counted. A read of none is the client gone.
+    fn read_source(&mut self, out: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        // Never past the body: what follows it is the next request.
+        let room = out
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let got = loop {
+            match self.source.read_uninit(&mut out[..room]) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        // What was read goes out as initialized: a source that says it read more than it
+        // was given is not believed.
+        if got > room {
+            return Err(io::Error::other(format!(
+                "the body source said it read {got} bytes into {room}"
+            )));
+        }
+        self.count_read(got)?;
+        Ok(got)
     }
 
     /// Counts `got` bytes read from the source; a read of none before the end of the body
@@ -157,22 +173,7 @@ impl Body {
         out[..buffered].write_copy_of_slice(self.take(buffered));
         let mut filled = buffered;
         while filled < out.len() {
-            // Never past the body: what follows it is the next request.
-            let room =
-                (out.len() - filled).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-            let got = match self.source.read_uninit(&mut out[filled..filled + room]) {
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                other => other?,
-            };
-            // `out` goes to Python as initialized: a source that says it read more than it
-            // was given is not believed.
-            if got > room {
-                return Err(io::Error::other(format!(
-                    "the body source said it read {got} bytes into {room}"
-                )));
-            }
-            self.count_read(got)?;
-            filled += got;
+            filled += self.read_source(&mut out[filled..])?;
         }
         Ok(())
     }

@@ -166,9 +166,13 @@ pub trait ResponseWriter: Send {
         true
     }
 
-    /// Whether `finish` may wait for the peer (it writes a last chunk, say).
-    fn finish_may_wait(&self) -> bool {
-        true
+    /// Whether `finish` may wait for the peer (it writes a last chunk, say): by default,
+    /// when `send` does.
+    fn finish_may_wait(&self) -> bool
+    where
+        Self: Sized,
+    {
+        Self::sends_to_peer()
     }
 }
 
