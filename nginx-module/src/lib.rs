@@ -70,7 +70,7 @@ pub struct WsgiLocConf {
     /// None without one (create_loc_conf zeroes the configuration).
     app: Option<&'static app::AppBinding>,
     /// `wsgi_buffers` is in this level or an enclosing one: `wsgi_app` keeps the user's
-    /// buffers rather than its own (merged from the parent).
+    /// buffers rather than its own (set at merge).
     buffers_chosen: bool,
 }
 
@@ -295,7 +295,7 @@ static mut NGX_HTTP_WSGI_COMMANDS: [ngx_command_t; 30] = [
     slot(
         ngx_string!("wsgi_buffers"),
         NGX_CONF_TAKE2,
-        ngx_http_wsgi_buffers,
+        ngx_conf_set_bufs_slot,
         field!(upstream.bufs),
         NONE,
     ),
@@ -501,22 +501,6 @@ extern "C" fn ngx_http_wsgi_app(
     conf_guarded(cf, "wsgi_app directive", NGX_CONF_ERROR, || {
         app::wsgi_app_directive(cf, cmd, conf)
     })
-}
-
-/// `wsgi_buffers NUMBER SIZE;`: nginx's own parser, and a note that the user chose them.
-extern "C" fn ngx_http_wsgi_buffers(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: nginx passes the directive's arguments and this level's WsgiLocConf, where
-    // the command's offset names the ngx_bufs_t the slot parses into.
-    let rv = unsafe { ngx_conf_set_bufs_slot(cf, cmd, conf) };
-    if rv == NGX_CONF_OK {
-        // SAFETY: conf is this level's WsgiLocConf, made by create_loc_conf.
-        unsafe { (*(conf as *mut WsgiLocConf)).buffers_chosen = true };
-    }
-    rv
 }
 
 /// `wsgi_pass ADDRESS;`: `unix:/path`, `host:port` or an upstream block's name.
@@ -773,21 +757,10 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
             return NGX_CONF_ERROR;
         }
     }
-    conf.buffers_chosen |= prev.buffers_chosen;
-    // Sizes checked against the buffers' below: set by the user smaller than wsgi_app's
-    // buffers (and valid with the page-sized ones), they keep the page-sized ones.
-    let (c, p) = (&conf.upstream, &prev.upstream);
-    let set = |own: usize, inherited: usize| if own != UNSET_SIZE { own } else { inherited };
-    let below_app_buffers = |size: usize| size != UNSET_SIZE && size < app::APP_BUFFERS.size;
-    let max_temp_file_size = set(c.max_temp_file_size_conf, p.max_temp_file_size_conf);
-    let sized_for_pages =
-        below_app_buffers(set(c.busy_buffers_size_conf, p.busy_buffers_size_conf))
-            || below_app_buffers(set(
-                c.temp_file_write_size_conf,
-                p.temp_file_write_size_conf,
-            ))
-            || (max_temp_file_size != 0 && below_app_buffers(max_temp_file_size));
-    let app_buffers = conf.app.is_some() && !conf.buffers_chosen && !sized_for_pages;
+    // `wsgi_buffers` in this location or one enclosing it (nginx's slot refuses a second
+    // one at a level, so a number here is this level's own).
+    conf.buffers_chosen = conf.upstream.bufs.num != 0 || prev.buffers_chosen;
+    let app_may_choose_buffers = conf.app.is_some() && !conf.buffers_chosen;
     let (c, p) = (&mut conf.upstream, &prev.upstream);
     merge(
         &mut c.next_upstream_tries,
@@ -837,8 +810,24 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
         UNSET_PTR as _,
         ptr::null_mut(),
     );
+    // Merged before the buffers: set below wsgi_app's buffer size (and valid with
+    // page-sized ones), they keep the page-sized ones.
+    for (value, parent) in [
+        (&mut c.busy_buffers_size_conf, p.busy_buffers_size_conf),
+        (
+            &mut c.temp_file_write_size_conf,
+            p.temp_file_write_size_conf,
+        ),
+        (&mut c.max_temp_file_size_conf, p.max_temp_file_size_conf),
+    ] {
+        merge(value, parent, UNSET_SIZE, UNSET_SIZE);
+    }
+    let below_app_buffers = |size: usize| size != UNSET_SIZE && size < app::APP_BUFFERS.size;
+    let sized_for_pages = below_app_buffers(c.busy_buffers_size_conf)
+        || below_app_buffers(c.temp_file_write_size_conf)
+        || (c.max_temp_file_size_conf != 0 && below_app_buffers(c.max_temp_file_size_conf));
     if c.bufs.num == 0 {
-        c.bufs = if app_buffers {
+        c.bufs = if app_may_choose_buffers && !sized_for_pages {
             app::APP_BUFFERS
         } else if p.bufs.num != 0 {
             p.bufs
@@ -855,12 +844,6 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
         return NGX_CONF_ERROR;
     }
     let size = c.buffer_size.max(c.bufs.size);
-    merge(
-        &mut c.busy_buffers_size_conf,
-        p.busy_buffers_size_conf,
-        UNSET_SIZE,
-        UNSET_SIZE,
-    );
     c.busy_buffers_size = if c.busy_buffers_size_conf == UNSET_SIZE {
         2 * size
     } else {
@@ -883,23 +866,11 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
         );
         return NGX_CONF_ERROR;
     }
-    merge(
-        &mut c.temp_file_write_size_conf,
-        p.temp_file_write_size_conf,
-        UNSET_SIZE,
-        UNSET_SIZE,
-    );
     c.temp_file_write_size = if c.temp_file_write_size_conf == UNSET_SIZE {
         2 * size
     } else {
         c.temp_file_write_size_conf
     };
-    merge(
-        &mut c.max_temp_file_size_conf,
-        p.max_temp_file_size_conf,
-        UNSET_SIZE,
-        UNSET_SIZE,
-    );
     c.max_temp_file_size = if c.max_temp_file_size_conf == UNSET_SIZE {
         1024 * 1024 * 1024
     } else {

@@ -31,18 +31,7 @@ use uwsgi_proto::{header_separator, header_var_char, same_header_var};
 
 /// Logs an error on the request's connection log (nginx's error_log), as NGX_LOG_ERR.
 fn log_error(request: &Request, message: &str) {
-    // SAFETY: a live request's log is its connection's; the message is passed with an
-    // explicit length.
-    unsafe {
-        ngx::ffi::ngx_log_error_core(
-            NGX_LOG_ERR as ngx::ffi::ngx_uint_t,
-            request.log(),
-            0,
-            c"%*s".as_ptr(),
-            message.len(),
-            message.as_ptr(),
-        );
-    }
+    ngx::ngx_log_error!(NGX_LOG_ERR, request.log(), "{message}");
 }
 
 /// Runs a callback's body on the request nginx passed, turning a panic into NGX_ERROR (a
@@ -74,7 +63,7 @@ fn guarded(
 
 /// The request as nginx's functions take it.
 fn raw(request: &mut Request) -> *mut ngx_http_request_t {
-    ptr::from_mut(request).cast()
+    request.into()
 }
 
 /// The request's upstream, which the content handler made before any callback runs.
@@ -89,11 +78,6 @@ fn pipe_request(p: *mut ngx_event_pipe_t) -> *mut ngx_http_request_t {
     // SAFETY: nginx calls pipe filters with the pipe our content handler created, whose
     // input_ctx is the request.
     unsafe { (*p).input_ctx as *mut ngx_http_request_t }
-}
-
-/// This module's index in the per-request context array.
-fn module_index() -> usize {
-    WsgiModule::module().ctx_index
 }
 
 /// Our location configuration of a request.
@@ -137,7 +121,9 @@ unsafe fn request_ctx<'a>(request: &Request) -> Option<&'a mut RequestCtx> {
     // SAFETY: the ctx array has a slot for every HTTP module; ours is null or the
     // RequestCtx the content handler put in the request pool, and per the contract this
     // is the only reference to it.
-    unsafe { (*request.as_ref().ctx.add(module_index()) as *mut RequestCtx).as_mut() }
+    unsafe {
+        (*request.as_ref().ctx.add(WsgiModule::module().ctx_index) as *mut RequestCtx).as_mut()
+    }
 }
 
 /// The content handler of a `wsgi_pass` location.
