@@ -2,8 +2,9 @@
 
 Clients on raw sockets loop on a request and record every request's outcome: 2xx (a
 whole 200 response with a body), 5xx, another status, reset, closed (the connection
-ended without an answer), silent (no answer for 10 s) or refused (no connection); lost
-is every request sent that was not answered 2xx. With ngx-wsgi they keep their
+ended without an answer), silent (no answer for 10 s) or refused (no connection: nothing
+was sent, and the client waits 10 ms before it tries again); lost is every request sent
+that was not answered 2xx. With ngx-wsgi they keep their
 connection alive (and reconnect when it closes it); uWSGI's `http-socket` answers one
 request per connection, so with it they connect for each. Three faults, each in its own
 run of both servers, in turn:
@@ -64,6 +65,7 @@ class Client(threading.Thread):
                 self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=SILENCE)
                 self.buffer = b""
         except OSError:
+            time.sleep(0.01)
             return "refused"
         try:
             connection = "keep-alive" if self.keep_alive else "close"
@@ -199,7 +201,7 @@ def main():
           "| runs the server died in |")
     print("|---|---|" + "---:|" * (len(OUTCOMES) + 5))
     for (name, stack), (outcomes, faults, died) in results.items():
-        sent = sum(outcomes.values())
+        sent = sum(outcomes.values()) - outcomes["refused"]
         lost = sent - outcomes["2xx"]
         per = f"{lost / faults:.2f}" if faults else "-"
         counts = " | ".join(str(outcomes[o]) for o in OUTCOMES)
