@@ -295,17 +295,22 @@ def test_a_pipelining_clients_half_sent_request_stays_with_its_worker(daemon):
                ready=("127.0.0.1", port))
     held = _kept_alive_on_each(port, 2)
     busy_pid = next(iter(held))
-    slow, pipelining, *_ = held[busy_pid]
+    slow, pipelining, plain, *_ = held[busy_pid]
     pipelining.sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\nGET /pid HTTP/1.1\r\nHo")
     first = pipelining.read()
     assert first is not None and (first[0], int(first[1])) == (200, busy_pid), first
     slow.send("/sleep?seconds=2")
     time.sleep(0.5)  # the worker is in the slow request; the mover looks every few ms
+    # A client that does not pipeline, on the same busy worker, is still moved: answered
+    # by the other worker while the slow request runs.
+    started = time.monotonic()
+    answer = plain.ask("/pid")
+    assert answer is not None and answer[0] == 200 and int(answer[1]) != busy_pid, answer
+    assert time.monotonic() - started < 1.2, "answered only after the slow request"
     pipelining.sock.sendall(b"st: x\r\n\r\n")
     second = pipelining.read()
     assert second is not None and second[0] == 200 and int(second[1]) == busy_pid, second
     assert slow.read()[0] == 200
-    # A client that does not pipeline is still moved: nothing pinned the others.
     assert "cannot hand" not in d.log(), d.log()
 
 
