@@ -51,16 +51,17 @@ wait_backends() {
   done
   echo "a backend did not start (port 18311 taken?): $(cat "$work"/*.log)" >&2; exit 1
 }
-# ngx-wsgi reads the file nginx's wsgi_app reads: the same settings as "${common[@]}".
-cat > "$work/ngx-wsgi.ini" <<INI
-[uwsgi]
-socket = $work/ngx-wsgi.sock
-processes = 1
-master = true
-disable-logging = true
-wsgi-file = $app
-virtualenv = $root/.venv
-INI
+# ngx-wsgi reads the file nginx's wsgi_app reads: "${common[@]}" written as an INI (an
+# option without a value is a flag).
+{
+  echo "[uwsgi]"
+  echo "socket = $work/ngx-wsgi.sock"
+  for ((i = 0; i < ${#common[@]}; i++)); do
+    name=${common[i]#--} value=true
+    if [ $((i + 1)) -lt ${#common[@]} ] && [[ ${common[i + 1]} != --* ]]; then value=${common[i + 1]}; i=$((i + 1)); fi
+    echo "$name = $value"
+  done
+} > "$work/ngx-wsgi.ini"
 start_backends plain
 wait_backends
 cat > "$work/nginx.conf" <<CONF
