@@ -81,3 +81,15 @@ fn no_module_reaches_back_to_itself() {
         .collect();
     assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
 }
+
+#[test]
+fn the_wsgi_module_knows_no_protocol() {
+    // `wsgi/` is PEP 3333 only: each protocol frames its own responses and drives the app
+    // through it (docs/ARCHITECTURE.md, "Modules").
+    let graph = module_graph(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    assert!(graph.contains_key("wsgi"), "{:?}", graph.keys());
+    for protocol in ["uwsgi", "http"] {
+        let path = path_back(&graph, "wsgi", protocol, &mut BTreeSet::new());
+        assert_eq!(path, None, "wsgi reaches {protocol}");
+    }
+}
