@@ -222,3 +222,53 @@ def test_a_config_socket_systemd_did_not_pass_is_bound_as_usual(activate, tmp_pa
     wait_for(lambda: can_connect(("127.0.0.1", port)), what="systemd-socket-activate to listen")
     assert requests.get(f"http://127.0.0.1:{port}/echo", timeout=15).status_code == 200
     assert requests.get(f"http://127.0.0.1:{other}/echo", timeout=5).status_code == 200
+
+
+def test_a_passed_socket_keeps_its_queue_from_one_daemon_to_the_next(tmp_path):
+    """systemd holds a .socket unit's sockets while the service restarts: a request sent
+    between the stop of one daemon and the start of the next waits in the queue and is
+    answered by the next. (Our own sockets are closed to new connections at a stop; the
+    ones systemd passed are left as they are.) This test holds the sockets as systemd
+    does and starts the daemon twice on them."""
+    from test_bad_input import packet, request_vars
+    port, app_sock = free_port(), str(tmp_path / "app.sock")
+    tcp = socket.create_server(("127.0.0.1", port))
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(app_sock)
+    unix.listen(16)
+
+    def start(name):
+        def as_systemd_does():
+            os.dup2(tcp.fileno(), 3)
+            os.dup2(unix.fileno(), 4)
+        # LISTEN_PID names the daemon's own pid, which the shell keeps through exec.
+        command = ["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=2 exec "$@"', "sh", BIN, "--http-socket",
+                   f"127.0.0.1:{port}", "--socket", app_sock, "--wsgi-file", APP]
+        with open(tmp_path / f"{name}.log", "wb") as log:
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, pass_fds=(3, 4),
+                                    preexec_fn=as_systemd_does, cwd=tmp_path)
+
+    first = start("first")
+    try:
+        assert requests.get(f"http://127.0.0.1:{port}/echo", timeout=15).status_code == 200
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(15) == 0
+    finally:
+        first.kill()
+    # Connected and sent while no daemon runs: the kernel queues them on systemd's sockets.
+    web = socket.create_connection(("127.0.0.1", port), timeout=15)
+    web.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    app = socket.socket(socket.AF_UNIX)
+    app.settimeout(15)
+    app.connect(app_sock)
+    app.sendall(packet(request_vars("/pid")))
+    second = start("second")
+    try:
+        for conn in (web, app):
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(15)

@@ -14,6 +14,13 @@ use crate::watchdog::RequestClock;
 use crate::wsgi::environ::EnvironCache;
 use crate::wsgi::WsgiApp;
 
+/// How long a kept-alive connection that is idle as the worker closes
+/// ([`WorkerContext::closing`]) stays open for a next request its client may have sent
+/// already, before it is closed. A client that sends its requests one after another gets
+/// its next one answered (with `Connection: close`) instead of finding the connection
+/// closed under it; an idle one delays the stop by this much.
+pub const IDLE_AT_STOP: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What every request thread of a worker shares.
 pub struct WorkerContext {
     pub app: WsgiApp,
@@ -88,6 +95,24 @@ impl WorkerContext {
     /// `max-requests`): its idle connections are then handed over, not closed.
     pub fn retiring(&self) -> bool {
         self.handover.retiring() || self.requests.recycled()
+    }
+
+    /// Whether this worker stops with nobody to hand its connections to (SIGTERM: the
+    /// daemon stops, or the master lets this worker go). A request that has come is
+    /// still answered, its response says `Connection: close`, and an idle connection is
+    /// closed once nothing came on it for [`IDLE_AT_STOP`].
+    pub fn closing(&self) -> bool {
+        self.requests.stopping() && !self.retiring()
+    }
+
+    /// Counts a request about to be read, against `max-requests`
+    /// ([`RequestClock::admit`]); as the worker closes, one that has come is admitted
+    /// within the limit without recycling the worker.
+    pub fn admit_request(&self) -> bool {
+        match self.closing() {
+            true => self.requests.admit_at_stop(),
+            false => self.requests.admit(),
+        }
     }
 
     /// `limit-post`: why a body of at least `length` bytes is refused, if it is.

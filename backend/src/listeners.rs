@@ -103,9 +103,7 @@ pub fn open_all(config: &Config, mut passed: Vec<PassedSocket>) -> anyhow::Resul
         match take_passed(&mut passed, &spec.addr)? {
             Some(socket) => {
                 tracing::info!("\"{}\": the socket systemd passed", spec.addr);
-                if let ListenAddr::Unix(path) = &spec.addr {
-                    keep_at_exit(path);
-                }
+                remember_passed(&spec.addr);
                 listeners.push(BoundListener { spec, socket });
             }
             None => listeners.push(bind(&spec, config)?),
@@ -114,9 +112,7 @@ pub fn open_all(config: &Config, mut passed: Vec<PassedSocket>) -> anyhow::Resul
     let stats = match &config.stats {
         Some(addr) => match take_passed(&mut passed, addr)? {
             Some(socket) => {
-                if let ListenAddr::Unix(path) = addr {
-                    keep_at_exit(path);
-                }
+                remember_passed(addr);
                 socket.set_nonblocking()?;
                 Some(socket)
             }
@@ -420,18 +416,82 @@ fn set_cloexec(fd: RawFd, on: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Names the unix socket files systemd made, which `vacuum` leaves (the .socket unit
-/// still listens on them). In the environment, so a reloaded master image knows them too.
+/// Names the sockets systemd passed, one address a line (a unix socket's is its path):
+/// they stay as they are when the daemon stops, since the .socket unit still listens on
+/// them (`vacuum` leaves their files, a stop leaves their queues). In the environment, so
+/// a reloaded master image knows them too.
 const SYSTEMD_PATHS_ENV: &str = "NGX_WSGI_SYSTEMD_SOCKET_PATHS";
 
-fn keep_at_exit(path: &Path) {
-    let mut paths = std::env::var_os(SYSTEMD_PATHS_ENV).unwrap_or_default();
-    if !paths.is_empty() {
-        paths.push("\n");
+fn remember_passed(addr: &ListenAddr) {
+    let mut addrs = std::env::var_os(SYSTEMD_PATHS_ENV).unwrap_or_default();
+    if !addrs.is_empty() {
+        addrs.push("\n");
     }
-    paths.push(path);
+    match addr {
+        ListenAddr::Unix(path) => addrs.push(path),
+        other => addrs.push(other.to_string()),
+    }
     // SAFETY: the master is single-threaded while it opens its sockets.
-    unsafe { std::env::set_var(SYSTEMD_PATHS_ENV, paths) };
+    unsafe { std::env::set_var(SYSTEMD_PATHS_ENV, addrs) };
+}
+
+fn passed_by_systemd(addr: &ListenAddr) -> bool {
+    let passed = std::env::var_os(SYSTEMD_PATHS_ENV).unwrap_or_default();
+    let passed = passed.as_encoded_bytes();
+    let this = match addr {
+        ListenAddr::Unix(path) => path.as_os_str().as_encoded_bytes().to_vec(),
+        other => other.to_string().into_bytes(),
+    };
+    passed.split(|b| *b == b'\n').any(|line| line == this)
+}
+
+/// At the daemon's stop, before the workers are told: the listener takes no new
+/// connection from now on, while those already in its queue stay there for the stopping
+/// workers to take and answer (`worker.rs`). Closing it with connections queued would
+/// reset them, requests sent and all.
+///
+/// - TCP: a socket filter that drops every packet. A client's SYN is dropped and sent again
+///   after a second: it then finds the next daemon listening, or none (refused).
+/// - Unix: `shutdown(SHUT_RD)`, after which Linux refuses a `connect()` at once.
+///
+/// A socket systemd passed is left as it is: its queue waits for the next daemon.
+pub fn stop_taking_connections(listener: &BoundListener) -> std::io::Result<()> {
+    if passed_by_systemd(&listener.spec.addr) {
+        return Ok(());
+    }
+    match &listener.socket {
+        ListeningSocket::Unix(socket) => {
+            socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read)
+        }
+        ListeningSocket::Tcp(socket) => {
+            // Classic BPF, one instruction: return 0, keep none of the packet.
+            let mut drop_all = [libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            }];
+            let program = libc::sock_fprog {
+                len: 1,
+                filter: drop_all.as_mut_ptr(),
+            };
+            // SAFETY: `program` points to `drop_all`, one valid instruction, for the length
+            // of the call (the kernel copies it); the descriptor is our open TCP listener.
+            let rc = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_ATTACH_FILTER,
+                    std::ptr::from_ref(&program).cast(),
+                    std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+                )
+            };
+            match rc {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        }
+    }
 }
 
 /// The unix socket files `--vacuum` removes at exit: those we bound, not systemd's.
@@ -446,6 +506,6 @@ pub fn vacuum_paths(config: &Config) -> Vec<&Path> {
             ListenAddr::Unix(path) => Some(path.as_path()),
             _ => None,
         })
-        .filter(|path| !systemd.lines().any(|kept| Path::new(kept) == *path))
+        .filter(|path| !systemd.lines().any(|passed| Path::new(passed) == *path))
         .collect()
 }

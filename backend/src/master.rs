@@ -756,6 +756,17 @@ fn serve(
                 "SIGTERM: stopping gracefully, in-flight requests finish (up to {} s)",
                 config.reload_mercy
             );
+            // Before the workers hear of it: they answer what is queued, and nothing more
+            // may join the queue once they have (it would be reset at our exit).
+            for listener in listeners {
+                if let Err(err) = listeners::stop_taking_connections(listener) {
+                    tracing::warn!(
+                        "\"{}\": cannot stop new connections ({err}); those that come during \
+                         the stop are reset at exit",
+                        listener.spec.addr
+                    );
+                }
+            }
             let everyone = workers.keys().chain(&old_workers).chain(helpers.pids());
             signal_all(everyone, Signal::SIGTERM);
             state = State::Stopping {

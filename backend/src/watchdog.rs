@@ -193,6 +193,18 @@ impl RequestClock {
         false
     }
 
+    /// Counts a request that has come on a connection as the worker stops with nobody to
+    /// hand it to (`WorkerContext::closing`): admitted within `max-requests`. Unlike
+    /// [`RequestClock::admit`] it does not recycle the worker, which is going anyway.
+    pub fn admit_at_stop(&self) -> bool {
+        let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= self.max_requests || self.born.elapsed() < self.min_lifetime {
+            return true;
+        }
+        self.started.fetch_sub(1, Ordering::Relaxed);
+        false
+    }
+
     /// Whether the worker is stopping (a stop signal, a retirement, max-requests, ...).
     pub fn stopping(&self) -> bool {
         *self.stop.borrow()

@@ -217,7 +217,8 @@ fn fast_exit(signal: &str) {
     std::process::exit(0);
 }
 
-/// Accepts HTTP connections and serves each in a task of its own until the worker stops.
+/// Accepts HTTP connections and serves each in a task of its own until the worker stops;
+/// as it closes, those in the listener's queue too.
 async fn http_accept_loop(
     socket: ListeningSocket,
     name: String,
@@ -225,14 +226,22 @@ async fn http_accept_loop(
     mut stop_rx: watch::Receiver<bool>,
     in_flight: Arc<InFlight>,
 ) -> anyhow::Result<()> {
-    enum Listener {
-        Unix(tokio::net::UnixListener),
-        Tcp(tokio::net::TcpListener),
-    }
     socket.set_nonblocking()?;
     let listener = match socket {
         ListeningSocket::Unix(s) => Listener::Unix(tokio::net::UnixListener::from_std(s)?),
         ListeningSocket::Tcp(s) => Listener::Tcp(tokio::net::TcpListener::from_std(s)?),
+    };
+    let task_stop_rx = stop_rx.clone();
+    // Serves a connection in a task of its own; told when its first request head is in.
+    let serve = |conn: AsyncConn, peer: String| {
+        let guard = in_flight.enter();
+        let (head_in, head_read) = tokio::sync::oneshot::channel();
+        let (ctx, stop_rx) = (ctx.clone(), task_stop_rx.clone());
+        tokio::spawn(async move {
+            crate::http::serve(conn, Vec::new(), peer, ctx, stop_rx, Some(head_in)).await;
+            drop(guard);
+        });
+        head_read
     };
     loop {
         // Only a free thread takes a new connection: one taken while the app runs here
@@ -244,7 +253,7 @@ async fn http_accept_loop(
         };
         let accepted = tokio::select! {
             biased;
-            _ = stopped(&mut stop_rx) => return Ok(()),
+            _ = stopped(&mut stop_rx) => break,
             accepted = free_then_accept => accepted,
         };
         let (conn, peer) = match accepted {
@@ -256,53 +265,91 @@ async fn http_accept_loop(
                 continue;
             }
         };
-        let guard = in_flight.enter();
-        let (head_in, head_read) = tokio::sync::oneshot::channel();
-        let (task_ctx, task_stop_rx) = (ctx.clone(), stop_rx.clone());
-        tokio::spawn(async move {
-            crate::http::serve(
-                conn,
-                Vec::new(),
-                peer,
-                task_ctx,
-                task_stop_rx,
-                Some(head_in),
-            )
-            .await;
-            drop(guard);
-        });
+        let head_read = serve(conn, peer);
         // As a uWSGI thread reads the request it accepted before it accepts another: the
         // next connection is taken once this one's request head is in (its request then
         // holds the thread, above), it ended, or socket-timeout passed.
         tokio::select! {
             biased;
-            _ = stopped(&mut stop_rx) => return Ok(()),
+            _ = stopped(&mut stop_rx) => break,
             _ = tokio::time::timeout(ctx.head_timeout, head_read) => {}
         }
     }
-
-    /// Accepts a connection and names its peer for log lines: the client address over
-    /// TCP, the socket it came in on for unix sockets (which have no peer address).
-    async fn accept(
-        listener: &Listener,
-        name: &str,
-        keepalive: bool,
-    ) -> std::io::Result<(AsyncConn, String)> {
-        Ok(match listener {
-            Listener::Unix(l) => {
-                let (stream, _) = l.accept().await?;
-                (AsyncConn::Unix(stream), format!("unix:{name}"))
+    // The listener takes no new connection now (`listeners::stop_taking_connections`).
+    // If nobody serves after this worker, the connections in its queue are answered
+    // rather than reset when it closes.
+    while ctx.closing() {
+        match accept_queued(&listener, &name, ctx.so_keepalive) {
+            Ok((conn, peer)) => drop(serve(conn, peer)),
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(err) => {
+                tracing::error!("accept() on \"{name}\" as the worker stops failed: {err}");
+                break;
             }
-            Listener::Tcp(l) => {
-                let (stream, addr) = l.accept().await?;
-                stream.set_nodelay(true)?;
-                if keepalive {
-                    socket2::SockRef::from(&stream).set_keepalive(true)?;
-                }
-                (AsyncConn::Tcp(stream), addr.to_string())
-            }
-        })
+        }
     }
+    Ok(())
+}
+
+enum Listener {
+    Unix(tokio::net::UnixListener),
+    Tcp(tokio::net::TcpListener),
+}
+
+/// Accepts a connection and names its peer for log lines: the client address over TCP,
+/// the socket it came in on for unix sockets (which have no peer address).
+async fn accept(
+    listener: &Listener,
+    name: &str,
+    keepalive: bool,
+) -> std::io::Result<(AsyncConn, String)> {
+    match listener {
+        Listener::Unix(l) => {
+            let (stream, _) = l.accept().await?;
+            Ok((AsyncConn::Unix(stream), format!("unix:{name}")))
+        }
+        Listener::Tcp(l) => {
+            let (stream, addr) = l.accept().await?;
+            tcp_conn(stream, addr.to_string(), keepalive)
+        }
+    }
+}
+
+/// Accepts a connection waiting in the listener's queue now, or WouldBlock: with no
+/// wait for the runtime to see the listener readable (the queue is not growing).
+fn accept_queued(
+    listener: &Listener,
+    name: &str,
+    keepalive: bool,
+) -> std::io::Result<(AsyncConn, String)> {
+    let (socket, addr) = match listener {
+        Listener::Unix(l) => socket2::SockRef::from(l).accept()?,
+        Listener::Tcp(l) => socket2::SockRef::from(l).accept()?,
+    };
+    socket.set_nonblocking(true)?;
+    match listener {
+        Listener::Unix(_) => {
+            let stream = tokio::net::UnixStream::from_std(socket.into())?;
+            Ok((AsyncConn::Unix(stream), format!("unix:{name}")))
+        }
+        Listener::Tcp(_) => {
+            let stream = tokio::net::TcpStream::from_std(socket.into())?;
+            let peer = addr.as_socket().map(|a| a.to_string()).unwrap_or_default();
+            tcp_conn(stream, peer, keepalive)
+        }
+    }
+}
+
+fn tcp_conn(
+    stream: tokio::net::TcpStream,
+    peer: String,
+    keepalive: bool,
+) -> std::io::Result<(AsyncConn, String)> {
+    stream.set_nodelay(true)?;
+    if keepalive {
+        socket2::SockRef::from(&stream).set_keepalive(true)?;
+    }
+    Ok((AsyncConn::Tcp(stream), peer))
 }
 
 /// Takes up connections other workers hand over, on this request thread's runtime, until

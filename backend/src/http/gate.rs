@@ -4,8 +4,9 @@
 //! Between two requests the connection is listed with its request thread as idle
 //! (`idle.rs`), and hyper's reads wait here: for the connection to be readable, then for
 //! the thread to be free; only then is the connection claimed back from the mover and
-//! read, and the worker asked to admit one more request (`max-requests`; a stopping
-//! worker admits none: the bytes read go back, to be handed over with the connection).
+//! read, and the worker asked to admit one more request (`max-requests`; a retiring
+//! worker admits none: the bytes read go back, to be handed over with the connection; a
+//! worker that stops with nobody to hand it to admits it, and its answer closes).
 //! Until then the request stays in the socket, whole, so that:
 //!
 //! - a thread busy with a slow request does not hold up the requests that arrive on its
@@ -51,6 +52,9 @@ pub struct Gate {
     /// [`GatedConn::follow`]), or its count could not be trusted: reads pass from then
     /// on, and the connection no longer moves.
     pinned: AtomicBool,
+    /// The next request's first bytes are in (the connection is readable) and wait for the
+    /// thread: as the worker closes, the serve loop keeps the connection for them.
+    waiting: AtomicBool,
     /// The last write hyper asked for would block: it holds bytes of a response the socket
     /// did not take yet (until it flushes the connection).
     writing: AtomicBool,
@@ -63,6 +67,7 @@ impl Gate {
             active: AtomicUsize::new(0),
             admitted: Mutex::new(None),
             pinned: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
             writing: AtomicBool::new(false),
         })
     }
@@ -90,6 +95,11 @@ impl Gate {
     /// hyper holds bytes of a response it could not write yet.
     pub fn writing(&self) -> bool {
         self.writing.load(Ordering::SeqCst)
+    }
+
+    /// Between requests, the next one's bytes have come and wait for the thread.
+    pub fn next_request_waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     /// No request is being read or answered on the connection.
@@ -201,6 +211,7 @@ impl GatedConn {
                         self.gate.entry.release();
                     }
                     std::task::ready!(self.io.poll_read_ready(cx));
+                    self.gate.waiting.store(true, Ordering::SeqCst);
                     match self.ctx.try_app_slot() {
                         Some(permit) => permit,
                         None => {
@@ -230,6 +241,7 @@ impl GatedConn {
             return Poll::Pending;
         }
         let permit = std::task::ready!(self.poll_claim(cx))?;
+        self.gate.waiting.store(false, Ordering::SeqCst);
         let before = buf.filled().len();
         match Pin::new(&mut self.io).poll_read(cx, buf) {
             // The readiness was stale: the thread is not held, the mover may take it again.
@@ -242,12 +254,14 @@ impl GatedConn {
             Poll::Ready(Ok(())) if buf.filled().len() == before => return Poll::Ready(Ok(())),
             Poll::Ready(Ok(())) => {}
         }
-        let requests = &self.ctx.requests;
+        // A retiring worker's connections go to the workers that serve on, this request
+        // with them.
+        let admitted = !self.ctx.requests.stopping() || !self.ctx.retiring();
         // Refused: Pending with no waker of its own is enough, because refusing means the
         // worker's stop was sent already, and the serve loop polls that stop.
-        if requests.stopping() || !requests.admit() {
+        if !(admitted && self.ctx.admit_request()) {
             // Not this worker's to serve: the bytes go back, and its stop makes the serve
-            // loop hand the connection over with them (or close it if the daemon stops).
+            // loop hand the connection over with them (or close it if nobody takes it).
             let read = buf.filled()[before..].to_vec();
             buf.set_filled(before);
             self.io.unread(&read);

@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::conn::{AsyncConn, PrefixedConn};
-use crate::context::{ThreadContext, WorkerContext};
+use crate::context::{ThreadContext, WorkerContext, IDLE_AT_STOP};
 use crate::outcome::Outcome;
 use crate::reqlog::{RequestLine, Vars};
 use crate::wsgi::input::{Body, WsgiInput};
@@ -41,10 +41,12 @@ const MEMORY_BODY_LIMIT: usize = 1 << 20;
 /// bytes of it another worker read before handing it over. `head_in` is told when the
 /// first request's head has been read (the accept loop waits for it).
 ///
-/// When the worker stops, a request in progress is finished and its response says
-/// `Connection: close`; an idle connection is handed over to the serving workers if this
-/// one retires (reload, recycling: a close there would race with the client's next
-/// request, which would be lost), and closed if the daemon stops.
+/// When the worker stops, a request in progress is finished. An idle connection is handed
+/// over to the serving workers if this one retires (reload, recycling: a close there
+/// would race with the client's next request, which would be lost). If nobody takes it
+/// (the daemon stops), requests that come on it are answered with `Connection: close`,
+/// and it is closed once idle for [`IDLE_AT_STOP`]: a client that had sent its next
+/// request as the stop came does not find the connection closed under it.
 pub async fn serve(
     conn: AsyncConn,
     prefix: Vec<u8>,
@@ -99,6 +101,8 @@ pub async fn serve(
     let stop = crate::process::stopped(&mut stop_rx);
     tokio::pin!(stop);
     let mut stop_seen = false;
+    // As the worker closes: when this connection, idle since, is closed.
+    let mut linger: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let result = std::future::poll_fn(|cx| loop {
         if let Poll::Ready(result) = connection.poll_without_shutdown(cx) {
             return Poll::Ready(result);
@@ -111,6 +115,20 @@ pub async fn serve(
         // what it has not written (the write's readiness polls this again).
         if !stop_seen || gate.writing() {
             return Poll::Pending;
+        }
+        if ctx.closing() {
+            // Not shut down while a request is read or answered: hyper would drop a head
+            // it has begun to read. Its response says `Connection: close` instead.
+            if !gate.idle() || gate.next_request_waiting() {
+                linger = None;
+                return Poll::Pending;
+            }
+            let linger = linger
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(IDLE_AT_STOP)))
+                .as_mut();
+            if linger.poll(cx).is_pending() {
+                return Poll::Pending;
+            }
         }
         idle_at_stop = Some(gate.idle());
         // Finish the request in progress, then close instead of keeping alive.
@@ -280,7 +298,7 @@ async fn handle(
 /// request on a connection about to close. A retiring worker (reload, max-requests, ...)
 /// hands its idle connections over instead, and keeps them alive.
 fn closing_if_stopping(ctx: &WorkerContext, response: Response<WsgiBody>) -> Response<WsgiBody> {
-    match ctx.requests.stopping() && !ctx.retiring() {
+    match ctx.closing() {
         true => closing(response),
         false => response,
     }

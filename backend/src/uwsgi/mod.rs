@@ -26,7 +26,7 @@ use uwsgi_proto::{parse_request_head, HeadError, HeaderError, KeepAlive, Request
 use response::{UwsgiWriter, DRAIN_LIMIT};
 
 use crate::conn::{Conn, ConnReader, UwsgiConn};
-use crate::context::{InFlight, ThreadContext, WorkerContext};
+use crate::context::{InFlight, ThreadContext, WorkerContext, IDLE_AT_STOP};
 use crate::idle::Waited;
 use crate::outcome::Outcome;
 use crate::reqlog::{RequestLine, Vars};
@@ -70,7 +70,8 @@ impl UwsgiListener {
     }
 }
 
-/// Accepts and serves uwsgi connections until the worker stops.
+/// Accepts and serves uwsgi connections until the worker stops; as it closes, those in
+/// the listener's queue too.
 pub async fn accept_loop(
     listener: UwsgiListener,
     name: String,
@@ -92,25 +93,11 @@ pub async fn accept_loop(
     loop {
         let mut ready = tokio::select! {
             biased;
-            _ = &mut stop => return Ok(()),
+            _ = &mut stop => break,
             ready = listener.readable() => ready?,
         };
         match ready.try_io(|l| l.get_ref().accept(&unix_peer, ctx.so_keepalive)) {
-            Ok(Ok((conn, peer))) => {
-                tracing::debug!("{peer}: connection accepted");
-                let guard = in_flight.enter();
-                // Taken before reading: the request then runs without yielding.
-                let slot = ctx.app_slot().await;
-                let allow_keep_alive = !*stop_rx.borrow();
-                if let Some(pending) = serve_if_complete(&ctx, conn, &peer, allow_keep_alive) {
-                    drop(slot);
-                    let (ctx, stop_rx) = (ctx.clone(), stop_rx.clone());
-                    tokio::spawn(async move {
-                        serve_connection(pending, peer, ctx, stop_rx).await;
-                        drop(guard);
-                    });
-                }
-            }
+            Ok(Ok((conn, peer))) => take(conn, peer, &ctx, &stop_rx, &in_flight).await,
             Ok(Err(err)) => {
                 // EMFILE and friends: say so and keep serving the connections we have.
                 tracing::error!("accept() on \"{name}\" failed: {err}");
@@ -118,6 +105,44 @@ pub async fn accept_loop(
             }
             Err(_would_block) => {}
         }
+    }
+    // The listener takes no new connection now (`listeners::stop_taking_connections`).
+    // If nobody serves after this worker, the connections in its queue are answered
+    // rather than reset when it closes.
+    while ctx.closing() {
+        match listener.get_ref().accept(&unix_peer, ctx.so_keepalive) {
+            Ok((conn, peer)) => take(conn, peer, &ctx, &stop_rx, &in_flight).await,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) => {
+                tracing::error!("accept() on \"{name}\" as the worker stops failed: {err}");
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Serves a connection just accepted: at once if its request head is in (the fast path),
+/// else in a task of its own.
+async fn take(
+    conn: Conn,
+    peer: String,
+    ctx: &Arc<ThreadContext>,
+    stop_rx: &watch::Receiver<bool>,
+    in_flight: &Arc<InFlight>,
+) {
+    tracing::debug!("{peer}: connection accepted");
+    let guard = in_flight.enter();
+    // Taken before reading: the request then runs without yielding.
+    let slot = ctx.app_slot().await;
+    let allow_keep_alive = !*stop_rx.borrow();
+    if let Some(pending) = serve_if_complete(ctx, conn, &peer, allow_keep_alive) {
+        drop(slot);
+        let (ctx, stop_rx) = (ctx.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            serve_connection(pending, peer, ctx, stop_rx).await;
+            drop(guard);
+        });
     }
 }
 
@@ -156,7 +181,7 @@ fn serve_if_complete(
             }
         };
         match parse_request_head(&buf[..received], ctx.buffer_size) {
-            Ok(Some(head)) if ctx.requests.admit() => {
+            Ok(Some(head)) if ctx.admit_request() => {
                 run_request(ctx, conn, peer, &buf[..received], &head, allow_keep_alive).map(
                     |(conn, received)| PendingConn {
                         conn,
@@ -291,12 +316,19 @@ async fn next_requests(
                     Waited::Given => return Ended::Given,
                     // Closed when its idle time is up, as nginx would close it.
                     Waited::Expired => return Ended::Closed,
-                    // An idle connection is handed over when the worker retires, closed
-                    // when the daemon stops; a request that has begun to arrive is served.
+                    // An idle connection is handed over when the worker retires; when
+                    // nobody takes it, a request that comes on it soon is still answered
+                    // (nginx may have sent it as the stop came), and it is closed after.
                     Waited::Stopped if ctx.retiring() => {
                         return hand_over(ctx, stream, peer, &[], "the idle connection");
                     }
-                    Waited::Stopped => return Ended::Closed,
+                    Waited::Stopped => {
+                        let next = stream.read_available(received);
+                        match tokio::time::timeout(IDLE_AT_STOP, next).await {
+                            Ok(read) => read,
+                            Err(_) => return Ended::Closed,
+                        }
+                    }
                 }
             } else {
                 let limit = ctx.head_timeout;
@@ -336,7 +368,7 @@ async fn next_requests(
             }
         };
         let slot = ctx.app_slot().await;
-        if !ctx.requests.admit() {
+        if !ctx.admit_request() {
             // This worker has started its max-requests: the request, with what has been
             // read of it, goes to a worker that serves on.
             return hand_over(ctx, stream, peer, received, "a request past max-requests");
