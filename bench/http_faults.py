@@ -14,6 +14,10 @@ run of both servers, in turn:
   running (one per kill here); anything more was lost while waiting.
 - `max-requests`: 2 processes, `max-requests 50`, 6 clients on hello-world.
 - `reload`: 2 processes, SIGHUP to the master every second, 6 clients on hello-world.
+- `stop`: 2 processes, 6 clients on hello-world, one SIGTERM to the master at the end of
+  the run (uWSGI's graceful stop on SIGTERM: `--hook-master-start "unix_signal:15
+  gracefully_kill_them_all"`); the clients go on until half a second after it exited, and
+  are then refused.
 
 uWSGI is pyuwsgi from the project's venv with `--http-socket` (it closes the connection
 after each answer). Usage: bench/http_faults.py [--duration S] [--rounds N]
@@ -125,6 +129,7 @@ SCENARIOS = {
     "kill": ("4", [], 12, "/sleep?ms=20", "kill"),
     "max-requests": ("2", ["--max-requests", "50"], 6, "/hello", None),
     "reload": ("2", [], 6, "/hello", "reload"),
+    "stop": ("2", [], 6, "/hello", "stop"),
 }
 
 
@@ -137,7 +142,7 @@ def run_one(name, stack, port, duration, work):
                "--http-socket", f"127.0.0.1:{port}", *common]
     else:
         cmd = [str(ROOT / ".venv" / "bin" / "uwsgi"), "--http-socket", f"127.0.0.1:{port}", *common,
-               "--die-on-term"]
+               "--die-on-term", "--hook-master-start", "unix_signal:15 gracefully_kill_them_all"]
     env = dict(os.environ)
     if stack == "uWSGI":
         # uWSGI re-executes its binary to reload: /usr/bin/python3.11 without the venv, so
@@ -163,12 +168,21 @@ def run_one(name, stack, port, duration, work):
         elif fault == "reload":
             proc.send_signal(signal.SIGHUP)
             faults += 1
+    if fault == "stop":
+        proc.send_signal(signal.SIGTERM)
+        faults += 1
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+        time.sleep(0.5)
     for c in clients:
         c.stop.set()
     for c in clients:
         c.join(SILENCE + 5)
-    died = proc.poll() is not None  # the server itself went away during the run
-    if not died:
+    # The server itself went away during the run (not counted when it was told to).
+    died = proc.poll() is not None and fault != "stop"
+    if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGINT)
         try:
             proc.wait(20)
