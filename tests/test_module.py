@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 
+import pytest
 import requests
 
 from conftest import APPS, MODULE, ROOT, VENV, can_connect, free_port, wait_for
@@ -404,6 +405,31 @@ def test_invalid_chunked_response_is_logged_and_cut(nginx, tmp_path):
         status = "cut short"
     assert status in (502, "cut short")
     wait_for(lambda: "upstream sent an invalid chunked response" in n.error_log(), 5, "the error log line")
+
+
+@pytest.mark.parametrize("buffering", ["on", "off"])
+@pytest.mark.parametrize("response, logged", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloEXTRA", "upstream sent more data than its Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nEXTRA",
+     "upstream sent data after the final chunk"),
+], ids=["content-length", "chunked"])
+def test_bytes_past_the_end_of_a_response_are_dropped_and_logged(nginx, tmp_path, buffering, response, logged):
+    """A backend that sends more than its response said: the client gets the response as
+    it was announced, nginx's error log says what happened (buffered and unbuffered)."""
+    sock = raw_backend(tmp_path, "long", lambda conn: conn.sendall(response))
+    n = nginx(f"unix:{sock}", module=True, location_extra=f"wsgi_buffering {buffering};")
+    # Read raw, to the close: an HTTP client would stop at the announced end.
+    port = int(n.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200"), answer
+    chunked = b"transfer-encoding: chunked" in head.lower()
+    assert body == (b"5\r\nhello\r\n0\r\n\r\n" if chunked else b"hello"), answer
+    wait_for(lambda: logged in n.error_log(), 5, "the error log line")
 
 
 def test_cgi_style_status_header(nginx, tmp_path):

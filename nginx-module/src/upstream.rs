@@ -10,8 +10,8 @@ use ngx::ffi::{
     ngx_event_pipe_t, ngx_hash_find, ngx_http_parse_header_line, ngx_http_parse_status_line,
     ngx_http_read_client_request_body, ngx_http_request_t, ngx_http_status_t,
     ngx_http_upstream_create, ngx_http_upstream_header_t, ngx_http_upstream_init,
-    ngx_http_upstream_t, ngx_int_t, ngx_list_part_t, ngx_list_push, ngx_palloc, ngx_str_t,
-    ngx_table_elt_t, NGX_AGAIN, NGX_DONE, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    ngx_http_upstream_t, ngx_int_t, ngx_list_part_t, ngx_list_push, ngx_palloc, ngx_pool_t,
+    ngx_str_t, ngx_table_elt_t, NGX_AGAIN, NGX_DONE, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR,
     NGX_HTTP_NOT_MODIFIED, NGX_HTTP_NO_CONTENT, NGX_HTTP_PARSE_HEADER_DONE,
     NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SWITCHING_PROTOCOLS, NGX_HTTP_UPSTREAM_INVALID_HEADER,
     NGX_LOG_ERR, NGX_OK,
@@ -764,82 +764,113 @@ fn input_filter_init_body(request: &mut Request) -> ngx_int_t {
     NGX_OK as ngx_int_t
 }
 
-/// Queues a filtered buffer's chain link on the pipe's input, as nginx's filters do.
-///
-/// # Safety
-/// `cl` is a link from the pipe's own free list.
-unsafe fn append_to_pipe_input(p: &mut ngx_event_pipe_t, cl: *mut ngx_chain_t) {
-    // SAFETY: in/last_in are the pipe's input chain, which its filters extend this way.
-    unsafe {
-        if p.in_.is_null() {
-            p.in_ = cl;
-        } else {
-            *p.last_in = cl;
-        }
-        p.last_in = &mut (*cl).next;
+/// The bytes from `from` to `to`, two pointers into one buffer.
+fn span(from: *const u8, to: *const u8) -> i64 {
+    (to as usize).wrapping_sub(from as usize) as i64
+}
+
+/// An empty buffer, as `ngx_calloc_buf` makes one.
+fn blank_buf() -> ngx_buf_t {
+    // SAFETY: all zeroes is a valid ngx_buf_t: null pointers, no flags set.
+    unsafe { mem::zeroed() }
+}
+
+/// A chain link and its buffer, from the `free` list (or else the pool), as nginx's own
+/// body filters take them (`ngx_chain_get_free_buf`). None: out of memory.
+fn free_link<'a>(
+    pool: *mut ngx_pool_t,
+    free: &mut *mut ngx_chain_t,
+) -> Option<(&'a mut ngx_chain_t, &'a mut ngx_buf_t)> {
+    // SAFETY: `free` is a pipe's or an upstream's list of spare links, which nginx takes
+    // from; what it returns (null, or a link from the list or from the request's pool)
+    // lives as long as the request and is referenced by nothing else yet.
+    let cl = unsafe { ngx_chain_get_free_buf(pool, free).as_mut() }?;
+    // SAFETY: every link ngx_chain_get_free_buf returns has a buffer of its own.
+    let b = unsafe { &mut *cl.buf };
+    Some((cl, b))
+}
+
+/// Where a link is appended to a chain: the last link's `next`, or the head if empty.
+fn chain_end(head: &mut *mut ngx_chain_t) -> &mut *mut ngx_chain_t {
+    let mut end = head;
+    // SAFETY: an upstream's output chain: nginx's links, null-terminated through `next`.
+    while let Some(cl) = unsafe { end.as_mut() } {
+        end = &mut cl.next;
     }
+    end
+}
+
+/// Queues a filtered buffer's chain link on the pipe's input, as nginx's filters do.
+fn append_to_pipe_input(p: &mut ngx_event_pipe_t, cl: &mut ngx_chain_t) {
+    if p.in_.is_null() {
+        p.in_ = cl;
+    } else {
+        // SAFETY: once the input has a link, last_in points to the last one's `next`.
+        unsafe { *p.last_in = cl };
+    }
+    p.last_in = &mut cl.next;
 }
 
 /// The buffered-mode body filter: passes the bytes on, and once a Content-Length body is
 /// complete hands the connection back for reuse (the proxy module's copy filter).
 extern "C" fn buffered_copy_filter(p: *mut ngx_event_pipe_t, buf: *mut ngx_buf_t) -> ngx_int_t {
     guarded(pipe_request(p), "buffered_copy_filter", |request| {
+        // SAFETY: nginx's event pipe calls this with itself and a buffer it read, neither
+        // referenced elsewhere during the call.
+        let (p, buf) = unsafe { (&mut *p, &mut *buf) };
         buffered_copy_filter_body(request, p, buf)
     })
 }
 
 fn buffered_copy_filter_body(
     request: &mut Request,
-    p: *mut ngx_event_pipe_t,
-    buf: *mut ngx_buf_t,
+    p: &mut ngx_event_pipe_t,
+    buf: &mut ngx_buf_t,
 ) -> ngx_int_t {
-    // SAFETY: nginx's event pipe calls this with itself and a buffer it read; the chain
-    // link comes from the pipe's free list, as in ngx_event_pipe_copy_input_filter.
-    unsafe {
-        let (p, buf) = (&mut *p, &mut *buf);
-        if buf.pos == buf.last || p.upstream_done() != 0 {
-            return NGX_OK as ngx_int_t;
-        }
-        if p.length == 0 {
-            log_error(request, "upstream sent more data than its Content-Length");
-            (*upstream(request)).set_keepalive(0);
-            p.set_upstream_done(1);
-            return NGX_OK as ngx_int_t;
-        }
-        let cl = ngx_chain_get_free_buf(p.pool, &mut p.free);
-        if cl.is_null() {
-            return NGX_ERROR as ngx_int_t;
-        }
-        let b = &mut *(*cl).buf;
-        ptr::copy_nonoverlapping(buf as *const ngx_buf_t, b, 1);
-        b.shadow = buf;
-        b.tag = p.tag;
-        b.set_last_shadow(1);
-        b.set_recycled(1);
-        buf.shadow = b;
-        append_to_pipe_input(p, cl);
-        if p.length == -1 {
-            return NGX_OK as ngx_int_t;
-        }
-        let size = b.last.offset_from(b.pos) as i64;
-        if size > p.length {
-            log_error(request, "upstream sent more data than its Content-Length");
-            b.last = b.pos.add(p.length as usize);
-            p.set_upstream_done(1);
-            return NGX_OK as ngx_int_t;
-        }
-        p.length -= size;
-        if p.length == 0 {
-            let promised = server_keeps_alive(request);
-            let u = &mut *upstream(request);
-            u.set_keepalive(reusable(promised, u) as u32);
-        }
+    if buf.pos == buf.last || p.upstream_done() != 0 {
+        return NGX_OK as ngx_int_t;
+    }
+    if p.length == 0 {
+        log_error(request, "upstream sent more data than its Content-Length");
+        // SAFETY: the request's upstream, made by the content handler.
+        unsafe { (*upstream(request)).set_keepalive(0) };
+        p.set_upstream_done(1);
+        return NGX_OK as ngx_int_t;
+    }
+    // As ngx_event_pipe_copy_input_filter: a buffer of the pipe's that shadows `buf`.
+    let Some((cl, b)) = free_link(p.pool, &mut p.free) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    *b = *buf;
+    b.shadow = buf;
+    b.tag = p.tag;
+    b.set_last_shadow(1);
+    b.set_recycled(1);
+    buf.shadow = b;
+    append_to_pipe_input(p, cl);
+    if p.length == -1 {
+        return NGX_OK as ngx_int_t;
+    }
+    let size = span(b.pos, b.last);
+    if size > p.length {
+        log_error(request, "upstream sent more data than its Content-Length");
+        b.last = b.pos.wrapping_add(p.length as usize);
+        p.set_upstream_done(1);
+        return NGX_OK as ngx_int_t;
+    }
+    p.length -= size;
+    if p.length == 0 {
+        let promised = server_keeps_alive(request);
+        // SAFETY: as above.
+        let u = unsafe { &mut *upstream(request) };
+        u.set_keepalive(reusable(promised, u) as u32);
     }
     NGX_OK as ngx_int_t
 }
 
 /// The unbuffered-mode body filter (`wsgi_buffering off`, upgraded connections): the same
-/// bookkeeping as [`buffered_copy_filter`] on the upstream's own buffer.
+/// bookkeeping as [`buffered_copy_filter`] on the upstream's own buffer, into which nginx
+/// has just read `bytes` more.
 extern "C" fn non_buffered_copy_filter(data: *mut c_void, bytes: isize) -> ngx_int_t {
     guarded(data.cast(), "non_buffered_copy_filter", |request| {
         non_buffered_copy_filter_body(request, bytes)
@@ -848,46 +879,37 @@ extern "C" fn non_buffered_copy_filter(data: *mut c_void, bytes: isize) -> ngx_i
 
 fn non_buffered_copy_filter_body(request: &mut Request, bytes: isize) -> ngx_int_t {
     let pool = request.pool().as_ptr();
-    // SAFETY: nginx calls this with the input_filter_ctx we set (the request) after
-    // reading `bytes` more into u->buffer; links come from u->free_bufs, as in
-    // ngx_http_upstream_non_buffered_filter.
-    unsafe {
-        let u = &mut *upstream(request);
-        if u.length == 0 {
-            log_error(request, "upstream sent more data than its Content-Length");
-            u.set_keepalive(0);
-            return NGX_OK as ngx_int_t;
-        }
-        let mut ll: *mut *mut ngx_chain_t = &mut u.out_bufs;
-        while !(*ll).is_null() {
-            ll = &mut (**ll).next;
-        }
-        let cl = ngx_chain_get_free_buf(pool, &mut u.free_bufs);
-        if cl.is_null() {
-            return NGX_ERROR as ngx_int_t;
-        }
-        *ll = cl;
-        let out = &mut *(*cl).buf;
-        out.set_flush(1);
-        out.set_memory(1);
-        out.pos = u.buffer.last;
-        u.buffer.last = u.buffer.last.offset(bytes);
-        out.last = u.buffer.last;
-        out.tag = u.output.tag;
-        if u.length == -1 {
-            return NGX_OK as ngx_int_t;
-        }
-        if bytes as i64 > u.length {
-            log_error(request, "upstream sent more data than its Content-Length");
-            out.last = out.pos.add(u.length as usize);
-            u.length = 0;
-            return NGX_OK as ngx_int_t;
-        }
-        u.length -= bytes as i64;
-        if u.length == 0 {
-            let promised = server_keeps_alive(request);
-            u.set_keepalive(reusable(promised, u) as u32);
-        }
+    // SAFETY: the request's upstream, made by the content handler.
+    let u = unsafe { &mut *upstream(request) };
+    if u.length == 0 {
+        log_error(request, "upstream sent more data than its Content-Length");
+        u.set_keepalive(0);
+        return NGX_OK as ngx_int_t;
+    }
+    // As ngx_http_upstream_non_buffered_filter: a buffer on the bytes just read.
+    let Some((cl, out)) = free_link(pool, &mut u.free_bufs) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    *chain_end(&mut u.out_bufs) = cl;
+    out.set_flush(1);
+    out.set_memory(1);
+    out.pos = u.buffer.last;
+    u.buffer.last = u.buffer.last.wrapping_offset(bytes);
+    out.last = u.buffer.last;
+    out.tag = u.output.tag;
+    if u.length == -1 {
+        return NGX_OK as ngx_int_t;
+    }
+    if bytes as i64 > u.length {
+        log_error(request, "upstream sent more data than its Content-Length");
+        out.last = out.pos.wrapping_add(u.length as usize);
+        u.length = 0;
+        return NGX_OK as ngx_int_t;
+    }
+    u.length -= bytes as i64;
+    if u.length == 0 {
+        let promised = server_keeps_alive(request);
+        u.set_keepalive(reusable(promised, u) as u32);
     }
     NGX_OK as ngx_int_t
 }
@@ -897,98 +919,102 @@ fn non_buffered_copy_filter_body(request: &mut Request, bytes: isize) -> ngx_int
 /// filter).
 extern "C" fn buffered_chunked_filter(p: *mut ngx_event_pipe_t, buf: *mut ngx_buf_t) -> ngx_int_t {
     guarded(pipe_request(p), "buffered_chunked_filter", |request| {
+        // SAFETY: as in buffered_copy_filter.
+        let (p, buf) = unsafe { (&mut *p, &mut *buf) };
         buffered_chunked_filter_body(request, p, buf)
     })
 }
 
 fn buffered_chunked_filter_body(
     request: &mut Request,
-    p: *mut ngx_event_pipe_t,
-    buf: *mut ngx_buf_t,
+    p: &mut ngx_event_pipe_t,
+    buf: &mut ngx_buf_t,
 ) -> ngx_int_t {
-    // SAFETY: nginx's event pipe calls this with itself and a buffer it read; the data
-    // buffers made here are shadows of `buf`, chain links come from the pipe's free list.
-    unsafe {
-        let (p, buf) = (&mut *p, &mut *buf);
-        if buf.pos == buf.last || p.upstream_done() != 0 {
-            return NGX_OK as ngx_int_t;
-        }
-        let Some(ctx) = request_ctx(request) else {
-            return NGX_ERROR as ngx_int_t;
-        };
-        if p.length == 0 {
-            log_error(request, "upstream sent data after the final chunk");
-            (*upstream(request)).set_keepalive(0);
-            p.set_upstream_done(1);
-            return NGX_OK as ngx_int_t;
-        }
-        let mut last_data: *mut ngx_buf_t = ptr::null_mut();
-        let mut prev: *mut *mut ngx_buf_t = &mut buf.shadow;
-        loop {
-            let rc = parse_chunked(raw(request), buf, &mut ctx.chunked);
-            if rc == NGX_OK as ngx_int_t {
-                let cl = ngx_chain_get_free_buf(p.pool, &mut p.free);
-                if cl.is_null() {
-                    return NGX_ERROR as ngx_int_t;
-                }
-                let b = (*cl).buf;
-                ptr::write_bytes(b, 0, 1);
-                (*b).pos = buf.pos;
-                (*b).start = buf.start;
-                (*b).end = buf.end;
-                (*b).tag = p.tag;
-                (*b).set_temporary(1);
-                (*b).set_recycled(1);
-                *prev = b;
-                prev = &mut (*b).shadow;
-                append_to_pipe_input(p, cl);
-                (*b).num = buf.num;
-                let available = buf.last.offset_from(buf.pos) as i64;
-                if available >= ctx.chunked.size {
-                    buf.pos = buf.pos.add(ctx.chunked.size as usize);
-                    (*b).last = buf.pos;
-                    ctx.chunked.size = 0;
-                } else {
-                    ctx.chunked.size -= available;
-                    buf.pos = buf.last;
-                    (*b).last = buf.last;
-                }
-                last_data = b;
-                continue;
+    if buf.pos == buf.last || p.upstream_done() != 0 {
+        return NGX_OK as ngx_int_t;
+    }
+    // SAFETY: no other reference to the context is alive during this call.
+    let Some(ctx) = (unsafe { request_ctx(request) }) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    if p.length == 0 {
+        log_error(request, "upstream sent data after the final chunk");
+        // SAFETY: the request's upstream, made by the content handler.
+        unsafe { (*upstream(request)).set_keepalive(0) };
+        p.set_upstream_done(1);
+        return NGX_OK as ngx_int_t;
+    }
+    // Each chunk's data gets a buffer of the pipe's, and they shadow one another: `buf`
+    // the first, each the next, the last `buf` again (as the proxy module's filter).
+    let mut last_data: Option<&mut ngx_buf_t> = None;
+    loop {
+        // SAFETY: the live request, the pipe's buffer and our parser's state.
+        let rc = unsafe { parse_chunked(raw(request), buf, &mut ctx.chunked) };
+        if rc == NGX_OK as ngx_int_t {
+            let Some((cl, b)) = free_link(p.pool, &mut p.free) else {
+                return NGX_ERROR as ngx_int_t;
+            };
+            *b = blank_buf();
+            b.pos = buf.pos;
+            b.start = buf.start;
+            b.end = buf.end;
+            b.tag = p.tag;
+            b.num = buf.num;
+            b.set_temporary(1);
+            b.set_recycled(1);
+            match last_data.take() {
+                Some(previous) => previous.shadow = b,
+                None => buf.shadow = b,
             }
-            if rc == NGX_DONE as ngx_int_t {
-                p.length = 0;
-                let u = &mut *upstream(request);
-                let mut keep = reusable(ctx.server_keeps_alive, u);
-                if buf.pos != buf.last {
-                    log_error(request, "upstream sent data after the final chunk");
-                    keep = false;
-                }
-                u.set_keepalive(keep as u32);
-                break;
+            append_to_pipe_input(p, cl);
+            let available = span(buf.pos, buf.last);
+            if available >= ctx.chunked.size {
+                buf.pos = buf.pos.wrapping_add(ctx.chunked.size as usize);
+                b.last = buf.pos;
+                ctx.chunked.size = 0;
+            } else {
+                ctx.chunked.size -= available;
+                buf.pos = buf.last;
+                b.last = buf.last;
             }
-            if rc == NGX_AGAIN as ngx_int_t {
-                // The least the parser needs to see next.
-                p.length = ctx.chunked.length;
-                break;
+            last_data = Some(b);
+            continue;
+        }
+        if rc == NGX_DONE as ngx_int_t {
+            p.length = 0;
+            // SAFETY: as above.
+            let u = unsafe { &mut *upstream(request) };
+            let mut keep = reusable(ctx.server_keeps_alive, u);
+            if buf.pos != buf.last {
+                log_error(request, "upstream sent data after the final chunk");
+                keep = false;
             }
-            log_error(request, "upstream sent an invalid chunked response");
-            return NGX_ERROR as ngx_int_t;
+            u.set_keepalive(keep as u32);
+            break;
         }
-        if let Some(b) = last_data.as_mut() {
-            b.shadow = buf;
-            b.set_last_shadow(1);
-            return NGX_OK as ngx_int_t;
+        if rc == NGX_AGAIN as ngx_int_t {
+            // The least the parser needs to see next.
+            p.length = ctx.chunked.length;
+            break;
         }
-        // No data in this buffer (only chunk framing): it can be reused at once.
-        if ngx_event_pipe_add_free_buf(p, buf) != NGX_OK as ngx_int_t {
-            return NGX_ERROR as ngx_int_t;
-        }
+        log_error(request, "upstream sent an invalid chunked response");
+        return NGX_ERROR as ngx_int_t;
+    }
+    if let Some(b) = last_data {
+        b.shadow = buf;
+        b.set_last_shadow(1);
+        return NGX_OK as ngx_int_t;
+    }
+    // No data in this buffer (only chunk framing): it can be reused at once.
+    // SAFETY: the pipe and a buffer it read that nothing refers to any more.
+    if unsafe { ngx_event_pipe_add_free_buf(p, buf) } != NGX_OK as ngx_int_t {
+        return NGX_ERROR as ngx_int_t;
     }
     NGX_OK as ngx_int_t
 }
 
-/// The unbuffered-mode filter for a chunked body, on the upstream's own buffer.
+/// The unbuffered-mode filter for a chunked body, on the upstream's own buffer, into
+/// which nginx has just read `bytes` more.
 extern "C" fn non_buffered_chunked_filter(data: *mut c_void, bytes: isize) -> ngx_int_t {
     guarded(data.cast(), "non_buffered_chunked_filter", |request| {
         non_buffered_chunked_filter_body(request, bytes)
@@ -997,67 +1023,60 @@ extern "C" fn non_buffered_chunked_filter(data: *mut c_void, bytes: isize) -> ng
 
 fn non_buffered_chunked_filter_body(request: &mut Request, bytes: isize) -> ngx_int_t {
     let pool = request.pool().as_ptr();
-    // SAFETY: nginx calls this with the request after reading `bytes` more into
-    // u->buffer; links come from u->free_bufs and point into that buffer.
-    unsafe {
-        let Some(ctx) = request_ctx(request) else {
-            return NGX_ERROR as ngx_int_t;
-        };
-        let u = &mut *upstream(request);
-        if u.length == 0 {
-            log_error(request, "upstream sent data after the final chunk");
-            u.set_keepalive(0);
-            return NGX_OK as ngx_int_t;
-        }
-        let buf: *mut ngx_buf_t = &mut u.buffer;
-        (*buf).pos = (*buf).last;
-        (*buf).last = (*buf).last.offset(bytes);
-        let mut ll: *mut *mut ngx_chain_t = &mut u.out_bufs;
-        while !(*ll).is_null() {
-            ll = &mut (**ll).next;
-        }
-        loop {
-            let rc = parse_chunked(raw(request), buf, &mut ctx.chunked);
-            if rc == NGX_OK as ngx_int_t {
-                let cl = ngx_chain_get_free_buf(pool, &mut u.free_bufs);
-                if cl.is_null() {
-                    return NGX_ERROR as ngx_int_t;
-                }
-                *ll = cl;
-                ll = &mut (*cl).next;
-                let b = &mut *(*cl).buf;
-                b.set_flush(1);
-                b.set_memory(1);
-                b.pos = (*buf).pos;
-                b.tag = u.output.tag;
-                let available = (*buf).last.offset_from((*buf).pos) as i64;
-                if available >= ctx.chunked.size {
-                    (*buf).pos = (*buf).pos.add(ctx.chunked.size as usize);
-                    b.last = (*buf).pos;
-                    ctx.chunked.size = 0;
-                } else {
-                    ctx.chunked.size -= available;
-                    (*buf).pos = (*buf).last;
-                    b.last = (*buf).last;
-                }
-                continue;
+    // SAFETY: no other reference to the context is alive during this call.
+    let Some(ctx) = (unsafe { request_ctx(request) }) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    // SAFETY: the request's upstream, made by the content handler.
+    let u = unsafe { &mut *upstream(request) };
+    if u.length == 0 {
+        log_error(request, "upstream sent data after the final chunk");
+        u.set_keepalive(0);
+        return NGX_OK as ngx_int_t;
+    }
+    u.buffer.pos = u.buffer.last;
+    u.buffer.last = u.buffer.last.wrapping_offset(bytes);
+    let mut end = chain_end(&mut u.out_bufs);
+    loop {
+        // SAFETY: the live request, the upstream's buffer and our parser's state.
+        let rc = unsafe { parse_chunked(raw(request), &mut u.buffer, &mut ctx.chunked) };
+        if rc == NGX_OK as ngx_int_t {
+            let Some((cl, b)) = free_link(pool, &mut u.free_bufs) else {
+                return NGX_ERROR as ngx_int_t;
+            };
+            *end = cl;
+            end = &mut cl.next;
+            b.set_flush(1);
+            b.set_memory(1);
+            b.pos = u.buffer.pos;
+            b.tag = u.output.tag;
+            let available = span(u.buffer.pos, u.buffer.last);
+            if available >= ctx.chunked.size {
+                u.buffer.pos = u.buffer.pos.wrapping_add(ctx.chunked.size as usize);
+                b.last = u.buffer.pos;
+                ctx.chunked.size = 0;
+            } else {
+                ctx.chunked.size -= available;
+                u.buffer.pos = u.buffer.last;
+                b.last = u.buffer.last;
             }
-            if rc == NGX_DONE as ngx_int_t {
-                let mut keep = reusable(ctx.server_keeps_alive, u);
-                u.length = 0;
-                if (*buf).pos != (*buf).last {
-                    log_error(request, "upstream sent data after the final chunk");
-                    keep = false;
-                }
-                u.set_keepalive(keep as u32);
-                break;
-            }
-            if rc == NGX_AGAIN as ngx_int_t {
-                break;
-            }
-            log_error(request, "upstream sent an invalid chunked response");
-            return NGX_ERROR as ngx_int_t;
+            continue;
         }
+        if rc == NGX_DONE as ngx_int_t {
+            let mut keep = reusable(ctx.server_keeps_alive, u);
+            u.length = 0;
+            if u.buffer.pos != u.buffer.last {
+                log_error(request, "upstream sent data after the final chunk");
+                keep = false;
+            }
+            u.set_keepalive(keep as u32);
+            break;
+        }
+        if rc == NGX_AGAIN as ngx_int_t {
+            break;
+        }
+        log_error(request, "upstream sent an invalid chunked response");
+        return NGX_ERROR as ngx_int_t;
     }
     NGX_OK as ngx_int_t
 }
