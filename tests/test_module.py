@@ -118,6 +118,14 @@ def test_wsgi_param_overrides_adds_and_skips_empty(daemon, nginx, tmp_path):
     assert env["HTTP_X_REAL"] == "from-param", "a param named HTTP_* replaces the client's header"
 
 
+def test_an_inherited_http_param_replaces_the_clients_header(daemon, nginx, tmp_path):
+    """A wsgi_param HTTP_* set in http{} replaces the header in a location that has no
+    params of its own, as one set in the location does (above)."""
+    _, n = start(daemon, nginx, tmp_path, http_extra='wsgi_param HTTP_X_REAL "from-http";')
+    env = requests.get(f"{n.url}/environ", headers={"X-Real": "from-client"}).json()
+    assert env["HTTP_X_REAL"] == "from-http"
+
+
 def test_repeated_headers_are_joined_as_nginx_joins_them(daemon, nginx, tmp_path):
     _, n = start(daemon, nginx, tmp_path)
     raw = (b"GET /environ HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\nCookie: b=2\r\nX-Many: one\r\n"

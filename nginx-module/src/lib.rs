@@ -61,6 +61,9 @@ pub struct WsgiLocConf {
     user_params: *mut ngx_array_t,
     /// What requests send: the defaults not overridden, then the user's (after merge).
     params: *mut ngx_array_t,
+    /// Some param is named HTTP_*: the request header it names is not sent as well (set
+    /// at merge, so that requests without such a param do not look).
+    replaces_headers: bool,
     /// `wsgi_pass` with variables: the address, evaluated for each request.
     pass_value: *mut ngx_http_complex_value_t,
     /// `wsgi_modifier1`, `wsgi_modifier2`: the packet header's modifiers.
@@ -987,6 +990,7 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
     }
     if conf.user_params == prev.user_params && !prev.params.is_null() {
         conf.params = prev.params;
+        conf.replaces_headers = prev.replaces_headers;
         return NGX_CONF_OK;
     }
     // SAFETY: cf is valid; both arrays hold WsgiParam, allocated in the config pool.
@@ -996,6 +1000,7 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
         } else {
             (*conf.user_params).as_slice::<WsgiParam>()
         };
+        conf.replaces_headers = user.iter().any(|p| p.key.as_bytes().starts_with(b"HTTP_"));
         for (name, value, skip_empty) in DEFAULT_PARAMS {
             if user.iter().any(|u| u.key.as_bytes() == name.as_bytes()) {
                 continue;

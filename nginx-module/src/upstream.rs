@@ -261,10 +261,11 @@ fn headers(request: &Request) -> impl Iterator<Item = &ngx_table_elt_t> + Clone 
 
 /// One header var per header name, in the order the names first came: repeated headers
 /// joined with ", " (Cookie with "; "), as nginx 1.23+ does. Headers a param named HTTP_*
-/// replaces are left out. Each item: the first header of its name, and the others.
+/// replaces are left out (`replacing`: the params, if any of them is). Each item: the
+/// first header of its name, and the others.
 fn header_vars<'a>(
     request: &'a Request,
-    params: &'a [WsgiParam],
+    replacing: &'a [WsgiParam],
 ) -> impl Iterator<
     Item = (
         &'a ngx_table_elt_t,
@@ -273,7 +274,7 @@ fn header_vars<'a>(
 > {
     headers(request).enumerate().filter_map(move |(i, header)| {
         let name = header.key.as_bytes();
-        let replaced = params.iter().any(|p| {
+        let replaced = replacing.iter().any(|p| {
             p.key
                 .as_bytes()
                 .strip_prefix(b"HTTP_")
@@ -390,8 +391,12 @@ fn encode_packet(
         }
     }
     let pass_headers = conf.upstream.pass_request_headers != 0;
+    let replacing = match conf.replaces_headers {
+        true => params,
+        false => &[],
+    };
     if pass_headers {
-        for (header, repeats) in header_vars(request, params) {
+        for (header, repeats) in header_vars(request, replacing) {
             let name = header.key.as_bytes();
             let joined: usize = repeats.map(|e| 2 + e.value.len).sum();
             size += 4 + 5 + name.len() + field(header.value.len + joined, name)?;
@@ -419,7 +424,7 @@ fn encode_packet(
         }
     }
     if pass_headers {
-        for (header, repeats) in header_vars(request, params) {
+        for (header, repeats) in header_vars(request, replacing) {
             let name = header.key.as_bytes();
             let joined: usize = repeats.clone().map(|e| 2 + e.value.len).sum();
             w.header_key(name);
