@@ -171,7 +171,8 @@ def test_requests_queued_or_on_their_way_at_a_sigterm_stop_are_answered(daemon):
     """One request thread, busy with a 1 s request when SIGTERM comes. Waiting for it:
     three connections in the listen queue with their requests sent, and a kept-alive
     connection whose next request is sent just after the stop. Each is answered 200 with
-    `Connection: close`; a connection tried after the stop is refused."""
+    `Connection: close`; a connection tried during the stop does not begin, and is
+    refused once the daemon is gone."""
     import http.client
     port = free_port()
     d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "1",
@@ -190,6 +191,10 @@ def test_requests_queued_or_on_their_way_at_a_sigterm_stop_are_answered(daemon):
     d.signal(signal.SIGTERM)
     time.sleep(0.1)
     kept.request("GET", "/sleep?seconds=0")
+    # A connection tried during the stop does not begin (its SYN is dropped).
+    with pytest.raises(TimeoutError):
+        socket.create_connection(("127.0.0.1", port), timeout=0.3)
+    assert d.proc.poll() is None, "still stopping: the connection was not taken"
     answers = []
     for conn in [slow, *queued, kept]:
         response = conn.getresponse()
@@ -197,9 +202,27 @@ def test_requests_queued_or_on_their_way_at_a_sigterm_stop_are_answered(daemon):
         answers.append((response.status, response.getheader("Connection")))
     assert answers[1:] == [(200, "close")] * 4, answers
     assert answers[0][0] == 200, answers
-    # Its SYN is not taken: sent again a second later, it finds the daemon gone.
+    assert d.wait_exit() == 0
+    # Tried again once the daemon is gone, it is refused.
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def test_a_request_sent_just_after_a_sigterm_on_an_idle_connection_is_answered(daemon):
+    """Every thread is idle when SIGTERM comes; a kept-alive client sends its next
+    request a tenth of a second later: answered, with `Connection: close`."""
+    import http.client
+    port = free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "2",
+               ready=("127.0.0.1", port))
+    kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    kept.request("GET", "/sleep?seconds=0")
+    assert kept.getresponse().read()
+    d.signal(signal.SIGTERM)
+    time.sleep(0.1)
+    kept.request("GET", "/sleep?seconds=0")
+    response = kept.getresponse()
+    assert (response.status, response.getheader("Connection"), response.read().isdigit()) == (200, "close", True)
     assert d.wait_exit() == 0
 
 

@@ -200,12 +200,26 @@ def test_requests_queued_or_on_their_way_at_a_sigterm_stop_are_answered(ka_daemo
             return False
 
     wait_for(refused, 2, "new connections refused as the daemon stops")
+    assert d.proc.poll() is None, "refused by the stopping daemon, not because it is gone"
     answers = []
     for conn in [slow, *queued, kept]:
         response = http.client.HTTPResponse(conn.sock)
         response.begin()
         answers.append((response.status, response.read().isdigit(), conn.closed_by_peer()))
     assert answers == [(200, True, True)] * 5, answers
+    assert d.wait_exit(10) == 0
+
+
+def test_a_request_sent_just_after_a_sigterm_on_an_idle_connection_is_answered(ka_daemon, app_sock):
+    """The worker is idle when SIGTERM comes; nginx sends a request on its cached
+    connection a tenth of a second later: answered, and the connection then closed."""
+    d, _ = ka_daemon
+    kept = UwsgiConnection(app_sock)
+    kept.request("/pid")
+    d.signal(signal.SIGTERM)
+    time.sleep(0.1)
+    response, body = kept.request("/pid")
+    assert (response.status, body.isdigit(), kept.closed_by_peer()) == (200, True, True)
     assert d.wait_exit(10) == 0
 
 

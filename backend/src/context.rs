@@ -19,7 +19,7 @@ use crate::wsgi::WsgiApp;
 /// already, before it is closed. A client that sends its requests one after another gets
 /// its next one answered (with `Connection: close`) instead of finding the connection
 /// closed under it; an idle one delays the stop by this much.
-pub const IDLE_AT_STOP: std::time::Duration = std::time::Duration::from_millis(250);
+pub const LINGER_AT_STOP: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What every request thread of a worker shares.
 pub struct WorkerContext {
@@ -93,26 +93,31 @@ impl ThreadContext {
 impl WorkerContext {
     /// Whether this worker goes away while the others serve on (the master replaces it, or
     /// `max-requests`): its idle connections are then handed over, not closed.
+    /// SIGTERM overrides both: when the whole daemon stops, nobody would take what is
+    /// handed over.
     pub fn retiring(&self) -> bool {
-        self.handover.retiring() || self.requests.recycled()
+        !self.closing() && (self.handover.retiring() || self.requests.recycled())
     }
 
-    /// Whether this worker stops with nobody to hand its connections to (SIGTERM: the
-    /// daemon stops, or the master lets this worker go). A request that has come is
-    /// still answered, its response says `Connection: close`, and an idle connection is
-    /// closed once nothing came on it for [`IDLE_AT_STOP`].
+    /// Whether this worker closes its connections as it stops (SIGTERM: the daemon
+    /// stops, the master lets an idle worker go, a graceful harakiri), rather than
+    /// handing them over. A request that has come is still answered, its response says
+    /// the connection ends, and an idle connection is closed once nothing came on it for
+    /// [`LINGER_AT_STOP`]. When the master closed the listeners (the daemon stops:
+    /// `listeners::taking_no_more`), the connections in their queues are answered too.
     pub fn closing(&self) -> bool {
-        self.requests.stopping() && !self.retiring()
+        self.requests.closing()
     }
 
     /// Counts a request about to be read, against `max-requests`
-    /// ([`RequestClock::admit`]); as the worker closes, one that has come is admitted
-    /// within the limit without recycling the worker.
+    /// ([`RequestClock::admit`]); as the worker closes, one that has come is answered
+    /// whatever the count.
     pub fn admit_request(&self) -> bool {
-        match self.closing() {
-            true => self.requests.admit_at_stop(),
-            false => self.requests.admit(),
+        if self.closing() {
+            self.requests.admit_at_stop();
+            return true;
         }
+        self.requests.admit()
     }
 
     /// `limit-post`: why a body of at least `length` bytes is refused, if it is.

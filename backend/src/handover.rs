@@ -152,6 +152,20 @@ impl Incoming {
     }
 }
 
+impl Incoming {
+    /// The next connection handed over if one is waiting now.
+    pub fn try_next(&mut self) -> io::Result<Option<Taken>> {
+        loop {
+            match take(self.socket.get_ref(), &mut self.buf) {
+                Ok(Some(taken)) => return Ok(Some(taken)),
+                Ok(None) => continue, // not a connection: the next message
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
 /// A connection taken over: its protocol, the socket, its peer's name and the bytes read
 /// of its next request.
 pub type Taken = (Protocol, Conn, String, Vec<u8>);

@@ -1,7 +1,7 @@
 //! Binding the listening sockets, and handing them to a re-executed master on reload.
 
 use std::net::{TcpListener, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -28,6 +28,14 @@ impl ListeningSocket {
         match self {
             ListeningSocket::Unix(l) => l.set_nonblocking(true),
             ListeningSocket::Tcp(l) => l.set_nonblocking(true),
+        }
+    }
+
+    /// Another descriptor for the same socket.
+    pub fn try_clone_fd(&self) -> std::io::Result<OwnedFd> {
+        match self {
+            ListeningSocket::Unix(l) => l.as_fd().try_clone_to_owned(),
+            ListeningSocket::Tcp(l) => l.as_fd().try_clone_to_owned(),
         }
     }
 
@@ -419,7 +427,8 @@ fn set_cloexec(fd: RawFd, on: bool) -> anyhow::Result<()> {
 /// Names the sockets systemd passed, one address a line (a unix socket's is its path):
 /// they stay as they are when the daemon stops, since the .socket unit still listens on
 /// them (`vacuum` leaves their files, a stop leaves their queues). In the environment, so
-/// a reloaded master image knows them too.
+/// a reloaded master image knows them too; it named unix paths alone once, and keeps its
+/// name so that an image reloaded from such a build still reads it.
 const SYSTEMD_PATHS_ENV: &str = "NGX_WSGI_SYSTEMD_SOCKET_PATHS";
 
 fn remember_passed(addr: &ListenAddr) {
@@ -450,11 +459,16 @@ fn passed_by_systemd(addr: &ListenAddr) -> bool {
 /// workers to take and answer (`worker.rs`). Closing it with connections queued would
 /// reset them, requests sent and all.
 ///
-/// - TCP: a socket filter that drops every packet. A client's SYN is dropped and sent again
-///   after a second: it then finds the next daemon listening, or none (refused).
+/// - TCP: a socket filter that drops a SYN (a packet without ACK), so that no handshake
+///   begins; the ACK that completes one begun already passes, and its connection joins
+///   the queue. The client's kernel sends the SYN again (after 1 s, then 2 s more, ...):
+///   a SYN sent after the daemon has exited is refused, or taken by the next daemon if
+///   one listens by then. nginx in front waits so (`uwsgi_connect_timeout`), where it
+///   used to see its request reset at the exit.
 /// - Unix: `shutdown(SHUT_RD)`, after which Linux refuses a `connect()` at once.
 ///
 /// A socket systemd passed is left as it is: its queue waits for the next daemon.
+/// [`taking_no_more`] tells the workers which listeners this closed.
 pub fn stop_taking_connections(listener: &BoundListener) -> std::io::Result<()> {
     if passed_by_systemd(&listener.spec.addr) {
         return Ok(());
@@ -464,19 +478,27 @@ pub fn stop_taking_connections(listener: &BoundListener) -> std::io::Result<()> 
             socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read)
         }
         ListeningSocket::Tcp(socket) => {
-            // Classic BPF, one instruction: return 0, keep none of the packet.
-            let mut drop_all = [libc::sock_filter {
-                code: (libc::BPF_RET | libc::BPF_K) as u16,
-                jt: 0,
+            // Classic BPF on the TCP header: keep a packet with ACK set, drop the others.
+            let op = |code: u32, jt: u8, k: u32| libc::sock_filter {
+                code: code as u16,
+                jt,
                 jf: 0,
-                k: 0,
-            }];
-            let program = libc::sock_fprog {
-                len: 1,
-                filter: drop_all.as_mut_ptr(),
+                k,
             };
-            // SAFETY: `program` points to `drop_all`, one valid instruction, for the length
-            // of the call (the kernel copies it); the descriptor is our open TCP listener.
+            const TCP_FLAGS: u32 = 13;
+            const ACK: u32 = 0x10;
+            let mut drop_syns = [
+                op(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, TCP_FLAGS),
+                op(libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K, 1, ACK),
+                op(libc::BPF_RET | libc::BPF_K, 0, 0),
+                op(libc::BPF_RET | libc::BPF_K, 0, u32::MAX),
+            ];
+            let program = libc::sock_fprog {
+                len: drop_syns.len() as u16,
+                filter: drop_syns.as_mut_ptr(),
+            };
+            // SAFETY: `program` points to `drop_syns`, valid instructions, for the length
+            // of the call (the kernel copies them); the descriptor is our open TCP listener.
             let rc = unsafe {
                 libc::setsockopt(
                     socket.as_raw_fd(),
@@ -491,6 +513,43 @@ pub fn stop_taking_connections(listener: &BoundListener) -> std::io::Result<()> 
                 _ => Err(std::io::Error::last_os_error()),
             }
         }
+    }
+}
+
+/// Whether the master closed this listener to new connections as the daemon stops
+/// ([`stop_taking_connections`]): a stopping worker then answers what is in its queue,
+/// which nothing else would. A listener still open (a worker stopped alone, a socket
+/// systemd passed) keeps its queue for the workers that serve on, or the next daemon.
+pub fn taking_no_more(listener: BorrowedFd<'_>) -> bool {
+    match socket2::SockRef::from(&listener).domain() {
+        Ok(Domain::UNIX) => {
+            // Linux reports a listener shut for reading as POLLRDHUP (which nix's poll
+            // does not know, and would drop).
+            let mut fd = libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: one pollfd, ours for the call; a zero timeout.
+            let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+            ready == 1 && fd.revents & libc::POLLRDHUP != 0
+        }
+        Ok(_) => {
+            // With no room for it, getsockopt says how long the attached filter is.
+            let mut len: libc::socklen_t = 0;
+            // SAFETY: a null buffer of length 0: the kernel writes only `len`.
+            let rc = unsafe {
+                libc::getsockopt(
+                    listener.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_GET_FILTER,
+                    std::ptr::null_mut(),
+                    &mut len,
+                )
+            };
+            rc == 0 && len > 0
+        }
+        Err(_) => false,
     }
 }
 

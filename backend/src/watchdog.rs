@@ -71,6 +71,9 @@ pub struct RequestClock {
     /// starts (so requests the other threads would begin meanwhile go elsewhere).
     started: AtomicU64,
     recycled: AtomicBool,
+    /// SIGTERM came: the worker closes (`WorkerContext::closing`), whatever else made it
+    /// stop before or after.
+    closing: AtomicBool,
     /// `harakiri-graceful-timeout` and `-signal`: what harakiri sends before SIGKILL.
     graceful: Option<(Duration, Signal)>,
     /// `min-worker-lifetime`: max-requests and the memory limits wait until the worker
@@ -118,6 +121,7 @@ impl RequestClock {
             min_lifetime: Duration::from_secs(config.min_worker_lifetime),
             started: AtomicU64::new(0),
             recycled: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             user_armed: AtomicBool::new(false),
             thread_started: AtomicBool::new(false),
             threads: (0..config.threads)
@@ -193,16 +197,22 @@ impl RequestClock {
         false
     }
 
-    /// Counts a request that has come on a connection as the worker stops with nobody to
-    /// hand it to (`WorkerContext::closing`): admitted within `max-requests`. Unlike
-    /// [`RequestClock::admit`] it does not recycle the worker, which is going anyway.
-    pub fn admit_at_stop(&self) -> bool {
-        let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
-        if n <= self.max_requests || self.born.elapsed() < self.min_lifetime {
-            return true;
-        }
-        self.started.fetch_sub(1, Ordering::Relaxed);
-        false
+    /// Counts a request that has come on a connection as the worker closes: it is
+    /// answered, `max-requests` or not, since nobody else would (the worker goes anyway).
+    pub fn admit_at_stop(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// SIGTERM: the worker stops and closes its connections once their requests are
+    /// answered (see `WorkerContext::closing`).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(true);
+    }
+
+    /// Whether SIGTERM came.
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
     }
 
     /// Whether the worker is stopping (a stop signal, a retirement, max-requests, ...).

@@ -4,6 +4,7 @@
 //! No request crosses threads, so serving one costs no hand-off. Signals: SIGTERM stops
 //! accepting and lets in-flight requests finish; SIGINT and SIGQUIT exit at once.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -74,7 +75,7 @@ pub fn run(
             .context("cannot start a request thread")?;
         threads.push(thread);
     }
-    spawn_signal_thread(stop_tx, config.clone(), handover)?;
+    spawn_signal_thread(stop_tx, requests.clone(), config.clone(), handover)?;
     if config.py_autoreload > 0 {
         let every = std::time::Duration::from_secs(config.py_autoreload);
         let files = config.wsgi_file.iter().cloned().collect();
@@ -123,10 +124,16 @@ fn serve_thread(
         .enable_all()
         .build()
         .context("cannot start the I/O runtime")?;
+    // Looked at when the worker stops: whether the master closed them.
+    let listeners = sockets
+        .iter()
+        .map(|(_, socket, _)| socket.try_clone_fd())
+        .collect::<std::io::Result<Vec<_>>>()?;
     runtime.block_on(async move {
         let in_flight = Arc::new(InFlight::default());
         let mut loops = vec![tokio::spawn(handover_loop(
             handed_over,
+            listeners,
             ctx.clone(),
             stop_rx.clone(),
             in_flight.clone(),
@@ -168,6 +175,7 @@ fn serve_thread(
 /// request thread is busy in the app.
 fn spawn_signal_thread(
     stop_tx: watch::Sender<bool>,
+    requests: Arc<RequestClock>,
     config: Config,
     handover: Arc<Handover>,
 ) -> anyhow::Result<()> {
@@ -186,7 +194,7 @@ fn spawn_signal_thread(
                 match signal {
                     SIGTERM => {
                         tracing::info!("SIGTERM: finishing in-flight requests, then exiting");
-                        let _ = stop_tx.send(true);
+                        requests.close();
                     }
                     SIGUSR1 => {
                         tracing::info!(
@@ -243,21 +251,45 @@ async fn http_accept_loop(
         });
         head_read
     };
+    // Once the worker stops, and if the master closed the listener as the daemon stops:
+    // the connections in its queue, which would be reset at exit. They are taken as
+    // before, by a free thread, one at a time, until none is left.
+    let drains =
+        |listener: &Listener| ctx.closing() && crate::listeners::taking_no_more(listener.as_fd());
+    let mut draining = false;
     loop {
-        // Only a free thread takes a new connection: one taken while the app runs here
-        // (or streams a body) would wait for it, where another thread, or another
-        // worker, could serve it now.
-        let free_then_accept = async {
+        let accepted = if draining {
             drop(ctx.app_slot().await);
-            accept(&listener, &name, ctx.so_keepalive).await
-        };
-        let accepted = tokio::select! {
-            biased;
-            _ = stopped(&mut stop_rx) => break,
-            accepted = free_then_accept => accepted,
+            match accept_queued(&listener, &name, ctx.so_keepalive) {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                accepted => accepted,
+            }
+        } else {
+            // Only a free thread takes a new connection: one taken while the app runs
+            // here (or streams a body) would wait for it, where another thread, or another
+            // worker, could serve it now.
+            let free_then_accept = async {
+                drop(ctx.app_slot().await);
+                accept(&listener, &name, ctx.so_keepalive).await
+            };
+            tokio::select! {
+                biased;
+                _ = stopped(&mut stop_rx) => {
+                    draining = drains(&listener);
+                    match draining {
+                        true => continue,
+                        false => break,
+                    }
+                }
+                accepted = free_then_accept => accepted,
+            }
         };
         let (conn, peer) = match accepted {
             Ok(accepted) => accepted,
+            Err(err) if draining => {
+                tracing::error!("accept() on \"{name}\" as the worker stops failed: {err}");
+                break;
+            }
             Err(err) => {
                 // EMFILE and friends: say so and keep serving the connections we have.
                 tracing::error!("accept() on \"{name}\" failed: {err}");
@@ -269,23 +301,20 @@ async fn http_accept_loop(
         // As a uWSGI thread reads the request it accepted before it accepts another: the
         // next connection is taken once this one's request head is in (its request then
         // holds the thread, above), it ended, or socket-timeout passed.
+        let head_in = tokio::time::timeout(ctx.head_timeout, head_read);
+        if draining {
+            let _ = head_in.await;
+            continue;
+        }
         tokio::select! {
             biased;
-            _ = stopped(&mut stop_rx) => break,
-            _ = tokio::time::timeout(ctx.head_timeout, head_read) => {}
-        }
-    }
-    // The listener takes no new connection now (`listeners::stop_taking_connections`).
-    // If nobody serves after this worker, the connections in its queue are answered
-    // rather than reset when it closes.
-    while ctx.closing() {
-        match accept_queued(&listener, &name, ctx.so_keepalive) {
-            Ok((conn, peer)) => drop(serve(conn, peer)),
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(err) => {
-                tracing::error!("accept() on \"{name}\" as the worker stops failed: {err}");
-                break;
+            _ = stopped(&mut stop_rx) => {
+                draining = drains(&listener);
+                if !draining {
+                    break;
+                }
             }
+            _ = head_in => {}
         }
     }
     Ok(())
@@ -294,6 +323,15 @@ async fn http_accept_loop(
 enum Listener {
     Unix(tokio::net::UnixListener),
     Tcp(tokio::net::TcpListener),
+}
+
+impl std::os::fd::AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Listener::Unix(l) => l.as_fd(),
+            Listener::Tcp(l) => l.as_fd(),
+        }
+    }
 }
 
 /// Accepts a connection and names its peer for log lines: the client address over TCP,
@@ -356,6 +394,7 @@ fn tcp_conn(
 /// the worker stops; each is served as the slow path serves a kept-alive connection.
 async fn handover_loop(
     receive: std::os::fd::OwnedFd,
+    listeners: Vec<std::os::fd::OwnedFd>,
     ctx: Arc<ThreadContext>,
     stop_rx: watch::Receiver<bool>,
     in_flight: Arc<InFlight>,
@@ -364,17 +403,36 @@ async fn handover_loop(
     let mut stop_watch = stop_rx.clone();
     let stop = stopped(&mut stop_watch);
     tokio::pin!(stop);
+    // Once the worker stops, if the whole daemon does (the master closed the listeners):
+    // what is left in the queue, which no worker would take any more.
+    let mut draining = false;
     loop {
         // Only a free thread takes one: the others wait in the shared queue (held by the
         // master too, so a worker killed meanwhile loses none) for the first that is.
         let free_then_take = async {
             drop(ctx.app_slot().await);
-            incoming.next().await
+            match draining {
+                true => incoming.try_next(),
+                false => incoming.next().await.map(Some),
+            }
         };
-        let (protocol, conn, peer, head) = tokio::select! {
-            biased;
-            _ = &mut stop => return Ok(()),
-            taken = free_then_take => taken?,
+        let taken = match draining {
+            true => free_then_take.await?,
+            false => tokio::select! {
+                biased;
+                _ = &mut stop => {
+                    draining = ctx.closing()
+                        && listeners.iter().any(|l| crate::listeners::taking_no_more(l.as_fd()));
+                    match draining {
+                        true => continue,
+                        false => return Ok(()),
+                    }
+                }
+                taken = free_then_take => taken?,
+            },
+        };
+        let Some((protocol, conn, peer, head)) = taken else {
+            return Ok(()); // none left, or the worker stops and others take them
         };
         tracing::debug!("{peer}: connection taken over from a retiring worker");
         let guard = in_flight.enter();

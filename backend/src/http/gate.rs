@@ -52,6 +52,8 @@ pub struct Gate {
     /// [`GatedConn::follow`]), or its count could not be trusted: reads pass from then
     /// on, and the connection no longer moves.
     pinned: AtomicBool,
+    /// A request was admitted on the connection (or came with one that was).
+    admitted_any: AtomicBool,
     /// The next request's first bytes are in (the connection is readable) and wait for the
     /// thread: as the worker closes, the serve loop keeps the connection for them.
     waiting: AtomicBool,
@@ -67,6 +69,7 @@ impl Gate {
             active: AtomicUsize::new(0),
             admitted: Mutex::new(None),
             pinned: AtomicBool::new(false),
+            admitted_any: AtomicBool::new(false),
             waiting: AtomicBool::new(false),
             writing: AtomicBool::new(false),
         })
@@ -95,6 +98,11 @@ impl Gate {
     /// hyper holds bytes of a response it could not write yet.
     pub fn writing(&self) -> bool {
         self.writing.load(Ordering::SeqCst)
+    }
+
+    /// Whether a request was admitted on the connection yet.
+    pub fn admitted_any(&self) -> bool {
+        self.admitted_any.load(Ordering::SeqCst)
     }
 
     /// Between requests, the next one's bytes have come and wait for the thread.
@@ -256,10 +264,10 @@ impl GatedConn {
         }
         // A retiring worker's connections go to the workers that serve on, this request
         // with them.
-        let admitted = !self.ctx.requests.stopping() || !self.ctx.retiring();
+        let may_admit = !self.ctx.requests.stopping() || !self.ctx.retiring();
         // Refused: Pending with no waker of its own is enough, because refusing means the
         // worker's stop was sent already, and the serve loop polls that stop.
-        if !(admitted && self.ctx.admit_request()) {
+        if !(may_admit && self.ctx.admit_request()) {
             // Not this worker's to serve: the bytes go back, and its stop makes the serve
             // loop hand the connection over with them (or close it if nobody takes it).
             let read = buf.filled()[before..].to_vec();
@@ -269,6 +277,7 @@ impl GatedConn {
             return Poll::Pending;
         }
         self.gate.active.fetch_add(1, Ordering::SeqCst);
+        self.gate.admitted_any.store(true, Ordering::SeqCst);
         *self.gate.admitted() = Some(permit);
         // An admission read starts a request: if the stream is not between requests here
         // (bytes read to drain a body the app left, say), the count cannot be trusted.

@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::conn::{AsyncConn, PrefixedConn};
-use crate::context::{ThreadContext, WorkerContext, IDLE_AT_STOP};
+use crate::context::{ThreadContext, WorkerContext, LINGER_AT_STOP};
 use crate::outcome::Outcome;
 use crate::reqlog::{RequestLine, Vars};
 use crate::wsgi::input::{Body, WsgiInput};
@@ -45,7 +45,7 @@ const MEMORY_BODY_LIMIT: usize = 1 << 20;
 /// over to the serving workers if this one retires (reload, recycling: a close there
 /// would race with the client's next request, which would be lost). If nobody takes it
 /// (the daemon stops), requests that come on it are answered with `Connection: close`,
-/// and it is closed once idle for [`IDLE_AT_STOP`]: a client that had sent its next
+/// and it is closed once idle for [`LINGER_AT_STOP`]: a client that had sent its next
 /// request as the stop came does not find the connection closed under it.
 pub async fn serve(
     conn: AsyncConn,
@@ -66,6 +66,8 @@ pub async fn serve(
     };
     // Listed with the thread from the start: between requests the mover may take it.
     let entry = ctx.thread.list(conn.as_fd(), Protocol::Http, &peer);
+    // Accepted here, not handed over: its first request may still be on its way.
+    let fresh = head_in.is_some();
     let gate = Gate::new(entry.clone());
     let head_in = std::sync::Mutex::new(head_in);
     let service = {
@@ -101,7 +103,8 @@ pub async fn serve(
     let stop = crate::process::stopped(&mut stop_rx);
     tokio::pin!(stop);
     let mut stop_seen = false;
-    // As the worker closes: when this connection, idle since, is closed.
+    // As the worker closes: when this connection, idle since, is closed. A connection
+    // just accepted has `socket-timeout` for its first request, as always.
     let mut linger: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let result = std::future::poll_fn(|cx| loop {
         if let Poll::Ready(result) = connection.poll_without_shutdown(cx) {
@@ -123,8 +126,12 @@ pub async fn serve(
                 linger = None;
                 return Poll::Pending;
             }
+            let wait = match fresh && !gate.admitted_any() {
+                true => ctx.head_timeout,
+                false => LINGER_AT_STOP,
+            };
             let linger = linger
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(IDLE_AT_STOP)))
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(wait)))
                 .as_mut();
             if linger.poll(cx).is_pending() {
                 return Poll::Pending;
@@ -238,7 +245,7 @@ async fn handle(
             let permit = ctx.app_slot().await;
             // Served here even past max-requests: hyper read it with the one before, and
             // no other worker could be given it.
-            ctx.requests.admit();
+            let _ = ctx.admit_request();
             permit
         }
     };
@@ -290,14 +297,14 @@ async fn handle(
         }
         response
     });
-    Ok(closing_if_stopping(&ctx, response))
+    Ok(ending_if_closing(&ctx, response))
 }
 
-/// A response written while the worker stops with nobody to hand its connections to (the
-/// daemon stops) says `Connection: close`, so a kept-alive client does not send its next
-/// request on a connection about to close. A retiring worker (reload, max-requests, ...)
-/// hands its idle connections over instead, and keeps them alive.
-fn closing_if_stopping(ctx: &WorkerContext, response: Response<WsgiBody>) -> Response<WsgiBody> {
+/// A response written while the worker closes ([`WorkerContext::closing`]) says
+/// `Connection: close`, so a kept-alive client does not send its next request on a
+/// connection about to close. A retiring worker (reload, max-requests, ...) hands its
+/// idle connections over instead, and keeps them alive.
+fn ending_if_closing(ctx: &WorkerContext, response: Response<WsgiBody>) -> Response<WsgiBody> {
     match ctx.closing() {
         true => closing(response),
         false => response,

@@ -26,7 +26,7 @@ use uwsgi_proto::{parse_request_head, HeadError, HeaderError, KeepAlive, Request
 use response::{UwsgiWriter, DRAIN_LIMIT};
 
 use crate::conn::{Conn, ConnReader, UwsgiConn};
-use crate::context::{InFlight, ThreadContext, WorkerContext, IDLE_AT_STOP};
+use crate::context::{InFlight, ThreadContext, WorkerContext, LINGER_AT_STOP};
 use crate::idle::Waited;
 use crate::outcome::Outcome;
 use crate::reqlog::{RequestLine, Vars};
@@ -97,7 +97,7 @@ pub async fn accept_loop(
             ready = listener.readable() => ready?,
         };
         match ready.try_io(|l| l.get_ref().accept(&unix_peer, ctx.so_keepalive)) {
-            Ok(Ok((conn, peer))) => take(conn, peer, &ctx, &stop_rx, &in_flight).await,
+            Ok(Ok((conn, peer))) => serve_accepted(conn, peer, &ctx, &stop_rx, &in_flight).await,
             Ok(Err(err)) => {
                 // EMFILE and friends: say so and keep serving the connections we have.
                 tracing::error!("accept() on \"{name}\" failed: {err}");
@@ -106,25 +106,28 @@ pub async fn accept_loop(
             Err(_would_block) => {}
         }
     }
-    // The listener takes no new connection now (`listeners::stop_taking_connections`).
-    // If nobody serves after this worker, the connections in its queue are answered
-    // rather than reset when it closes.
-    while ctx.closing() {
+    // If the master closed the listener as the daemon stops: the connections in its
+    // queue, which would be reset at exit, until none is left.
+    if !(ctx.closing() && crate::listeners::taking_no_more(listener.as_fd())) {
+        return Ok(());
+    }
+    loop {
+        // A free thread takes the next: the others, in this worker or another, take theirs.
+        drop(ctx.app_slot().await);
         match listener.get_ref().accept(&unix_peer, ctx.so_keepalive) {
-            Ok((conn, peer)) => take(conn, peer, &ctx, &stop_rx, &in_flight).await,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Ok((conn, peer)) => serve_accepted(conn, peer, &ctx, &stop_rx, &in_flight).await,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(err) => {
                 tracing::error!("accept() on \"{name}\" as the worker stops failed: {err}");
-                break;
+                return Ok(());
             }
         }
     }
-    Ok(())
 }
 
 /// Serves a connection just accepted: at once if its request head is in (the fast path),
 /// else in a task of its own.
-async fn take(
+async fn serve_accepted(
     conn: Conn,
     peer: String,
     ctx: &Arc<ThreadContext>,
@@ -324,7 +327,7 @@ async fn next_requests(
                     }
                     Waited::Stopped => {
                         let next = stream.read_available(received);
-                        match tokio::time::timeout(IDLE_AT_STOP, next).await {
+                        match tokio::time::timeout(LINGER_AT_STOP, next).await {
                             Ok(read) => read,
                             Err(_) => return Ended::Closed,
                         }
