@@ -6,8 +6,9 @@
 //! POST with 502. So a retiring worker closes none of them: it passes each idle one, with
 //! whatever it had read of the next request, over a SOCK_SEQPACKET socket pair every
 //! worker shares (the master makes it once and keeps it across reloads), and any serving
-//! worker takes it up as if it had accepted it. On a stop of the whole daemon nobody would
-//! take them: they are closed, as before.
+//! worker takes it up as if it had accepted it. On a stop of the whole daemon the workers
+//! close their connections instead, and take what was left in the queue
+//! (`worker.rs::handover_loop`).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -160,7 +161,11 @@ impl Incoming {
                 Ok(Some(taken)) => return Ok(Some(taken)),
                 Ok(None) => continue, // not a connection: the next message
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(err) => return Err(err),
+                Err(err) => {
+                    // As `next` does; and the thread goes on to its other stopping work.
+                    tracing::error!("taking a handed-over connection: {err}");
+                    return Ok(None);
+                }
             }
         }
     }

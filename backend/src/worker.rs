@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use tokio::sync::watch;
 
 use crate::conn::AsyncConn;
-use crate::context::{InFlight, ThreadContext, WorkerContext};
+use crate::context::{InFlight, ThreadContext, WorkerContext, LINGER_AT_STOP};
 use crate::handover::{Handover, HandoverSockets};
 use crate::idle::RequestThreads;
 use crate::listeners::{BoundListener, ListeningSocket};
@@ -298,14 +298,17 @@ async fn http_accept_loop(
             }
         };
         let head_read = serve(conn, peer);
+        // Draining: the next once this one's request head is in, as below, but a
+        // connection that sends nothing (a browser's preconnection) holds up the others
+        // no longer than it may linger itself.
+        if draining {
+            let _ = tokio::time::timeout(LINGER_AT_STOP, head_read).await;
+            continue;
+        }
         // As a uWSGI thread reads the request it accepted before it accepts another: the
         // next connection is taken once this one's request head is in (its request then
         // holds the thread, above), it ended, or socket-timeout passed.
         let head_in = tokio::time::timeout(ctx.head_timeout, head_read);
-        if draining {
-            let _ = head_in.await;
-            continue;
-        }
         tokio::select! {
             biased;
             _ = stopped(&mut stop_rx) => {

@@ -100,11 +100,12 @@ pub async fn serve(
     // When the worker stops: whether the connection was idle then (no request read or
     // answered on it), so that it can be handed over.
     let mut idle_at_stop = None;
+    // For a request refused as the worker retired and left here by a SIGTERM (below).
+    let stop_rx_then = stop_rx.clone();
     let stop = crate::process::stopped(&mut stop_rx);
     tokio::pin!(stop);
     let mut stop_seen = false;
-    // As the worker closes: when this connection, idle since, is closed. A connection
-    // just accepted has `socket-timeout` for its first request, as always.
+    // As the worker closes: when this connection, idle since, is closed.
     let mut linger: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let result = std::future::poll_fn(|cx| loop {
         if let Poll::Ready(result) = connection.poll_without_shutdown(cx) {
@@ -126,8 +127,10 @@ pub async fn serve(
                 linger = None;
                 return Poll::Pending;
             }
+            // A connection just accepted may have its first request on the way, one
+            // retransmission late (200 ms or more): it has longer.
             let wait = match fresh && !gate.admitted_any() {
-                true => ctx.head_timeout,
+                true => 4 * LINGER_AT_STOP,
                 false => LINGER_AT_STOP,
             };
             let linger = linger
@@ -163,9 +166,9 @@ pub async fn serve(
     // Idle when the worker stopped, or closed by hyper with the head of a request admitted
     // but not complete yet (it is in `read_buf`): another worker serves it.
     let unserved = idle_at_stop == Some(true) || gate.admission_pending();
+    // In stream order: what hyper read and did not use, then what it had not read yet.
+    let received = [&parts.read_buf[..], io.unread_prefix()];
     if result.is_ok() && unserved && retiring {
-        // In stream order: what hyper read and did not use, then what it had not read yet.
-        let received = [&parts.read_buf[..], io.unread_prefix()];
         match ctx
             .handover
             .give(&io.conn, Protocol::Http, &peer, &received)
@@ -178,6 +181,14 @@ pub async fn serve(
                 tracing::warn!("{peer}: cannot hand the idle connection over ({err}); closed")
             }
         }
+    }
+    // The worker retired and refused a request, to be handed over with the connection;
+    // then SIGTERM came, and nobody would take it now: it is served here, as a connection
+    // handed over would be.
+    if result.is_ok() && unserved && ctx.closing() && received.iter().any(|r| !r.is_empty()) {
+        let received = received.concat();
+        let again = serve(io.conn, received, peer, ctx, stop_rx_then, None);
+        return Box::pin(again).await;
     }
     let _ = socket2::SockRef::from(&io.conn).shutdown(std::net::Shutdown::Write);
 }
