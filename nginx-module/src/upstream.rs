@@ -463,37 +463,46 @@ fn create_request_body(request: &mut Request) -> ngx_int_t {
     };
     let pool = request.pool().as_ptr();
     let no_buffering = request.as_ref().request_body_no_buffering() != 0;
-    // SAFETY: buffers and chain links come from the request pool; the body chain is the
-    // one nginx read, copied link by link as ngx_http_uwsgi_create_request does.
-    unsafe {
-        let cl = ngx_alloc_chain_link(pool);
-        if cl.is_null() {
-            return NGX_ERROR as ngx_int_t;
+    // SAFETY: a chain link from the request pool, or null.
+    let Some(head) = (unsafe { ngx_alloc_chain_link(pool).as_mut() }) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    head.buf = b;
+    head.next = ptr::null_mut();
+    let first: *mut ngx_chain_t = head;
+    // SAFETY: the packet's buffer, made above in the request pool.
+    let mut last_buf = unsafe { &mut *b };
+    let mut last = head;
+    // SAFETY: the request's upstream, made by the content handler.
+    let u = unsafe { &mut *upstream(request) };
+    if !no_buffering && conf.upstream.pass_request_body != 0 {
+        // The body nginx read, link by link, each buffer copied (the upstream moves its
+        // positions as it sends), as ngx_http_uwsgi_create_request does.
+        let mut body = u.request_bufs;
+        // SAFETY: nginx's chain of the request body: its links, null-terminated.
+        while let Some(link) = unsafe { body.as_ref() } {
+            // SAFETY: a buffer and a link from the request pool, or nulls.
+            let (copy, next) = unsafe {
+                (
+                    (ngx_palloc(pool, mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t).as_mut(),
+                    ngx_alloc_chain_link(pool).as_mut(),
+                )
+            };
+            let (Some(copy), Some(next)) = (copy, next) else {
+                return NGX_ERROR as ngx_int_t;
+            };
+            // SAFETY: every link of the body chain has a buffer.
+            *copy = unsafe { *link.buf };
+            next.buf = copy;
+            next.next = ptr::null_mut();
+            last.next = next;
+            last = next;
+            last_buf = copy;
+            body = link.next;
         }
-        (*cl).buf = b;
-        let u = &mut *upstream(request);
-        let mut last = cl;
-        let mut last_buf: *mut ngx_buf_t = b;
-        if !no_buffering && conf.upstream.pass_request_body != 0 {
-            let mut body = u.request_bufs;
-            while !body.is_null() {
-                let copy = ngx_palloc(pool, mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
-                let link = ngx_alloc_chain_link(pool);
-                if copy.is_null() || link.is_null() {
-                    return NGX_ERROR as ngx_int_t;
-                }
-                ptr::copy_nonoverlapping((*body).buf, copy, 1);
-                (*link).buf = copy;
-                (*last).next = link;
-                last = link;
-                last_buf = copy;
-                body = (*body).next;
-            }
-        }
-        u.request_bufs = cl;
-        (*last_buf).set_flush(1);
-        (*last).next = ptr::null_mut();
     }
+    u.request_bufs = first;
+    last_buf.set_flush(1);
     NGX_OK as ngx_int_t
 }
 
