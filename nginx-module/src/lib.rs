@@ -993,52 +993,54 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
         conf.replaces_headers = prev.replaces_headers;
         return NGX_CONF_OK;
     }
-    // SAFETY: cf is valid; both arrays hold WsgiParam, allocated in the config pool.
-    unsafe {
-        let user: &[WsgiParam] = if conf.user_params.is_null() {
-            &[]
-        } else {
-            (*conf.user_params).as_slice::<WsgiParam>()
+    // SAFETY: this level's wsgi_param array, of WsgiParam, in the configuration pool.
+    let user: &[WsgiParam] = match unsafe { conf.user_params.as_ref() } {
+        // SAFETY: as above.
+        Some(array) => unsafe { array.as_slice::<WsgiParam>() },
+        None => &[],
+    };
+    conf.replaces_headers = user.iter().any(|p| p.key.as_bytes().starts_with(b"HTTP_"));
+    for (name, value, skip_empty) in DEFAULT_PARAMS {
+        if user.iter().any(|u| u.key.as_bytes() == name.as_bytes()) {
+            continue;
+        }
+        let key = ngx_str_t {
+            len: name.len(),
+            data: name.as_ptr() as *mut u8,
         };
-        conf.replaces_headers = user.iter().any(|p| p.key.as_bytes().starts_with(b"HTTP_"));
-        for (name, value, skip_empty) in DEFAULT_PARAMS {
-            if user.iter().any(|u| u.key.as_bytes() == name.as_bytes()) {
-                continue;
-            }
-            let key = ngx_str_t {
-                len: name.len(),
-                data: name.as_ptr() as *mut u8,
-            };
-            let value = ngx_str_t {
-                len: value.len(),
-                data: value.as_ptr() as *mut u8,
-            };
-            if !push_param(cf, &mut conf.params, key, value, *skip_empty) {
-                return NGX_CONF_ERROR;
-            }
+        let value = ngx_str_t {
+            len: value.len(),
+            data: value.as_ptr() as *mut u8,
+        };
+        // SAFETY: cf is the configuration being merged; conf.params is null or an array
+        // of WsgiParam made by push_param.
+        if !unsafe { push_param(cf, &mut conf.params, key, value, *skip_empty) } {
+            return NGX_CONF_ERROR;
         }
+    }
+    if conf.params.is_null() {
+        // SAFETY: cf is the configuration being merged, with its pool.
+        conf.params =
+            unsafe { ngx_array_create((*cf).pool, user.len().max(1), mem::size_of::<WsgiParam>()) };
         if conf.params.is_null() {
-            conf.params =
-                ngx_array_create((*cf).pool, user.len().max(1), mem::size_of::<WsgiParam>());
-            if conf.params.is_null() {
-                return NGX_CONF_ERROR;
-            }
+            return NGX_CONF_ERROR;
         }
-        for param in user {
-            let slot = ngx_array_push(conf.params) as *mut WsgiParam;
-            if slot.is_null() {
-                return NGX_CONF_ERROR;
-            }
-            ptr::write(
-                slot,
-                WsgiParam {
-                    key: param.key,
-                    value: param.value,
-                    skip_empty: param.skip_empty,
-                    variable: param.variable,
-                },
-            );
+    }
+    for param in user {
+        // SAFETY: conf.params is an array of WsgiParam: room for one more.
+        let slot = unsafe { ngx_array_push(conf.params) } as *mut WsgiParam;
+        if slot.is_null() {
+            return NGX_CONF_ERROR;
         }
+        // SAFETY: the new element, written once here.
+        unsafe {
+            slot.write(WsgiParam {
+                key: param.key,
+                value: param.value,
+                skip_empty: param.skip_empty,
+                variable: param.variable,
+            })
+        };
     }
     NGX_CONF_OK
 }
