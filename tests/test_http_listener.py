@@ -192,6 +192,7 @@ def test_requests_queued_or_on_their_way_at_a_sigterm_stop_are_answered(daemon):
     time.sleep(0.1)
     kept.request("GET", "/sleep?seconds=0")
     # A connection tried during the stop does not begin (its SYN is dropped).
+    d.wait_log("SIGTERM: finishing in-flight requests")  # the worker's: the master is done
     with pytest.raises(TimeoutError):
         socket.create_connection(("127.0.0.1", port), timeout=0.3)
     assert d.proc.poll() is None, "still stopping: the connection was not taken"

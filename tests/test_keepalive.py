@@ -210,6 +210,33 @@ def test_requests_queued_or_on_their_way_at_a_sigterm_stop_are_answered(ka_daemo
     assert d.wait_exit(10) == 0
 
 
+def test_a_tcp_socket_queue_is_answered_at_a_sigterm_stop(daemon):
+    """The same over TCP (`socket = 127.0.0.1:PORT`, nginx on another host, say): with the
+    only thread busy when SIGTERM comes, two queued connections are answered, and a
+    connection tried during the stop does not begin."""
+    from conftest import free_port
+    port = free_port()
+    d = daemon("--socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py", ready=("127.0.0.1", port))
+    slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+    slow.sendall(packet(request_vars("/sleep")))
+    time.sleep(0.2)
+    queued = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    for conn in queued:
+        conn.sendall(packet(request_vars("/pid")))
+    d.signal(signal.SIGTERM)
+    d.wait_log("SIGTERM: finishing in-flight requests")  # the worker's: the master is done
+    with pytest.raises(TimeoutError):
+        socket.create_connection(("127.0.0.1", port), timeout=0.3)
+    assert d.proc.poll() is None, "still stopping: the connection was not taken"
+    answers = []
+    for conn in [slow, *queued]:
+        response = http.client.HTTPResponse(conn)
+        response.begin()
+        answers.append((response.status, response.read().isdigit()))
+    assert answers == [(200, True)] * 3, answers
+    assert d.wait_exit(10) == 0
+
+
 def test_a_request_sent_just_after_a_sigterm_on_an_idle_connection_is_answered(ka_daemon, app_sock):
     """The worker is idle when SIGTERM comes; nginx sends a request on its cached
     connection a tenth of a second later: answered, and the connection then closed."""
