@@ -208,75 +208,98 @@ unsafe fn reuse_connections(
     upstream: *mut ngx_http_upstream_srv_conf_t,
     connections: &str,
 ) -> Result<(), String> {
-    // SAFETY: the caller's guarantees; every pointer read below is a module or
-    // configuration structure nginx keeps for the life of the configuration.
-    unsafe {
-        if !(*upstream).srv_conf.is_null() {
-            // An `upstream` block (its keepalive is the user's choice), or another
-            // wsgi_app with the same socket already did this.
-            return Ok(());
-        }
-        let pool = (*cf).pool;
-        let keepalive = &raw mut ngx_http_upstream_keepalive_module;
-        let slots = ngx_pcalloc(pool, ngx_http_max_module * mem::size_of::<*mut c_void>())
-            as *mut *mut c_void;
-        if slots.is_null() {
-            return Err("out of memory".into());
-        }
-        *slots.add(ngx_http_upstream_module.ctx_index) = upstream as *mut c_void;
-        let module_ctx = (*keepalive).ctx as *mut ngx_http_module_t;
-        let create = (*module_ctx)
-            .create_srv_conf
-            .ok_or("the keepalive module has no server configuration")?;
-        let keepalive_conf = create(cf);
-        if keepalive_conf.is_null() {
-            return Err("out of memory".into());
-        }
-        *slots.add((*keepalive).ctx_index) = keepalive_conf;
-        let mut command = (*keepalive).commands;
-        while (*command).name.len != 0 && (*command).name.as_bytes() != b"keepalive" {
-            command = command.add(1);
-        }
-        let set = (*command)
-            .set
-            .ok_or("this nginx has no \"keepalive\" directive")?;
-        let args = ngx_array_create(pool, 2, mem::size_of::<ngx_str_t>());
-        if args.is_null() {
-            return Err("out of memory".into());
-        }
-        // The words live in the configuration pool: the handler may keep pointers to them.
-        for word in ["keepalive", connections] {
-            let data = ngx_pnalloc(pool, word.len()) as *mut u8;
-            if data.is_null() {
-                return Err("out of memory".into());
-            }
-            ptr::copy_nonoverlapping(word.as_ptr(), data, word.len());
-            let slot = ngx_array_push(args) as *mut ngx_str_t;
-            if slot.is_null() {
-                return Err("out of memory".into());
-            }
-            *slot = ngx_str_t {
-                len: word.len(),
-                data,
-            };
-        }
-        (*upstream).srv_conf = slots;
-        let http = (*cf).ctx as *mut ngx_http_conf_ctx_t;
-        let mut block = ngx_http_conf_ctx_t {
-            main_conf: (*http).main_conf,
-            srv_conf: slots,
-            loc_conf: (*http).loc_conf,
-        };
-        let mut in_block = *cf;
-        in_block.args = args;
-        in_block.ctx = &mut block as *mut ngx_http_conf_ctx_t as *mut c_void;
-        let rv = set(&mut in_block, command, keepalive_conf);
-        if rv.is_null() {
-            Ok(())
-        } else {
-            Err(core::ffi::CStr::from_ptr(rv).to_string_lossy().into_owned())
-        }
+    // SAFETY: per the caller, the upstream just added, in the configuration pool.
+    let upstream = unsafe { &mut *upstream };
+    if !upstream.srv_conf.is_null() {
+        // An `upstream` block (its keepalive is the user's choice), or another wsgi_app
+        // with the same socket already did this.
+        return Ok(());
     }
+    // SAFETY: per the caller, the configuration being parsed.
+    let pool = unsafe { (*cf).pool };
+    // SAFETY: nginx's keepalive module, which nothing writes to while configuring.
+    let keepalive = unsafe { (&raw const ngx_http_upstream_keepalive_module).as_ref() }
+        .ok_or("no keepalive module")?;
+    // SAFETY: read-only after nginx counted the modules, before any configuration.
+    let (modules, upstream_index) =
+        unsafe { (ngx_http_max_module, ngx_http_upstream_module.ctx_index) };
+    // A server configuration slot for each HTTP module, as an `upstream` block has.
+    // SAFETY: a zeroed array in the configuration pool, or null.
+    let slots =
+        unsafe { ngx_pcalloc(pool, modules * mem::size_of::<*mut c_void>()) } as *mut *mut c_void;
+    if slots.is_null() {
+        return Err("out of memory".into());
+    }
+    // SAFETY: the array has a slot per HTTP module, and nothing else refers to it yet.
+    let slots = unsafe { core::slice::from_raw_parts_mut(slots, modules) };
+    slots[upstream_index] = ptr::from_mut(upstream).cast();
+    // SAFETY: an HTTP module's context is its ngx_http_module_t.
+    let module_ctx = unsafe { &*(keepalive.ctx as *const ngx_http_module_t) };
+    let create = module_ctx
+        .create_srv_conf
+        .ok_or("the keepalive module has no server configuration")?;
+    // SAFETY: the module's own constructor, given the configuration being parsed.
+    let keepalive_conf = unsafe { create(cf) };
+    if keepalive_conf.is_null() {
+        return Err("out of memory".into());
+    }
+    slots[keepalive.ctx_index] = keepalive_conf;
+    let mut command = keepalive.commands;
+    let set = loop {
+        // SAFETY: the module's commands, an array ended by one with an empty name.
+        let this = unsafe { &*command };
+        if this.name.len == 0 {
+            return Err("this nginx has no \"keepalive\" directive".into());
+        }
+        if this.name.as_bytes() == b"keepalive" {
+            break this
+                .set
+                .ok_or("the \"keepalive\" directive has no handler")?;
+        }
+        command = command.wrapping_add(1);
+    };
+    // SAFETY: an array of two ngx_str_t in the configuration pool, or null.
+    let args = unsafe { ngx_array_create(pool, 2, mem::size_of::<ngx_str_t>()) };
+    if args.is_null() {
+        return Err("out of memory".into());
+    }
+    // The words live in the configuration pool: the handler may keep pointers to them.
+    for word in ["keepalive", connections] {
+        // SAFETY: room for the word in the configuration pool, or null.
+        let data = unsafe { ngx_pnalloc(pool, word.len()) } as *mut u8;
+        // SAFETY: the args array of ngx_str_t: room for one more, or null.
+        let slot = unsafe { (ngx_array_push(args) as *mut ngx_str_t).as_mut() };
+        let (false, Some(slot)) = (data.is_null(), slot) else {
+            return Err("out of memory".into());
+        };
+        // SAFETY: `data` has room for the word's bytes, and is nothing else's.
+        unsafe { core::slice::from_raw_parts_mut(data, word.len()) }
+            .copy_from_slice(word.as_bytes());
+        *slot = ngx_str_t {
+            len: word.len(),
+            data,
+        };
+    }
+    upstream.srv_conf = slots.as_mut_ptr();
+    // SAFETY: per the caller, the configuration being parsed, in the http block.
+    let (http, mut in_block) = unsafe { (&*((*cf).ctx as *const ngx_http_conf_ctx_t), *cf) };
+    let mut block = ngx_http_conf_ctx_t {
+        main_conf: http.main_conf,
+        srv_conf: upstream.srv_conf,
+        loc_conf: http.loc_conf,
+    };
+    in_block.args = args;
+    in_block.ctx = ptr::from_mut(&mut block).cast();
+    // SAFETY: the directive's handler, run as nginx runs it in an `upstream` block: the
+    // configuration with its words, the command, and the module's server configuration.
+    let rv = unsafe { set(&mut in_block, command, keepalive_conf) };
+    if rv.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null result of a directive handler is its NUL-terminated message.
+    Err(unsafe { core::ffi::CStr::from_ptr(rv) }
+        .to_string_lossy()
+        .into_owned())
 }
 
 /// The checks between the daemon's config and the merged location; `false` fails the
