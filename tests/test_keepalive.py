@@ -158,6 +158,33 @@ def test_idle_connections_are_closed_after_the_idle_timeout(ka_daemon, app_sock)
     assert "[error]" not in ka_daemon[0].log(), "closing an idle connection is not an error"
 
 
+def test_a_request_sent_right_behind_a_body_is_served_next(ka_daemon, app_sock):
+    """A body longer than the first read leaves its end in the socket; the read of that
+    end takes what follows too (the next request, when a client sends it at once), and
+    keeps it for the next request: both are answered, in order, on the one connection."""
+    conn = UwsgiConnection(app_sock)
+    conn.request("/pid")  # kept alive from now: its next request is read 8 KiB at first
+    body = os.urandom(20_000)
+    first = packet(request_vars("/echo", "POST", body_length=len(body), extra=KEEPALIVE)) + body
+    conn.sock.sendall(first + packet(request_vars("/pid", extra=KEEPALIVE)))
+    # Read raw: both answers may come in one read, which http.client would not share.
+    data = b""
+    answers = []
+    while len(answers) < 2:
+        if b"\r\n\r\n" in data:
+            head, rest = data.split(b"\r\n\r\n", 1)
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            if len(rest) >= length:
+                answers.append((head.split(b"\r\n")[0], rest[:length]))
+                data = rest[length:]
+                continue
+        chunk = conn.sock.recv(65536)
+        assert chunk, f"closed after {len(answers)} answers"
+        data += chunk
+    assert answers[0] == (b"HTTP/1.1 200 OK", body)
+    assert answers[1][0] == b"HTTP/1.1 200 OK" and answers[1][1].isdigit(), answers[1]
+
+
 def test_graceful_stop_closes_idle_connections_soon(ka_daemon, app_sock):
     """An idle connection stays open a quarter of a second for a request nginx may have
     sent as the stop came (below), then is closed: the stop does not wait for it."""

@@ -76,12 +76,6 @@ impl Conn {
         Ok(())
     }
 
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: read_uninit writes only bytes read(2) returns, so `buf` stays
-        // initialized.
-        self.read_uninit(unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) })
-    }
-
     /// Reads into memory that may not be initialized yet, as `read` does.
     fn read_uninit(&self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
         let fd = self.as_fd();
@@ -146,17 +140,37 @@ impl AsFd for AsyncConn {
 }
 
 /// Reads the request body from a shared connection.
-pub struct ConnReader(pub Arc<Conn>);
+pub struct ConnReader {
+    conn: Arc<Conn>,
+    /// Body bytes still in the socket.
+    left: u64,
+}
+
+impl ConnReader {
+    /// A reader of the `left` body bytes still in the socket.
+    pub fn new(conn: Arc<Conn>, left: u64) -> ConnReader {
+        ConnReader { conn, left }
+    }
+}
 
 impl Read for ConnReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
+        // SAFETY: read_uninit writes only bytes it returns as read, so `buf` stays
+        // initialized.
+        let buf = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+        crate::wsgi::input::BodyRead::read_uninit(self, buf)
     }
 }
 
 impl crate::wsgi::input::BodyRead for ConnReader {
     fn read_uninit(&mut self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
-        self.0.read_uninit(buf)
+        let read = match &*self.conn {
+            // The body's end on a kept-alive connection: read with room past it.
+            Conn::Registered(conn) if buf.len() as u64 == self.left => conn.read_body_end(buf),
+            conn => conn.read_uninit(buf),
+        }?;
+        self.left = self.left.saturating_sub(read as u64);
+        Ok(read)
     }
 }
 
@@ -190,7 +204,7 @@ impl AsyncConn {
 /// only. Its responses go out with writev straight to the socket (`Conn::write_parts`), so
 /// a write wakes nobody (tokio's streams register for writing too, and each response then
 /// cost an epoll_wait that woke for EPOLLOUT alone).
-pub struct UwsgiConn(AsyncFd<OwnedFd>);
+pub struct UwsgiConn(AsyncFd<OwnedFd>, std::sync::Mutex<Vec<u8>>);
 
 impl UwsgiConn {
     /// Registers a connection with the runtime (once: a registered one stays as it is).
@@ -210,7 +224,7 @@ impl UwsgiConn {
         // long as it is registered.
         let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
             .map_err(|err| err.into_parts().1)?;
-        Ok(Arc::new(UwsgiConn(fd)))
+        Ok(Arc::new(UwsgiConn(fd, std::sync::Mutex::default())))
     }
 
     /// Waits until the runtime says the connection is readable (or was, and no read
@@ -264,6 +278,53 @@ impl UwsgiConn {
             }
         }
         read
+    }
+
+    /// Reads the last bytes of a request body into `body`, and in the same system call
+    /// what follows them into a buffer of the connection's ([`UwsgiConn::take_read_ahead`]):
+    /// a read that fills neither says the socket is drained ([`UwsgiConn::drained`]). A
+    /// body read to its exact end would leave the next wait to find that out with a read
+    /// returning EAGAIN, one wasted system call per request with a body.
+    pub fn read_body_end(&self, body: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+        let mut ahead = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        ahead.reserve(READ_ROOM);
+        let filled = ahead.len();
+        let spare = ahead.spare_capacity_mut();
+        let iov = [
+            libc::iovec {
+                iov_base: body.as_mut_ptr().cast(),
+                iov_len: body.len(),
+            },
+            libc::iovec {
+                iov_base: spare.as_mut_ptr().cast(),
+                iov_len: spare.len(),
+            },
+        ];
+        let room = body.len() + spare.len();
+        let fd = self.as_fd();
+        let read = when_ready(fd, nix::poll::PollFlags::POLLIN, || {
+            // SAFETY: both buffers are valid for writes of their lengths for the call, and
+            // readv(2) writes only the bytes it returns as read, in order.
+            let read = unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), 2) };
+            match read {
+                -1 => Err(io::Error::last_os_error()),
+                read => Ok(read as usize),
+            }
+        })?;
+        if read > body.len() {
+            // SAFETY: readv initialized that many bytes of the spare capacity.
+            unsafe { ahead.set_len(filled + read - body.len()) };
+        }
+        if read > 0 && read < room {
+            self.drained();
+        }
+        Ok(read.min(body.len()))
+    }
+
+    /// What [`UwsgiConn::read_body_end`] read past a request's body: the start of the
+    /// next request.
+    pub fn take_read_ahead(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.1.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// A read came back short: the socket had no more, so the runtime's "readable" is

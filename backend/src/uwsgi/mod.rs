@@ -555,7 +555,7 @@ fn run_request(
         let prefix = received[body_start..body_end].to_vec();
         let mut body = Body::new(
             prefix,
-            Box::new(ConnReader(conn.clone())),
+            Box::new(ConnReader::new(conn.clone(), unread_after_head)),
             head.content_length,
         );
         // A body over the drain limit may be left unread: the response writer then says
@@ -624,7 +624,11 @@ fn run_request(
     }
     // Bytes past this request's body are the start of the next one.
     let conn = Arc::into_inner(conn)?;
-    Some((conn, received[body_end..].to_vec()))
+    let mut next = received[body_end..].to_vec();
+    if let Conn::Registered(stream) = &conn {
+        next.extend(stream.take_read_ahead());
+    }
+    Some((conn, next))
 }
 
 /// The request's log line, when one is written. `head` is the response's header count
