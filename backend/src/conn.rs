@@ -166,7 +166,9 @@ impl crate::wsgi::input::BodyRead for ConnReader {
     fn read_uninit(&mut self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
         let read = match &*self.conn {
             // The body's end on a kept-alive connection: read with room past it.
-            Conn::Registered(conn) if buf.len() as u64 == self.left => conn.read_body_end(buf),
+            Conn::Registered(conn) if self.left > 0 && buf.len() as u64 == self.left => {
+                conn.read_body_end(buf)
+            }
             conn => conn.read_uninit(buf),
         }?;
         self.left = self.left.saturating_sub(read as u64);
@@ -321,10 +323,12 @@ impl UwsgiConn {
         Ok(read.min(body.len()))
     }
 
-    /// What [`UwsgiConn::read_body_end`] read past a request's body: the start of the
-    /// next request.
-    pub fn take_read_ahead(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.1.lock().unwrap_or_else(|e| e.into_inner()))
+    /// What [`UwsgiConn::read_body_end`] read past a request's body, if anything: the
+    /// start of the next request. The buffer stays with the connection when empty, for
+    /// the next body's end.
+    pub fn take_read_ahead(&self) -> Option<Vec<u8>> {
+        let mut ahead = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        (!ahead.is_empty()).then(|| std::mem::take(&mut *ahead))
     }
 
     /// A read came back short: the socket had no more, so the runtime's "readable" is

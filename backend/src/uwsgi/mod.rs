@@ -625,8 +625,11 @@ fn run_request(
     // Bytes past this request's body are the start of the next one.
     let conn = Arc::into_inner(conn)?;
     let mut next = received[body_end..].to_vec();
-    if let Conn::Registered(stream) = &conn {
-        next.extend(stream.take_read_ahead());
+    if let Some(ahead) = match &conn {
+        Conn::Registered(stream) => stream.take_read_ahead(),
+        _ => None,
+    } {
+        next.extend_from_slice(&ahead);
     }
     Some((conn, next))
 }
