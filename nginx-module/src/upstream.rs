@@ -825,32 +825,49 @@ fn append_to_pipe_input(p: &mut ngx_event_pipe_t, cl: &mut ngx_chain_t) {
     p.last_in = &mut cl.next;
 }
 
+/// Runs a buffered-mode body filter on a buffer nginx's event pipe read. An empty buffer,
+/// or one after the upstream is done, is nothing to filter; bytes that come when the body
+/// is complete (`p.length` 0) are logged with `past_end` and dropped, and the connection
+/// is not reused.
+fn pipe_filter(
+    p: *mut ngx_event_pipe_t,
+    buf: *mut ngx_buf_t,
+    (callback, past_end): (&str, &str),
+    filter: fn(&mut Request, &mut ngx_event_pipe_t, &mut ngx_buf_t) -> ngx_int_t,
+) -> ngx_int_t {
+    guarded(pipe_request(p), callback, |request| {
+        // SAFETY: nginx's event pipe calls its filter with itself and a buffer it read,
+        // neither referenced elsewhere during the call.
+        let (p, buf) = unsafe { (&mut *p, &mut *buf) };
+        if buf.pos == buf.last || p.upstream_done() != 0 {
+            return NGX_OK as ngx_int_t;
+        }
+        if p.length == 0 {
+            log_error(request, past_end);
+            // SAFETY: the request's upstream, made by the content handler.
+            unsafe { (*upstream(request)).set_keepalive(0) };
+            p.set_upstream_done(1);
+            return NGX_OK as ngx_int_t;
+        }
+        filter(request, p, buf)
+    })
+}
+
 /// The buffered-mode body filter: passes the bytes on, and once a Content-Length body is
 /// complete hands the connection back for reuse (the proxy module's copy filter).
 extern "C" fn buffered_copy_filter(p: *mut ngx_event_pipe_t, buf: *mut ngx_buf_t) -> ngx_int_t {
-    guarded(pipe_request(p), "buffered_copy_filter", |request| {
-        // SAFETY: nginx's event pipe calls this with itself and a buffer it read, neither
-        // referenced elsewhere during the call.
-        let (p, buf) = unsafe { (&mut *p, &mut *buf) };
-        buffered_copy_filter_body(request, p, buf)
-    })
+    let names = ("buffered_copy_filter", PAST_CONTENT_LENGTH);
+    pipe_filter(p, buf, names, buffered_copy_filter_body)
 }
+
+const PAST_CONTENT_LENGTH: &str = "upstream sent more data than its Content-Length";
+const PAST_LAST_CHUNK: &str = "upstream sent data after the final chunk";
 
 fn buffered_copy_filter_body(
     request: &mut Request,
     p: &mut ngx_event_pipe_t,
     buf: &mut ngx_buf_t,
 ) -> ngx_int_t {
-    if buf.pos == buf.last || p.upstream_done() != 0 {
-        return NGX_OK as ngx_int_t;
-    }
-    if p.length == 0 {
-        log_error(request, "upstream sent more data than its Content-Length");
-        // SAFETY: the request's upstream, made by the content handler.
-        unsafe { (*upstream(request)).set_keepalive(0) };
-        p.set_upstream_done(1);
-        return NGX_OK as ngx_int_t;
-    }
     // As ngx_event_pipe_copy_input_filter: a buffer of the pipe's that shadows `buf`.
     let Some((cl, b)) = free_link(p.pool, &mut p.free) else {
         return NGX_ERROR as ngx_int_t;
@@ -867,7 +884,7 @@ fn buffered_copy_filter_body(
     }
     let size = span(b.pos, b.last);
     if size > p.length {
-        log_error(request, "upstream sent more data than its Content-Length");
+        log_error(request, PAST_CONTENT_LENGTH);
         b.last = b.pos.wrapping_add(p.length as usize);
         p.set_upstream_done(1);
         return NGX_OK as ngx_int_t;
@@ -886,20 +903,37 @@ fn buffered_copy_filter_body(
 /// bookkeeping as [`buffered_copy_filter`] on the upstream's own buffer, into which nginx
 /// has just read `bytes` more.
 extern "C" fn non_buffered_copy_filter(data: *mut c_void, bytes: isize) -> ngx_int_t {
-    guarded(data.cast(), "non_buffered_copy_filter", |request| {
-        non_buffered_copy_filter_body(request, bytes)
+    let names = ("non_buffered_copy_filter", PAST_CONTENT_LENGTH);
+    upstream_filter(data, bytes, names, non_buffered_copy_filter_body)
+}
+
+/// Runs an unbuffered-mode body filter on the `bytes` nginx just read into the upstream's
+/// buffer. Bytes that come when the body is complete (`u.length` 0) are logged with
+/// `past_end` and dropped, and the connection is not reused.
+fn upstream_filter(
+    data: *mut c_void,
+    bytes: isize,
+    (callback, past_end): (&str, &str),
+    filter: fn(&mut Request, &mut ngx_http_upstream_t, isize) -> ngx_int_t,
+) -> ngx_int_t {
+    guarded(data.cast(), callback, |request| {
+        // SAFETY: the request's upstream, made by the content handler.
+        let u = unsafe { &mut *upstream(request) };
+        if u.length == 0 {
+            log_error(request, past_end);
+            u.set_keepalive(0);
+            return NGX_OK as ngx_int_t;
+        }
+        filter(request, u, bytes)
     })
 }
 
-fn non_buffered_copy_filter_body(request: &mut Request, bytes: isize) -> ngx_int_t {
+fn non_buffered_copy_filter_body(
+    request: &mut Request,
+    u: &mut ngx_http_upstream_t,
+    bytes: isize,
+) -> ngx_int_t {
     let pool = request.pool().as_ptr();
-    // SAFETY: the request's upstream, made by the content handler.
-    let u = unsafe { &mut *upstream(request) };
-    if u.length == 0 {
-        log_error(request, "upstream sent more data than its Content-Length");
-        u.set_keepalive(0);
-        return NGX_OK as ngx_int_t;
-    }
     // As ngx_http_upstream_non_buffered_filter: a buffer on the bytes just read.
     let Some((cl, out)) = free_link(pool, &mut u.free_bufs) else {
         return NGX_ERROR as ngx_int_t;
@@ -915,7 +949,7 @@ fn non_buffered_copy_filter_body(request: &mut Request, bytes: isize) -> ngx_int
         return NGX_OK as ngx_int_t;
     }
     if bytes as i64 > u.length {
-        log_error(request, "upstream sent more data than its Content-Length");
+        log_error(request, PAST_CONTENT_LENGTH);
         out.last = out.pos.wrapping_add(u.length as usize);
         u.length = 0;
         return NGX_OK as ngx_int_t;
@@ -932,11 +966,8 @@ fn non_buffered_copy_filter_body(request: &mut Request, bytes: isize) -> ngx_int
 /// last chunk is read hands the connection back for reuse (the proxy module's chunked
 /// filter).
 extern "C" fn buffered_chunked_filter(p: *mut ngx_event_pipe_t, buf: *mut ngx_buf_t) -> ngx_int_t {
-    guarded(pipe_request(p), "buffered_chunked_filter", |request| {
-        // SAFETY: as in buffered_copy_filter.
-        let (p, buf) = unsafe { (&mut *p, &mut *buf) };
-        buffered_chunked_filter_body(request, p, buf)
-    })
+    let names = ("buffered_chunked_filter", PAST_LAST_CHUNK);
+    pipe_filter(p, buf, names, buffered_chunked_filter_body)
 }
 
 fn buffered_chunked_filter_body(
@@ -944,20 +975,10 @@ fn buffered_chunked_filter_body(
     p: &mut ngx_event_pipe_t,
     buf: &mut ngx_buf_t,
 ) -> ngx_int_t {
-    if buf.pos == buf.last || p.upstream_done() != 0 {
-        return NGX_OK as ngx_int_t;
-    }
     // SAFETY: no other reference to the context is alive during this call.
     let Some(ctx) = (unsafe { request_ctx(request) }) else {
         return NGX_ERROR as ngx_int_t;
     };
-    if p.length == 0 {
-        log_error(request, "upstream sent data after the final chunk");
-        // SAFETY: the request's upstream, made by the content handler.
-        unsafe { (*upstream(request)).set_keepalive(0) };
-        p.set_upstream_done(1);
-        return NGX_OK as ngx_int_t;
-    }
     // Each chunk's data gets a buffer of the pipe's, and they shadow one another: `buf`
     // the first, each the next, the last `buf` again (as the proxy module's filter).
     let mut last_data: Option<&mut ngx_buf_t> = None;
@@ -1000,7 +1021,7 @@ fn buffered_chunked_filter_body(
             let u = unsafe { &mut *upstream(request) };
             let mut keep = reusable(ctx.server_keeps_alive, u);
             if buf.pos != buf.last {
-                log_error(request, "upstream sent data after the final chunk");
+                log_error(request, PAST_LAST_CHUNK);
                 keep = false;
             }
             u.set_keepalive(keep as u32);
@@ -1030,24 +1051,20 @@ fn buffered_chunked_filter_body(
 /// The unbuffered-mode filter for a chunked body, on the upstream's own buffer, into
 /// which nginx has just read `bytes` more.
 extern "C" fn non_buffered_chunked_filter(data: *mut c_void, bytes: isize) -> ngx_int_t {
-    guarded(data.cast(), "non_buffered_chunked_filter", |request| {
-        non_buffered_chunked_filter_body(request, bytes)
-    })
+    let names = ("non_buffered_chunked_filter", PAST_LAST_CHUNK);
+    upstream_filter(data, bytes, names, non_buffered_chunked_filter_body)
 }
 
-fn non_buffered_chunked_filter_body(request: &mut Request, bytes: isize) -> ngx_int_t {
+fn non_buffered_chunked_filter_body(
+    request: &mut Request,
+    u: &mut ngx_http_upstream_t,
+    bytes: isize,
+) -> ngx_int_t {
     let pool = request.pool().as_ptr();
     // SAFETY: no other reference to the context is alive during this call.
     let Some(ctx) = (unsafe { request_ctx(request) }) else {
         return NGX_ERROR as ngx_int_t;
     };
-    // SAFETY: the request's upstream, made by the content handler.
-    let u = unsafe { &mut *upstream(request) };
-    if u.length == 0 {
-        log_error(request, "upstream sent data after the final chunk");
-        u.set_keepalive(0);
-        return NGX_OK as ngx_int_t;
-    }
     u.buffer.pos = u.buffer.last;
     u.buffer.last = u.buffer.last.wrapping_offset(bytes);
     let mut end = chain_end(&mut u.out_bufs);
@@ -1080,7 +1097,7 @@ fn non_buffered_chunked_filter_body(request: &mut Request, bytes: isize) -> ngx_
             let mut keep = reusable(ctx.server_keeps_alive, u);
             u.length = 0;
             if u.buffer.pos != u.buffer.last {
-                log_error(request, "upstream sent data after the final chunk");
+                log_error(request, PAST_LAST_CHUNK);
                 keep = false;
             }
             u.set_keepalive(keep as u32);
