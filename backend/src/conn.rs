@@ -140,39 +140,28 @@ impl AsFd for AsyncConn {
 }
 
 /// Reads the request body from a shared connection.
-pub struct ConnReader {
-    conn: Arc<Conn>,
-    /// Body bytes still in the socket.
-    left: u64,
-}
-
-impl ConnReader {
-    /// A reader of the `left` body bytes still in the socket.
-    pub fn new(conn: Arc<Conn>, left: u64) -> ConnReader {
-        ConnReader { conn, left }
-    }
-}
+pub struct ConnReader(pub Arc<Conn>);
 
 impl Read for ConnReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: read_uninit writes only bytes it returns as read, so `buf` stays
         // initialized.
-        let buf = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
-        crate::wsgi::input::BodyRead::read_uninit(self, buf)
+        self.0
+            .read_uninit(unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) })
     }
 }
 
 impl crate::wsgi::input::BodyRead for ConnReader {
     fn read_uninit(&mut self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
-        let read = match &*self.conn {
-            // The body's end on a kept-alive connection: read with room past it.
-            Conn::Registered(conn) if self.left > 0 && buf.len() as u64 == self.left => {
-                conn.read_body_end(buf)
-            }
+        self.0.read_uninit(buf)
+    }
+
+    fn read_end(&mut self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+        match &*self.0 {
+            // On a kept-alive connection: with room past the body.
+            Conn::Registered(conn) => conn.read_body_end(buf),
             conn => conn.read_uninit(buf),
-        }?;
-        self.left = self.left.saturating_sub(read as u64);
-        Ok(read)
+        }
     }
 }
 

@@ -555,7 +555,7 @@ fn run_request(
         let prefix = received[body_start..body_end].to_vec();
         let mut body = Body::new(
             prefix,
-            Box::new(ConnReader::new(conn.clone(), unread_after_head)),
+            Box::new(ConnReader(conn.clone())),
             head.content_length,
         );
         // A body over the drain limit may be left unread: the response writer then says

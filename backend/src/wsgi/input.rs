@@ -36,6 +36,12 @@ pub trait BodyRead: Read + Send + Sync {
         let buf = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
         self.read(buf)
     }
+
+    /// Reads the last bytes of the body, as `read_uninit`: a source may read past them in
+    /// the same call, for its own use (a connection keeps the next request's first bytes).
+    fn read_end(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        self.read_uninit(buf)
+    }
 }
 
 impl BodyRead for io::Empty {}
@@ -116,12 +122,18 @@ impl Body {
     /// Reads the next body bytes from the source into `out` (not past the body): how
     /// many, all initialized, and counted. A read of none is the client gone.
     fn read_source(&mut self, out: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-        // Never past the body: what follows it is the next request.
+        // Never past the body: what follows it is the next request (which a source may
+        // read with the body's end, and keeps: `BodyRead::read_end`).
         let room = out
             .len()
             .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let last = room > 0 && room as u64 == self.remaining;
         let got = loop {
-            match self.source.read_uninit(&mut out[..room]) {
+            let read = match last {
+                true => self.source.read_end(&mut out[..room]),
+                false => self.source.read_uninit(&mut out[..room]),
+            };
+            match read {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other?,
             }
