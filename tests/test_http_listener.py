@@ -167,6 +167,18 @@ def test_nothing_is_lost_through_a_sigterm_stop(daemon):
         {"2xx", "refused"}, True, True), outcomes
 
 
+def daemon_and_kept_alive_connection(daemon, processes):
+    """A daemon on an HTTP socket, and a kept-alive connection that has had one answer."""
+    import http.client
+    port = free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", str(processes),
+               ready=("127.0.0.1", port))
+    kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    kept.request("GET", "/sleep?seconds=0")
+    assert kept.getresponse().read()
+    return d, port, kept
+
+
 def test_requests_queued_or_on_their_way_at_a_sigterm_stop_are_answered(daemon):
     """One request thread, busy with a 1 s request when SIGTERM comes. Waiting for it:
     three connections in the listen queue with their requests sent, and a kept-alive
@@ -174,12 +186,7 @@ def test_requests_queued_or_on_their_way_at_a_sigterm_stop_are_answered(daemon):
     `Connection: close`; a connection tried during the stop does not begin, and is
     refused once the daemon is gone."""
     import http.client
-    port = free_port()
-    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "1",
-               ready=("127.0.0.1", port))
-    kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    kept.request("GET", "/sleep?seconds=0")
-    assert kept.getresponse().read()
+    d, port, kept = daemon_and_kept_alive_connection(daemon, processes=1)
     slow = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     slow.request("GET", "/sleep?seconds=1")
     time.sleep(0.2)
@@ -212,13 +219,7 @@ def test_requests_queued_or_on_their_way_at_a_sigterm_stop_are_answered(daemon):
 def test_a_request_sent_just_after_a_sigterm_on_an_idle_connection_is_answered(daemon):
     """Every thread is idle when SIGTERM comes; a kept-alive client sends its next
     request a tenth of a second later: answered, with `Connection: close`."""
-    import http.client
-    port = free_port()
-    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--processes", "2",
-               ready=("127.0.0.1", port))
-    kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    kept.request("GET", "/sleep?seconds=0")
-    assert kept.getresponse().read()
+    d, _, kept = daemon_and_kept_alive_connection(daemon, processes=2)
     d.signal(signal.SIGTERM)
     time.sleep(0.1)
     kept.request("GET", "/sleep?seconds=0")
