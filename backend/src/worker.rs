@@ -251,45 +251,21 @@ async fn http_accept_loop(
         });
         head_read
     };
-    // Once the worker stops, and if the master closed the listener as the daemon stops:
-    // the connections in its queue, which would be reset at exit. They are taken as
-    // before, by a free thread, one at a time, until none is left.
-    let drains =
-        |listener: &Listener| ctx.closing() && crate::listeners::taking_no_more(listener.as_fd());
-    let mut draining = false;
     loop {
-        let accepted = if draining {
+        // Only a free thread takes a new connection: one taken while the app runs here
+        // (or streams a body) would wait for it, where another thread, or another
+        // worker, could serve it now.
+        let free_then_accept = async {
             drop(ctx.app_slot().await);
-            match accept_queued(&listener, &name, ctx.so_keepalive) {
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
-                accepted => accepted,
-            }
-        } else {
-            // Only a free thread takes a new connection: one taken while the app runs
-            // here (or streams a body) would wait for it, where another thread, or another
-            // worker, could serve it now.
-            let free_then_accept = async {
-                drop(ctx.app_slot().await);
-                accept(&listener, &name, ctx.so_keepalive).await
-            };
-            tokio::select! {
-                biased;
-                _ = stopped(&mut stop_rx) => {
-                    draining = drains(&listener);
-                    match draining {
-                        true => continue,
-                        false => break,
-                    }
-                }
-                accepted = free_then_accept => accepted,
-            }
+            accept(&listener, &name, ctx.so_keepalive).await
+        };
+        let accepted = tokio::select! {
+            biased;
+            _ = stopped(&mut stop_rx) => break,
+            accepted = free_then_accept => accepted,
         };
         let (conn, peer) = match accepted {
             Ok(accepted) => accepted,
-            Err(err) if draining => {
-                tracing::error!("accept() on \"{name}\" as the worker stops failed: {err}");
-                break;
-            }
             Err(err) => {
                 // EMFILE and friends: say so and keep serving the connections we have.
                 tracing::error!("accept() on \"{name}\" failed: {err}");
@@ -298,29 +274,35 @@ async fn http_accept_loop(
             }
         };
         let head_read = serve(conn, peer);
-        // Draining: the next once this one's request head is in, as below, but a
-        // connection that sends nothing (a browser's preconnection) holds up the others
-        // no longer than it may linger itself.
-        if draining {
-            let _ = tokio::time::timeout(LINGER_AT_STOP, head_read).await;
-            continue;
-        }
         // As a uWSGI thread reads the request it accepted before it accepts another: the
         // next connection is taken once this one's request head is in (its request then
         // holds the thread, above), it ended, or socket-timeout passed.
-        let head_in = tokio::time::timeout(ctx.head_timeout, head_read);
         tokio::select! {
             biased;
-            _ = stopped(&mut stop_rx) => {
-                draining = drains(&listener);
-                if !draining {
-                    break;
-                }
-            }
-            _ = head_in => {}
+            _ = stopped(&mut stop_rx) => break,
+            _ = tokio::time::timeout(ctx.head_timeout, head_read) => {}
         }
     }
-    Ok(())
+    // If the master closed the listener as the daemon stops: the connections in its queue,
+    // which would be reset at exit, taken as above (a free thread, one at a time) until
+    // none is left; one that sends nothing (a browser's preconnection) holds up the next
+    // no longer than it may linger itself.
+    if !(ctx.closing() && crate::listeners::taking_no_more(listener.as_fd())) {
+        return Ok(());
+    }
+    loop {
+        drop(ctx.app_slot().await);
+        match accept_queued(&listener, &name, ctx.so_keepalive) {
+            Ok((conn, peer)) => {
+                let _ = tokio::time::timeout(LINGER_AT_STOP, serve(conn, peer)).await;
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(err) => {
+                tracing::error!("accept() on \"{name}\" as the worker stops failed: {err}");
+                return Ok(());
+            }
+        }
+    }
 }
 
 enum Listener {
@@ -399,47 +381,15 @@ async fn handover_loop(
     receive: std::os::fd::OwnedFd,
     listeners: Vec<std::os::fd::OwnedFd>,
     ctx: Arc<ThreadContext>,
-    stop_rx: watch::Receiver<bool>,
+    mut stop_rx: watch::Receiver<bool>,
     in_flight: Arc<InFlight>,
 ) -> anyhow::Result<()> {
     let mut incoming = crate::handover::Incoming::new(receive)?;
-    let mut stop_watch = stop_rx.clone();
-    let stop = stopped(&mut stop_watch);
-    tokio::pin!(stop);
-    // Once the worker stops, if the whole daemon does (the master closed the listeners):
-    // what is left in the queue, which no worker would take any more.
-    let mut draining = false;
-    loop {
-        // Only a free thread takes one: the others wait in the shared queue (held by the
-        // master too, so a worker killed meanwhile loses none) for the first that is.
-        let free_then_take = async {
-            drop(ctx.app_slot().await);
-            match draining {
-                true => incoming.try_next(),
-                false => incoming.next().await.map(Some),
-            }
-        };
-        let taken = match draining {
-            true => free_then_take.await?,
-            false => tokio::select! {
-                biased;
-                _ = &mut stop => {
-                    draining = ctx.closing()
-                        && listeners.iter().any(|l| crate::listeners::taking_no_more(l.as_fd()));
-                    match draining {
-                        true => continue,
-                        false => return Ok(()),
-                    }
-                }
-                taken = free_then_take => taken?,
-            },
-        };
-        let Some((protocol, conn, peer, head)) = taken else {
-            return Ok(()); // none left, or the worker stops and others take them
-        };
+    let task_stop_rx = stop_rx.clone();
+    let serve = |(protocol, conn, peer, head): crate::handover::Taken| {
         tracing::debug!("{peer}: connection taken over from a retiring worker");
         let guard = in_flight.enter();
-        let (ctx, stop_rx) = (ctx.clone(), stop_rx.clone());
+        let (ctx, stop_rx) = (ctx.clone(), task_stop_rx.clone());
         tokio::spawn(async move {
             match protocol {
                 Protocol::Uwsgi => {
@@ -452,8 +402,39 @@ async fn handover_loop(
             }
             drop(guard);
         });
+    };
+    loop {
+        // Only a free thread takes one: the others wait in the shared queue (held by the
+        // master too, so a worker killed meanwhile loses none) for the first that is.
+        let free_then_take = async {
+            drop(ctx.app_slot().await);
+            incoming.next().await
+        };
+        let taken = tokio::select! {
+            biased;
+            _ = stopped(&mut stop_rx) => break,
+            taken = free_then_take => taken?,
+        };
+        serve(taken);
         // Its request first: the next connection waiting goes to whichever thread is free
         // then, this one or another worker's, not to this thread by default.
+        tokio::task::yield_now().await;
+    }
+    // If the whole daemon stops (the master closed the listeners): what is left in the
+    // queue, which no worker would take any more, taken the same way until none is left.
+    if !(ctx.closing()
+        && listeners
+            .iter()
+            .any(|l| crate::listeners::taking_no_more(l.as_fd())))
+    {
+        return Ok(());
+    }
+    loop {
+        drop(ctx.app_slot().await);
+        let Some(taken) = incoming.try_next()? else {
+            return Ok(());
+        };
+        serve(taken);
         tokio::task::yield_now().await;
     }
 }
