@@ -109,17 +109,6 @@ impl WorkerContext {
         self.requests.closing()
     }
 
-    /// Counts a request about to be read, against `max-requests`
-    /// ([`RequestClock::admit`]); as the worker closes, one that has come is answered
-    /// whatever the count.
-    pub fn admit_request(&self) -> bool {
-        if self.closing() {
-            self.requests.admit_at_stop();
-            return true;
-        }
-        self.requests.admit()
-    }
-
     /// `limit-post`: why a body of at least `length` bytes is refused, if it is.
     pub fn refuse_body(&self, length: u64) -> Option<String> {
         let limit = self.limit_post.filter(|limit| length > *limit)?;

@@ -151,20 +151,18 @@ impl Incoming {
             }
         }
     }
-}
 
-impl Incoming {
-    /// The next connection handed over if one is waiting now.
-    pub fn try_next(&mut self) -> io::Result<Option<Taken>> {
+    /// The next connection handed over if one is waiting now (an error is logged, as by
+    /// `next`, and ends the wait as none would).
+    pub fn try_next(&mut self) -> Option<Taken> {
         loop {
             match take(self.socket.get_ref(), &mut self.buf) {
-                Ok(Some(taken)) => return Ok(Some(taken)),
+                Ok(Some(taken)) => return Some(taken),
                 Ok(None) => continue, // not a connection: the next message
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(err) => {
-                    // As `next` does; and the thread goes on to its other stopping work.
                     tracing::error!("taking a handed-over connection: {err}");
-                    return Ok(None);
+                    return None;
                 }
             }
         }

@@ -21,6 +21,15 @@ pub enum ListeningSocket {
     Tcp(TcpListener),
 }
 
+impl AsFd for ListeningSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            ListeningSocket::Unix(l) => l.as_fd(),
+            ListeningSocket::Tcp(l) => l.as_fd(),
+        }
+    }
+}
+
 impl ListeningSocket {
     /// Sets O_NONBLOCK; it belongs to the open file, shared by every worker and thread,
     /// so accept() never blocks in one of them after another won the race.
@@ -28,14 +37,6 @@ impl ListeningSocket {
         match self {
             ListeningSocket::Unix(l) => l.set_nonblocking(true),
             ListeningSocket::Tcp(l) => l.set_nonblocking(true),
-        }
-    }
-
-    /// Another descriptor for the same socket.
-    pub fn try_clone_fd(&self) -> std::io::Result<OwnedFd> {
-        match self {
-            ListeningSocket::Unix(l) => l.as_fd().try_clone_to_owned(),
-            ListeningSocket::Tcp(l) => l.as_fd().try_clone_to_owned(),
         }
     }
 
@@ -479,39 +480,16 @@ pub fn stop_taking_connections(listener: &BoundListener) -> std::io::Result<()> 
         }
         ListeningSocket::Tcp(socket) => {
             // Classic BPF on the TCP header: keep a packet with ACK set, drop the others.
-            let op = |code: u32, jt: u8, k: u32| libc::sock_filter {
-                code: code as u16,
-                jt,
-                jf: 0,
-                k,
-            };
+            use socket2::SockFilter;
+            let op = |code: u32, jt: u8, k: u32| SockFilter::new(code as u16, jt, 0, k);
             const TCP_FLAGS: u32 = 13;
             const ACK: u32 = 0x10;
-            let mut drop_syns = [
+            socket2::SockRef::from(socket).attach_filter(&[
                 op(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, TCP_FLAGS),
                 op(libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K, 1, ACK),
                 op(libc::BPF_RET | libc::BPF_K, 0, 0),
                 op(libc::BPF_RET | libc::BPF_K, 0, u32::MAX),
-            ];
-            let program = libc::sock_fprog {
-                len: drop_syns.len() as u16,
-                filter: drop_syns.as_mut_ptr(),
-            };
-            // SAFETY: `program` points to `drop_syns`, valid instructions, for the length
-            // of the call (the kernel copies them); the descriptor is our open TCP listener.
-            let rc = unsafe {
-                libc::setsockopt(
-                    socket.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_ATTACH_FILTER,
-                    std::ptr::from_ref(&program).cast(),
-                    std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-                )
-            };
-            match rc {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            }
+            ])
         }
     }
 }
@@ -555,16 +533,15 @@ pub fn taking_no_more(listener: BorrowedFd<'_>) -> bool {
 
 /// The unix socket files `--vacuum` removes at exit: those we bound, not systemd's.
 pub fn vacuum_paths(config: &Config) -> Vec<&Path> {
-    let systemd = std::env::var(SYSTEMD_PATHS_ENV).unwrap_or_default();
     config
         .socket
         .iter()
         .chain(&config.http_socket)
         .chain(&config.stats)
+        .filter(|addr| !passed_by_systemd(addr))
         .filter_map(|addr| match addr {
             ListenAddr::Unix(path) => Some(path.as_path()),
             _ => None,
         })
-        .filter(|path| !systemd.lines().any(|passed| Path::new(passed) == *path))
         .collect()
 }

@@ -74,6 +74,8 @@ pub struct RequestClock {
     /// SIGTERM came: the worker closes (`WorkerContext::closing`), whatever else made it
     /// stop before or after.
     closing: AtomicBool,
+    /// And the master had closed the listeners: the whole daemon stops.
+    daemon_stops: AtomicBool,
     /// `harakiri-graceful-timeout` and `-signal`: what harakiri sends before SIGKILL.
     graceful: Option<(Duration, Signal)>,
     /// `min-worker-lifetime`: max-requests and the memory limits wait until the worker
@@ -122,6 +124,7 @@ impl RequestClock {
             started: AtomicU64::new(0),
             recycled: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            daemon_stops: AtomicBool::new(false),
             user_armed: AtomicBool::new(false),
             thread_started: AtomicBool::new(false),
             threads: (0..config.threads)
@@ -178,10 +181,13 @@ impl RequestClock {
     /// `max-requests` stops the worker taking more as it starts (so the other threads do
     /// not begin requests past the limit meanwhile). False when N have started already:
     /// the request goes to another worker if the caller can hand it over.
+    ///
+    /// As the worker closes (SIGTERM), a request that has come is answered whatever the
+    /// count: nobody else would, and the worker goes anyway.
     pub fn admit(&self) -> bool {
         // Relaxed: the count only has to be exact, it orders nothing else.
         let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
-        if n < self.max_requests || self.born.elapsed() < self.min_lifetime {
+        if n < self.max_requests || self.closing() || self.born.elapsed() < self.min_lifetime {
             return true;
         }
         // The Nth, or (past min-worker-lifetime) the first request after it: the worker
@@ -197,15 +203,11 @@ impl RequestClock {
         false
     }
 
-    /// Counts a request that has come on a connection as the worker closes: it is
-    /// answered, `max-requests` or not, since nobody else would (the worker goes anyway).
-    pub fn admit_at_stop(&self) {
-        self.started.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// SIGTERM: the worker stops and closes its connections once their requests are
-    /// answered (see `WorkerContext::closing`).
-    pub fn close(&self) {
+    /// answered (see `WorkerContext::closing`); `daemon_stops`: the master closed the
+    /// listeners first (`listeners::taking_no_more`).
+    pub fn close(&self, daemon_stops: bool) {
+        self.daemon_stops.store(daemon_stops, Ordering::SeqCst);
         self.closing.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
     }
@@ -213,6 +215,12 @@ impl RequestClock {
     /// Whether SIGTERM came.
     pub fn closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Whether SIGTERM came as the whole daemon stops: nobody takes what is queued but
+    /// this worker and the others stopping with it.
+    pub fn daemon_stops(&self) -> bool {
+        self.daemon_stops.load(Ordering::SeqCst)
     }
 
     /// Whether the worker is stopping (a stop signal, a retirement, max-requests, ...).

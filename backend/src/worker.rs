@@ -75,7 +75,9 @@ pub fn run(
             .context("cannot start a request thread")?;
         threads.push(thread);
     }
-    spawn_signal_thread(stop_tx, requests.clone(), config.clone(), handover)?;
+    // The signal thread looks at them when SIGTERM comes: whether the master closed them.
+    let watched = dup_listeners(listeners)?;
+    spawn_signal_thread(stop_tx, requests.clone(), watched, config.clone(), handover)?;
     if config.py_autoreload > 0 {
         let every = std::time::Duration::from_secs(config.py_autoreload);
         let files = config.wsgi_file.iter().cloned().collect();
@@ -124,16 +126,10 @@ fn serve_thread(
         .enable_all()
         .build()
         .context("cannot start the I/O runtime")?;
-    // Looked at when the worker stops: whether the master closed them.
-    let listeners = sockets
-        .iter()
-        .map(|(_, socket, _)| socket.try_clone_fd())
-        .collect::<std::io::Result<Vec<_>>>()?;
     runtime.block_on(async move {
         let in_flight = Arc::new(InFlight::default());
         let mut loops = vec![tokio::spawn(handover_loop(
             handed_over,
-            listeners,
             ctx.clone(),
             stop_rx.clone(),
             in_flight.clone(),
@@ -176,6 +172,7 @@ fn serve_thread(
 fn spawn_signal_thread(
     stop_tx: watch::Sender<bool>,
     requests: Arc<RequestClock>,
+    listeners: Vec<(Protocol, ListeningSocket, String)>,
     config: Config,
     handover: Arc<Handover>,
 ) -> anyhow::Result<()> {
@@ -194,7 +191,11 @@ fn spawn_signal_thread(
                 match signal {
                     SIGTERM => {
                         tracing::info!("SIGTERM: finishing in-flight requests, then exiting");
-                        requests.close();
+                        // The master closed the listeners first if the daemon stops.
+                        let daemon_stops = listeners.iter().any(|(_, socket, _)| {
+                            crate::listeners::taking_no_more(socket.as_fd())
+                        });
+                        requests.close(daemon_stops);
                     }
                     SIGUSR1 => {
                         tracing::info!(
@@ -379,7 +380,6 @@ fn tcp_conn(
 /// the worker stops; each is served as the slow path serves a kept-alive connection.
 async fn handover_loop(
     receive: std::os::fd::OwnedFd,
-    listeners: Vec<std::os::fd::OwnedFd>,
     ctx: Arc<ThreadContext>,
     mut stop_rx: watch::Receiver<bool>,
     in_flight: Arc<InFlight>,
@@ -422,16 +422,12 @@ async fn handover_loop(
     }
     // If the whole daemon stops (the master closed the listeners): what is left in the
     // queue, which no worker would take any more, taken the same way until none is left.
-    if !(ctx.closing()
-        && listeners
-            .iter()
-            .any(|l| crate::listeners::taking_no_more(l.as_fd())))
-    {
+    if !ctx.requests.daemon_stops() {
         return Ok(());
     }
     loop {
         drop(ctx.app_slot().await);
-        let Some(taken) = incoming.try_next()? else {
+        let Some(taken) = incoming.try_next() else {
             return Ok(());
         };
         serve(taken);

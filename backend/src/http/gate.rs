@@ -267,7 +267,7 @@ impl GatedConn {
         let may_admit = !self.ctx.requests.stopping() || !self.ctx.retiring();
         // Refused: Pending with no waker of its own is enough, because refusing means the
         // worker's stop was sent already, and the serve loop polls that stop.
-        if !(may_admit && self.ctx.admit_request()) {
+        if !(may_admit && self.ctx.requests.admit()) {
             // Not this worker's to serve: the bytes go back, and its stop makes the serve
             // loop hand the connection over with them (or close it if nobody takes it).
             let read = buf.filled()[before..].to_vec();

@@ -256,7 +256,7 @@ async fn handle(
             let permit = ctx.app_slot().await;
             // Served here even past max-requests: hyper read it with the one before, and
             // no other worker could be given it.
-            let _ = ctx.admit_request();
+            ctx.requests.admit();
             permit
         }
     };

@@ -184,7 +184,7 @@ fn serve_if_complete(
             }
         };
         match parse_request_head(&buf[..received], ctx.buffer_size) {
-            Ok(Some(head)) if ctx.admit_request() => {
+            Ok(Some(head)) if ctx.requests.admit() => {
                 run_request(ctx, conn, peer, &buf[..received], &head, allow_keep_alive).map(
                     |(conn, received)| PendingConn {
                         conn,
@@ -371,7 +371,7 @@ async fn next_requests(
             }
         };
         let slot = ctx.app_slot().await;
-        if !ctx.admit_request() {
+        if !ctx.requests.admit() {
             // This worker has started its max-requests: the request, with what has been
             // read of it, goes to a worker that serves on.
             return hand_over(ctx, stream, peer, received, "a request past max-requests");
@@ -624,13 +624,13 @@ fn run_request(
     }
     // Bytes past this request's body are the start of the next one.
     let conn = Arc::into_inner(conn)?;
-    let mut next = received[body_end..].to_vec();
-    if let Some(ahead) = match &conn {
+    // Read ahead with the body's end when the body did not all come with the head (then
+    // nothing followed it in `received`).
+    let ahead = match &conn {
         Conn::Registered(stream) => stream.take_read_ahead(),
         _ => None,
-    } {
-        next.extend_from_slice(&ahead);
-    }
+    };
+    let next = ahead.unwrap_or_else(|| received[body_end..].to_vec());
     Some((conn, next))
 }
 
