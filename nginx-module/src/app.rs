@@ -14,8 +14,8 @@ use ngx::core::{CoreModuleMainConf, NgxCoreModule, Pool, NGX_CONF_ERROR, NGX_CON
 use ngx::ffi::{
     ngx_array_create, ngx_array_push, ngx_bufs_t, ngx_command_t, ngx_conf_full_name, ngx_conf_t,
     ngx_http_conf_ctx_t, ngx_http_max_module, ngx_http_module_t, ngx_http_upstream_add,
-    ngx_http_upstream_module, ngx_http_upstream_srv_conf_t, ngx_module_t, ngx_pcalloc, ngx_pnalloc,
-    ngx_str_t, ngx_url_t, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    ngx_http_upstream_module, ngx_http_upstream_srv_conf_t, ngx_module_t, ngx_pcalloc, ngx_str_t,
+    ngx_url_t, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::{HttpModuleServerConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_log_error};
@@ -180,21 +180,17 @@ pub fn wsgi_app_directive(
 /// # Safety
 /// `cf` is the configuration nginx passes to a directive handler.
 unsafe fn add_upstream(cf: *mut ngx_conf_t, url: &str) -> *mut ngx_http_upstream_srv_conf_t {
-    // SAFETY: the bytes are copied into the configuration pool, which outlives the upstream.
-    unsafe {
-        let data = ngx_pnalloc((*cf).pool, url.len()) as *mut u8;
-        if data.is_null() {
-            return ptr::null_mut();
-        }
-        ptr::copy_nonoverlapping(url.as_ptr(), data, url.len());
-        let mut parsed: ngx_url_t = mem::zeroed();
-        parsed.url = ngx_str_t {
-            len: url.len(),
-            data,
-        };
-        parsed.set_no_resolve(1);
-        ngx_http_upstream_add(cf, &mut parsed, 0)
-    }
+    // SAFETY: per the caller, cf is valid; the copy lives in its pool, which outlives the
+    // upstream.
+    let Some(url) = (unsafe { ngx_str_t::from_bytes((*cf).pool, url.as_bytes()) }) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: an all-zero ngx_url_t is an empty one, as nginx's modules start them.
+    let mut parsed: ngx_url_t = unsafe { mem::zeroed() };
+    parsed.url = url;
+    parsed.set_no_resolve(1);
+    // SAFETY: per the caller, cf is a directive handler's configuration.
+    unsafe { ngx_http_upstream_add(cf, &mut parsed, 0) }
 }
 
 /// Gives an implicit upstream nginx's keepalive cache, by running the `keepalive`
@@ -265,20 +261,15 @@ unsafe fn reuse_connections(
     }
     // The words live in the configuration pool: the handler may keep pointers to them.
     for word in ["keepalive", connections] {
-        // SAFETY: room for the word in the configuration pool, or null.
-        let data = unsafe { ngx_pnalloc(pool, word.len()) } as *mut u8;
+        // SAFETY: a copy of the word in the configuration pool, or none.
+        let word = unsafe { ngx_str_t::from_bytes(pool, word.as_bytes()) };
         // SAFETY: the args array of ngx_str_t: room for one more, or null.
         let slot = unsafe { (ngx_array_push(args) as *mut ngx_str_t).as_mut() };
-        let (false, Some(slot)) = (data.is_null(), slot) else {
+        let (Some(word), Some(slot)) = (word, slot) else {
             return Err("out of memory".into());
         };
-        // SAFETY: `data` has room for the word's bytes, and is nothing else's.
-        unsafe { core::slice::from_raw_parts_mut(data, word.len()) }
-            .copy_from_slice(word.as_bytes());
-        *slot = ngx_str_t {
-            len: word.len(),
-            data,
-        };
+        // SAFETY: the new element, uninitialized until written here.
+        unsafe { ptr::write(slot, word) };
     }
     upstream.srv_conf = slots.as_mut_ptr();
     // SAFETY: per the caller, the configuration being parsed, in the http block.

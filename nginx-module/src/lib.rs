@@ -534,22 +534,17 @@ fn wsgi_pass_directive(
     clcf.handler = Some(upstream::ngx_http_wsgi_handler);
     if address.as_bytes().contains(&b'$') {
         // Evaluated for each request (upstream::resolve_pass_value), as uwsgi_pass does.
-        // SAFETY: cf is valid; the compiled value lives in the configuration pool.
-        unsafe {
-            let value = ngx_pcalloc((*cf).pool, mem::size_of::<ngx_http_complex_value_t>())
-                as *mut ngx_http_complex_value_t;
-            if value.is_null() {
-                return NGX_CONF_ERROR;
-            }
-            let mut ccv: ngx_http_compile_complex_value_t = mem::zeroed();
-            ccv.cf = cf;
-            ccv.value = &mut address;
-            ccv.complex_value = value;
-            if ngx_http_compile_complex_value(&mut ccv) != NGX_OK as isize {
-                return NGX_CONF_ERROR;
-            }
-            conf.pass_value = value;
+        // SAFETY: cf is valid during the directive; zeroed room in its pool, or null.
+        let value = unsafe { ngx_pcalloc((*cf).pool, mem::size_of::<ngx_http_complex_value_t>()) }
+            as *mut ngx_http_complex_value_t;
+        // SAFETY: the room just allocated, zeroed: an empty complex value.
+        let Some(compiled) = (unsafe { value.as_mut() }) else {
+            return NGX_CONF_ERROR;
+        };
+        if !compile_complex_value(cf, address, compiled) {
+            return NGX_CONF_ERROR;
         }
+        conf.pass_value = value;
         return NGX_CONF_OK;
     }
     if let Some(rest) = address.as_bytes().strip_prefix(b"uwsgi://") {
@@ -621,7 +616,7 @@ unsafe fn push_param(
     cf: *mut ngx_conf_t,
     array: &mut *mut ngx_array_t,
     key: ngx_str_t,
-    mut value: ngx_str_t,
+    value: ngx_str_t,
     skip_empty: bool,
 ) -> bool {
     if array.is_null() {
@@ -657,12 +652,22 @@ unsafe fn push_param(
         param.variable = unsafe { ngx_http_get_variable_index(cf, &mut name) };
         return param.variable != ngx::ffi::NGX_ERROR as ngx_int_t;
     }
+    compile_complex_value(cf, value, &mut param.value)
+}
+
+/// Compiles `value` (text with variables) into `into`, which lives in the configuration
+/// pool; false when nginx reported an error.
+fn compile_complex_value(
+    cf: *mut ngx_conf_t,
+    mut value: ngx_str_t,
+    into: &mut ngx_http_complex_value_t,
+) -> bool {
     // SAFETY: an all-zero compile request is an empty one, as nginx's modules start them.
     let mut ccv: ngx_http_compile_complex_value_t = unsafe { mem::zeroed() };
     ccv.cf = cf;
     ccv.value = &mut value;
-    ccv.complex_value = &mut param.value;
-    // SAFETY: cf is valid; the compiled value goes in the param, in the configuration pool.
+    ccv.complex_value = into;
+    // SAFETY: cf is the configuration a directive handler or merge was given.
     unsafe { ngx_http_compile_complex_value(&mut ccv) == NGX_OK as isize }
 }
 
@@ -943,30 +948,34 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
         ptr::null_mut(),
     );
 
-    // SAFETY: nginx's own merge helpers, called as its upstream modules call them, with
-    // static inputs that outlive the configuration.
-    unsafe {
-        if ngx_conf_merge_path_value(cf, &mut c.temp_path, p.temp_path, &raw mut TEMP_PATH)
-            != NGX_CONF_OK
-        {
-            return NGX_CONF_ERROR;
-        }
-        let mut hash: ngx_hash_init_t = mem::zeroed();
-        hash.max_size = 512;
-        let line = ngx::ffi::ngx_cacheline_size;
-        hash.bucket_size = (64 + line - 1) & !(line - 1);
-        hash.name = c"wsgi_hide_headers_hash".as_ptr() as *mut c_char;
-        let hide = &raw mut HIDE_HEADERS as *mut ngx_str_t;
-        if ngx_http_upstream_hide_headers_hash(
+    // SAFETY: nginx's own merge helper, called as its upstream modules call it; the
+    // default path is a static that outlives the configuration.
+    let merged =
+        unsafe { ngx_conf_merge_path_value(cf, &mut c.temp_path, p.temp_path, &raw mut TEMP_PATH) };
+    if merged != NGX_CONF_OK {
+        return NGX_CONF_ERROR;
+    }
+    // SAFETY: an all-zero hash request is an empty one, as nginx's modules start them.
+    let mut hash: ngx_hash_init_t = unsafe { mem::zeroed() };
+    hash.max_size = 512;
+    // SAFETY: set by nginx before configuration is read.
+    let line = unsafe { ngx::ffi::ngx_cacheline_size };
+    hash.bucket_size = (64 + line - 1) & !(line - 1);
+    hash.name = c"wsgi_hide_headers_hash".as_ptr() as *mut c_char;
+    let hide = &raw mut HIDE_HEADERS as *mut ngx_str_t;
+    // SAFETY: as nginx's upstream modules call it: the location's and its parent's
+    // upstream configurations, and the static, null-terminated list of hidden headers.
+    let hashed = unsafe {
+        ngx_http_upstream_hide_headers_hash(
             cf,
             c,
             &prev.upstream as *const _ as *mut _,
             hide,
             &mut hash,
-        ) != NGX_OK as isize
-        {
-            return NGX_CONF_ERROR;
-        }
+        )
+    };
+    if hashed != NGX_OK as isize {
+        return NGX_CONF_ERROR;
     }
 
     // A nested location (`if`, `limit_except`) passes like its parent.

@@ -650,18 +650,17 @@ fn process_header_body(request: &mut Request) -> ngx_int_t {
                     ctx.server_keeps_alive = true;
                 }
             }
-            // SAFETY: nginx's hash of the upstream headers it handles, and their handlers,
-            // called as ngx_http_proxy_process_header does.
-            let rc = unsafe {
-                let hh = ngx_hash_find(&mut umcf.headers_in_hash, h.hash, h.lowcase_key, h.key.len)
-                    as *mut ngx_http_upstream_header_t;
-                match hh
+            // SAFETY: nginx's hash of the upstream headers it handles, built at
+            // configuration; the entry found, or null.
+            let known = unsafe {
+                (ngx_hash_find(&mut umcf.headers_in_hash, h.hash, h.lowcase_key, h.key.len)
+                    as *mut ngx_http_upstream_header_t)
                     .as_ref()
-                    .and_then(|hh| hh.handler.map(|handler| (handler, hh.offset)))
-                {
-                    Some((handler, offset)) => handler(raw(request), h, offset),
-                    None => NGX_OK as ngx_int_t,
-                }
+            };
+            let rc = match known.and_then(|hh| hh.handler.map(|handler| (handler, hh.offset))) {
+                // SAFETY: the header's handler, called as ngx_http_proxy_process_header does.
+                Some((handler, offset)) => unsafe { handler(raw(request), h, offset) },
+                None => NGX_OK as ngx_int_t,
             };
             if rc != NGX_OK as ngx_int_t {
                 return rc;
