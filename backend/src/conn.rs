@@ -173,7 +173,8 @@ pub enum AsyncConn {
 }
 
 impl AsyncConn {
-    /// Registers an HTTP connection another worker handed over with the runtime.
+    /// Registers an HTTP connection with the runtime: one just accepted, or one another
+    /// worker handed over.
     pub fn register(conn: Conn) -> io::Result<AsyncConn> {
         Ok(match conn {
             Conn::Unix(s) => {

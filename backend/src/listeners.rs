@@ -1,4 +1,5 @@
-//! Binding the listening sockets, and handing them to a re-executed master on reload.
+//! Binding the listening sockets, handing them to a re-executed master on reload, and
+//! taking connections from them in the workers (`Accepting`, for both protocols).
 
 use std::net::{TcpListener, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -10,7 +11,9 @@ use anyhow::{bail, Context};
 use ngx_wsgi_config::{Config, ListenAddr, Listener};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use socket2::{Domain, SockAddr, Socket, Type};
+use tokio::io::unix::AsyncFd;
 
+use crate::conn::Conn;
 use crate::systemd::PassedSocket;
 
 /// The environment variable a reloading master passes its listening sockets in.
@@ -40,11 +43,92 @@ impl ListeningSocket {
         }
     }
 
-    pub fn raw_fd(&self) -> RawFd {
+    /// Accepts one connection waiting now, or WouldBlock (the listener is non-blocking):
+    /// a blocking socket (Linux does not pass O_NONBLOCK on) and a name for its peer in
+    /// log lines: the client's address over TCP, `unix_peer` over a unix socket, which
+    /// has no peer address.
+    fn accept(&self, unix_peer: &str, so_keepalive: bool) -> std::io::Result<(Conn, String)> {
         match self {
-            ListeningSocket::Unix(l) => l.as_raw_fd(),
-            ListeningSocket::Tcp(l) => l.as_raw_fd(),
+            ListeningSocket::Unix(l) => l
+                .accept()
+                .map(|(s, _)| (Conn::Unix(s), unix_peer.to_string())),
+            ListeningSocket::Tcp(l) => {
+                let (s, addr) = l.accept()?;
+                s.set_nodelay(true)?;
+                if so_keepalive {
+                    socket2::SockRef::from(&s).set_keepalive(true)?;
+                }
+                Ok((Conn::Tcp(s), addr.to_string()))
+            }
         }
+    }
+}
+
+impl AsRawFd for ListeningSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+/// A worker thread's side of a listening socket, for both protocols: watched by the
+/// thread's runtime, connections taken when they come or, as the daemon stops, while
+/// any is queued.
+pub struct Accepting {
+    listener: AsyncFd<ListeningSocket>,
+    /// What a unix socket's peers are called in log lines: made once, not per connection.
+    unix_peer: String,
+    so_keepalive: bool,
+}
+
+impl Accepting {
+    /// Puts the socket in non-blocking mode (its open file is every worker's: accept()
+    /// never blocks in one after another won the race) and registers it with the runtime.
+    pub fn new(
+        socket: ListeningSocket,
+        name: &str,
+        so_keepalive: bool,
+    ) -> std::io::Result<Accepting> {
+        socket.set_nonblocking()?;
+        // SAFETY: the AsyncFd owns the listener, so the descriptor stays open and the same
+        // for as long as it is registered.
+        let listener =
+            unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }
+                .map_err(|err| err.into_parts().1)?;
+        Ok(Accepting {
+            listener,
+            unix_peer: format!("unix:{name}"),
+            so_keepalive,
+        })
+    }
+
+    /// The next connection, once one comes (cancel-safe: none is taken unless returned).
+    pub async fn next(&self) -> std::io::Result<(Conn, String)> {
+        loop {
+            let mut ready = self.listener.readable().await?;
+            if let Ok(accepted) =
+                ready.try_io(|l| l.get_ref().accept(&self.unix_peer, self.so_keepalive))
+            {
+                return accepted;
+            }
+            // Another thread took it. A unix listener the master shut as the daemon stops
+            // stays readable with nothing to take (the runtime keeps a hang-up once seen),
+            // until this worker hears SIGTERM: the caller, waiting for that too, gets
+            // its turn between tries.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A connection waiting in the queue now, or WouldBlock: no wait for the runtime to
+    /// see the listener readable.
+    pub fn queued(&self) -> std::io::Result<(Conn, String)> {
+        self.listener
+            .get_ref()
+            .accept(&self.unix_peer, self.so_keepalive)
+    }
+
+    /// Whether the master closed this listener as the daemon stops ([`taking_no_more`]).
+    pub fn taking_no_more(&self) -> bool {
+        taking_no_more(self.listener.as_fd())
     }
 }
 
@@ -401,12 +485,12 @@ pub fn export_for_exec(
 ) -> anyhow::Result<String> {
     let mut lines = Vec::new();
     for listener in listeners {
-        let fd = listener.socket.raw_fd();
+        let fd = listener.socket.as_raw_fd();
         set_cloexec(fd, false)?;
         lines.push(format!("{fd} {}", listener_key(&listener.spec)));
     }
     if let Some((socket, addr)) = stats {
-        let fd = socket.raw_fd();
+        let fd = socket.as_raw_fd();
         set_cloexec(fd, false)?;
         lines.push(format!("{fd} {}", stats_key(addr)));
     }

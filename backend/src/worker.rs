@@ -11,11 +11,11 @@ use anyhow::Context;
 use pyo3::prelude::*;
 use tokio::sync::watch;
 
-use crate::conn::AsyncConn;
+use crate::conn::{AsyncConn, Conn};
 use crate::context::{InFlight, ThreadContext, WorkerContext, LINGER_AT_STOP};
 use crate::handover::{Handover, HandoverSockets};
 use crate::idle::RequestThreads;
-use crate::listeners::{BoundListener, ListeningSocket};
+use crate::listeners::{Accepting, BoundListener, ListeningSocket};
 use crate::process::{stop_signals, stopped, EXIT_RECYCLED};
 use crate::reqlog::RequestLogger;
 use crate::watchdog::RequestClock;
@@ -135,12 +135,8 @@ fn serve_thread(
             in_flight.clone(),
         ))];
         for (protocol, socket, name) in sockets {
+            let listener = Accepting::new(socket, &name, ctx.so_keepalive)?;
             if protocol == Protocol::Uwsgi {
-                socket.set_nonblocking()?;
-                let listener = match socket {
-                    ListeningSocket::Unix(s) => crate::uwsgi::UwsgiListener::Unix(s),
-                    ListeningSocket::Tcp(s) => crate::uwsgi::UwsgiListener::Tcp(s),
-                };
                 loops.push(tokio::spawn(crate::uwsgi::accept_loop(
                     listener,
                     name,
@@ -151,7 +147,7 @@ fn serve_thread(
                 continue;
             }
             loops.push(tokio::spawn(http_accept_loop(
-                socket,
+                listener,
                 name,
                 ctx.clone(),
                 stop_rx.clone(),
@@ -229,22 +225,24 @@ fn fast_exit(signal: &str) {
 /// Accepts HTTP connections and serves each in a task of its own until the worker stops;
 /// as it closes, those in the listener's queue too.
 async fn http_accept_loop(
-    socket: ListeningSocket,
+    listener: Accepting,
     name: String,
     ctx: Arc<ThreadContext>,
     mut stop_rx: watch::Receiver<bool>,
     in_flight: Arc<InFlight>,
 ) -> anyhow::Result<()> {
-    socket.set_nonblocking()?;
-    let listener = match socket {
-        ListeningSocket::Unix(s) => Listener::Unix(tokio::net::UnixListener::from_std(s)?),
-        ListeningSocket::Tcp(s) => Listener::Tcp(tokio::net::TcpListener::from_std(s)?),
-    };
     let task_stop_rx = stop_rx.clone();
     // Serves a connection in a task of its own; told when its first request head is in.
-    let serve = |conn: AsyncConn, peer: String| {
-        let guard = in_flight.enter();
+    let serve = |conn: Conn, peer: String| {
         let (head_in, head_read) = tokio::sync::oneshot::channel();
+        let conn = match AsyncConn::register(conn) {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::error!("{peer}: cannot register the connection: {err}");
+                return head_read;
+            }
+        };
+        let guard = in_flight.enter();
         let (ctx, stop_rx) = (ctx.clone(), task_stop_rx.clone());
         tokio::spawn(async move {
             crate::http::serve(conn, Vec::new(), peer, ctx, stop_rx, Some(head_in)).await;
@@ -258,7 +256,7 @@ async fn http_accept_loop(
         // worker, could serve it now.
         let free_then_accept = async {
             drop(ctx.app_slot().await);
-            accept(&listener, &name, ctx.so_keepalive).await
+            listener.next().await
         };
         let accepted = tokio::select! {
             biased;
@@ -288,12 +286,12 @@ async fn http_accept_loop(
     // which would be reset at exit, taken as above (a free thread, one at a time) until
     // none is left; one that sends nothing (a browser's preconnection) holds up the next
     // no longer than it may linger itself.
-    if !(ctx.closing() && crate::listeners::taking_no_more(listener.as_fd())) {
+    if !(ctx.closing() && listener.taking_no_more()) {
         return Ok(());
     }
     loop {
         drop(ctx.app_slot().await);
-        match accept_queued(&listener, &name, ctx.so_keepalive) {
+        match listener.queued() {
             Ok((conn, peer)) => {
                 let _ = tokio::time::timeout(LINGER_AT_STOP, serve(conn, peer)).await;
             }
@@ -304,76 +302,6 @@ async fn http_accept_loop(
             }
         }
     }
-}
-
-enum Listener {
-    Unix(tokio::net::UnixListener),
-    Tcp(tokio::net::TcpListener),
-}
-
-impl std::os::fd::AsFd for Listener {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        match self {
-            Listener::Unix(l) => l.as_fd(),
-            Listener::Tcp(l) => l.as_fd(),
-        }
-    }
-}
-
-/// Accepts a connection and names its peer for log lines: the client address over TCP,
-/// the socket it came in on for unix sockets (which have no peer address).
-async fn accept(
-    listener: &Listener,
-    name: &str,
-    keepalive: bool,
-) -> std::io::Result<(AsyncConn, String)> {
-    match listener {
-        Listener::Unix(l) => {
-            let (stream, _) = l.accept().await?;
-            Ok((AsyncConn::Unix(stream), format!("unix:{name}")))
-        }
-        Listener::Tcp(l) => {
-            let (stream, addr) = l.accept().await?;
-            tcp_conn(stream, addr.to_string(), keepalive)
-        }
-    }
-}
-
-/// Accepts a connection waiting in the listener's queue now, or WouldBlock: with no
-/// wait for the runtime to see the listener readable (the queue is not growing).
-fn accept_queued(
-    listener: &Listener,
-    name: &str,
-    keepalive: bool,
-) -> std::io::Result<(AsyncConn, String)> {
-    let (socket, addr) = match listener {
-        Listener::Unix(l) => socket2::SockRef::from(l).accept()?,
-        Listener::Tcp(l) => socket2::SockRef::from(l).accept()?,
-    };
-    socket.set_nonblocking(true)?;
-    match listener {
-        Listener::Unix(_) => {
-            let stream = tokio::net::UnixStream::from_std(socket.into())?;
-            Ok((AsyncConn::Unix(stream), format!("unix:{name}")))
-        }
-        Listener::Tcp(_) => {
-            let stream = tokio::net::TcpStream::from_std(socket.into())?;
-            let peer = addr.as_socket().map(|a| a.to_string()).unwrap_or_default();
-            tcp_conn(stream, peer, keepalive)
-        }
-    }
-}
-
-fn tcp_conn(
-    stream: tokio::net::TcpStream,
-    peer: String,
-    keepalive: bool,
-) -> std::io::Result<(AsyncConn, String)> {
-    stream.set_nodelay(true)?;
-    if keepalive {
-        socket2::SockRef::from(&stream).set_keepalive(true)?;
-    }
-    Ok((AsyncConn::Tcp(stream), peer))
 }
 
 /// Takes up connections other workers hand over, on this request thread's runtime, until

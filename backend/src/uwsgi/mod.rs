@@ -10,16 +10,13 @@
 mod response;
 
 use std::io;
-use std::net::TcpListener;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::os::unix::net::UnixListener;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ngx_wsgi_config::Protocol;
 use nix::sys::socket::{recv, MsgFlags};
 use pyo3::prelude::*;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use uwsgi_proto::{parse_request_head, HeadError, HeaderError, KeepAlive, RequestHead, HEADER_LEN};
 
@@ -28,6 +25,7 @@ use response::{UwsgiWriter, DRAIN_LIMIT};
 use crate::conn::{Conn, ConnReader, UwsgiConn};
 use crate::context::{InFlight, ThreadContext, WorkerContext, LINGER_AT_STOP};
 use crate::idle::Waited;
+use crate::listeners::Accepting;
 use crate::outcome::Outcome;
 use crate::reqlog::{RequestLine, Vars};
 use crate::static_files::StaticAnswer;
@@ -35,86 +33,43 @@ use crate::wsgi::input::{Body, WsgiInput};
 use crate::wsgi::response::{lock, ResponseState};
 use crate::wsgi::EnvironSource;
 
-/// A listening uwsgi socket, already in non-blocking mode.
-pub enum UwsgiListener {
-    Unix(UnixListener),
-    Tcp(TcpListener),
-}
-
-impl AsRawFd for UwsgiListener {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            UwsgiListener::Unix(l) => l.as_raw_fd(),
-            UwsgiListener::Tcp(l) => l.as_raw_fd(),
-        }
-    }
-}
-
-impl UwsgiListener {
-    /// Accepts one connection: a blocking socket (Linux does not pass O_NONBLOCK on) and
-    /// a name for its peer in log lines (`unix_peer`, made once, for every unix one).
-    fn accept(&self, unix_peer: &str, keepalive: bool) -> io::Result<(Conn, String)> {
-        match self {
-            UwsgiListener::Unix(l) => l
-                .accept()
-                .map(|(s, _)| (Conn::Unix(s), unix_peer.to_string())),
-            UwsgiListener::Tcp(l) => {
-                let (s, addr) = l.accept()?;
-                s.set_nodelay(true)?;
-                if keepalive {
-                    socket2::SockRef::from(&s).set_keepalive(true)?;
-                }
-                Ok((Conn::Tcp(s), addr.to_string()))
-            }
-        }
-    }
-}
-
 /// Accepts and serves uwsgi connections until the worker stops; as it closes, those in
 /// the listener's queue too.
 pub async fn accept_loop(
-    listener: UwsgiListener,
+    listener: Accepting,
     name: String,
     ctx: Arc<ThreadContext>,
     stop_rx: watch::Receiver<bool>,
     in_flight: Arc<InFlight>,
 ) -> anyhow::Result<()> {
-    // SAFETY: the AsyncFd owns the listener, so the descriptor stays open and the same for
-    // as long as it is registered.
-    let listener =
-        unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }
-            .map_err(|err| err.into_parts().1)?;
-    // Unix peers have no address: they are named by the socket they came in on.
-    let unix_peer = format!("unix:{name}");
     // Made once, not per connection: waiting on a watch channel registers a waiter.
     let mut stop_watch = stop_rx.clone();
     let stop = crate::process::stopped(&mut stop_watch);
     tokio::pin!(stop);
     loop {
-        let mut ready = tokio::select! {
+        let accepted = tokio::select! {
             biased;
             _ = &mut stop => break,
-            ready = listener.readable() => ready?,
+            accepted = listener.next() => accepted,
         };
-        match ready.try_io(|l| l.get_ref().accept(&unix_peer, ctx.so_keepalive)) {
-            Ok(Ok((conn, peer))) => serve_accepted(conn, peer, &ctx, &stop_rx, &in_flight).await,
-            Ok(Err(err)) => {
+        match accepted {
+            Ok((conn, peer)) => serve_accepted(conn, peer, &ctx, &stop_rx, &in_flight).await,
+            Err(err) => {
                 // EMFILE and friends: say so and keep serving the connections we have.
                 tracing::error!("accept() on \"{name}\" failed: {err}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(_would_block) => {}
         }
     }
     // If the master closed the listener as the daemon stops: the connections in its
     // queue, which would be reset at exit, until none is left.
-    if !(ctx.closing() && crate::listeners::taking_no_more(listener.as_fd())) {
+    if !(ctx.closing() && listener.taking_no_more()) {
         return Ok(());
     }
     loop {
         // A free thread takes the next: the others, in this worker or another, take theirs.
         drop(ctx.app_slot().await);
-        match listener.get_ref().accept(&unix_peer, ctx.so_keepalive) {
+        match listener.queued() {
             Ok((conn, peer)) => serve_accepted(conn, peer, &ctx, &stop_rx, &in_flight).await,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(err) => {
