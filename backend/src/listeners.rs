@@ -629,3 +629,49 @@ pub fn vacuum_paths(config: &Config) -> Vec<&Path> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A unix listener the master shut as the daemon stops stays readable with nothing to
+    /// take: a thread waiting on it for a connection must still see what else it waits
+    /// for (the stop, here a timer).
+    #[test]
+    fn waiting_on_a_shut_unix_listener_lets_the_thread_see_the_stop() {
+        let path = std::env::temp_dir().join(format!("ngx-wsgi-shut-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        // As stop_taking_connections shuts it.
+        socket2::SockRef::from(&listener)
+            .shutdown(std::net::Shutdown::Read)
+            .unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let accepting =
+                    Accepting::new(ListeningSocket::Unix(listener), "shut", false).unwrap();
+                assert!(accepting.taking_no_more());
+                tokio::select! {
+                    biased;
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    accepted = accepting.next() => {
+                        panic!("accepted from a shut listener: {:?}", accepted.map(|(_, peer)| peer))
+                    }
+                }
+            });
+            done_tx.send(()).unwrap();
+        });
+        let seen = done_rx.recv_timeout(Duration::from_secs(5));
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            seen.is_ok(),
+            "the timer beside Accepting::next never ran: it spins on the shut listener"
+        );
+    }
+}
