@@ -44,9 +44,10 @@ impl ListeningSocket {
     }
 
     /// Accepts one connection waiting now, or WouldBlock (the listener is non-blocking):
-    /// a blocking socket (Linux does not pass O_NONBLOCK on) and a name for its peer in
-    /// log lines: the client's address over TCP, `unix_peer` over a unix socket, which
-    /// has no peer address.
+    /// a blocking socket (Linux does not pass O_NONBLOCK on; the uwsgi fast path reads
+    /// it so, the HTTP listener registers it with its runtime at once) and a name for
+    /// its peer in log lines: the client's address over TCP, `unix_peer` over a unix
+    /// socket, which has no peer address.
     fn accept(&self, unix_peer: &str, so_keepalive: bool) -> std::io::Result<(Conn, String)> {
         match self {
             ListeningSocket::Unix(l) => l
@@ -105,22 +106,23 @@ impl Accepting {
     pub async fn next(&self) -> std::io::Result<(Conn, String)> {
         loop {
             let mut ready = self.listener.readable().await?;
-            if let Ok(accepted) =
-                ready.try_io(|l| l.get_ref().accept(&self.unix_peer, self.so_keepalive))
-            {
-                return accepted;
+            let shut = ready.ready().is_read_closed();
+            match ready.try_io(|l| l.get_ref().accept(&self.unix_peer, self.so_keepalive)) {
+                Ok(accepted) => return accepted,
+                // A unix listener the master shut as the daemon stops, its queue empty:
+                // nothing can come any more, and the runtime keeps it readable (a
+                // hang-up, once seen, stays), so trying again would spin until this
+                // worker hears SIGTERM, which the caller waits for beside this.
+                Err(_would_block) if shut => std::future::pending().await,
+                // Another thread took it: wait for the next.
+                Err(_would_block) => {}
             }
-            // Another thread took it. A unix listener the master shut as the daemon stops
-            // stays readable with nothing to take (the runtime keeps a hang-up once seen),
-            // until this worker hears SIGTERM: the caller, waiting for that too, gets
-            // its turn between tries.
-            tokio::task::yield_now().await;
         }
     }
 
-    /// A connection waiting in the queue now, or WouldBlock: no wait for the runtime to
-    /// see the listener readable.
-    pub fn queued(&self) -> std::io::Result<(Conn, String)> {
+    /// Takes a connection waiting in the queue now, or WouldBlock: no wait for the
+    /// runtime to see the listener readable.
+    pub fn take_queued(&self) -> std::io::Result<(Conn, String)> {
         self.listener
             .get_ref()
             .accept(&self.unix_peer, self.so_keepalive)

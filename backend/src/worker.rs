@@ -70,7 +70,10 @@ pub fn run(
             .name(format!("request-{index}"))
             .spawn(move || {
                 crate::watchdog::set_thread_index(index as usize);
-                serve_thread(ctx, sockets, receive, stop_rx)
+                // The main thread's error is the worker's; this one's would go unseen.
+                if let Err(err) = serve_thread(ctx, sockets, receive, stop_rx) {
+                    tracing::error!("request thread {index} stopped: {err:#}");
+                }
             })
             .context("cannot start a request thread")?;
         threads.push(thread);
@@ -232,17 +235,14 @@ async fn http_accept_loop(
     in_flight: Arc<InFlight>,
 ) -> anyhow::Result<()> {
     let task_stop_rx = stop_rx.clone();
+    // An accepted socket, registered with the runtime (a failure is the accept's).
+    let registered = |accepted: std::io::Result<(Conn, String)>| {
+        accepted.and_then(|(conn, peer)| Ok((AsyncConn::register(conn)?, peer)))
+    };
     // Serves a connection in a task of its own; told when its first request head is in.
-    let serve = |conn: Conn, peer: String| {
-        let (head_in, head_read) = tokio::sync::oneshot::channel();
-        let conn = match AsyncConn::register(conn) {
-            Ok(conn) => conn,
-            Err(err) => {
-                tracing::error!("{peer}: cannot register the connection: {err}");
-                return head_read;
-            }
-        };
+    let serve = |conn: AsyncConn, peer: String| {
         let guard = in_flight.enter();
+        let (head_in, head_read) = tokio::sync::oneshot::channel();
         let (ctx, stop_rx) = (ctx.clone(), task_stop_rx.clone());
         tokio::spawn(async move {
             crate::http::serve(conn, Vec::new(), peer, ctx, stop_rx, Some(head_in)).await;
@@ -263,7 +263,7 @@ async fn http_accept_loop(
             _ = stopped(&mut stop_rx) => break,
             accepted = free_then_accept => accepted,
         };
-        let (conn, peer) = match accepted {
+        let (conn, peer) = match registered(accepted) {
             Ok(accepted) => accepted,
             Err(err) => {
                 // EMFILE and friends: say so and keep serving the connections we have.
@@ -291,7 +291,7 @@ async fn http_accept_loop(
     }
     loop {
         drop(ctx.app_slot().await);
-        match listener.queued() {
+        match registered(listener.take_queued()) {
             Ok((conn, peer)) => {
                 let _ = tokio::time::timeout(LINGER_AT_STOP, serve(conn, peer)).await;
             }

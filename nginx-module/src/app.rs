@@ -153,10 +153,8 @@ pub fn wsgi_app_directive(
     // SAFETY: cf is the configuration of the location this directive is in.
     unsafe { core_loc_conf(cf) }.handler = Some(crate::upstream::ngx_http_wsgi_handler);
     // SAFETY: cf->conf_file is the file being parsed, valid during the directive.
-    let (nginx_file, nginx_line) = unsafe {
-        let conf_file = &*(*cf).conf_file;
-        (show(&conf_file.file.name), conf_file.line)
-    };
+    let conf_file = unsafe { &*(*cf).conf_file };
+    let (nginx_file, nginx_line) = (show(&conf_file.file.name), conf_file.line);
     // SAFETY: cf->pool lives as long as this configuration; the pool drops the binding
     // (a cleanup handler) when the configuration is freed.
     let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
@@ -261,15 +259,15 @@ unsafe fn reuse_connections(
     }
     // The words live in the configuration pool: the handler may keep pointers to them.
     for word in ["keepalive", connections] {
-        // SAFETY: a copy of the word in the configuration pool, or none.
+        // SAFETY: `pool` is the configuration's; a copy of the word in it, or none.
         let word = unsafe { ngx_str_t::from_bytes(pool, word.as_bytes()) };
         // SAFETY: the args array of ngx_str_t: room for one more, or null.
-        let slot = unsafe { (ngx_array_push(args) as *mut ngx_str_t).as_mut() };
-        let (Some(word), Some(slot)) = (word, slot) else {
+        let slot = unsafe { ngx_array_push(args) } as *mut ngx_str_t;
+        let (Some(word), false) = (word, slot.is_null()) else {
             return Err("out of memory".into());
         };
         // SAFETY: the new element, uninitialized until written here.
-        unsafe { ptr::write(slot, word) };
+        unsafe { slot.write(word) };
     }
     upstream.srv_conf = slots.as_mut_ptr();
     // SAFETY: per the caller, the configuration being parsed, in the http block.

@@ -541,7 +541,8 @@ fn wsgi_pass_directive(
         let Some(compiled) = (unsafe { value.as_mut() }) else {
             return NGX_CONF_ERROR;
         };
-        if !compile_complex_value(cf, address, compiled) {
+        // SAFETY: cf is the configuration of the directive being handled.
+        if !unsafe { compile_complex_value(cf, address, compiled) } {
             return NGX_CONF_ERROR;
         }
         conf.pass_value = value;
@@ -631,17 +632,19 @@ unsafe fn push_param(
     if param.is_null() {
         return false;
     }
-    // SAFETY: the new element, uninitialized until written here; an all-zero complex
-    // value is an empty one, as nginx's modules start them.
-    let param = unsafe {
+    // SAFETY: an all-zero complex value is an empty one, as nginx's modules start them.
+    let empty: ngx_http_complex_value_t = unsafe { mem::zeroed() };
+    // SAFETY: the new element, uninitialized until written here.
+    unsafe {
         param.write(WsgiParam {
             key,
-            value: mem::zeroed(),
+            value: empty,
             skip_empty,
             variable: -1,
-        });
-        &mut *param
+        })
     };
+    // SAFETY: written just now, and nothing else refers to it.
+    let param = unsafe { &mut *param };
     if let Some(name) = ngx_wsgi_config::nginx::lone_variable(value.as_bytes()) {
         let mut name = ngx_str_t {
             len: name.len(),
@@ -652,12 +655,16 @@ unsafe fn push_param(
         param.variable = unsafe { ngx_http_get_variable_index(cf, &mut name) };
         return param.variable != ngx::ffi::NGX_ERROR as ngx_int_t;
     }
-    compile_complex_value(cf, value, &mut param.value)
+    // SAFETY: per this function's contract.
+    unsafe { compile_complex_value(cf, value, &mut param.value) }
 }
 
 /// Compiles `value` (text with variables) into `into`, which lives in the configuration
 /// pool; false when nginx reported an error.
-fn compile_complex_value(
+///
+/// # Safety
+/// `cf` is the configuration a directive handler or a merge was given.
+unsafe fn compile_complex_value(
     cf: *mut ngx_conf_t,
     mut value: ngx_str_t,
     into: &mut ngx_http_complex_value_t,
@@ -667,7 +674,7 @@ fn compile_complex_value(
     ccv.cf = cf;
     ccv.value = &mut value;
     ccv.complex_value = into;
-    // SAFETY: cf is the configuration a directive handler or merge was given.
+    // SAFETY: per this function's contract.
     unsafe { ngx_http_compile_complex_value(&mut ccv) == NGX_OK as isize }
 }
 
@@ -963,17 +970,11 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
     hash.bucket_size = (64 + line - 1) & !(line - 1);
     hash.name = c"wsgi_hide_headers_hash".as_ptr() as *mut c_char;
     let hide = &raw mut HIDE_HEADERS as *mut ngx_str_t;
+    let parent = ptr::from_mut(&mut prev.upstream);
     // SAFETY: as nginx's upstream modules call it: the location's and its parent's
-    // upstream configurations, and the static, null-terminated list of hidden headers.
-    let hashed = unsafe {
-        ngx_http_upstream_hide_headers_hash(
-            cf,
-            c,
-            &prev.upstream as *const _ as *mut _,
-            hide,
-            &mut hash,
-        )
-    };
+    // upstream configurations (nginx may store the hash it builds in the parent's too),
+    // and the static list of hidden headers, ended by an empty entry.
+    let hashed = unsafe { ngx_http_upstream_hide_headers_hash(cf, c, parent, hide, &mut hash) };
     if hashed != NGX_OK as isize {
         return NGX_CONF_ERROR;
     }

@@ -69,7 +69,7 @@ pub async fn accept_loop(
     loop {
         // A free thread takes the next: the others, in this worker or another, take theirs.
         drop(ctx.app_slot().await);
-        match listener.queued() {
+        match listener.take_queued() {
             Ok((conn, peer)) => serve_accepted(conn, peer, &ctx, &stop_rx, &in_flight).await,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(err) => {
