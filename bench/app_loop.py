@@ -7,7 +7,12 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))))
+SITE = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"), None)
+if SITE is None:
+    sys.exit("bench/app_loop.py: no .venv with site-packages (make setup makes it)")
+sys.path.insert(0, str(SITE))
+
+import json.encoder  # noqa: E402
 
 import app  # noqa: E402  (found through the paths above)
 
@@ -28,6 +33,9 @@ def main():
     path, count = sys.argv[1], int(sys.argv[2])
     if app.flask_app is None and path.startswith("/flask/"):
         sys.exit("bench/app_loop.py: Flask is not in the venv (make setup installs it)")
+    # An interpreter whose C modules do not load would run their Python fallbacks.
+    if json.encoder.c_make_encoder is None:
+        sys.exit("bench/app_loop.py: the json module's C part did not load in this interpreter")
     for _ in range(count):
         body = app.application(environ(path), start_response)
         for _chunk in body:
