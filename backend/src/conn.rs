@@ -173,18 +173,22 @@ pub enum AsyncConn {
 }
 
 impl AsyncConn {
-    /// Registers an HTTP connection with the runtime: one just accepted, or one another
-    /// worker handed over.
+    /// Registers an HTTP connection another worker handed over with the runtime.
     pub fn register(conn: Conn) -> io::Result<AsyncConn> {
+        match &conn {
+            Conn::Unix(s) => s.set_nonblocking(true)?,
+            Conn::Tcp(s) => s.set_nonblocking(true)?,
+            Conn::Registered(_) => {}
+        }
+        AsyncConn::from_nonblocking(conn)
+    }
+
+    /// Registers an HTTP connection already in non-blocking mode (accepted so) with the
+    /// runtime.
+    pub fn from_nonblocking(conn: Conn) -> io::Result<AsyncConn> {
         Ok(match conn {
-            Conn::Unix(s) => {
-                s.set_nonblocking(true)?;
-                AsyncConn::Unix(tokio::net::UnixStream::from_std(s)?)
-            }
-            Conn::Tcp(s) => {
-                s.set_nonblocking(true)?;
-                AsyncConn::Tcp(tokio::net::TcpStream::from_std(s)?)
-            }
+            Conn::Unix(s) => AsyncConn::Unix(tokio::net::UnixStream::from_std(s)?),
+            Conn::Tcp(s) => AsyncConn::Tcp(tokio::net::TcpStream::from_std(s)?),
             Conn::Registered(_) => {
                 return Err(io::Error::other("a uwsgi connection is not an HTTP one"))
             }

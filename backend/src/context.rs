@@ -4,10 +4,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::conn::Conn;
 use crate::handover::Handover;
 use crate::idle::RequestThread;
+use crate::listeners::Accepting;
 use crate::outcome::Outcome;
 use crate::reqlog::{RequestLine, RequestLogger, RequestRecord};
 use crate::watchdog::RequestClock;
@@ -86,6 +88,45 @@ impl ThreadContext {
             slot.acquire_owned()
                 .await
                 .unwrap_or_else(|_| unreachable!("app slot semaphore closed"))
+        }
+    }
+
+    /// Once this thread is free to run the app, what `next` gives (a connection taken
+    /// then has the thread for its request); None if the worker stops first.
+    pub async fn when_free<T>(
+        &self,
+        stop_rx: &mut watch::Receiver<bool>,
+        next: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let free_then_next = async {
+            drop(self.app_slot().await);
+            next.await
+        };
+        tokio::select! {
+            biased;
+            _ = crate::process::stopped(stop_rx) => None,
+            taken = free_then_next => Some(taken),
+        }
+    }
+
+    /// As the daemon stops, once this thread is free: a connection left in the queue of
+    /// `listener` (`name`), which the master closed to new ones and which would be reset
+    /// at exit. None when none is left, and at once when the worker is not closing or the
+    /// listener was not closed (a worker stopped alone, a socket systemd passed: its queue
+    /// is for the workers that serve on, or the next daemon).
+    pub async fn queued_at_stop(&self, listener: &Accepting, name: &str) -> Option<(Conn, String)> {
+        if !(self.closing() && listener.taking_no_more()) {
+            return None;
+        }
+        // A free thread takes the next: the others, in this worker or another, take theirs.
+        drop(self.app_slot().await);
+        match listener.take_queued() {
+            Ok(accepted) => Some(accepted),
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => None,
+            Err(err) => {
+                tracing::error!("accept() on \"{name}\" as the worker stops failed: {err}");
+                None
+            }
         }
     }
 }

@@ -44,22 +44,33 @@ impl ListeningSocket {
     }
 
     /// Accepts one connection waiting now, or WouldBlock (the listener is non-blocking):
-    /// a blocking socket (Linux does not pass O_NONBLOCK on; the uwsgi fast path reads
-    /// it so, the HTTP listener registers it with its runtime at once) and a name for
-    /// its peer in log lines: the client's address over TCP, `unix_peer` over a unix
-    /// socket, which has no peer address.
-    fn accept(&self, unix_peer: &str, so_keepalive: bool) -> std::io::Result<(Conn, String)> {
+    /// the socket, in non-blocking mode if `nonblocking` says so (in the same system call:
+    /// the uwsgi fast path reads a blocking one, the HTTP listener registers it with its
+    /// runtime at once), and a name for its peer in log lines: the client's address over
+    /// TCP, `unix_peer` over a unix socket, which has no peer address.
+    fn accept(
+        &self,
+        unix_peer: &str,
+        so_keepalive: bool,
+        nonblocking: bool,
+    ) -> std::io::Result<(Conn, String)> {
+        let flags = match nonblocking {
+            true => libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            false => libc::SOCK_CLOEXEC,
+        };
+        let (socket, addr) = socket2::SockRef::from(self).accept4(flags)?;
         match self {
-            ListeningSocket::Unix(l) => l
-                .accept()
-                .map(|(s, _)| (Conn::Unix(s), unix_peer.to_string())),
-            ListeningSocket::Tcp(l) => {
-                let (s, addr) = l.accept()?;
-                s.set_nodelay(true)?;
+            ListeningSocket::Unix(_) => Ok((
+                Conn::Unix(OwnedFd::from(socket).into()),
+                unix_peer.to_string(),
+            )),
+            ListeningSocket::Tcp(_) => {
+                socket.set_tcp_nodelay(true)?;
                 if so_keepalive {
-                    socket2::SockRef::from(&s).set_keepalive(true)?;
+                    socket.set_keepalive(true)?;
                 }
-                Ok((Conn::Tcp(s), addr.to_string()))
+                let peer = addr.as_socket().map(|a| a.to_string()).unwrap_or_default();
+                Ok((Conn::Tcp(OwnedFd::from(socket).into()), peer))
             }
         }
     }
@@ -79,6 +90,8 @@ pub struct Accepting {
     /// What a unix socket's peers are called in log lines: made once, not per connection.
     unix_peer: String,
     so_keepalive: bool,
+    /// Connections come non-blocking (HTTP), or blocking (uwsgi's fast path).
+    nonblocking: bool,
 }
 
 impl Accepting {
@@ -87,6 +100,7 @@ impl Accepting {
     pub fn new(
         socket: ListeningSocket,
         name: &str,
+        protocol: ngx_wsgi_config::Protocol,
         so_keepalive: bool,
     ) -> std::io::Result<Accepting> {
         socket.set_nonblocking()?;
@@ -99,6 +113,7 @@ impl Accepting {
             listener,
             unix_peer: format!("unix:{name}"),
             so_keepalive,
+            nonblocking: protocol == ngx_wsgi_config::Protocol::Http,
         })
     }
 
@@ -107,7 +122,7 @@ impl Accepting {
         loop {
             let mut ready = self.listener.readable().await?;
             let shut = ready.ready().is_read_closed();
-            match ready.try_io(|l| l.get_ref().accept(&self.unix_peer, self.so_keepalive)) {
+            match ready.try_io(|l| self.accept(l.get_ref())) {
                 Ok(accepted) => return accepted,
                 // A unix listener the master shut as the daemon stops, its queue empty:
                 // nothing can come any more, and the runtime keeps it readable (a
@@ -123,9 +138,11 @@ impl Accepting {
     /// Takes a connection waiting in the queue now, or WouldBlock: no wait for the
     /// runtime to see the listener readable.
     pub fn take_queued(&self) -> std::io::Result<(Conn, String)> {
-        self.listener
-            .get_ref()
-            .accept(&self.unix_peer, self.so_keepalive)
+        self.accept(self.listener.get_ref())
+    }
+
+    fn accept(&self, listener: &ListeningSocket) -> std::io::Result<(Conn, String)> {
+        listener.accept(&self.unix_peer, self.so_keepalive, self.nonblocking)
     }
 
     /// Whether the master closed this listener as the daemon stops ([`taking_no_more`]).
@@ -635,6 +652,7 @@ pub fn vacuum_paths(config: &Config) -> Vec<&Path> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ngx_wsgi_config::Protocol;
     use std::time::Duration;
 
     /// A unix listener the master shut as the daemon stops stays readable with nothing to
@@ -655,25 +673,27 @@ mod tests {
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(async {
+            let outcome = runtime.block_on(async {
                 let accepting =
-                    Accepting::new(ListeningSocket::Unix(listener), "shut", false).unwrap();
-                assert!(accepting.taking_no_more());
+                    Accepting::new(ListeningSocket::Unix(listener), "shut", Protocol::Uwsgi, false)
+                        .unwrap();
+                if !accepting.taking_no_more() {
+                    return "the shut listener is not seen as taking no more".to_string();
+                }
                 tokio::select! {
                     biased;
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => String::new(),
                     accepted = accepting.next() => {
-                        panic!("accepted from a shut listener: {:?}", accepted.map(|(_, peer)| peer))
+                        format!("accepted from a shut listener: {:?}", accepted.map(|(_, peer)| peer))
                     }
                 }
             });
-            done_tx.send(()).unwrap();
+            done_tx.send(outcome).unwrap();
         });
         let seen = done_rx.recv_timeout(Duration::from_secs(5));
         let _ = std::fs::remove_file(&path);
-        assert!(
-            seen.is_ok(),
-            "the timer beside Accepting::next never ran: it spins on the shut listener"
-        );
+        let outcome = seen
+            .expect("the timer beside Accepting::next never ran: it spins on the shut listener");
+        assert_eq!(outcome, "");
     }
 }

@@ -138,7 +138,7 @@ fn serve_thread(
             in_flight.clone(),
         ))];
         for (protocol, socket, name) in sockets {
-            let listener = Accepting::new(socket, &name, ctx.so_keepalive)?;
+            let listener = Accepting::new(socket, &name, protocol, ctx.so_keepalive)?;
             if protocol == Protocol::Uwsgi {
                 loops.push(tokio::spawn(crate::uwsgi::accept_loop(
                     listener,
@@ -237,7 +237,7 @@ async fn http_accept_loop(
     let task_stop_rx = stop_rx.clone();
     // An accepted socket, registered with the runtime (a failure is the accept's).
     let registered = |accepted: std::io::Result<(Conn, String)>| {
-        accepted.and_then(|(conn, peer)| Ok((AsyncConn::register(conn)?, peer)))
+        accepted.and_then(|(conn, peer)| Ok((AsyncConn::from_nonblocking(conn)?, peer)))
     };
     // Serves a connection in a task of its own; told when its first request head is in.
     let serve = |conn: AsyncConn, peer: String| {
@@ -254,14 +254,8 @@ async fn http_accept_loop(
         // Only a free thread takes a new connection: one taken while the app runs here
         // (or streams a body) would wait for it, where another thread, or another
         // worker, could serve it now.
-        let free_then_accept = async {
-            drop(ctx.app_slot().await);
-            listener.next().await
-        };
-        let accepted = tokio::select! {
-            biased;
-            _ = stopped(&mut stop_rx) => break,
-            accepted = free_then_accept => accepted,
+        let Some(accepted) = ctx.when_free(&mut stop_rx, listener.next()).await else {
+            break;
         };
         let (conn, peer) = match registered(accepted) {
             Ok(accepted) => accepted,
@@ -282,26 +276,18 @@ async fn http_accept_loop(
             _ = tokio::time::timeout(ctx.head_timeout, head_read) => {}
         }
     }
-    // If the master closed the listener as the daemon stops: the connections in its queue,
-    // which would be reset at exit, taken as above (a free thread, one at a time) until
-    // none is left; one that sends nothing (a browser's preconnection) holds up the next
-    // no longer than it may linger itself.
-    if !(ctx.closing() && listener.taking_no_more()) {
-        return Ok(());
-    }
-    loop {
-        drop(ctx.app_slot().await);
-        match registered(listener.take_queued()) {
+    // As the daemon stops: the connections left in the listener's queue, taken as above
+    // (a free thread, one at a time); one that sends nothing (a browser's preconnection)
+    // holds up the next no longer than it may linger itself.
+    while let Some(accepted) = ctx.queued_at_stop(&listener, &name).await {
+        match registered(Ok(accepted)) {
             Ok((conn, peer)) => {
                 let _ = tokio::time::timeout(LINGER_AT_STOP, serve(conn, peer)).await;
             }
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Err(err) => {
-                tracing::error!("accept() on \"{name}\" as the worker stops failed: {err}");
-                return Ok(());
-            }
+            Err(err) => tracing::error!("accept() on \"{name}\" as the worker stops failed: {err}"),
         }
     }
+    Ok(())
 }
 
 /// Takes up connections other workers hand over, on this request thread's runtime, until
@@ -334,16 +320,10 @@ async fn handover_loop(
     loop {
         // Only a free thread takes one: the others wait in the shared queue (held by the
         // master too, so a worker killed meanwhile loses none) for the first that is.
-        let free_then_take = async {
-            drop(ctx.app_slot().await);
-            incoming.next().await
+        let Some(taken) = ctx.when_free(&mut stop_rx, incoming.next()).await else {
+            break;
         };
-        let taken = tokio::select! {
-            biased;
-            _ = stopped(&mut stop_rx) => break,
-            taken = free_then_take => taken?,
-        };
-        serve(taken);
+        serve(taken?);
         // Its request first: the next connection waiting goes to whichever thread is free
         // then, this one or another worker's, not to this thread by default.
         tokio::task::yield_now().await;

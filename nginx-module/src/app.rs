@@ -211,9 +211,12 @@ unsafe fn reuse_connections(
     }
     // SAFETY: per the caller, the configuration being parsed.
     let pool = unsafe { (*cf).pool };
+    #[allow(
+        clippy::deref_addrof,
+        reason = "a static mut is borrowed through a raw pointer"
+    )]
     // SAFETY: nginx's keepalive module, which nothing writes to while configuring.
-    let keepalive = unsafe { (&raw const ngx_http_upstream_keepalive_module).as_ref() }
-        .ok_or("no keepalive module")?;
+    let keepalive = unsafe { &*(&raw const ngx_http_upstream_keepalive_module) };
     // SAFETY: read-only after nginx counted the modules, before any configuration.
     let (modules, upstream_index) =
         unsafe { (ngx_http_max_module, ngx_http_upstream_module.ctx_index) };

@@ -52,8 +52,6 @@ pub struct Gate {
     /// [`GatedConn::follow`]), or its count could not be trusted: reads pass from then
     /// on, and the connection no longer moves.
     pinned: AtomicBool,
-    /// A request was admitted on the connection (or came with one that was).
-    admitted_any: AtomicBool,
     /// The next request's first bytes are in (the connection is readable) and wait for the
     /// thread: as the worker closes, the serve loop keeps the connection for them.
     waiting: AtomicBool,
@@ -69,7 +67,6 @@ impl Gate {
             active: AtomicUsize::new(0),
             admitted: Mutex::new(None),
             pinned: AtomicBool::new(false),
-            admitted_any: AtomicBool::new(false),
             waiting: AtomicBool::new(false),
             writing: AtomicBool::new(false),
         })
@@ -98,11 +95,6 @@ impl Gate {
     /// hyper holds bytes of a response it could not write yet.
     pub fn writing(&self) -> bool {
         self.writing.load(Ordering::SeqCst)
-    }
-
-    /// Whether a request was admitted on the connection yet.
-    pub fn admitted_any(&self) -> bool {
-        self.admitted_any.load(Ordering::SeqCst)
     }
 
     /// Between requests, the next one's bytes have come and wait for the thread.
@@ -277,7 +269,6 @@ impl GatedConn {
             return Poll::Pending;
         }
         self.gate.active.fetch_add(1, Ordering::SeqCst);
-        self.gate.admitted_any.store(true, Ordering::SeqCst);
         *self.gate.admitted() = Some(permit);
         // An admission read starts a request: if the stream is not between requests here
         // (bytes read to drain a body the app left, say), the count cannot be trusted.

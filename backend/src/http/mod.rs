@@ -66,12 +66,13 @@ pub async fn serve(
     };
     // Listed with the thread from the start: between requests the mover may take it.
     let entry = ctx.thread.list(conn.as_fd(), Protocol::Http, &peer);
-    // Accepted here, not handed over: its first request may still be on its way.
-    let fresh = head_in.is_some();
     let gate = Gate::new(entry.clone());
-    let head_in = std::sync::Mutex::new(head_in);
+    // Still here while no request head came on a connection just accepted (not handed
+    // over), whose first request may be on its way.
+    let head_in = Arc::new(std::sync::Mutex::new(head_in));
     let service = {
         let (ctx, peer, gate) = (ctx.clone(), peer.clone(), gate.clone());
+        let head_in = head_in.clone();
         hyper::service::service_fn(move |request| {
             if let Some(head_in) = head_in.lock().ok().and_then(|mut slot| slot.take()) {
                 let _ = head_in.send(());
@@ -129,7 +130,8 @@ pub async fn serve(
             }
             // A connection just accepted may have its first request on the way, one
             // retransmission late (200 ms or more): it has longer.
-            let wait = match fresh && !gate.admitted_any() {
+            let first_to_come = head_in.lock().is_ok_and(|head_in| head_in.is_some());
+            let wait = match first_to_come {
                 true => 4 * LINGER_AT_STOP,
                 false => LINGER_AT_STOP,
             };

@@ -9,7 +9,6 @@
 
 mod response;
 
-use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,23 +60,11 @@ pub async fn accept_loop(
             }
         }
     }
-    // If the master closed the listener as the daemon stops: the connections in its
-    // queue, which would be reset at exit, until none is left.
-    if !(ctx.closing() && listener.taking_no_more()) {
-        return Ok(());
+    // As the daemon stops: the connections left in the listener's queue.
+    while let Some((conn, peer)) = ctx.queued_at_stop(&listener, &name).await {
+        serve_accepted(conn, peer, &ctx, &stop_rx, &in_flight).await;
     }
-    loop {
-        // A free thread takes the next: the others, in this worker or another, take theirs.
-        drop(ctx.app_slot().await);
-        match listener.take_queued() {
-            Ok((conn, peer)) => serve_accepted(conn, peer, &ctx, &stop_rx, &in_flight).await,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(err) => {
-                tracing::error!("accept() on \"{name}\" as the worker stops failed: {err}");
-                return Ok(());
-            }
-        }
-    }
+    Ok(())
 }
 
 /// Serves a connection just accepted: at once if its request head is in (the fast path),
@@ -582,7 +569,7 @@ fn run_request(
     // Read ahead with the body's end when the body did not all come with the head (then
     // nothing followed it in `received`).
     let ahead = match &conn {
-        Conn::Registered(stream) => stream.take_read_ahead(),
+        Conn::Registered(stream) if unread_after_head > 0 => stream.take_read_ahead(),
         _ => None,
     };
     let next = ahead.unwrap_or_else(|| received[body_end..].to_vec());
