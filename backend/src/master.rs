@@ -767,6 +767,7 @@ fn serve(
                     );
                 }
             }
+            stats::daemon_stopping();
             let everyone = workers.keys().chain(&old_workers).chain(helpers.pids());
             signal_all(everyone, Signal::SIGTERM);
             state = State::Stopping {

@@ -35,6 +35,8 @@ pub struct WorkerCounters {
     status_classes: [AtomicU64; 5],
     /// Requests by duration: how many took at most each of [`DURATION_BUCKETS`].
     duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
+    /// Set by the master before it signals a stop of the whole daemon ([`daemon_stops`]).
+    daemon_stops: AtomicU32,
 }
 
 impl WorkerCounters {
@@ -575,9 +577,28 @@ pub fn attach(id: u32) {
             core.requests.store(0, Ordering::Relaxed);
             core.in_request.store(0, Ordering::Relaxed);
         }
+        worker.daemon_stops.store(0, Ordering::Relaxed);
         worker.accepting.store(1, Ordering::Relaxed);
         let _ = MINE.set((worker, cores));
     }
+}
+
+/// In the master, before it signals the workers that the whole daemon stops (and not one
+/// worker alone: `idle`, cheaper, a graceful harakiri).
+pub fn daemon_stopping() {
+    if let Some(shared) = SHARED.get() {
+        for id in 1..=shared.processes as u32 {
+            shared.worker(id).daemon_stops.store(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// In a worker told to stop: whether the whole daemon stops, so that nobody but the
+/// workers stopping with it takes what is queued for them (false without shared
+/// counters).
+pub fn daemon_stops() -> bool {
+    MINE.get()
+        .is_some_and(|(worker, _)| worker.daemon_stops.load(Ordering::SeqCst) == 1)
 }
 
 /// In a worker about to be killed by harakiri.

@@ -74,8 +74,6 @@ pub struct RequestClock {
     /// SIGTERM came: the worker closes (`WorkerContext::closing`), whatever else made it
     /// stop before or after.
     closing: AtomicBool,
-    /// And the master had closed the listeners: the whole daemon stops.
-    daemon_stops: AtomicBool,
     /// `harakiri-graceful-timeout` and `-signal`: what harakiri sends before SIGKILL.
     graceful: Option<(Duration, Signal)>,
     /// `min-worker-lifetime`: max-requests and the memory limits wait until the worker
@@ -124,7 +122,6 @@ impl RequestClock {
             started: AtomicU64::new(0),
             recycled: AtomicBool::new(false),
             closing: AtomicBool::new(false),
-            daemon_stops: AtomicBool::new(false),
             user_armed: AtomicBool::new(false),
             thread_started: AtomicBool::new(false),
             threads: (0..config.threads)
@@ -204,10 +201,8 @@ impl RequestClock {
     }
 
     /// SIGTERM: the worker stops and closes its connections once their requests are
-    /// answered (see `WorkerContext::closing`); `daemon_stops`: the master closed the
-    /// listeners first (`listeners::taking_no_more`).
-    pub fn close(&self, daemon_stops: bool) {
-        self.daemon_stops.store(daemon_stops, Ordering::SeqCst);
+    /// answered (see `WorkerContext::closing`).
+    pub fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
     }
@@ -215,12 +210,6 @@ impl RequestClock {
     /// Whether SIGTERM came.
     pub fn closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
-    }
-
-    /// Whether SIGTERM came as the whole daemon stops: nobody takes what is queued but
-    /// this worker and the others stopping with it.
-    pub fn daemon_stops(&self) -> bool {
-        self.daemon_stops.load(Ordering::SeqCst)
     }
 
     /// Whether the worker is stopping (a stop signal, a retirement, max-requests, ...).

@@ -4,7 +4,6 @@
 //! No request crosses threads, so serving one costs no hand-off. Signals: SIGTERM stops
 //! accepting and lets in-flight requests finish; SIGINT and SIGQUIT exit at once.
 
-use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -78,9 +77,7 @@ pub fn run(
             .context("cannot start a request thread")?;
         threads.push(thread);
     }
-    // The signal thread looks at them when SIGTERM comes: whether the master closed them.
-    let watched = dup_listeners(listeners)?;
-    spawn_signal_thread(stop_tx, requests.clone(), watched, config.clone(), handover)?;
+    spawn_signal_thread(stop_tx, requests.clone(), config.clone(), handover)?;
     if config.py_autoreload > 0 {
         let every = std::time::Duration::from_secs(config.py_autoreload);
         let files = config.wsgi_file.iter().cloned().collect();
@@ -171,7 +168,6 @@ fn serve_thread(
 fn spawn_signal_thread(
     stop_tx: watch::Sender<bool>,
     requests: Arc<RequestClock>,
-    listeners: Vec<(Protocol, ListeningSocket, String)>,
     config: Config,
     handover: Arc<Handover>,
 ) -> anyhow::Result<()> {
@@ -190,11 +186,7 @@ fn spawn_signal_thread(
                 match signal {
                     SIGTERM => {
                         tracing::info!("SIGTERM: finishing in-flight requests, then exiting");
-                        // The master closed the listeners first if the daemon stops.
-                        let daemon_stops = listeners.iter().any(|(_, socket, _)| {
-                            crate::listeners::taking_no_more(socket.as_fd())
-                        });
-                        requests.close(daemon_stops);
+                        requests.close();
                     }
                     SIGUSR1 => {
                         tracing::info!(
@@ -328,9 +320,10 @@ async fn handover_loop(
         // then, this one or another worker's, not to this thread by default.
         tokio::task::yield_now().await;
     }
-    // If the whole daemon stops (the master closed the listeners): what is left in the
-    // queue, which no worker would take any more, taken the same way until none is left.
-    if !ctx.requests.daemon_stops() {
+    // If the whole daemon stops (the master says so before it signals): what is left in
+    // the queue, which no worker would take any more, taken the same way until none is
+    // left.
+    if !(ctx.closing() && crate::stats::daemon_stops()) {
         return Ok(());
     }
     loop {
