@@ -1,14 +1,14 @@
 # ngx-wsgi: `make demo` serves the example app through nginx, `make test` runs every test.
 # Both install what they need first (scripts/setup.sh: Debian packages and .venv).
 
-# The Python the daemon embeds: Debian's python3 (3.11) by default, not whatever python3
+# The Python the daemon runs apps in: Debian's python3 (3.11) by default, not whatever python3
 # is first on PATH; PYTHON=/path/to/python3.X builds for another (`make deb` names it).
 PYTHON ?= /usr/bin/python3
 export PYO3_PYTHON := $(PYTHON)
 # How the daemon links that Python: shared (libpython3.X.so, the default: Debian's Python
-# security updates reach the daemon without a rebuild) or static (libpython3.X.a, as
-# /usr/bin/python3.X is: about 10% fewer instructions per request, rebuilt by you for each
-# Python update). README, "Linking Python statically".
+# security updates reach the daemon without a rebuild; the daemon runs inside
+# /usr/bin/python3.X, see PYTHON_HOST) or static (libpython3.X.a, as /usr/bin/python3.X
+# is, rebuilt by you for each Python update). README, "Which Python runs the app".
 PYTHON_LINK ?= shared
 ifeq ($(PYTHON_LINK),static)
 export PYO3_CONFIG_FILE := $(CURDIR)/target/pyo3-static.cfg
@@ -20,11 +20,15 @@ STATIC_BIN := target/python-static/release/ngx-wsgi
 CARGO ?= cargo
 export CARGO
 BIN := target/release/ngx-wsgi
+# The daemon as an extension module of that Python (shared builds): beside the executable,
+# it makes the executable run the daemon inside /usr/bin/python3.X, Debian's optimised
+# build of the interpreter (backend/src/python_host.rs; README, "Which Python runs the app").
+PYTHON_HOST := target/release/ngx_wsgi_host.so
 
 MODULE := target/release/libngx_http_wsgi_module.so
 PREFIX ?= /usr/local
 
-.PHONY: all toolchain build-deps setup nginx-objs build static-daemon demo test unit-test integration-test lint bench fuzz deb deb-test install uninstall clean
+.PHONY: all toolchain build-deps setup nginx-objs build python-host static-daemon demo test unit-test integration-test lint bench fuzz deb deb-test install uninstall clean
 
 all: build
 
@@ -50,6 +54,15 @@ build: build-deps
 	$(if $(filter static,$(PYTHON_LINK)),mkdir -p target && bash scripts/pyo3-static-config.sh $(PYTHON) >$(PYO3_CONFIG_FILE))
 	NGINX_BUILD_DIR=$$(bash scripts/nginx-objs.sh) && export NGINX_BUILD_DIR && \
 		$(CARGO) build --release --workspace
+	$(if $(filter static,$(PYTHON_LINK)),rm -f $(PYTHON_HOST),+$(MAKE) --no-print-directory python-host)
+
+# The extension module, in its own target directory: pyo3 links no libpython into it (the
+# executable it is loaded in has the interpreter), so it cannot share the executable's build.
+python-host: build-deps
+	env -u PYO3_CONFIG_FILE PYO3_BUILD_EXTENSION_MODULE=1 CARGO_TARGET_DIR=target/python-host \
+		$(CARGO) rustc --release -p ngx-wsgi --lib --crate-type cdylib
+	mkdir -p $(dir $(PYTHON_HOST))
+	cp target/python-host/release/libngx_wsgi.so $(PYTHON_HOST)
 
 # The daemon built with PYTHON_LINK=static, for the tests (target/python-static/).
 static-daemon: build-deps
@@ -96,6 +109,7 @@ fuzz:
 # the systemd unit template reading /etc/ngx-wsgi/NAME.ini.
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ngx-wsgi
+	[ ! -f $(PYTHON_HOST) ] || install -D -m 0644 $(PYTHON_HOST) $(DESTDIR)$(PREFIX)/lib/ngx-wsgi/ngx_wsgi_host.so
 	install -D -m 0644 $(MODULE) $(DESTDIR)/usr/lib/nginx/modules/ngx_http_wsgi_module.so
 	install -D -m 0644 nginx-conf/mod-http-wsgi.conf $(DESTDIR)/usr/share/nginx/modules-available/mod-http-wsgi.conf
 	install -d $(DESTDIR)/etc/nginx/modules-enabled
@@ -112,6 +126,8 @@ install: build
 # Removes what install put in place (the configs in /etc/ngx-wsgi stay: they are the user's).
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/ngx-wsgi
+	rm -f $(DESTDIR)$(PREFIX)/lib/ngx-wsgi/ngx_wsgi_host.so
+	[ ! -d $(DESTDIR)$(PREFIX)/lib/ngx-wsgi ] || rmdir --ignore-fail-on-non-empty $(DESTDIR)$(PREFIX)/lib/ngx-wsgi
 	rm -f $(DESTDIR)/usr/lib/nginx/modules/ngx_http_wsgi_module.so
 	rm -f $(DESTDIR)/etc/nginx/modules-enabled/50-mod-http-wsgi.conf
 	rm -f $(DESTDIR)/usr/share/nginx/modules-available/mod-http-wsgi.conf

@@ -9,11 +9,20 @@
 //! daemon itself never does; with its symbols exported to them; as a position-dependent
 //! executable, since Debian's archive is not position-independent code; and with the
 //! libraries the interpreter's built-in modules use (sysconfig's MODLIBS, LIBS, SYSLIBS).
+//!
+//! It also names, as `NGX_WSGI_PYTHON_EXECUTABLE`, the executable of the interpreter the
+//! daemon is built for, which runs the daemon as an extension module (`python_host.rs`).
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
 fn main() {
+    println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
+    let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".into());
+    println!(
+        "cargo:rustc-env=NGX_WSGI_PYTHON_EXECUTABLE={}",
+        python_executable(&python)
+    );
     println!("cargo:rerun-if-env-changed=PYO3_CONFIG_FILE");
     let Some(path) = std::env::var_os("PYO3_CONFIG_FILE") else {
         return;
@@ -44,6 +53,22 @@ fn main() {
     }
     println!("cargo:rustc-link-arg=-Wl,--export-dynamic");
     println!("cargo:rustc-link-arg=-no-pie");
+}
+
+/// The interpreter's own executable, links resolved (`/usr/bin/python3` is
+/// `/usr/bin/python3.11`; a virtualenv's `python` is the interpreter it was made from).
+fn python_executable(python: &str) -> String {
+    let script = "import os, sys; print(os.path.realpath(sys.executable))";
+    let out = Command::new(python)
+        .args(["-c", script])
+        .output()
+        .unwrap_or_else(|e| panic!("running {python} for its executable: {e}"));
+    assert!(
+        out.status.success(),
+        "{python} could not say its executable: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// The `-l` libraries `python` says its static library needs, each once, in order.

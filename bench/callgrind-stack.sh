@@ -152,7 +152,8 @@ for path in "${paths[@]}"; do
       pkill -INT -f "$cmdline" || true
       for _ in $(seq 100); do pgrep -f "$cmdline" > /dev/null || break; sleep 0.2; done
       rm -f "$work/$name.sock" "$work/grind-$name".*
-      grind() { setsid valgrind --tool=callgrind --callgrind-out-file="$work/grind-$1.%p" "${@:2}" > "$work/$1.log" 2>&1 & }
+      # --trace-children: ngx-wsgi replaces itself with the Python it runs in (python_host.rs).
+      grind() { setsid valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$work/grind-$1.%p" "${@:2}" > "$work/$1.log" 2>&1 & }
       start_backends grind "$name"
       wait_backends
       # nginx's cached connection to the previous run is gone: a GET finds out.

@@ -16,9 +16,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin=target/release/ngx-wsgi
+# The daemon as an extension module: the executable runs it inside /usr/bin/pythonX.Y.
+host=target/release/ngx_wsgi_host.so
 module=target/release/libngx_http_wsgi_module.so
 out=target/debian
-for built in "$bin" "$module"; do
+for built in "$bin" "$host" "$module"; do
   [ -f "$built" ] || { echo "deb: $built is missing: run make deb (it builds first)" >&2; exit 1; }
 done
 
@@ -95,8 +97,10 @@ finish_package() {
   local name=$1 pkg_version=$2 root=$work/debian/$1
   local depends
   install -d -m 0755 "$root/DEBIAN"
-  depends=$(cd "$work" && dpkg-shlibdeps -O -e"$(find "debian/$name" -type f \( -name '*.so' -o -path '*/bin/*' \) | head -1)" \
-    | sed -n 's/^shlibs:Depends=//p')
+  local objects=()
+  while IFS= read -r object; do objects+=("-e$object"); done \
+    < <(cd "$work" && find "debian/$name" -type f \( -name '*.so' -o -path '*/bin/*' \) | sort)
+  depends=$(cd "$work" && dpkg-shlibdeps -O "${objects[@]}" | sed -n 's/^shlibs:Depends=//p')
   [ -z "${3:-}" ] || depends="$3, $depends"
   sed -e "s|@VERSION@|$pkg_version|" -e "s|@ARCH@|$arch|" -e "s|@DEPENDS@|$depends|" \
     -e "s|@PYTHON@|$python|g" \
@@ -120,6 +124,7 @@ finish_package() {
 # ngx-wsgi: the daemon.
 root=$work/debian/ngx-wsgi
 install_stripped 0755 "$bin" "$root/usr/bin/ngx-wsgi"
+install_stripped 0644 "$host" "$root/usr/lib/ngx-wsgi/ngx_wsgi_host.so"
 install -d "$root/lib/systemd/system"
 sed 's|/usr/local/bin/ngx-wsgi|/usr/bin/ngx-wsgi|g' nginx-conf/ngx-wsgi@.service >"$root/lib/systemd/system/ngx-wsgi@.service"
 install -m 0644 nginx-conf/ngx-wsgi@.socket "$root/lib/systemd/system/ngx-wsgi@.socket"
@@ -137,7 +142,9 @@ help2man --no-info --no-discard-stderr --section=1 \
   --name="serve a Python WSGI app over the uwsgi protocol and HTTP" \
   "$root/usr/bin/ngx-wsgi" | gzip -9n >"$root/usr/share/man/man1/ngx-wsgi.1.gz"
 chmod 0644 "$root/usr/share/man/man1/ngx-wsgi.1.gz"
-finish_package ngx-wsgi "$version+py$python"
+# The interpreter's executable the daemon runs in, besides the libpython the executable
+# links (dpkg-shlibdeps finds that one).
+finish_package ngx-wsgi "$version+py$python" "python$python-minimal"
 
 # libnginx-mod-http-wsgi: the module.
 root=$work/debian/libnginx-mod-http-wsgi

@@ -127,7 +127,7 @@ def test_virtualenv_of_another_python_is_refused(tmp_path):
     venv.mkdir()
     (venv / "pyvenv.cfg").write_text("home = /usr/bin\nversion = 3.9.2\n")
     assert_fails_fast(["--wsgi-file", APPS / "pep3333.py", "--home", venv],
-                      f'virtualenv "{venv}" was made with Python 3.9.2 but ngx-wsgi embeds Python 3.11')
+                      f'virtualenv "{venv}" was made with Python 3.9.2 but ngx-wsgi runs Python 3.11')
 
 
 def test_home_that_is_not_a_virtualenv(tmp_path):

@@ -367,7 +367,13 @@ pub fn check_app(config: &Config) -> i32 {
     }
 }
 
-pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
+/// What a reload runs again: the `ngx-wsgi` executable and the arguments it was given.
+pub struct Invocation {
+    pub exe: PathBuf,
+    pub args: Vec<String>,
+}
+
+pub fn run(config: Config, invocation: Invocation) -> anyhow::Result<i32> {
     // First of all, so a stop signal during start-up (an import can take seconds) is
     // not fatal: it is acted on as soon as the workers are up.
     let signals = Signals::register()?;
@@ -434,7 +440,7 @@ pub fn run(config: Config, args: Vec<String>) -> anyhow::Result<i32> {
     }
     let result = serve(
         &config,
-        &args,
+        &invocation,
         &listeners,
         stats_socket.as_ref(),
         &signals,
@@ -597,7 +603,7 @@ fn check_spooler_dirs(config: &Config) -> anyhow::Result<()> {
 /// Loads the app, starts the workers and supervises them until a stop signal.
 fn serve(
     config: &Config,
-    args: &[String],
+    invocation: &Invocation,
     listeners: &[BoundListener],
     stats_socket: Option<&ListeningSocket>,
     signals: &Signals,
@@ -791,7 +797,7 @@ fn serve(
                 handover: &handover,
             };
             reload(
-                args,
+                invocation,
                 sockets,
                 // Spooler processes finish their task and exit, as workers their requests
                 // (mules stop at once).
@@ -1343,7 +1349,7 @@ struct ExecSockets<'a> {
 }
 
 fn reload<'a>(
-    args: &[String],
+    Invocation { exe, args }: &Invocation,
     ExecSockets {
         listeners,
         stats,
@@ -1354,9 +1360,8 @@ fn reload<'a>(
     daemons: &mut Daemons,
     mercy: Duration,
 ) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("cannot find our own executable to reload")?;
     tracing::info!("reloading; checking that the app loads");
-    let probe = std::process::Command::new(&exe)
+    let probe = std::process::Command::new(exe)
         .args(args)
         .env(CHECK_APP_ENV, "1")
         .status();

@@ -63,13 +63,41 @@ pub fn set_title(title: &str) {
     if let Ok(comm) = std::ffi::CString::new(comm) {
         let _ = nix::sys::prctl::set_name(&comm);
     }
-    if let Err(err) = overwrite_argv(title.as_bytes()) {
+    if let Err(err) = overwrite_argv(title.as_bytes(), b"") {
         tracing::warn!("cannot set the process title: {err}");
     }
 }
 
-/// Writes `title` over the argv strings the kernel shows in /proc/self/cmdline.
-fn overwrite_argv(title: &[u8]) -> std::io::Result<()> {
+/// Shows this process as the command `exe args...` (comm: `exe`'s file name), as the
+/// `ngx-wsgi` executable shows, when the daemon runs inside Python (`python_host`),
+/// whose command line holds `exe` and `args` after its own arguments. Only when the
+/// command line is the one `python_host` started, beginning with `started_as`: under
+/// valgrind, say, the kernel's argv area is valgrind's own, its options still in use.
+pub fn show_as_command(exe: &std::path::Path, args: &[String], started_as: &[u8]) {
+    let name = exe
+        .file_name()
+        .unwrap_or(exe.as_os_str())
+        .as_encoded_bytes();
+    if let Ok(comm) = std::ffi::CString::new(name.iter().copied().take(15).collect::<Vec<u8>>()) {
+        let _ = nix::sys::prctl::set_name(&comm);
+    }
+    let mut command_line = exe.as_os_str().as_encoded_bytes().to_vec();
+    for arg in args {
+        command_line.push(0);
+        command_line.extend_from_slice(arg.as_bytes());
+    }
+    if let Err(err) = overwrite_argv(&command_line, started_as) {
+        // Before the daemon's logging starts.
+        eprintln!(
+            "ngx-wsgi: cannot show the process as {}: {err}",
+            exe.display()
+        );
+    }
+}
+
+/// Writes `title` over the argv strings the kernel shows in /proc/self/cmdline, if they
+/// begin with `only_over`.
+fn overwrite_argv(title: &[u8], only_over: &[u8]) -> std::io::Result<()> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -89,8 +117,12 @@ fn overwrite_argv(title: &[u8]) -> std::io::Result<()> {
     // SAFETY: [arg_start, arg_end) is this process's own argv area, mapped writable on its
     // initial stack, as the kernel reports it. Nothing holds a reference into it: main()
     // copied the arguments into owned Strings at start and std::env::args() is not called
-    // again. The write stays inside the range.
+    // again (inside Python, `python_host`, the interpreter copied them at its start). The
+    // write stays inside the range.
     let argv = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
+    if !argv.starts_with(only_over) {
+        return Ok(());
+    }
     argv[..shown].copy_from_slice(&title[..shown]);
     argv[shown..].fill(0);
     Ok(())

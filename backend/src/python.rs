@@ -7,6 +7,10 @@ use ngx_wsgi_config::Config;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+/// The executable of the interpreter the daemon is built for (`build.rs`), links resolved:
+/// `sys.executable` for the app, unless its virtualenv has its own.
+pub const EXECUTABLE: &str = env!("NGX_WSGI_PYTHON_EXECUTABLE");
+
 /// Starts the interpreter in this process, without Python's signal handlers, so the
 /// master keeps SIGINT/SIGTERM for itself. Starts no thread: the master forks after this.
 /// `install_api` makes the `uwsgi` module importable (`uwsgi_api::install`), once the
@@ -15,19 +19,16 @@ pub fn initialize(
     config: &Config,
     install_api: impl FnOnce(Python<'_>, &Config) -> PyResult<()>,
 ) -> anyhow::Result<()> {
-    // Environment first: the app may read it at import time, and `os.environ` is
-    // snapshotted when the interpreter starts.
-    for (key, value) in &config.env {
-        // SAFETY: the master is single-threaded here (no tokio runtime, no Python thread
-        // yet), so nothing reads the environment concurrently.
-        unsafe { std::env::set_var(key, value) };
-    }
+    set_app_environment(config);
     if let Some(dir) = &config.chdir {
         std::env::set_current_dir(dir)
             .with_context(|| format!("cannot chdir to \"{}\"", dir.display()))?;
     }
     Python::initialize();
     Python::attach(|py| -> anyhow::Result<()> {
+        // What `subprocess` and `multiprocessing` start as Python: this interpreter, not
+        // whatever `python3` the PATH has first (what an embedded one guesses).
+        py.import("sys")?.setattr("executable", EXECUTABLE)?;
         if let Some(home) = &config.home {
             activate_virtualenv(py, home)?;
         }
@@ -50,6 +51,16 @@ pub fn initialize(
         }
         Ok(())
     })
+}
+
+/// Sets the config's `env` in this process, before the interpreter starts: the app may
+/// read it at import time, and `os.environ` is snapshotted when the interpreter starts.
+pub fn set_app_environment(config: &Config) {
+    for (key, value) in &config.env {
+        // SAFETY: called while the process is single-threaded (before the interpreter,
+        // the runtimes and the workers), so nothing reads the environment concurrently.
+        unsafe { std::env::set_var(key, value) };
+    }
 }
 
 /// Makes packages installed in the virtualenv `home` importable, refusing one made from
@@ -78,7 +89,7 @@ fn activate_virtualenv(py: Python<'_>, home: &Path) -> anyhow::Result<()> {
         .unwrap_or_default();
     if !(venv_version == ours || venv_version.starts_with(&format!("{ours}."))) {
         bail!(
-            "virtualenv \"{}\" was made with Python {} but ngx-wsgi embeds Python {ours}: \
+            "virtualenv \"{}\" was made with Python {} but ngx-wsgi runs Python {ours}: \
              recreate it with \"python{ours} -m venv {}\"",
             home.display(),
             if venv_version.is_empty() {
@@ -93,6 +104,11 @@ fn activate_virtualenv(py: Python<'_>, home: &Path) -> anyhow::Result<()> {
     let home_str = home.to_string_lossy();
     sys.setattr("prefix", home_str.as_ref())?;
     sys.setattr("exec_prefix", home_str.as_ref())?;
+    // As the virtualenv's own `python` has it, when it has one.
+    let venv_python = home.join("bin/python");
+    if venv_python.exists() {
+        sys.setattr("executable", venv_python.to_string_lossy().as_ref())?;
+    }
     py.import("site")?
         .call_method1("addsitedir", (site_packages.to_string_lossy().as_ref(),))?;
     Ok(())
