@@ -143,6 +143,13 @@ get_page
 first_page=$(date +%s.%N)
 python=$(sed -n 's/.*<p>Python \([0-9.]*\),.*/\1/p' <<<"$page")
 say "page through nginx + wsgi_app + the daemon: 'Hello from ngx-wsgi', Python $python"
+# The package's extension module found beside /usr/bin: the daemon runs inside the
+# interpreter's executable (/proc shows it), shown as the command it was started as.
+exe=$(readlink "/proc/$daemon_pid/exe")
+case "$exe" in
+  */usr/bin/python3.*) say "the daemon runs inside $exe, shown as '$(tr '\0' ' ' <"/proc/$daemon_pid/cmdline" | sed 's/ *$//')'" ;;
+  *) fail "the daemon runs in $exe, not in /usr/bin/python3.X with /usr/lib/ngx-wsgi/ngx_wsgi_host.so" ;;
+esac
 pkg_python=$(basename "$daemon_deb" | sed 's/.*+py\([0-9.]*\)_.*/\1/')
 case "$python" in
   "$pkg_python".*) ;;

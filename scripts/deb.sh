@@ -144,7 +144,7 @@ help2man --no-info --no-discard-stderr --section=1 \
 chmod 0644 "$root/usr/share/man/man1/ngx-wsgi.1.gz"
 # The interpreter's executable the daemon runs in, besides the libpython the executable
 # links (dpkg-shlibdeps finds that one).
-finish_package ngx-wsgi "$version+py$python" "python$python-minimal"
+finish_package ngx-wsgi "$version+py$python" "python$python"
 
 # libnginx-mod-http-wsgi: the module.
 root=$work/debian/libnginx-mod-http-wsgi
