@@ -109,7 +109,9 @@ fuzz:
 # the systemd unit template reading /etc/ngx-wsgi/NAME.ini.
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ngx-wsgi
-	[ ! -f $(PYTHON_HOST) ] || install -D -m 0644 $(PYTHON_HOST) $(DESTDIR)$(PREFIX)/lib/ngx-wsgi/ngx_wsgi_host.so
+	# The module of this build, or none (PYTHON_LINK=static): never one of an earlier build.
+	if [ -f $(PYTHON_HOST) ]; then install -D -m 0644 $(PYTHON_HOST) $(DESTDIR)$(PREFIX)/lib/ngx-wsgi/ngx_wsgi_host.so; \
+	else rm -f $(DESTDIR)$(PREFIX)/lib/ngx-wsgi/ngx_wsgi_host.so; fi
 	install -D -m 0644 $(MODULE) $(DESTDIR)/usr/lib/nginx/modules/ngx_http_wsgi_module.so
 	install -D -m 0644 nginx-conf/mod-http-wsgi.conf $(DESTDIR)/usr/share/nginx/modules-available/mod-http-wsgi.conf
 	install -d $(DESTDIR)/etc/nginx/modules-enabled

@@ -11,7 +11,10 @@
 //! libraries the interpreter's built-in modules use (sysconfig's MODLIBS, LIBS, SYSLIBS).
 //!
 //! It also names, as `NGX_WSGI_PYTHON_EXECUTABLE`, the executable of the interpreter the
-//! daemon is built for, which runs the daemon as an extension module (`python_host.rs`).
+//! daemon is built for, which runs the daemon as an extension module (`python_host.rs`),
+//! and, as `NGX_WSGI_BUILD_ID`, a hash of the daemon's sources (this crate's and the
+//! workspace crates it uses): the executable and the module, built by two cargo runs,
+//! must come from the same sources.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -23,6 +26,7 @@ fn main() {
         "cargo:rustc-env=NGX_WSGI_PYTHON_EXECUTABLE={}",
         python_executable(&python)
     );
+    println!("cargo:rustc-env=NGX_WSGI_BUILD_ID={:016x}", sources_hash());
     println!("cargo:rerun-if-env-changed=PYO3_CONFIG_FILE");
     let Some(path) = std::env::var_os("PYO3_CONFIG_FILE") else {
         return;
@@ -53,6 +57,35 @@ fn main() {
     }
     println!("cargo:rustc-link-arg=-Wl,--export-dynamic");
     println!("cargo:rustc-link-arg=-no-pie");
+}
+
+/// A hash of every file of the daemon's sources, by path and content.
+fn sources_hash() -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut files = Vec::new();
+    for dir in ["src", "Cargo.toml", "../config", "../uwsgi-proto"] {
+        println!("cargo:rerun-if-changed={dir}");
+        collect_files(std::path::Path::new(dir), &mut files);
+    }
+    files.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for path in files {
+        path.hash(&mut hasher);
+        std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+            .hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn collect_files(path: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
+            collect_files(&entry.expect("a directory entry").path(), files);
+        }
+    } else if path.is_file() {
+        files.push(path.to_path_buf());
+    }
 }
 
 /// The interpreter's own executable, links resolved (`/usr/bin/python3` is

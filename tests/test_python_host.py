@@ -5,6 +5,8 @@ The app must not see the difference from the interpreter linked into the executa
 (NGX_WSGI_PYTHON_HOST=off, and the static build), nor ps, systemd or a reload."""
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 
@@ -54,7 +56,7 @@ def test_with_the_module_beside_it_the_daemon_runs_in_debians_python_and_shows_a
 
 def test_the_app_sees_the_same_interpreter_in_python_as_linked_in(daemon):
     reports = {mode: requests.get(start(daemon, mode)[1]).json() for mode in MODE}
-    same = ["executable", "argv", "path0", "empty_path_entries", "sigint_raises_keyboard_interrupt", "sigpipe", "env", "version", "comm",
+    same = ["executable", "argv", "path0", "empty_path_entries", "sigint_raises_keyboard_interrupt", "sigpipe", "sigxfsz", "env", "version", "comm",
             "main_module_names"]
     seen = {mode: {key: r[key] for key in same} for mode, r in reports.items()}
     assert seen["python"] == seen["embedded"] == seen["static"], seen
@@ -88,6 +90,65 @@ def test_a_reload_runs_the_daemon_in_python_again_with_the_same_pid(daemon):
     assert after["pid"] != before["pid"]
     assert (after["exe"], after["comm"], after["cmdline"]) == (before["exe"], before["comm"], before["cmdline"])
     assert master_view(d) == (PYTHON, "ngx-wsgi", [str(a) for a in d.args])
+
+
+def test_the_config_is_read_inside_python_as_the_executable_read_it_before_its_env(daemon, tmp_path):
+    # `env` is set before Python starts (os.environ has it); the arguments, read again
+    # inside Python, must still see the environment from before it: 2 processes here.
+    ini = tmp_path / "app.ini"
+    ini.write_text("[uwsgi]\nenv = APP_SETTING=from-the-config\n"
+                   "if-not-env = APP_SETTING\nprocesses = 2\nendif =\n")
+    for mode in MODE:
+        binary, env = MODE[mode]
+        port = free_port()
+        d = daemon(ini, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "interpreter_app.py",
+                   env=env, binary=binary, ready=("127.0.0.1", port))
+        d.wait_log("forking 2 worker")
+        report = requests.get(f"http://127.0.0.1:{port}/").json()
+        assert report["env"] == "from-the-config", mode
+        assert "NGX_WSGI_ENV_BEFORE_CONFIG" not in report["environ_names"], mode
+        d.stop()
+
+
+def test_a_relative_module_path_is_kept_absolute_for_reloads_after_chdir(daemon, tmp_path):
+    shutil.copy(os.path.join(os.path.dirname(BIN), "ngx_wsgi_host.so"), tmp_path / "host.so")
+    port = free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "interpreter_app.py", "--chdir", "/",
+               env={"NGX_WSGI_PYTHON_HOST": "host.so"}, cwd=tmp_path, ready=("127.0.0.1", port))
+    wait_for(lambda: len(d.worker_pids()) == 1, 5, "a worker")
+    first = requests.get(f"http://127.0.0.1:{port}/").json()
+    assert first["exe"] == PYTHON
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: first["pid"] not in d.worker_pids() and len(d.worker_pids()) == 1, 15, "the reloaded worker")
+    assert requests.get(f"http://127.0.0.1:{port}/").json()["exe"] == PYTHON
+    assert "reload refused" not in d.log()
+
+
+def test_started_through_a_link_the_process_shows_the_links_name(daemon, tmp_path):
+    link = tmp_path / "mysite-wsgi"
+    link.symlink_to(BIN)
+    port = free_port()
+    d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "interpreter_app.py",
+               binary=str(link), ready=("127.0.0.1", port))
+    report = requests.get(f"http://127.0.0.1:{port}/").json()
+    assert (report["exe"], report["comm"], report["cmdline"][0]) == (PYTHON, "mysite-wsgi", str(link))
+    assert master_view(d) == (PYTHON, "mysite-wsgi", [str(a) for a in d.args])
+
+
+def test_a_module_from_other_sources_is_refused_with_what_to_do(tmp_path):
+    build = re.search(r"\(build ([0-9a-f]{16})\)", subprocess.run([BIN, "--version"], capture_output=True,
+                                                                  text=True, check=True).stdout).group(1)
+    module = open(os.path.join(os.path.dirname(BIN), "ngx_wsgi_host.so"), "rb").read()
+    assert build.encode() in module
+    other = tmp_path / "ngx_wsgi_host.so"
+    other.write_bytes(module.replace(build.encode(), b"0123456789abcdef"))
+    out = subprocess.run([BIN, "--http-socket", "127.0.0.1:0", "--wsgi-file", APPS / "interpreter_app.py"],
+                         env={**os.environ, "NGX_WSGI_PYTHON_HOST": str(other)},
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert out.stderr == (f"ngx-wsgi: {other} is from other sources than {BIN} (build 0123456789abcdef against "
+                          f"{build}): install both from one build (make build), or set NGX_WSGI_PYTHON_HOST=off "
+                          "to run the daemon in the executable\n")
 
 
 def test_a_module_path_that_is_no_file_is_refused_with_what_the_variable_takes(tmp_path):

@@ -44,9 +44,10 @@ use std::path::PathBuf;
 
 /// How this process came to run the daemon.
 pub enum Start {
-    /// As the `ngx-wsgi` executable, with the interpreter linked in: it runs the daemon
-    /// inside Debian's Python when the extension module is installed (`python_host`).
-    Executable,
+    /// As the `ngx-wsgi` executable, started as `program` (its `argv[0]`), with the
+    /// interpreter linked in: it runs the daemon inside Debian's Python when the
+    /// extension module is installed (`python_host`).
+    Executable { program: String },
     /// Inside Python, from the extension module; `exe` is the `ngx-wsgi` executable that
     /// started it, which a reload runs again.
     InPython { exe: PathBuf },
@@ -60,7 +61,12 @@ pub fn main(start: Start, args: Vec<String>) -> u8 {
         return 0;
     }
     if args.iter().any(|a| a == "--version") {
-        println!("ngx-wsgi {}", env!("CARGO_PKG_VERSION"));
+        // The build: which sources, as the extension module must say too (`python_host`).
+        println!(
+            "ngx-wsgi {} (build {})",
+            env!("CARGO_PKG_VERSION"),
+            python_host::BUILD_ID
+        );
         return 0;
     }
     let parsed = match ngx_wsgi_config::parse_args(&args) {
@@ -82,23 +88,18 @@ pub fn main(start: Start, args: Vec<String>) -> u8 {
         print!("{}", parsed.config.to_toml());
         return 0;
     }
+    // Without /proc, say, there is no executable to find: no move into Python, and a
+    // reload is refused with that reason.
     let exe = match start {
-        Start::InPython { exe } => exe,
-        Start::Executable => match std::env::current_exe() {
-            Ok(exe) => {
-                if let Err(err) =
-                    python_host::run_inside_python_if_installed(&exe, &args, &parsed.config)
-                {
-                    eprintln!("ngx-wsgi: {err}");
-                    return 1;
-                }
-                exe
+        Start::InPython { exe } => Some(exe),
+        Start::Executable { program } => std::env::current_exe().ok().inspect(|exe| {
+            if let Err(err) =
+                python_host::run_inside_python_if_installed(exe, &program, &args, &parsed.config)
+            {
+                eprintln!("ngx-wsgi: {err}");
+                std::process::exit(1);
             }
-            Err(err) => {
-                eprintln!("ngx-wsgi: cannot find our own executable: {err}");
-                return 1;
-            }
-        },
+        }),
     };
     let mut config = parsed.config;
     if let Some(logfile) = config.daemonize.clone() {
@@ -138,8 +139,10 @@ fn daemonize() -> anyhow::Result<()> {
     if std::env::var_os(listeners::INHERITED_FDS_ENV).is_some() {
         return Ok(());
     }
-    // SAFETY: no thread has been started and Python is not initialized yet: the child
-    // is a full copy of a single-threaded process.
+    // SAFETY: no thread has been started, and Python is not initialized yet or (the
+    // daemon inside Python's executable) has started none and is not running (the GIL
+    // is released, `python_host::run`): the child is a full copy of a single-threaded
+    // process.
     match unsafe { fork() }.context("fork()")? {
         ForkResult::Parent { .. } => std::process::exit(0),
         ForkResult::Child => {}

@@ -3,6 +3,8 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    ExitCode::from(ngx_wsgi::main(ngx_wsgi::Start::Executable, args))
+    let mut argv = std::env::args();
+    let program = argv.next().unwrap_or_else(|| "ngx-wsgi".into());
+    let start = ngx_wsgi::Start::Executable { program };
+    ExitCode::from(ngx_wsgi::main(start, argv.collect()))
 }

@@ -367,9 +367,10 @@ pub fn check_app(config: &Config) -> i32 {
     }
 }
 
-/// What a reload runs again: the `ngx-wsgi` executable and the arguments it was given.
+/// What a reload runs again: the `ngx-wsgi` executable (none when it cannot be found)
+/// and the arguments it was given.
 pub struct Invocation {
-    pub exe: PathBuf,
+    pub exe: Option<PathBuf>,
     pub args: Vec<String>,
 }
 
@@ -1360,6 +1361,10 @@ fn reload<'a>(
     daemons: &mut Daemons,
     mercy: Duration,
 ) -> anyhow::Result<()> {
+    let Some(exe) = exe else {
+        tracing::error!("reload refused: cannot find our own executable to run again (is /proc mounted?); the running workers keep serving");
+        return Ok(());
+    };
     tracing::info!("reloading; checking that the app loads");
     let probe = std::process::Command::new(exe)
         .args(args)

@@ -58,40 +58,35 @@ pub fn set(config: &Config, worker: Option<u32>) {
 
 /// Sets this process's title (`ps`, /proc/PID/cmdline) and its name (comm, `top`).
 pub fn set_title(title: &str) {
-    // comm: at most 15 bytes and a NUL.
-    let comm: Vec<u8> = title.bytes().filter(|b| *b != 0).take(15).collect();
-    if let Ok(comm) = std::ffi::CString::new(comm) {
-        let _ = nix::sys::prctl::set_name(&comm);
-    }
+    set_comm(title.as_bytes());
     if let Err(err) = overwrite_argv(title.as_bytes(), b"") {
         tracing::warn!("cannot set the process title: {err}");
     }
 }
 
-/// Shows this process as the command `exe args...` (comm: `exe`'s file name), as the
-/// `ngx-wsgi` executable shows, when the daemon runs inside Python (`python_host`),
-/// whose command line holds `exe` and `args` after its own arguments. Only when the
+/// Shows this process as the command `program args...` (comm: `program`'s file name),
+/// as the `ngx-wsgi` executable shows, when the daemon runs inside Python
+/// (`python_host`), whose command line holds them after its own arguments. Only when the
 /// command line is the one `python_host` started, beginning with `started_as`: under
 /// valgrind, say, the kernel's argv area is valgrind's own, its options still in use.
-pub fn show_as_command(exe: &std::path::Path, args: &[String], started_as: &[u8]) {
-    let name = exe
-        .file_name()
-        .unwrap_or(exe.as_os_str())
-        .as_encoded_bytes();
-    if let Ok(comm) = std::ffi::CString::new(name.iter().copied().take(15).collect::<Vec<u8>>()) {
-        let _ = nix::sys::prctl::set_name(&comm);
-    }
-    let mut command_line = exe.as_os_str().as_encoded_bytes().to_vec();
+pub fn show_as_command(program: &str, args: &[String], started_as: &[u8]) {
+    set_comm(program.rsplit('/').next().unwrap_or(program).as_bytes());
+    let mut command_line = program.as_bytes().to_vec();
     for arg in args {
         command_line.push(0);
         command_line.extend_from_slice(arg.as_bytes());
     }
     if let Err(err) = overwrite_argv(&command_line, started_as) {
         // Before the daemon's logging starts.
-        eprintln!(
-            "ngx-wsgi: cannot show the process as {}: {err}",
-            exe.display()
-        );
+        eprintln!("ngx-wsgi: cannot show the process as {program}: {err}");
+    }
+}
+
+/// The process's name (comm): at most 15 bytes and a NUL.
+fn set_comm(name: &[u8]) {
+    let comm: Vec<u8> = name.iter().copied().filter(|b| *b != 0).take(15).collect();
+    if let Ok(comm) = std::ffi::CString::new(comm) {
+        let _ = nix::sys::prctl::set_name(&comm);
     }
 }
 

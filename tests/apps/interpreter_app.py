@@ -24,7 +24,9 @@ def application(environ, start_response):
         # None (embedded: a handler Python did not set) or SIG_DFL (set back by the bootstrap).
         "sigint_raises_keyboard_interrupt": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
         "sigpipe": str(signal.getsignal(signal.SIGPIPE)),
+        "sigxfsz": str(signal.getsignal(signal.SIGXFSZ)),
         "env": os.environ.get("APP_SETTING"),
+        "environ_names": sorted(os.environ),
         "version": list(sys.version_info[:3]),
         "main_module_names": sorted(n for n in vars(sys.modules["__main__"]) if not n.startswith("__")),
     }).encode()
