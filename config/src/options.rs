@@ -469,7 +469,10 @@ pub fn help_text() -> String {
         "\n{refused} other uWSGI options are known and refused, each saying what to do instead\n\
          (docs/uwsgi-options.md lists them all).\n\n\
          signals: SIGTERM stops gracefully (in-flight requests finish), SIGINT/SIGQUIT stop at once,\n\
-         SIGHUP reloads gracefully (new workers on the same sockets, no request dropped)\n"
+         SIGHUP reloads gracefully (new workers on the same sockets, no request dropped)\n\n\
+         environment: NGX_WSGI_PYTHON_HOST=off runs the app with the interpreter linked into\n\
+         ngx-wsgi instead of inside the Python executable it was built for (when ngx_wsgi_host.so\n\
+         is installed beside it); a path there names that module\n"
     ));
     text
 }
