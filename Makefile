@@ -49,20 +49,25 @@ setup: toolchain
 nginx-objs: build-deps
 	@bash scripts/nginx-objs.sh >/dev/null
 
+# The extension module, in its own target directory: pyo3 links no libpython into it (the
+# executable it is loaded in has the interpreter), so it cannot share the executable's build.
+define build_python_host
+env -u PYO3_CONFIG_FILE PYO3_BUILD_EXTENSION_MODULE=1 CARGO_TARGET_DIR=target/python-host \
+	$(CARGO) rustc --release -p ngx-wsgi --lib --crate-type cdylib
+mkdir -p $(dir $(PYTHON_HOST))
+cp target/python-host/release/libngx_wsgi.so $(PYTHON_HOST)
+endef
+
 # NGINX_BUILD_DIR (or NGINX_SOURCE_DIR) picks another nginx: see scripts/nginx-objs.sh.
+# A static build has no extension module: one left from a shared build is removed.
 build: build-deps
 	$(if $(filter static,$(PYTHON_LINK)),mkdir -p target && bash scripts/pyo3-static-config.sh $(PYTHON) >$(PYO3_CONFIG_FILE))
 	NGINX_BUILD_DIR=$$(bash scripts/nginx-objs.sh) && export NGINX_BUILD_DIR && \
 		$(CARGO) build --release --workspace
-	$(if $(filter static,$(PYTHON_LINK)),rm -f $(PYTHON_HOST),+$(MAKE) --no-print-directory python-host)
+	$(if $(filter static,$(PYTHON_LINK)),rm -f $(PYTHON_HOST),$(build_python_host))
 
-# The extension module, in its own target directory: pyo3 links no libpython into it (the
-# executable it is loaded in has the interpreter), so it cannot share the executable's build.
 python-host: build-deps
-	env -u PYO3_CONFIG_FILE PYO3_BUILD_EXTENSION_MODULE=1 CARGO_TARGET_DIR=target/python-host \
-		$(CARGO) rustc --release -p ngx-wsgi --lib --crate-type cdylib
-	mkdir -p $(dir $(PYTHON_HOST))
-	cp target/python-host/release/libngx_wsgi.so $(PYTHON_HOST)
+	$(build_python_host)
 
 # The daemon built with PYTHON_LINK=static, for the tests (target/python-static/).
 static-daemon: build-deps

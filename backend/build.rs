@@ -91,34 +91,36 @@ fn collect_files(path: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
 /// The interpreter's own executable, links resolved (`/usr/bin/python3` is
 /// `/usr/bin/python3.11`; a virtualenv's `python` is the interpreter it was made from).
 fn python_executable(python: &str) -> String {
-    let script = "import os, sys; print(os.path.realpath(sys.executable))";
+    python_says(
+        python,
+        "import os, sys; print(os.path.realpath(sys.executable))",
+        "its executable",
+    )
+    .trim()
+    .to_owned()
+}
+
+/// What `python -c script` prints; `what` names it in a failure.
+fn python_says(python: &str, script: &str, what: &str) -> String {
     let out = Command::new(python)
         .args(["-c", script])
         .output()
-        .unwrap_or_else(|e| panic!("running {python} for its executable: {e}"));
+        .unwrap_or_else(|e| panic!("running {python} for {what}: {e}"));
     assert!(
         out.status.success(),
-        "{python} could not say its executable: {}",
+        "{python} could not say {what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The `-l` libraries `python` says its static library needs, each once, in order.
 fn interpreter_libraries(python: &str) -> Vec<String> {
     let script = "import sysconfig\n\
                   print(' '.join(sysconfig.get_config_var(v) or '' for v in ('MODLIBS', 'LIBS', 'SYSLIBS')))";
-    let out = Command::new(python)
-        .args(["-c", script])
-        .output()
-        .unwrap_or_else(|e| panic!("running {python} for its link libraries: {e}"));
-    assert!(
-        out.status.success(),
-        "{python} could not say its link libraries: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = python_says(python, script, "its link libraries");
     let mut libs: Vec<String> = Vec::new();
-    for lib in String::from_utf8_lossy(&out.stdout)
+    for lib in out
         .split_whitespace()
         .filter_map(|flag| flag.strip_prefix("-l"))
     {

@@ -92,14 +92,23 @@ pub fn main(start: Start, args: Vec<String>) -> u8 {
     // reload is refused with that reason.
     let exe = match start {
         Start::InPython { exe } => Some(exe),
-        Start::Executable { program } => std::env::current_exe().ok().inspect(|exe| {
-            if let Err(err) =
-                python_host::run_inside_python_if_installed(exe, &program, &args, &parsed.config)
-            {
-                eprintln!("ngx-wsgi: {err}");
-                std::process::exit(1);
+        Start::Executable { program } => {
+            let exe = std::env::current_exe().ok();
+            if let Some(exe) = &exe {
+                // Returns only when the daemon stays in this executable.
+                let moved = python_host::run_inside_python_if_installed(
+                    exe,
+                    &program,
+                    &args,
+                    &parsed.config,
+                );
+                if let Err(err) = moved {
+                    eprintln!("ngx-wsgi: {err}");
+                    return 1;
+                }
             }
-        }),
+            exe
+        }
     };
     let mut config = parsed.config;
     if let Some(logfile) = config.daemonize.clone() {

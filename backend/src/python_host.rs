@@ -29,14 +29,14 @@ use std::path::{Path, PathBuf};
 use ngx_wsgi_config::Config;
 use pyo3::prelude::*;
 
+// The interpreter the daemon was built for: the one whose ABI the module has.
+use crate::python::EXECUTABLE as PYTHON;
+
 /// The extension module's file name; its entry is `PyInit_ngx_wsgi_host` ([`ngx_wsgi_host`]).
 pub const MODULE_FILE: &str = "ngx_wsgi_host.so";
 
 /// `off`, or the path of the module to load.
 pub const HOST_ENV: &str = "NGX_WSGI_PYTHON_HOST";
-
-/// The interpreter the daemon was built for: the one whose ABI the module has.
-const PYTHON: &str = crate::python::EXECUTABLE;
 
 /// What the interpreter runs: load the module from its path, start the daemon with the
 /// executable's path and arguments. The same process as an embedded interpreter's: no
