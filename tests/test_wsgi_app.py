@@ -288,3 +288,68 @@ def test_sizes_set_for_page_sized_buffers_keep_them_with_wsgi_app(tmp_path):
     code, out, _ = nginx_t(tmp_path, ini, extra="wsgi_busy_buffers_size 1k;")
     assert code == 1
     assert '"wsgi_busy_buffers_size" must be equal to or greater than the maximum of the value of' in out
+
+
+def busy_daemon(daemon, tmp_path):
+    """A daemon with one worker and one thread: nginx sends it at most 1 x (1 + 2) requests
+    at a time (queue.rs)."""
+    sock = tmp_path / "app.sock"
+    ini = write_ini(tmp_path, f"socket = {sock}\nwsgi-file = {APPS}/pep3333.py\nprocesses = 1\n")
+    return daemon(ini, env={"NGX_WSGI_LOG": "debug"}, ready=str(sock)), ini
+
+
+def test_requests_beyond_what_the_daemon_can_start_wait_in_nginx(daemon, nginx, tmp_path):
+    """Ten requests at once to a daemon with one thread: all answered, and the daemon never
+    holds more than three (its thread's and two ahead), so it needs at most three
+    connections; the others waited in nginx, in one queue, where a worker that is slow
+    for a while holds none of them."""
+    import concurrent.futures
+    d, ini = busy_daemon(daemon, tmp_path)
+    n = nginx(None, module=True, directives=f"wsgi_app {ini};")
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda i: requests.get(f"{n.url}/sleep?seconds=0.2&n={i}", timeout=20),
+                                range(10)))
+    assert [a.status_code for a in answers] == [200] * 10
+    wait_for(lambda: d.log().count(" => ") >= 10, 5, "every request in the log")
+    accepted = d.log().count("connection accepted")
+    # Three, and the test's readiness probe; with every request sent at once, ten.
+    assert 1 <= accepted <= 4, f"{accepted} connections for 10 requests"
+
+
+def test_a_request_that_waits_longer_than_the_connect_timeout_gets_504(daemon, nginx, tmp_path):
+    """Five requests of 1.5 s at once to one thread, wsgi_connect_timeout 1s: three are sent
+    and answered; the two waiting get 504 after 1 s (as a connect that times out), with a
+    line in nginx's error log saying why, and the daemon never sees them."""
+    import concurrent.futures
+    d, ini = busy_daemon(daemon, tmp_path)
+    n = nginx(None, module=True, directives=f"wsgi_app {ini};", location_extra="wsgi_connect_timeout 1s;")
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda i: requests.get(f"{n.url}/sleep?seconds=1.5&n={i}", timeout=20),
+                                range(5)))
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 504, 504]
+    assert n.error_log().count("upstream timed out waiting for room in the daemon: its workers were busy "
+                               "with other requests for wsgi_connect_timeout") == 2
+    wait_for(lambda: d.log().count(" => ") >= 3, 10, "the three requests sent in the log")
+    assert d.log().count("GET /sleep") == 3
+
+
+def test_a_client_that_leaves_while_its_request_waits_costs_the_app_nothing(daemon, nginx, tmp_path):
+    """Three requests of 1 s fill the daemon's room; a fourth client sends its request and
+    goes away while it waits. nginx ends that request (499) and the app never runs it;
+    the queue goes on: a request after it is answered."""
+    import concurrent.futures
+    import socket
+    import time
+    d, ini = busy_daemon(daemon, tmp_path)
+    n = nginx(None, module=True, directives=f"wsgi_app {ini};")
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        slow = [pool.submit(requests.get, f"{n.url}/sleep?seconds=1&n={i}", timeout=20) for i in range(3)]
+        time.sleep(0.3)
+        gone = socket.create_connection(("127.0.0.1", n.port))
+        gone.sendall(b"GET /pid?client=gone HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        gone.close()
+        assert [f.result().status_code for f in slow] == [200] * 3
+    assert requests.get(f"{n.url}/pid?client=after", timeout=20).text.isdigit()
+    wait_for(lambda: "client=after" in d.log(), 10, "the later request in the log")
+    assert "client=gone" not in d.log()

@@ -14,8 +14,9 @@ use ngx::core::{CoreModuleMainConf, NgxCoreModule, Pool, NGX_CONF_ERROR, NGX_CON
 use ngx::ffi::{
     ngx_array_create, ngx_array_push, ngx_bufs_t, ngx_command_t, ngx_conf_full_name, ngx_conf_t,
     ngx_http_conf_ctx_t, ngx_http_max_module, ngx_http_module_t, ngx_http_upstream_add,
-    ngx_http_upstream_module, ngx_http_upstream_srv_conf_t, ngx_module_t, ngx_pcalloc, ngx_str_t,
-    ngx_url_t, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    ngx_http_upstream_module, ngx_http_upstream_srv_conf_t, ngx_module_t, ngx_pcalloc, ngx_pool_t,
+    ngx_str_t, ngx_uint_t, ngx_url_t, NGX_HTTP_UPSTREAM_CREATE, NGX_LOG_EMERG, NGX_LOG_WARN,
+    NGX_OK,
 };
 use ngx::http::{HttpModuleServerConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_log_error};
@@ -140,7 +141,15 @@ pub fn wsgi_app_directive(
         // SAFETY: as above; `upstream` was just returned by ngx_http_upstream_add.
         Some(connections) => unsafe { reuse_connections(cf, upstream, connections) },
         None => Ok(()),
-    };
+    }
+    .and_then(|()| {
+        let config = &parsed.config;
+        let floor = config
+            .processes
+            .saturating_mul(config.threads + crate::queue::AHEAD_PER_WORKER);
+        // SAFETY: as above.
+        unsafe { crate::queue::install(cf, upstream, floor) }
+    });
     if let Err(reason) = reused {
         ngx_conf_log_error!(
             NGX_LOG_EMERG,
@@ -202,34 +211,23 @@ unsafe fn reuse_connections(
     upstream: *mut ngx_http_upstream_srv_conf_t,
     connections: &str,
 ) -> Result<(), String> {
-    // SAFETY: per the caller, the upstream just added, in the configuration pool.
-    let upstream = unsafe { &mut *upstream };
-    if !upstream.srv_conf.is_null() {
-        // An `upstream` block (its keepalive is the user's choice), or another wsgi_app
-        // with the same socket already did this.
-        return Ok(());
-    }
     // SAFETY: per the caller, the configuration being parsed.
     let pool = unsafe { (*cf).pool };
+    // SAFETY: per the caller, the upstream just added, in the configuration pool.
+    let Some(slots) = unsafe { implicit_upstream_slots(pool, upstream) }? else {
+        // An `upstream` block: its keepalive is the user's choice.
+        return Ok(());
+    };
     #[allow(
         clippy::deref_addrof,
         reason = "a static mut is borrowed through a raw pointer"
     )]
     // SAFETY: nginx's keepalive module, which nothing writes to while configuring.
     let keepalive = unsafe { &*(&raw const ngx_http_upstream_keepalive_module) };
-    // SAFETY: read-only after nginx counted the modules, before any configuration.
-    let (modules, upstream_index) =
-        unsafe { (ngx_http_max_module, ngx_http_upstream_module.ctx_index) };
-    // A server configuration slot for each HTTP module, as an `upstream` block has.
-    // SAFETY: a zeroed array in the configuration pool, or null.
-    let slots =
-        unsafe { ngx_pcalloc(pool, modules * mem::size_of::<*mut c_void>()) } as *mut *mut c_void;
-    if slots.is_null() {
-        return Err("out of memory".into());
+    if !slots[keepalive.ctx_index].is_null() {
+        // Another wsgi_app with the same socket did this already.
+        return Ok(());
     }
-    // SAFETY: the array has a slot per HTTP module, and nothing else refers to it yet.
-    let slots = unsafe { core::slice::from_raw_parts_mut(slots, modules) };
-    slots[upstream_index] = ptr::from_mut(upstream).cast();
     // SAFETY: an HTTP module's context is its ngx_http_module_t.
     let module_ctx = unsafe { &*(keepalive.ctx as *const ngx_http_module_t) };
     let create = module_ctx
@@ -272,12 +270,11 @@ unsafe fn reuse_connections(
         // SAFETY: the new element, uninitialized until written here.
         unsafe { slot.write(word) };
     }
-    upstream.srv_conf = slots.as_mut_ptr();
     // SAFETY: per the caller, the configuration being parsed, in the http block.
     let (http, mut in_block) = unsafe { (&*((*cf).ctx as *const ngx_http_conf_ctx_t), *cf) };
     let mut block = ngx_http_conf_ctx_t {
         main_conf: http.main_conf,
-        srv_conf: upstream.srv_conf,
+        srv_conf: slots.as_mut_ptr(),
         loc_conf: http.loc_conf,
     };
     in_block.args = args;
@@ -292,6 +289,42 @@ unsafe fn reuse_connections(
     Err(unsafe { core::ffi::CStr::from_ptr(rv) }
         .to_string_lossy()
         .into_owned())
+}
+
+/// The server configuration slots of a `wsgi_app`'s implicit upstream, one per HTTP
+/// module as an `upstream` block has, made on first use: nginx's upstream module's holds
+/// the upstream, the keepalive module's its cache of connections, ours the queue
+/// (`queue.rs`). None for an `upstream` block of the user's, whose slots are its own.
+///
+/// # Safety
+/// `pool` is the configuration's; `upstream` was returned by ngx_http_upstream_add while
+/// it is parsed. The slots live in that pool, as long as the configuration.
+pub unsafe fn implicit_upstream_slots<'a>(
+    pool: *mut ngx_pool_t,
+    upstream: *mut ngx_http_upstream_srv_conf_t,
+) -> Result<Option<&'a mut [*mut c_void]>, String> {
+    // SAFETY: per the caller, the upstream, in the configuration pool.
+    let upstream = unsafe { &mut *upstream };
+    if upstream.flags & NGX_HTTP_UPSTREAM_CREATE as ngx_uint_t != 0 {
+        return Ok(None);
+    }
+    // SAFETY: read-only after nginx counted the modules, before any configuration.
+    let (modules, upstream_index) =
+        unsafe { (ngx_http_max_module, ngx_http_upstream_module.ctx_index) };
+    if upstream.srv_conf.is_null() {
+        // SAFETY: a zeroed array in the configuration pool, or null.
+        let slots = unsafe { ngx_pcalloc(pool, modules * mem::size_of::<*mut c_void>()) };
+        if slots.is_null() {
+            return Err("out of memory".into());
+        }
+        upstream.srv_conf = slots.cast();
+        // SAFETY: the array just made, a slot per HTTP module.
+        unsafe { *upstream.srv_conf.add(upstream_index) = ptr::from_mut(upstream).cast() };
+    }
+    // SAFETY: an implicit upstream's slots, made above, one per HTTP module.
+    Ok(Some(unsafe {
+        core::slice::from_raw_parts_mut(upstream.srv_conf, modules)
+    }))
 }
 
 /// The checks between the daemon's config and the merged location; `false` fails the

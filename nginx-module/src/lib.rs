@@ -10,6 +10,7 @@
 //! meaning).
 
 mod app;
+mod queue;
 mod upstream;
 
 use core::ffi::{c_char, c_void};

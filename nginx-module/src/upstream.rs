@@ -9,12 +9,11 @@ use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_create_temp_buf,
     ngx_event_pipe_t, ngx_hash_find, ngx_http_parse_header_line, ngx_http_parse_status_line,
     ngx_http_read_client_request_body, ngx_http_request_t, ngx_http_status_t,
-    ngx_http_upstream_create, ngx_http_upstream_header_t, ngx_http_upstream_init,
-    ngx_http_upstream_t, ngx_int_t, ngx_list_part_t, ngx_list_push, ngx_palloc, ngx_pool_t,
-    ngx_str_t, ngx_table_elt_t, NGX_AGAIN, NGX_DONE, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_NOT_MODIFIED, NGX_HTTP_NO_CONTENT, NGX_HTTP_PARSE_HEADER_DONE,
-    NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SWITCHING_PROTOCOLS, NGX_HTTP_UPSTREAM_INVALID_HEADER,
-    NGX_LOG_ERR, NGX_OK,
+    ngx_http_upstream_create, ngx_http_upstream_header_t, ngx_http_upstream_t, ngx_int_t,
+    ngx_list_part_t, ngx_list_push, ngx_palloc, ngx_pool_t, ngx_str_t, ngx_table_elt_t, NGX_AGAIN,
+    NGX_DONE, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_MODIFIED,
+    NGX_HTTP_NO_CONTENT, NGX_HTTP_PARSE_HEADER_DONE, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_HTTP_SWITCHING_PROTOCOLS, NGX_HTTP_UPSTREAM_INVALID_HEADER, NGX_LOG_ERR, NGX_OK,
 };
 use ngx::ffi::{
     ngx_event_pipe_add_free_buf, ngx_http_complex_value_t, ngx_http_get_flushed_variable,
@@ -92,6 +91,8 @@ fn loc_conf(request: &Request) -> &'static mut WsgiLocConf {
 pub struct RequestCtx {
     status: ngx_http_status_t,
     server_keeps_alive: bool,
+    /// Its place in `wsgi_app`'s queue (`queue.rs`), or null.
+    ticket: *mut crate::queue::Ticket,
     /// The chunked-body parser's state, for `Transfer-Encoding: chunked` responses.
     chunked: ngx::ffi::ngx_http_chunked_t,
 }
@@ -182,8 +183,9 @@ fn ngx_http_wsgi_handler_body(request: &mut Request) -> ngx_int_t {
         r.set_request_body_no_buffering(1);
     }
     // SAFETY: the request, set up as ngx_http_upstream_init expects.
-    let rc =
-        unsafe { ngx_http_read_client_request_body(raw(request), Some(ngx_http_upstream_init)) };
+    let rc = unsafe {
+        ngx_http_read_client_request_body(raw(request), Some(crate::queue::start_upstream))
+    };
     if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
         return rc;
     }
@@ -1113,4 +1115,21 @@ fn non_buffered_chunked_filter_body(
 
 extern "C" fn abort_request(_r: *mut ngx_http_request_t) {}
 
-extern "C" fn finalize_request(_r: *mut ngx_http_request_t, _rc: ngx_int_t) {}
+extern "C" fn finalize_request(r: *mut ngx_http_request_t, _rc: ngx_int_t) {
+    // SAFETY: nginx passes the live request; our slot of its contexts is null or ours.
+    let ctx = unsafe { *(*r).ctx.add(WsgiModule::module().ctx_index) as *mut RequestCtx };
+    // SAFETY: as above; no other reference to the context is alive in this callback.
+    if let Some(ctx) = unsafe { ctx.as_mut() } {
+        crate::queue::release(mem::replace(&mut ctx.ticket, ptr::null_mut()));
+    }
+}
+
+/// Records the request's place in `wsgi_app`'s queue (`queue.rs`).
+pub fn set_ticket(r: *mut ngx_http_request_t, ticket: *mut crate::queue::Ticket) {
+    // SAFETY: a request the content handler gave its context; nothing else holds it.
+    let ctx = unsafe { *(*r).ctx.add(WsgiModule::module().ctx_index) as *mut RequestCtx };
+    // SAFETY: as above.
+    if let Some(ctx) = unsafe { ctx.as_mut() } {
+        ctx.ticket = ticket;
+    }
+}

@@ -1,0 +1,328 @@
+//! `wsgi_app`'s queue: the requests beyond what the daemon can start soon wait in nginx,
+//! in one queue, not in the daemon's sockets.
+//!
+//! nginx sends a request on a kept-alive connection, and every connection to the daemon
+//! belongs to one of its worker processes: a request sent is committed to one worker.
+//! Sending every request at once, each worker came to hold a queue of its own (128
+//! requests each at 256 client connections on 2 workers), and a worker that the kernel
+//! left without CPU for a few milliseconds delayed every request it held while the other
+//! worker could have served them: that was the tail of the latency (a Flask app's p99
+//! 45 ms against the 36 of uWSGI's shared listen queue, from which a worker takes one
+//! request at a time). So an nginx worker sends a `wsgi_app`'s daemon as many requests
+//! at a time as it answers in [`WAIT_IN_DAEMON_MS`] (the rate measured over the last
+//! [`RATE_WINDOW_MS`]), and never fewer than `processes × (threads + 2)` (its config
+//! says how many), so that a thread finds its next request waiting when it is done with
+//! one. The others wait here in order of arrival, and go as answers make room, on the
+//! connection nginx's keepalive cache put back last: the one of the worker that has just
+//! answered.
+//!
+//! The time is a trade: the fewer requests the daemon holds, the fewer wait behind a
+//! stalled worker, and the sooner its workers run dry when nginx itself is left without
+//! CPU (on 2 cores shared with the client, 2 ms cost a Flask app 10% of its requests/s;
+//! `bench/RESULTS.md`).
+//!
+//! A waiting request is ended with 504 after `wsgi_connect_timeout`, as a connect that
+//! times out is, and ended as soon as its client goes away (499): the daemon never sees
+//! it. The queue and its count are per nginx worker, made with the configuration and
+//! reached from the upstream's server configuration slot of this module.
+
+use core::{mem, ptr};
+use std::collections::VecDeque;
+
+use ngx::core::Pool;
+use ngx::ffi::{
+    ngx_add_timer, ngx_conf_t, ngx_current_msec, ngx_cycle, ngx_del_timer, ngx_event_t,
+    ngx_http_finalize_request, ngx_http_request_t, ngx_http_run_posted_requests,
+    ngx_http_test_reading, ngx_http_upstream_init, ngx_http_upstream_srv_conf_t, ngx_int_t,
+    ngx_msec_t, ngx_post_event, ngx_posted_events, NGX_HTTP_GATEWAY_TIME_OUT,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR,
+};
+use ngx::http::HttpModule;
+
+use crate::WsgiModule;
+
+/// Requests sent to a daemon worker beyond its request threads, waiting there for one,
+/// at least: the queue never sends fewer than `processes × (threads + 2)` at a time.
+pub const AHEAD_PER_WORKER: u32 = 2;
+/// How long a request may expect to wait inside the daemon: as many requests are sent
+/// as the daemon answers in this time, measured over [`RATE_WINDOW_MS`]. Flask at 256
+/// connections, against 2 ms: p99 45-52 against 50-56 ms, 3-5% more requests/s.
+const WAIT_IN_DAEMON_MS: u64 = 5;
+/// How often the rate of answers is measured again.
+const RATE_WINDOW_MS: ngx_msec_t = 100;
+
+/// One nginx worker's requests to one daemon: how many are sent, and those waiting.
+pub struct Queue {
+    /// Requests sent and not yet answered.
+    sent: u32,
+    /// The most sent at once: what the daemon answers in [`WAIT_IN_DAEMON_MS`], and never
+    /// below `floor`.
+    capacity: u32,
+    floor: u32,
+    /// Answers since `window_start` (nginx's clock).
+    answers: u64,
+    window_start: ngx_msec_t,
+    /// Requests waiting to be sent, oldest first.
+    waiting: VecDeque<*mut Ticket>,
+    /// Posted when an answer makes room while requests wait: sends them.
+    send_waiting: ngx_event_t,
+}
+
+/// A request's place in its [`Queue`], in the request's pool: dropped with the request,
+/// it gives back what it holds.
+pub struct Ticket {
+    queue: *mut Queue,
+    request: *mut ngx_http_request_t,
+    state: TicketState,
+    /// How long it may wait: `wsgi_connect_timeout`.
+    timer: ngx_event_t,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TicketState {
+    Waiting,
+    Sent,
+    Done,
+}
+
+/// Gives an implicit upstream (wsgi_app's) a queue that sends never fewer than `floor`
+/// requests at a time.
+///
+/// # Safety
+/// `cf` is the configuration nginx passes to a directive handler of the http block;
+/// `upstream` was returned by ngx_http_upstream_add during it.
+pub unsafe fn install(
+    cf: *mut ngx_conf_t,
+    upstream: *mut ngx_http_upstream_srv_conf_t,
+    floor: u32,
+) -> Result<(), String> {
+    // SAFETY: per the caller, the configuration being parsed: its pool outlives the
+    // upstream.
+    let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
+    // SAFETY: per the caller, the upstream just added, in the configuration pool.
+    let Some(slots) = unsafe { crate::app::implicit_upstream_slots(pool.as_ptr(), upstream) }?
+    else {
+        // An `upstream` block of the user's: requests go as they come.
+        return Ok(());
+    };
+    let ours = WsgiModule::module().ctx_index;
+    if !slots[ours].is_null() {
+        // Another wsgi_app with the same socket did this already.
+        return Ok(());
+    }
+    // The pool drops the queue (a cleanup handler) when the configuration is freed.
+    let queue = pool.allocate(Queue {
+        sent: 0,
+        capacity: floor,
+        floor,
+        answers: 0,
+        window_start: 0,
+        waiting: VecDeque::new(),
+        // SAFETY: an all-zero event is an unposted one without a timer, as nginx's
+        // modules make theirs; its handler is set here, its data and log when posted.
+        send_waiting: ngx_event_t {
+            handler: Some(send_waiting),
+            ..unsafe { mem::zeroed() }
+        },
+    });
+    if queue.is_null() {
+        return Err("out of memory".into());
+    }
+    slots[ours] = queue.cast();
+    Ok(())
+}
+
+/// The upstream's queue, in our server configuration slot: null for an upstream that
+/// [`install`] did not set up (an `upstream` block's slot of ours is null: this module
+/// has no server configuration of its own).
+///
+/// # Safety
+/// `us` is an upstream's configuration, or null.
+unsafe fn queue_of(us: *mut ngx_http_upstream_srv_conf_t) -> *mut Queue {
+    // SAFETY: per the caller; srv_conf is null or has a slot per HTTP module.
+    unsafe {
+        match us.as_ref() {
+            Some(us) if !us.srv_conf.is_null() => {
+                *us.srv_conf.add(WsgiModule::module().ctx_index) as *mut Queue
+            }
+            _ => ptr::null_mut(),
+        }
+    }
+}
+
+/// The body-read handler of a `wsgi_pass` location, in place of `ngx_http_upstream_init`:
+/// starts the request's upstream now, or, for a `wsgi_app` whose daemon has as many
+/// requests as it can start, once answers make room.
+pub extern "C" fn start_upstream(r: *mut ngx_http_request_t) {
+    // SAFETY: the request whose body nginx read (or began to), with the upstream the
+    // content handler made; the configuration's upstream is set before the handler runs
+    // (null for a `wsgi_pass` with variables).
+    let queue = unsafe { queue_of((*(*(*r).upstream).conf).upstream) };
+    // SAFETY: as above; the queue, alive with the configuration, used by one thread.
+    let Some(queue) = (unsafe { queue.as_mut() }) else {
+        // SAFETY: as ngx_http_read_client_request_body would call it.
+        unsafe { ngx_http_upstream_init(r) };
+        return;
+    };
+    // SAFETY: the request's pool, which drops the ticket with the request.
+    let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
+    let ticket = pool.allocate(Ticket {
+        queue,
+        request: r,
+        state: TicketState::Waiting,
+        // SAFETY: an all-zero event is one without a timer, as nginx's modules make theirs.
+        timer: unsafe { mem::zeroed() },
+    });
+    if ticket.is_null() {
+        // SAFETY: as above; the request fails as nginx fails it out of memory.
+        unsafe { ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
+        return;
+    }
+    crate::upstream::set_ticket(r, ticket);
+    if queue.sent < queue.capacity && queue.waiting.is_empty() {
+        queue.sent += 1;
+        // SAFETY: just allocated, alive with the request.
+        unsafe { (*ticket).state = TicketState::Sent };
+        // SAFETY: as above.
+        unsafe { ngx_http_upstream_init(r) };
+        return;
+    }
+    queue.waiting.push_back(ticket);
+    // SAFETY: the ticket just allocated, alive with the request; the request and its
+    // upstream's configuration as above.
+    unsafe {
+        let timer = &mut (*ticket).timer;
+        timer.handler = Some(waited_too_long);
+        timer.data = ticket.cast();
+        timer.log = (*(*r).connection).log;
+        let conf = &*(*(*r).upstream).conf;
+        ngx_add_timer(timer, conf.connect_timeout);
+        // A client that goes away while its request waits ends it (and its ticket
+        // leaves the queue), as the upstream module notices it once the request is
+        // sent, unless the location says to go on without the client.
+        if conf.ignore_client_abort == 0 {
+            (*r).read_event_handler = Some(ngx_http_test_reading);
+        }
+    }
+}
+
+/// The request's upstream is over (its `finalize_request`): its room goes to the next.
+pub fn release(ticket: *mut Ticket) {
+    // SAFETY: null, or the request's ticket, alive with its pool.
+    if let Some(ticket) = unsafe { ticket.as_mut() } {
+        ticket.release();
+    }
+}
+
+impl Ticket {
+    /// Gives back what the ticket holds: its room among the requests sent, or its place
+    /// in the queue.
+    fn release(&mut self) {
+        if self.timer.timer_set() != 0 {
+            // SAFETY: the ticket's own timer, in nginx's timer tree until deleted.
+            unsafe { ngx_del_timer(&mut self.timer) };
+        }
+        // SAFETY: the queue outlives every request (the configuration's pool).
+        let queue = unsafe { &mut *self.queue };
+        match mem::replace(&mut self.state, TicketState::Done) {
+            TicketState::Sent => queue.answered(),
+            TicketState::Waiting => {
+                let me = ptr::from_mut(self);
+                queue.waiting.retain(|&waiting| waiting != me);
+            }
+            TicketState::Done => {}
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // A request freed while it waits (its client went away and nginx ended it), or
+        // without its upstream's end.
+        self.release();
+    }
+}
+
+impl Queue {
+    /// A request sent is over: the next waiting one may go (after the current event).
+    fn answered(&mut self) {
+        self.sent = self.sent.saturating_sub(1);
+        self.answers += 1;
+        // SAFETY: nginx's clock, updated by its event loop on this thread.
+        let now = unsafe { ngx_current_msec };
+        let elapsed = now.wrapping_sub(self.window_start);
+        if elapsed >= RATE_WINDOW_MS {
+            // Little's law: the daemon answering R requests per ms, N sent at a time wait
+            // N / R ms in it. A daemon slower than that (long requests) gets the floor.
+            let fits = self.answers * WAIT_IN_DAEMON_MS / elapsed as u64;
+            self.capacity = fits.clamp(self.floor as u64, u32::MAX as u64) as u32;
+            self.answers = 0;
+            self.window_start = now;
+        }
+        if !self.waiting.is_empty() && self.send_waiting.posted() == 0 {
+            self.send_waiting.data = ptr::from_mut(self).cast();
+            // SAFETY: nginx's cycle, set before any request.
+            self.send_waiting.log = unsafe { (*ngx_cycle).log };
+            // SAFETY: the queue's event, alive with the configuration, not posted.
+            unsafe { ngx_post_event(&mut self.send_waiting, &raw mut ngx_posted_events) };
+        }
+    }
+}
+
+/// Sends the requests waiting, as far as there is room (the posted event).
+extern "C" fn send_waiting(ev: *mut ngx_event_t) {
+    // SAFETY: the queue's own event, whose data is the queue.
+    let queue = unsafe { (*ev).data as *mut Queue };
+    loop {
+        // SAFETY: the queue, alive with the configuration; borrowed only between the
+        // calls into nginx below, which may reach it again.
+        let next = unsafe {
+            let queue = &mut *queue;
+            if queue.sent >= queue.capacity {
+                return;
+            }
+            queue.waiting.pop_front()
+        };
+        let Some(ticket) = next else {
+            return;
+        };
+        // SAFETY: a waiting request's ticket, alive with the request (it leaves the
+        // queue when it is dropped); its request and connection are alive too.
+        let (r, c) = unsafe {
+            let ticket = &mut *ticket;
+            if ticket.timer.timer_set() != 0 {
+                ngx_del_timer(&mut ticket.timer);
+            }
+            ticket.state = TicketState::Sent;
+            (*queue).sent += 1;
+            (ticket.request, (*ticket.request).connection)
+        };
+        // SAFETY: as the end of reading the body would start it, then what nginx runs
+        // after an event of the request's connection.
+        unsafe {
+            ngx_http_upstream_init(r);
+            ngx_http_run_posted_requests(c);
+        }
+    }
+}
+
+/// A request waited `wsgi_connect_timeout` for room: 504, as when a connect times out.
+extern "C" fn waited_too_long(ev: *mut ngx_event_t) {
+    // SAFETY: a waiting ticket's timer, whose data is the ticket, alive with its request.
+    let ticket = unsafe { &mut *((*ev).data as *mut Ticket) };
+    let r = ticket.request;
+    ticket.release();
+    // SAFETY: the request, alive while its ticket is, and its connection.
+    let (c, log) = unsafe { ((*r).connection, (*(*r).connection).log) };
+    ngx::ngx_log_error!(
+        NGX_LOG_ERR,
+        log,
+        "upstream timed out waiting for room in the daemon: its workers were busy with other requests for wsgi_connect_timeout"
+    );
+    // SAFETY: a request parked in the content phase, ended as a failed connect ends it,
+    // then what nginx runs after an event of the request's connection.
+    unsafe {
+        ngx_http_finalize_request(r, NGX_HTTP_GATEWAY_TIME_OUT as ngx_int_t);
+        ngx_http_run_posted_requests(c);
+    }
+}
