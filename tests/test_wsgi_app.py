@@ -353,3 +353,29 @@ def test_a_client_that_leaves_while_its_request_waits_costs_the_app_nothing(daem
     assert requests.get(f"{n.url}/pid?client=after", timeout=20).text.isdigit()
     wait_for(lambda: "client=after" in d.log(), 10, "the later request in the log")
     assert "client=gone" not in d.log()
+
+
+def test_a_body_sent_as_it_comes_waits_in_the_queue_without_timing_out(daemon, nginx, tmp_path):
+    """With `wsgi_request_buffering off`, nginx starts a request before its body is in.
+    Waiting 2 s in the queue, longer than `client_body_timeout 1s`, the request is sent
+    when there is room and its whole body reaches the app (the body's timer is not the
+    request's while it waits, as in nginx's own upstream)."""
+    import concurrent.futures
+    import socket
+    import time
+    d, ini = busy_daemon(daemon, tmp_path)
+    n = nginx(None, module=True, directives=f"wsgi_app {ini};",
+              location_extra="wsgi_request_buffering off; client_body_timeout 1s;")
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        slow = [pool.submit(requests.get, f"{n.url}/sleep?seconds=2&n={i}", timeout=20) for i in range(3)]
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", n.port), timeout=20) as s:
+            s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\n01234")
+            time.sleep(0.2)
+            s.sendall(b"56789")
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        assert [f.result().status_code for f in slow] == [200] * 3
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert answer.endswith(b"\r\n\r\n0123456789"), answer[-200:]

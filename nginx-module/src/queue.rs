@@ -26,16 +26,17 @@
 //! it. The queue and its count are per nginx worker, made with the configuration and
 //! reached from the upstream's server configuration slot of this module.
 
+use core::ffi::c_void;
 use core::{mem, ptr};
 use std::collections::VecDeque;
 
-use ngx::core::Pool;
 use ngx::ffi::{
-    ngx_add_timer, ngx_conf_t, ngx_current_msec, ngx_cycle, ngx_del_timer, ngx_event_t,
-    ngx_http_finalize_request, ngx_http_request_t, ngx_http_run_posted_requests,
-    ngx_http_test_reading, ngx_http_upstream_init, ngx_http_upstream_srv_conf_t, ngx_int_t,
-    ngx_msec_t, ngx_post_event, ngx_posted_events, NGX_HTTP_GATEWAY_TIME_OUT,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR,
+    ngx_add_timer, ngx_conf_t, ngx_current_msec, ngx_cycle, ngx_del_timer, ngx_delete_posted_event,
+    ngx_event_t, ngx_handle_read_event, ngx_http_block_reading, ngx_http_finalize_request,
+    ngx_http_request_t, ngx_http_run_posted_requests, ngx_http_test_reading,
+    ngx_http_upstream_init, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_msec_t, ngx_palloc,
+    ngx_pool_cleanup_add, ngx_pool_t, ngx_post_event, ngx_posted_events, NGX_HTTP_GATEWAY_TIME_OUT,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR, NGX_OK,
 };
 use ngx::http::HttpModule;
 
@@ -98,10 +99,9 @@ pub unsafe fn install(
 ) -> Result<(), String> {
     // SAFETY: per the caller, the configuration being parsed: its pool outlives the
     // upstream.
-    let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
+    let pool = unsafe { (*cf).pool };
     // SAFETY: per the caller, the upstream just added, in the configuration pool.
-    let Some(slots) = unsafe { crate::app::implicit_upstream_slots(pool.as_ptr(), upstream) }?
-    else {
+    let Some(slots) = unsafe { crate::app::implicit_upstream_slots(pool, upstream) }? else {
         // An `upstream` block of the user's: requests go as they come.
         return Ok(());
     };
@@ -110,8 +110,7 @@ pub unsafe fn install(
         // Another wsgi_app with the same socket did this already.
         return Ok(());
     }
-    // The pool drops the queue (a cleanup handler) when the configuration is freed.
-    let queue = pool.allocate(Queue {
+    let queue = Queue {
         sent: 0,
         capacity: floor,
         floor,
@@ -124,7 +123,9 @@ pub unsafe fn install(
             handler: Some(send_waiting),
             ..unsafe { mem::zeroed() }
         },
-    });
+    };
+    // SAFETY: the configuration's pool, which drops the queue when it is freed.
+    let queue = unsafe { allocate_in(pool, queue) };
     if queue.is_null() {
         return Err("out of memory".into());
     }
@@ -164,15 +165,15 @@ pub extern "C" fn start_upstream(r: *mut ngx_http_request_t) {
         unsafe { ngx_http_upstream_init(r) };
         return;
     };
-    // SAFETY: the request's pool, which drops the ticket with the request.
-    let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
-    let ticket = pool.allocate(Ticket {
+    let ticket = Ticket {
         queue,
         request: r,
         state: TicketState::Waiting,
         // SAFETY: an all-zero event is one without a timer, as nginx's modules make theirs.
         timer: unsafe { mem::zeroed() },
-    });
+    };
+    // SAFETY: the request's pool, which drops the ticket with the request.
+    let ticket = unsafe { allocate_in((*r).pool, ticket) };
     if ticket.is_null() {
         // SAFETY: as above; the request fails as nginx fails it out of memory.
         unsafe { ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
@@ -186,6 +187,26 @@ pub extern "C" fn start_upstream(r: *mut ngx_http_request_t) {
         // SAFETY: as above.
         unsafe { ngx_http_upstream_init(r) };
         return;
+    }
+    // SAFETY: the request and its connection, as above.
+    let (c, http1) = unsafe { ((*r).connection, (*r).stream.is_null()) };
+    if http1 {
+        // As ngx_http_upstream_init does before its own waits: the body's timer (of a
+        // body read as it is sent) is not the request's while it waits, and the read
+        // event is registered (it is not yet when the request came with its connection,
+        // accepted `deferred`), so that a client going away is noticed.
+        // SAFETY: the request's connection and its read event.
+        let registered = unsafe {
+            if (*(*c).read).timer_set() != 0 {
+                ngx_del_timer((*c).read);
+            }
+            ngx_handle_read_event((*c).read, 0) == NGX_OK as ngx_int_t
+        };
+        if !registered {
+            // SAFETY: as above; the ticket, in no queue yet, is dropped with the request.
+            unsafe { ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
+            return;
+        }
     }
     queue.waiting.push_back(ticket);
     // SAFETY: the ticket just allocated, alive with the request; the request and its
@@ -243,6 +264,44 @@ impl Drop for Ticket {
     }
 }
 
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // The configuration is freed (a reload without a master process frees the old one
+        // from a timer, before posted events run).
+        if self.send_waiting.posted() != 0 {
+            // SAFETY: the queue's event, posted, in nginx's posted queue.
+            unsafe { ngx_delete_posted_event(&mut self.send_waiting) };
+        }
+    }
+}
+
+/// `value` moved into `pool`, dropped when the pool is destroyed; null when out of memory.
+///
+/// # Safety
+/// `pool` is a live nginx pool.
+unsafe fn allocate_in<T>(pool: *mut ngx_pool_t, value: T) -> *mut T {
+    unsafe extern "C" fn drop_value<T>(data: *mut c_void) {
+        // SAFETY: the value allocate_in wrote, dropped once, by its pool's cleanup.
+        unsafe { ptr::drop_in_place(data as *mut T) };
+    }
+    const { assert!(mem::align_of::<T>() <= mem::align_of::<u64>()) };
+    // SAFETY: per the caller; a cleanup entry without a handler does nothing.
+    let cleanup = unsafe { ngx_pool_cleanup_add(pool, 0) };
+    // SAFETY: per the caller; nginx's pool aligns allocations to NGX_ALIGNMENT (that of
+    // unsigned long), enough for T per the assertion.
+    let place = unsafe { ngx_palloc(pool, mem::size_of::<T>()) } as *mut T;
+    if cleanup.is_null() || place.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: room for a T, written once; then the cleanup that drops it.
+    unsafe {
+        place.write(value);
+        (*cleanup).handler = Some(drop_value::<T>);
+        (*cleanup).data = place.cast();
+    }
+    place
+}
+
 impl Queue {
     /// A request sent is over: the next waiting one may go (after the current event).
     fn answered(&mut self) {
@@ -297,9 +356,10 @@ extern "C" fn send_waiting(ev: *mut ngx_event_t) {
             (*queue).sent += 1;
             (ticket.request, (*ticket.request).connection)
         };
-        // SAFETY: as the end of reading the body would start it, then what nginx runs
-        // after an event of the request's connection.
+        // SAFETY: as the end of reading the body would start it (reading blocked, as it
+        // leaves it), then what nginx runs after an event of the request's connection.
         unsafe {
+            (*r).read_event_handler = Some(ngx_http_block_reading);
             ngx_http_upstream_init(r);
             ngx_http_run_posted_requests(c);
         }
