@@ -10,7 +10,7 @@ use core::ffi::{c_char, c_void};
 use core::{mem, ptr};
 use std::path::Path;
 
-use ngx::core::{CoreModuleMainConf, NgxCoreModule, Pool, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::core::{CoreModuleMainConf, NgxCoreModule, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_array_create, ngx_array_push, ngx_bufs_t, ngx_command_t, ngx_conf_full_name, ngx_conf_t,
     ngx_http_conf_ctx_t, ngx_http_max_module, ngx_http_module_t, ngx_http_upstream_add,
@@ -142,14 +142,8 @@ pub fn wsgi_app_directive(
         Some(connections) => unsafe { reuse_connections(cf, upstream, connections) },
         None => Ok(()),
     }
-    .and_then(|()| {
-        let config = &parsed.config;
-        let floor = config
-            .processes
-            .saturating_mul(config.threads + crate::queue::AHEAD_PER_WORKER);
-        // SAFETY: as above.
-        unsafe { crate::queue::install(cf, upstream, floor) }
-    });
+    // SAFETY: as above.
+    .and_then(|()| unsafe { crate::queue::install(cf, upstream, &parsed.config) });
     if let Err(reason) = reused {
         ngx_conf_log_error!(
             NGX_LOG_EMERG,
@@ -164,15 +158,15 @@ pub fn wsgi_app_directive(
     // SAFETY: cf->conf_file is the file being parsed, valid during the directive.
     let conf_file = unsafe { &*(*cf).conf_file };
     let (nginx_file, nginx_line) = (show(&conf_file.file.name), conf_file.line);
-    // SAFETY: cf->pool lives as long as this configuration; the pool drops the binding
-    // (a cleanup handler) when the configuration is freed.
-    let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
-    let binding = pool.allocate(AppBinding {
+    let binding = AppBinding {
         file,
         parsed,
         nginx_file,
         nginx_line,
-    });
+    };
+    // SAFETY: cf->pool lives as long as this configuration; the pool drops the binding
+    // (a cleanup handler) when the configuration is freed.
+    let binding = unsafe { crate::pool_allocate((*cf).pool, binding) };
     // SAFETY: null (out of memory) or the binding just written in the configuration
     // pool, which outlives the location configuration that refers to it.
     conf.app = unsafe { binding.as_ref() };

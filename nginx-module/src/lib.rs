@@ -32,8 +32,37 @@ use ngx::ffi::{
     NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_HTTP_UPSTREAM_FT_ERROR,
     NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_LOG_EMERG, NGX_OK,
 };
+use ngx::ffi::{ngx_palloc, ngx_pool_cleanup_add, ngx_pool_t};
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
+
+/// `value` moved into `pool`, dropped when the pool is destroyed; null when out of memory.
+/// (`ngx::core::Pool::allocate` writes the value before it checks the allocation.)
+///
+/// # Safety
+/// `pool` is a live nginx pool.
+pub unsafe fn pool_allocate<T>(pool: *mut ngx_pool_t, value: T) -> *mut T {
+    unsafe extern "C" fn drop_value<T>(data: *mut c_void) {
+        // SAFETY: the value pool_allocate wrote, dropped once, by its pool's cleanup.
+        unsafe { ptr::drop_in_place(data as *mut T) };
+    }
+    const { assert!(mem::align_of::<T>() <= mem::align_of::<u64>()) };
+    // SAFETY: per the caller; a cleanup entry without a handler does nothing.
+    let cleanup = unsafe { ngx_pool_cleanup_add(pool, 0) };
+    // SAFETY: per the caller; nginx's pool aligns allocations to NGX_ALIGNMENT (that of
+    // unsigned long), enough for T per the assertion.
+    let place = unsafe { ngx_palloc(pool, mem::size_of::<T>()) } as *mut T;
+    if cleanup.is_null() || place.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: room for a T, written once; then the cleanup that drops it.
+    unsafe {
+        place.write(value);
+        (*cleanup).handler = Some(drop_value::<T>);
+        (*cleanup).data = place.cast();
+    }
+    place
+}
 
 // nginx's NGX_CONF_UNSET_* markers: casts of -1 that bindgen does not carry over.
 const UNSET_FLAG: ngx_flag_t = -1;

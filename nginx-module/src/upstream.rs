@@ -1116,20 +1116,16 @@ fn non_buffered_chunked_filter_body(
 extern "C" fn abort_request(_r: *mut ngx_http_request_t) {}
 
 extern "C" fn finalize_request(r: *mut ngx_http_request_t, _rc: ngx_int_t) {
-    // SAFETY: nginx passes the live request; our slot of its contexts is null or ours.
-    let ctx = unsafe { *(*r).ctx.add(WsgiModule::module().ctx_index) as *mut RequestCtx };
-    // SAFETY: as above; no other reference to the context is alive in this callback.
-    if let Some(ctx) = unsafe { ctx.as_mut() } {
-        crate::queue::release(mem::replace(&mut ctx.ticket, ptr::null_mut()));
+    // SAFETY: nginx passes the live request; no callback holds its context meanwhile.
+    if let Some(ctx) = unsafe { request_ctx(Request::from_ngx_http_request(r)) } {
+        crate::queue::release(ctx.ticket);
     }
 }
 
 /// Records the request's place in `wsgi_app`'s queue (`queue.rs`).
 pub fn set_ticket(r: *mut ngx_http_request_t, ticket: *mut crate::queue::Ticket) {
-    // SAFETY: a request the content handler gave its context; nothing else holds it.
-    let ctx = unsafe { *(*r).ctx.add(WsgiModule::module().ctx_index) as *mut RequestCtx };
-    // SAFETY: as above.
-    if let Some(ctx) = unsafe { ctx.as_mut() } {
+    // SAFETY: a live request, between callbacks: nothing else holds its context.
+    if let Some(ctx) = unsafe { request_ctx(Request::from_ngx_http_request(r)) } {
         ctx.ticket = ticket;
     }
 }
