@@ -355,6 +355,34 @@ def test_a_client_that_leaves_while_its_request_waits_costs_the_app_nothing(daem
     assert "client=gone" not in d.log()
 
 
+def test_waiting_requests_go_in_order_of_arrival_when_one_leaves_between_them(daemon, nginx, tmp_path):
+    """Three requests of 1 s fill the daemon's room; then three clients send a request each,
+    in turn, and the second goes away while they wait. The first and the third are
+    answered, in the order they came, and the second never reaches the app."""
+    import concurrent.futures
+    import socket
+    import time
+    d, ini = busy_daemon(daemon, tmp_path)
+    n = nginx(None, module=True, directives=f"wsgi_app {ini};", location_extra="wsgi_connect_timeout 10s;")
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        slow = [pool.submit(requests.get, f"{n.url}/sleep?seconds=1&n={i}", timeout=20) for i in range(3)]
+        time.sleep(0.3)
+        first = pool.submit(requests.get, f"{n.url}/pid?client=first", timeout=20)
+        time.sleep(0.1)
+        gone = socket.create_connection(("127.0.0.1", n.port))
+        gone.sendall(b"GET /pid?client=gone HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.1)
+        third = pool.submit(requests.get, f"{n.url}/pid?client=third", timeout=20)
+        time.sleep(0.1)
+        gone.close()
+        assert [f.result().status_code for f in slow] == [200] * 3
+        assert first.result().text.isdigit() and third.result().text.isdigit()
+    wait_for(lambda: "client=third" in d.log(), 10, "the third request in the log")
+    log = d.log()
+    assert "client=gone" not in log
+    assert log.index("client=first") < log.index("client=third")
+
+
 def test_a_body_sent_as_it_comes_waits_in_the_queue_without_timing_out(daemon, nginx, tmp_path):
     """With `wsgi_request_buffering off`, nginx starts a request before its body is in.
     Waiting 2 s in the queue, longer than `client_body_timeout 1s`, the request is sent

@@ -27,7 +27,6 @@
 //! reached from the upstream's server configuration slot of this module.
 
 use core::{mem, ptr};
-use std::collections::VecDeque;
 
 use ngx::ffi::{
     ngx_add_timer, ngx_conf_t, ngx_current_msec, ngx_cycle, ngx_del_timer, ngx_delete_posted_event,
@@ -66,7 +65,7 @@ pub struct Queue {
     answers: u64,
     window_start: ngx_msec_t,
     /// Requests waiting to be sent, oldest first.
-    waiting: VecDeque<*mut Ticket>,
+    waiting: WaitList,
     /// Posted when an answer makes room while requests wait: sends them.
     send_waiting: ngx_event_t,
 }
@@ -79,13 +78,86 @@ pub struct Ticket {
     state: TicketState,
     /// How long it may wait: `wsgi_connect_timeout`.
     timer: ngx_event_t,
+    /// Its neighbours in the queue's [`WaitList`] while it waits.
+    prev: *mut Ticket,
+    next: *mut Ticket,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum TicketState {
+    /// Holds nothing: not placed yet, or given back.
+    Idle,
+    /// In its queue's [`WaitList`].
     Waiting,
+    /// Counted among the requests sent.
     Sent,
-    Done,
+}
+
+/// The waiting tickets, oldest first, linked through their own `prev` and `next`: one that
+/// leaves from anywhere (its client went away, its time ran out) leaves at once, however
+/// many wait.
+struct WaitList {
+    first: *mut Ticket,
+    last: *mut Ticket,
+}
+
+impl WaitList {
+    const fn new() -> Self {
+        Self {
+            first: ptr::null_mut(),
+            last: ptr::null_mut(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_null()
+    }
+
+    /// # Safety
+    /// `ticket` is alive and in no list; every ticket in this one is alive.
+    unsafe fn push_back(&mut self, ticket: *mut Ticket) {
+        // SAFETY: per the caller.
+        unsafe {
+            (*ticket).prev = self.last;
+            (*ticket).next = ptr::null_mut();
+            match self.last.as_mut() {
+                Some(last) => last.next = ticket,
+                None => self.first = ticket,
+            }
+        }
+        self.last = ticket;
+    }
+
+    /// # Safety
+    /// Every ticket in the list is alive.
+    unsafe fn pop_front(&mut self) -> Option<*mut Ticket> {
+        let first = self.first;
+        if first.is_null() {
+            return None;
+        }
+        // SAFETY: per the caller; the first ticket is in the list.
+        unsafe { self.unlink(first) };
+        Some(first)
+    }
+
+    /// # Safety
+    /// `ticket` is in this list, and every ticket in it is alive.
+    unsafe fn unlink(&mut self, ticket: *mut Ticket) {
+        // SAFETY: per the caller: the ticket and its neighbours are alive.
+        unsafe {
+            let (prev, next) = ((*ticket).prev, (*ticket).next);
+            match prev.as_mut() {
+                Some(prev) => prev.next = next,
+                None => self.first = next,
+            }
+            match next.as_mut() {
+                Some(next) => next.prev = prev,
+                None => self.last = prev,
+            }
+            (*ticket).prev = ptr::null_mut();
+            (*ticket).next = ptr::null_mut();
+        }
+    }
 }
 
 /// Gives an implicit upstream (wsgi_app's) a queue for the daemon `config` describes.
@@ -107,20 +179,24 @@ pub unsafe fn install(
         return Ok(());
     };
     let ours = WsgiModule::module().ctx_index;
-    if !slots[ours].is_null() {
-        // Another wsgi_app with the same socket did this already.
-        return Ok(());
-    }
     let floor = config
         .processes
         .saturating_mul(config.threads + AHEAD_PER_WORKER);
+    // SAFETY: null, or the queue a wsgi_app naming the same socket installed, alive with
+    // the configuration.
+    if let Some(queue) = unsafe { (slots[ours] as *mut Queue).as_mut() } {
+        // Its daemon is this one: the largest count any of its configs gives.
+        queue.floor = queue.floor.max(floor);
+        queue.capacity = queue.floor;
+        return Ok(());
+    }
     let queue = Queue {
         sent: 0,
         capacity: floor,
         floor,
         answers: 0,
         window_start: 0,
-        waiting: VecDeque::new(),
+        waiting: WaitList::new(),
         // SAFETY: an all-zero event is an unposted one without a timer, as nginx's
         // modules make theirs; its handler is set here, its data and log when posted.
         send_waiting: ngx_event_t {
@@ -172,9 +248,11 @@ pub extern "C" fn start_upstream(r: *mut ngx_http_request_t) {
     let ticket = Ticket {
         queue,
         request: r,
-        state: TicketState::Waiting,
+        state: TicketState::Idle,
         // SAFETY: an all-zero event is one without a timer, as nginx's modules make theirs.
         timer: unsafe { mem::zeroed() },
+        prev: ptr::null_mut(),
+        next: ptr::null_mut(),
     };
     // SAFETY: the request's pool, which drops the ticket with the request.
     let ticket = unsafe { crate::pool_allocate((*r).pool, ticket) };
@@ -206,12 +284,16 @@ pub extern "C" fn start_upstream(r: *mut ngx_http_request_t) {
             ngx_handle_read_event((*c).read, 0) == NGX_OK as ngx_int_t
         };
         if !registered {
-            // SAFETY: as above; the ticket, in no queue yet, is dropped with the request.
+            // SAFETY: as above; the ticket, holding nothing yet, is dropped with the request.
             unsafe { ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
             return;
         }
     }
-    queue.waiting.push_back(ticket);
+    // SAFETY: the ticket just allocated, alive with the request; those in the list leave
+    // it when they are dropped.
+    unsafe { queue.waiting.push_back(ticket) };
+    // SAFETY: as above.
+    unsafe { (*ticket).state = TicketState::Waiting };
     // SAFETY: the ticket just allocated, alive with the request; the request and its
     // upstream's configuration as above.
     unsafe {
@@ -259,13 +341,11 @@ impl Ticket {
         }
         // SAFETY: the queue outlives every request (the configuration's pool).
         let queue = unsafe { &mut *self.queue };
-        match mem::replace(&mut self.state, TicketState::Done) {
+        match mem::replace(&mut self.state, TicketState::Idle) {
             TicketState::Sent => queue.answered(),
-            TicketState::Waiting => {
-                let me = ptr::from_mut(self);
-                queue.waiting.retain(|&waiting| waiting != me);
-            }
-            TicketState::Done => {}
+            // SAFETY: a waiting ticket is in its queue's list, whose tickets are alive.
+            TicketState::Waiting => unsafe { queue.waiting.unlink(self) },
+            TicketState::Idle => {}
         }
     }
 }
@@ -320,8 +400,9 @@ extern "C" fn send_waiting(ev: *mut ngx_event_t) {
     // SAFETY: the queue's own event, whose data is the queue.
     let queue = unsafe { (*ev).data as *mut Queue };
     loop {
-        // SAFETY: the queue, alive with the configuration; borrowed only between the
-        // calls into nginx below, which may reach it again.
+        // SAFETY: the queue, alive with the configuration, and its waiting tickets, alive
+        // with their requests; borrowed only between the calls into nginx below, which
+        // may reach it again.
         let next = unsafe {
             let queue = &mut *queue;
             if queue.sent >= queue.capacity {
