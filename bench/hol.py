@@ -65,6 +65,8 @@ def main():
     parser.add_argument("--connections", type=int, default=16, help="wrk's fast connections")
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--slow-ms", type=int, default=100)
+    parser.add_argument("--nginx-workers", type=int, default=1,
+                        help="nginx's worker_processes (Debian's nginx.conf says auto: one per core)")
     args = parser.parse_args()
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="ngx-wsgi-hol-"))
@@ -94,7 +96,7 @@ def main():
     module = ROOT / "target" / "release" / "libngx_http_wsgi_module.so"
     (work / "nginx.conf").write_text(f"""
         load_module {module};
-        user root; worker_processes 1; pid {work}/nginx.pid; error_log {work}/nginx-error.log;
+        user root; worker_processes {args.nginx_workers}; pid {work}/nginx.pid; error_log {work}/nginx-error.log;
         events {{ worker_connections 4096; }}
         http {{ access_log off; uwsgi_read_timeout 60s; {' '.join(servers)} }}""")
     nginx = subprocess.Popen(["nginx", "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
@@ -119,7 +121,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{args.rounds} interleaved rounds of {args.duration} s: wrk -t1 -c{args.connections} on /hello while one "
-          f"client loops on a {args.slow_ms} ms request; {args.processes} processes x 1 thread; nginx 1 worker; "
+          f"client loops on a {args.slow_ms} ms request; {args.processes} processes x 1 thread; nginx {args.nginx_workers} worker(s); "
           "medians (counts: sums)\n")
     print("| stack | fast req/s | p50 ms | p90 ms | p99 ms | max ms | fast sent | fast errors | slow ok | slow failed "
           "| req/s vs uWSGI | p99 vs uWSGI |")

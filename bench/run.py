@@ -117,6 +117,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--nginx-workers", type=int, default=1,
+                        help="nginx's worker_processes (Debian's nginx.conf says auto: one per core)")
     parser.add_argument("--only", nargs="*", help="run only the targets whose name contains one of these")
     parser.add_argument("--workloads", nargs="*", choices=list(WORKLOADS), help="run only these workloads")
     parser.add_argument("--static-bin", help="also run wsgi_app with this daemon, built with Python linked "
@@ -191,7 +193,7 @@ def main():
         module = ROOT / "target" / "release" / "libngx_http_wsgi_module.so"
         (work / "nginx.conf").write_text(f"""
             load_module {module};
-            user root; worker_processes 1; pid {work}/nginx.pid; error_log {work}/nginx-error.log;
+            user root; worker_processes {args.nginx_workers}; pid {work}/nginx.pid; error_log {work}/nginx-error.log;
             events {{ worker_connections 4096; }}
             http {{ access_log off; client_body_temp_path {work}/body; client_body_buffer_size 64k;
                    {' '.join(upstreams)} {' '.join(servers)} }}""")
@@ -218,7 +220,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{args.rounds} interleaved rounds of {args.duration} s, wrk -t1 -c{args.connections}, "
-          f"{args.processes} processes per backend, nginx 1 worker; medians\n")
+          f"{args.processes} processes per backend, nginx {args.nginx_workers} worker(s); medians\n")
     print("| workload | stack | requests/s | p99 ms | backend CPU µs/req | nginx CPU µs/req | errors | req/s vs uWSGI stack |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for workload in workloads:
