@@ -383,6 +383,57 @@ def test_waiting_requests_go_in_order_of_arrival_when_one_leaves_between_them(da
     assert log.index("client=first") < log.index("client=third")
 
 
+def test_nginx_workers_share_out_the_daemons_room(daemon, nginx, tmp_path):
+    """nginx with 4 workers (`reuseport` spreads the connections among them) and 20
+    requests of 0.5 s at once to a daemon with one thread: the workers share out its room
+    (3: its thread's and two ahead) by how many requests each has, so the daemon holds
+    about that much, not 3 from each worker (12). Seen from the kernel while the first
+    runs: the connections open to the daemon's socket (none is idle yet). All are
+    answered."""
+    import concurrent.futures
+    import time
+    d, ini = busy_daemon(daemon, tmp_path)
+    sock = str(tmp_path / "app.sock")
+    conf = f"""
+{{load_module}}
+user root;
+worker_processes 4;
+pid {{prefix}}/nginx.pid;
+error_log {{prefix}}/error.log info;
+events {{{{ worker_connections 1024; }}}}
+http {{{{
+    access_log off;
+    server {{{{ listen 127.0.0.1:{{port}} reuseport; location / {{{{ wsgi_app {ini}; }}}} }}}}
+}}}}
+"""
+    n = nginx(None, module=True, conf_text=conf)
+
+    def connections():
+        # The listener and, for each connection made to it, accepted or not, a socket of
+        # its own named after the path (/proc/net/unix).
+        with open("/proc/net/unix") as table:
+            return sum(1 for line in table if line.rstrip().endswith(" " + sock)) - 1
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        futures = [pool.submit(requests.get, f"{n.url}/sleep?seconds=0.5&n={i}", timeout=30) for i in range(20)]
+        held = []
+        for _ in range(4):
+            time.sleep(0.08)
+            held.append(connections())
+        answers = [f.result() for f in futures]
+    assert [a.status_code for a in answers] == [200] * 20
+    assert 1 <= max(held) <= 7, f"connections to the daemon before its first answer: {held}"
+    # Then quick requests from 40 clients at once, in bursts: every one answered, and no
+    # nginx worker ended by a signal on the way (a worker's queue runs on events of its
+    # own and on a timer while requests wait).
+    for _ in range(5):
+        with concurrent.futures.ThreadPoolExecutor(40) as pool:
+            answers = list(pool.map(lambda i: requests.get(f"{n.url}/pid?n={i}", timeout=30), range(80)))
+        assert [a.status_code for a in answers] == [200] * 80
+        time.sleep(0.05)
+    assert "exited on signal" not in n.error_log()
+
+
 def test_a_body_sent_as_it_comes_waits_in_the_queue_without_timing_out(daemon, nginx, tmp_path):
     """With `wsgi_request_buffering off`, nginx starts a request before its body is in.
     Waiting 2 s in the queue, longer than `client_body_timeout 1s`, the request is sent
