@@ -465,6 +465,7 @@ pub static mut ngx_http_wsgi_module: ngx_module_t = ngx_module_t {
     // never frees; no reference to the `static mut` is created.
     commands: unsafe { &raw mut NGX_HTTP_WSGI_COMMANDS[0] },
     type_: NGX_HTTP_MODULE as _,
+    init_process: Some(queue::init_process),
     ..ngx_module_t::default()
 };
 

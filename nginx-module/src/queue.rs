@@ -40,13 +40,13 @@ use core::{mem, ptr};
 
 use ngx::ffi::{
     ngx_add_timer, ngx_conf_t, ngx_core_conf_t, ngx_core_module, ngx_current_msec, ngx_cycle,
-    ngx_del_timer, ngx_delete_posted_event, ngx_event_t, ngx_handle_read_event,
+    ngx_cycle_t, ngx_del_timer, ngx_delete_posted_event, ngx_event_t, ngx_handle_read_event,
     ngx_http_block_reading, ngx_http_finalize_request, ngx_http_request_t,
     ngx_http_run_posted_requests, ngx_http_test_reading, ngx_http_upstream_init,
     ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_msec_t, ngx_pagesize, ngx_post_event,
-    ngx_posted_events, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_calloc, ngx_slab_pool_t,
-    ngx_str_t, ngx_worker, NGX_ERROR, NGX_HTTP_GATEWAY_TIME_OUT, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_LOG_ERR, NGX_OK,
+    ngx_posted_events, ngx_process, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_calloc,
+    ngx_slab_pool_t, ngx_str_t, ngx_uint_t, ngx_worker, NGX_ERROR, NGX_HTTP_GATEWAY_TIME_OUT,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR, NGX_OK, NGX_PROCESS_WORKER,
 };
 use ngx::http::HttpModule;
 
@@ -292,20 +292,26 @@ unsafe fn add_shares(
     upstream: *mut ngx_http_upstream_srv_conf_t,
     queue: *mut Queue,
 ) -> Result<(), String> {
-    // SAFETY: per the caller: the configuration's pool and the upstream's URL.
-    let name = unsafe {
-        let host = (*upstream).host;
-        let prefix = b"wsgi_app queue ";
-        let len = prefix.len() + host.len;
-        let data = ngx::ffi::ngx_pnalloc((*cf).pool, len) as *mut u8;
-        if data.is_null() {
-            return Err("out of memory".into());
-        }
-        ptr::copy_nonoverlapping(prefix.as_ptr(), data, prefix.len());
-        ptr::copy_nonoverlapping(host.data, data.add(prefix.len()), host.len);
-        ngx_str_t { len, data }
+    // The upstream's host and port (two daemons on one host are two upstreams, and two
+    // zones): "wsgi_app queue 127.0.0.1:8000", "wsgi_app queue unix:/run/app.sock".
+    // SAFETY: per the caller: the upstream's URL, in the configuration pool.
+    let (host, port) = unsafe { ((*upstream).host.as_bytes(), (*upstream).port) };
+    let mut text = b"wsgi_app queue ".to_vec();
+    text.extend_from_slice(host);
+    if port != 0 {
+        text.extend_from_slice(format!(":{port}").as_bytes());
+    }
+    // SAFETY: the configuration's pool, which keeps the zone's name as long as the zone.
+    let data = unsafe { ngx::ffi::ngx_pnalloc((*cf).pool, text.len()) } as *mut u8;
+    if data.is_null() {
+        return Err("out of memory".into());
+    }
+    // SAFETY: `data` was just allocated with room for `text`.
+    unsafe { ptr::copy_nonoverlapping(text.as_ptr(), data, text.len()) };
+    let mut name = ngx_str_t {
+        len: text.len(),
+        data,
     };
-    let mut name = name;
     // SAFETY: the configuration being parsed; the zone's tag is this module, whose
     // address is the same in every process.
     let zone = unsafe {
@@ -526,8 +532,14 @@ impl Queue {
     /// This worker's line among the nginx workers' [`Shares`], and their total demand, if
     /// it has a line.
     fn my_share(&mut self) -> Option<(&Share, &AtomicU32)> {
-        // SAFETY: null, or the zone's lines, mapped in every worker for the configuration's
-        // life; written only through atomics.
+        // SAFETY: nginx's process kind, set before the process handles any event.
+        if unsafe { ngx_process } != NGX_PROCESS_WORKER as ngx_uint_t {
+            // A single process (`master_process off`) has no one to share with, and unmaps
+            // the old configuration's zone at a reload while its requests still run.
+            return None;
+        }
+        // SAFETY: null, or the zone's lines, mapped in a worker process for its life (the
+        // master unmaps an old zone in itself only); written only through atomics.
         let shares = unsafe { self.shares.as_ref() }?;
         // SAFETY: this worker's number, set before it handles any event.
         let me = unsafe { ngx_worker };
@@ -620,7 +632,9 @@ impl Queue {
             .iter()
             // A rate measured more than two windows ago is of a worker with nothing to send.
             .filter(|share| {
-                (now as u64).wrapping_sub(share.rate_at.load(Ordering::Relaxed))
+                // Another process's clock may be ahead of this one's by a few ms: a rate
+                // measured "later" is fresh.
+                (now as u64).saturating_sub(share.rate_at.load(Ordering::Relaxed))
                     <= 2 * RATE_WINDOW_MS as u64
             })
             .map(|share| u64::from(share.rate.load(Ordering::Relaxed)))
@@ -657,6 +671,32 @@ impl Queue {
             unsafe { ngx_post_event(&mut self.send_waiting, &raw mut ngx_posted_events) };
         }
     }
+}
+
+/// An nginx worker starts (the first ones, or one in place of one that exited): its line
+/// in each daemon's shares begins at nothing, whatever a worker numbered as it left there,
+/// before it serves any request.
+pub extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    guarded("init_process", || {
+        // SAFETY: the worker's cycle, whose list of shared memory zones nginx made; the
+        // zones of this module's tag hold the queue they were added for.
+        unsafe {
+            let mut part = &raw mut (*cycle).shared_memory.part;
+            while let Some(list) = part.as_mut() {
+                let zones =
+                    core::slice::from_raw_parts_mut(list.elts.cast::<ngx_shm_zone_t>(), list.nelts);
+                for zone in zones {
+                    if zone.tag == ptr::addr_of_mut!(crate::ngx_http_wsgi_module).cast() {
+                        if let Some(queue) = zone.data.cast::<Queue>().as_mut() {
+                            queue.my_share();
+                        }
+                    }
+                }
+                part = list.next;
+            }
+        }
+    });
+    NGX_OK as ngx_int_t
 }
 
 /// Takes `count` off the workers' total demand, never below 0: a worker that crashed
