@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 
+import pytest
 import requests
 
 from conftest import APPS, wait_for, write_nginx_conf
@@ -383,17 +384,42 @@ def test_waiting_requests_go_in_order_of_arrival_when_one_leaves_between_them(da
     assert log.index("client=first") < log.index("client=third")
 
 
-def test_nginx_workers_share_out_the_daemons_room(daemon, nginx, tmp_path):
+def connections_to(address):
+    """Connections made to a daemon's socket, accepted or not, seen from the kernel: for
+    a unix socket path, the sockets named after it but its listener (/proc/net/unix); for
+    a TCP port, the established sockets whose local port it is (/proc/net/tcp)."""
+    if isinstance(address, int):
+        with open("/proc/net/tcp") as table:
+            rows = [line.split() for line in table.readlines()[1:]]
+        return sum(1 for row in rows if int(row[1].split(":")[1], 16) == address and row[3] == "01")
+    with open("/proc/net/unix") as table:
+        return sum(1 for line in table if line.rstrip().endswith(" " + address)) - 1
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_nginx_workers_share_out_the_daemons_room(daemon, nginx, tmp_path, transport):
     """nginx with 4 workers (`reuseport` spreads the connections among them) and 20
     requests of 0.5 s at once to a daemon with one thread: the workers share out its room
     (3: its thread's and two ahead) by how many requests each has, so the daemon holds
     about that much, not 3 from each worker (12). Seen from the kernel while the first
     runs: the connections open to the daemon's socket (none is idle yet). All are
-    answered."""
+    answered. Over TCP, beside a second daemon on the same host: each daemon has its own
+    shares."""
     import concurrent.futures
     import time
-    d, ini = busy_daemon(daemon, tmp_path)
-    sock = str(tmp_path / "app.sock")
+    from conftest import free_port
+    if transport == "unix":
+        d, ini = busy_daemon(daemon, tmp_path)
+        address, locations = str(tmp_path / "app.sock"), f"location / {{ wsgi_app {ini}; }}"
+    else:
+        address, other = free_port(), free_port()
+        ini = write_ini(tmp_path, f"socket = 127.0.0.1:{address}\nwsgi-file = {APPS}/pep3333.py\nprocesses = 1\n")
+        other_ini = write_ini(tmp_path, f"socket = 127.0.0.1:{other}\nwsgi-file = {APPS}/pep3333.py\n",
+                              name="other.ini")
+        d = daemon(ini, ready=("127.0.0.1", address))
+        daemon(other_ini, ready=("127.0.0.1", other))
+        locations = f"location / {{ wsgi_app {ini}; }} location /other/ {{ wsgi_app {other_ini}; }}"
+    escaped = locations.replace("{", "{{").replace("}", "}}")  # for conf_text's format()
     conf = f"""
 {{load_module}}
 user root;
@@ -403,23 +429,16 @@ error_log {{prefix}}/error.log info;
 events {{{{ worker_connections 1024; }}}}
 http {{{{
     access_log off;
-    server {{{{ listen 127.0.0.1:{{port}} reuseport; location / {{{{ wsgi_app {ini}; }}}} }}}}
+    server {{{{ listen 127.0.0.1:{{port}} reuseport; {escaped} }}}}
 }}}}
 """
     n = nginx(None, module=True, conf_text=conf)
-
-    def connections():
-        # The listener and, for each connection made to it, accepted or not, a socket of
-        # its own named after the path (/proc/net/unix).
-        with open("/proc/net/unix") as table:
-            return sum(1 for line in table if line.rstrip().endswith(" " + sock)) - 1
-
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
         futures = [pool.submit(requests.get, f"{n.url}/sleep?seconds=0.5&n={i}", timeout=30) for i in range(20)]
         held = []
         for _ in range(4):
             time.sleep(0.08)
-            held.append(connections())
+            held.append(connections_to(address))
         answers = [f.result() for f in futures]
     assert [a.status_code for a in answers] == [200] * 20
     assert 1 <= max(held) <= 7, f"connections to the daemon before its first answer: {held}"
@@ -432,6 +451,7 @@ http {{{{
         assert [a.status_code for a in answers] == [200] * 80
         time.sleep(0.05)
     assert "exited on signal" not in n.error_log()
+    assert d.log().count("GET /pid") >= 400
 
 
 def test_a_body_sent_as_it_comes_waits_in_the_queue_without_timing_out(daemon, nginx, tmp_path):
