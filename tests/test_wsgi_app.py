@@ -454,6 +454,63 @@ http {{{{
     assert d.log().count("GET /pid") >= 400
 
 
+def test_a_request_waiting_in_one_nginx_worker_goes_when_another_workers_requests_end(daemon, nginx, tmp_path):
+    """Two nginx workers, a daemon with 4 threads (room 1 x (4 + 2) = 6). Worker B has 12
+    requests of 0.3 s; worker A one of 3 s, then a quick one, which waits: A's share is 1
+    (2 of 14 requests). As B's are answered, A's share grows, and A sends its quick request
+    although no answer of its own comes before 3 s (it looks again every few ms): the
+    quick one is answered in about 1 s, not 3."""
+    import concurrent.futures
+    import http.client
+    import time
+    sock = tmp_path / "app.sock"
+    ini = write_ini(tmp_path, f"socket = {sock}\nwsgi-file = {APPS}/pep3333.py\nprocesses = 1\nthreads = 4\n")
+    daemon(ini, ready=str(sock))
+    conf = f"""
+{{load_module}}
+user root;
+worker_processes 2;
+pid {{prefix}}/nginx.pid;
+error_log {{prefix}}/error.log info;
+events {{{{ worker_connections 1024; }}}}
+http {{{{
+    access_log off;
+    server {{{{ listen 127.0.0.1:{{port}} reuseport;
+        location / {{{{ wsgi_app {ini}; add_header X-Worker $pid always; }}}} }}}}
+}}}}
+"""
+    n = nginx(None, module=True, conf_text=conf)
+    by_worker = {}
+    for _ in range(60):
+        c = http.client.HTTPConnection("127.0.0.1", n.port, timeout=30)
+        c.request("GET", "/pid")
+        r = c.getresponse()
+        r.read()
+        by_worker.setdefault(r.getheader("X-Worker"), []).append(c)
+    assert len(by_worker) == 2, f"connections by nginx worker: {({k: len(v) for k, v in by_worker.items()})}"
+    a, b = sorted(by_worker.values(), key=len)
+    assert len(a) >= 2 and len(b) >= 12, f"{len(a)} and {len(b)} connections on the two workers"
+
+    def get(c, path):
+        start = time.monotonic()
+        c.request("GET", path)
+        r = c.getresponse()
+        r.read()
+        return r.status, time.monotonic() - start
+
+    with concurrent.futures.ThreadPoolExecutor(14) as pool:
+        b_requests = [pool.submit(get, c, "/sleep?seconds=0.3") for c in b[:12]]
+        time.sleep(0.1)
+        slow = pool.submit(get, a[0], "/sleep?seconds=3")
+        time.sleep(0.1)
+        quick = pool.submit(get, a[1], "/pid")
+        assert [f.result()[0] for f in b_requests] == [200] * 12
+        status, took = quick.result()
+        assert status == 200
+        assert took < 2.2, f"the quick request took {took:.2f} s: it waited for its worker's slow one"
+        assert slow.result()[0] == 200
+
+
 def test_a_body_sent_as_it_comes_waits_in_the_queue_without_timing_out(daemon, nginx, tmp_path):
     """With `wsgi_request_buffering off`, nginx starts a request before its body is in.
     Waiting 2 s in the queue, longer than `client_body_timeout 1s`, the request is sent
