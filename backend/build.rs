@@ -21,7 +21,11 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
-    let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".into());
+    // The interpreter pyo3 builds for, found as pyo3 finds it.
+    let python = pyo3_build_config::get()
+        .executable
+        .clone()
+        .unwrap_or_else(|| "python3".into());
     println!(
         "cargo:rustc-env=NGX_WSGI_PYTHON_EXECUTABLE={}",
         python_executable(&python)
