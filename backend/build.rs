@@ -23,9 +23,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     // The interpreter pyo3 builds for, found as pyo3 finds it.
     let python = pyo3_build_config::get()
-        .executable
-        .clone()
-        .unwrap_or_else(|| "python3".into());
+        .executable()
+        .unwrap_or("python3")
+        .to_owned();
     println!(
         "cargo:rustc-env=NGX_WSGI_PYTHON_EXECUTABLE={}",
         python_executable(&python)
