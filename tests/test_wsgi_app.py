@@ -334,6 +334,35 @@ def test_a_request_that_waits_longer_than_the_connect_timeout_gets_504(daemon, n
     assert d.log().count("GET /sleep") == 3
 
 
+def test_how_long_a_request_waited_in_the_queue_goes_to_the_access_log(daemon, nginx, tmp_path):
+    """`$wsgi_queue_time`: three requests of 1 s fill the daemon's room; a fourth waits
+    there for the first answer, about 1 s, and its access-log line says so (seconds with
+    milliseconds, as `$upstream_connect_time`); the three sent at once say 0.000; a request
+    that went through no queue logs "-"."""
+    import concurrent.futures
+    import time
+    from conftest import free_port
+    d, ini = busy_daemon(daemon, tmp_path)
+    log, other = tmp_path / "queue.log", free_port()
+    n = nginx(None, module=True, directives=f"wsgi_app {ini};",
+              http_extra=f"log_format queue '$request_uri $wsgi_queue_time'; "
+                         f"server {{ listen 127.0.0.1:{other}; location / {{ access_log {log} queue; return 204; }} }}",
+              location_extra=f"access_log {log} queue;")
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        slow = [pool.submit(requests.get, f"{n.url}/sleep?seconds=1&n={i}", timeout=20) for i in range(3)]
+        time.sleep(0.3)
+        waiting = pool.submit(requests.get, f"{n.url}/pid?waited", timeout=20)
+        assert [f.result().status_code for f in slow] == [200] * 3
+        assert waiting.result().status_code == 200
+    assert requests.get(f"http://127.0.0.1:{other}/elsewhere", timeout=5).status_code == 204
+    wait_for(lambda: log.exists() and log.read_text().count("\n") >= 5, 5, "five access-log lines")
+    lines = dict(line.split(" ", 1) for line in log.read_text().splitlines())
+    assert [lines[f"/sleep?seconds=1&n={i}"] for i in range(3)] == ["0.000"] * 3
+    waited = float(lines["/pid?waited"])
+    assert 0.5 <= waited <= 1.5, f"waited {waited} s in the queue"
+    assert lines["/elsewhere"] == "-"
+
+
 def test_a_client_that_leaves_while_its_request_waits_costs_the_app_nothing(daemon, nginx, tmp_path):
     """Three requests of 1 s fill the daemon's room; a fourth client sends its request and
     goes away while it waits. nginx ends that request (499) and the app never runs it;

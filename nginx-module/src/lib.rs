@@ -445,7 +445,7 @@ static mut NGX_HTTP_WSGI_COMMANDS: [ngx_command_t; 30] = [
 ];
 
 static NGX_HTTP_WSGI_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
-    preconfiguration: None,
+    preconfiguration: Some(ngx_http_wsgi_add_variables),
     postconfiguration: None,
     create_main_conf: None,
     init_main_conf: None,
@@ -524,6 +524,30 @@ fn conf_guarded<T>(cf: *mut ngx_conf_t, what: &str, failed: T, body: impl FnOnce
             failed
         }
     }
+}
+
+/// The module's variables: `$wsgi_queue_time` (`queue.rs`).
+extern "C" fn ngx_http_wsgi_add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
+    conf_guarded(cf, "variables", ngx::ffi::NGX_ERROR as ngx_int_t, || {
+        let mut name = ngx_string!("wsgi_queue_time");
+        // SAFETY: the configuration nginx passes to a preconfiguration callback; the
+        // name is static.
+        let variable = unsafe {
+            ngx::ffi::ngx_http_add_variable(
+                cf,
+                &mut name,
+                ngx::ffi::NGX_HTTP_VAR_NOCACHEABLE as ngx_uint_t,
+            )
+        };
+        // SAFETY: null, or the variable nginx just added, in the configuration pool.
+        match unsafe { variable.as_mut() } {
+            Some(variable) => {
+                variable.get_handler = Some(queue::queue_time_variable);
+                NGX_OK as ngx_int_t
+            }
+            None => ngx::ffi::NGX_ERROR as ngx_int_t,
+        }
+    })
 }
 
 /// `wsgi_app FILE [keepalive=N|off];`

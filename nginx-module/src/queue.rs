@@ -45,8 +45,9 @@ use ngx::ffi::{
     ngx_http_run_posted_requests, ngx_http_test_reading, ngx_http_upstream_init,
     ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_msec_t, ngx_pagesize, ngx_post_event,
     ngx_posted_events, ngx_process, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_calloc,
-    ngx_slab_pool_t, ngx_str_t, ngx_uint_t, ngx_worker, NGX_ERROR, NGX_HTTP_GATEWAY_TIME_OUT,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR, NGX_OK, NGX_PROCESS_WORKER,
+    ngx_slab_pool_t, ngx_str_t, ngx_uint_t, ngx_variable_value_t, ngx_worker, NGX_ERROR,
+    NGX_HTTP_GATEWAY_TIME_OUT, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR, NGX_OK,
+    NGX_PROCESS_WORKER,
 };
 use ngx::http::HttpModule;
 
@@ -133,6 +134,10 @@ pub struct Ticket {
     /// Its neighbours in the queue's [`WaitList`] while it waits.
     prev: *mut Ticket,
     next: *mut Ticket,
+    /// When it came (nginx's clock), and how long it waited before it was sent or gave
+    /// up: `$wsgi_queue_time`.
+    came_at: ngx_msec_t,
+    waited: Option<ngx_msec_t>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -404,6 +409,9 @@ fn start_upstream_body(r: *mut ngx_http_request_t) {
         timer: unsafe { mem::zeroed() },
         prev: ptr::null_mut(),
         next: ptr::null_mut(),
+        // SAFETY: nginx's clock, updated by its event loop on this thread.
+        came_at: unsafe { ngx_current_msec },
+        waited: None,
     };
     // SAFETY: the request's pool, which drops the ticket with the request.
     let ticket = unsafe { crate::pool_allocate((*r).pool, ticket) };
@@ -482,6 +490,7 @@ impl Ticket {
             unsafe { ngx_del_timer(&mut self.timer) };
         }
         self.state = TicketState::Sent;
+        self.note_waited();
         // SAFETY: the queue outlives every request (the configuration's pool).
         unsafe { (*self.queue).sent += 1 };
     }
@@ -497,12 +506,61 @@ impl Ticket {
         let queue = unsafe { &mut *self.queue };
         match mem::replace(&mut self.state, TicketState::Idle) {
             TicketState::Sent => queue.answered(),
-            // SAFETY: a waiting ticket is in its queue's list, whose tickets are alive.
-            TicketState::Waiting => unsafe { queue.waiting.unlink(self) },
+            TicketState::Waiting => {
+                self.note_waited();
+                // SAFETY: a waiting ticket is in its queue's list, whose tickets are alive.
+                unsafe { queue.waiting.unlink(self) }
+            }
             TicketState::Idle => return,
         }
         queue.publish_demand();
     }
+}
+
+impl Ticket {
+    /// Its wait is over (sent, or given up): how long it was, for `$wsgi_queue_time`.
+    fn note_waited(&mut self) {
+        // SAFETY: nginx's clock, updated by its event loop on this thread.
+        let now = unsafe { ngx_current_msec };
+        self.waited = Some(now.saturating_sub(self.came_at));
+    }
+}
+
+/// `$wsgi_queue_time`: how long the request waited in `wsgi_app`'s queue in nginx before
+/// it was sent to the daemon (or before it gave up), in seconds with milliseconds as
+/// `$upstream_connect_time` is: "0.000" for a request sent at once; not found ("-" in a
+/// log) for one that went through no queue.
+pub extern "C" fn queue_time_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    let mut outcome = NGX_ERROR as ngx_int_t;
+    guarded("$wsgi_queue_time", || {
+        // SAFETY: the request nginx evaluates the variable for; its ticket, if any, lives
+        // in its pool; `v` is the variable's value nginx passes to fill.
+        unsafe {
+            let ticket = crate::upstream::ticket_of(r);
+            let Some(waited) = ticket.as_ref().and_then(|ticket| ticket.waited) else {
+                (*v).set_not_found(1);
+                outcome = NGX_OK as ngx_int_t;
+                return;
+            };
+            let text = format!("{}.{:03}", waited / 1000, waited % 1000);
+            let data = ngx::ffi::ngx_pnalloc((*r).pool, text.len()) as *mut u8;
+            if data.is_null() {
+                return;
+            }
+            ptr::copy_nonoverlapping(text.as_ptr(), data, text.len());
+            (*v).data = data;
+            (*v).set_len(text.len() as u32);
+            (*v).set_valid(1);
+            (*v).set_no_cacheable(0);
+            (*v).set_not_found(0);
+            outcome = NGX_OK as ngx_int_t;
+        }
+    });
+    outcome
 }
 
 impl Drop for Ticket {

@@ -1123,6 +1123,15 @@ extern "C" fn finalize_request(r: *mut ngx_http_request_t, _rc: ngx_int_t) {
 }
 
 /// Records the request's place in `wsgi_app`'s queue (`queue.rs`).
+/// The request's place in `wsgi_app`'s queue, or null (another location's request, or
+/// one that never went through a queue).
+pub fn ticket_of(r: *mut ngx_http_request_t) -> *mut crate::queue::Ticket {
+    // SAFETY: a live request, between callbacks (a variable's evaluation): nothing else
+    // holds its context.
+    unsafe { request_ctx(Request::from_ngx_http_request(r)) }
+        .map_or(ptr::null_mut(), |ctx| ctx.ticket)
+}
+
 pub fn set_ticket(r: *mut ngx_http_request_t, ticket: *mut crate::queue::Ticket) {
     // SAFETY: a live request, between callbacks: nothing else holds its context.
     if let Some(ctx) = unsafe { request_ctx(Request::from_ngx_http_request(r)) } {
