@@ -413,6 +413,17 @@ def test_waiting_requests_go_in_order_of_arrival_when_one_leaves_between_them(da
     assert log.index("client=first") < log.index("client=third")
 
 
+def nginx_workers_conf(workers, locations):
+    """A whole nginx.conf (for the fixture's `conf_text`) with `workers` nginx workers and
+    one server whose listening socket each worker has (`reuseport` spreads the
+    connections among them), holding `locations`."""
+    escaped = locations.replace("{", "{{").replace("}", "}}")  # the fixture's format()
+    return ("{load_module}\nuser root;\nworker_processes %d;\npid {prefix}/nginx.pid;\n"
+            "error_log {prefix}/error.log info;\nevents {{ worker_connections 1024; }}\n"
+            "http {{ access_log off; server {{ listen 127.0.0.1:{port} reuseport; %s }} }}\n"
+            % (workers, escaped))
+
+
 def connections_to(address):
     """Connections made to a daemon's socket, accepted or not, seen from the kernel: for
     a unix socket path, the sockets named after it but its listener (/proc/net/unix); for
@@ -448,20 +459,7 @@ def test_nginx_workers_share_out_the_daemons_room(daemon, nginx, tmp_path, trans
         d = daemon(ini, ready=("127.0.0.1", address))
         daemon(other_ini, ready=("127.0.0.1", other))
         locations = f"location / {{ wsgi_app {ini}; }} location /other/ {{ wsgi_app {other_ini}; }}"
-    escaped = locations.replace("{", "{{").replace("}", "}}")  # for conf_text's format()
-    conf = f"""
-{{load_module}}
-user root;
-worker_processes 4;
-pid {{prefix}}/nginx.pid;
-error_log {{prefix}}/error.log info;
-events {{{{ worker_connections 1024; }}}}
-http {{{{
-    access_log off;
-    server {{{{ listen 127.0.0.1:{{port}} reuseport; {escaped} }}}}
-}}}}
-"""
-    n = nginx(None, module=True, conf_text=conf)
+    n = nginx(None, module=True, conf_text=nginx_workers_conf(4, locations))
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
         futures = [pool.submit(requests.get, f"{n.url}/sleep?seconds=0.5&n={i}", timeout=30) for i in range(20)]
         held = []
@@ -495,20 +493,8 @@ def test_a_request_waiting_in_one_nginx_worker_goes_when_another_workers_request
     sock = tmp_path / "app.sock"
     ini = write_ini(tmp_path, f"socket = {sock}\nwsgi-file = {APPS}/pep3333.py\nprocesses = 1\nthreads = 4\n")
     daemon(ini, ready=str(sock))
-    conf = f"""
-{{load_module}}
-user root;
-worker_processes 2;
-pid {{prefix}}/nginx.pid;
-error_log {{prefix}}/error.log info;
-events {{{{ worker_connections 1024; }}}}
-http {{{{
-    access_log off;
-    server {{{{ listen 127.0.0.1:{{port}} reuseport;
-        location / {{{{ wsgi_app {ini}; add_header X-Worker $pid always; }}}} }}}}
-}}}}
-"""
-    n = nginx(None, module=True, conf_text=conf)
+    n = nginx(None, module=True,
+              conf_text=nginx_workers_conf(2, f"location / {{ wsgi_app {ini}; add_header X-Worker $pid always; }}"))
     by_worker = {}
     for _ in range(60):
         c = http.client.HTTPConnection("127.0.0.1", n.port, timeout=30)

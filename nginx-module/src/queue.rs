@@ -99,9 +99,7 @@ struct Share {
 pub struct Queue {
     /// Requests sent and not yet answered.
     sent: u32,
-    /// The most sent at once by this worker alone: what the daemon answers it in
-    /// [`WAIT_IN_DAEMON_MS`], and never below `floor`.
-    capacity: u32,
+    /// The fewest the daemon is sent at once: `processes × (threads + 2)`.
     floor: u32,
     /// Answers since `window_start` (nginx's clock), and the rate of the last window.
     answers: u64,
@@ -248,12 +246,10 @@ pub unsafe fn install(
     if let Some(queue) = unsafe { (slots[ours] as *mut Queue).as_mut() } {
         // Its daemon is this one: the largest count any of its configs gives.
         queue.floor = queue.floor.max(floor);
-        queue.capacity = queue.floor;
         return Ok(());
     }
     let queue = Queue {
         sent: 0,
-        capacity: floor,
         floor,
         answers: 0,
         window_start: 0,
@@ -661,7 +657,8 @@ impl Queue {
     /// long. The total demand is read each time; the rates, at most once per ms.
     fn has_room(&mut self, arriving: u32) -> bool {
         let Some((_, all)) = self.my_share() else {
-            return self.sent < self.capacity;
+            // Alone: what the daemon answers this worker in the time.
+            return self.sent < self.room_at_rate(u64::from(self.rate_per_s));
         };
         let others = u64::from(all.load(Ordering::Relaxed).saturating_sub(self.published));
         // SAFETY: nginx's clock, updated by its event loop on this thread.
@@ -697,7 +694,15 @@ impl Queue {
             })
             .map(|share| u64::from(share.rate.load(Ordering::Relaxed)))
             .sum();
-        (rate * WAIT_IN_DAEMON_MS / 1000).clamp(u64::from(self.floor), u64::from(u32::MAX)) as u32
+        self.room_at_rate(rate)
+    }
+
+    /// Little's law: the daemon answering R requests per second, N sent at a time wait
+    /// N / R s in it; so it is sent what it answers in [`WAIT_IN_DAEMON_MS`]. A daemon
+    /// slower than that (long requests) gets the floor.
+    fn room_at_rate(&self, answers_per_s: u64) -> u32 {
+        (answers_per_s * WAIT_IN_DAEMON_MS / 1000).clamp(u64::from(self.floor), u64::from(u32::MAX))
+            as u32
     }
 
     /// A request sent is over: the next waiting one may go (after the current event).
@@ -708,10 +713,6 @@ impl Queue {
         let now = unsafe { ngx_current_msec };
         let elapsed = now.wrapping_sub(self.window_start);
         if elapsed >= RATE_WINDOW_MS {
-            // Little's law: the daemon answering R requests per ms, N sent at a time wait
-            // N / R ms in it. A daemon slower than that (long requests) gets the floor.
-            let fits = self.answers * WAIT_IN_DAEMON_MS / elapsed as u64;
-            self.capacity = fits.clamp(self.floor as u64, u32::MAX as u64) as u32;
             self.rate_per_s = (self.answers * 1000 / elapsed as u64).min(u32::MAX as u64) as u32;
             let rate = self.rate_per_s;
             if let Some((mine, _)) = self.my_share() {
