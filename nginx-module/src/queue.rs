@@ -32,7 +32,10 @@
 //! answers grows with what it sends, so a share by answers would keep whatever split came
 //! first, and the clients of the worker with the smaller one would wait longer (Flask at
 //! 256 connections on 2 nginx workers: p99 84 ms against 67 with every request sent at
-//! once, and 58 for uWSGI's shared listen queue).
+//! once, and 58 for uWSGI's shared listen queue). And all of them together send no more
+//! than that room, but for one request each: the first requests of a burst reach a
+//! worker before the others' demand is published, and shares alone let 4 nginx workers
+//! send a daemon with room for 3 up to 9 at once.
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -79,6 +82,9 @@ struct Shares {
     /// All the workers' requests, sent and waiting: the sum of their `demand` (in a line
     /// of its own, as the lines below are aligned).
     demand: AtomicU32,
+    /// All the workers' requests sent: the sum of their `sent`, taken (reserved) before a
+    /// request goes, so that two workers never both take the last room.
+    sent: AtomicU32,
     worker: [Share; SHARED_WORKERS],
 }
 
@@ -89,6 +95,8 @@ struct Shares {
 struct Share {
     /// Its requests sent and waiting.
     demand: AtomicU32,
+    /// Its requests sent.
+    sent: AtomicU32,
     /// The answers per second it measured last, at `rate_at` (nginx's monotonic clock,
     /// the same in every process).
     rate: AtomicU32,
@@ -417,7 +425,7 @@ fn start_upstream_body(r: *mut ngx_http_request_t) {
         return;
     }
     crate::upstream::set_ticket(r, ticket);
-    if queue.waiting.is_empty() && queue.has_room(1) {
+    if queue.waiting.is_empty() && queue.take_room_if_any(1) {
         // SAFETY: just allocated, alive with the request.
         unsafe { (*ticket).take_room() };
         queue.publish_demand();
@@ -585,7 +593,7 @@ impl Drop for Queue {
 impl Queue {
     /// This worker's line among the nginx workers' [`Shares`], and their total demand, if
     /// it has a line.
-    fn my_share(&mut self) -> Option<(&Share, &AtomicU32)> {
+    fn my_share(&mut self) -> Option<(&Share, &Shares)> {
         // SAFETY: nginx's process kind, set before the process handles any event.
         if unsafe { ngx_process } != NGX_PROCESS_WORKER as ngx_uint_t {
             // A single process (`master_process off`) has no one to share with, and unmaps
@@ -611,11 +619,11 @@ impl Queue {
             if let Some(mine) = shares.worker.get(me) {
                 // A worker started in place of one that exited (crashed) takes back what
                 // that one left counted.
-                let left = mine.demand.swap(0, Ordering::Relaxed);
-                take_back(&shares.demand, left);
+                take_back(&shares.demand, mine.demand.swap(0, Ordering::Relaxed));
+                take_back(&shares.sent, mine.sent.swap(0, Ordering::Relaxed));
             }
         }
-        (me < self.workers.unwrap_or(1)).then(|| (&shares.worker[me], &shares.demand))
+        (me < self.workers.unwrap_or(1)).then(|| (&shares.worker[me], shares))
     }
 
     /// With other nginx workers and requests waiting, looks at the share again soon.
@@ -638,29 +646,37 @@ impl Queue {
     /// Tells the other nginx workers how many requests this one has, sent or waiting.
     fn publish_demand(&mut self) {
         let demand = self.sent + self.waiting.len;
-        if let Some((mine, all)) = self.my_share() {
+        if let Some((mine, shares)) = self.my_share() {
             let before = mine.demand.swap(demand, Ordering::Relaxed);
             if demand >= before {
-                all.fetch_add(demand - before, Ordering::Relaxed);
+                shares.demand.fetch_add(demand - before, Ordering::Relaxed);
             } else {
-                take_back(all, before - demand);
+                take_back(&shares.demand, before - demand);
             }
             self.published = demand;
         }
     }
 
-    /// Whether one more request may be sent now, with `arriving` requests not counted yet.
+    /// Whether one more request may be sent now, with `arriving` requests not counted yet;
+    /// if so, its room is taken among the workers' (the caller sends it, [`Ticket::take_room`]).
     ///
     /// Alone, a worker sends what the daemon answers in [`WAIT_IN_DAEMON_MS`], at least the
     /// floor. With others, that room (at the rate they all measured) is shared out by how
     /// many requests each has, rounded up, so that each worker's requests wait about as
-    /// long. The total demand is read each time; the rates, at most once per ms.
-    fn has_room(&mut self, arriving: u32) -> bool {
-        let Some((_, all)) = self.my_share() else {
+    /// long; and all together send no more than the room, but for the first request of
+    /// each (so that a worker with none sent is never left behind the others' answers).
+    /// The totals are read each time; the rates, at most once per ms.
+    fn take_room_if_any(&mut self, arriving: u32) -> bool {
+        let Some((_, shares)) = self.my_share() else {
             // Alone: what the daemon answers this worker in the time.
             return self.sent < self.room_at_rate(u64::from(self.rate_per_s));
         };
-        let others = u64::from(all.load(Ordering::Relaxed).saturating_sub(self.published));
+        let others = u64::from(
+            shares
+                .demand
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.published),
+        );
         // SAFETY: nginx's clock, updated by its event loop on this thread.
         let now = unsafe { ngx_current_msec };
         if now != self.room_at {
@@ -673,7 +689,24 @@ impl Queue {
         let share = (u64::from(self.room) * mine)
             .div_ceil((others + mine).max(1))
             .max(1);
-        u64::from(self.sent) < share
+        if u64::from(self.sent) >= share {
+            return false;
+        }
+        let (first, room) = (self.sent == 0, self.room);
+        // The line again: the borrow above ended where the room was measured.
+        let Some((mine, shares)) = self.my_share() else {
+            return true;
+        };
+        let taken = shares
+            .sent
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |all| {
+                (first || all < room).then_some(all + 1)
+            });
+        if taken.is_err() {
+            return false;
+        }
+        mine.sent.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// The daemon's room for all nginx workers: what it answers them in
@@ -708,6 +741,17 @@ impl Queue {
     /// A request sent is over: the next waiting one may go (after the current event).
     fn answered(&mut self) {
         self.sent = self.sent.saturating_sub(1);
+        if let Some((mine, shares)) = self.my_share() {
+            if mine
+                .sent
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |sent| {
+                    sent.checked_sub(1)
+                })
+                .is_ok()
+            {
+                take_back(&shares.sent, 1);
+            }
+        }
         self.answers += 1;
         // SAFETY: nginx's clock, updated by its event loop on this thread.
         let now = unsafe { ngx_current_msec };
@@ -758,7 +802,7 @@ pub extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     NGX_OK as ngx_int_t
 }
 
-/// Takes `count` off the workers' total demand, never below 0: a worker that crashed
+/// Takes `count` off one of the workers' totals, never below 0: a worker that crashed
 /// between writing its line and the total leaves them apart by one change.
 fn take_back(total: &AtomicU32, count: u32) {
     // The closure always gives a value: the update cannot fail.
@@ -781,7 +825,10 @@ fn send_waiting_body(ev: *mut ngx_event_t) {
         // may reach it again.
         let next = unsafe {
             let queue = &mut *queue;
-            if !queue.has_room(0) {
+            if queue.waiting.is_empty() {
+                return;
+            }
+            if !queue.take_room_if_any(0) {
                 queue.recheck_later();
                 return;
             }
