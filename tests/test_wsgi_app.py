@@ -276,6 +276,45 @@ http {{{{
     assert slow_get("/inherited"), "the enclosing location's wsgi_buffers 8 4k were kept"
 
 
+def test_a_response_head_of_10_kib_passes_unless_the_user_chose_a_smaller_buffer(daemon, nginx, tmp_path):
+    """An app whose response head is 10 KiB (ten cookies of 1 KiB): wsgi_app reads the head
+    into a buffer of 16 KiB, as its other buffers, and the page is served with every
+    cookie. With uwsgi_pass's default, a memory page (`wsgi_pass` keeps it), nginx answers
+    502 and logs "upstream sent too big header"; as it does when the user chose
+    `wsgi_buffer_size 4k` in the location or one enclosing it, or chose page-sized
+    `wsgi_buffers`."""
+    sock = tmp_path / "app.sock"
+    ini = write_ini(tmp_path, f"socket = {sock}\nwsgi-file = {APPS}/pep3333.py\n")
+    daemon(ini, ready=str(sock))
+    n = nginx(None, module=True, conf_text=f"""
+{{load_module}}
+user root; worker_processes 1; pid {{prefix}}/nginx.pid; error_log {{prefix}}/error.log info;
+events {{{{ }}}}
+http {{{{
+    access_log off;
+    server {{{{
+        listen 127.0.0.1:{{port}};
+        location /pass/ {{{{ rewrite ^/pass(/.*)$ $1 break; wsgi_pass unix:{sock}; }}}}
+        location /app/ {{{{ rewrite ^/app(/.*)$ $1 break; wsgi_app {ini}; }}}}
+        location /chosen/ {{{{ rewrite ^/chosen(/.*)$ $1 break; wsgi_app {ini}; wsgi_buffer_size 4k; }}}}
+        location /buffers/ {{{{ rewrite ^/buffers(/.*)$ $1 break; wsgi_app {ini}; wsgi_buffers 8 4k; }}}}
+        location /inherited/ {{{{
+            wsgi_buffer_size 4k;
+            location /inherited/cookies {{{{ rewrite ^/inherited(/.*)$ $1 break; wsgi_app {ini}; }}}}
+        }}}}
+    }}}}
+}}}}
+""")
+    served = requests.get(f"{n.url}/app/cookies?kib=10", timeout=10)
+    assert served.status_code == 200 and served.text == "ok"
+    assert sorted(served.cookies.keys()) == sorted(f"c{i}" for i in range(10))
+    assert "too big header" not in n.error_log()
+    for prefix in ["/pass", "/chosen", "/buffers", "/inherited"]:
+        assert requests.get(f"{n.url}{prefix}/cookies?kib=10", timeout=10).status_code == 502, prefix
+        assert n.error_log().count("upstream sent too big header") == 1, n.error_log()
+        (n.prefix / "error.log").write_text("")
+
+
 def test_sizes_set_for_page_sized_buffers_keep_them_with_wsgi_app(tmp_path):
     """A location that sets a size nginx checks against the buffers, below wsgi_app's 16
     KiB and valid with uwsgi_pass's page-sized ones, keeps the page-sized ones: `nginx -t`

@@ -105,6 +105,9 @@ pub struct WsgiLocConf {
     /// `wsgi_buffers` is in this level or an enclosing one: `wsgi_app` keeps the user's
     /// buffers rather than its own (set at merge).
     buffers_chosen: bool,
+    /// `wsgi_buffer_size` is in this level or an enclosing one: `wsgi_app` keeps it
+    /// (set at merge).
+    head_buffer_chosen: bool,
 }
 
 /// The params Debian's `uwsgi_params` file sets, which `wsgi_pass` sends without an
@@ -831,6 +834,8 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
     // one at a level, so a number here is this level's own).
     conf.buffers_chosen = conf.upstream.bufs.num != 0 || prev.buffers_chosen;
     let app_may_choose_buffers = conf.app.is_some() && !conf.buffers_chosen;
+    conf.head_buffer_chosen = conf.upstream.buffer_size != UNSET_SIZE || prev.head_buffer_chosen;
+    let app_may_choose_head_buffer = app_may_choose_buffers && !conf.head_buffer_chosen;
     let (c, p) = (&mut conf.upstream, &prev.upstream);
     merge(
         &mut c.next_upstream_tries,
@@ -904,6 +909,10 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
         } else {
             ngx::ffi::ngx_bufs_t { num: 8, size: page }
         };
+    }
+    if app_may_choose_head_buffer && !sized_for_pages {
+        // The response's head is read into a buffer of the same size (app::APP_BUFFERS).
+        c.buffer_size = app::APP_BUFFERS.size;
     }
     if c.bufs.num < 2 {
         ngx_conf_log_error!(

@@ -131,6 +131,10 @@ def validated(environ, start_response):
         return text(start_response, os.environ.get(q.get("name", ""), "(unset)"))
     if path == "/pid":
         return text(start_response, str(os.getpid()))
+    if path == "/cookies":
+        # A response head of about `kib` KiB: a cookie of 1 KiB each.
+        cookies = [("Set-Cookie", f"c{i}={'v' * 1000}") for i in range(int(q.get("kib", "10")))]
+        return text(start_response, "ok", extra=cookies)
     if path == "/big":
         size = int(q.get("kib", "64")) * 1024
         return text(start_response, b"x" * size)
