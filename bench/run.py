@@ -7,12 +7,15 @@ daemon's config file, which nginx reads too) to ngx-wsgi, and
 `proxy_pass` with upstream keepalive to ngx-wsgi's own HTTP listener and to Granian. Ratios are to the nginx + uwsgi_pass + uWSGI stack. For each workload the targets run in
 turn, several rounds, so drift on the machine hits both alike. CPU per request is read
 from /proc: user+system time of the backend's processes (and of nginx's worker) over the
-run, divided by the requests wrk completed.
+run, divided by the requests wrk completed; wrk's own, from its rusage. All share the
+machine's cores: a stack's requests/s can gain on another's no more than their CPU per
+request, wrk's included, differs (the last column).
 """
 
 import argparse
 import os
 import pathlib
+import resource
 import re
 import shutil
 import signal
@@ -31,6 +34,12 @@ WORKLOADS = {
     "post16k": ("/echo", ["-s", str(ROOT / "bench" / "post16k.lua")]),
     "flask": ("/flask/world", []),
 }
+
+
+def client_cpu_seconds():
+    """User+system time of the children this script waited for (each wrk run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_seconds(pids):
@@ -206,14 +215,14 @@ def main():
             for _ in range(args.rounds):
                 for name in targets:
                     backend = tree(procs[name].pid)
-                    before = cpu_seconds(backend), cpu_seconds(nginx_pids)
+                    before = cpu_seconds(backend), cpu_seconds(nginx_pids), client_cpu_seconds()
                     out = subprocess.run(["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
                                           *extra, f"http://127.0.0.1:{ports[name]}{path}"],
                                          capture_output=True, text=True, check=True).stdout
-                    after = cpu_seconds(tree(procs[name].pid)), cpu_seconds(nginx_pids)
+                    after = cpu_seconds(tree(procs[name].pid)), cpu_seconds(nginx_pids), client_cpu_seconds()
                     n, rps, p99, errors = parse_wrk(out)
                     results.setdefault((workload, name), []).append(
-                        (rps, p99, (after[0] - before[0]) / n * 1e6, (after[1] - before[1]) / n * 1e6, errors))
+                        (rps, p99, *((a - b) / n * 1e6 for a, b in zip(after, before)), errors))
         rss = {name: peak_rss_kib([p for p in tree(procs[name].pid) if p != procs[name].pid]) for name in targets}
     finally:
         stop(nginx, list(procs.values()))
@@ -221,16 +230,21 @@ def main():
 
     print(f"\n{args.rounds} interleaved rounds of {args.duration} s, wrk -t1 -c{args.connections}, "
           f"{args.processes} processes per backend, nginx {args.nginx_workers} worker(s); medians\n")
-    print("| workload | stack | requests/s | p99 ms | backend CPU µs/req | nginx CPU µs/req | errors | req/s vs uWSGI stack |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| workload | stack | requests/s | p99 ms | backend CPU µs/req | nginx CPU µs/req | wrk CPU µs/req "
+          "| errors | req/s vs uWSGI stack | CPU/req of uWSGI's stack over this one's |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for workload in workloads:
-        base = statistics.median(r[0] for r in results[(workload, baseline)]) if baseline in targets else None
+        medians = {name: [statistics.median(r[i] for r in results[(workload, name)]) for i in range(5)]
+                   for name in targets}
+        base = medians.get(baseline)
         for name in targets:
-            rows = results[(workload, name)]
-            med = [statistics.median(r[i] for r in rows) for i in range(4)]
-            errs = sum(r[4] for r in rows)
-            ratio = f"{med[0] / base:.2f}" if base else "-"
-            print(f"| {workload} | {name} | {med[0]:.0f} | {med[1]:.2f} | {med[2]:.1f} | {med[3]:.1f} | {errs} | {ratio} |")
+            med = medians[name]
+            errs = sum(r[5] for r in results[(workload, name)])
+            ratio = f"{med[0] / base[0]:.2f}" if base else "-"
+            # The most this stack's requests/s could gain on the baseline's on these cores.
+            bound = f"{sum(base[2:5]) / sum(med[2:5]):.2f}" if base else "-"
+            print(f"| {workload} | {name} | {med[0]:.0f} | {med[1]:.2f} | {med[2]:.1f} | {med[3]:.1f} | {med[4]:.1f} "
+                  f"| {errs} | {ratio} | {bound} |")
     print("\npeak RSS per worker (VmHWM): " + ", ".join(f"{n} {kib / 1024:.1f} MiB" for n, kib in rss.items()))
 
 
