@@ -9,7 +9,8 @@ turn, several rounds, so drift on the machine hits both alike. CPU per request i
 from /proc: user+system time of the backend's processes (and of nginx's worker) over the
 run, divided by the requests wrk completed; wrk's own, from its rusage. All share the
 machine's cores: a stack's requests/s can gain on another's no more than their CPU per
-request, wrk's included, differs (the last column).
+request, wrk's included, differs (the last column), unless it leaves the cores idle part
+of the time (the machine's idle time during the run, /proc/stat).
 """
 
 import argparse
@@ -34,6 +35,13 @@ WORKLOADS = {
     "post16k": ("/echo", ["-s", str(ROOT / "bench" / "post16k.lua")]),
     "flask": ("/flask/world", []),
 }
+
+
+def idle_and_total_ticks():
+    """The machine's idle CPU time and all its CPU time so far (/proc/stat, in ticks)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(t) for t in stat.readline().split()[1:]]
+    return ticks[3], sum(ticks[:8])
 
 
 def client_cpu_seconds():
@@ -216,13 +224,16 @@ def main():
                 for name in targets:
                     backend = tree(procs[name].pid)
                     before = cpu_seconds(backend), cpu_seconds(nginx_pids), client_cpu_seconds()
+                    idle_before = idle_and_total_ticks()
                     out = subprocess.run(["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
                                           *extra, f"http://127.0.0.1:{ports[name]}{path}"],
                                          capture_output=True, text=True, check=True).stdout
                     after = cpu_seconds(tree(procs[name].pid)), cpu_seconds(nginx_pids), client_cpu_seconds()
+                    idle_after = idle_and_total_ticks()
                     n, rps, p99, errors = parse_wrk(out)
+                    idle = (idle_after[0] - idle_before[0]) / max(idle_after[1] - idle_before[1], 1) * 100
                     results.setdefault((workload, name), []).append(
-                        (rps, p99, *((a - b) / n * 1e6 for a, b in zip(after, before)), errors))
+                        (rps, p99, *((a - b) / n * 1e6 for a, b in zip(after, before)), idle, errors))
         rss = {name: peak_rss_kib([p for p in tree(procs[name].pid) if p != procs[name].pid]) for name in targets}
     finally:
         stop(nginx, list(procs.values()))
@@ -231,20 +242,20 @@ def main():
     print(f"\n{args.rounds} interleaved rounds of {args.duration} s, wrk -t1 -c{args.connections}, "
           f"{args.processes} processes per backend, nginx {args.nginx_workers} worker(s); medians\n")
     print("| workload | stack | requests/s | p99 ms | backend CPU µs/req | nginx CPU µs/req | wrk CPU µs/req "
-          "| errors | req/s vs uWSGI stack | CPU/req of uWSGI's stack over this one's |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| CPU idle % | errors | req/s vs uWSGI stack | CPU/req of uWSGI's stack over this one's |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for workload in workloads:
-        medians = {name: [statistics.median(r[i] for r in results[(workload, name)]) for i in range(5)]
+        medians = {name: [statistics.median(r[i] for r in results[(workload, name)]) for i in range(6)]
                    for name in targets}
         base = medians.get(baseline)
         for name in targets:
             med = medians[name]
-            errs = sum(r[5] for r in results[(workload, name)])
+            errs = sum(r[6] for r in results[(workload, name)])
             ratio = f"{med[0] / base[0]:.2f}" if base else "-"
             # The most this stack's requests/s could gain on the baseline's on these cores.
             bound = f"{sum(base[2:5]) / sum(med[2:5]):.2f}" if base else "-"
             print(f"| {workload} | {name} | {med[0]:.0f} | {med[1]:.2f} | {med[2]:.1f} | {med[3]:.1f} | {med[4]:.1f} "
-                  f"| {errs} | {ratio} | {bound} |")
+                  f"| {med[5]:.0f} | {errs} | {ratio} | {bound} |")
     print("\npeak RSS per worker (VmHWM): " + ", ".join(f"{n} {kib / 1024:.1f} MiB" for n, kib in rss.items()))
 
 
