@@ -28,6 +28,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# One daemon worker to trace; nginx's side is traced with the bench's 2 (bench/run.py).
 processes=1
 [ "$side" = daemon ] || processes=2
 printf '[uwsgi]\nsocket = %s\nwsgi-file = %s\nprocesses = %s\ndisable-logging = true\n' \

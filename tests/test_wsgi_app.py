@@ -281,8 +281,8 @@ def test_a_response_head_of_10_kib_passes_unless_the_user_chose_a_smaller_buffer
     into a buffer of 16 KiB, as its other buffers, and the page is served with every
     cookie. With uwsgi_pass's default, a memory page (`wsgi_pass` keeps it), nginx answers
     502 and logs "upstream sent too big header"; as it does when the user chose
-    `wsgi_buffer_size 4k` in the location or one enclosing it, or chose page-sized
-    `wsgi_buffers`."""
+    `wsgi_buffer_size 4k`, or `wsgi_buffers` of their own (the head buffer is then nginx's
+    page), in the location or one enclosing it, the `http` block included."""
     sock = tmp_path / "app.sock"
     ini = write_ini(tmp_path, f"socket = {sock}\nwsgi-file = {APPS}/pep3333.py\n")
     daemon(ini, ready=str(sock))
@@ -313,6 +313,11 @@ http {{{{
         assert requests.get(f"{n.url}{prefix}/cookies?kib=10", timeout=10).status_code == 502, prefix
         assert n.error_log().count("upstream sent too big header") == 1, n.error_log()
         (n.prefix / "error.log").write_text("")
+    # In the http block, which nginx never merges (it is only ever the enclosing level).
+    for chosen in ["wsgi_buffer_size 4k;", "wsgi_buffers 8 4k;"]:
+        m = nginx(None, module=True, directives=f"wsgi_app {ini};", http_extra=chosen)
+        assert requests.get(f"{m.url}/cookies?kib=10", timeout=10).status_code == 502, chosen
+        assert "upstream sent too big header" in m.error_log(), chosen
 
 
 def test_sizes_set_for_page_sized_buffers_keep_them_with_wsgi_app(tmp_path):

@@ -45,7 +45,8 @@ const KEEPALIVE_CONNECTIONS: &str = "512";
 /// (served 16-20k against 26-30k requests/s, `wsgi_buffers 4 16k` to `4 64k` alike).
 /// Eight of them keep a response of up to 128 KiB in memory for a slow client, where 8 of
 /// 4 KiB write one past 32 KiB to a temporary file. The response's head is read into one
-/// of that size too, unless `wsgi_buffer_size` is set (or the sizes above keep nginx's):
+/// of that size too, unless `wsgi_buffer_size` is set, or the buffers are not these
+/// (`wsgi_buffers` set, or the sizes above): then it is a page, as with `uwsgi_pass`:
 /// nginx's first read takes a response of up to 16 KiB whole, where with a page it read
 /// 4 KiB, asked the kernel how much was left and read it (nginx's worker answering an
 /// 8 KiB POST with its echo: 7.1 system calls per request, from 9.1). A head of up to 16

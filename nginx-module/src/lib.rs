@@ -108,6 +108,9 @@ pub struct WsgiLocConf {
     /// `wsgi_buffer_size` is in this level or an enclosing one: `wsgi_app` keeps it
     /// (set at merge).
     head_buffer_chosen: bool,
+    /// Merged: the values are this level's own and what it inherited. The `http` level is
+    /// never merged (it is only ever a parent): its values are its own or unset.
+    merged: bool,
 }
 
 /// The params Debian's `uwsgi_params` file sets, which `wsgi_pass` sends without an
@@ -830,11 +833,21 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
             return NGX_CONF_ERROR;
         }
     }
-    // `wsgi_buffers` in this location or one enclosing it (nginx's slot refuses a second
-    // one at a level, so a number here is this level's own).
-    conf.buffers_chosen = conf.upstream.bufs.num != 0 || prev.buffers_chosen;
+    conf.merged = true;
+    // `wsgi_buffers` and `wsgi_buffer_size` in this location or one enclosing it, `http`
+    // included (nginx's slots refuse a second one at a level, so a value here, before the
+    // merge, is this level's own; the `http` level's values are always its own).
+    let (prev_chose_buffers, prev_chose_head_buffer) = if prev.merged {
+        (prev.buffers_chosen, prev.head_buffer_chosen)
+    } else {
+        (
+            prev.upstream.bufs.num != 0,
+            prev.upstream.buffer_size != UNSET_SIZE,
+        )
+    };
+    conf.buffers_chosen = conf.upstream.bufs.num != 0 || prev_chose_buffers;
     let app_may_choose_buffers = conf.app.is_some() && !conf.buffers_chosen;
-    conf.head_buffer_chosen = conf.upstream.buffer_size != UNSET_SIZE || prev.head_buffer_chosen;
+    conf.head_buffer_chosen = conf.upstream.buffer_size != UNSET_SIZE || prev_chose_head_buffer;
     let app_may_choose_head_buffer = app_may_choose_buffers && !conf.head_buffer_chosen;
     let (c, p) = (&mut conf.upstream, &prev.upstream);
     merge(

@@ -79,8 +79,8 @@ const RECHECK_MS: ngx_msec_t = 2;
 /// anew with each configuration (old workers finishing after a reload keep the old one).
 #[repr(C)]
 struct Shares {
-    /// All the workers' requests, sent and waiting: the sum of their `demand` (in a line
-    /// of its own, as the lines below are aligned).
+    /// All the workers' requests, sent and waiting: the sum of their `demand` (the two
+    /// totals in a line of their own, as the lines below are aligned).
     demand: AtomicU32,
     /// All the workers' requests sent: the sum of their `sent`, taken (reserved) before a
     /// request goes, so that two workers never both take the last room.
@@ -88,8 +88,9 @@ struct Shares {
     worker: [Share; SHARED_WORKERS],
 }
 
-/// One nginx worker's line: its demand written at each request, its rate at each window,
-/// the rates read by the others once per ms at most. Lines of their own, as each is
+/// One nginx worker's line: its demand written at each request, its count of requests
+/// sent as they go and end, its rate at each window, the rates read by the others once per
+/// ms at most. Lines of their own, as each is
 /// written by another core.
 #[repr(C, align(64))]
 struct Share {
@@ -591,8 +592,8 @@ impl Drop for Queue {
 }
 
 impl Queue {
-    /// This worker's line among the nginx workers' [`Shares`], and their total demand, if
-    /// it has a line.
+    /// This worker's line among the nginx workers' [`Shares`], and the shares (for their
+    /// totals), if it has a line.
     fn my_share(&mut self) -> Option<(&Share, &Shares)> {
         // SAFETY: nginx's process kind, set before the process handles any event.
         if unsafe { ngx_process } != NGX_PROCESS_WORKER as ngx_uint_t {
@@ -803,7 +804,8 @@ pub extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 }
 
 /// Takes `count` off one of the workers' totals, never below 0: a worker that crashed
-/// between writing its line and the total leaves them apart by one change.
+/// between writing its line and the total leaves them apart by one change (the total one
+/// too high or, taken back from a line ahead of it, too low).
 fn take_back(total: &AtomicU32, count: u32) {
     // The closure always gives a value: the update cannot fail.
     let _ = total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |all| {
@@ -834,6 +836,8 @@ fn send_waiting_body(ev: *mut ngx_event_t) {
             }
             queue.waiting.pop_front()
         };
+        // Never None: the list was not empty, and nothing ran since (else the room just
+        // taken would be counted with no request sent).
         let Some(ticket) = next else {
             return;
         };
