@@ -848,7 +848,6 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
     conf.buffers_chosen = conf.upstream.bufs.num != 0 || prev_chose_buffers;
     let app_may_choose_buffers = conf.app.is_some() && !conf.buffers_chosen;
     conf.head_buffer_chosen = conf.upstream.buffer_size != UNSET_SIZE || prev_chose_head_buffer;
-    let app_may_choose_head_buffer = app_may_choose_buffers && !conf.head_buffer_chosen;
     let (c, p) = (&mut conf.upstream, &prev.upstream);
     merge(
         &mut c.next_upstream_tries,
@@ -914,8 +913,10 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
     let sized_for_pages = below_app_buffers(c.busy_buffers_size_conf)
         || below_app_buffers(c.temp_file_write_size_conf)
         || (c.max_temp_file_size_conf != 0 && below_app_buffers(c.max_temp_file_size_conf));
+    // wsgi_app's buffers, and its head buffer of their size, unless the user chose theirs.
+    let app_buffers = app_may_choose_buffers && !sized_for_pages;
     if c.bufs.num == 0 {
-        c.bufs = if app_may_choose_buffers && !sized_for_pages {
+        c.bufs = if app_buffers {
             app::APP_BUFFERS
         } else if p.bufs.num != 0 {
             p.bufs
@@ -923,8 +924,7 @@ fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) 
             ngx::ffi::ngx_bufs_t { num: 8, size: page }
         };
     }
-    if app_may_choose_head_buffer && !sized_for_pages {
-        // The response's head is read into a buffer of the same size (app::APP_BUFFERS).
+    if app_buffers && !conf.head_buffer_chosen {
         c.buffer_size = app::APP_BUFFERS.size;
     }
     if c.bufs.num < 2 {

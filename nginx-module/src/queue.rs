@@ -551,7 +551,15 @@ pub extern "C" fn queue_time_variable(
                 outcome = NGX_OK as ngx_int_t;
                 return;
             };
-            let text = format!("{}.{:03}", waited / 1000, waited % 1000);
+            // "4294967.295" at most: seconds of a 32-bit count of ms, and the ms.
+            let mut digits = [0u8; 24];
+            let mut rest = &mut digits[..];
+            let _ = std::io::Write::write_fmt(
+                &mut rest,
+                format_args!("{}.{:03}", waited / 1000, waited % 1000),
+            );
+            let unused = rest.len();
+            let text = &digits[..digits.len() - unused];
             let data = ngx::ffi::ngx_pnalloc((*r).pool, text.len()) as *mut u8;
             if data.is_null() {
                 return;
@@ -593,8 +601,9 @@ impl Drop for Queue {
 
 impl Queue {
     /// This worker's line among the nginx workers' [`Shares`], and the shares (for their
-    /// totals), if it has a line.
-    fn my_share(&mut self) -> Option<(&Share, &Shares)> {
+    /// totals), if it has a line: memory the worker keeps mapped for its life, not the
+    /// queue's.
+    fn my_share(&mut self) -> Option<(&'static Share, &'static Shares)> {
         // SAFETY: nginx's process kind, set before the process handles any event.
         if unsafe { ngx_process } != NGX_PROCESS_WORKER as ngx_uint_t {
             // A single process (`master_process off`) has no one to share with, and unmaps
@@ -603,7 +612,7 @@ impl Queue {
         }
         // SAFETY: null, or the zone's lines, mapped in a worker process for its life (the
         // master unmaps an old zone in itself only); written only through atomics.
-        let shares = unsafe { self.shares.as_ref() }?;
+        let shares: &'static Shares = unsafe { self.shares.as_ref() }?;
         // SAFETY: this worker's number, set before it handles any event.
         let me = unsafe { ngx_worker };
         if self.workers.is_none() {
@@ -668,7 +677,7 @@ impl Queue {
     /// each (so that a worker with none sent is never left behind the others' answers).
     /// The totals are read each time; the rates, at most once per ms.
     fn take_room_if_any(&mut self, arriving: u32) -> bool {
-        let Some((_, shares)) = self.my_share() else {
+        let Some((my_line, shares)) = self.my_share() else {
             // Alone: what the daemon answers this worker in the time.
             return self.sent < self.room_at_rate(u64::from(self.rate_per_s));
         };
@@ -694,10 +703,6 @@ impl Queue {
             return false;
         }
         let (first, room) = (self.sent == 0, self.room);
-        // The line again: the borrow above ended where the room was measured.
-        let Some((mine, shares)) = self.my_share() else {
-            return true;
-        };
         let taken = shares
             .sent
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |all| {
@@ -706,7 +711,8 @@ impl Queue {
         if taken.is_err() {
             return false;
         }
-        mine.sent.fetch_add(1, Ordering::Relaxed);
+        // For a worker started in its place, should this one crash (init_process).
+        my_line.sent.store(self.sent + 1, Ordering::Relaxed);
         true
     }
 
@@ -742,16 +748,10 @@ impl Queue {
     /// A request sent is over: the next waiting one may go (after the current event).
     fn answered(&mut self) {
         self.sent = self.sent.saturating_sub(1);
+        // Its room among the workers', taken when it was sent (take_room_if_any).
         if let Some((mine, shares)) = self.my_share() {
-            if mine
-                .sent
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |sent| {
-                    sent.checked_sub(1)
-                })
-                .is_ok()
-            {
-                take_back(&shares.sent, 1);
-            }
+            mine.sent.store(self.sent, Ordering::Relaxed);
+            take_back(&shares.sent, 1);
         }
         self.answers += 1;
         // SAFETY: nginx's clock, updated by its event loop on this thread.

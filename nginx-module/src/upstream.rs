@@ -1122,7 +1122,6 @@ extern "C" fn finalize_request(r: *mut ngx_http_request_t, _rc: ngx_int_t) {
     }
 }
 
-/// Records the request's place in `wsgi_app`'s queue (`queue.rs`).
 /// The request's place in `wsgi_app`'s queue, or null (another location's request, or
 /// one that never went through a queue).
 pub fn ticket_of(r: *mut ngx_http_request_t) -> *mut crate::queue::Ticket {
@@ -1132,6 +1131,7 @@ pub fn ticket_of(r: *mut ngx_http_request_t) -> *mut crate::queue::Ticket {
         .map_or(ptr::null_mut(), |ctx| ctx.ticket)
 }
 
+/// Records the request's place in `wsgi_app`'s queue (`queue.rs`).
 pub fn set_ticket(r: *mut ngx_http_request_t, ticket: *mut crate::queue::Ticket) {
     // SAFETY: a live request, between callbacks: nothing else holds its context.
     if let Some(ctx) = unsafe { request_ctx(Request::from_ngx_http_request(r)) } {
