@@ -223,6 +223,22 @@ def test_the_default_pool_keeps_every_connection_a_busy_site_uses(daemon, nginx,
     assert 48 <= accepted <= 50, f"{accepted} connections for 3 rounds of 48 concurrent requests"
 
 
+def whole_nginx_conf(locations, workers=1, listen=""):
+    """A whole nginx.conf (for the fixture's `conf_text`) with `workers` nginx workers and
+    one server (its `listen` with these parameters: with several workers, `reuseport`
+    spreads the connections among them), holding `locations`, plain nginx text."""
+    escaped = locations.replace("{", "{{").replace("}", "}}")  # the fixture's format()
+    return ("{load_module}\nuser root;\nworker_processes %d;\npid {prefix}/nginx.pid;\n"
+            "error_log {prefix}/error.log info;\nevents {{ worker_connections 1024; }}\n"
+            "http {{ access_log off; server {{ listen 127.0.0.1:{port} %s; %s }} }}\n"
+            % (workers, listen, escaped))
+
+
+def location_stripped(prefix, directives):
+    """A location for `prefix`/ that passes its requests on without the prefix."""
+    return f"location {prefix}/ {{ rewrite ^{prefix}(/.*)$ $1 break; {directives} }}"
+
+
 def test_a_large_page_for_a_slow_client_stays_in_memory_unless_the_user_chose_the_buffers(daemon, nginx,
                                                                                            tmp_path):
     """wsgi_app reads responses into 8 buffers of 16 KiB (wsgi_pass keeps uwsgi_pass's 8
@@ -235,24 +251,13 @@ def test_a_large_page_for_a_slow_client_stays_in_memory_unless_the_user_chose_th
     ini = write_ini(tmp_path, f"socket = {sock}\nwsgi-file = {APPS}/pep3333.py\n")
     daemon(ini, ready=str(sock))
     # nginx's send buffer small, so what the client does not read waits in nginx's buffers.
-    n = nginx(None, module=True, conf_text=f"""
-{{load_module}}
-user root; worker_processes 1; pid {{prefix}}/nginx.pid; error_log {{prefix}}/error.log info;
-events {{{{ }}}}
-http {{{{
-    access_log off;
-    server {{{{
-        listen 127.0.0.1:{{port}} sndbuf=8k;
-        location /pass/ {{{{ rewrite ^/pass(/.*)$ $1 break; wsgi_pass unix:{sock}; }}}}
-        location /app/ {{{{ rewrite ^/app(/.*)$ $1 break; wsgi_app {ini}; }}}}
-        location /chosen/ {{{{ rewrite ^/chosen(/.*)$ $1 break; wsgi_app {ini}; wsgi_buffers 8 4k; }}}}
-        location /inherited/ {{{{
-            wsgi_buffers 8 4k;
-            location /inherited/big {{{{ rewrite ^/inherited(/.*)$ $1 break; wsgi_app {ini}; }}}}
-        }}}}
-    }}}}
-}}}}
-""")
+    n = nginx(None, module=True, conf_text=whole_nginx_conf(listen="sndbuf=8k", locations=" ".join([
+        location_stripped("/pass", f"wsgi_pass unix:{sock};"),
+        location_stripped("/app", f"wsgi_app {ini};"),
+        location_stripped("/chosen", f"wsgi_app {ini}; wsgi_buffers 8 4k;"),
+        "location /inherited/ { wsgi_buffers 8 4k; location /inherited/big {"
+        f" rewrite ^/inherited(/.*)$ $1 break; wsgi_app {ini}; }} }}",
+    ])))
 
     def slow_get(prefix):
         client = socket.socket()
@@ -286,25 +291,14 @@ def test_a_response_head_of_10_kib_passes_unless_the_user_chose_a_smaller_buffer
     sock = tmp_path / "app.sock"
     ini = write_ini(tmp_path, f"socket = {sock}\nwsgi-file = {APPS}/pep3333.py\n")
     daemon(ini, ready=str(sock))
-    n = nginx(None, module=True, conf_text=f"""
-{{load_module}}
-user root; worker_processes 1; pid {{prefix}}/nginx.pid; error_log {{prefix}}/error.log info;
-events {{{{ }}}}
-http {{{{
-    access_log off;
-    server {{{{
-        listen 127.0.0.1:{{port}};
-        location /pass/ {{{{ rewrite ^/pass(/.*)$ $1 break; wsgi_pass unix:{sock}; }}}}
-        location /app/ {{{{ rewrite ^/app(/.*)$ $1 break; wsgi_app {ini}; }}}}
-        location /chosen/ {{{{ rewrite ^/chosen(/.*)$ $1 break; wsgi_app {ini}; wsgi_buffer_size 4k; }}}}
-        location /buffers/ {{{{ rewrite ^/buffers(/.*)$ $1 break; wsgi_app {ini}; wsgi_buffers 8 4k; }}}}
-        location /inherited/ {{{{
-            wsgi_buffer_size 4k;
-            location /inherited/cookies {{{{ rewrite ^/inherited(/.*)$ $1 break; wsgi_app {ini}; }}}}
-        }}}}
-    }}}}
-}}}}
-""")
+    n = nginx(None, module=True, conf_text=whole_nginx_conf(" ".join([
+        location_stripped("/pass", f"wsgi_pass unix:{sock};"),
+        location_stripped("/app", f"wsgi_app {ini};"),
+        location_stripped("/chosen", f"wsgi_app {ini}; wsgi_buffer_size 4k;"),
+        location_stripped("/buffers", f"wsgi_app {ini}; wsgi_buffers 8 4k;"),
+        "location /inherited/ { wsgi_buffer_size 4k; location /inherited/cookies {"
+        f" rewrite ^/inherited(/.*)$ $1 break; wsgi_app {ini}; }} }}",
+    ])))
     served = requests.get(f"{n.url}/app/cookies?kib=10", timeout=10)
     assert served.status_code == 200 and served.text == "ok"
     assert sorted(served.cookies.keys()) == sorted(f"c{i}" for i in range(10))
@@ -457,17 +451,6 @@ def test_waiting_requests_go_in_order_of_arrival_when_one_leaves_between_them(da
     assert log.index("client=first") < log.index("client=third")
 
 
-def nginx_workers_conf(workers, locations):
-    """A whole nginx.conf (for the fixture's `conf_text`) with `workers` nginx workers and
-    one server whose listening socket each worker has (`reuseport` spreads the
-    connections among them), holding `locations`."""
-    escaped = locations.replace("{", "{{").replace("}", "}}")  # the fixture's format()
-    return ("{load_module}\nuser root;\nworker_processes %d;\npid {prefix}/nginx.pid;\n"
-            "error_log {prefix}/error.log info;\nevents {{ worker_connections 1024; }}\n"
-            "http {{ access_log off; server {{ listen 127.0.0.1:{port} reuseport; %s }} }}\n"
-            % (workers, escaped))
-
-
 def connections_to(address):
     """Connections made to a daemon's socket, accepted or not, seen from the kernel: for
     a unix socket path, the sockets named after it but its listener (/proc/net/unix); for
@@ -510,7 +493,7 @@ def test_nginx_workers_share_out_the_daemons_room(daemon, nginx, tmp_path, trans
         d = daemon(ini, ready=("127.0.0.1", address))
         daemon(other_ini, ready=("127.0.0.1", other))
         locations = f"location / {{ wsgi_app {ini}; }} location /other/ {{ wsgi_app {other_ini}; }}"
-    n = nginx(None, module=True, conf_text=nginx_workers_conf(4, locations))
+    n = nginx(None, module=True, conf_text=whole_nginx_conf(locations, workers=4, listen="reuseport"))
     with concurrent.futures.ThreadPoolExecutor(40) as pool:
         futures = [pool.submit(requests.get, f"{n.url}/sleep?seconds=0.4&n={i}", timeout=30) for i in range(40)]
         held = []
@@ -545,7 +528,8 @@ def test_a_request_waiting_in_one_nginx_worker_goes_when_another_workers_request
     ini = write_ini(tmp_path, f"socket = {sock}\nwsgi-file = {APPS}/pep3333.py\nprocesses = 1\nthreads = 4\n")
     daemon(ini, ready=str(sock))
     n = nginx(None, module=True,
-              conf_text=nginx_workers_conf(2, f"location / {{ wsgi_app {ini}; add_header X-Worker $pid always; }}"))
+              conf_text=whole_nginx_conf(f"location / {{ wsgi_app {ini}; add_header X-Worker $pid always; }}",
+                                        workers=2, listen="reuseport"))
     by_worker = {}
     for _ in range(60):
         c = http.client.HTTPConnection("127.0.0.1", n.port, timeout=30)
