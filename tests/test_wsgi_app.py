@@ -423,6 +423,62 @@ def test_a_client_that_leaves_while_its_request_waits_costs_the_app_nothing(daem
     assert "client=gone" not in d.log()
 
 
+def test_a_request_whose_client_left_keeps_its_room_until_the_daemon_is_done(daemon, nginx, tmp_path):
+    """Three clients send requests of 1 s, filling the daemon's room, and go away after 0.3 s;
+    three more wait in nginx meanwhile. The daemon's thread runs each of the three to its
+    end anyway, so their room is given back only as it finishes them: the waiting requests
+    go one per second, not at once into a daemon still busy for 3 s (each waited 0.9 s or
+    more, in `$wsgi_queue_time`). All are answered, the three that were left are logged
+    499, and the room is whole again afterwards: three more requests go at once."""
+    import concurrent.futures
+    import socket
+    import time
+    d, ini = busy_daemon(daemon, tmp_path)
+    log = tmp_path / "queue.log"
+    n = nginx(None, module=True, directives=f"wsgi_app {ini};", location_extra=f"access_log {log} queue;",
+              http_extra="log_format queue '$request_uri $status $wsgi_queue_time';")
+    left = []
+    for i in range(3):
+        client = socket.create_connection(("127.0.0.1", n.port))
+        client.sendall(f"GET /sleep?seconds=1&left={i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        left.append(client)
+    time.sleep(0.1)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        waiting = [pool.submit(requests.get, f"{n.url}/pid?waiting={i}", timeout=20) for i in range(3)]
+        time.sleep(0.2)
+        for client in left:
+            client.close()
+        assert all(f.result().text.isdigit() for f in waiting)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        after = list(pool.map(lambda i: requests.get(f"{n.url}/pid?after={i}", timeout=20), range(3)))
+    assert all(a.text.isdigit() for a in after)
+    wait_for(lambda: log.exists() and log.read_text().count("\n") >= 9, 5, "nine access-log lines")
+    lines = dict(line.split(" ", 1) for line in log.read_text().splitlines())
+    assert [lines[f"/sleep?seconds=1&left={i}"].split()[0] for i in range(3)] == ["499"] * 3
+    waited = [float(lines[f"/pid?waiting={i}"].split()[1]) for i in range(3)]
+    assert all(w >= 0.6 for w in waited), f"the waiting requests went to a busy daemon after {waited} s"
+    assert [lines[f"/pid?after={i}"].split()[1] for i in range(3)] == ["0.000"] * 3
+    # The daemon ran the requests whose clients had left.
+    wait_for(lambda: d.log().count("left=") >= 3, 10, "the three requests left in the daemon's log")
+
+
+def test_a_request_that_timed_out_keeps_its_room_for_one_more_read_timeout_at_most(daemon, nginx, tmp_path):
+    """wsgi_read_timeout 500ms and a request of 1.6 s: the client gets 504 after 0.5 s, and
+    the daemon runs the request on. Its room is kept for one more read timeout at most:
+    then nginx's error log says that the daemon was still running it, and the room goes to
+    the next request (answered, once the daemon's thread is free)."""
+    import time
+    d, ini = busy_daemon(daemon, tmp_path)
+    n = nginx(None, module=True, directives=f"wsgi_app {ini};", location_extra="wsgi_read_timeout 500ms;")
+    assert requests.get(f"{n.url}/sleep?seconds=1.6", timeout=20).status_code == 504
+    warning = ("the daemon was still running a request nginx had ended, wsgi_read_timeout after: "
+               "its room goes to the next request")
+    wait_for(lambda: warning in n.error_log(), 5, "the line saying the room was given back")
+    time.sleep(0.7)
+    assert requests.get(f"{n.url}/pid", timeout=20).text.isdigit()
+    assert n.error_log().count(warning) == 1
+
+
 def test_waiting_requests_go_in_order_of_arrival_when_one_leaves_between_them(daemon, nginx, tmp_path):
     """Three requests of 1 s fill the daemon's room; then three clients send a request each,
     in turn, and the second goes away while they wait. The first and the third are

@@ -37,20 +37,21 @@
 //! worker before the others' demand is published, and shares alone let 4 nginx workers
 //! send a daemon with room for 3 up to 9 at once.
 
-use core::ffi::c_void;
+use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use core::{mem, ptr};
 
 use ngx::ffi::{
-    ngx_add_timer, ngx_conf_t, ngx_core_conf_t, ngx_core_module, ngx_current_msec, ngx_cycle,
-    ngx_cycle_t, ngx_del_timer, ngx_delete_posted_event, ngx_event_t, ngx_handle_read_event,
+    ngx_add_timer, ngx_close_connection, ngx_conf_t, ngx_connection_t, ngx_core_conf_t,
+    ngx_core_module, ngx_current_msec, ngx_cycle, ngx_cycle_t, ngx_del_timer,
+    ngx_delete_posted_event, ngx_destroy_pool, ngx_event_t, ngx_handle_read_event,
     ngx_http_block_reading, ngx_http_finalize_request, ngx_http_request_t,
     ngx_http_run_posted_requests, ngx_http_test_reading, ngx_http_upstream_init,
     ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_msec_t, ngx_pagesize, ngx_post_event,
     ngx_posted_events, ngx_process, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_calloc,
-    ngx_slab_pool_t, ngx_str_t, ngx_uint_t, ngx_variable_value_t, ngx_worker, NGX_ERROR,
-    NGX_HTTP_GATEWAY_TIME_OUT, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR, NGX_OK,
-    NGX_PROCESS_WORKER,
+    ngx_slab_pool_t, ngx_str_t, ngx_uint_t, ngx_variable_value_t, ngx_worker, shutdown, NGX_AGAIN,
+    NGX_ERROR, NGX_HTTP_GATEWAY_TIME_OUT, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR,
+    NGX_LOG_WARN, NGX_OK, NGX_PROCESS_WORKER, SHUT_WR,
 };
 use ngx::http::HttpModule;
 
@@ -479,13 +480,142 @@ fn start_upstream_body(r: *mut ngx_http_request_t) {
     }
 }
 
-/// The request's upstream is over (its `finalize_request`): its room goes to the next.
-pub fn release(ticket: *mut Ticket) {
+/// The request's upstream is over (its `finalize_request`): its room goes to the next,
+/// unless the daemon may still be running it. `unfinished` is the connection of a request
+/// sent whose response was not read whole, with `wsgi_read_timeout`: the daemon's thread
+/// runs such a request to its end whatever nginx does, so it keeps its room until the
+/// daemon is done, and the queue takes the connection to see when ([`drain`]; true: nginx
+/// must not close it). Giving the room back at once let the requests waiting here go to
+/// a daemon still busy with those its clients had left, there to wait behind them.
+pub fn release(
+    ticket: *mut Ticket,
+    unfinished: Option<(*mut ngx_connection_t, ngx_msec_t)>,
+) -> bool {
     // SAFETY: null, or the request's ticket, alive with its pool.
-    if let Some(ticket) = unsafe { ticket.as_mut() } {
-        ticket.release();
+    let Some(ticket) = (unsafe { ticket.as_mut() }) else {
+        return false;
+    };
+    match unfinished {
+        Some((c, timeout)) if ticket.state == TicketState::Sent && in_worker_process() => {
+            // It stays counted among the requests sent; its timer went when it was sent.
+            ticket.state = TicketState::Idle;
+            start_draining(ticket.queue, c, timeout);
+            true
+        }
+        _ => {
+            ticket.release();
+            false
+        }
     }
 }
+
+/// Whether this is an nginx worker process, which keeps its configuration, hence its
+/// queues, for its life. A single process (`master_process off`) frees the old
+/// configuration at a reload while its requests still run.
+fn in_worker_process() -> bool {
+    // SAFETY: nginx's process kind, set before the process handles any event.
+    unsafe { ngx_process == NGX_PROCESS_WORKER as ngx_uint_t }
+}
+
+/// Takes the connection of a request nginx is done with before the daemon may be: it is
+/// half-closed, so that the daemon, once it has written its response, reads no next
+/// request there and closes it; what it sends is read and dropped meanwhile, for at most
+/// `timeout`. Then the request's room goes to the next.
+fn start_draining(queue: *mut Queue, c: *mut ngx_connection_t, timeout: ngx_msec_t) {
+    // SAFETY: the request's upstream connection, open, which nginx no longer reaches
+    // (finalize_request clears it from the upstream); its events and pool are its own.
+    let rev = unsafe {
+        // The request's log goes with its client's connection.
+        let log = (*ngx_cycle).log;
+        (*c).log = log;
+        if let Some(pool) = (*c).pool.as_mut() {
+            pool.log = log;
+        }
+        (*c).data = queue.cast();
+        let (rev, wev) = ((*c).read, (*c).write);
+        (*rev).log = log;
+        (*wev).log = log;
+        (*rev).handler = Some(drain);
+        (*wev).handler = Some(ignore_event);
+        if (*wev).timer_set() != 0 {
+            ngx_del_timer(wev);
+        }
+        if (*rev).timer_set() != 0 {
+            ngx_del_timer(rev);
+        }
+        (*rev).set_timedout(0);
+        // Not cancelable: a worker shutting down waits for it, as for the request.
+        ngx_add_timer(rev, timeout);
+        // A socket that never connected refuses; the read below then sees the error.
+        shutdown((*c).fd, SHUT_WR as c_int);
+        rev
+    };
+    // What already came (an edge-triggered event would not fire for it again).
+    drain(rev);
+}
+
+/// Reads and drops what the daemon sends on a connection taken by [`start_draining`],
+/// until it closes it (or the time is up, or the worker closes everything as it exits),
+/// then closes it and gives the request's room back.
+extern "C" fn drain(rev: *mut ngx_event_t) {
+    guarded("drain", || drain_body(rev));
+}
+
+fn drain_body(rev: *mut ngx_event_t) {
+    // SAFETY: a drained connection's read event: its data is the connection, whose data
+    // is the queue (start_draining), alive for the worker's life.
+    let (c, queue) = unsafe {
+        let c = (*rev).data.cast::<ngx_connection_t>();
+        (c, (*c).data.cast::<Queue>())
+    };
+    // SAFETY: as above.
+    let (timed_out, closing) = unsafe { ((*rev).timedout() != 0, (*c).close() != 0) };
+    if timed_out {
+        // SAFETY: nginx's cycle, set before any handler runs.
+        let log = unsafe { (*ngx_cycle).log };
+        ngx::ngx_log_error!(
+            NGX_LOG_WARN,
+            log,
+            "the daemon was still running a request nginx had ended, wsgi_read_timeout after: its room goes to the next request"
+        );
+    } else if !closing {
+        let mut dropped = [0u8; 4096];
+        loop {
+            // SAFETY: the connection's own receive function, into the buffer above.
+            let n = unsafe {
+                match (*c).recv {
+                    Some(recv) => recv(c, dropped.as_mut_ptr(), dropped.len()),
+                    None => 0,
+                }
+            };
+            if n == NGX_AGAIN as isize {
+                // SAFETY: the connection's read event, handled by nginx's event module.
+                if unsafe { ngx_handle_read_event(rev, 0) } == NGX_OK as ngx_int_t {
+                    return;
+                }
+                break;
+            }
+            if n <= 0 {
+                // The daemon closed it (0), or it failed.
+                break;
+            }
+        }
+    }
+    // SAFETY: the connection taken by start_draining, with its pool, closed once: nothing
+    // else reaches it. The queue is alive for the worker's life.
+    unsafe {
+        if !(*c).pool.is_null() {
+            ngx_destroy_pool((*c).pool);
+        }
+        ngx_close_connection(c);
+        let queue = &mut *queue;
+        queue.answered();
+        queue.publish_demand();
+    }
+}
+
+/// A drained connection's write event: nothing more is written there.
+extern "C" fn ignore_event(_ev: *mut ngx_event_t) {}
 
 impl Ticket {
     /// The request is sent now: it counts among those in the daemon, and its wait is over.
@@ -604,8 +734,7 @@ impl Queue {
     /// totals), if it has a line: memory the worker keeps mapped for its life, not the
     /// queue's.
     fn my_share(&mut self) -> Option<(&'static Share, &'static Shares)> {
-        // SAFETY: nginx's process kind, set before the process handles any event.
-        if unsafe { ngx_process } != NGX_PROCESS_WORKER as ngx_uint_t {
+        if !in_worker_process() {
             // A single process (`master_process off`) has no one to share with, and unmaps
             // the old configuration's zone at a reload while its requests still run.
             return None;
