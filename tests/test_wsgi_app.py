@@ -426,10 +426,12 @@ def test_a_client_that_leaves_while_its_request_waits_costs_the_app_nothing(daem
 def test_a_request_whose_client_left_keeps_its_room_until_the_daemon_is_done(daemon, nginx, tmp_path):
     """Three clients send requests of 1 s, filling the daemon's room, and go away after 0.3 s;
     three more wait in nginx meanwhile. The daemon's thread runs each of the three to its
-    end anyway, so their room is given back only as it finishes them: the waiting requests
-    go one per second, not at once into a daemon still busy for 3 s (each waited 0.9 s or
-    more, in `$wsgi_queue_time`). All are answered, the three that were left are logged
-    499, and the room is whole again afterwards: three more requests go at once."""
+    end anyway, so their room is given back only as it is done with them (it closes their
+    connections, which nginx half-closed): the waiting requests wait in nginx (0.9 s or
+    more, in `$wsgi_queue_time`; 2.9 s here, as the daemon's one thread closes them between
+    requests), not sent at once into a daemon still busy for 3 s. All are answered, the
+    three that were left are logged 499, and the room is whole again afterwards: three
+    more requests go at once."""
     import concurrent.futures
     import socket
     import time
