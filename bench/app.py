@@ -1,5 +1,6 @@
 """The benchmark app: the same file is served by ngx-wsgi and by uWSGI."""
 
+import os
 import time
 
 try:  # the Flask workload of bench/run.py: a small JSON view, as a real app's
@@ -14,6 +15,8 @@ except ImportError:
     flask_app = None
 
 BIG = b"x" * 65536
+# bench/hol.py counts the slow requests the app runs: a byte each, in this file.
+SLOW_RUNS = os.environ.get("BENCH_SLOW_RUNS")
 
 
 def application(environ, start_response):
@@ -25,6 +28,9 @@ def application(environ, start_response):
     if path == "/64k":
         body = BIG
     elif path == "/sleep":  # the slow endpoint of bench/hol.py: ?ms=N
+        if SLOW_RUNS:
+            with open(SLOW_RUNS, "ab") as runs:
+                runs.write(b".")
         time.sleep(int(environ["QUERY_STRING"].partition("=")[2] or 100) / 1000)
         body = b"slept"
     elif path == "/echo":

@@ -6,6 +6,10 @@ wrk on 16 connections of hello-world. Targets, in turn, several rounds: our modu
 `wsgi_app` and its defaults, and stock `uwsgi_pass` to uWSGI (pyuwsgi), whose free
 workers take the next connection from the shared listen queue. Every fast request's
 outcome is counted by wrk (errors, non-2xx), every slow one by the slow client.
+
+With `--impatient N`, N clients loop on the slow request instead, each giving up after
+`--give-up-ms` and sending it again on a new connection (a user pressing reload on a slow
+page): the backend runs a request whose client left unless it never reached it.
 """
 
 import argparse
@@ -34,15 +38,20 @@ def wrk_latency(text):
 
 
 class SlowClient(threading.Thread):
-    """Loops on the slow endpoint over one kept-alive connection, counting outcomes."""
+    """Loops on the slow endpoint over one kept-alive connection, counting outcomes; or,
+    with `give_up_ms`, over a new connection each time, closed when no answer came in that
+    time (counted as left)."""
 
-    def __init__(self, port, ms):
+    def __init__(self, port, ms, give_up_ms=None):
         super().__init__(daemon=True)
-        self.port, self.ms = port, ms
+        self.port, self.ms, self.give_up_ms = port, ms, give_up_ms
         self.stop = threading.Event()
-        self.ok = self.failed = 0
+        self.ok = self.failed = self.left = 0
 
     def run(self):
+        if self.give_up_ms is not None:
+            self.run_impatient()
+            return
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.ms / 1000 + 30)
         while not self.stop.is_set():
             try:
@@ -57,6 +66,24 @@ class SlowClient(threading.Thread):
                 self.failed += 1
                 conn.close()
 
+    def run_impatient(self):
+        while not self.stop.is_set():
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.give_up_ms / 1000)
+            try:
+                conn.request("GET", f"/sleep?ms={self.ms}")
+                response = conn.getresponse()
+                response.read()
+                if response.status == 200:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+            except TimeoutError:
+                self.left += 1
+            except OSError:
+                self.failed += 1
+            finally:
+                conn.close()
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
@@ -67,6 +94,9 @@ def main():
     parser.add_argument("--slow-ms", type=int, default=100)
     parser.add_argument("--nginx-workers", type=int, default=1,
                         help="nginx's worker_processes (Debian's nginx.conf says auto: one per core)")
+    parser.add_argument("--impatient", type=int, default=0,
+                        help="clients that give up on the slow request and send it again, instead of one that waits")
+    parser.add_argument("--give-up-ms", type=int, default=50)
     args = parser.parse_args()
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="ngx-wsgi-hol-"))
@@ -86,10 +116,14 @@ def main():
                                f"include /etc/nginx/uwsgi_params; uwsgi_pass unix:{work / 'uWSGI.sock'};"),
     }
     baseline = "uwsgi_pass + uWSGI"
-    procs, ports, servers = {}, {}, []
+    procs, ports, servers, slow_runs = {}, {}, [], {}
     for i, (name, (cmd, ready, location)) in enumerate(targets.items()):
+        runs = work / f"slow-runs-{i}"
+        runs.touch()
+        slow_runs[name] = runs
         procs[name] = subprocess.Popen(cmd, cwd=ROOT / "bench", stdout=subprocess.DEVNULL,
-                                       stderr=open(work / f"backend-{i}.log", "wb"), start_new_session=True)
+                                       stderr=open(work / f"backend-{i}.log", "wb"), start_new_session=True,
+                                       env={**os.environ, "BENCH_SLOW_RUNS": str(runs)})
         wait_ready(ready, procs[name])
         ports[name] = 18180 + i
         servers.append(f"server {{ listen 127.0.0.1:{ports[name]} backlog=1024; location / {{ {location} }} }}")
@@ -106,32 +140,43 @@ def main():
     try:
         for _ in range(args.rounds):
             for name in targets:
-                slow = SlowClient(ports[name], args.slow_ms)
-                slow.start()
+                if args.impatient:
+                    slows = [SlowClient(ports[name], args.slow_ms, args.give_up_ms) for _ in range(args.impatient)]
+                else:
+                    slows = [SlowClient(ports[name], args.slow_ms)]
+                runs_before = slow_runs[name].stat().st_size
+                for slow in slows:
+                    slow.start()
                 time.sleep(0.2)
                 out = subprocess.run(["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
                                       f"http://127.0.0.1:{ports[name]}/hello"],
                                      capture_output=True, text=True, check=True).stdout
-                slow.stop.set()
-                slow.join(args.slow_ms / 1000 + 30)
+                for slow in slows:
+                    slow.stop.set()
+                for slow in slows:
+                    slow.join(args.slow_ms / 1000 + 30)
                 n, rps, _, errors = parse_wrk(out)
-                results.setdefault(name, []).append((rps, *wrk_latency(out), n, errors, slow.ok, slow.failed))
+                results.setdefault(name, []).append((rps, *wrk_latency(out), n, errors, *(
+                    sum(getattr(slow, count) for slow in slows) for count in ("ok", "failed", "left")),
+                    slow_runs[name].stat().st_size - runs_before))
     finally:
         stop(nginx, list(procs.values()))
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n{args.rounds} interleaved rounds of {args.duration} s: wrk -t1 -c{args.connections} on /hello while one "
-          f"client loops on a {args.slow_ms} ms request; {args.processes} processes x 1 thread; nginx {args.nginx_workers} worker(s); "
+    slow = (f"{args.impatient} clients loop on a {args.slow_ms} ms request, giving up after {args.give_up_ms} ms"
+            if args.impatient else f"one client loops on a {args.slow_ms} ms request")
+    print(f"\n{args.rounds} interleaved rounds of {args.duration} s: wrk -t1 -c{args.connections} on /hello while "
+          f"{slow}; {args.processes} processes x 1 thread; nginx {args.nginx_workers} worker(s); "
           "medians (counts: sums)\n")
     print("| stack | fast req/s | p50 ms | p90 ms | p99 ms | max ms | fast sent | fast errors | slow ok | slow failed "
-          "| req/s vs uWSGI | p99 vs uWSGI |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| slow left | slow run by the app | req/s vs uWSGI | p99 vs uWSGI |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     base = [statistics.median(r[i] for r in results[baseline]) for i in range(5)]
     for name, rows in results.items():
         med = [statistics.median(r[i] for r in rows) for i in range(5)]
-        sums = [sum(r[i] for r in rows) for i in range(5, 9)]
-        print(f"| {name} | {med[0]:.0f} | {med[1]:.2f} | {med[2]:.2f} | {med[3]:.2f} | {med[4]:.1f} | {sums[0]} "
-              f"| {sums[1]} | {sums[2]} | {sums[3]} | {med[0] / base[0]:.2f} | {med[3] / base[3]:.2f} |")
+        sums = [sum(r[i] for r in rows) for i in range(5, 11)]
+        print(f"| {name} | {med[0]:.0f} | {med[1]:.2f} | {med[2]:.2f} | {med[3]:.2f} | {med[4]:.1f} | "
+              + " | ".join(str(count) for count in sums) + f" | {med[0] / base[0]:.2f} | {med[3] / base[3]:.2f} |")
 
 
 if __name__ == "__main__":
