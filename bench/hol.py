@@ -175,8 +175,9 @@ def main():
     for name, rows in results.items():
         med = [statistics.median(r[i] for r in rows) for i in range(5)]
         sums = [sum(r[i] for r in rows) for i in range(5, 11)]
+        ratios = [f"{ours / theirs:.2f}" if theirs else "-" for ours, theirs in ((med[0], base[0]), (med[3], base[3]))]
         print(f"| {name} | {med[0]:.0f} | {med[1]:.2f} | {med[2]:.2f} | {med[3]:.2f} | {med[4]:.1f} | "
-              + " | ".join(str(count) for count in sums) + f" | {med[0] / base[0]:.2f} | {med[3] / base[3]:.2f} |")
+              + " | ".join(str(count) for count in sums + ratios) + " |")
 
 
 if __name__ == "__main__":
