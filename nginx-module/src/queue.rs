@@ -42,10 +42,10 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use core::{mem, ptr};
 
 use ngx::ffi::{
-    ngx_add_timer, ngx_close_connection, ngx_conf_t, ngx_connection_t, ngx_core_conf_t,
-    ngx_core_module, ngx_current_msec, ngx_cycle, ngx_cycle_t, ngx_del_timer,
-    ngx_delete_posted_event, ngx_destroy_pool, ngx_event_t, ngx_handle_read_event,
-    ngx_http_block_reading, ngx_http_finalize_request, ngx_http_request_t,
+    ngx_add_timer, ngx_close_connection, ngx_conf_t, ngx_connection_log_error_e_NGX_ERROR_INFO,
+    ngx_connection_t, ngx_core_conf_t, ngx_core_module, ngx_current_msec, ngx_cycle, ngx_cycle_t,
+    ngx_del_timer, ngx_delete_posted_event, ngx_destroy_pool, ngx_event_t, ngx_handle_read_event,
+    ngx_handle_write_event, ngx_http_block_reading, ngx_http_finalize_request, ngx_http_request_t,
     ngx_http_run_posted_requests, ngx_http_test_reading, ngx_http_upstream_init,
     ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_msec_t, ngx_pagesize, ngx_post_event,
     ngx_posted_events, ngx_process, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_calloc,
@@ -532,6 +532,8 @@ fn start_draining(queue: *mut Queue, c: *mut ngx_connection_t, timeout: ngx_msec
             pool.log = log;
         }
         (*c).data = queue.cast();
+        // The daemon resetting it is no error of nginx's.
+        (*c).set_log_error(ngx_connection_log_error_e_NGX_ERROR_INFO);
         let (rev, wev) = ((*c).read, (*c).write);
         (*rev).log = log;
         (*wev).log = log;
@@ -548,6 +550,11 @@ fn start_draining(queue: *mut Queue, c: *mut ngx_connection_t, timeout: ngx_msec
         ngx_add_timer(rev, timeout);
         // A socket that never connected refuses; the read below then sees the error.
         shutdown((*c).fd, SHUT_WR as c_int);
+        // A write event left waiting (the request's body was being sent) would fire on
+        // every loop of level-triggered events (poll, select) once the socket is
+        // half-closed: marked ready, nginx takes it out (with epoll, nothing to do).
+        (*wev).set_ready(1);
+        ngx_handle_write_event(wev, 0);
         rev
     };
     // What already came (an edge-triggered event would not fire for it again).
