@@ -2,6 +2,7 @@
 it declares (reusing connections), and `nginx -t` fails, naming the nginx.conf line and the
 config file's line, when the two sides disagree in a way that breaks requests."""
 
+import pathlib
 import re
 import signal
 import subprocess
@@ -479,6 +480,36 @@ def test_a_request_that_timed_out_keeps_its_room_for_one_more_read_timeout_at_mo
     time.sleep(0.7)
     assert requests.get(f"{n.url}/pid", timeout=20).text.isdigit()
     assert n.error_log().count(warning) == 1
+
+
+def test_nginx_reloaded_while_a_request_left_runs_in_the_daemon_waits_for_it_then_exits(daemon, nginx, tmp_path):
+    """A client leaves its request of 1.5 s after 0.3 s, and nginx is reloaded while the
+    daemon still runs it: the new worker answers at once (when the daemon's thread is
+    free), and the old one, which keeps the request's room, exits once the daemon is done
+    with it: no worker left behind, no alert in nginx's error log (a connection left open
+    as a worker exits is one)."""
+    import socket
+    import time
+    d, ini = busy_daemon(daemon, tmp_path)
+    n = nginx(None, module=True, directives=f"wsgi_app {ini};")
+
+    def workers():
+        children = subprocess.run(["pgrep", "-P", str(n.proc.pid)], capture_output=True, text=True).stdout.split()
+        return [open(f"/proc/{pid}/cmdline").read().strip("\0") for pid in children
+                if pathlib.Path(f"/proc/{pid}/cmdline").exists()]
+
+    assert requests.get(f"{n.url}/pid", timeout=5).text.isdigit()
+    client = socket.create_connection(("127.0.0.1", n.port))
+    client.sendall(b"GET /sleep?seconds=1.5&left=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.3)
+    client.close()
+    time.sleep(0.2)
+    assert reload(n).returncode == 0
+    wait_for(lambda: "nginx: worker process is shutting down" in workers(), 5, "the old worker shutting down")
+    assert requests.get(f"{n.url}/pid?after=reload", timeout=10).text.isdigit()
+    wait_for(lambda: workers() == ["nginx: worker process"], 10, "the old worker to exit")
+    assert "[alert]" not in n.error_log()
+    assert "left=1" in d.log()
 
 
 def test_waiting_requests_go_in_order_of_arrival_when_one_leaves_between_them(daemon, nginx, tmp_path):
