@@ -404,7 +404,7 @@ def test_how_long_a_request_waited_in_the_queue_goes_to_the_access_log(daemon, n
 
 def test_a_client_that_leaves_while_its_request_waits_costs_the_app_nothing(daemon, nginx, tmp_path):
     """Three requests of 1 s fill the daemon's room; a fourth client sends its request and
-    goes away while it waits. nginx ends that request (499) and the app never runs it;
+    goes away while it waits. nginx ends that request and the app never runs it;
     the queue goes on: a request after it is answered."""
     import concurrent.futures
     import socket
@@ -427,11 +427,12 @@ def test_a_client_that_leaves_while_its_request_waits_costs_the_app_nothing(daem
 def test_a_request_whose_client_left_keeps_its_room_until_the_daemon_is_done(daemon, nginx, tmp_path):
     """Three clients send requests of 1 s, filling the daemon's room, and go away after 0.3 s;
     three more wait in nginx meanwhile. The daemon's thread runs each of the three to its
-    end anyway, so their room is given back only as it is done with them (it closes their
-    connections, which nginx half-closed): the waiting requests wait in nginx (0.9 s or
-    more, in `$wsgi_queue_time`; 2.9 s here, as the daemon's one thread closes them between
-    requests), not sent at once into a daemon still busy for 3 s. All are answered, the
-    three that were left are logged 499, and the room is whole again afterwards: three
+    end anyway, so their room comes back only when it has closed their connections (which
+    nginx half-closed): the waiting requests wait in nginx, 0.6 s or more in
+    `$wsgi_queue_time` (the first is done at 1 s; here all three come back at about 2.9 s,
+    as the daemon's one thread finishes the next request before it looks at a connection
+    again), not sent at once into a daemon still busy for 3 s (0.2 s). All are answered,
+    the three that were left are logged 499, and the room is whole again afterwards: three
     more requests go at once."""
     import concurrent.futures
     import socket
@@ -466,28 +467,41 @@ def test_a_request_whose_client_left_keeps_its_room_until_the_daemon_is_done(dae
 
 
 def test_a_request_that_timed_out_keeps_its_room_for_one_more_read_timeout_at_most(daemon, nginx, tmp_path):
-    """wsgi_read_timeout 500ms and a request of 1.6 s: the client gets 504 after 0.5 s, and
-    the daemon runs the request on. Its room is kept for one more read timeout at most:
-    then nginx's error log says that the daemon was still running it, and the room goes to
-    the next request (answered, once the daemon's thread is free)."""
+    """wsgi_read_timeout 500ms and three requests of 1.6 s, the daemon's room: their clients
+    get 504 after 0.5 s, and the daemon runs them on, one after another. Their room is kept
+    for one more read timeout: a fourth request, sent at 0.7 s, waits in nginx until 1 s
+    ($wsgi_queue_time 0.2 s or more), when nginx's error log says, for each of the three,
+    that the daemon was still running it, and the room goes to the next request. Room given
+    back at once, it would have been sent at once (0.000)."""
+    import concurrent.futures
     import time
     d, ini = busy_daemon(daemon, tmp_path)
-    n = nginx(None, module=True, directives=f"wsgi_app {ini};", location_extra="wsgi_read_timeout 500ms;")
-    assert requests.get(f"{n.url}/sleep?seconds=1.6", timeout=20).status_code == 504
+    log = tmp_path / "queue.log"
+    n = nginx(None, module=True, directives=f"wsgi_app {ini};",
+              location_extra=f"wsgi_read_timeout 500ms; access_log {log} queue;",
+              http_extra="log_format queue '$request_uri $status $wsgi_queue_time';")
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        timed_out = [pool.submit(requests.get, f"{n.url}/sleep?seconds=1.6&n={i}", timeout=20) for i in range(3)]
+        time.sleep(0.7)
+        fourth = pool.submit(requests.get, f"{n.url}/pid?fourth", timeout=20)
+        assert [f.result().status_code for f in timed_out] == [504] * 3
+        fourth.result()
     warning = ("the daemon was still running a request nginx had ended, wsgi_read_timeout after: "
                "its room goes to the next request")
-    wait_for(lambda: warning in n.error_log(), 5, "the line saying the room was given back")
-    time.sleep(0.7)
-    assert requests.get(f"{n.url}/pid", timeout=20).text.isdigit()
-    assert n.error_log().count(warning) == 1
+    wait_for(lambda: n.error_log().count(warning) >= 3, 5, "the lines saying the room was given back")
+    wait_for(lambda: log.exists() and "/pid?fourth" in log.read_text(), 5, "the fourth request's log line")
+    lines = dict(line.split(" ", 1) for line in log.read_text().splitlines())
+    waited = float(lines["/pid?fourth"].split()[1])
+    assert waited >= 0.2, f"the fourth request was sent after {waited} s, while the daemon ran the three"
 
 
 def test_nginx_reloaded_while_a_request_left_runs_in_the_daemon_waits_for_it_then_exits(daemon, nginx, tmp_path):
     """A client leaves its request of 1.5 s after 0.3 s, and nginx is reloaded while the
-    daemon still runs it: the new worker answers at once (when the daemon's thread is
-    free), and the old one, which keeps the request's room, exits once the daemon is done
-    with it: no worker left behind, no alert in nginx's error log (a connection left open
-    as a worker exits is one)."""
+    daemon still runs it: a request after the reload is answered (by the new worker, once
+    the daemon's thread is free), and the old worker, which keeps the left request's room
+    and connection, is still shutting down after the reload and exits once the daemon is
+    done: no worker left behind, no alert in nginx's error log (a connection left open as
+    a worker exits is one)."""
     import socket
     import time
     d, ini = busy_daemon(daemon, tmp_path)
