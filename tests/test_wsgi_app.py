@@ -470,8 +470,9 @@ def test_a_request_that_timed_out_keeps_its_room_for_one_more_read_timeout_at_mo
     """wsgi_read_timeout 500ms and three requests of 1.6 s, the daemon's room: their clients
     get 504 after 0.5 s, and the daemon runs them on, one after another. Their room is kept
     for one more read timeout: a fourth request, sent at 0.7 s, waits in nginx until 1 s
-    ($wsgi_queue_time 0.2 s or more), when nginx's error log says, for each of the three,
-    that the daemon was still running it, and the room goes to the next request. Room given
+    ($wsgi_queue_time 0.2 s or more), when nginx's error log says, for each of the three
+    (naming its request line), that the daemon was still running it, and the room goes to
+    the next request. Room given
     back at once, it would have been sent at once (0.000)."""
     import concurrent.futures
     import time
@@ -486,9 +487,11 @@ def test_a_request_that_timed_out_keeps_its_room_for_one_more_read_timeout_at_mo
         fourth = pool.submit(requests.get, f"{n.url}/pid?fourth", timeout=20)
         assert [f.result().status_code for f in timed_out] == [504] * 3
         fourth.result()
-    warning = ("the daemon was still running a request nginx had ended, wsgi_read_timeout after: "
-               "its room goes to the next request")
-    wait_for(lambda: n.error_log().count(warning) >= 3, 5, "the lines saying the room was given back")
+    def warning(i):
+        return (f'the daemon was still running a request nginx had ended ("GET /sleep?seconds=1.6&n={i} '
+                'HTTP/1.1"), wsgi_read_timeout after: its room goes to the next request')
+    wait_for(lambda: all(warning(i) in n.error_log() for i in range(3)), 5,
+             "the lines saying the room was given back, naming each request")
     wait_for(lambda: log.exists() and "/pid?fourth" in log.read_text(), 5, "the fourth request's log line")
     lines = dict(line.split(" ", 1) for line in log.read_text().splitlines())
     waited = float(lines["/pid?fourth"].split()[1])

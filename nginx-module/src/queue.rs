@@ -495,18 +495,30 @@ pub fn release(
     let Some(ticket) = (unsafe { ticket.as_mut() }) else {
         return false;
     };
-    match unfinished {
-        Some((c, timeout)) if ticket.state == TicketState::Sent && in_worker_process() => {
-            // It stays counted among the requests sent; its timer went when it was sent.
-            ticket.state = TicketState::Idle;
-            start_draining(ticket.queue, c, timeout);
-            true
-        }
-        _ => {
-            ticket.release();
-            false
+    if let Some((c, timeout)) = unfinished {
+        if ticket.state == TicketState::Sent && in_worker_process() {
+            // SAFETY: the ticket's request, alive while nginx finalizes it.
+            let request_line = unsafe { (*ticket.request).request_line.as_bytes().to_vec() };
+            let drained = Drained {
+                queue: ticket.queue,
+                request_line,
+            };
+            if start_draining(drained, c, timeout) {
+                // It stays counted among the requests sent; its timer went when it was sent.
+                ticket.state = TicketState::Idle;
+                return true;
+            }
         }
     }
+    ticket.release();
+    false
+}
+
+/// What a drained connection's events reach (its `data`, in its pool): the queue whose
+/// room the request holds, and the request's line, for the log.
+struct Drained {
+    queue: *mut Queue,
+    request_line: Vec<u8>,
 }
 
 /// Whether this is an nginx worker process, which keeps its configuration, hence its
@@ -520,18 +532,26 @@ fn in_worker_process() -> bool {
 /// Takes the connection of a request nginx is done with before the daemon may be: it is
 /// half-closed, so that the daemon, once it has written its response, reads no next
 /// request there and closes it; what it sends is read and dropped meanwhile, for at most
-/// `timeout`. Then the request's room goes to the next.
-fn start_draining(queue: *mut Queue, c: *mut ngx_connection_t, timeout: ngx_msec_t) {
+/// `timeout`. Then the request's room goes to the next. False when nothing was taken (no
+/// memory in the connection's pool for `drained`).
+fn start_draining(drained: Drained, c: *mut ngx_connection_t, timeout: ngx_msec_t) -> bool {
     // SAFETY: the request's upstream connection, open, which nginx no longer reaches
-    // (finalize_request clears it from the upstream); its events and pool are its own.
+    // (finalize_request clears it from the upstream) once this returns true; its events
+    // and pool are its own.
     let rev = unsafe {
+        let pool = (*c).pool;
+        if pool.is_null() {
+            return false;
+        }
+        let drained = crate::pool_allocate(pool, drained);
+        if drained.is_null() {
+            return false;
+        }
         // The request's log goes with its client's connection.
         let log = (*ngx_cycle).log;
         (*c).log = log;
-        if let Some(pool) = (*c).pool.as_mut() {
-            pool.log = log;
-        }
-        (*c).data = queue.cast();
+        (*pool).log = log;
+        (*c).data = drained.cast();
         // The daemon resetting it is no error of nginx's.
         (*c).set_log_error(ngx_connection_log_error_e_NGX_ERROR_INFO);
         let (rev, wev) = ((*c).read, (*c).write);
@@ -559,6 +579,7 @@ fn start_draining(queue: *mut Queue, c: *mut ngx_connection_t, timeout: ngx_msec
     };
     // What already came (an edge-triggered event would not fire for it again).
     drain(rev);
+    true
 }
 
 /// Reads and drops what the daemon sends on a connection taken by [`start_draining`],
@@ -570,11 +591,13 @@ extern "C" fn drain(rev: *mut ngx_event_t) {
 
 fn drain_body(rev: *mut ngx_event_t) {
     // SAFETY: a drained connection's read event: its data is the connection, whose data
-    // is the queue (start_draining), alive for the worker's life.
-    let (c, queue) = unsafe {
+    // is its Drained, in its pool, until the pool is destroyed below.
+    let (c, drained) = unsafe {
         let c = (*rev).data.cast::<ngx_connection_t>();
-        (c, (*c).data.cast::<Queue>())
+        (c, &*(*c).data.cast::<Drained>())
     };
+    // The queue is the configuration's, alive for the worker's life.
+    let queue = drained.queue;
     // SAFETY: as above.
     let (timed_out, closing) = unsafe { ((*rev).timedout() != 0, (*c).close() != 0) };
     if timed_out {
@@ -583,7 +606,8 @@ fn drain_body(rev: *mut ngx_event_t) {
         ngx::ngx_log_error!(
             NGX_LOG_WARN,
             log,
-            "the daemon was still running a request nginx had ended, wsgi_read_timeout after: its room goes to the next request"
+            "the daemon was still running a request nginx had ended (\"{}\"), wsgi_read_timeout after: its room goes to the next request",
+            String::from_utf8_lossy(&drained.request_line)
         );
     } else if !closing {
         let mut dropped = [0u8; 4096];
@@ -608,12 +632,10 @@ fn drain_body(rev: *mut ngx_event_t) {
             }
         }
     }
-    // SAFETY: the connection taken by start_draining, with its pool, closed once: nothing
-    // else reaches it. The queue is alive for the worker's life.
+    // SAFETY: the connection taken by start_draining, with its pool (which drops its
+    // Drained: not read from here on), closed once: nothing else reaches it.
     unsafe {
-        if !(*c).pool.is_null() {
-            ngx_destroy_pool((*c).pool);
-        }
+        ngx_destroy_pool((*c).pool);
         ngx_close_connection(c);
         let queue = &mut *queue;
         queue.answered();
