@@ -1115,22 +1115,20 @@ fn non_buffered_chunked_filter_body(
 
 extern "C" fn abort_request(_r: *mut ngx_http_request_t) {}
 
-extern "C" fn finalize_request(r: *mut ngx_http_request_t, rc: ngx_int_t) {
-    guarded(r, "finalize_request", |request| {
-        finalize_request_body(request, rc)
-    });
+extern "C" fn finalize_request(r: *mut ngx_http_request_t, _rc: ngx_int_t) {
+    guarded(r, "finalize_request", finalize_request_body);
 }
 
-fn finalize_request_body(request: &mut Request, _rc: ngx_int_t) -> ngx_int_t {
+fn finalize_request_body(request: &mut Request) -> ngx_int_t {
     // SAFETY: no other callback holds the context while nginx finalizes the request.
     let Some(ctx) = (unsafe { request_ctx(request) }) else {
         return NGX_OK as ngx_int_t;
     };
     // SAFETY: the request's upstream, being finalized, and its configuration.
     let u = unsafe { &mut *upstream(request) };
-    // A request sent whose response was not read whole (its client went away, the read
-    // timed out) may still be running in the daemon: the connection is not going back to
-    // the cache, and nginx would close it now.
+    // A request sent whose connection is not going back to the cache (its response was
+    // not read whole: its client went away, the read timed out; or the daemon closes it)
+    // may still be running in the daemon, and nginx would close the connection now.
     let unfinished = (u.request_sent() != 0 && u.keepalive() == 0 && !u.peer.connection.is_null())
         // SAFETY: as above.
         .then(|| (u.peer.connection, unsafe { (*u.conf).read_timeout }));
