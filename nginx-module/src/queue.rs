@@ -23,7 +23,10 @@
 //!
 //! A waiting request is ended with 504 after `wsgi_connect_timeout`, as a connect that
 //! times out is, and ended as soon as its client goes away (499): the daemon never sees
-//! it. The queue is per nginx worker, made with the configuration and reached from the
+//! it. A request sent keeps its room until the daemon is done with it, even when nginx
+//! ends it first (its client went away, its read timed out): the daemon's thread runs it
+//! to its end anyway, so its connection is kept, half-closed, until the daemon closes it
+//! ([`release`]). The queue is per nginx worker, made with the configuration and reached from the
 //! upstream's server configuration slot of this module.
 //!
 //! With several nginx workers (`worker_processes auto` gives one per core), each has its
