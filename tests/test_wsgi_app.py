@@ -373,6 +373,16 @@ def test_a_request_that_waits_longer_than_the_connect_timeout_gets_504(daemon, n
     assert d.log().count("GET /sleep") == 3
 
 
+QUEUE_LOG_FORMAT = "log_format queue '$request_uri $status $wsgi_queue_time';"
+
+
+def queue_log(log, count):
+    """An access log in the `queue` format ([`QUEUE_LOG_FORMAT`]), once it has `count` lines:
+    each request URI's (status, `$wsgi_queue_time`)."""
+    wait_for(lambda: log.exists() and log.read_text().count("\n") >= count, 5, f"{count} access-log lines")
+    return {uri: (status, waited) for uri, status, waited in (line.split() for line in log.read_text().splitlines())}
+
+
 def test_how_long_a_request_waited_in_the_queue_goes_to_the_access_log(daemon, nginx, tmp_path):
     """`$wsgi_queue_time`: three requests of 1 s fill the daemon's room; a fourth waits
     there for the first answer, about 1 s, and its access-log line says so (seconds with
@@ -384,7 +394,7 @@ def test_how_long_a_request_waited_in_the_queue_goes_to_the_access_log(daemon, n
     d, ini = busy_daemon(daemon, tmp_path)
     log, other = tmp_path / "queue.log", free_port()
     n = nginx(None, module=True, directives=f"wsgi_app {ini};",
-              http_extra=f"log_format queue '$request_uri $wsgi_queue_time'; "
+              http_extra=f"{QUEUE_LOG_FORMAT} "
                          f"server {{ listen 127.0.0.1:{other}; location / {{ access_log {log} queue; return 204; }} }}",
               location_extra=f"access_log {log} queue;")
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -394,12 +404,11 @@ def test_how_long_a_request_waited_in_the_queue_goes_to_the_access_log(daemon, n
         assert [f.result().status_code for f in slow] == [200] * 3
         assert waiting.result().status_code == 200
     assert requests.get(f"http://127.0.0.1:{other}/elsewhere", timeout=5).status_code == 204
-    wait_for(lambda: log.exists() and log.read_text().count("\n") >= 5, 5, "five access-log lines")
-    lines = dict(line.split(" ", 1) for line in log.read_text().splitlines())
-    assert [lines[f"/sleep?seconds=1&n={i}"] for i in range(3)] == ["0.000"] * 3
-    waited = float(lines["/pid?waited"])
+    lines = queue_log(log, 5)
+    assert [lines[f"/sleep?seconds=1&n={i}"][1] for i in range(3)] == ["0.000"] * 3
+    waited = float(lines["/pid?waited"][1])
     assert 0.5 <= waited <= 1.5, f"waited {waited} s in the queue"
-    assert lines["/elsewhere"] == "-"
+    assert lines["/elsewhere"][1] == "-"
 
 
 def test_a_client_that_leaves_while_its_request_waits_costs_the_app_nothing(daemon, nginx, tmp_path):
@@ -440,7 +449,7 @@ def test_a_request_whose_client_left_keeps_its_room_until_the_daemon_is_done(dae
     d, ini = busy_daemon(daemon, tmp_path)
     log = tmp_path / "queue.log"
     n = nginx(None, module=True, directives=f"wsgi_app {ini};", location_extra=f"access_log {log} queue;",
-              http_extra="log_format queue '$request_uri $status $wsgi_queue_time';")
+              http_extra=QUEUE_LOG_FORMAT)
     left = []
     for i in range(3):
         client = socket.create_connection(("127.0.0.1", n.port))
@@ -456,12 +465,11 @@ def test_a_request_whose_client_left_keeps_its_room_until_the_daemon_is_done(dae
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         after = list(pool.map(lambda i: requests.get(f"{n.url}/pid?after={i}", timeout=20), range(3)))
     assert all(a.text.isdigit() for a in after)
-    wait_for(lambda: log.exists() and log.read_text().count("\n") >= 9, 5, "nine access-log lines")
-    lines = dict(line.split(" ", 1) for line in log.read_text().splitlines())
-    assert [lines[f"/sleep?seconds=1&left={i}"].split()[0] for i in range(3)] == ["499"] * 3
-    waited = [float(lines[f"/pid?waiting={i}"].split()[1]) for i in range(3)]
+    lines = queue_log(log, 9)
+    assert [lines[f"/sleep?seconds=1&left={i}"][0] for i in range(3)] == ["499"] * 3
+    waited = [float(lines[f"/pid?waiting={i}"][1]) for i in range(3)]
     assert all(w >= 0.6 for w in waited), f"the waiting requests went to a busy daemon after {waited} s"
-    assert [lines[f"/pid?after={i}"].split()[1] for i in range(3)] == ["0.000"] * 3
+    assert [lines[f"/pid?after={i}"][1] for i in range(3)] == ["0.000"] * 3
     # The daemon ran the requests whose clients had left.
     wait_for(lambda: d.log().count("left=") >= 3, 10, "the three requests left in the daemon's log")
 
@@ -472,15 +480,13 @@ def test_a_request_that_timed_out_keeps_its_room_for_one_more_read_timeout_at_mo
     for one more read timeout: a fourth request, sent at 0.7 s, waits in nginx until 1 s
     ($wsgi_queue_time 0.2 s or more), when nginx's error log says, for each of the three
     (naming its request line), that the daemon was still running it, and the room goes to
-    the next request. Room given
-    back at once, it would have been sent at once (0.000)."""
+    the next request. Room given back at once, it would have been sent at once (0.000)."""
     import concurrent.futures
     import time
     d, ini = busy_daemon(daemon, tmp_path)
     log = tmp_path / "queue.log"
     n = nginx(None, module=True, directives=f"wsgi_app {ini};",
-              location_extra=f"wsgi_read_timeout 500ms; access_log {log} queue;",
-              http_extra="log_format queue '$request_uri $status $wsgi_queue_time';")
+              location_extra=f"wsgi_read_timeout 500ms; access_log {log} queue;", http_extra=QUEUE_LOG_FORMAT)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         timed_out = [pool.submit(requests.get, f"{n.url}/sleep?seconds=1.6&n={i}", timeout=20) for i in range(3)]
         time.sleep(0.7)
@@ -492,9 +498,7 @@ def test_a_request_that_timed_out_keeps_its_room_for_one_more_read_timeout_at_mo
                 'HTTP/1.1"), wsgi_read_timeout after: its room goes to the next request')
     wait_for(lambda: all(warning(i) in n.error_log() for i in range(3)), 5,
              "the lines saying the room was given back, naming each request")
-    wait_for(lambda: log.exists() and "/pid?fourth" in log.read_text(), 5, "the fourth request's log line")
-    lines = dict(line.split(" ", 1) for line in log.read_text().splitlines())
-    waited = float(lines["/pid?fourth"].split()[1])
+    waited = float(queue_log(log, 4)["/pid?fourth"][1])
     assert waited >= 0.2, f"the fourth request was sent after {waited} s, while the daemon ran the three"
 
 
