@@ -438,9 +438,10 @@ def test_a_request_whose_client_left_keeps_its_room_until_the_daemon_is_done(dae
     three more wait in nginx meanwhile. The daemon's thread runs each of the three to its
     end anyway, so their room comes back only when it has closed their connections (which
     nginx half-closed): the waiting requests wait in nginx, 0.6 s or more in
-    `$wsgi_queue_time` (the first is done at 1 s; here all three come back at about 2.9 s,
-    as the daemon's one thread finishes the next request before it looks at a connection
-    again), not sent at once into a daemon still busy for 3 s (0.2 s). All are answered,
+    `$wsgi_queue_time`, not sent at once into a daemon still busy for 3 s (0.2 s). Each
+    room comes back as its own request ends, at about 1, 2 and 3 s (the thread looks at
+    its connections before it starts the next request it kept waiting; if it did not, all
+    three would come back at about 2.9 s, after the last). All are answered,
     the three that were left are logged 499, and the room is whole again afterwards: three
     more requests go at once."""
     import concurrent.futures
@@ -469,6 +470,8 @@ def test_a_request_whose_client_left_keeps_its_room_until_the_daemon_is_done(dae
     assert [lines[f"/sleep?seconds=1&left={i}"][0] for i in range(3)] == ["499"] * 3
     waited = [float(lines[f"/pid?waiting={i}"][1]) for i in range(3)]
     assert all(w >= 0.6 for w in waited), f"the waiting requests went to a busy daemon after {waited} s"
+    first, second, _ = sorted(waited)
+    assert first < 1.5 and second < 2.5, f"the rooms came back after {waited} s, not as each left request ended"
     assert [lines[f"/pid?after={i}"][1] for i in range(3)] == ["0.000"] * 3
     # The daemon ran the requests whose clients had left.
     wait_for(lambda: d.log().count("left=") >= 3, 10, "the three requests left in the daemon's log")

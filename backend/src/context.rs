@@ -1,7 +1,7 @@
 //! What a worker's requests see: the worker's shared context, each request thread's
 //! own, and the count of requests in flight a stopping worker waits for.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
@@ -22,6 +22,11 @@ use crate::wsgi::WsgiApp;
 /// its next one answered (with `Connection: close`) instead of finding the connection
 /// closed under it; an idle one delays the stop by this much.
 pub const LINGER_AT_STOP: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A request that holds its thread this long or longer keeps the thread's runtime from
+/// looking at its connections meanwhile: the next request the thread starts lets it look
+/// first ([`ThreadContext::slot_for_request`]).
+const LOOK_AROUND_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What every request thread of a worker shares.
 pub struct WorkerContext {
@@ -62,6 +67,9 @@ pub struct ThreadContext {
     app_slot: Arc<Semaphore>,
     /// What this thread's uwsgi requests leave to build the next environ from.
     pub environ_cache: Mutex<EnvironCache>,
+    /// A uwsgi request held the thread for [`LOOK_AROUND_AFTER`] or more since its
+    /// runtime last looked at its connections.
+    held_long: AtomicBool,
 }
 
 impl std::ops::Deref for ThreadContext {
@@ -76,6 +84,31 @@ impl ThreadContext {
     /// The thread's app slot if it is free now.
     pub fn try_app_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.app_slot.clone().try_acquire_owned().ok()
+    }
+
+    /// Waits until this thread is free to run a request that has come on a connection.
+    /// If the last request held the thread long, the thread's connections are looked at
+    /// first (one non-blocking `epoll_wait`): nobody did meanwhile, and a peer may have
+    /// half-closed one. Our nginx module does that to a request it gave up on (its client
+    /// left, or `wsgi_read_timeout`), and keeps that request's room in its queue until we
+    /// close the connection: closed now, its room goes to the next request as the request
+    /// ends, not after the ones this thread runs next.
+    pub async fn slot_for_request(&self) -> OwnedSemaphorePermit {
+        let slot = self.app_slot().await;
+        if self.held_long.load(Ordering::Relaxed) {
+            self.held_long.store(false, Ordering::Relaxed);
+            // Deferred until the runtime has polled its driver: the tasks that wakes run
+            // first.
+            tokio::task::yield_now().await;
+        }
+        slot
+    }
+
+    /// Notes how long a request held this thread, for [`ThreadContext::slot_for_request`].
+    pub fn held_for(&self, took: std::time::Duration) {
+        if took >= LOOK_AROUND_AFTER {
+            self.held_long.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Waits until this thread is free to run the app.
@@ -187,19 +220,20 @@ impl WorkerContext {
 
     /// The request's log line, as uWSGI writes them (or as `log-format` says); a failure
     /// is also logged as an error, with the traceback. `line` is only made when a line is
-    /// written (not per request with `disable-logging`).
+    /// written (not per request with `disable-logging`). Returns how long the request took.
     pub fn log_request<'a>(
         &self,
         outcome: &Outcome,
         started: std::time::Instant,
         line: impl FnOnce() -> RequestLine<'a>,
-    ) {
+    ) -> std::time::Duration {
         let took = started.elapsed();
         if self.should_log(outcome, took) {
             let line = line();
             self.write_request_line(&RequestRecord::new(&line, outcome, took), outcome);
         }
         crate::reqlog::clear_logvars();
+        took
     }
 
     fn write_request_line(&self, record: &RequestRecord<'_>, outcome: &Outcome) {
@@ -269,6 +303,7 @@ impl ThreadContext {
             thread,
             app_slot: Arc::new(Semaphore::new(1)),
             environ_cache: Mutex::default(),
+            held_long: AtomicBool::new(false),
         })
     }
 }

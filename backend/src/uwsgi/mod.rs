@@ -79,7 +79,7 @@ async fn serve_accepted(
     tracing::debug!("{peer}: connection accepted");
     let guard = in_flight.enter();
     // Taken before reading: the request then runs without yielding.
-    let slot = ctx.app_slot().await;
+    let slot = ctx.slot_for_request().await;
     let allow_keep_alive = !*stop_rx.borrow();
     if let Some(pending) = serve_if_complete(ctx, conn, &peer, allow_keep_alive) {
         drop(slot);
@@ -312,7 +312,7 @@ async fn next_requests(
                 }
             }
         };
-        let slot = ctx.app_slot().await;
+        let slot = ctx.slot_for_request().await;
         if !ctx.requests.admit() {
             // This worker has started its max-requests: the request, with what has been
             // read of it, goes to a worker that serves on.
@@ -576,8 +576,8 @@ fn run_request(
     Some((conn, next))
 }
 
-/// The request's log line, when one is written. `head` is the response's header count
-/// and size.
+/// The request's log line, when one is written, and how long it held the thread. `head`
+/// is the response's header count and size.
 fn log(
     ctx: &ThreadContext,
     vars: uwsgi_proto::Vars<'_>,
@@ -587,7 +587,7 @@ fn log(
     started: Instant,
     head: (usize, usize),
 ) {
-    ctx.log_request(outcome, started, || RequestLine {
+    let took = ctx.log_request(outcome, started, || RequestLine {
         vars: Vars::Uwsgi(vars),
         core: ctx.thread.index,
         peer,
@@ -601,6 +601,7 @@ fn log(
         response_head: head,
         numbers: crate::stats::request_numbers(),
     });
+    ctx.held_for(took);
 }
 
 /// `static-map`, `check-static`: the file a GET or HEAD request gets instead of the app.
