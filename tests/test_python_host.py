@@ -32,11 +32,18 @@ def start(daemon, mode):
     return d, f"http://127.0.0.1:{port}/"
 
 
+def command_line(pid):
+    """/proc/PID/cmdline as its arguments: each ended by one NUL, none padded with more
+    (which psutil's cmdline() reads as empty arguments)."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        raw = f.read()
+    assert raw.endswith(b"\0") and not raw.endswith(b"\0\0"), raw
+    return [arg.decode() for arg in raw[:-1].split(b"\0")]
+
+
 def master_view(d):
-    with open(f"/proc/{d.pid}/cmdline", "rb") as f:
-        cmdline = [arg.decode() for arg in f.read().rstrip(b"\0").split(b"\0")]
     with open(f"/proc/{d.pid}/comm") as f:
-        return os.readlink(f"/proc/{d.pid}/exe"), f.read().strip(), cmdline
+        return os.readlink(f"/proc/{d.pid}/exe"), f.read().strip(), command_line(d.pid)
 
 
 def test_with_the_module_beside_it_the_daemon_runs_in_debians_python_and_shows_as_ngx_wsgi(daemon):
@@ -48,6 +55,7 @@ def test_with_the_module_beside_it_the_daemon_runs_in_debians_python_and_shows_a
     # ... and show as the command that started them: `ps`, `pgrep ngx-wsgi`, systemd.
     assert (report["comm"], report["cmdline"]) == ("ngx-wsgi", command)
     assert master_view(d) == (PYTHON, "ngx-wsgi", command)
+    assert all(command_line(pid) == command for pid in d.worker_pids())
     # The embedded daemon, for comparison.
     d2, url2 = start(daemon, "embedded")
     assert requests.get(url2).json()["exe"] == BIN

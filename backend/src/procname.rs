@@ -5,6 +5,11 @@
 //! and the 15-byte `comm` (`top`, `ps -o comm`, from prctl). Both are set. The argv area
 //! is overwritten in place, so a title longer than the command ngx-wsgi was started with
 //! is cut to that length; main() copied its arguments before, and nothing reads argv since.
+//! Inside Python (`python_host`) the area is the bootstrap's command line, longer than
+//! the command shown over it: the command line the kernel shows is ended where the command
+//! ends (`PR_SET_MM_MAP`), not padded with NULs to the area's length, which read as empty
+//! arguments after it (psutil's `cmdline()`, monitoring agents). A title is cut to that
+//! command's length then, as in the executable.
 
 use ngx_wsgi_config::Config;
 
@@ -59,7 +64,8 @@ pub fn set(config: &Config, worker: Option<u32>) {
 /// Sets this process's title (`ps`, /proc/PID/cmdline) and its name (comm, `top`).
 pub fn set_title(title: &str) {
     set_comm(title.as_bytes());
-    if let Err(err) = overwrite_argv(title.as_bytes(), b"") {
+    let line = [title.as_bytes(), b"\0"].concat();
+    if let Err(err) = overwrite_argv(&line, b"") {
         tracing::warn!("cannot set the process title: {err}");
     }
 }
@@ -76,9 +82,17 @@ pub fn show_as_command(program: &str, args: &[String], started_as: &[u8]) {
         command_line.push(0);
         command_line.extend_from_slice(arg.as_bytes());
     }
-    if let Err(err) = overwrite_argv(&command_line, started_as) {
+    // One NUL ends the last argument, as in any command line.
+    command_line.push(0);
+    match overwrite_argv(&command_line, started_as) {
+        // At Python's start: no thread yet. Refused, the command is shown all the same,
+        // the area's rest NULs, as before this call: nothing to say at every start.
+        Ok(Some((areas, ends_at))) if ends_at < areas.arg_end => {
+            let _ = end_command_line(areas, ends_at);
+        }
+        Ok(_) => {}
         // Before the daemon's logging starts.
-        eprintln!("ngx-wsgi: cannot show the process as {program}: {err}");
+        Err(err) => eprintln!("ngx-wsgi: cannot show the process as {program}: {err}"),
     }
 }
 
@@ -90,25 +104,99 @@ fn set_comm(name: &[u8]) {
     }
 }
 
-/// Writes `title` over the argv strings the kernel shows in /proc/self/cmdline, if they
-/// begin with `only_over`.
-fn overwrite_argv(title: &[u8], only_over: &[u8]) -> std::io::Result<()> {
+/// This process's memory areas as the kernel keeps them: `struct prctl_mm_map` of
+/// `<linux/prctl.h>`, for `PR_SET_MM_MAP`.
+#[repr(C)]
+#[derive(Default)]
+struct MemoryAreas {
+    start_code: u64,
+    end_code: u64,
+    start_data: u64,
+    end_data: u64,
+    start_brk: u64,
+    brk: u64,
+    start_stack: u64,
+    arg_start: u64,
+    arg_end: u64,
+    env_start: u64,
+    env_end: u64,
+    auxv: u64,
+    auxv_size: u32,
+    exe_fd: u32,
+}
+
+/// Reads [`MemoryAreas`] from /proc/self/stat (proc(5) fields 26 to 28 and 45 to 51), but
+/// the program break, which the kernel does not show there, and the auxiliary vector and
+/// executable, which `PR_SET_MM_MAP` leaves as they are when unset (0, and -1).
+fn memory_areas() -> std::io::Result<MemoryAreas> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    // arg_start and arg_end are fields 48 and 49 of proc(5); `fields[0]` is field 3.
-    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<usize>().ok());
-    let (Some(start), Some(end)) = (field(48), field(49)) else {
-        return Err(std::io::Error::other(
-            "no arg_start/arg_end in /proc/self/stat",
-        ));
+    // `fields[0]` is field 3.
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no field {n} in /proc/self/stat")))
     };
+    Ok(MemoryAreas {
+        start_code: field(26)?,
+        end_code: field(27)?,
+        start_stack: field(28)?,
+        start_data: field(45)?,
+        end_data: field(46)?,
+        start_brk: field(47)?,
+        arg_start: field(48)?,
+        arg_end: field(49)?,
+        env_start: field(50)?,
+        env_end: field(51)?,
+        exe_fd: u32::MAX,
+        ..MemoryAreas::default()
+    })
+}
+
+/// Ends the command line the kernel shows at `arg_end`, after the NUL that ends the last
+/// argument there: `PR_SET_MM_MAP` with every area but `arg_end` as it is. It needs no
+/// privilege; where the kernel refuses it (built without checkpoint/restore), what is
+/// shown stays as long as the area, the rest NULs. Only before the process starts a
+/// thread: the call sets the program break too, read just before, which another
+/// thread's `malloc` could move in between.
+fn end_command_line(mut areas: MemoryAreas, arg_end: u64) -> std::io::Result<()> {
+    // SAFETY: `sbrk(0)` moves nothing: it returns the current program break.
+    let brk = unsafe { libc::sbrk(0) };
+    areas.brk = brk as u64;
+    areas.arg_end = arg_end;
+    // SAFETY: the kernel reads `size_of::<MemoryAreas>()` bytes from `areas`, a
+    // `struct prctl_mm_map` on this stack frame, and sets this process's areas from it:
+    // all as they are (read above), but the end of the command line, which ends where the
+    // command now ends, inside the area. Nothing in this process reads those fields.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_MM,
+            libc::PR_SET_MM_MAP as libc::c_ulong,
+            &areas as *const MemoryAreas as libc::c_ulong,
+            std::mem::size_of::<MemoryAreas>() as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Writes `line` (NUL-terminated arguments) over the argv strings the kernel shows in
+/// /proc/self/cmdline, if they begin with `only_over`, cut to their length, the rest
+/// NULs. Returns the areas read and where what was written ends, if it was.
+fn overwrite_argv(line: &[u8], only_over: &[u8]) -> std::io::Result<Option<(MemoryAreas, u64)>> {
+    let areas = memory_areas()?;
+    let (start, end) = (areas.arg_start as usize, areas.arg_end as usize);
     if end <= start {
-        return Ok(());
+        return Ok(None);
     }
     let len = end - start;
-    let shown = title.len().min(len - 1);
+    let written = line.len().min(len);
     // SAFETY: [arg_start, arg_end) is this process's own argv area, mapped writable on its
     // initial stack, as the kernel reports it. Nothing holds a reference into it: main()
     // copied the arguments into owned Strings at start and std::env::args() is not called
@@ -116,11 +204,13 @@ fn overwrite_argv(title: &[u8], only_over: &[u8]) -> std::io::Result<()> {
     // write stays inside the range.
     let argv = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
     if !argv.starts_with(only_over) {
-        return Ok(());
+        return Ok(None);
     }
-    argv[..shown].copy_from_slice(&title[..shown]);
-    argv[shown..].fill(0);
-    Ok(())
+    argv[..written].copy_from_slice(&line[..written]);
+    // Cut: the last byte stays the NUL that ends it.
+    argv[written - 1] = 0;
+    argv[written..].fill(0);
+    Ok(Some((areas, (start + written) as u64)))
 }
 
 #[cfg(test)]
