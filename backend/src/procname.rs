@@ -87,8 +87,8 @@ pub fn show_as_command(program: &str, args: &[String], started_as: &[u8]) {
     match overwrite_argv(&command_line, started_as) {
         // At Python's start: no thread yet. Refused, the command is shown all the same,
         // the area's rest NULs, as before this call: nothing to say at every start.
-        Ok(Some((areas, ends_at))) if ends_at < areas.arg_end => {
-            let _ = end_command_line(areas, ends_at);
+        Ok(Some((areas, threads, ends_at))) if ends_at < areas.arg_end => {
+            let _ = end_command_line(areas, threads, ends_at);
         }
         Ok(_) => {}
         // Before the daemon's logging starts.
@@ -125,10 +125,15 @@ struct MemoryAreas {
     exe_fd: u32,
 }
 
+// The kernel refuses any other size; `auxv` is a pointer there, 8 bytes here.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<MemoryAreas>() == 104);
+
 /// Reads [`MemoryAreas`] from /proc/self/stat (proc(5) fields 26 to 28 and 45 to 51), but
 /// the program break, which the kernel does not show there, and the auxiliary vector and
-/// executable, which `PR_SET_MM_MAP` leaves as they are when unset (0, and -1).
-fn memory_areas() -> std::io::Result<MemoryAreas> {
+/// executable, which `PR_SET_MM_MAP` leaves as they are when unset (0, and -1); and the
+/// process's number of threads (field 20).
+fn memory_areas() -> std::io::Result<(MemoryAreas, u64)> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -140,7 +145,7 @@ fn memory_areas() -> std::io::Result<MemoryAreas> {
             .and_then(|f| f.parse::<u64>().ok())
             .ok_or_else(|| std::io::Error::other(format!("no field {n} in /proc/self/stat")))
     };
-    Ok(MemoryAreas {
+    let areas = MemoryAreas {
         start_code: field(26)?,
         end_code: field(27)?,
         start_stack: field(28)?,
@@ -153,18 +158,25 @@ fn memory_areas() -> std::io::Result<MemoryAreas> {
         env_end: field(51)?,
         exe_fd: u32::MAX,
         ..MemoryAreas::default()
-    })
+    };
+    Ok((areas, field(20)?))
 }
 
 /// Ends the command line the kernel shows at `arg_end`, after the NUL that ends the last
 /// argument there: `PR_SET_MM_MAP` with every area but `arg_end` as it is. It needs no
 /// privilege; where the kernel refuses it (built without checkpoint/restore), what is
-/// shown stays as long as the area, the rest NULs. Only before the process starts a
-/// thread: the call sets the program break too, read just before, which another
-/// thread's `malloc` could move in between.
-fn end_command_line(mut areas: MemoryAreas, arg_end: u64) -> std::io::Result<()> {
-    // SAFETY: `sbrk(0)` moves nothing: it returns the current program break.
-    let brk = unsafe { libc::sbrk(0) };
+/// shown stays as long as the area, the rest NULs. Only in a process of one thread: the
+/// call sets the program break too, read just before, which another thread's `malloc`
+/// could move in between.
+fn end_command_line(mut areas: MemoryAreas, threads: u64, arg_end: u64) -> std::io::Result<()> {
+    if threads != 1 {
+        return Err(std::io::Error::other(format!(
+            "{threads} threads: the program break may move"
+        )));
+    }
+    // SAFETY: `brk(0)` asks for a break below any heap, which the kernel refuses, moving
+    // nothing: it returns the current break, the kernel's own (not libc's copy).
+    let brk = unsafe { libc::syscall(libc::SYS_brk, 0usize) };
     areas.brk = brk as u64;
     areas.arg_end = arg_end;
     // SAFETY: the kernel reads `size_of::<MemoryAreas>()` bytes from `areas`, a
@@ -188,11 +200,15 @@ fn end_command_line(mut areas: MemoryAreas, arg_end: u64) -> std::io::Result<()>
 
 /// Writes `line` (NUL-terminated arguments) over the argv strings the kernel shows in
 /// /proc/self/cmdline, if they begin with `only_over`, cut to their length, the rest
-/// NULs. Returns the areas read and where what was written ends, if it was.
-fn overwrite_argv(line: &[u8], only_over: &[u8]) -> std::io::Result<Option<(MemoryAreas, u64)>> {
-    let areas = memory_areas()?;
+/// NULs. Returns the areas and thread count read, and where what was written ends, if it
+/// was.
+fn overwrite_argv(
+    line: &[u8],
+    only_over: &[u8],
+) -> std::io::Result<Option<(MemoryAreas, u64, u64)>> {
+    let (areas, threads) = memory_areas()?;
     let (start, end) = (areas.arg_start as usize, areas.arg_end as usize);
-    if end <= start {
+    if end <= start || line.last() != Some(&0) {
         return Ok(None);
     }
     let len = end - start;
@@ -210,7 +226,7 @@ fn overwrite_argv(line: &[u8], only_over: &[u8]) -> std::io::Result<Option<(Memo
     // Cut: the last byte stays the NUL that ends it.
     argv[written - 1] = 0;
     argv[written..].fill(0);
-    Ok(Some((areas, (start + written) as u64)))
+    Ok(Some((areas, threads, (start + written) as u64)))
 }
 
 #[cfg(test)]
