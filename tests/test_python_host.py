@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 
+import pytest
 import requests
 
 from conftest import APPS, BIN, STATIC_BIN, VENV, free_port, wait_for
@@ -60,6 +61,26 @@ def test_with_the_module_beside_it_the_daemon_runs_in_debians_python_and_shows_a
     d2, url2 = start(daemon, "embedded")
     assert requests.get(url2).json()["exe"] == BIN
     assert master_view(d2)[0] == BIN
+
+
+@pytest.mark.parametrize("locale_env", [{"LC_ALL": "", "LC_CTYPE": "", "LANG": ""}, {"LC_ALL": "C"}],
+                         ids=["no-locale-set", "LC_ALL=C"])
+def test_files_open_as_utf8_under_a_c_locale_whichever_interpreter_runs_the_app(daemon, locale_env):
+    """systemd runs a service without LANG: the C locale, whose encoding is ASCII. Inside
+    python3.11 the locale is coerced to C.UTF-8 (or, with LC_ALL=C, the UTF-8 mode is on),
+    so open() reads and writes UTF-8; the embedded interpreter and the static build start
+    the same way, where an embedder's default would have them raise UnicodeEncodeError at
+    the first accented letter an app writes."""
+    seen = {}
+    for mode, (binary, env) in MODE.items():
+        port = free_port()
+        d = daemon("--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "interpreter_app.py",
+                   env={**env, **locale_env}, binary=binary, ready=("127.0.0.1", port))
+        seen[mode] = requests.get(f"http://127.0.0.1:{port}/").json()["encodings"]
+        d.stop()
+    assert seen["python"] == seen["embedded"] == seen["static"], seen
+    filesystem, preferred, _, _ = seen["python"]
+    assert (filesystem, preferred) == ("utf-8", "utf-8"), seen
 
 
 def test_the_app_sees_the_same_interpreter_in_python_as_linked_in(daemon):

@@ -24,6 +24,7 @@ pub fn initialize(
         std::env::set_current_dir(dir)
             .with_context(|| format!("cannot chdir to \"{}\"", dir.display()))?;
     }
+    pre_initialize_as_python3()?;
     Python::initialize();
     Python::attach(|py| -> anyhow::Result<()> {
         // What `subprocess` and `multiprocessing` start as Python: this interpreter, not
@@ -51,6 +52,36 @@ pub fn initialize(
         }
         Ok(())
     })
+}
+
+/// Prepares the interpreter's start as `python3.X` starts it, where the daemon does not run
+/// inside it (`NGX_WSGI_PYTHON_HOST=off`, the static build): a C or POSIX locale
+/// (systemd's default without `LANG`) is coerced to C.UTF-8, or else the UTF-8 mode is on
+/// (PEP 538, 540), so files open as UTF-8 by default, as they do inside `python3.X`. An
+/// embedder's default keeps the locale as it is: ASCII there, and `UnicodeEncodeError`
+/// for the first accented letter an app writes to a file. Nothing to do inside Python,
+/// which started so.
+fn pre_initialize_as_python3() -> anyhow::Result<()> {
+    use pyo3::ffi;
+    // SAFETY: asks whether an interpreter runs in this process; callable before any.
+    if unsafe { ffi::Py_IsInitialized() } != 0 {
+        return Ok(());
+    }
+    let mut preconfig = std::mem::MaybeUninit::<ffi::PyPreConfig>::uninit();
+    // SAFETY: fills every field of the struct it is given (Python's C API).
+    unsafe { ffi::PyPreConfig_InitPythonConfig(preconfig.as_mut_ptr()) };
+    // SAFETY: initialized by the call above.
+    let mut preconfig = unsafe { preconfig.assume_init() };
+    // No command line of Python's to read: the daemon read its own.
+    preconfig.parse_argv = 0;
+    // SAFETY: called once, before the interpreter starts (checked above), from the one
+    // thread the master has; the struct is read during the call only.
+    let status = unsafe { ffi::Py_PreInitialize(&preconfig) };
+    // SAFETY: reads the status the call returned.
+    if unsafe { ffi::PyStatus_Exception(status) } != 0 {
+        bail!("cannot prepare the Python interpreter's start (its locale and UTF-8 mode)");
+    }
+    Ok(())
 }
 
 /// Sets the config's `env` in this process, before the interpreter starts: the app may

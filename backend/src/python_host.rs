@@ -16,9 +16,10 @@
 //! runs in it as it does in the executable: the bootstrap leaves the interpreter as the
 //! executable starts it (no signal handler of Python's, `sys.argv` and `sys.path` as
 //! there; `tests/test_python_host.py` compares them), and the process ends without
-//! finalizing the interpreter. What differs is Python's own start-up, which is
-//! `python3.X`'s: a C or POSIX locale is coerced to C.UTF-8 (PEP 538 and 540, as for any
-//! Python program), and `sys.orig_argv` holds the bootstrap's command line.
+//! finalizing the interpreter. Python's own start-up is `python3.X`'s: a C or POSIX locale
+//! is coerced to C.UTF-8 (PEP 538 and 540, as for any Python program), which the
+//! executable's interpreter repeats (`python::pre_initialize_as_python3`). What differs is
+//! `sys.orig_argv`, which holds the bootstrap's command line.
 //! `NGX_WSGI_PYTHON_HOST=off` keeps the daemon in the executable; a path there names
 //! the module to load instead of the installed one. The two must come from one build
 //! (`BUILD_ID`): a module left from another is refused, not run.

@@ -2,6 +2,7 @@
 (tests/test_python_host.py)."""
 
 import json
+import locale
 import os
 import signal
 import sys
@@ -29,6 +30,8 @@ def application(environ, start_response):
         "environ_names": sorted(os.environ),
         "version": list(sys.version_info[:3]),
         "main_module_names": sorted(n for n in vars(sys.modules["__main__"]) if not n.startswith("__")),
+        "encodings": [sys.getfilesystemencoding(), locale.getpreferredencoding(False), sys.flags.utf8_mode,
+                      os.environ.get("LC_CTYPE")],
     }).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
     return [body]
