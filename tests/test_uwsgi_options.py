@@ -393,6 +393,12 @@ def test_procname_sets_what_ps_and_top_show(daemon, tmp_path):
     d, url = http_daemon(daemon, "--processes", "2", "--auto-procname", "--procname-prefix-spaced", "[blog]")
     wait_for(lambda: len(d.worker_pids()) == 2, 10, "two workers")
     assert ps(d.pid) == ("[blog] ngx-wsgi master", "[blog] ngx-wsgi")
+    # The title alone, as uWSGI shows it: not followed by the NULs that read as empty
+    # arguments (psutil's cmdline()).
+    def cmdline(pid):
+        return open(f"/proc/{pid}/cmdline", "rb").read()
+    assert cmdline(d.pid) == b"[blog] ngx-wsgi master\0"
+    assert sorted(cmdline(p) for p in d.worker_pids()) == [b"[blog] ngx-wsgi worker 1\0", b"[blog] ngx-wsgi worker 2\0"]
     workers = sorted(ps(p)[0] for p in d.worker_pids())
     assert workers == ["[blog] ngx-wsgi worker 1", "[blog] ngx-wsgi worker 2"]
     # The title survives a reload (the new image sets it again) and pgrep finds it.

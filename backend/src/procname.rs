@@ -9,7 +9,10 @@
 //! the command shown over it: the command line the kernel shows is ended where the command
 //! ends (`PR_SET_MM_MAP`), not padded with NULs to the area's length, which read as empty
 //! arguments after it (psutil's `cmdline()`, monitoring agents). A title is cut to that
-//! command's length then, as in the executable.
+//! command's length then, as in the executable. A title is one string, written as uWSGI
+//! writes it: a NUL after it, and spaces to the area's end, so that the kernel shows the
+//! title alone (its reading of a command line whose last byte is not a NUL, as
+//! `setproctitle` leaves it: up to the first NUL).
 
 use ngx_wsgi_config::Config;
 
@@ -65,7 +68,7 @@ pub fn set(config: &Config, worker: Option<u32>) {
 pub fn set_title(title: &str) {
     set_comm(title.as_bytes());
     let line = [title.as_bytes(), b"\0"].concat();
-    if let Err(err) = overwrite_argv(&line, b"") {
+    if let Err(err) = overwrite_argv(&line, b"", b' ') {
         tracing::warn!("cannot set the process title: {err}");
     }
 }
@@ -84,7 +87,7 @@ pub fn show_as_command(program: &str, args: &[String], started_as: &[u8]) {
     }
     // One NUL ends the last argument, as in any command line.
     command_line.push(0);
-    match overwrite_argv(&command_line, started_as) {
+    match overwrite_argv(&command_line, started_as, 0) {
         // At Python's start: no thread yet. Refused, the command is shown all the same,
         // the area's rest NULs, as before this call: nothing to say at every start.
         Ok(Some((areas, threads, ends_at))) if ends_at < areas.arg_end => {
@@ -200,11 +203,12 @@ fn end_command_line(mut areas: MemoryAreas, threads: u64, arg_end: u64) -> std::
 
 /// Writes `line` (NUL-terminated arguments) over the argv strings the kernel shows in
 /// /proc/self/cmdline, if they begin with `only_over`, cut to their length, the rest
-/// NULs. Returns the areas and thread count read, and where what was written ends, if it
-/// was.
+/// `padding` (a NUL, or a space for a title). Returns the areas and thread count read, and
+/// where what was written ends, if it was.
 fn overwrite_argv(
     line: &[u8],
     only_over: &[u8],
+    padding: u8,
 ) -> std::io::Result<Option<(MemoryAreas, u64, u64)>> {
     let (areas, threads) = memory_areas()?;
     let (start, end) = (areas.arg_start as usize, areas.arg_end as usize);
@@ -225,7 +229,7 @@ fn overwrite_argv(
     argv[..written].copy_from_slice(&line[..written]);
     // Cut: the last byte stays the NUL that ends it.
     argv[written - 1] = 0;
-    argv[written..].fill(0);
+    argv[written..].fill(padding);
     Ok(Some((areas, threads, (start + written) as u64)))
 }
 
