@@ -60,6 +60,15 @@ def free_port():
             return port
 
 
+def command_line(pid):
+    """/proc/PID/cmdline as its arguments: each ended by one NUL, none padded with more
+    (which psutil's cmdline() reads as empty arguments)."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        raw = f.read()
+    assert raw.endswith(b"\0") and not raw.endswith(b"\0\0"), raw
+    return [arg.decode() for arg in raw[:-1].split(b"\0")]
+
+
 def wait_for(predicate, timeout=15.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import requests
 
-from conftest import APPS, BIN, STATIC_BIN, VENV, free_port, wait_for
+from conftest import APPS, BIN, STATIC_BIN, VENV, command_line, free_port, wait_for
 
 PYTHON = os.path.realpath("/usr/bin/python3")
 MODE = {
@@ -31,15 +31,6 @@ def start(daemon, mode):
     d = daemon(*args, env=env, binary=binary, ready=("127.0.0.1", port))
     wait_for(lambda: len(d.worker_pids()) == 2, 5, "2 workers")
     return d, f"http://127.0.0.1:{port}/"
-
-
-def command_line(pid):
-    """/proc/PID/cmdline as its arguments: each ended by one NUL, none padded with more
-    (which psutil's cmdline() reads as empty arguments)."""
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        raw = f.read()
-    assert raw.endswith(b"\0") and not raw.endswith(b"\0\0"), raw
-    return [arg.decode() for arg in raw[:-1].split(b"\0")]
 
 
 def master_view(d):

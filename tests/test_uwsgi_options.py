@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from conftest import APPS, BIN, check_config, free_port, pid_alive, wait_for
+from conftest import APPS, BIN, check_config, command_line, free_port, pid_alive, wait_for
 
 APP = APPS / "options_app.py"
 
@@ -395,10 +395,8 @@ def test_procname_sets_what_ps_and_top_show(daemon, tmp_path):
     assert ps(d.pid) == ("[blog] ngx-wsgi master", "[blog] ngx-wsgi")
     # The title alone, as uWSGI shows it: not followed by the NULs that read as empty
     # arguments (psutil's cmdline()).
-    def cmdline(pid):
-        return open(f"/proc/{pid}/cmdline", "rb").read()
-    assert cmdline(d.pid) == b"[blog] ngx-wsgi master\0"
-    assert sorted(cmdline(p) for p in d.worker_pids()) == [b"[blog] ngx-wsgi worker 1\0", b"[blog] ngx-wsgi worker 2\0"]
+    assert command_line(d.pid) == ["[blog] ngx-wsgi master"]
+    assert sorted(command_line(p) for p in d.worker_pids()) == [["[blog] ngx-wsgi worker 1"], ["[blog] ngx-wsgi worker 2"]]
     workers = sorted(ps(p)[0] for p in d.worker_pids())
     assert workers == ["[blog] ngx-wsgi worker 1", "[blog] ngx-wsgi worker 2"]
     # The title survives a reload (the new image sets it again) and pgrep finds it.
