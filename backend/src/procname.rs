@@ -80,16 +80,15 @@ pub fn set_title(title: &str) {
 /// valgrind, say, the kernel's argv area is valgrind's own, its options still in use.
 pub fn show_as_command(program: &str, args: &[String], started_as: &[u8]) {
     set_comm(program.rsplit('/').next().unwrap_or(program).as_bytes());
-    let mut command_line = program.as_bytes().to_vec();
-    for arg in args {
-        command_line.push(0);
+    // Each argument ended by a NUL, as the kernel lays out a command line.
+    let mut command_line = Vec::new();
+    for arg in std::iter::once(program).chain(args.iter().map(String::as_str)) {
         command_line.extend_from_slice(arg.as_bytes());
+        command_line.push(0);
     }
-    // One NUL ends the last argument, as in any command line.
-    command_line.push(0);
     match overwrite_argv(&command_line, started_as, 0) {
-        // At Python's start: no thread yet. Refused, the command is shown all the same,
-        // the area's rest NULs, as before this call: nothing to say at every start.
+        // Refused (a thread started already, or the kernel), the command is shown all the
+        // same, the area's rest NULs, as before this call: nothing to say at every start.
         Ok(Some((areas, threads, ends_at))) if ends_at < areas.arg_end => {
             let _ = end_command_line(areas, threads, ends_at);
         }
