@@ -80,6 +80,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16, help="wrk's fast connections")
     parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--daemon-option", action="append", default=[], metavar="'NAME = VALUE'",
+                        help="one more line of ngx-wsgi's config (e.g. 'sched-batch = false'); repeatable")
     parser.add_argument("--slow-ms", type=int, default=100)
     parser.add_argument("--nginx-workers", type=int, default=1,
                         help="nginx's worker_processes (Debian's nginx.conf says auto: one per core)")
@@ -94,7 +96,8 @@ def main():
     procs_n = str(args.processes)
     one_config = work / "app.ini"
     one_config.write_text(f"[uwsgi]\nsocket = {work / 'app.sock'}\nprocesses = {procs_n}\nmaster = true\n"
-                          f"disable-logging = true\nlisten = 1024\nwsgi-file = {app}\n")
+                          f"disable-logging = true\nlisten = 1024\nwsgi-file = {app}\n"
+                          + "".join(f"{line}\n" for line in args.daemon_option))
     targets = {
         "wsgi_app + ngx-wsgi": ([str(ROOT / "target" / "release" / "ngx-wsgi"), str(one_config)],
                                 str(work / "app.sock"), f"wsgi_app {one_config};"),

@@ -134,6 +134,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--daemon-option", action="append", default=[], metavar="'NAME = VALUE'",
+                        help="one more line of the config wsgi_app's daemon reads (e.g. 'sched-batch = false'); "
+                             "repeatable")
     parser.add_argument("--nginx-workers", type=int, default=1,
                         help="nginx's worker_processes (Debian's nginx.conf says auto: one per core)")
     parser.add_argument("--only", nargs="*", help="run only the targets whose name contains one of these")
@@ -159,7 +162,8 @@ def main():
     def one_config(name):
         path = work / f"{name}.ini"
         path.write_text(f"[uwsgi]\nsocket = {work / name}.sock\nprocesses = {procs_n}\nmaster = true\n"
-                        f"disable-logging = true\nlisten = 1024\nwsgi-file = {app}\nvirtualenv = {venv}\n")
+                        f"disable-logging = true\nlisten = 1024\nwsgi-file = {app}\nvirtualenv = {venv}\n"
+                        + "".join(f"{line}\n" for line in args.daemon_option))
         return path
     # name: (backend command, where it listens, nginx location directives, upstream block)
     targets = {

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import APPS, can_connect, free_port, wait_for
+from conftest import APPS, can_connect, check_config, free_port, wait_for
 
 
 def http_daemon(daemon, *args, env=None):
@@ -51,6 +51,55 @@ def test_one_thread_serves_one_request_at_a_time(daemon):
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda _: requests.get(f"{url}/sleep?seconds=0.5").text, range(2)))
     assert time.monotonic() - started >= 1.0
+
+
+def thread_policies(pid):
+    """{thread id: (thread name, scheduling policy)} of every thread of PID."""
+    policies = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/comm") as f:
+            policies[int(task)] = (f.read().strip(), os.sched_getscheduler(int(task)))
+    return policies
+
+
+# The default (auto) with one request thread; forced on and off; auto with more request
+# threads than the cores the daemon may run on.
+@pytest.mark.parametrize("setting, processes, threads, batch", [
+    (None, 1, 1, True),
+    ("true", 2, 2, True),
+    ("false", 1, 2, False),
+    ("auto", len(os.sched_getaffinity(0)) + 1, 1, False),
+])
+def test_sched_batch_puts_the_request_threads_and_only_them_under_sched_batch(
+        daemon, setting, processes, threads, batch):
+    """What `chrt -p` shows: every worker's request threads (its main thread and
+    request-N) under SCHED_BATCH or not, as sched-batch says; the master and the workers'
+    other threads (harakiri, signals) keep the normal policy whatever it says."""
+    args = ["--wsgi-file", APPS / "pep3333.py", "--processes", processes, "--threads", threads]
+    if setting is not None:
+        args.append(f"--sched-batch={setting}")
+    d, url = http_daemon(daemon, *args)
+    wait_for(lambda: len(d.worker_pids()) == processes, 10, f"{processes} workers")
+    assert requests.get(f"{url}/pid").status_code == 200
+    request_policy = os.SCHED_BATCH if batch else os.SCHED_OTHER
+    assert {policy for _, policy in thread_policies(d.pid).values()} == {os.SCHED_OTHER}
+    for worker in d.worker_pids():
+        threads_seen = thread_policies(worker)
+        request_threads = {tid for tid, (name, _) in threads_seen.items()
+                           if tid == worker or name.startswith("request-")}
+        assert len(request_threads) == threads, threads_seen
+        for tid, (name, policy) in threads_seen.items():
+            if tid in request_threads:
+                assert policy == request_policy, (name, threads_seen)
+            elif name != "idle-mover":  # the mover runs under SCHED_IDLE, by design
+                assert policy == os.SCHED_OTHER, (name, threads_seen)
+
+
+def test_sched_batch_refuses_a_value_it_does_not_know():
+    out = check_config("--http-socket", ":0", "--wsgi-file", APPS / "pep3333.py", "--sched-batch=sometimes")
+    assert out.returncode == 2
+    assert ('invalid value "sometimes" for option "sched-batch": expected auto, true or false '
+            '(or no value: true)') in out.stderr
 
 
 @pytest.mark.parametrize("lazy", [False, True])

@@ -49,6 +49,8 @@ pub struct WorkerContext {
     pub reload_on_exception: bool,
     /// `so-keepalive`: TCP keepalive on accepted connections.
     pub so_keepalive: bool,
+    /// `sched-batch`: request threads run under `SCHED_BATCH`.
+    pub sched_batch: bool,
     /// `static-map`, `check-static`: files served before the app.
     pub static_files: Option<crate::static_files::StaticFiles>,
     /// The request log line's format and where it goes.

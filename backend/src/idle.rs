@@ -200,10 +200,8 @@ impl RequestThreads {
         // app at 32 connections on 2 cores, one run in three had a p99 of 40 to 150 ms
         // (none without the mover, and none like this). When every CPU is busy, moving a
         // request gains nothing anyway; the head-of-line case it is for has idle CPU.
-        let idle_priority = libc::sched_param { sched_priority: 0 };
-        // SAFETY: sets this thread's scheduling policy; the parameter is valid for the
-        // call. Failure leaves the normal policy, which works, only less politely.
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle_priority) } != 0 {
+        // Failure leaves the normal policy, which works, only less politely.
+        if crate::process::schedule_this_thread(libc::SCHED_IDLE).is_err() {
             tracing::debug!("the idle-connection mover keeps the normal scheduling policy");
         }
         // Per thread: the request it was in at the last look (the stats counters say:

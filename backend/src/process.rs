@@ -1,5 +1,6 @@
 //! What this process is (master, worker N, spooler N, mule N), the signals that stop
-//! it and the codes it exits with: what every kind of process and the master agree on.
+//! it, the codes it exits with and how its threads are scheduled: what every kind of
+//! process and the master agree on.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -45,6 +46,17 @@ pub const EXIT_RECYCLED: i32 = 4;
 
 /// Exit code of a worker whose app failed to load (`--lazy-apps`): respawning would loop.
 pub const EXIT_APP_LOAD_FAILED: i32 = 3;
+
+/// Sets the calling thread's scheduling policy (`SCHED_BATCH`, `SCHED_IDLE`: policies any
+/// process may move itself to from the normal one), at the normal priority.
+pub fn schedule_this_thread(policy: libc::c_int) -> std::io::Result<()> {
+    let normal_priority = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; the kernel only reads the parameter.
+    match unsafe { libc::sched_setscheduler(0, policy, &normal_priority) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
 
 /// The signals the master blocks around fork() and the worker handles.
 pub fn stop_signals() -> nix::sys::signal::SigSet {
