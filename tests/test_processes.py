@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import APPS, can_connect, check_config, free_port, wait_for
+from conftest import APPS, BIN, can_connect, check_config, free_port, wait_for
 
 
 def http_daemon(daemon, *args, env=None):
@@ -93,6 +93,20 @@ def test_sched_batch_puts_the_request_threads_and_only_them_under_sched_batch(
                 assert policy == request_policy, (name, threads_seen)
             elif name != "idle-mover":  # the mover runs under SCHED_IDLE, by design
                 assert policy == os.SCHED_OTHER, (name, threads_seen)
+
+
+def test_sched_batch_leaves_the_policy_the_daemon_was_started_with(daemon):
+    """Started under `chrt --idle 0` (or systemd's CPUSchedulingPolicy=), every thread of
+    every process keeps that policy: the default would have put the request threads
+    under SCHED_BATCH."""
+    port = free_port()
+    d = daemon("--idle", "0", BIN, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", APPS / "pep3333.py",
+               "--threads", "2", binary="chrt", ready=("127.0.0.1", port))
+    wait_for(d.worker_pids, 5, "workers")
+    assert requests.get(f"http://127.0.0.1:{port}/pid").status_code == 200
+    for pid in [d.pid, *d.worker_pids()]:
+        policies = thread_policies(pid)
+        assert {policy for _, policy in policies.values()} == {os.SCHED_IDLE}, policies
 
 
 def test_sched_batch_refuses_a_value_it_does_not_know():

@@ -186,7 +186,13 @@ fn batch_scheduling(config: &Config) -> bool {
 /// hello-world 16% more requests/s at 256 connections, nginx's CPU per request 11% lower
 /// and ours 22% lower, `bench/RESULTS.md`). An idle core still runs it at once. Any
 /// process may move itself from the normal policy to this one; a refusal leaves it there.
+/// A policy the daemon was started with (`chrt`, systemd's `CPUSchedulingPolicy=`) is the
+/// administrator's choice, and stays.
 fn schedule_as_batch() {
+    // SAFETY: pid 0 is the calling thread; the call only reads the kernel's record of it.
+    if unsafe { libc::sched_getscheduler(0) } != libc::SCHED_OTHER {
+        return;
+    }
     if let Err(err) = crate::process::schedule_this_thread(libc::SCHED_BATCH) {
         tracing::warn!("sched-batch: the request thread keeps the normal policy: {err}");
     }
