@@ -47,7 +47,7 @@ pub fn run(
         head_timeout: std::time::Duration::from_secs(config.socket_timeout),
         reload_on_exception: config.reload_on_exception,
         so_keepalive: config.so_keepalive,
-        sched_batch: batch_scheduling(config),
+        sched_batch: batch_scheduling(config, listeners),
         static_files: crate::static_files::StaticFiles::new(config),
         request_log,
         handover: handover.clone(),
@@ -167,14 +167,17 @@ fn serve_thread(
     })
 }
 
-/// `sched-batch`, `auto` resolved: batch scheduling pays when every request thread can
-/// have a core once nginx has passed its batch. With more threads than cores they queue
-/// behind each other instead (4 processes on 2 cores: the same requests/s, a p99 2-3x
-/// longer), so `auto` keeps the normal policy there.
-fn batch_scheduling(config: &Config) -> bool {
+/// `sched-batch`, `auto` resolved: batch scheduling pays when nginx passes the requests
+/// over the uwsgi protocol and every request thread can have a core once nginx has passed
+/// its batch. With more threads than cores they queue behind each other instead (4
+/// processes on 2 cores: the same requests/s, a p99 2.3-3.5x longer), and a daemon with
+/// only HTTP listeners gained nothing (`proxy_pass` in front: the same requests/s; a local
+/// client straight to it: 4% fewer), so `auto` keeps the normal policy there.
+fn batch_scheduling(config: &Config, listeners: &[BoundListener]) -> bool {
     config.sched_batch.unwrap_or_else(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (config.processes as usize) * (config.threads as usize) <= cores
+        let serves_nginx = listeners.iter().any(|l| l.spec.protocol == Protocol::Uwsgi);
+        serves_nginx && (config.processes as usize) * (config.threads as usize) <= cores
     })
 }
 
@@ -183,8 +186,9 @@ fn batch_scheduling(config: &Config) -> bool {
 /// preempting it: when nginx writes a request, it goes on with its other ready events and
 /// writes those too, and this thread takes them in one wake-up, where it otherwise
 /// switched in and out once per request (on 2 cores shared with nginx and the client:
-/// hello-world 16% more requests/s at 256 connections, nginx's CPU per request 11% lower
-/// and ours 22% lower, `bench/RESULTS.md`). An idle core still runs it at once. Any
+/// hello-world 13-19% more requests/s at 256 connections, nginx's CPU per request 11% lower
+/// and ours 22% lower, `bench/RESULTS.md`). Threads and processes the app starts from a
+/// request thread inherit the policy, as they would a `chrt`. An idle core still runs it at once. Any
 /// process may move itself from the normal policy to this one; a refusal leaves it there.
 /// A policy the daemon was started with (`chrt`, systemd's `CPUSchedulingPolicy=`) is the
 /// administrator's choice, and stays.

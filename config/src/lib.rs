@@ -238,14 +238,14 @@ declare_config! {
             value("threads", "processes", "N", "request threads per worker (default 1)");
         /// `sched-batch`: whether request threads run under the kernel's `SCHED_BATCH`
         /// policy, so a request arriving does not preempt the process that sent it
-        /// (nginx's worker); `None` (`auto`, the default): when the daemon has no more
-        /// request threads than the cores it may run on.
+        /// (nginx's worker); `None` (`auto`, the default): when the daemon has a uwsgi
+        /// socket (nginx in front) and no more request threads than the cores it may run on.
         #[serde(skip_serializing_if = "Option::is_none")]
         sched_batch: Option<bool> = None, set(auto_or_switch),
             optional("sched-batch", "processes", "auto|true|false",
                 "request threads run under SCHED_BATCH: a request arriving waits for a core instead of \
-                 preempting nginx, which passes several at a time; auto (the default): when processes x \
-                 threads is at most the cores, as with more the threads queue behind each other");
+                 preempting nginx, which passes several at a time; auto (the default): with a uwsgi socket \
+                 and processes x threads at most the cores, as with more the threads queue behind each other");
         /// `lazy-apps`: load the app in each worker instead of once before forking.
         lazy_apps: bool = false, set(switch),
             flag("lazy-apps", "processes", "load the app in each worker after fork instead of once in the master")
@@ -1078,7 +1078,6 @@ fn body_limit_size(name: &str, value: Option<&str>) -> Result<u64, ConfigError> 
     })
 }
 
-/// A switch: no value, or uWSGI's spellings of true and false.
 /// `auto` (None) or a switch's value.
 fn auto_or_switch(name: &str, value: Option<&str>) -> Result<Option<bool>, ConfigError> {
     match value {
@@ -1093,6 +1092,7 @@ fn auto_or_switch(name: &str, value: Option<&str>) -> Result<Option<bool>, Confi
     }
 }
 
+/// A switch: no value, or uWSGI's spellings of true and false.
 fn switch(name: &str, value: Option<&str>) -> Result<bool, ConfigError> {
     match value.map(str::to_ascii_lowercase).as_deref() {
         None | Some("true" | "1" | "yes" | "on" | "") => Ok(true),
