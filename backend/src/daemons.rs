@@ -175,6 +175,9 @@ impl Daemons {
         for daemon in &mut daemons {
             match daemon.pid() {
                 Some(pid) if daemon.spec.pidfile.is_some() => {
+                    // Seen alive now: if it dies before the first check, that check says
+                    // so as it starts it again (it started it silently before).
+                    daemon.seen_running = true;
                     tracing::info!(
                         "attached daemon already running (pid {pid}): {}",
                         daemon.name()
