@@ -105,6 +105,9 @@ def test_sched_batch_puts_the_request_threads_and_only_them_under_sched_batch(
     wait_for(settled, 10, f"{processes} workers whose {threads} request threads have policy {request_policy}: "
              + str({w: thread_policies(w) for w in d.worker_pids()}))
     assert {policy for _, policy in thread_policies(d.pid).values()} == {os.SCHED_OTHER}
+    said = "request threads run under SCHED_BATCH (sched-batch" + (
+        " = auto: a uwsgi socket, and no more request threads than cores)" if setting in (None, "auto") else ")")
+    assert (said in d.log()) == batch, d.log()
     for worker in d.worker_pids():
         threads_seen = thread_policies(worker)
         others = set(threads_seen) - request_threads(worker, threads_seen)
@@ -129,6 +132,7 @@ def test_sched_batch_leaves_the_policy_the_daemon_was_started_with(daemon):
     for pid in [d.pid, *d.worker_pids()]:
         policies = thread_policies(pid)
         assert {policy for _, policy in policies.values()} == {os.SCHED_IDLE}, policies
+    assert "sched-batch: the request threads keep the scheduling policy the daemon was started with" in d.log()
 
 
 def test_sched_batch_refuses_a_value_it_does_not_know():

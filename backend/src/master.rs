@@ -636,6 +636,7 @@ fn serve(
         );
         Some(app)
     };
+    crate::worker::say_scheduling(config, listeners);
     let ready = ReadyPipe::new()?;
     let handover = handover_sockets()?;
     let spawner = Spawner {

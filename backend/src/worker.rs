@@ -173,7 +173,7 @@ fn serve_thread(
 /// processes on 2 cores: the same requests/s, a p99 2.3-3.5x longer), and a daemon with
 /// only HTTP listeners gained nothing (`proxy_pass` in front: the same requests/s; a local
 /// client straight to it: 4% fewer), so `auto` keeps the normal policy there.
-fn batch_scheduling(config: &Config, listeners: &[BoundListener]) -> bool {
+pub fn batch_scheduling(config: &Config, listeners: &[BoundListener]) -> bool {
     config.sched_batch.unwrap_or_else(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let serves_nginx = listeners.iter().any(|l| l.spec.protocol == Protocol::Uwsgi);
@@ -193,13 +193,36 @@ fn batch_scheduling(config: &Config, listeners: &[BoundListener]) -> bool {
 /// A policy the daemon was started with (`chrt`, systemd's `CPUSchedulingPolicy=`) is the
 /// administrator's choice, and stays.
 fn schedule_as_batch() {
-    // SAFETY: pid 0 is the calling thread; the call only reads the kernel's record of it.
-    if unsafe { libc::sched_getscheduler(0) } != libc::SCHED_OTHER {
+    if !under_the_normal_policy() {
         return;
     }
     if let Err(err) = crate::process::schedule_this_thread(libc::SCHED_BATCH) {
         tracing::warn!("sched-batch: the request thread keeps the normal policy: {err}");
     }
+}
+
+fn under_the_normal_policy() -> bool {
+    // SAFETY: pid 0 is the calling thread; the call only reads the kernel's record of it.
+    unsafe { libc::sched_getscheduler(0) == libc::SCHED_OTHER }
+}
+
+/// Says in the master's log, once at start-up, how the workers' request threads will be
+/// scheduled when that is not the normal way: `auto` decides on the machine.
+pub fn say_scheduling(config: &Config, listeners: &[BoundListener]) {
+    if !batch_scheduling(config, listeners) {
+        return;
+    }
+    if !under_the_normal_policy() {
+        tracing::info!(
+            "sched-batch: the request threads keep the scheduling policy the daemon was started with"
+        );
+        return;
+    }
+    let why = match config.sched_batch {
+        None => " = auto: a uwsgi socket, and no more request threads than cores",
+        Some(_) => "",
+    };
+    tracing::info!("request threads run under SCHED_BATCH (sched-batch{why})");
 }
 
 /// Watches the stop signals on a thread of its own, so they act even while every
