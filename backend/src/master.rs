@@ -636,7 +636,7 @@ fn serve(
         );
         Some(app)
     };
-    crate::worker::say_scheduling(config, listeners);
+    let batch_scheduling = crate::worker::decide_scheduling(config, listeners);
     let ready = ReadyPipe::new()?;
     let handover = handover_sockets()?;
     let spawner = Spawner {
@@ -646,6 +646,7 @@ fn serve(
         ready: &ready,
         request_log,
         handover: &handover,
+        batch_scheduling,
     };
     let mut workers: Workers = HashMap::new();
     let mut cheaper = Cheaper::new(config);
@@ -989,6 +990,8 @@ struct Spawner<'a> {
     request_log: &'a Arc<RequestLogger>,
     /// Where retiring workers hand their idle connections to the others.
     handover: &'a HandoverSockets,
+    /// Whether the request threads run under `SCHED_BATCH` (`sched-batch`, decided once).
+    batch_scheduling: bool,
 }
 
 impl Spawner<'_> {
@@ -1111,6 +1114,7 @@ fn spawn_worker(id: u32, spawner: &Spawner<'_>) -> anyhow::Result<Pid> {
         ready,
         request_log,
         handover,
+        batch_scheduling,
     } = *spawner;
     if let Some(pid) = fork_child()? {
         tracing::info!("worker {id} started (pid {pid})");
@@ -1159,6 +1163,7 @@ fn spawn_worker(id: u32, spawner: &Spawner<'_>) -> anyhow::Result<Pid> {
         ready.write.as_fd(),
         request_log.clone(),
         handover,
+        batch_scheduling,
     ) {
         Ok(code) => code,
         Err(err) => {

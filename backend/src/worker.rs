@@ -29,6 +29,7 @@ pub fn run(
     ready: std::os::fd::BorrowedFd<'_>,
     request_log: Arc<RequestLogger>,
     handover_sockets: &HandoverSockets,
+    batch_scheduling: bool,
 ) -> anyhow::Result<i32> {
     let handover = Handover::new(handover_sockets).context("the handover socket")?;
     let wsgi_app = Python::attach(|py| WsgiApp::new(py, app, config))?;
@@ -47,7 +48,7 @@ pub fn run(
         head_timeout: std::time::Duration::from_secs(config.socket_timeout),
         reload_on_exception: config.reload_on_exception,
         so_keepalive: config.so_keepalive,
-        sched_batch: batch_scheduling(config, listeners),
+        sched_batch: batch_scheduling,
         static_files: crate::static_files::StaticFiles::new(config),
         request_log,
         handover: handover.clone(),
@@ -173,7 +174,7 @@ fn serve_thread(
 /// processes on 2 cores: the same requests/s, a p99 2.3-3.5x longer), and a daemon with
 /// only HTTP listeners gained nothing (`proxy_pass` in front: the same requests/s; a local
 /// client straight to it: 4% fewer), so `auto` keeps the normal policy there.
-pub fn batch_scheduling(config: &Config, listeners: &[BoundListener]) -> bool {
+fn batch_scheduling(config: &Config, listeners: &[BoundListener]) -> bool {
     config.sched_batch.unwrap_or_else(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let serves_nginx = listeners.iter().any(|l| l.spec.protocol == Protocol::Uwsgi);
@@ -187,11 +188,11 @@ pub fn batch_scheduling(config: &Config, listeners: &[BoundListener]) -> bool {
 /// writes those too, and this thread takes them in one wake-up, where it otherwise
 /// switched in and out once per request (on 2 cores shared with nginx and the client:
 /// hello-world 13-19% more requests/s at 256 connections, nginx's CPU per request 11% lower
-/// and ours 22% lower, `bench/RESULTS.md`). Threads and processes the app starts from a
-/// request thread inherit the policy, as they would a `chrt`. An idle core still runs it at once. Any
+/// and ours 22% lower, `bench/RESULTS.md`). An idle core still runs it at once. Any
 /// process may move itself from the normal policy to this one; a refusal leaves it there.
 /// A policy the daemon was started with (`chrt`, systemd's `CPUSchedulingPolicy=`) is the
-/// administrator's choice, and stays.
+/// administrator's choice, and stays. Threads and processes the app starts from a request
+/// thread inherit the policy, as they would a `chrt`.
 fn schedule_as_batch() {
     if !under_the_normal_policy() {
         return;
@@ -201,28 +202,31 @@ fn schedule_as_batch() {
     }
 }
 
+/// Whether the calling thread runs under the normal policy (workers inherit the master's).
 fn under_the_normal_policy() -> bool {
     // SAFETY: pid 0 is the calling thread; the call only reads the kernel's record of it.
     unsafe { libc::sched_getscheduler(0) == libc::SCHED_OTHER }
 }
 
-/// Says in the master's log, once at start-up, how the workers' request threads will be
-/// scheduled when that is not the normal way: `auto` decides on the machine.
-pub fn say_scheduling(config: &Config, listeners: &[BoundListener]) {
+/// Decides, once in the master, whether the workers' request threads run under
+/// `SCHED_BATCH` (`auto` decides on the machine), and says so in its log when they do, or
+/// when they keep the policy the daemon was started with.
+pub fn decide_scheduling(config: &Config, listeners: &[BoundListener]) -> bool {
     if !batch_scheduling(config, listeners) {
-        return;
+        return false;
     }
     if !under_the_normal_policy() {
         tracing::info!(
             "sched-batch: the request threads keep the scheduling policy the daemon was started with"
         );
-        return;
+        return true;
     }
     let why = match config.sched_batch {
         None => " = auto: a uwsgi socket, and no more request threads than cores",
         Some(_) => "",
     };
     tracing::info!("request threads run under SCHED_BATCH (sched-batch{why})");
+    true
 }
 
 /// Watches the stop signals on a thread of its own, so they act even while every
